@@ -1,0 +1,1 @@
+"""dora nodes: thin main() functions wiring events to library calls."""

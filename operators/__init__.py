@@ -1,0 +1,1 @@
+"""In-process dora operators (run by the dora runtime node)."""

@@ -1,0 +1,1 @@
+"""Audio utilities: loading, resampling, WAV writing, chunk joining."""

@@ -1,0 +1,1 @@
+"""Random-weight development models written in the official GPT-SoVITS formats."""

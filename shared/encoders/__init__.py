@@ -1,0 +1,1 @@
+"""Feature encoders: chinese-roberta BERT features, CN-HuBERT, speaker verification."""

@@ -1,0 +1,1 @@
+"""GPT (Text2Semantic): semantic-token decoding."""

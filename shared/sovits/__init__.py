@@ -1,0 +1,1 @@
+"""SoVITS v2 family: semantic tokens + phones + reference -> waveform."""

@@ -1,0 +1,1 @@
+"""Text frontend: normalisation, G2P, symbol ids, sentence splitting."""
