@@ -1,0 +1,166 @@
+"""audio-sink node: plays or records the audio, and reports time to first audio per utterance.
+
+Input:  ``audio`` (Float32[n] mono with sample_rate; our chunks or any kokoro-style producer).
+Output: ``metrics`` (Utf8[1] JSON per finished utterance: ttfa_s, audio_s, wall_s, rtf, underruns,
+        errors, wav_path, development_model).
+
+``GSV_SINK``: ``auto`` (default: the speaker when PortAudio and an output device exist, otherwise a
+WAV file, saying so), ``speaker``, ``wav``, ``null`` (discard; for benchmarks). ``GSV_WAV_PATH``
+(default ``out/speech.wav``; later utterances get ``-2``, ``-3``... suffixes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.audio.wav import numbered_path, write_wav
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
+
+log = logging.getLogger("gsv.audio-sink")
+
+
+@dataclass
+class Utterance:
+    utterance_id: str
+    sample_rate: int
+    text_received_at: float
+    first_audio_at: float
+    samples: list[np.ndarray] = field(default_factory=list)
+    n_samples: int = 0
+    errors: list[str] = field(default_factory=list)
+    development_model: bool = False
+
+
+class AudioSinkStage(StageBase):
+    name = "audio-sink"
+
+    def __init__(self, mode: str, wav_path: str | Path = "out/speech.wav", clock=m.now):
+        if mode not in ("wav", "speaker", "null"):
+            raise ValueError(f"sink mode {mode!r}")
+        self.mode = mode
+        self.wav_path = Path(wav_path)
+        self.clock = clock
+        self.utterances: dict[str, Utterance] = {}
+        self.finished = 0
+        self.players: dict[int, Any] = {}
+        self.written: list[Path] = []
+
+    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
+        chunk = m.AudioChunk.from_event(value, metadata)
+        key = chunk.key
+        utt = self.utterances.get(key.utterance_id)
+        if utt is None:
+            arrived = self.clock()
+            utt = Utterance(key.utterance_id, chunk.sample_rate, key.text_received_at or arrived, arrived)
+            utt.development_model = chunk.development_model
+            self.utterances[key.utterance_id] = utt
+        if chunk.sample_rate != utt.sample_rate:
+            raise m.MessageError(f"sample rate changed from {utt.sample_rate} to {chunk.sample_rate} mid-utterance")
+        if chunk.error:
+            utt.errors.append(f"segment {key.segment_index}: {chunk.error}")
+            log.error("utterance %s segment %d failed: %s", key.utterance_id, key.segment_index, chunk.error)
+        if len(chunk.samples):
+            self.consume(utt, chunk)
+        if key.utterance_final and chunk.segment_final:
+            yield self.complete(utt)
+
+    def consume(self, utt: Utterance, chunk: m.AudioChunk) -> None:
+        samples = chunk.samples
+        log.info(
+            "audio chunk: utterance %s segment %d chunk %d, %.2f s%s",
+            chunk.key.utterance_id,
+            chunk.key.segment_index,
+            chunk.chunk_index,
+            len(samples) / chunk.sample_rate,
+            " (DEVELOPMENT MODEL: noise)" if chunk.development_model else "",
+        )
+        utt.n_samples += len(samples)
+        if self.mode == "wav":
+            utt.samples.append(np.array(samples))  # the event buffer is released after this call
+        elif self.mode == "speaker":
+            self.player(chunk.sample_rate).write(samples, complete=chunk.key.utterance_final and chunk.segment_final)
+
+    def player(self, sample_rate: int) -> Any:
+        if sample_rate not in self.players:
+            from dora_gpt_sovits.audio.player import Player
+
+            self.players[sample_rate] = Player(sample_rate)
+        return self.players[sample_rate]
+
+    def complete(self, utt: Utterance) -> Outgoing:
+        del self.utterances[utt.utterance_id]
+        self.finished += 1
+        wall = self.clock() - utt.text_received_at
+        audio_s = utt.n_samples / utt.sample_rate
+        report: dict[str, Any] = {
+            "utterance_id": utt.utterance_id,
+            "ttfa_s": round(utt.first_audio_at - utt.text_received_at, 4),
+            "audio_s": round(audio_s, 4),
+            "wall_s": round(wall, 4),
+            "rtf": round(wall / audio_s, 4) if audio_s else None,
+            "errors": utt.errors,
+            "development_model": utt.development_model,
+        }
+        if self.mode == "wav" and utt.n_samples:
+            path = write_wav(numbered_path(self.wav_path, self.finished), np.concatenate(utt.samples), utt.sample_rate)
+            self.written.append(path)
+            report["wav_path"] = str(path)
+        if self.mode == "speaker":
+            report["underruns"] = sum(p.underruns for p in self.players.values())
+        log.info(
+            "utterance %s done: TTFA %.3f s, %.2f s of audio in %.2f s%s%s%s",
+            utt.utterance_id,
+            report["ttfa_s"],
+            audio_s,
+            wall,
+            f", wrote {report['wav_path']}" if "wav_path" in report else "",
+            f", {len(utt.errors)} failed segment(s)" if utt.errors else "",
+            " — DEVELOPMENT MODEL: this audio is noise, not speech" if utt.development_model else "",
+        )
+        return Outgoing(m.METRICS, m.text_array(json.dumps(report)), {m.UTTERANCE_ID: utt.utterance_id})
+
+    def finish(self) -> Iterable[Outgoing]:
+        for utt in list(self.utterances.values()):
+            utt.errors.append("the graph stopped before this utterance was complete")
+            yield self.complete(utt)
+        for player in self.players.values():
+            player.drain()
+
+
+def choose_mode(requested: str) -> str:
+    if requested not in ("auto", "speaker", "wav", "null"):
+        raise SystemExit(f"error: GSV_SINK={requested!r} is not one of auto, speaker, wav, null")
+    if requested in ("auto", "speaker"):
+        from dora_gpt_sovits.audio.player import SpeakerUnavailable, open_speaker_check
+
+        try:
+            open_speaker_check()
+            return "speaker"
+        except SpeakerUnavailable as e:
+            if requested == "speaker":
+                raise SystemExit(f"error: GSV_SINK=speaker but {e}") from None
+            log.warning("no speaker (%s): writing WAV files instead", e)
+            return "wav"
+    return requested
+
+
+def main() -> None:
+    from dora import Node
+
+    node = Node()  # first, so that the log bridge carries choose_mode's message
+    mode = choose_mode(os.environ.get("GSV_SINK", "auto"))
+    wav_path = os.environ.get("GSV_WAV_PATH", "out/speech.wav")
+    log.info("audio sink: %s%s", mode, f" -> {Path(wav_path).resolve()}" if mode == "wav" else "")
+    serve(node, AudioSinkStage(mode, wav_path))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""bert node: phone segments -> per-phone BERT features for the GPT.
+
+Input ``phonemes`` (Int64[T]); output ``phone_features`` (Float32[1024*T], shape [1024, T]).
+Chinese runs go through chinese-roberta-wwm-ext-large (third-from-last layer, repeated per
+``word2ph``); other languages get zeros, as upstream. Runs are cached by their text, so a voice's
+prompt text is encoded once, not once per segment. Environment: model paths (see
+``dora_gpt_sovits.model_paths``), ``GSV_DEVICE`` (cpu/cuda), ``GSV_DTYPE`` (float32/float16/bfloat16).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any, Callable, Iterable
+
+import torch
+
+from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
+
+log = logging.getLogger("gsv.bert")
+
+# (norm_text, word2ph) -> features [1024, n_phones] for one Chinese run.
+RunEncoder = Callable[[str, list[int]], torch.Tensor]
+
+
+class BertStage(StageBase):
+    name = "bert"
+
+    def __init__(self, encode_chinese_run: RunEncoder, cache_size: int = 64):
+        self.encode_chinese_run = encode_chinese_run
+        self.cache: OrderedDict[tuple[str, tuple[int, ...]], torch.Tensor] = OrderedDict()
+        self.cache_size = cache_size
+
+    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
+        segment = m.PhonemeSegment.from_event(value, metadata)
+        if segment.error:
+            features = torch.zeros(m.FEATURE_DIM, 0)
+        else:
+            features = self.features(segment)
+        out = m.PhoneFeatures(
+            segment.key, features, segment.phone_ids.tolist(), segment.n_prompt_phones, segment.error
+        )
+        yield Outgoing(m.PHONE_FEATURES, *out.to_message())
+
+    def features(self, segment: m.PhonemeSegment) -> torch.Tensor:
+        columns, word2ph_at = [], 0
+        for language, text, n_phones in zip(segment.run_languages, segment.run_texts, segment.run_phone_counts):
+            if language == "zh":
+                word2ph = segment.word2ph[word2ph_at : word2ph_at + len(text)]
+                word2ph_at += len(text)
+                if sum(word2ph) != n_phones:
+                    raise m.MessageError(f"word2ph of run {text!r} covers {sum(word2ph)} phones, not {n_phones}")
+                columns.append(self.chinese_run(text, word2ph))
+            else:
+                columns.append(torch.zeros(m.FEATURE_DIM, n_phones))
+        return torch.cat(columns, dim=1) if columns else torch.zeros(m.FEATURE_DIM, 0)
+
+    def chinese_run(self, text: str, word2ph: list[int]) -> torch.Tensor:
+        key = (text, tuple(word2ph))
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        features = self.encode_chinese_run(text, word2ph).float()
+        self.cache[key] = features
+        if len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return features
+
+
+def main() -> None:
+    from dora import Node
+
+    from dora_gpt_sovits.encoders.bert import bert_features, load_bert
+    from dora_gpt_sovits.node_runtime import configure_threads
+    from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
+
+    configure_threads()
+    device, dtype = device_and_dtype()
+    paths = load_or_exit(need=("bert",))
+    model, tokenizer = load_bert(paths.bert, device=device, dtype=dtype)
+    log.info("BERT loaded from %s on %s/%s", paths.bert, device, dtype)
+
+    def encode(text: str, word2ph: list[int]) -> torch.Tensor:
+        return bert_features(model, tokenizer, text, word2ph).cpu()
+
+    serve(Node(), BertStage(encode))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""gpt node: phone features + the voice's prompt tokens -> semantic tokens, streamed in chunks.
+
+Inputs:  ``phone_features`` (Float32[1024*T] from bert), ``prompt_semantic`` (Int64[P] from reference).
+Output:  ``semantic_tokens`` (Int64[n] chunks; metadata chunk_index, segment_final, phone_ids).
+
+Tokens leave as soon as a chunk is full — a small first chunk for a short time to first audio,
+larger ones afterwards (``GSV_FIRST_CHUNK_TOKENS``, ``GSV_CHUNK_TOKENS``) — while decoding goes on.
+Sampling: ``GSV_TOP_K`` (15), ``GSV_TOP_P`` (1.0), ``GSV_TEMPERATURE`` (1.0),
+``GSV_REPETITION_PENALTY`` (1.35), ``GSV_SEED`` (segment i of an utterance uses seed + i; unset =
+random). Segments whose voice has no prompt tokens yet wait here until they arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
+
+log = logging.getLogger("gsv.gpt")
+
+# (phone_ids [T], features [1024, T], prompt tokens [P] (empty = reference-free), seed) -> tokens
+TokenStream = Callable[[np.ndarray, np.ndarray, np.ndarray, int | None], Iterator[int]]
+
+
+@dataclass(frozen=True)
+class ChunkPolicy:
+    first_chunk_tokens: int = 12  # ~0.5 s of audio at 25 tokens/s
+    chunk_tokens: int = 40
+
+    def boundaries(self) -> Iterator[int]:
+        """Token counts at which a chunk is emitted: 12, 52, 92, ..."""
+        n = self.first_chunk_tokens
+        while True:
+            yield n
+            n += self.chunk_tokens
+
+
+class GPTStage(StageBase):
+    name = "gpt"
+    primary_inputs = frozenset({m.PHONE_FEATURES})
+
+    def __init__(self, decode: TokenStream, policy: ChunkPolicy = ChunkPolicy(), seed: int | None = None):
+        self.decode = decode
+        self.policy = policy
+        self.seed = seed
+        self.prompts: dict[str, np.ndarray] = {}
+        self.waiting: dict[str, list[m.PhoneFeatures]] = defaultdict(list)
+
+    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
+        if input_id == m.PROMPT_SEMANTIC:
+            part = m.ReferencePart.tokens_from_event(value, metadata, input_id)
+            self.prompts[part.voice] = np.array(part.payload)  # kept across messages: own the memory
+            for segment in self.waiting.pop(part.voice, []):
+                yield from self.decode_segment(segment)
+        elif input_id == m.PHONE_FEATURES:
+            segment = m.PhoneFeatures.from_event(value, metadata)
+            if segment.error or segment.key.voice in self.prompts:
+                yield from self.decode_segment(segment)
+            else:
+                segment.features = np.array(segment.features)  # outlives the event buffer
+                self.waiting[segment.key.voice].append(segment)
+
+    def pending(self) -> bool:
+        return any(self.waiting.values())
+
+    def finish(self) -> Iterable[Outgoing]:
+        for voice, segments in self.waiting.items():
+            for segment in segments:
+                segment.error = f"no prompt tokens arrived for voice {voice!r}"
+                yield from self.decode_segment(segment)
+        self.waiting.clear()
+
+    def decode_segment(self, segment: m.PhoneFeatures) -> Iterator[Outgoing]:
+        target_phones = segment.phone_ids[segment.n_prompt_phones :]
+
+        def chunk(tokens: list[int], index: int, final: bool, error: str = "") -> Outgoing:
+            msg = m.SemanticChunk(segment.key, np.asarray(tokens, dtype=np.int64), index, final, target_phones, error)
+            return Outgoing(m.SEMANTIC_TOKENS, *msg.to_message())
+
+        if segment.error:
+            yield chunk([], 0, True, segment.error)
+            return
+        seed = None if self.seed is None else self.seed + segment.key.segment_index
+        prompt = self.prompts[segment.key.voice]
+        phone_ids = np.asarray(segment.phone_ids, dtype=np.int64)
+        started, tokens, sent, index = time.perf_counter(), [], 0, 0
+        boundaries = self.policy.boundaries()
+        next_boundary = next(boundaries)
+        try:
+            for token in self.decode(phone_ids, segment.features, prompt, seed):
+                tokens.append(token)
+                if len(tokens) == next_boundary:
+                    yield chunk(tokens[sent:], index, False)
+                    sent, index, next_boundary = len(tokens), index + 1, next(boundaries)
+        except Exception as e:  # a failing segment must still close, with the reason attached
+            log.exception("utterance %s segment %d: decoding failed", segment.key.utterance_id, segment.key.segment_index)
+            yield chunk([], index, True, f"GPT decoding failed: {e}")
+            return
+        yield chunk(tokens[sent:], index, True)
+        elapsed = time.perf_counter() - started
+        log.info(
+            "utterance %s segment %d: %d tokens in %.2f s (%.1f ms/token)",
+            segment.key.utterance_id,
+            segment.key.segment_index,
+            len(tokens),
+            elapsed,
+            1000 * elapsed / max(1, len(tokens)),
+        )
+
+
+def policy_from_env(env: dict[str, str]) -> ChunkPolicy:
+    return ChunkPolicy(
+        first_chunk_tokens=int(env.get("GSV_FIRST_CHUNK_TOKENS", 12)),
+        chunk_tokens=int(env.get("GSV_CHUNK_TOKENS", 40)),
+    )
+
+
+def main() -> None:
+    import torch
+    from dora import Node
+
+    from dora_gpt_sovits.gpt.generate import generate_stream
+    from dora_gpt_sovits.gpt.loader import load_gpt
+    from dora_gpt_sovits.gpt.sampling import SamplingParams
+    from dora_gpt_sovits.node_runtime import configure_threads
+    from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
+
+    env = dict(os.environ)
+    configure_threads()
+    device, dtype = device_and_dtype()
+    paths = load_or_exit(need=("gpt",))
+    model = load_gpt(paths.gpt, device=device, dtype=dtype)
+    base = SamplingParams(
+        top_k=int(env.get("GSV_TOP_K", 15)),
+        top_p=float(env.get("GSV_TOP_P", 1.0)),
+        temperature=float(env.get("GSV_TEMPERATURE", 1.0)),
+        repetition_penalty=float(env.get("GSV_REPETITION_PENALTY", 1.35)),
+    )
+    log.info("GPT loaded from %s on %s/%s", paths.gpt, device, dtype)
+
+    def decode(phone_ids: np.ndarray, features: np.ndarray, prompt: np.ndarray, seed: int | None) -> Iterator[int]:
+        params = SamplingParams(**{**base.__dict__, "seed": seed})
+        with torch.inference_mode():
+            yield from generate_stream(
+                model,
+                torch.from_numpy(np.asarray(phone_ids)).to(device),
+                m.tensor_view(np.asarray(features)).to(device, dtype),
+                torch.from_numpy(prompt).to(device) if len(prompt) else None,
+                params,
+            )
+
+    seed = int(env["GSV_SEED"]) if env.get("GSV_SEED") else None
+    serve(Node(), GPTStage(decode, policy_from_env(env), seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""reference node: a voice's recording -> prompt tokens, reference spectrogram, speaker embedding.
+
+Input:   ``voice_request`` (Utf8[1]: a voice name, from text-frontend).
+Outputs: ``prompt_semantic`` (Int64[P] -> gpt), ``reference_spectrogram`` (Float32[1025*F] -> vocoder),
+         ``speaker_embedding`` (Float32[20480] -> vocoder, v2Pro/v2ProPlus only),
+         ``voice_prompt`` (Utf8[1]: the prompt text -> text-frontend; sent last, so a voice is complete
+         downstream before any text that uses it is released).
+
+The default voice is encoded and sent as soon as the node starts. Encodings are cached by the audio
+file's content hash: a voice used twice (or two names for one file) is encoded once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
+from dora_gpt_sovits.voices import Voice, VoiceError, find_voice
+
+log = logging.getLogger("gsv.reference")
+
+
+@dataclass
+class VoiceFeatures:
+    prompt_semantic: np.ndarray  # int64 [P]; empty for a reference-free voice
+    spectrogram: np.ndarray  # float32 [1025, F]
+    speaker_embedding: np.ndarray | None  # float32 [20480] for v2Pro/v2ProPlus
+
+
+class ReferenceStage(StageBase):
+    name = "reference"
+    primary_inputs = frozenset({"voice_request"})
+
+    def __init__(
+        self,
+        registry: dict[str, Voice],
+        encode: Callable[[Voice], VoiceFeatures],
+        content_hash: Callable[[Voice], str],
+    ):
+        self.registry = registry
+        self.encode = encode
+        self.content_hash = content_hash
+        self.cache: dict[str, VoiceFeatures] = {}
+
+    def start(self) -> Iterable[Outgoing]:
+        if m.DEFAULT_VOICE in self.registry:
+            yield from self.voice_messages(m.DEFAULT_VOICE)
+
+    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
+        yield from self.voice_messages(m.read_text(value, input_id))
+
+    def voice_messages(self, name: str) -> Iterator[Outgoing]:
+        try:
+            voice = find_voice(name, self.registry)
+            features = self.features(voice)
+        except (VoiceError, ValueError, OSError) as e:
+            # The frontend turns an unusable voice into an error on each waiting utterance.
+            log.error("voice %r unusable: %s", name, e)
+            yield Outgoing(m.VOICE_PROMPT, m.text_array(""), {m.VOICE: name, m.ERROR: str(e)})
+            return
+        yield Outgoing(m.PROMPT_SEMANTIC, *m.ReferencePart(name, features.prompt_semantic).to_message())
+        yield Outgoing(m.REFERENCE_SPECTROGRAM, *m.ReferencePart(name, features.spectrogram).to_message())
+        if features.speaker_embedding is not None:
+            yield Outgoing(m.SPEAKER_EMBEDDING, *m.ReferencePart(name, features.speaker_embedding).to_message())
+        prompt = voice.prompt_text if len(features.prompt_semantic) else ""
+        yield Outgoing(m.VOICE_PROMPT, *m.ReferencePart(name, prompt, language=voice.prompt_language).to_message())
+        log.info(
+            "voice %r ready: %d prompt tokens, %d spectrogram frames%s",
+            name,
+            len(features.prompt_semantic),
+            features.spectrogram.shape[-1],
+            ", speaker embedding" if features.speaker_embedding is not None else "",
+        )
+
+    def features(self, voice: Voice) -> VoiceFeatures:
+        key = f"{self.content_hash(voice)}:{bool(voice.prompt_text.strip())}"
+        if key not in self.cache:
+            self.cache[key] = self.encode(voice)
+        return self.cache[key]
+
+
+def main() -> None:
+    import torch
+    from dora import Node
+
+    from dora_gpt_sovits.audio.reference_audio import content_hash, load_reference
+    from dora_gpt_sovits.audio.spectrogram import reference_spectrogram
+    from dora_gpt_sovits.encoders.hubert import hubert_features, load_hubert
+    from dora_gpt_sovits.node_runtime import configure_threads
+    from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
+    from dora_gpt_sovits.sovits.loader import load_sovits
+    from dora_gpt_sovits.voices import load_registry
+
+    configure_threads()
+    device, dtype = device_and_dtype()
+    paths = load_or_exit(need=("sovits", "hubert"))
+    sovits = load_sovits(paths.sovits, device=device, dtype=dtype)
+    hubert = load_hubert(paths.hubert, device=device, dtype=dtype)
+    is_pro = sovits.version.model_version in ("v2Pro", "v2ProPlus")
+    sv_model = None
+    if is_pro:
+        from dora_gpt_sovits.encoders.speaker_verification import load_speaker_verification
+
+        paths = load_or_exit(need=("sovits", "hubert", "sv"))
+        sv_model = load_speaker_verification(paths.sv, device=device, dtype=dtype)
+    try:
+        registry = load_registry(model_dir=paths.model_dir)
+    except VoiceError as e:
+        from dora_gpt_sovits.node_runtime import fail
+
+        fail(str(e))
+
+    @torch.inference_mode()
+    def encode(voice: Voice) -> VoiceFeatures:
+        audio = load_reference(voice.ref_audio)
+        spec = reference_spectrogram(audio.wav32k[None].float())[0]
+        tokens = np.zeros(0, dtype=np.int64)
+        if voice.prompt_text.strip():
+            ssl = hubert_features(hubert, audio.wav16k.to(device, dtype))
+            tokens = sovits.extract_prompt_codes(ssl)[0, 0].cpu().numpy().astype(np.int64)
+        embedding = None
+        if sv_model is not None:
+            from dora_gpt_sovits.encoders.speaker_verification import speaker_embedding
+
+            embedding = speaker_embedding(sv_model, audio.wav16k.to(device)).float().cpu().numpy()
+        return VoiceFeatures(tokens, spec.float().cpu().numpy(), embedding)
+
+    stage = ReferenceStage(registry, encode, lambda voice: content_hash(voice.ref_audio))
+    serve(Node(), stage)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""text-frontend node: text -> sentence-sized segments of phone ids (prompt phones first).
+
+Inputs:  ``text`` (Utf8[1]), ``voice_prompt`` (Utf8[1] from reference: the voice's prompt text).
+Outputs: ``phonemes`` (Int64[T] per segment, see docs/messages.md), ``voice_request`` (Utf8[1]: a
+         voice the reference node should load).
+
+Segments are emitted one at a time as soon as each is converted, so the GPT can start on the first
+sentence while later ones are still being processed. Text waits here until its voice's prompt text
+is known. Environment: ``GSV_VERSION`` (symbol table), ``GSV_SPLIT_METHOD`` (cut0..cut5, default cut5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
+from dora_gpt_sovits.text.frontend import FrontendError, PhoneSegment, text_to_phones
+from dora_gpt_sovits.text.sentence_split import split_text
+
+log = logging.getLogger("gsv.text-frontend")
+
+VOICE_REQUEST = "voice_request"
+
+
+@dataclass
+class PendingText:
+    text: str
+    metadata: dict[str, Any]
+
+
+def symbol_version(model_version: str) -> str:
+    return "v1" if model_version == "v1" else "v2"
+
+
+class TextFrontendStage(StageBase):
+    name = "text-frontend"
+    primary_inputs = frozenset({m.TEXT})
+
+    def __init__(self, model_version: str = "v2", split_method: str = "cut5", default_language: str = "auto"):
+        self.version = symbol_version(model_version)
+        self.split_method = split_method
+        self.default_language = default_language
+        self.prompts: dict[str, tuple[str, str]] = {}  # voice -> (prompt text, language)
+        self.prompt_runs: dict[tuple[str, str], list[PhoneSegment]] = {}
+        self.waiting: dict[str, list[PendingText]] = defaultdict(list)
+
+    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
+        if input_id == m.VOICE_PROMPT:
+            part = m.ReferencePart.text_from_event(value, metadata, input_id)
+            if metadata.get(m.ERROR):
+                for pending in self.waiting.pop(part.voice, []):
+                    yield self.error_segment(self.key(pending.metadata, 0, True), str(metadata[m.ERROR]))
+                return
+            self.prompts[part.voice] = (str(part.payload), part.language or "zh")
+            for pending in self.waiting.pop(part.voice, []):
+                yield from self.segments(pending.text, pending.metadata)
+        elif input_id == m.TEXT:
+            text = m.read_text(value)
+            voice = str(metadata.get(m.VOICE, m.DEFAULT_VOICE))
+            if voice in self.prompts:
+                yield from self.segments(text, metadata)
+            else:
+                if voice not in self.waiting:
+                    yield Outgoing(VOICE_REQUEST, m.text_array(voice), {m.VOICE: voice})
+                self.waiting[voice].append(PendingText(text, metadata))
+
+    def pending(self) -> bool:
+        return any(self.waiting.values())
+
+    def finish(self) -> Iterable[Outgoing]:
+        # Text still waiting for a voice that never came: report it instead of dropping it silently.
+        for voice, texts in self.waiting.items():
+            for pending in texts:
+                key = self.key(pending.metadata, 0, True)
+                yield self.error_segment(key, f"voice {voice!r} was never provided by the reference node")
+        self.waiting.clear()
+
+    def key(self, metadata: dict[str, Any], index: int, final: bool) -> m.SegmentKey:
+        return m.SegmentKey(
+            utterance_id=str(metadata.get(m.UTTERANCE_ID) or m.new_utterance_id()),
+            segment_index=index,
+            utterance_final=final,
+            voice=str(metadata.get(m.VOICE, m.DEFAULT_VOICE)),
+            text_received_at=float(metadata.get(m.TEXT_RECEIVED_AT) or m.now()),
+        )
+
+    def segments(self, text: str, metadata: dict[str, Any]) -> Iterator[Outgoing]:
+        metadata = dict(metadata)
+        metadata.setdefault(m.UTTERANCE_ID, m.new_utterance_id())
+        metadata.setdefault(m.TEXT_RECEIVED_AT, m.now())
+        language = str(metadata.get(m.LANGUAGE) or self.default_language)
+        voice = str(metadata.get(m.VOICE, m.DEFAULT_VOICE))
+        pieces = split_text(text, self.split_method)
+        if not pieces:
+            yield self.error_segment(self.key(metadata, 0, True), f"nothing to speak in {text[:40]!r}")
+            return
+        prompt = self.prompt_phones(voice)
+        for index, piece in enumerate(pieces):
+            key = self.key(metadata, index, index == len(pieces) - 1)
+            try:
+                runs = text_to_phones(piece, language, self.version)
+            except FrontendError as e:
+                log.error("utterance %s segment %d: %s", key.utterance_id, index, e)
+                if key.utterance_final:
+                    # Close the utterance so downstream stages know nothing more is coming.
+                    yield self.error_segment(key, str(e))
+                continue
+            yield Outgoing(m.PHONEMES, *self.phoneme_segment(key, piece, prompt, runs).to_message())
+
+    def prompt_phones(self, voice: str) -> list[PhoneSegment]:
+        text, language = self.prompts[voice]
+        if not text.strip():
+            return []  # reference-free voice
+        cache_key = (text, language)
+        if cache_key not in self.prompt_runs:
+            self.prompt_runs[cache_key] = text_to_phones(_end_with_period(text, language), language, self.version)
+        return self.prompt_runs[cache_key]
+
+    def phoneme_segment(
+        self, key: m.SegmentKey, piece: str, prompt: list[PhoneSegment], runs: list[PhoneSegment]
+    ) -> m.PhonemeSegment:
+        all_runs = prompt + runs
+        ids = np.concatenate([np.asarray(r.phone_ids, dtype=np.int64) for r in all_runs])
+        return m.PhonemeSegment(
+            key=key,
+            phone_ids=ids,
+            n_prompt_phones=sum(len(r.phone_ids) for r in prompt),
+            run_languages=[r.language for r in all_runs],
+            run_texts=[r.norm_text for r in all_runs],
+            run_phone_counts=[len(r.phone_ids) for r in all_runs],
+            word2ph=[n for r in all_runs if r.word2ph for n in r.word2ph],
+            segment_text=piece,
+        )
+
+    @staticmethod
+    def error_segment(key: m.SegmentKey, error: str) -> Outgoing:
+        segment = m.PhonemeSegment(key, np.zeros(0, dtype=np.int64), 0, [], [], [], [], error=error)
+        return Outgoing(m.PHONEMES, *segment.to_message())
+
+
+def _end_with_period(text: str, language: str) -> str:
+    # Upstream appends a full stop to a prompt text lacking final punctuation so the prompt ends cleanly.
+    text = text.strip("\n")
+    if text and text[-1] not in "，。？！,.?!~:：—…":
+        text += "。" if language != "en" else "."
+    return text
+
+
+def main() -> None:
+    from dora import Node
+
+    stage = TextFrontendStage(
+        model_version=os.environ.get("GSV_VERSION", "v2"),
+        split_method=os.environ.get("GSV_SPLIT_METHOD", "cut5"),
+        default_language=os.environ.get("GSV_LANGUAGE", "auto"),
+    )
+    serve(Node(), stage)
+
+
+if __name__ == "__main__":
+    main()

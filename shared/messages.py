@@ -1,0 +1,399 @@
+"""The message contract between the nodes of the dataflow: ports, Arrow types, metadata keys.
+
+Every port carries one flat Arrow array (no lists, no structs) so receivers can view it as numpy or
+torch without a copy, plus flat dora metadata (bool/int/float/str/list). 2-D payloads are flattened
+in row-major order and carry their shape in ``shape``. docs/messages.md is the human-readable
+version of this module; keep the two in step.
+
+Zero-copy rules:
+
+* Sending: :func:`arrow_from_numpy` wraps the numpy (or torch-derived) buffer as an Arrow array
+  without copying; dora then moves it into shared memory (its one transport copy).
+* Receiving: :func:`numpy_view` returns a read-only numpy view over the Arrow buffer that dora
+  mapped from shared memory, and :func:`tensor_view` a torch tensor over the same memory.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+
+class MessageError(ValueError):
+    """A message on a port does not follow the contract (wrong Arrow type, missing metadata...)."""
+
+
+# ---- port names -------------------------------------------------------------------------------
+# Inputs and outputs are named after what they carry; the YAML wires them.
+TEXT = "text"  # Utf8[1]: text to speak                       -> text-frontend
+VOICE_PROMPT = "voice_prompt"  # Utf8[1]: the voice's prompt text  reference -> text-frontend
+PHONEMES = "phonemes"  # Int64[T]: prompt+target phone ids      text-frontend -> bert
+PHONE_FEATURES = "phone_features"  # Float32[1024*T]: BERT per phone   bert -> gpt
+PROMPT_SEMANTIC = "prompt_semantic"  # Int64[P]: reference tokens    reference -> gpt
+REFERENCE_SPECTROGRAM = "reference_spectrogram"  # Float32[1025*F]  reference -> vocoder
+SPEAKER_EMBEDDING = "speaker_embedding"  # Float32[20480] (v2Pro*)  reference -> vocoder
+SEMANTIC_TOKENS = "semantic_tokens"  # Int64[n]: a chunk of tokens      gpt -> vocoder
+AUDIO = "audio"  # Float32[n] mono in [-1, 1], sample_rate metadata   vocoder -> sink
+METRICS = "metrics"  # Utf8[1] JSON: per-utterance timing            sink -> anyone
+
+# ---- metadata keys ----------------------------------------------------------------------------
+UTTERANCE_ID = "utterance_id"  # str: one text request
+SEGMENT_INDEX = "segment_index"  # int: sentence-sized piece of the utterance, from 0
+UTTERANCE_FINAL = "utterance_final"  # bool: this is the utterance's last segment
+CHUNK_INDEX = "chunk_index"  # int: chunk within the segment, from 0
+SEGMENT_FINAL = "segment_final"  # bool: last chunk of the segment
+SAMPLE_RATE = "sample_rate"  # int: audio samples per second
+VOICE = "voice"  # str: voice name (a reference audio + its prompt text)
+LANGUAGE = "language"  # str: language code of the request or segment
+SHAPE = "shape"  # list[int]: shape of a flattened 2-D payload
+PHONE_IDS = "phone_ids"  # list[int]: target phone ids (vocoder needs them with the tokens)
+N_PROMPT_PHONES = "n_prompt_phones"  # int: leading phones that belong to the prompt text
+RUN_LANGUAGES = "run_languages"  # list[str]: language of each run inside a segment
+RUN_TEXTS = "run_texts"  # list[str]: normalised text of each run
+RUN_PHONE_COUNTS = "run_phone_counts"  # list[int]: phones of each run
+WORD2PH = "word2ph"  # list[int]: phones per character, concatenated over Chinese runs
+TEXT_RECEIVED_AT = "text_received_at"  # float: unix seconds when the text entered the graph
+SEGMENT_TEXT = "segment_text"  # str: the segment's raw text, for logs
+ERROR = "error"  # str: set when a stage could not produce its part
+DEVELOPMENT_MODEL = "development_model"  # bool: weights are random, audio is noise
+
+DEFAULT_VOICE = "default"
+FEATURE_DIM = 1024  # chinese-roberta-large hidden size, which the GPT's bert_proj expects
+
+
+# ---- zero-copy conversion ---------------------------------------------------------------------
+_ARROW_TYPES = {
+    np.dtype(np.float32): pa.float32(),
+    np.dtype(np.int64): pa.int64(),
+    np.dtype(np.int32): pa.int32(),
+    np.dtype(np.int16): pa.int16(),
+}
+
+
+def arrow_from_numpy(array: np.ndarray) -> pa.Array:
+    """Wrap a C-contiguous numpy buffer as a flat Arrow array without copying it."""
+    if array.dtype not in _ARROW_TYPES:
+        raise MessageError(f"unsupported payload dtype {array.dtype}")
+    if not array.flags.c_contiguous:
+        # Only non-contiguous inputs pay a copy; producers hand over contiguous tensors.
+        array = np.ascontiguousarray(array)
+    flat = array.reshape(-1)
+    return pa.Array.from_buffers(_ARROW_TYPES[flat.dtype], len(flat), [None, pa.py_buffer(flat)])
+
+
+def arrow_from_tensor(tensor: torch.Tensor) -> pa.Array:
+    """Flatten a CPU tensor into an Arrow array sharing its memory (moved to CPU if needed)."""
+    t = tensor.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.dtype in (torch.float16, torch.bfloat16, torch.float64):
+        t = t.float()
+    return arrow_from_numpy(t.contiguous().numpy())
+
+
+def numpy_view(value: Any, dtype: np.dtype | type, port: str) -> np.ndarray:
+    """Read-only numpy view over a flat Arrow payload; refuses the wrong Arrow type."""
+    expected = _ARROW_TYPES[np.dtype(dtype)]
+    if not isinstance(value, pa.Array):
+        raise MessageError(f"port '{port}': expected an Arrow array, got {type(value).__name__}")
+    if value.type != expected:
+        raise MessageError(f"port '{port}': expected a flat {expected} array, got {value.type}")
+    if value.null_count:
+        raise MessageError(f"port '{port}': payload contains nulls")
+    return value.to_numpy(zero_copy_only=True)
+
+
+def tensor_view(array: np.ndarray) -> torch.Tensor:
+    """A torch tensor over a (read-only) numpy view, sharing memory.
+
+    torch warns that it cannot protect read-only memory; consumers here never write into inputs.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+def read_text(value: Any, port: str = TEXT) -> str:
+    """The single string of a Utf8 message (kokoro contract: first element of a string array)."""
+    if isinstance(value, pa.ChunkedArray):
+        value = value.combine_chunks()
+    if not isinstance(value, pa.Array) or not (
+        pa.types.is_string(value.type) or pa.types.is_large_string(value.type)
+    ):
+        got = value.type if isinstance(value, pa.Array) else type(value).__name__
+        raise MessageError(f"port '{port}': expected a Utf8 string array, got {got}")
+    if len(value) == 0:
+        raise MessageError(f"port '{port}': empty string array")
+    item = value[0].as_py()
+    if item is None:
+        raise MessageError(f"port '{port}': the string is null")
+    return item
+
+
+def text_array(text: str) -> pa.Array:
+    return pa.array([text], type=pa.string())
+
+
+def require(metadata: Mapping[str, Any], port: str, *keys: str) -> None:
+    missing = [k for k in keys if k not in metadata]
+    if missing:
+        raise MessageError(f"port '{port}': missing metadata {missing}")
+
+
+def new_utterance_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+# ---- typed messages ---------------------------------------------------------------------------
+@dataclass
+class SegmentKey:
+    """Where a piece of work belongs: one segment of one utterance, spoken with one voice."""
+
+    utterance_id: str
+    segment_index: int
+    utterance_final: bool
+    voice: str = DEFAULT_VOICE
+    text_received_at: float = 0.0
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            UTTERANCE_ID: self.utterance_id,
+            SEGMENT_INDEX: self.segment_index,
+            UTTERANCE_FINAL: self.utterance_final,
+            VOICE: self.voice,
+            TEXT_RECEIVED_AT: self.text_received_at,
+        }
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, Any], port: str) -> "SegmentKey":
+        require(md, port, UTTERANCE_ID, SEGMENT_INDEX, UTTERANCE_FINAL)
+        return cls(
+            utterance_id=str(md[UTTERANCE_ID]),
+            segment_index=int(md[SEGMENT_INDEX]),
+            utterance_final=bool(md[UTTERANCE_FINAL]),
+            voice=str(md.get(VOICE, DEFAULT_VOICE)),
+            text_received_at=float(md.get(TEXT_RECEIVED_AT, 0.0)),
+        )
+
+
+@dataclass
+class PhonemeSegment:
+    """text-frontend -> bert: one sentence-sized segment as phone ids, prompt phones first."""
+
+    key: SegmentKey
+    phone_ids: np.ndarray  # int64 [T]
+    n_prompt_phones: int
+    run_languages: list[str]
+    run_texts: list[str]
+    run_phone_counts: list[int]
+    word2ph: list[int]  # concatenated over Chinese runs, in run order
+    segment_text: str = ""
+    error: str = ""
+
+    def to_message(self) -> tuple[pa.Array, dict[str, Any]]:
+        md = self.key.metadata() | {
+            N_PROMPT_PHONES: self.n_prompt_phones,
+            RUN_LANGUAGES: self.run_languages,
+            RUN_TEXTS: self.run_texts,
+            RUN_PHONE_COUNTS: self.run_phone_counts,
+            WORD2PH: self.word2ph,
+            SEGMENT_TEXT: self.segment_text,
+        }
+        if self.error:
+            md[ERROR] = self.error
+        return arrow_from_numpy(np.asarray(self.phone_ids, dtype=np.int64)), md
+
+    @classmethod
+    def from_event(cls, value: Any, md: Mapping[str, Any]) -> "PhonemeSegment":
+        require(md, PHONEMES, N_PROMPT_PHONES, RUN_LANGUAGES, RUN_TEXTS, RUN_PHONE_COUNTS)
+        ids = numpy_view(value, np.int64, PHONEMES)
+        msg = cls(
+            key=SegmentKey.from_metadata(md, PHONEMES),
+            phone_ids=ids,
+            n_prompt_phones=int(md[N_PROMPT_PHONES]),
+            run_languages=list(md[RUN_LANGUAGES]),
+            run_texts=list(md[RUN_TEXTS]),
+            run_phone_counts=[int(n) for n in md[RUN_PHONE_COUNTS]],
+            word2ph=[int(n) for n in md.get(WORD2PH, [])],
+            segment_text=str(md.get(SEGMENT_TEXT, "")),
+            error=str(md.get(ERROR, "")),
+        )
+        if not msg.error and sum(msg.run_phone_counts) != len(ids):
+            raise MessageError(
+                f"port '{PHONEMES}': run_phone_counts sum to {sum(msg.run_phone_counts)} "
+                f"but {len(ids)} phone ids were sent"
+            )
+        return msg
+
+
+@dataclass
+class PhoneFeatures:
+    """bert -> gpt: per-phone BERT features [1024, T] with the phone ids they belong to."""
+
+    key: SegmentKey
+    features: np.ndarray | torch.Tensor  # float32 [1024, T]
+    phone_ids: list[int]
+    n_prompt_phones: int
+    error: str = ""
+
+    def to_message(self) -> tuple[pa.Array, dict[str, Any]]:
+        shape = [int(s) for s in self.features.shape]
+        md = self.key.metadata() | {
+            SHAPE: shape,
+            PHONE_IDS: [int(i) for i in self.phone_ids],
+            N_PROMPT_PHONES: self.n_prompt_phones,
+        }
+        if self.error:
+            md[ERROR] = self.error
+        payload = (
+            arrow_from_tensor(self.features)
+            if isinstance(self.features, torch.Tensor)
+            else arrow_from_numpy(np.asarray(self.features, dtype=np.float32))
+        )
+        return payload, md
+
+    @classmethod
+    def from_event(cls, value: Any, md: Mapping[str, Any]) -> "PhoneFeatures":
+        require(md, PHONE_FEATURES, SHAPE, PHONE_IDS, N_PROMPT_PHONES)
+        flat = numpy_view(value, np.float32, PHONE_FEATURES)
+        shape = tuple(int(s) for s in md[SHAPE])
+        phone_ids = [int(i) for i in md[PHONE_IDS]]
+        if len(shape) != 2 or shape[0] != FEATURE_DIM or shape[1] * shape[0] != flat.size:
+            raise MessageError(f"port '{PHONE_FEATURES}': shape {shape} does not fit {flat.size} values")
+        if shape[1] != len(phone_ids):
+            raise MessageError(f"port '{PHONE_FEATURES}': {shape[1]} feature columns for {len(phone_ids)} phones")
+        return cls(
+            key=SegmentKey.from_metadata(md, PHONE_FEATURES),
+            features=flat.reshape(shape),
+            phone_ids=phone_ids,
+            n_prompt_phones=int(md[N_PROMPT_PHONES]),
+            error=str(md.get(ERROR, "")),
+        )
+
+
+@dataclass
+class SemanticChunk:
+    """gpt -> vocoder: consecutive semantic tokens of one segment, in decode order."""
+
+    key: SegmentKey
+    tokens: np.ndarray  # int64 [n]
+    chunk_index: int
+    segment_final: bool
+    phone_ids: list[int]  # target phones of the segment (the vocoder's text input)
+    error: str = ""
+
+    def to_message(self) -> tuple[pa.Array, dict[str, Any]]:
+        md = self.key.metadata() | {
+            CHUNK_INDEX: self.chunk_index,
+            SEGMENT_FINAL: self.segment_final,
+            PHONE_IDS: [int(i) for i in self.phone_ids],
+        }
+        if self.error:
+            md[ERROR] = self.error
+        return arrow_from_numpy(np.asarray(self.tokens, dtype=np.int64)), md
+
+    @classmethod
+    def from_event(cls, value: Any, md: Mapping[str, Any]) -> "SemanticChunk":
+        require(md, SEMANTIC_TOKENS, CHUNK_INDEX, SEGMENT_FINAL, PHONE_IDS)
+        return cls(
+            key=SegmentKey.from_metadata(md, SEMANTIC_TOKENS),
+            tokens=numpy_view(value, np.int64, SEMANTIC_TOKENS),
+            chunk_index=int(md[CHUNK_INDEX]),
+            segment_final=bool(md[SEGMENT_FINAL]),
+            phone_ids=[int(i) for i in md[PHONE_IDS]],
+            error=str(md.get(ERROR, "")),
+        )
+
+
+@dataclass
+class AudioChunk:
+    """vocoder -> sink: mono float32 samples; also the dora-kokoro-tts ``audio`` contract."""
+
+    key: SegmentKey
+    samples: np.ndarray | torch.Tensor  # float32 [n]
+    sample_rate: int
+    chunk_index: int
+    segment_final: bool
+    development_model: bool = False
+    error: str = ""
+
+    def to_message(self) -> tuple[pa.Array, dict[str, Any]]:
+        md = self.key.metadata() | {
+            SAMPLE_RATE: int(self.sample_rate),
+            CHUNK_INDEX: self.chunk_index,
+            SEGMENT_FINAL: self.segment_final,
+            DEVELOPMENT_MODEL: self.development_model,
+        }
+        if self.error:
+            md[ERROR] = self.error
+        payload = (
+            arrow_from_tensor(self.samples)
+            if isinstance(self.samples, torch.Tensor)
+            else arrow_from_numpy(np.asarray(self.samples, dtype=np.float32))
+        )
+        return payload, md
+
+    @classmethod
+    def from_event(cls, value: Any, md: Mapping[str, Any]) -> "AudioChunk":
+        require(md, AUDIO, SAMPLE_RATE)
+        # Foreign producers (e.g. kokoro-style nodes) send no segment keys: treat as one utterance.
+        key = (
+            SegmentKey.from_metadata(md, AUDIO)
+            if UTTERANCE_ID in md
+            else SegmentKey("external", 0, False)
+        )
+        return cls(
+            key=key,
+            samples=numpy_view(value, np.float32, AUDIO),
+            sample_rate=int(md[SAMPLE_RATE]),
+            chunk_index=int(md.get(CHUNK_INDEX, 0)),
+            segment_final=bool(md.get(SEGMENT_FINAL, False)),
+            development_model=bool(md.get(DEVELOPMENT_MODEL, False)),
+            error=str(md.get(ERROR, "")),
+        )
+
+
+@dataclass
+class ReferencePart:
+    """reference -> gpt/vocoder/frontend: one part of a voice (tokens, spectrogram, embedding, text)."""
+
+    voice: str
+    payload: np.ndarray | str
+    shape: list[int] = field(default_factory=list)
+    language: str = ""
+
+    def to_message(self) -> tuple[pa.Array, dict[str, Any]]:
+        md: dict[str, Any] = {VOICE: self.voice}
+        if isinstance(self.payload, str):
+            md[LANGUAGE] = self.language
+            return text_array(self.payload), md
+        md[SHAPE] = self.shape or [int(s) for s in self.payload.shape]
+        return arrow_from_numpy(self.payload), md
+
+    @classmethod
+    def tokens_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> "ReferencePart":
+        return cls(str(md.get(VOICE, DEFAULT_VOICE)), numpy_view(value, np.int64, port))
+
+    @classmethod
+    def floats_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> "ReferencePart":
+        require(md, port, SHAPE)
+        flat = numpy_view(value, np.float32, port)
+        shape = [int(s) for s in md[SHAPE]]
+        if int(np.prod(shape)) != flat.size:
+            raise MessageError(f"port '{port}': shape {shape} does not fit {flat.size} values")
+        return cls(str(md.get(VOICE, DEFAULT_VOICE)), flat.reshape(shape), shape)
+
+    @classmethod
+    def text_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> "ReferencePart":
+        return cls(str(md.get(VOICE, DEFAULT_VOICE)), read_text(value, port), language=str(md.get(LANGUAGE, "")))
+
+
+def now() -> float:
+    return time.time()
