@@ -1,0 +1,53 @@
+"""Shared test helpers: fixture locations and a MockNode that also records metadata."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# ../shared beside the repository: material provided to the team, read in place, never copied.
+FIXTURES = REPO.parent / "shared" / "fixtures" / "upstream-v2"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.skip(f"upstream fixtures not found at {FIXTURES}")
+    return FIXTURES
+
+
+class RecordingNode:
+    """dora.testing.MockNode plus metadata: records (output_id, data, metadata) in order."""
+
+    def __init__(self, events: list[dict[str, Any]]):
+        from dora.testing import MockNode
+
+        self.mock = MockNode(events)
+        self.sent: list[tuple[str, Any, dict[str, Any]]] = []
+
+    def next(self, timeout: float | None = None) -> dict[str, Any] | None:
+        return self.mock.next(timeout)
+
+    def try_recv(self) -> dict[str, Any] | None:
+        return self.mock.try_recv()
+
+    def send_output(self, output_id: str, data: Any, metadata: dict[str, Any] | None = None) -> None:
+        self.mock.send_output(output_id, data, metadata)
+        self.sent.append((output_id, data, dict(metadata or {})))
+
+    def outputs(self, output_id: str) -> list[tuple[Any, dict[str, Any]]]:
+        return [(d, md) for o, d, md in self.sent if o == output_id]
+
+
+def input_event(input_id: str, data: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "INPUT", "id": input_id, "value": data, "metadata": dict(metadata or {})}
+
+
+def closed_event(input_id: str) -> dict[str, Any]:
+    return {"type": "INPUT_CLOSED", "id": input_id}

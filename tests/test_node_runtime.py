@@ -1,0 +1,63 @@
+"""The shared node loop: start messages, drain-after-close, primary inputs, malformed input."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from conftest import RecordingNode, closed_event, input_event
+from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
+
+
+class Echo(StageBase):
+    name = "echo"
+
+    def __init__(self, primary: frozenset[str] = frozenset()):
+        self.primary_inputs = primary
+        self.finished = False
+
+    def start(self) -> Iterable[Outgoing]:
+        yield Outgoing("out", m.text_array("hello"))
+
+    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
+        yield Outgoing("out", m.text_array(m.read_text(value, input_id)), metadata)
+
+    def finish(self) -> Iterable[Outgoing]:
+        self.finished = True
+        yield Outgoing("out", m.text_array("bye"))
+
+
+def texts(node: RecordingNode) -> list[str]:
+    return [d[0].as_py() for d, _ in node.outputs("out")]
+
+
+def test_messages_queued_behind_an_input_close_are_still_processed():
+    # dora may deliver INPUT_CLOSED before messages still queued for that input.
+    node = RecordingNode([closed_event("text"), input_event("text", m.text_array("a")), input_event("text", m.text_array("b"))])
+    stage = Echo(primary=frozenset({"text"}))
+    serve(node, stage)
+    assert texts(node) == ["hello", "a", "b", "bye"]
+    assert stage.finished
+
+
+def test_primary_inputs_end_the_node_even_if_others_stay_open():
+    events = [input_event("text", m.text_array("a")), closed_event("text")]
+    node = RecordingNode(events + [input_event("other", m.text_array("late"))])
+    serve(node, Echo(primary=frozenset({"text"})))
+    # "late" was queued when the primary closed, so it is drained, not dropped.
+    assert texts(node) == ["hello", "a", "late", "bye"]
+
+
+def test_malformed_message_is_skipped_and_the_node_keeps_serving(caplog):
+    node = RecordingNode([input_event("text", pa.array([1, 2])), input_event("text", m.text_array("ok"))])
+    serve(node, Echo())
+    assert texts(node) == ["hello", "ok", "bye"]
+    assert "expected a Utf8 string array" in caplog.text
+
+
+def test_metadata_is_forwarded():
+    node = RecordingNode([input_event("text", m.text_array("a"), {"utterance_id": "x"})])
+    serve(node, Echo())
+    assert node.outputs("out")[1][1]["utterance_id"] == "x"

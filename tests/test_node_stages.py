@@ -1,0 +1,237 @@
+"""Each node's stage logic with stand-in models: no daemon, no weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import soundfile as sf
+import torch
+
+from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.nodes.audio_sink import AudioSinkStage
+from dora_gpt_sovits.nodes.bert_features import BertStage
+from dora_gpt_sovits.nodes.gpt_decoder import ChunkPolicy, GPTStage
+from dora_gpt_sovits.nodes.reference import ReferenceStage, VoiceFeatures
+from dora_gpt_sovits.nodes.text_input import batch_requests, parse_line
+from dora_gpt_sovits.nodes.vocoder import VocoderStage
+from dora_gpt_sovits.voices import Voice
+
+SR = 32000
+
+
+def key(segment: int = 0, final: bool = True, utt: str = "u1") -> m.SegmentKey:
+    return m.SegmentKey(utt, segment, final, "default", 100.0)
+
+
+def features_message(n_phones: int = 4, n_prompt: int = 1, segment: int = 0, final: bool = True, voice="default"):
+    k = key(segment, final)
+    k.voice = voice
+    return m.PhoneFeatures(k, torch.ones(m.FEATURE_DIM, n_phones), list(range(10, 10 + n_phones)), n_prompt).to_message()
+
+
+def prompt_message(voice: str = "default"):
+    return m.ReferencePart(voice, np.array([5, 6, 7], dtype=np.int64)).to_message()
+
+
+# ---- gpt ------------------------------------------------------------------------------------------
+def counting_decoder(n_tokens: int):
+    calls = []
+
+    def decode(phone_ids, features, prompt, seed):
+        calls.append((phone_ids.tolist(), features.shape, prompt.tolist(), seed))
+        yield from range(n_tokens)
+
+    return decode, calls
+
+
+def chunks_of(outgoing):
+    return [m.SemanticChunk.from_event(o.data, o.metadata) for o in outgoing]
+
+
+def test_gpt_streams_a_small_first_chunk_then_larger_ones():
+    decode, calls = counting_decoder(30)
+    stage = GPTStage(decode, ChunkPolicy(first_chunk_tokens=4, chunk_tokens=10), seed=7)
+    list(stage.handle(m.PROMPT_SEMANTIC, *prompt_message()))
+    chunks = chunks_of(stage.handle(m.PHONE_FEATURES, *features_message(segment=2)))
+    assert [len(c.tokens) for c in chunks] == [4, 10, 10, 6]
+    assert np.concatenate([c.tokens for c in chunks]).tolist() == list(range(30))
+    assert [c.chunk_index for c in chunks] == [0, 1, 2, 3]
+    assert [c.segment_final for c in chunks] == [False, False, False, True]
+    assert chunks[0].phone_ids == [11, 12, 13]  # target phones only: the prompt phone is dropped
+    assert calls[0][2] == [5, 6, 7] and calls[0][3] == 9  # prompt tokens; seed + segment index
+
+
+def test_gpt_waits_for_the_voice_prompt_then_decodes():
+    decode, _ = counting_decoder(3)
+    stage = GPTStage(decode)
+    assert list(stage.handle(m.PHONE_FEATURES, *features_message())) == []
+    assert stage.pending()
+    chunks = chunks_of(stage.handle(m.PROMPT_SEMANTIC, *prompt_message()))
+    assert chunks[-1].tokens.tolist() == [0, 1, 2] and chunks[-1].segment_final
+    assert not stage.pending()
+
+
+def test_gpt_reports_segments_whose_voice_never_arrives():
+    decode, calls = counting_decoder(3)
+    stage = GPTStage(decode)
+    list(stage.handle(m.PHONE_FEATURES, *features_message(voice="ghost")))
+    (chunk,) = chunks_of(stage.finish())
+    assert "ghost" in chunk.error and chunk.segment_final and not calls
+
+
+def test_gpt_turns_a_decoder_crash_into_an_error_chunk():
+    def broken(*_):
+        yield 1
+        raise RuntimeError("boom")
+
+    stage = GPTStage(broken)
+    list(stage.handle(m.PROMPT_SEMANTIC, *prompt_message()))
+    (chunk,) = chunks_of(stage.handle(m.PHONE_FEATURES, *features_message()))
+    assert "boom" in chunk.error and chunk.segment_final
+
+
+# ---- vocoder --------------------------------------------------------------------------------------
+def fake_synthesize(tokens, phones, spec, sv):
+    return np.full(len(tokens) * 640, 0.25, dtype=np.float32)  # 640 samples per token, as v2
+
+
+def spectrogram_message(voice="default"):
+    return m.ReferencePart(voice, np.ones((1025, 8), np.float32)).to_message()
+
+
+def token_chunk(tokens, index, final, segment=0, utt_final=True, error=""):
+    return m.SemanticChunk(key(segment, utt_final), np.asarray(tokens, np.int64), index, final, [1, 2], error).to_message()
+
+
+def audio_of(outgoing):
+    return [m.AudioChunk.from_event(o.data, o.metadata) for o in outgoing]
+
+
+def test_vocoder_slices_audio_into_one_second_messages_with_trailing_silence():
+    stage = VocoderStage(fake_synthesize, SR, needs_speaker_embedding=False, max_chunk_seconds=1.0, fragment_interval=0.3)
+    list(stage.handle(m.REFERENCE_SPECTROGRAM, *spectrogram_message()))
+    assert list(stage.handle(m.SEMANTIC_TOKENS, *token_chunk(range(40), 0, False))) == []
+    chunks = audio_of(stage.handle(m.SEMANTIC_TOKENS, *token_chunk(range(40, 75), 1, True)))
+    total = np.concatenate([c.samples for c in chunks])
+    assert len(total) == 75 * 640 + int(0.3 * SR)
+    assert all(len(c.samples) <= SR for c in chunks)
+    assert np.all(total[: 75 * 640] == 0.25) and np.all(total[75 * 640 :] == 0)
+    assert [c.segment_final for c in chunks] == [False, True]  # 1.8 s -> 1 s + 0.8 s
+    assert all(c.sample_rate == SR for c in chunks)
+
+
+def test_vocoder_waits_for_the_spectrogram_and_passes_errors_through():
+    stage = VocoderStage(fake_synthesize, SR, needs_speaker_embedding=True)
+    assert list(stage.handle(m.SEMANTIC_TOKENS, *token_chunk([1, 2], 0, True))) == []
+    assert list(stage.handle(m.REFERENCE_SPECTROGRAM, *spectrogram_message())) == []  # still needs sv
+    sv = m.ReferencePart("default", np.zeros(20480, np.float32)).to_message()
+    assert len(audio_of(stage.handle(m.SPEAKER_EMBEDDING, *sv))) == 1
+    (err,) = audio_of(stage.handle(m.SEMANTIC_TOKENS, *token_chunk([], 0, True, segment=1, error="bad text")))
+    assert err.error == "bad text" and err.segment_final and len(err.samples) == 0
+
+
+def test_vocoder_reports_unfinished_segments_at_shutdown():
+    stage = VocoderStage(fake_synthesize, SR, needs_speaker_embedding=False)
+    list(stage.handle(m.SEMANTIC_TOKENS, *token_chunk([1, 2], 0, False)))
+    (err,) = audio_of(stage.finish())
+    assert err.error and err.segment_final
+
+
+# ---- audio sink -----------------------------------------------------------------------------------
+class Clock:
+    def __init__(self, t: float):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def audio_message(n, index, seg_final, segment=0, utt_final=True, utt="u1", error=""):
+    return m.AudioChunk(key(segment, utt_final, utt), np.full(n, 0.1, np.float32), SR, index, seg_final, error=error).to_message()
+
+
+def test_sink_writes_one_wav_per_utterance_and_reports_ttfa(tmp_path: Path):
+    clock = Clock(100.4)
+    stage = AudioSinkStage("wav", tmp_path / "speech.wav", clock=clock)
+    assert list(stage.handle(m.AUDIO, *audio_message(SR, 0, True, segment=0, utt_final=False))) == []
+    clock.t = 101.0
+    (metrics,) = stage.handle(m.AUDIO, *audio_message(SR // 2, 0, True, segment=1, utt_final=True))
+    report = json.loads(metrics.data[0].as_py())
+    assert report["ttfa_s"] == pytest.approx(0.4)
+    assert report["audio_s"] == pytest.approx(1.5)
+    wav, rate = sf.read(report["wav_path"])
+    assert rate == SR and len(wav) == SR + SR // 2
+    list(stage.handle(m.AUDIO, *audio_message(100, 0, True, utt="u2")))
+    assert [p.name for p in stage.written] == ["speech.wav", "speech-2.wav"]
+
+
+def test_sink_reports_failed_segments_and_unfinished_utterances(tmp_path: Path):
+    stage = AudioSinkStage("null", tmp_path / "x.wav", clock=Clock(100.0))
+    list(stage.handle(m.AUDIO, *audio_message(10, 0, True, segment=0, utt_final=False, error="vocoder broke")))
+    (metrics,) = stage.finish()
+    errors = json.loads(metrics.data[0].as_py())["errors"]
+    assert any("vocoder broke" in e for e in errors) and any("stopped before" in e for e in errors)
+
+
+# ---- reference ------------------------------------------------------------------------------------
+def test_reference_sends_the_default_voice_at_start_prompt_text_last_and_caches(tmp_path: Path):
+    encoded = []
+
+    def encode(voice: Voice) -> VoiceFeatures:
+        encoded.append(voice.name)
+        return VoiceFeatures(np.arange(4), np.ones((1025, 3), np.float32), None)
+
+    registry = {
+        "default": Voice("default", tmp_path / "a.wav", "你好", "zh"),
+        "twin": Voice("twin", tmp_path / "a.wav", "你好", "zh"),
+    }
+    stage = ReferenceStage(registry, encode, content_hash=lambda v: str(v.ref_audio))
+    sent = list(stage.start())
+    assert [o.output_id for o in sent] == [m.PROMPT_SEMANTIC, m.REFERENCE_SPECTROGRAM, m.VOICE_PROMPT]
+    assert m.read_text(sent[-1].data) == "你好" and sent[-1].metadata[m.VOICE] == "default"
+    again = list(stage.handle("voice_request", m.text_array("twin"), {}))
+    assert again[-1].metadata[m.VOICE] == "twin"
+    assert encoded == ["default"]  # the same audio content is encoded once
+
+
+def test_reference_answers_an_unknown_voice_with_an_error():
+    stage = ReferenceStage({}, lambda v: None, lambda v: "")
+    assert list(stage.start()) == []
+    (reply,) = stage.handle("voice_request", m.text_array("nobody"), {})
+    assert reply.output_id == m.VOICE_PROMPT and "no voice configured" in reply.metadata[m.ERROR]
+
+
+# ---- bert -----------------------------------------------------------------------------------------
+def test_bert_encodes_chinese_runs_zero_fills_others_and_caches_the_prompt():
+    calls = []
+
+    def encode(text, word2ph):
+        calls.append(text)
+        return torch.arange(sum(word2ph), dtype=torch.float32).repeat(m.FEATURE_DIM, 1)
+
+    stage = BertStage(encode)
+    segment = m.PhonemeSegment(key(), np.arange(9), 4, ["zh", "zh", "en"], ["你好", "世", "hi"], [4, 2, 3], [2, 2, 2])
+    (out,) = stage.handle(m.PHONEMES, *segment.to_message())
+    features = m.PhoneFeatures.from_event(out.data, out.metadata)
+    assert features.features.shape == (m.FEATURE_DIM, 9)
+    assert features.features[0].tolist() == [0, 1, 2, 3, 0, 1, 0, 0, 0]
+    list(stage.handle(m.PHONEMES, *segment.to_message()))
+    assert calls == ["你好", "世"]  # second segment hit the cache
+
+
+# ---- text input -----------------------------------------------------------------------------------
+def test_text_requests_from_lines_and_files(tmp_path: Path):
+    assert parse_line("  ", "auto", "default") is None
+    req = parse_line('{"text": "hi", "voice": "v2"}', "auto", "default")
+    assert (req.text, req.language, req.voice) == ("hi", "auto", "v2")
+    with pytest.raises(ValueError, match="text"):
+        parse_line('{"txt": 1}', "auto", "default")
+    lines = tmp_path / "t.txt"
+    lines.write_text("one\n\ntwo\n", encoding="utf-8")
+    assert [r.text for r in batch_requests({"GSV_TEXT_FILE": str(lines)})] == ["one", "two"]
+    data, md = batch_requests({"GSV_TEXT": "x", "GSV_LANGUAGE": "en"})[0].to_message()
+    assert m.read_text(data) == "x" and md[m.LANGUAGE] == "en" and md[m.UTTERANCE_ID]
