@@ -1,0 +1,96 @@
+"""End to end through the real dora CLI with a tiny development model (random weights)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import REPO
+
+pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
+TEXT = "你好，世界。这是第二句话。Hello from the dataflow."
+
+
+@pytest.fixture(scope="module")
+def dev_models(tmp_path_factory) -> Path:
+    from dora_gpt_sovits.devmodels.bundle import build_bundle
+
+    return build_bundle(tmp_path_factory.mktemp("models") / "dev-tiny", size="tiny", version="v2")
+
+
+def node_env(models: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the gsv-* scripts
+    env.update(GSV_MODEL_DIR=str(models), GSV_SINK="wav", GSV_SEED="0", GSV_THREADS="1", HF_HUB_OFFLINE="1")
+    env.update(extra)
+    return env
+
+
+def assert_plausible_speech_file(path: Path, min_seconds: float) -> None:
+    wav, rate = sf.read(path, dtype="float32")
+    assert rate == 32000
+    assert wav.ndim == 1 and len(wav) >= min_seconds * rate
+    assert np.isfinite(wav).all()
+    assert np.sqrt(np.mean(wav**2)) > 1e-3  # not silent
+
+
+def test_default_dataflow_speaks_to_a_wav_file(dev_models, tmp_path):
+    wav_path = tmp_path / "speech.wav"
+    env = node_env(dev_models, GSV_TEXT=TEXT, GSV_WAV_PATH=str(wav_path))
+    result = subprocess.run(
+        ["dora", "run", "dataflow.yml"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "audio chunk" in log  # chunks flowed through the graph
+    assert "DEVELOPMENT MODEL" in log  # and everyone was told it is noise
+    # Three sentences, each at least the GPT's 11 forced tokens (0.44 s) plus 0.3 s of pause.
+    assert_plausible_speech_file(wav_path, min_seconds=3 * 0.74)
+
+
+def test_missing_weights_stop_the_graph_with_one_clear_line(tmp_path):
+    env = node_env(tmp_path / "no-models", GSV_TEXT="你好。", GSV_WAV_PATH=str(tmp_path / "x.wav"))
+    result = subprocess.run(
+        ["dora", "run", "dataflow.yml", "--stop-after", "120s"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "model files missing" in log and "gsv-download" in log and "GSV_MODEL_DIR" in log
+
+
+def test_service_graph_speaks_on_request_and_stops_cleanly(dev_models, tmp_path):
+    wav_path = tmp_path / "service.wav"
+    env = node_env(dev_models, GSV_WAV_PATH=str(wav_path), DORA_COORDINATOR_PORT="16013")
+
+    def dora(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(["dora", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+    assert dora("up").returncode == 0
+    try:
+        started = dora("start", "dataflows/service.yml", "--name", "tts-test", "--detach")
+        assert started.returncode == 0, started.stdout + started.stderr
+        say = [str(Path(sys.executable).parent / "gsv-say"), "你好。"]
+        deadline = time.time() + 240
+        while subprocess.run(say, capture_output=True, env=env).returncode != 0:  # listener not up yet
+            assert time.time() < deadline, "text-input never started listening"
+            time.sleep(1)
+        while not wav_path.exists():
+            assert time.time() < deadline, dora("logs", "tts-test", "audio-sink").stdout[-3000:]
+            time.sleep(1)
+        time.sleep(0.5)
+        assert_plausible_speech_file(wav_path, min_seconds=0.74)
+        stopped = dora("stop", "--name", "tts-test")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    finally:
+        if dora("down").returncode != 0:
+            dora("down", "--force")
+    leftovers = subprocess.run(["pgrep", "-f", "gsv-(gpt|vocoder|bert|reference|text|audio)"], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", f"processes left running: {leftovers.stdout}"

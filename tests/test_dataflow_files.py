@@ -1,0 +1,45 @@
+"""The YAML graphs: valid for dora, one node per stage, deep queues, service variant in step."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+STAGES = {"text-input", "text-frontend", "reference", "bert", "gpt", "vocoder", "audio-sink"}
+
+
+def load(path):
+    return yaml.safe_load((REPO / path).read_text(encoding="utf-8"))
+
+
+def test_default_graph_has_one_node_per_stage_and_deep_queues():
+    graph = load("dataflow.yml")
+    ids = {n["id"] for n in graph["nodes"]}
+    assert STAGES <= ids
+    for node in graph["nodes"]:
+        inputs = node.get("inputs") or node.get("operator", {}).get("inputs", {})
+        for name, spec in inputs.items():
+            # dora's default queue (10, drop-oldest) would lose segments or audio under load.
+            assert isinstance(spec, dict) and spec["queue_size"] >= 100, (node["id"], name)
+
+
+def test_service_graph_differs_only_by_the_text_listener():
+    default, service = load("dataflow.yml"), load("dataflows/service.yml")
+    service_input = next(n for n in service["nodes"] if n["id"] == "text-input")
+    assert service_input.pop("env") == {"GSV_TEXT_LISTEN": "127.0.0.1:9871"}
+    for node in service["nodes"]:
+        if "operator" in node:  # paths are relative to each YAML file's folder
+            node["operator"]["python"] = node["operator"]["python"].removeprefix("../")
+    assert service == default
+
+
+@pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
+@pytest.mark.parametrize("path", ["dataflow.yml", "dataflows/service.yml"])
+def test_dora_validates_the_graphs(path):
+    result = subprocess.run(["dora", "validate", path], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
