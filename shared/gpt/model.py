@@ -1,0 +1,145 @@
+"""Text2Semantic: the GPT-SoVITS autoregressive decoder from phones (+BERT) to semantic tokens.
+
+One sequence is ``[text ; semantic]``:
+
+    text_t     = E_text[phone_t] + bert_proj(bert_t) + a_text * PE[t]          t = 0..T-1
+    semantic_s = E_sem[token_s]                       + a_sem  * PE[s]          s = 0..   (restarts at 0)
+
+followed by ``n_layer`` post-norm transformer layers under a prefix-LM mask (text attends to all
+text; semantic attends to all text and causally to semantic) and a bias-free projection to the
+semantic vocabulary. Embeddings are not scaled by sqrt(d).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import GPTConfig
+from .kv_cache import KVCache
+
+PE_INITIAL_POSITIONS = 4096
+
+
+def sine_table(n_positions: int, dim: int) -> torch.Tensor:
+    """``PE[p, 2i] = sin(p w_i)``, ``PE[p, 2i+1] = cos(p w_i)``, ``w_i = 10000^(-2i/dim)``.
+
+    Always computed in float32 (as upstream does) and cast by the caller, so that half-precision
+    models see the same rounded table.
+    """
+    position = torch.arange(n_positions, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.empty(n_positions, dim)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency)
+    return table
+
+
+def prefix_lm_mask(text_lens: torch.Tensor, semantic_lens: torch.Tensor, total: int) -> torch.Tensor:
+    """Boolean attention mask ``[B, 1, total, total]``, True = may attend.
+
+    Row ``b`` is laid out ``[pad ; text ; semantic]`` (left padding up to ``total``). Text queries
+    see all text keys; semantic queries see all text keys and semantic keys up to their own
+    position; padded keys are seen by nobody. Every query also sees itself, so padded query rows
+    are never fully masked (their outputs are discarded, but must not be NaN).
+    """
+    pos = torch.arange(total, device=text_lens.device)
+    semantic_start = (total - semantic_lens)[:, None]
+    text_start = semantic_start - text_lens[:, None]
+    key_is_text = (pos >= text_start) & (pos < semantic_start)  # [B, total]
+    is_semantic = pos >= semantic_start  # [B, total]
+    causal = pos[None, :] <= pos[:, None]  # [query, key]
+    allowed = key_is_text[:, None, :] | (is_semantic[:, :, None] & is_semantic[:, None, :] & causal)
+    allowed |= torch.eye(total, dtype=torch.bool, device=pos.device)
+    return allowed[:, None]
+
+
+class DecoderLayer(nn.Module):
+    """Post-norm block: ``h = LN1(x + MHA(x))``, ``out = LN2(h + W2 relu(W1 h))``."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        d = cfg.hidden_dim
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.qkv = nn.Linear(d, 3 * d)  # packed rows: q, then k, then v
+        self.out_proj = nn.Linear(d, d)
+        self.norm1 = nn.LayerNorm(d, eps=cfg.norm_eps)
+        self.ffn_in = nn.Linear(d, cfg.ffn_dim)
+        self.ffn_out = nn.Linear(cfg.ffn_dim, d)
+        self.norm2 = nn.LayerNorm(d, eps=cfg.norm_eps)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache, index: int) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = cache.write(index, k, v)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        h = self.norm1(x + self.out_proj(attended.transpose(1, 2).reshape(b, t, d)))
+        return self.norm2(h + self.ffn_out(F.relu(self.ffn_in(h))))
+
+
+class Text2Semantic(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        d = cfg.hidden_dim
+        self.text_embedding = nn.Embedding(cfg.phoneme_vocab_size, d)
+        self.bert_proj = nn.Linear(cfg.bert_dim, d)
+        self.text_alpha = nn.Parameter(torch.ones(1))
+        self.semantic_embedding = nn.Embedding(cfg.vocab_size, d)
+        self.semantic_alpha = nn.Parameter(torch.ones(1))
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layer))
+        self.ar_predict_layer = nn.Linear(d, cfg.vocab_size, bias=False)
+        self.register_buffer("pe", sine_table(PE_INITIAL_POSITIONS, d), persistent=False)
+
+    @property
+    def early_stop_num(self) -> int:
+        return self.config.early_stop_num
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.ar_predict_layer.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.ar_predict_layer.weight.device
+
+    def ensure_positions(self, n: int) -> None:
+        """Grow the sine table (rarely: only for sequences longer than 4096 positions)."""
+        if n > self.pe.shape[0]:
+            self.pe = sine_table(n, self.config.hidden_dim).to(self.pe)
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        cfg = self.config
+        return KVCache(cfg.n_layer, batch, cfg.n_head, cfg.head_dim, max_len, self.dtype, self.device)
+
+    def embed_text(self, phone_ids: torch.Tensor, bert: torch.Tensor) -> torch.Tensor:
+        """``phone_ids [B, T]``, ``bert [B, bert_dim, T]`` -> ``[B, T, d]`` with text positions 0..T-1."""
+        t = phone_ids.shape[1]
+        self.ensure_positions(t)
+        x = self.text_embedding(phone_ids) + self.bert_proj(bert.transpose(1, 2))
+        return x + self.text_alpha * self.pe[:t]
+
+    def embed_semantic(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens [B, P]`` -> ``[B, P, d]`` with semantic positions 0..P-1."""
+        p = tokens.shape[1]
+        self.ensure_positions(p)
+        return self.semantic_embedding(tokens) + self.semantic_alpha * self.pe[:p]
+
+    def transformer(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache) -> torch.Tensor:
+        """Run all layers over ``x [B, t, d]`` placed at the cache's next ``t`` positions."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, cache, i)
+        cache.advance(x.shape[1])
+        return x
+
+    def prefill(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Fill an empty cache with the embedded ``[text ; prompt]`` and return the next logits ``[B, V]``."""
+        return self.ar_predict_layer(self.transformer(x, mask, cache)[:, -1])
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Append one semantic token per row (``tokens [B]`` at semantic ``positions [B]``); logits ``[B, V]``."""
+        x = self.semantic_embedding(tokens) + self.semantic_alpha * self.pe[positions]
+        return self.ar_predict_layer(self.transformer(x[:, None], cache.step_mask(), cache)[:, -1])
