@@ -229,3 +229,15 @@ def test_input_validation(model, inputs):
         generate(model, phones + 10_000, bert, prompt)
     with pytest.raises(ValueError, match="prompt_tokens holds ids outside"):
         generate(model, phones, bert, prompt + 1024)
+
+
+def test_step_cap_keeps_token_and_drops_first(model, inputs, monkeypatch):
+    """At the last allowed step upstream stops keeping the token; y[-idx:] then drops the first one."""
+    import dora_gpt_sovits.gpt.generate as generate_module
+
+    no_eos = load_gpt(FIXTURES / "gpt_v2_tiny.ckpt")
+    no_eos.ar_predict_layer.weight[no_eos.config.eos] = 0  # EOS logit 0 never beats the best of 1024
+    monkeypatch.setattr(generate_module, "MAX_STEPS", 30)
+    result = generate(no_eos, *inputs, SamplingParams(top_k=1, early_stop_num=1000))
+    assert (result.stop_reason, result.n_steps, len(result.generated)) == (StopReason.MAX_STEPS, 30, 30)
+    assert torch.equal(result.tokens, result.generated[1:])

@@ -1,23 +1,9 @@
-"""GPT (Text2Semantic): semantic-token decoding."""
+"""GPT (Text2Semantic): semantic-token decoding.
 
-from .config import GPTConfig
-from .generate import GenerationResult, StopReason, TokenStream, generate, generate_batch, generate_stream
-from .kv_cache import KVCache
-from .loader import load_gpt
-from .model import Text2Semantic
-from .sampling import SamplingParams, sample
+Import from the modules (this package deliberately re-exports nothing, so that the module
+``generate`` is never shadowed by the function of the same name):
 
-__all__ = [
-    "GPTConfig",
-    "GenerationResult",
-    "KVCache",
-    "SamplingParams",
-    "StopReason",
-    "Text2Semantic",
-    "TokenStream",
-    "generate",
-    "generate_batch",
-    "generate_stream",
-    "load_gpt",
-    "sample",
-]
+* ``loader.load_gpt(path, device, dtype) -> Text2Semantic``
+* ``generate.generate / generate_stream / generate_batch`` and ``sampling.SamplingParams``
+* ``model.Text2Semantic`` (``prefill``, ``step``), ``kv_cache.KVCache``, ``config.GPTConfig``
+"""

@@ -174,9 +174,11 @@ def decode_steps(
     early_stop = model.early_stop_num if params.early_stop_num == -1 else params.early_stop_num
     generator = None if params.seed is None else torch.Generator(model.device).manual_seed(params.seed)
 
+    max_steps = MAX_STEPS if early_stop == -1 else min(MAX_STEPS, early_stop + 1)
+
     x, mask, prompt_lens, pad = prefill_inputs(model, utterances)
-    model.ensure_positions(max(prompt_lens.tolist()) + MAX_STEPS)
-    cache = model.new_cache(len(utterances), x.shape[1] + MAX_STEPS)
+    model.ensure_positions(max(prompt_lens.tolist()) + max_steps)
+    cache = model.new_cache(len(utterances), x.shape[1] + max_steps)
     if pad is not None:
         cache.mark_padding(pad)
     seen = torch.zeros(len(utterances), cfg.vocab_size, dtype=torch.bool, device=x.device)
@@ -187,7 +189,7 @@ def decode_steps(
     rows = list(range(len(utterances)))  # original index of each live cache row
     generated: list[list[int]] = [[] for _ in utterances]
     logits = model.prefill(x, mask, cache)
-    for k in range(MAX_STEPS):
+    for k in range(max_steps):
         if k > 0:
             logits = model.step(tokens, prompt_lens + (k - 1), cache)
         if k < MIN_STEPS_BEFORE_EOS:
@@ -197,17 +199,18 @@ def decode_steps(
         ended = (logits.argmax(dim=-1) == cfg.eos) | (tokens == cfg.eos)
         outcome = torch.where(ended, -1, tokens).tolist()  # the one host sync per step
 
-        early, capped = early_stop != -1 and k + 1 > early_stop, k == MAX_STEPS - 1
+        over_budget = early_stop != -1 and k + 1 > early_stop  # every row has k + 1 tokens sampled
         events: StepEvents = []
         running: list[int] = []
         for i, (row, token) in enumerate(zip(rows, outcome)):
-            if token >= 0:
-                generated[row].append(token)
-            reason = StopReason.EOS if token < 0 else StopReason.EARLY_STOP if early else StopReason.MAX_STEPS if capped else None
+            kept = token if token >= 0 else None
+            if kept is not None:
+                generated[row].append(kept)
+            reason = _stop_reason(kept is None, over_budget, k == MAX_STEPS - 1)
             if reason is None:
                 running.append(i)
             done = None if reason is None else _result(utterances[row].prompt, generated[row], k, reason)
-            events.append((row, token if token >= 0 else None, done))
+            events.append((row, kept, done))
         yield events
 
         if not running:
@@ -244,6 +247,14 @@ def prefill_inputs(
         x[row, total - p.shape[0] :] = p
     pad = torch.tensor([total - p.shape[0] for p in parts], device=device)
     return x, mask, prompt_lens, pad
+
+
+def _stop_reason(eos: bool, over_budget: bool, last_step: bool) -> StopReason | None:
+    if eos:  # checked last upstream but it decides whether the token is dropped, so it wins
+        return StopReason.EOS
+    if over_budget:
+        return StopReason.EARLY_STOP
+    return StopReason.MAX_STEPS if last_step else None
 
 
 def _result(prompt: torch.Tensor | None, generated: list[int], k: int, reason: StopReason) -> GenerationResult:
