@@ -1,0 +1,134 @@
+"""Per-phone BERT features for Chinese text (chinese-roberta-wwm-ext-large).
+
+Upstream feeds the *normalised* Chinese text of a segment through the masked-LM model with
+`output_hidden_states=True`, takes the third-from-last hidden state (output of layer 22 of
+24), drops the [CLS]/[SEP] rows and repeats each character's row `word2ph[i]` times, giving
+`[1024, n_phones]`. Non-Chinese segments get zeros of that shape.
+
+Only the hidden states are needed, so the encoder runs without the masked-LM head.
+The model is loaded from a local Hugging Face directory only, never from the hub.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+
+FEATURE_DIM = 1024
+HIDDEN_STATE_INDEX = -3  # third from last: upstream's choice of layer
+WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+
+
+class BertModelFiles(FileNotFoundError):
+    """The BERT directory or some of its files are missing."""
+
+
+class Bert(NamedTuple):
+    model: torch.nn.Module  # transformers BertForMaskedLM (eval mode)
+    tokenizer: object  # transformers tokenizer of the same directory
+
+
+def missing_files(directory: str | os.PathLike) -> list[str]:
+    """Names of required files absent from a BERT directory (alternatives joined by ' or ')."""
+    present = set(os.listdir(directory))
+    missing = [] if "config.json" in present else ["config.json"]
+    for group in (WEIGHT_FILES, TOKENIZER_FILES):
+        if not present.intersection(group):
+            missing.append(" or ".join(group))
+    return missing
+
+
+def load_bert(directory: str | os.PathLike, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32) -> Bert:
+    """Load chinese-roberta-wwm-ext-large (or a same-format dev model) from a local directory."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise BertModelFiles(f"BERT model directory not found: {directory}")
+    missing = missing_files(directory)
+    if missing:
+        raise BertModelFiles(f"BERT model directory {directory} lacks: {', '.join(missing)}")
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    model = AutoModelForMaskedLM.from_pretrained(directory, local_files_only=True)
+    if model.config.hidden_size != FEATURE_DIM:
+        raise ValueError(f"BERT hidden size is {model.config.hidden_size}; the GPT expects {FEATURE_DIM}")
+    model = model.to(device=device, dtype=dtype).eval()
+    return Bert(model, tokenizer)
+
+
+def _encoder(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "bert", model)  # skip the masked-LM head: only hidden states are used
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _check_alignment(norm_text: str, word2ph: Sequence[int], n_tokens: int) -> None:
+    if len(word2ph) != len(norm_text):
+        raise ValueError(f"word2ph has {len(word2ph)} entries for {len(norm_text)} characters")
+    if n_tokens != len(norm_text):
+        raise ValueError(
+            f"tokenizer split {norm_text!r} into {n_tokens} tokens, expected one per character")
+
+
+def expand_to_phones(char_features: torch.Tensor, word2ph: Sequence[int]) -> torch.Tensor:
+    """[n_chars, D] character rows → [D, n_phones], row i repeated word2ph[i] times."""
+    repeats = torch.as_tensor(list(word2ph), device=char_features.device)
+    return char_features.repeat_interleave(repeats, dim=0).T
+
+
+@torch.inference_mode()
+def bert_features(model: torch.nn.Module, tokenizer, norm_text: str, word2ph: Sequence[int]) -> torch.Tensor:
+    """Features [1024, sum(word2ph)] for one Chinese segment, in the model's dtype and device."""
+    inputs = tokenizer(norm_text, return_tensors="pt").to(_model_device(model))
+    hidden = _encoder(model)(**inputs, output_hidden_states=True).hidden_states[HIDDEN_STATE_INDEX]
+    chars = hidden[0, 1:-1]
+    _check_alignment(norm_text, word2ph, chars.shape[0])
+    return expand_to_phones(chars, word2ph)
+
+
+@torch.inference_mode()
+def bert_features_batch(model: torch.nn.Module, tokenizer, texts: Sequence[str],
+                        word2phs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """`bert_features` for several Chinese segments in one padded forward pass."""
+    if not texts:
+        return []
+    inputs = tokenizer(list(texts), return_tensors="pt", padding=True).to(_model_device(model))
+    hidden = _encoder(model)(**inputs, output_hidden_states=True).hidden_states[HIDDEN_STATE_INDEX]
+    lengths = inputs["attention_mask"].sum(dim=1).tolist()
+    out = []
+    for row, text, word2ph, length in zip(hidden, texts, word2phs, lengths):
+        chars = row[1:int(length) - 1]
+        _check_alignment(text, word2ph, chars.shape[0])
+        out.append(expand_to_phones(chars, word2ph))
+    return out
+
+
+def zero_features(n_phones: int, dtype: torch.dtype = torch.float32,
+                  device: str | torch.device = "cpu") -> torch.Tensor:
+    """Features of a non-Chinese segment: upstream uses zeros."""
+    return torch.zeros(FEATURE_DIM, n_phones, dtype=dtype, device=device)
+
+
+def segment_features(model: torch.nn.Module, tokenizer, segments: Sequence) -> list[torch.Tensor]:
+    """Features for each frontend segment (objects with language, norm_text, word2ph, phones):
+    BERT for Chinese ones (batched), zeros for the rest, all in the model's dtype."""
+    param = next(model.parameters())
+    chinese = [i for i, s in enumerate(segments) if s.language == "zh"]
+    computed = bert_features_batch(model, tokenizer, [segments[i].norm_text for i in chinese],
+                                   [segments[i].word2ph for i in chinese])
+    features = [zero_features(len(s.phones), param.dtype, param.device) for s in segments]
+    for i, feats in zip(chinese, computed):
+        features[i] = feats
+    return features
+
+
+def phone_features(model: torch.nn.Module, tokenizer, segments: Sequence) -> torch.Tensor:
+    """All segments' features joined along time: [1024, total phones], the GPT's BERT input."""
+    return torch.cat(segment_features(model, tokenizer, segments), dim=1)
