@@ -12,6 +12,7 @@ random). Segments whose voice has no prompt tokens yet wait here until they arri
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -147,7 +148,7 @@ def main() -> None:
     log.info("GPT loaded from %s on %s/%s", paths.gpt, device, dtype)
 
     def decode(phone_ids: np.ndarray, features: np.ndarray, prompt: np.ndarray, seed: int | None) -> Iterator[int]:
-        params = SamplingParams(**{**base.__dict__, "seed": seed})
+        params = dataclasses.replace(base, seed=seed)
         with torch.inference_mode():
             yield from generate_stream(
                 model,

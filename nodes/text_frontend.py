@@ -21,8 +21,10 @@ import numpy as np
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
-from dora_gpt_sovits.text.frontend import FrontendError, PhoneSegment, text_to_phones
-from dora_gpt_sovits.text.sentence_split import split_text
+from dora_gpt_sovits.text.errors import FrontendError
+from dora_gpt_sovits.text.frontend import PhoneSegment, text_to_phones
+from dora_gpt_sovits.text.language import check_language
+from dora_gpt_sovits.text.sentence_split import prepare_sentences
 
 log = logging.getLogger("gsv.text-frontend")
 
@@ -97,7 +99,12 @@ class TextFrontendStage(StageBase):
         metadata.setdefault(m.TEXT_RECEIVED_AT, m.now())
         language = str(metadata.get(m.LANGUAGE) or self.default_language)
         voice = str(metadata.get(m.VOICE, m.DEFAULT_VOICE))
-        pieces = split_text(text, self.split_method)
+        try:
+            check_language(language)
+            pieces = prepare_sentences(text, language, self.split_method)
+        except FrontendError as e:
+            yield self.error_segment(self.key(metadata, 0, True), str(e))
+            return
         if not pieces:
             yield self.error_segment(self.key(metadata, 0, True), f"nothing to speak in {text[:40]!r}")
             return

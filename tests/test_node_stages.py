@@ -235,3 +235,61 @@ def test_text_requests_from_lines_and_files(tmp_path: Path):
     assert [r.text for r in batch_requests({"GSV_TEXT_FILE": str(lines)})] == ["one", "two"]
     data, md = batch_requests({"GSV_TEXT": "x", "GSV_LANGUAGE": "en"})[0].to_message()
     assert m.read_text(data) == "x" and md[m.LANGUAGE] == "en" and md[m.UTTERANCE_ID]
+
+
+# ---- text frontend (real G2P, no models) -----------------------------------------------------------
+from dora_gpt_sovits.nodes.text_frontend import VOICE_REQUEST, TextFrontendStage  # noqa: E402
+
+
+def voice_prompt_message(text="你好。", voice="default", language="zh", error=None):
+    data, md = m.ReferencePart(voice, text, language=language).to_message()
+    return data, md | ({m.ERROR: error} if error else {})
+
+
+def phoneme_segments(outgoing):
+    return [m.PhonemeSegment.from_event(o.data, o.metadata) for o in outgoing if o.output_id == m.PHONEMES]
+
+
+def test_frontend_holds_text_until_the_voice_arrives_then_emits_one_segment_per_sentence():
+    stage = TextFrontendStage()
+    out = list(stage.handle(m.TEXT, m.text_array("今天天气很好。我们去公园散步吧。Let's go!"), {m.UTTERANCE_ID: "u9"}))
+    assert [o.output_id for o in out] == [VOICE_REQUEST] and stage.pending()
+    segments = phoneme_segments(stage.handle(m.VOICE_PROMPT, *voice_prompt_message("这是参考。")))
+    assert len(segments) >= 2
+    assert [s.key.segment_index for s in segments] == list(range(len(segments)))
+    assert [s.key.utterance_final for s in segments] == [False] * (len(segments) - 1) + [True]
+    assert all(s.key.utterance_id == "u9" for s in segments)
+    first = segments[0]
+    assert first.n_prompt_phones > 0 and first.run_languages[0] == "zh"  # prompt phones come first
+    assert sum(first.run_phone_counts) == len(first.phone_ids)
+    assert "en" in segments[-1].run_languages
+
+
+def test_frontend_reference_free_voice_has_no_prompt_phones():
+    stage = TextFrontendStage()
+    list(stage.handle(m.VOICE_PROMPT, *voice_prompt_message("")))
+    (segment,) = phoneme_segments(stage.handle(m.TEXT, m.text_array("你好，世界。"), {}))
+    assert segment.n_prompt_phones == 0 and segment.key.utterance_final
+
+
+@pytest.mark.parametrize("text, language, expected", [
+    ("   ", "auto", "nothing to speak"),
+    ("？！。", "zh", "nothing"),
+    ("こんにちは", "ja", "not supported"),
+    ("hello", "xx", "unknown language"),
+])
+def test_frontend_turns_unspeakable_requests_into_error_segments(text, language, expected):
+    stage = TextFrontendStage()
+    list(stage.handle(m.VOICE_PROMPT, *voice_prompt_message()))
+    (segment,) = phoneme_segments(stage.handle(m.TEXT, m.text_array(text), {m.LANGUAGE: language}))
+    assert expected in segment.error and segment.key.utterance_final and len(segment.phone_ids) == 0
+
+
+def test_frontend_reports_text_whose_voice_failed_or_never_came():
+    stage = TextFrontendStage()
+    list(stage.handle(m.TEXT, m.text_array("你好。"), {m.VOICE: "bad"}))
+    (segment,) = phoneme_segments(stage.handle(m.VOICE_PROMPT, *voice_prompt_message(voice="bad", error="file missing")))
+    assert segment.error == "file missing"
+    list(stage.handle(m.TEXT, m.text_array("你好。"), {m.VOICE: "ghost"}))
+    (segment,) = phoneme_segments(stage.finish())
+    assert "ghost" in segment.error
