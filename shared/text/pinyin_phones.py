@@ -66,8 +66,8 @@ def _known_final(final: str) -> str | None:
 
 def pinyin_to_phones(initial: str, final_with_tone: str) -> list[str] | None:
     """(strict initial, final with tone digit 1-5) -> [initial symbol, final symbol+tone]."""
-    tone = final_with_tone[-1]
-    if tone not in "12345":
+    tone = final_with_tone[-1:]
+    if not tone or tone not in "12345" or len(final_with_tone) < 2:
         return None
     split = split_syllable(spell_syllable(initial, final_with_tone[:-1]))
     if split is None or split[1] is None:
