@@ -114,7 +114,8 @@ def test_silent_and_near_silent(tmp_path):
     clicks[1000::8000] = 0.5  # a few clicks in silence are not a voice
     refused(write(tmp_path, "click.wav", clicks, 16000, subtype="FLOAT"), "almost no sound")
     # quiet but real speech (peak -40 dBFS) is accepted
-    assert load_reference(write(tmp_path, "quiet.wav", voice(4.0, 16000, peak=0.01), 16000)).source_sr == 16000
+    quiet = write(tmp_path, "quiet.wav", voice(4.0, 16000, peak=0.01), 16000)
+    assert load_reference(quiet).source_sr == 16000
 
 
 def test_heavy_clipping(tmp_path):

@@ -8,7 +8,8 @@ from dora_gpt_sovits.audio.resample import StreamResampler, polyphase_kernel, re
 # Reference values produced by torchaudio 2.8 ``transforms.Resample`` (default Hann sinc, width 6,
 # rolloff 0.99), which upstream GPT-SoVITS uses for the reference audio.
 TORCHAUDIO_KERNEL_48K_32K_PHASE1_EVERY4 = [
-    -0.0, 0.000489181955344975, 0.05090378597378731, 0.5438855886459351, 0.0033806809224188328, -0.0003660349757410586
+    -0.0, 0.000489181955344975, 0.05090378597378731,
+    0.5438855886459351, 0.0033806809224188328, -0.0003660349757410586,
 ]
 TORCHAUDIO_22K_16K_RAMP_EVERY37 = [
     3.0277587939053774e-06, 0.09521105885505676, -0.31603556871414185,
@@ -68,7 +69,10 @@ def test_same_rate_is_identity_and_rejects_bad_rates():
         resample(torch.ones(10, dtype=torch.int16), 16000, 32000)
 
 
-@pytest.mark.parametrize("from_sr,to_sr,freq", [(32000, 16000, 1000), (44100, 32000, 3000), (48000, 32000, 440), (8000, 32000, 1000)])
+@pytest.mark.parametrize(
+    "from_sr,to_sr,freq",
+    [(32000, 16000, 1000), (44100, 32000, 3000), (48000, 32000, 440), (8000, 32000, 1000)],
+)
 def test_sine_stays_a_sine(from_sr, to_sr, freq):
     amp, residual = fit_tone(resample(tone(freq, from_sr), from_sr, to_sr), freq, to_sr)
     assert amp == pytest.approx(0.5, abs=1e-3)

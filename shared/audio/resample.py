@@ -97,9 +97,9 @@ class StreamResampler:
     def __init__(self, from_sr: int, to_sr: int, quality: str = "HQ") -> None:
         self.from_sr, self.to_sr = _as_rate(from_sr), _as_rate(to_sr)
         self.quality = quality
-        self._stream = (
-            None if self.from_sr == self.to_sr else soxr.ResampleStream(self.from_sr, self.to_sr, 1, "float32", quality)
-        )
+        self._stream = None
+        if self.from_sr != self.to_sr:
+            self._stream = soxr.ResampleStream(self.from_sr, self.to_sr, 1, "float32", quality)
 
     def process(self, chunk: np.ndarray | torch.Tensor) -> np.ndarray:
         """Resample one chunk; the output may be shorter than ``len·ratio`` while the filter fills."""

@@ -63,7 +63,8 @@ def _harmonic_stack(
     # One formant shift per syllable makes the envelope move like successive vowels.
     n_syll = int(t[-1] * _SYLLABLE_RATE_HZ) + 2
     shifts = rng.uniform(0.85, 1.15, size=(n_syll, len(_FORMANTS_HZ)))
-    centres = np.asarray(_FORMANTS_HZ) * shifts[np.minimum((t_ctrl * _SYLLABLE_RATE_HZ).astype(int), n_syll - 1)]
+    syllable = np.minimum((t_ctrl * _SYLLABLE_RATE_HZ).astype(int), n_syll - 1)
+    centres = np.asarray(_FORMANTS_HZ) * shifts[syllable]
     ceiling = min(0.45 * sample_rate, _HARMONIC_CEILING_HZ)
     k = np.arange(1, max(int(ceiling / f_inst.min()), 1) + 1)[:, None]
     fk = k * f_ctrl[None]  # [K, n_ctrl]
