@@ -1,0 +1,147 @@
+"""Load an official SoVITS ``.pth`` (v1/v2/v2Pro/v2ProPlus) into :class:`Synthesizer`.
+
+File layout: ``{"weight": fp16 state dict without enc_q.*, "config": dict or HParams, "info": str}``,
+weight-normed convolutions stored as ``weight_g``/``weight_v`` pairs. Loading is strict: apart
+from the training-only posterior encoder and codebook statistics every stored tensor must be used
+and every model tensor must be present with the right shape. Weight norm is folded here, so the
+model never carries parametrisations.
+
+A few module names differ from the file's (the file's names come from ``nn.Sequential`` indices
+and flip layers that hold no weights); :data:`FILE_TO_MODULE_PREFIXES` maps them both ways.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any, Mapping
+
+import torch
+
+from ..checkpoint_io import (
+    CheckpointError,
+    check_state_dict_keys,
+    fold_weight_norm,
+    read_checkpoint,
+    require_keys,
+)
+from .config import SoVITSConfig
+from .synthesizer import Synthesizer
+from .version import detect_version
+
+# (prefix in the file, prefix in our modules)
+FILE_TO_MODULE_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("ref_enc.spectral.0.fc.", "ref_enc.spectral_in."),
+    ("ref_enc.spectral.3.fc.", "ref_enc.spectral_out."),
+    ("ref_enc.temporal.0.conv1.conv.", "ref_enc.glu_convs.0.conv."),
+    ("ref_enc.temporal.1.conv1.conv.", "ref_enc.glu_convs.1.conv."),
+    ("ref_enc.slf_attn.", "ref_enc.attn."),
+    ("ref_enc.fc.fc.", "ref_enc.proj."),
+    ("flow.flows.0.", "flow.couplings.0."),
+    ("flow.flows.2.", "flow.couplings.1."),
+    ("flow.flows.4.", "flow.couplings.2."),
+    ("flow.flows.6.", "flow.couplings.3."),
+)
+FILE_CODEBOOK = "quantizer.vq.layers.0._codebook.embed"
+MODULE_CODEBOOK = "quantizer.embed"
+
+# Stored by the training code, unused at inference.
+TRAINING_ONLY_PREFIXES = (
+    "enc_q.",
+    "quantizer.vq.layers.0._codebook.embed_avg",
+    "quantizer.vq.layers.0._codebook.cluster_size",
+    "quantizer.vq.layers.0._codebook.inited",
+)
+
+# File names of the convolutions the training code wraps in weight norm (stored as _g/_v pairs).
+WEIGHT_NORMED = re.compile(
+    r"^(dec\.ups\.\d+|dec\.resblocks\.\d+\.convs[12]\.\d+"
+    r"|flow\.flows\.\d+\.enc\.(in_layers\.\d+|res_skip_layers\.\d+|cond_layer))\.weight$"
+)
+
+
+def file_key_to_module_key(name: str) -> str:
+    if name == FILE_CODEBOOK:
+        return MODULE_CODEBOOK
+    for file_prefix, module_prefix in FILE_TO_MODULE_PREFIXES:
+        if name.startswith(file_prefix):
+            return module_prefix + name[len(file_prefix) :]
+    return name
+
+
+def module_key_to_file_key(name: str) -> str:
+    if name == MODULE_CODEBOOK:
+        return FILE_CODEBOOK
+    for file_prefix, module_prefix in FILE_TO_MODULE_PREFIXES:
+        if name.startswith(module_prefix):
+            return file_prefix + name[len(module_prefix) :]
+    return name
+
+
+def load_sovits(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Synthesizer:
+    """Read, detect the version, build, fold weight norm, check strictly, move to device/dtype.
+
+    The returned model has ``.config`` (:class:`SoVITSConfig`), ``.version``
+    (:class:`SoVITSVersion`) and ``.load_seconds``. Every problem with the file is a one-line
+    :class:`CheckpointError` naming it.
+    """
+    start = time.perf_counter()
+    path = os.fspath(path)
+    raw = read_checkpoint(path)
+    content = raw.content
+    refuse_gpt_checkpoint(content, path)
+    require_keys(content, ("weight", "config"), path, "SoVITS")
+    state = content["weight"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a SoVITS checkpoint ('weight' is not a dict of tensors)")
+
+    version = detect_version(raw, state)
+    config = SoVITSConfig.from_checkpoint(content["config"], version, path)
+    state = model_state(state, path)
+
+    with torch.device("meta"):
+        model = Synthesizer(config)
+    expected = model.state_dict()
+    check_state_dict_keys(state, set(expected), path)
+    for name, tensor in expected.items():
+        if state[name].shape != tensor.shape:
+            raise CheckpointError(
+                f"{path}: {module_key_to_file_key(name)} has shape {tuple(state[name].shape)}, "
+                f"the config implies {tuple(tensor.shape)}"
+            )
+    # assign=True adopts the loaded tensors instead of copying into freshly initialised ones.
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    model = model.to(device).eval().requires_grad_(False)
+    model.version = version
+    model.load_seconds = time.perf_counter() - start
+    return model
+
+
+def model_state(file_state: Mapping[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
+    """File tensors -> our names, training-only tensors dropped, weight norm folded (in fp32)."""
+    kept = {k: v for k, v in file_state.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
+    try:
+        folded = fold_weight_norm(kept)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return {file_key_to_module_key(k): v.float() for k, v in folded.items()}
+
+
+def refuse_gpt_checkpoint(content: Any, path: str) -> None:
+    """GPT (s1) files are also {weight, config}; recognise them to say what went wrong."""
+    if not isinstance(content, Mapping):
+        return
+    weight, config = content.get("weight"), content.get("config")
+    gpt_names = isinstance(weight, Mapping) and any(
+        isinstance(k, str) and k.startswith("model.ar_") for k in weight
+    )
+    gpt_config = isinstance(config, Mapping) and isinstance(config.get("model"), Mapping) and (
+        "phoneme_vocab_size" in config["model"]
+    )
+    if gpt_names or gpt_config:
+        raise CheckpointError(
+            f"{path}: this is a GPT (text-to-semantic) checkpoint, not a SoVITS model; load it as the GPT weights"
+        )

@@ -1,0 +1,158 @@
+"""SoVITS v1/v2/v2Pro/v2ProPlus synthesizer (inference half of upstream's ``SynthesizerTrn``).
+
+semantic tokens (25 Hz) + target phones + reference spectrogram(s) -> 32 kHz waveform:
+
+    codebook lookup -> x2 in time -> enc_p (with MRTE conditioning) -> prior sample
+    -> flow^-1 (conditioned on ge) -> HiFi-GAN (conditioned on ge)
+
+and the prompt path: HuBERT features -> ``ssl_proj`` (stride 2) -> nearest codebook row.
+
+Pro models add a speaker-verification embedding (20480-d) into ``ge`` before a PReLU, and feed
+the text encoder a 512-d projection of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .config import SoVITSConfig
+from .flow import ResidualCouplingFlow
+from .generator import Generator
+from .quantizer import SemanticCodebook
+from .style_encoder import MelStyleEncoder
+from .text_encoder import TextEncoder
+from .version import SoVITSVersion
+
+SSL_DIM = 768
+SV_DIM = 20480
+MRTE_GE_DIM = 512
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Global speaker conditioning derived from the reference clip(s); reuse it across utterances."""
+
+    ge: Tensor  # [1, gin, 1] for the flow and the generator
+    ge_text: Tensor  # [1, 512, 1] for MRTE inside the text encoder
+
+
+class Synthesizer(nn.Module):
+    def __init__(self, config: SoVITSConfig):
+        super().__init__()
+        self.config = config
+        self.version: SoVITSVersion | None = None  # set by the loader
+        c = config
+        self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, 2, stride=2)
+        self.quantizer = SemanticCodebook(1024, SSL_DIM)
+        self.enc_p = TextEncoder(
+            c.inter_channels, c.hidden_channels, c.filter_channels, c.n_heads, c.n_layers, c.kernel_size, c.n_symbols
+        )
+        self.ref_enc = MelStyleEncoder(c.ref_enc_bins, c.gin_channels)
+        self.flow = ResidualCouplingFlow(c.inter_channels, c.hidden_channels, c.gin_channels)
+        self.dec = Generator(
+            c.inter_channels,
+            c.upsample_initial_channel,
+            c.upsample_rates,
+            c.upsample_kernel_sizes,
+            c.resblock_kernel_sizes,
+            c.resblock_dilation_sizes,
+            c.gin_channels,
+        )
+        if c.is_pro:
+            self.sv_emb = nn.Linear(SV_DIM, c.gin_channels)
+            self.prelu = nn.PReLU(c.gin_channels)
+            self.ge_to512 = nn.Linear(c.gin_channels, MRTE_GE_DIM)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.ssl_proj.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.ssl_proj.weight.device
+
+    # -- conditioning ---------------------------------------------------------------------------
+
+    def reference_embedding(self, spec: Tensor) -> Tensor:
+        """One reference spectrogram [1, 1025, F] -> style vector [1, gin, 1] (before any sv term)."""
+        return self.ref_enc(spec.to(self.device, self.dtype))
+
+    def global_condition(self, refer_specs: Sequence[Tensor] | Tensor, sv_emb: Sequence[Tensor] | Tensor | None = None) -> Conditioning:
+        """Per-reference ``ge`` (plus PReLU(ge + sv_emb(sv)) for Pro), averaged over references."""
+        specs = [refer_specs] if isinstance(refer_specs, Tensor) else list(refer_specs)
+        if not specs:
+            raise ValueError("at least one reference spectrogram is required")
+        svs = self.per_reference_sv(sv_emb, len(specs))
+        ges = []
+        for spec, sv in zip(specs, svs):
+            ge = self.reference_embedding(spec)
+            if self.config.is_pro:
+                ge = self.prelu(ge + self.sv_emb(sv.to(self.device, self.dtype)).unsqueeze(-1))
+            ges.append(ge)
+        ge = torch.stack(ges).mean(0)
+        ge_text = self.ge_to512(ge.transpose(1, 2)).transpose(1, 2) if self.config.is_pro else ge
+        return Conditioning(ge, ge_text)
+
+    def per_reference_sv(self, sv_emb: Sequence[Tensor] | Tensor | None, n_refs: int) -> list[Tensor | None]:
+        if not self.config.is_pro:
+            return [None] * n_refs
+        if sv_emb is None:
+            raise ValueError(f"{self.config.model_version} needs a speaker-verification embedding per reference")
+        if isinstance(sv_emb, Tensor):
+            rows = sv_emb.reshape(-1, SV_DIM)
+            svs = [rows[i : i + 1] for i in range(rows.shape[0])]
+        else:
+            svs = [s.reshape(1, SV_DIM) for s in sv_emb]
+        if len(svs) != n_refs:
+            raise ValueError(f"got {len(svs)} speaker embeddings for {n_refs} reference spectrograms")
+        return svs
+
+    # -- decoding -------------------------------------------------------------------------------
+
+    def semantic_frames(self, codes: Tensor) -> Tensor:
+        """codes [1, 1, T25] -> codebook vectors at 50 Hz [1, 768, 2*T25] (each token held for 2 frames)."""
+        return torch.repeat_interleave(self.quantizer.decode(codes.to(self.device)), 2, dim=-1)
+
+    def prior(self, codes: Tensor, phone_ids: Tensor, cond: Conditioning, speed: float = 1.0) -> tuple[Tensor, Tensor]:
+        """-> (m_p, logs_p), each [1, inter, T'] with T' = 2*T25, or int(2*T25/speed)+1."""
+        content = self.enc_p.content(self.semantic_frames(codes), phone_ids.to(self.device), cond.ge_text)
+        m, logs, _ = self.enc_p.prior(content, speed)
+        return m, logs
+
+    def vocode(self, z_p: Tensor, cond: Conditioning) -> Tensor:
+        """Prior sample [1, inter, T] -> waveform [1, 1, T * hop]."""
+        return self.dec(self.flow.reverse(z_p, cond.ge), cond.ge)
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        codes: Tensor,
+        phone_ids: Tensor,
+        refer_specs: Sequence[Tensor] | Tensor,
+        noise_scale: float = 0.5,
+        speed: float = 1.0,
+        sv_emb: Sequence[Tensor] | Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """codes [1, 1, T] long, phone_ids [1, N] long (target phones only), refer_specs: list of
+        [1, 1025, F] -> wav [1, 1, samples] at 32 kHz."""
+        cond = self.global_condition(refer_specs, sv_emb)
+        m, logs = self.prior(codes, phone_ids, cond, speed)
+        return self.vocode(sample_prior(m, logs, noise_scale, generator), cond)
+
+    @torch.inference_mode()
+    def extract_prompt_codes(self, hubert_features: Tensor) -> Tensor:
+        """HuBERT last hidden state [1, 768, F] (50 Hz) -> semantic ids [1, 1, F // 2] (25 Hz)."""
+        x = self.ssl_proj(hubert_features.to(self.device, self.dtype))
+        return self.quantizer.encode(x)
+
+
+def sample_prior(m: Tensor, logs: Tensor, noise_scale: float, generator: torch.Generator | None = None) -> Tensor:
+    if noise_scale == 0:
+        return m
+    eps = torch.randn(m.shape, generator=generator, device=m.device, dtype=m.dtype)
+    return m + eps * torch.exp(logs) * noise_scale
