@@ -22,7 +22,7 @@ import numpy as np
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.audio.wav import numbered_path, write_wav
-from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 
 log = logging.getLogger("gsv.audio-sink")
 
@@ -153,9 +153,7 @@ def choose_mode(requested: str) -> str:
 
 
 def main() -> None:
-    from dora import Node
-
-    node = Node()  # first, so that the log bridge carries choose_mode's message
+    node = connect()  # first, so that the log bridge carries choose_mode's message
     mode = choose_mode(os.environ.get("GSV_SINK", "auto"))
     wav_path = os.environ.get("GSV_WAV_PATH", "out/speech.wav")
     log.info("audio sink: %s%s", mode, f" -> {Path(wav_path).resolve()}" if mode == "wav" else "")

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from dora_gpt_sovits import messages as m
-from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 
 log = logging.getLogger("gsv.bert")
 
@@ -69,8 +69,6 @@ class BertStage(StageBase):
 
 
 def main() -> None:
-    from dora import Node
-
     from dora_gpt_sovits.encoders.bert import bert_features, load_bert
     from dora_gpt_sovits.node_runtime import configure_threads
     from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
@@ -79,12 +77,14 @@ def main() -> None:
     device, dtype = device_and_dtype()
     paths = load_or_exit(need=("bert",))
     model, tokenizer = load_bert(paths.bert, device=device, dtype=dtype)
-    log.info("BERT loaded from %s on %s/%s", paths.bert, device, dtype)
 
+    @torch.inference_mode()
     def encode(text: str, word2ph: list[int]) -> torch.Tensor:
         return bert_features(model, tokenizer, text, word2ph).cpu()
 
-    serve(Node(), BertStage(encode))
+    node = connect()
+    log.info("BERT loaded from %s on %s/%s", paths.bert, device, dtype)
+    serve(node, BertStage(encode))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from dora_gpt_sovits import messages as m
-from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 
 log = logging.getLogger("gsv.gpt")
 
@@ -126,8 +126,6 @@ def policy_from_env(env: dict[str, str]) -> ChunkPolicy:
 
 def main() -> None:
     import torch
-    from dora import Node
-
     from dora_gpt_sovits.gpt.generate import generate_stream
     from dora_gpt_sovits.gpt.loader import load_gpt
     from dora_gpt_sovits.gpt.sampling import SamplingParams
@@ -145,7 +143,6 @@ def main() -> None:
         temperature=float(env.get("GSV_TEMPERATURE", 1.0)),
         repetition_penalty=float(env.get("GSV_REPETITION_PENALTY", 1.35)),
     )
-    log.info("GPT loaded from %s on %s/%s", paths.gpt, device, dtype)
 
     def decode(phone_ids: np.ndarray, features: np.ndarray, prompt: np.ndarray, seed: int | None) -> Iterator[int]:
         params = dataclasses.replace(base, seed=seed)
@@ -159,7 +156,9 @@ def main() -> None:
             )
 
     seed = int(env["GSV_SEED"]) if env.get("GSV_SEED") else None
-    serve(Node(), GPTStage(decode, policy_from_env(env), seed))
+    node = connect()
+    log.info("GPT loaded from %s on %s/%s", paths.gpt, device, dtype)
+    serve(node, GPTStage(decode, policy_from_env(env), seed))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from dora_gpt_sovits import messages as m
-from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 from dora_gpt_sovits.voices import Voice, VoiceError, find_voice
 
 log = logging.getLogger("gsv.reference")
@@ -87,8 +87,6 @@ class ReferenceStage(StageBase):
 
 def main() -> None:
     import torch
-    from dora import Node
-
     from dora_gpt_sovits.audio.reference_audio import content_hash, load_reference
     from dora_gpt_sovits.audio.spectrogram import reference_spectrogram
     from dora_gpt_sovits.encoders.hubert import hubert_features, load_hubert
@@ -132,7 +130,10 @@ def main() -> None:
         return VoiceFeatures(tokens, spec.float().cpu().numpy(), embedding)
 
     stage = ReferenceStage(registry, encode, lambda voice: content_hash(voice.ref_audio))
-    serve(Node(), stage)
+    node = connect()
+    log.info("reference encoders loaded (SoVITS %s, CN-HuBERT%s); voices: %s",
+             sovits.version.model_version, ", speaker verification" if sv_model else "", sorted(registry))
+    serve(node, stage)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from dora_gpt_sovits import messages as m
-from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 from dora_gpt_sovits.text.errors import FrontendError
 from dora_gpt_sovits.text.frontend import PhoneSegment, text_to_phones
 from dora_gpt_sovits.text.language import check_language
@@ -161,14 +161,12 @@ def _end_with_period(text: str, language: str) -> str:
 
 
 def main() -> None:
-    from dora import Node
-
     stage = TextFrontendStage(
         model_version=os.environ.get("GSV_VERSION", "v2"),
         split_method=os.environ.get("GSV_SPLIT_METHOD", "cut5"),
         default_language=os.environ.get("GSV_LANGUAGE", "auto"),
     )
-    serve(Node(), stage)
+    serve(connect(), stage)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.node_runtime import connect
 
 log = logging.getLogger("gsv.text-input")
 
@@ -99,10 +100,8 @@ def listen_lines(node: Any, address: tuple[str, int]) -> Iterator[str]:
 
 
 def main() -> None:
-    from dora import Node
-
     env = dict(os.environ)
-    node = Node()
+    node = connect()
     if env.get("GSV_TEXT_LISTEN"):
         language, voice = env.get("GSV_LANGUAGE", "auto"), env.get("GSV_VOICE", m.DEFAULT_VOICE)
         for line in listen_lines(node, parse_address(env["GSV_TEXT_LISTEN"])):

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from dora_gpt_sovits import messages as m
-from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 
 log = logging.getLogger("gsv.vocoder")
 
@@ -147,8 +147,6 @@ class VocoderStage(StageBase):
 
 def main() -> None:
     import torch
-    from dora import Node
-
     from dora_gpt_sovits.node_runtime import configure_threads
     from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
     from dora_gpt_sovits.sovits.loader import load_sovits
@@ -160,7 +158,6 @@ def main() -> None:
     model = load_sovits(paths.sovits, device=device, dtype=dtype)
     noise_scale = float(env.get("GSV_NOISE_SCALE", 0.5))
     speed = float(env.get("GSV_SPEED", 1.0))
-    log.info("SoVITS %s loaded from %s on %s/%s", model.version.model_version, paths.sovits, device, dtype)
 
     @torch.inference_mode()
     def synthesize(tokens: np.ndarray, phones: np.ndarray, spec: np.ndarray, sv: np.ndarray | None) -> np.ndarray:
@@ -182,7 +179,9 @@ def main() -> None:
         fragment_interval=float(env.get("GSV_FRAGMENT_INTERVAL", 0.3)),
         development_model=paths.development,
     )
-    serve(Node(), stage)
+    node = connect()
+    log.info("SoVITS %s loaded from %s on %s/%s", model.version.model_version, paths.sovits, device, dtype)
+    serve(node, stage)
 
 
 if __name__ == "__main__":

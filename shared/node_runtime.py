@@ -122,6 +122,19 @@ def _drain(node: Any, stage: Stage) -> None:
             dispatch(node, stage, event)
 
 
+def connect() -> Any:
+    """Join the dataflow as the node the daemon started, with INFO logs flowing to dora's log.
+
+    dora's Python log bridge is installed by ``Node()``; Python's root logger defaults to WARNING,
+    which would hide the per-chunk and per-utterance lines (``GSV_LOG_LEVEL`` changes the level).
+    """
+    from dora import Node
+
+    node = Node()
+    logging.getLogger().setLevel(os.environ.get("GSV_LOG_LEVEL", "INFO").upper())
+    return node
+
+
 def configure_threads() -> None:
     """Pin torch's intra-op threads (GSV_THREADS) so co-located nodes don't oversubscribe the CPU."""
     threads = os.environ.get("GSV_THREADS")
