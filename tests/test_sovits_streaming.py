@@ -1,0 +1,125 @@
+"""Chunked (streaming) SoVITS decoding against one-shot decoding, on the upstream fixture model.
+
+Two sources of difference, tested separately:
+
+1. Vocoder chunking (flow over its full receptive field, generator over the chunk +/- 8 frames,
+   cross-fade of the 20 ms tail). With the encoder seeing the same tokens (lookahead = the rest),
+   only the generator's receptive field beyond the 8-frame margin is cut. Measured max abs
+   difference ~7e-5 (fixture) / ~2e-4 (dev model) on a signal peaking at ~0.8; we bound it at
+   2e-3 (-54 dB re full scale). Without the margins the difference is ~0.4, so the test has
+   teeth.
+2. Real streaming: the text encoder cannot see tokens past the lookahead. Random-weight
+   attention is nearly uniform, so every frame depends on every token and this costs more here
+   than with trained (locally attending) weights: measured RMS ~0.02 (max ~0.2) against a signal
+   RMS of 0.17 with a 4-token lookahead and 8 tokens of history. We bound the RMS at 0.05: a one-frame misalignment between chunks
+   would give ~0.2, a missing or duplicated chunk far more.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dora_gpt_sovits.sovits import load_sovits
+from dora_gpt_sovits.sovits.streaming import (
+    crossfade,
+    decode_chunk,
+    decode_in_chunks,
+    frame_noise,
+    output_frame,
+)
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/upstream-v2"
+
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = load_sovits(FIXTURES / "sovits_v2_tiny_pk_dict.pth")
+    expected = np.load(FIXTURES / "expected.npz")
+    spec = torch.from_numpy(expected["ref_spec"]).unsqueeze(0)
+    g = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, 1024, (1, 1, 40), generator=g)
+    phones = torch.from_numpy(expected["dec_sovits_v2_tiny_pk_dict_text_ids"]).view(1, -1)
+    cond = model.global_condition([spec])
+    one_shot = model.decode(codes, phones, [spec], noise_scale=0)
+    return model, cond, codes, phones, one_shot
+
+
+def joined(pieces) -> torch.Tensor:
+    return torch.cat(list(pieces), dim=-1)
+
+
+def test_single_chunk_is_one_shot_decode(setup):
+    model, cond, codes, phones, one_shot = setup
+    empty = codes[0, 0, :0]
+    out = decode_chunk(model, cond, phones, empty, codes, empty, noise_scale=0)
+    torch.testing.assert_close(out.samples, one_shot, rtol=0, atol=1e-6)
+    assert out.tail.shape[-1] == 0
+
+
+def test_chunks_with_full_context_match_one_shot(setup):
+    model, cond, codes, phones, one_shot = setup
+    out = joined(decode_in_chunks(model, cond, phones, codes, chunk_tokens=12, lookahead_tokens=10_000, noise_scale=0))
+    assert out.shape == one_shot.shape
+    err = (out - one_shot).abs().max().item()
+    print(f"full-context chunked vs one-shot: max abs diff {err:.2e}")
+    assert err < 2e-3
+    no_margin = joined(
+        decode_in_chunks(
+            model, cond, phones, codes, chunk_tokens=12, lookahead_tokens=10_000, noise_scale=0, margin_frames=0
+        )
+    )
+    assert (no_margin - one_shot).abs().max() > 0.05  # the margins are what makes it work
+
+
+def test_noise_is_consistent_across_chunks(setup):
+    model, cond, codes, phones, _ = setup
+    empty = codes[0, 0, :0]
+    whole = decode_chunk(model, cond, phones, empty, codes, empty, noise_scale=0.5, noise_seed=11).samples
+    chunked = joined(
+        decode_in_chunks(model, cond, phones, codes, chunk_tokens=12, lookahead_tokens=10_000, noise_scale=0.5, noise_seed=11)
+    )
+    assert (chunked - whole).abs().max() < 2e-3
+    assert torch.equal(frame_noise(5, 10, 90, 4), frame_noise(5, 0, 200, 4)[..., 10:90])
+
+
+def test_streaming_with_short_lookahead_stays_close(setup):
+    model, cond, codes, phones, one_shot = setup
+    # Windows keep 8 tokens of history: enough for the 8-frame margins, and what a node would do.
+    pieces = list(
+        decode_in_chunks(model, cond, phones, codes, chunk_tokens=12, lookahead_tokens=4, history_tokens=8, noise_scale=0)
+    )
+    assert [p.shape[-1] for p in pieces] == [12 * 1280] * 3 + [4 * 1280]
+    out = joined(pieces)
+    diff = out - one_shot
+    rms, peak = diff.pow(2).mean().sqrt().item(), diff.abs().max().item()
+    print(f"4-token lookahead: max abs diff {peak:.3f}, rms {rms:.4f} (signal rms {one_shot.std():.3f})")
+    assert rms < 0.05
+
+
+def test_speed_chunks_tile_the_global_warp(setup):
+    model, cond, codes, phones, _ = setup
+    speed = 1.25
+    empty = codes[0, 0, :0]
+    whole = decode_chunk(model, cond, phones, empty, codes, empty, speed=speed, noise_scale=0).samples
+    assert whole.shape[-1] == output_frame(codes.shape[-1], speed) * 640
+    chunked = joined(
+        decode_in_chunks(model, cond, phones, codes, chunk_tokens=12, lookahead_tokens=10_000, speed=speed, noise_scale=0)
+    )
+    assert chunked.shape == whole.shape
+    assert (chunked - whole).abs().max() < 2e-3
+
+
+def test_crossfade():
+    samples, tail = torch.ones(1, 1, 10), torch.zeros(1, 1, 4)
+    out = crossfade(tail, samples)
+    assert out.shape == samples.shape
+    ramp = out[0, 0, :4]
+    assert (ramp[1:] > ramp[:-1]).all() and 0 < ramp[0] < 0.5 < ramp[-1] < 1
+    assert torch.equal(out[..., 4:], samples[..., 4:])
+    assert torch.equal(crossfade(None, samples), samples)
