@@ -34,7 +34,8 @@ def test_tiny_round_trip(tmp_path, version):
     assert set(raw.content) == {"weight", "config", "info"}
     assert all(v.dtype == torch.float16 for v in weight.values())
     assert not any(k.startswith("enc_q.") for k in weight)
-    assert weight["dec.ups.0.weight_g"].shape == (weight["dec.ups.0.weight_v"].shape[0], 1, 1)  # ConvTranspose: axis 0 = in
+    # ConvTranspose weight norm keeps axis 0, the input channels.
+    assert weight["dec.ups.0.weight_g"].shape == (weight["dec.ups.0.weight_v"].shape[0], 1, 1)
     assert "flow.flows.6.enc.cond_layer.weight_v" in weight and "dec.resblocks.14.convs2.2.weight_g" in weight
     assert type(raw.content["config"]["model"]) is dict and raw.content["config"]["data"]["hop_length"] == 640
 
@@ -68,7 +69,9 @@ def test_header_choice(tmp_path):
 
 def test_full_size_shapes_match_official_configs():
     expected = {
-        "v2": {"dec.conv_pre.weight": (512, 192, 7), "dec.ups.0.weight": (512, 256, 16), "ref_enc.proj.weight": (512, 128)},
+        "v2": {
+            "dec.conv_pre.weight": (512, 192, 7), "dec.ups.0.weight": (512, 256, 16), "ref_enc.proj.weight": (512, 128)
+        },
         "v2Pro": {"dec.ups.0.weight": (512, 256, 16), "sv_emb.weight": (1024, 20480), "ge_to512.weight": (512, 1024),
                   "prelu.weight": (1024,), "ref_enc.proj.weight": (1024, 128)},
         "v2ProPlus": {"dec.conv_pre.weight": (768, 192, 7), "dec.ups.0.weight": (768, 384, 20),

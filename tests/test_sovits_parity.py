@@ -165,3 +165,24 @@ def test_low_precision_smoke(dtype, expected, inputs):
     hubert = torch.from_numpy(expected["prompt_hubert_last_hidden"]).unsqueeze(0)
     agree = (model.extract_prompt_codes(hubert)[0, 0].numpy() == expected["prompt_codes"]).mean()
     assert agree > 0.9
+
+
+def test_padding_masks_do_not_leak(model):
+    """Masks ([B, 1, T], 1 = valid) make padded frames/phones invisible to the valid ones."""
+    g = torch.Generator().manual_seed(0)
+    t, pad = 30, 7
+    semantic, phones = torch.randn(1, 768, t, generator=g), torch.randint(0, 732, (1, 12), generator=g)
+    ge = torch.randn(1, 512, 1, generator=g)
+    mask = torch.cat([torch.ones(1, 1, t), torch.zeros(1, 1, pad)], dim=-1)
+    phone_mask = torch.cat([torch.ones(1, 1, 12), torch.zeros(1, 1, 5)], dim=-1)
+    padded_semantic = torch.cat([semantic, torch.randn(1, 768, pad, generator=g)], dim=-1)
+    padded_phones = torch.cat([phones, torch.randint(0, 732, (1, 5), generator=g)], dim=-1)
+    with torch.inference_mode():
+        plain = model.enc_p.content(semantic, phones, ge)
+        padded = model.enc_p.content(padded_semantic, padded_phones, ge, mask, phone_mask)
+        torch.testing.assert_close(padded[..., :t], plain, rtol=0, atol=1e-5)
+        assert padded[..., t:].abs().max() == 0
+        m, _, _ = model.enc_p.prior(plain)
+        m_pad, _, mask_out = model.enc_p.prior(padded, mask=mask)
+        z, z_pad = model.flow.reverse(m, ge), model.flow.reverse(m_pad, ge, mask_out)
+        torch.testing.assert_close(z_pad[..., :t], z, rtol=0, atol=1e-5)

@@ -11,8 +11,8 @@ Two sources of difference, tested separately:
 2. Real streaming: the text encoder cannot see tokens past the lookahead. Random-weight
    attention is nearly uniform, so every frame depends on every token and this costs more here
    than with trained (locally attending) weights: measured RMS ~0.02 (max ~0.2) against a signal
-   RMS of 0.17 with a 4-token lookahead and 8 tokens of history. We bound the RMS at 0.05: a one-frame misalignment between chunks
-   would give ~0.2, a missing or duplicated chunk far more.
+   RMS of 0.17 with a 4-token lookahead and 8 tokens of history. We bound the RMS at 0.05: a
+   one-frame misalignment between chunks would give ~0.2, a missing or duplicated chunk far more.
 """
 
 from __future__ import annotations
@@ -50,41 +50,38 @@ def setup():
     return model, cond, codes, phones, one_shot
 
 
-def joined(pieces) -> torch.Tensor:
-    return torch.cat(list(pieces), dim=-1)
+def chunked(setup, **kwargs) -> torch.Tensor:
+    """Chunks of 12 tokens, cross-faded and joined (the lookahead defaults to the whole rest)."""
+    model, cond, codes, phones, _ = setup
+    kwargs = {"lookahead_tokens": 10_000, "noise_scale": 0.0, **kwargs}
+    return torch.cat(list(decode_in_chunks(model, cond, phones, codes, chunk_tokens=12, **kwargs)), dim=-1)
+
+
+def one_chunk(setup, **kwargs) -> torch.Tensor:
+    model, cond, codes, phones, _ = setup
+    empty = codes[0, 0, :0]
+    return decode_chunk(model, cond, phones, empty, codes, empty, **kwargs)
 
 
 def test_single_chunk_is_one_shot_decode(setup):
-    model, cond, codes, phones, one_shot = setup
-    empty = codes[0, 0, :0]
-    out = decode_chunk(model, cond, phones, empty, codes, empty, noise_scale=0)
-    torch.testing.assert_close(out.samples, one_shot, rtol=0, atol=1e-6)
+    out = one_chunk(setup, noise_scale=0)
+    torch.testing.assert_close(out.samples, setup[-1], rtol=0, atol=1e-6)
     assert out.tail.shape[-1] == 0
 
 
 def test_chunks_with_full_context_match_one_shot(setup):
-    model, cond, codes, phones, one_shot = setup
-    out = joined(decode_in_chunks(model, cond, phones, codes, chunk_tokens=12, lookahead_tokens=10_000, noise_scale=0))
+    one_shot = setup[-1]
+    out = chunked(setup)
     assert out.shape == one_shot.shape
     err = (out - one_shot).abs().max().item()
     print(f"full-context chunked vs one-shot: max abs diff {err:.2e}")
     assert err < 2e-3
-    no_margin = joined(
-        decode_in_chunks(
-            model, cond, phones, codes, chunk_tokens=12, lookahead_tokens=10_000, noise_scale=0, margin_frames=0
-        )
-    )
-    assert (no_margin - one_shot).abs().max() > 0.05  # the margins are what makes it work
+    assert (chunked(setup, margin_frames=0) - one_shot).abs().max() > 0.05  # the margins do the work
 
 
 def test_noise_is_consistent_across_chunks(setup):
-    model, cond, codes, phones, _ = setup
-    empty = codes[0, 0, :0]
-    whole = decode_chunk(model, cond, phones, empty, codes, empty, noise_scale=0.5, noise_seed=11).samples
-    chunked = joined(
-        decode_in_chunks(model, cond, phones, codes, chunk_tokens=12, lookahead_tokens=10_000, noise_scale=0.5, noise_seed=11)
-    )
-    assert (chunked - whole).abs().max() < 2e-3
+    whole = one_chunk(setup, noise_scale=0.5, noise_seed=11).samples
+    assert (chunked(setup, noise_scale=0.5, noise_seed=11) - whole).abs().max() < 2e-3
     assert torch.equal(frame_noise(5, 10, 90, 4), frame_noise(5, 0, 200, 4)[..., 10:90])
 
 
@@ -92,27 +89,24 @@ def test_streaming_with_short_lookahead_stays_close(setup):
     model, cond, codes, phones, one_shot = setup
     # Windows keep 8 tokens of history: enough for the 8-frame margins, and what a node would do.
     pieces = list(
-        decode_in_chunks(model, cond, phones, codes, chunk_tokens=12, lookahead_tokens=4, history_tokens=8, noise_scale=0)
+        decode_in_chunks(
+            model, cond, phones, codes, chunk_tokens=12, lookahead_tokens=4, history_tokens=8, noise_scale=0
+        )
     )
     assert [p.shape[-1] for p in pieces] == [12 * 1280] * 3 + [4 * 1280]
-    out = joined(pieces)
-    diff = out - one_shot
+    diff = torch.cat(pieces, dim=-1) - one_shot
     rms, peak = diff.pow(2).mean().sqrt().item(), diff.abs().max().item()
     print(f"4-token lookahead: max abs diff {peak:.3f}, rms {rms:.4f} (signal rms {one_shot.std():.3f})")
     assert rms < 0.05
 
 
 def test_speed_chunks_tile_the_global_warp(setup):
-    model, cond, codes, phones, _ = setup
-    speed = 1.25
-    empty = codes[0, 0, :0]
-    whole = decode_chunk(model, cond, phones, empty, codes, empty, speed=speed, noise_scale=0).samples
-    assert whole.shape[-1] == output_frame(codes.shape[-1], speed) * 640
-    chunked = joined(
-        decode_in_chunks(model, cond, phones, codes, chunk_tokens=12, lookahead_tokens=10_000, speed=speed, noise_scale=0)
-    )
-    assert chunked.shape == whole.shape
-    assert (chunked - whole).abs().max() < 2e-3
+    speed, n_tokens = 1.25, setup[2].shape[-1]
+    whole = one_chunk(setup, speed=speed, noise_scale=0).samples
+    assert whole.shape[-1] == output_frame(n_tokens, speed) * 640
+    out = chunked(setup, speed=speed)
+    assert out.shape == whole.shape
+    assert (out - whole).abs().max() < 2e-3
 
 
 def test_crossfade():

@@ -26,9 +26,8 @@ class WaveNet(nn.Module):
         self.res_skip_layers = nn.ModuleList()
         for i in range(n_layers):
             dilation = dilation_rate**i
-            self.in_layers.append(
-                nn.Conv1d(channels, 2 * channels, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2)
-            )
+            padding = dilation * (kernel_size - 1) // 2
+            self.in_layers.append(nn.Conv1d(channels, 2 * channels, kernel_size, dilation=dilation, padding=padding))
             # The last layer only feeds the skip sum, so it has no residual half.
             out = 2 * channels if i < n_layers - 1 else channels
             self.res_skip_layers.append(nn.Conv1d(channels, out, 1))

@@ -49,9 +49,12 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: channels-last [B, C, 1, T]."""
+        """x: channels-last [B, C, 1, T] -> a new tensor (x is not modified)."""
         for c1, c2 in zip(self.convs1, self.convs2):
-            x = x + conv(F.leaky_relu(conv(F.leaky_relu(x, LRELU_SLOPE), c1), LRELU_SLOPE), c2)
+            # In-place ops on fresh conv outputs: these activations are tens of MB, and every
+            # avoided allocation is a page-faulting pass over memory.
+            h = F.leaky_relu_(conv(F.leaky_relu(x, LRELU_SLOPE), c1), LRELU_SLOPE)
+            x = conv(h, c2).add_(x)
         return x
 
 
@@ -89,5 +92,8 @@ class Generator(nn.Module):
         for i, up in enumerate(self.ups):
             x = conv_transpose(F.leaky_relu(x, LRELU_SLOPE), up)
             blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
-            x = sum(block(x) for block in blocks) / self.n_kernels
+            acc = blocks[0](x)
+            for block in blocks[1:]:
+                acc.add_(block(x))
+            x = acc.div_(self.n_kernels)
         return torch.tanh(self.conv_post(F.leaky_relu(x.squeeze(2))))

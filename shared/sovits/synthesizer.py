@@ -81,8 +81,16 @@ class Synthesizer(nn.Module):
         """One reference spectrogram [1, 1025, F] -> style vector [1, gin, 1] (before any sv term)."""
         return self.ref_enc(spec.to(self.device, self.dtype))
 
-    def global_condition(self, refer_specs: Sequence[Tensor] | Tensor, sv_emb: Sequence[Tensor] | Tensor | None = None) -> Conditioning:
-        """Per-reference ``ge`` (plus PReLU(ge + sv_emb(sv)) for Pro), averaged over references."""
+    @torch.inference_mode()
+    def global_condition(
+        self, refer_specs: Sequence[Tensor] | Tensor, sv_emb: Sequence[Tensor] | Tensor | None = None
+    ) -> Conditioning:
+        """Per-reference ``ge`` (plus PReLU(ge + sv_emb(sv)) for Pro), averaged over references.
+
+        ``refer_specs``: [1, 1025, F] spectrograms (float32 is fine; cast here). ``sv_emb``: for
+        Pro models one [1, 20480] speaker-verification vector per reference (a list, or a tensor
+        with one row per reference).
+        """
         specs = [refer_specs] if isinstance(refer_specs, Tensor) else list(refer_specs)
         if not specs:
             raise ValueError("at least one reference spectrogram is required")
@@ -154,5 +162,6 @@ class Synthesizer(nn.Module):
 def sample_prior(m: Tensor, logs: Tensor, noise_scale: float, generator: torch.Generator | None = None) -> Tensor:
     if noise_scale == 0:
         return m
-    eps = torch.randn(m.shape, generator=generator, device=m.device, dtype=m.dtype)
+    device = generator.device if generator is not None else m.device
+    eps = torch.randn(m.shape, generator=generator, device=device).to(m)
     return m + eps * torch.exp(logs) * noise_scale
