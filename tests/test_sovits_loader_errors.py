@@ -19,6 +19,16 @@ SOVITS = FIXTURES / "sovits_v2_tiny_pk_dict.pth"
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain little from a second thread, while on a busy shared machine OpenMP's
+    waiting threads slow them down several-fold; restore the setting for other modules."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def content():
     return read_checkpoint(SOVITS).content

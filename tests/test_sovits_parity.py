@@ -26,6 +26,16 @@ PREFIX = "dec_sovits_v2_tiny_pk_dict"  # the decode expectations hold for both f
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain little from a second thread, while on a busy shared machine OpenMP's
+    waiting threads slow them down several-fold; restore the setting for other modules."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def expected():
     return np.load(FIXTURES / "expected.npz")

@@ -37,6 +37,16 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/upstream-v2"
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain little from a second thread, while on a busy shared machine OpenMP's
+    waiting threads slow them down several-fold; restore the setting for other modules."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def setup():
     model = load_sovits(FIXTURES / "sovits_v2_tiny_pk_dict.pth")
