@@ -122,16 +122,39 @@ def _drain(node: Any, stage: Stage) -> None:
             dispatch(node, stage, event)
 
 
-def connect() -> Any:
-    """Join the dataflow as the node the daemon started, with INFO logs flowing to dora's log.
+class DoraLogHandler(logging.Handler):
+    """Forwards Python log records into dora's structured node log (``dora run`` / ``dora logs``)."""
 
-    dora's Python log bridge is installed by ``Node()``; Python's root logger defaults to WARNING,
-    which would hide the per-chunk and per-utterance lines (``GSV_LOG_LEVEL`` changes the level).
+    def __init__(self, node: Any):
+        super().__init__()
+        self.node = node
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.ERROR:
+                self.node.log_error(message)
+            elif record.levelno >= logging.WARNING:
+                self.node.log_warn(message)
+            elif record.levelno >= logging.INFO:
+                self.node.log_info(message)
+            else:
+                self.node.log_debug(message)
+        except Exception:
+            self.handleError(record)
+
+
+def connect() -> Any:
+    """Join the dataflow as the node the daemon started, with our logs flowing into dora's log.
+
+    ``GSV_LOG_LEVEL`` (default INFO) sets the level: INFO shows per-chunk and per-utterance lines.
     """
     from dora import Node
 
     node = Node()
-    logging.getLogger().setLevel(os.environ.get("GSV_LOG_LEVEL", "INFO").upper())
+    root = logging.getLogger()
+    root.addHandler(DoraLogHandler(node))
+    root.setLevel(os.environ.get("GSV_LOG_LEVEL", "INFO").upper())
     return node
 
 

@@ -17,8 +17,10 @@ WIN = 2048
 
 
 def reference_spectrogram(wav32k: Tensor, n_fft: int = N_FFT, hop: int = HOP, win: int = WIN) -> Tensor:
-    """wav32k [1, samples] (or [samples]) -> [1, n_fft // 2 + 1, frames] float32."""
-    y = wav32k.float().reshape(1, -1)
+    """wav32k [B, samples] (or [samples]) -> [B, n_fft // 2 + 1, frames] float32."""
+    if wav32k.dim() not in (1, 2):
+        raise ValueError(f"expected a waveform shaped [samples] or [B, samples], got {tuple(wav32k.shape)}")
+    y = wav32k.float().reshape(-1, wav32k.shape[-1])
     pad = (n_fft - hop) // 2
     if y.shape[-1] <= pad:
         raise ValueError(f"reference audio too short for a spectrogram ({y.shape[-1]} samples)")

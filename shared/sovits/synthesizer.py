@@ -45,6 +45,7 @@ class Synthesizer(nn.Module):
         super().__init__()
         self.config = config
         self.version: SoVITSVersion | None = None  # set by the loader
+        self.load_seconds: float | None = None  # set by the loader
         c = config
         self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, 2, stride=2)
         self.quantizer = SemanticCodebook(1024, SSL_DIM)
