@@ -102,6 +102,7 @@ def load_sovits(
     config = SoVITSConfig.from_checkpoint(content["config"], version, path)
     state = model_state(state, path)
 
+    # Built on the meta device (no throw-away random init) and handed the loaded tensors.
     with torch.device("meta"):
         model = Synthesizer(config)
     expected = model.state_dict()
@@ -112,7 +113,7 @@ def load_sovits(
                 f"{path}: {module_key_to_file_key(name)} has shape {tuple(state[name].shape)}, "
                 f"the config implies {tuple(tensor.shape)}"
             )
-    # assign=True adopts the loaded tensors instead of copying into freshly initialised ones.
+    # assign=True adopts the loaded tensors instead of copying into (meta) ones.
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
     model = model.to(device).eval().requires_grad_(False)
     model.version = version

@@ -9,6 +9,7 @@ per-frame part on the frames it keeps:
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -33,7 +34,9 @@ class TextEncoder(nn.Module):
         self.ssl_proj = nn.Conv1d(ssl_dim, hidden, 1)
         # The SSL branch and encoder2 get half the depth of the phone branch.
         self.encoder_ssl = AttentionEncoder(hidden, filter_channels, n_heads, n_layers // 2, kernel_size)
-        self.text_embedding = nn.Embedding(n_symbols, hidden)
+        # Uninitialised (the checkpoint fills it): a random normal_ init on the meta device, where
+        # the loader builds the model, would pull in seconds of one-time imports.
+        self.text_embedding = nn.Embedding.from_pretrained(torch.empty(n_symbols, hidden), freeze=True)
         self.encoder_text = AttentionEncoder(hidden, filter_channels, n_heads, n_layers, kernel_size)
         self.mrte = MRTE(content_channels=hidden)
         self.encoder2 = AttentionEncoder(hidden, filter_channels, n_heads, n_layers // 2, kernel_size)
