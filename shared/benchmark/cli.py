@@ -1,0 +1,307 @@
+"""``scripts/bench.py``: speed per stage and end to end, through the dataflow, and beside upstream.
+
+    python scripts/bench.py                                 # full-size dev model, CPU fp32, zh+en x 3 lengths
+    python scripts/bench.py --upstream ~/src/GPT-SoVITS     # + upstream's own inference, same files and inputs
+    GSV_MODEL_DIR=~/pretrained_models python scripts/bench.py --device cuda --dtype bfloat16
+
+Writes ``bench.json``, ``bench.md`` and ``bench.png`` into ``--out``. Without ``--model-dir`` or
+``GSV_MODEL_DIR`` a full-size random-weight development model is built once under ``models/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..model_paths import ModelPaths, resolve
+from ..runtime_config import DTYPES
+from .cases import LANGUAGES, LENGTHS, TextCase, select_cases
+from .dataflow import DataflowError, DataflowResult, run_dataflow
+from .inprocess import SPLIT_METHOD, Pipeline, load_models, prepare_voice
+from .report import to_markdown
+from .results import CaseRecord, case_document, overall
+from .system import LoadSampler, host_info
+from .upstream import Upstream, UpstreamError
+
+REPO = Path(__file__).resolve().parents[2]
+BACKEND = "torch"  # the only backend today; the document and chart are keyed by it
+
+
+@dataclass
+class Options:
+    out: Path = REPO / "out" / "bench"
+    model_dir: Path | None = None
+    size: str = "full"  # for the development model built when no model directory is given
+    version: str = "v2"
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int | None = None
+    tokens: int = 60
+    repeats: int = 3
+    warmup: int = 1
+    seed: int = 0
+    languages: list[str] = field(default_factory=lambda: list(LANGUAGES))
+    lengths: list[str] = field(default_factory=lambda: list(LENGTHS))
+    upstream: Path | None = None
+    upstream_python: str | None = None
+    dataflow: bool = True
+    chart: bool = True
+    progress: bool = True
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[1:]))
+    p.add_argument("--out", type=Path, default=Options.out, help="folder for bench.json, bench.md, bench.png")
+    p.add_argument("--model-dir", type=Path, default=None,
+                   help="model directory (default: $GSV_MODEL_DIR, else a development model under models/)")
+    p.add_argument("--size", choices=("full", "tiny"), default="full", help="size of the development model built when needed")
+    p.add_argument("--version", default=os.environ.get("GSV_VERSION", "v2"), help="GPT-SoVITS version (GSV_VERSION)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--tokens", type=int, default=60, help="GPT early_stop_num per segment: N gives N+1 tokens (default 60)")
+    p.add_argument("--repeats", type=int, default=3, help="measured runs per case (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured runs per case first (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--languages", default=",".join(LANGUAGES), help="comma-separated subset of zh,en")
+    p.add_argument("--lengths", default=",".join(LENGTHS), help="comma-separated subset of short,medium,long")
+    p.add_argument("--upstream", type=Path, default=None, help="a checkout of upstream GPT-SoVITS: run it side by side")
+    p.add_argument("--upstream-python", default=None, help="interpreter with upstream's requirements (default: this one)")
+    p.add_argument("--skip-dataflow", action="store_true", help="do not measure TTFA through `dora run`")
+    p.add_argument("--no-chart", action="store_true", help="do not draw bench.png")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    return Options(
+        out=a.out, model_dir=a.model_dir, size=a.size, version=a.version, device=a.device, dtype=a.dtype,
+        threads=a.threads, tokens=a.tokens, repeats=a.repeats, warmup=a.warmup, seed=a.seed,
+        languages=[x for x in a.languages.split(",") if x], lengths=[x for x in a.lengths.split(",") if x],
+        upstream=a.upstream, upstream_python=a.upstream_python, dataflow=not a.skip_dataflow,
+        chart=not a.no_chart, progress=not a.no_progress,
+    )
+
+
+def model_paths(opts: Options) -> ModelPaths:
+    env = dict(os.environ)
+    if opts.model_dir is not None:
+        env["GSV_MODEL_DIR"] = str(opts.model_dir)
+    env["GSV_VERSION"] = opts.version
+    if not env.get("GSV_MODEL_DIR"):
+        env["GSV_MODEL_DIR"] = str(development_model(opts))
+    return resolve(env, need=("gpt", "sovits", "bert", "hubert") + (("sv",) if "Pro" in opts.version else ()))
+
+
+def development_model(opts: Options) -> Path:
+    from ..devmodels.bundle import build_bundle
+    from ..model_paths import DEVELOPMENT_MARKER
+
+    target = REPO / "models" / f"bench-{opts.size}-{opts.version}"
+    if not (target / DEVELOPMENT_MARKER).exists():
+        print(f"building a {opts.size} {opts.version} development model in {target} (once)", file=sys.stderr)
+        build_bundle(target, opts.size, opts.version, seed=0)
+    return target
+
+
+class Progress:
+    def __init__(self, total: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, disable=not enabled, unit="run", dynamic_ncols=True)
+
+    def step(self, label: str, advance: bool = True) -> None:
+        self.bar.set_description(label)
+        if advance:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_benchmark(opts: Options) -> dict[str, Any]:
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    device, dtype = torch.device(opts.device), DTYPES[opts.dtype]
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {opts.device} but no CUDA GPU is available")
+    if opts.tokens < 0 or opts.repeats < 1 or opts.warmup < 0:
+        raise SystemExit("error: --tokens must be >= 0, --repeats >= 1, --warmup >= 0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    paths = model_paths(opts)
+    cases = select_cases(opts.languages, opts.lengths)
+    workdir = opts.out / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    host = host_info(device, dtype, REPO)
+    load = LoadSampler()
+    load.sample()
+
+    rounds = opts.warmup + opts.repeats
+    dataflow_steps = len(cases) * (1 + opts.repeats) if opts.dataflow else 0
+    progress = Progress(rounds * len(cases) + dataflow_steps, opts.progress)
+    try:
+        progress.step("loading models", advance=False)
+        records, in_process = measure_in_process(opts, paths, device, dtype, cases, workdir, load, progress)
+        dataflow_result, dataflow_doc = None, {}
+        if opts.dataflow:
+            dataflow_result, dataflow_doc = run_graph(opts, paths, cases, workdir, load, progress)
+    finally:
+        progress.close()
+
+    doc: dict[str, Any] = {
+        "schema": 1,
+        "host": host.to_dict(),
+        "load_during_run": load.summary(),
+        "config": {
+            "backend": BACKEND,
+            "model_dir": str(paths.model_dir),
+            "model_version": paths.version,
+            "development_model": paths.development,
+            "tokens_per_segment": opts.tokens,
+            "repeats": opts.repeats,
+            "warmup": opts.warmup,
+            "seed": opts.seed,
+            "split_method": SPLIT_METHOD,
+            "sampling": in_process.pop("sampling"),
+            "cases": [c.name for c in cases],
+        },
+        "in_process": in_process,
+        "upstream": in_process.pop("upstream"),
+        "dataflow": dataflow_doc,
+        "cases": {name: case_document(rec, dataflow_result) for name, rec in records.items()},
+    }
+    doc["overall"] = overall(doc["cases"])
+    return doc
+
+
+def measure_in_process(
+    opts: Options, paths: ModelPaths, device: torch.device, dtype: torch.dtype, cases: list[TextCase],
+    workdir: Path, load: LoadSampler, progress: Progress,
+) -> tuple[dict[str, CaseRecord], dict[str, Any]]:
+    """Warm-up rounds, then measured rounds; in each round every case runs on ours, then on upstream."""
+    from ..voices import find_voice, load_registry
+
+    models = load_models(paths, device, dtype)
+    voice = prepare_voice(models, find_voice("default", load_registry(model_dir=paths.model_dir)))
+    pipeline = Pipeline(models, voice, opts.tokens, opts.seed)
+    upstream, upstream_doc = start_upstream(opts, pipeline, cases, workdir)
+    records = {case.name: CaseRecord(case) for case in cases}
+    try:
+        for round_index in range(opts.warmup + opts.repeats):
+            warm = round_index < opts.warmup
+            label = "warm-up" if warm else f"repeat {round_index - opts.warmup + 1}/{opts.repeats}"
+            for case in cases:
+                progress.step(f"{case.name} {label}", advance=False)
+                load.sample()
+                ours = pipeline.run(case)
+                theirs = None
+                if upstream is not None:
+                    try:
+                        theirs = upstream.run(case, ours)
+                    except UpstreamError as e:
+                        upstream_doc["error"] = f"failed on {case.name}: {e}"
+                        upstream.close()
+                        upstream = None
+                if not warm:
+                    records[case.name].ours.append(ours)
+                    if theirs is not None:
+                        records[case.name].upstream.append(theirs)
+                progress.step(f"{case.name} {label}")
+    finally:
+        if upstream is not None:
+            upstream.close()
+    if upstream_doc.get("error"):  # a partial comparison would mislead: drop it
+        for record in records.values():
+            record.upstream.clear()
+    info = {
+        "load_s": models.load_s,
+        "rss_after_load_mib": models.rss_after_load_mib,
+        "voice_encode_s": round(voice.encode_s, 3),
+        "load_average": load.summary(),
+        "sampling": {k: getattr(pipeline.params, k) for k in ("top_k", "top_p", "temperature", "repetition_penalty")},
+        "upstream": upstream_doc,
+    }
+    return records, info
+
+
+def start_upstream(
+    opts: Options, pipeline: Pipeline, cases: list[TextCase], workdir: Path
+) -> tuple[Upstream | None, dict[str, Any]]:
+    if opts.upstream is None:
+        return None, {}
+    doc: dict[str, Any] = {"checkout": str(opts.upstream), "commit": checkout_commit(opts.upstream),
+                           "python": opts.upstream_python or sys.executable}
+    upstream = None
+    try:
+        upstream = Upstream(opts.upstream, opts.upstream_python, workdir, pipeline, cases)
+        doc["worker"] = upstream.start()
+        return upstream, doc
+    except UpstreamError as e:
+        if upstream is not None:
+            upstream.close()
+        doc["error"] = str(e)
+        print(f"upstream side by side not run: {e}", file=sys.stderr)
+        return None, doc
+
+
+def checkout_commit(checkout: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run_graph(
+    opts: Options, paths: ModelPaths, cases: list[TextCase], workdir: Path, load: LoadSampler, progress: Progress
+) -> tuple[DataflowResult | None, dict[str, Any]]:
+    if shutil.which("dora") is None and not (Path(sys.executable).parent / "dora").exists():
+        return None, {"error": "the dora CLI is not installed"}
+    threads = opts.threads or torch.get_num_threads()
+    load.sample()
+    try:
+        result = run_dataflow(REPO, workdir, paths, cases, opts.repeats, opts.tokens, opts.device, opts.dtype,
+                              threads, opts.seed, progress=lambda label: progress.step(label, advance="starting" not in label))
+    except DataflowError as e:
+        return None, {"error": str(e)[-1500:]}
+    load.sample()
+    return result, {
+        "startup_s": round(result.startup_s, 2),
+        "gpt_tokens_per_segment": result.gpt_tokens_per_segment,
+        "threads_per_node": threads,
+        "node_peak_rss_mib": result.node_peak_rss_mib,
+        "total_peak_rss_mib": round(sum(result.node_peak_rss_mib.values()), 1) or None,
+        "log": result.log_path,
+    }
+
+
+def write_outputs(doc: dict[str, Any], opts: Options) -> list[Path]:
+    opts.out.mkdir(parents=True, exist_ok=True)
+    written = [opts.out / "bench.json", opts.out / "bench.md"]
+    written[0].write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    written[1].write_text(to_markdown(doc), encoding="utf-8")
+    if opts.chart:
+        try:
+            from .chart import write_chart
+
+            written.append(write_chart(doc, opts.out / "bench.png"))
+        except ImportError:
+            print("no chart: matplotlib is missing (pip install -e '.[bench]')", file=sys.stderr)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
+    doc = run_benchmark(opts)
+    written = write_outputs(doc, opts)
+    print(to_markdown(doc))
+    print(f"wrote {', '.join(map(str, written))} in {time.perf_counter() - started:.0f} s")

@@ -1,0 +1,263 @@
+"""Time to first audio through the real dataflow: ``dora run`` of the service graph, text in over TCP,
+the audio-sink's ``metrics`` out.
+
+The graph is ``dataflows/service.yml`` with three changes made in a generated copy: text-input
+listens on a free port, the level-meter operator's path is absolute (the copy lives in the work
+directory), and a ``bench-metrics`` node (:mod:`.metrics_collector`) writes each ``metrics``
+message to a file. Requests are sent one at a time, each after the previous one's metrics arrived,
+so every TTFA is that of an idle, warm graph (models loaded, the voice encoded).
+
+With a development model the GPT is given the in-process benchmark's token budget through a copy of
+its checkpoint whose ``max_sec`` gives ``early_stop_num`` = that budget (the gpt node has no other
+knob); real weights stop at EOS as they would in use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from ..checkpoint_io import read_checkpoint
+from ..gpt.config import EARLY_STOP_PER_SECOND
+from ..model_paths import ModelPaths
+from .cases import TextCase
+from .system import _status_kib
+
+READY_TIMEOUT_S = 900  # seven processes importing torch and loading models on 2 busy cores
+REQUEST_TIMEOUT_S = 900
+
+
+class DataflowError(RuntimeError):
+    """The graph could not be run or did not answer; the message carries the log's tail."""
+
+
+@dataclass
+class DataflowRequest:
+    case: str
+    warmup: bool
+    metrics: dict[str, Any]
+
+
+@dataclass
+class DataflowResult:
+    requests: list[DataflowRequest] = field(default_factory=list)
+    startup_s: float = 0.0  # dora run -> text-input listening (every model loaded, voice queued)
+    node_peak_rss_mib: dict[str, float] = field(default_factory=dict)
+    gpt_tokens_per_segment: int | None = None  # None: the model's own stop (EOS or its max_sec)
+    log_path: str = ""
+
+    def measured(self, case: str) -> list[dict[str, Any]]:
+        return [r.metrics for r in self.requests if r.case == case and not r.warmup]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_graph(repo: Path, workdir: Path, port: int, metrics_path: Path) -> Path:
+    graph = yaml.safe_load((repo / "dataflows" / "service.yml").read_text(encoding="utf-8"))
+    for node in graph["nodes"]:
+        if node["id"] == "text-input":
+            node.setdefault("env", {})["GSV_TEXT_LISTEN"] = f"127.0.0.1:{port}"
+        operator = node.get("operator")
+        if operator and "python" in operator:
+            operator["python"] = str((repo / "dataflows" / operator["python"]).resolve())
+    graph["nodes"].append({
+        "id": "bench-metrics",
+        "path": sys.executable,
+        "args": "-m dora_gpt_sovits.benchmark.metrics_collector",
+        "inputs": {"metrics": {"source": "audio-sink/metrics", "queue_size": 1000}},
+        "env": {"GSV_BENCH_METRICS": str(metrics_path)},
+    })
+    path = workdir / "bench-graph.yml"
+    path.write_text(yaml.safe_dump(graph, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def budget_gpt_checkpoint(paths: ModelPaths, tokens: int, workdir: Path) -> Path:
+    """A copy of a development GPT whose early-stop budget is ``tokens`` (int(50 * max_sec) == tokens)."""
+    content = read_checkpoint(paths.gpt).content
+    content["config"]["data"]["max_sec"] = (tokens + 0.5) / EARLY_STOP_PER_SECOND
+    out = workdir / f"gpt-budget-{tokens}.ckpt"
+    import torch
+
+    torch.save(content, out)
+    return out
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        for child in children.get(pid, []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def node_name(pid: int) -> str | None:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    words = [a.decode(errors="replace") for a in argv if a]
+    for word in words:
+        base = os.path.basename(word)
+        if base.startswith("gsv-"):
+            return base.removeprefix("gsv-")
+        if word.endswith("metrics_collector"):
+            return "bench-metrics"
+    text = " ".join(words)
+    if "start_runtime" in text:
+        return text.rsplit("#", 1)[-1].strip() or "runtime"
+    return None
+
+
+def node_peaks(root: int) -> dict[str, float]:
+    """Peak RSS (VmHWM) of every node process under ``dora run``, by node."""
+    peaks: dict[str, float] = {}
+    for pid in descendants(root):
+        name = node_name(pid)
+        kib = _status_kib(pid, "VmHWM")
+        if name and kib:
+            peaks[name] = max(peaks.get(name, 0.0), round(kib / 1024, 1))
+    return peaks
+
+
+class GraphRun:
+    def __init__(self, repo: Path, workdir: Path, env: dict[str, str]):
+        self.repo, self.workdir = repo, workdir
+        self.port = free_port()
+        self.metrics_path = workdir / "dataflow-metrics.jsonl"
+        self.metrics_path.write_text("")
+        self.graph = write_graph(repo, workdir, self.port, self.metrics_path)
+        self.log_path = workdir / "dataflow.log"
+        self.env = env
+        self.process: subprocess.Popen | None = None
+        self.seen = 0
+
+    def start(self) -> float:
+        started = time.perf_counter()
+        self.log = open(self.log_path, "w", encoding="utf-8")
+        self.process = subprocess.Popen(
+            ["dora", "run", str(self.graph)], cwd=self.workdir, env=self.env,
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        while not self.listening():
+            self.check_alive("starting")
+            if time.perf_counter() - started > READY_TIMEOUT_S:
+                raise DataflowError(f"text-input did not listen within {READY_TIMEOUT_S} s: {self.log_tail()}")
+            time.sleep(0.5)
+        return time.perf_counter() - started
+
+    def listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True  # an empty connection is a no-op for text-input
+        except OSError:
+            return False
+
+    def check_alive(self, doing: str) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise DataflowError(f"dora run exited ({self.process.returncode}) while {doing}: {self.log_tail()}")
+
+    def say(self, text: str, language: str) -> dict[str, Any]:
+        request = json.dumps({"text": text, "language": language}, ensure_ascii=False) + "\n"
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as conn:
+            conn.sendall(request.encode("utf-8"))
+        started = time.perf_counter()
+        while True:
+            lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
+            if len(lines) > self.seen:
+                self.seen += 1
+                return json.loads(lines[self.seen - 1])
+            self.check_alive("waiting for metrics")
+            if time.perf_counter() - started > REQUEST_TIMEOUT_S:
+                raise DataflowError(f"no metrics within {REQUEST_TIMEOUT_S} s for {text[:40]!r}: {self.log_tail()}")
+            time.sleep(0.05)
+
+    def peaks(self) -> dict[str, float]:
+        return node_peaks(self.process.pid) if self.process else {}
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # dora run's Ctrl-C: a graceful stop of every node
+            try:
+                self.process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)  # the session this run started, nothing else
+                self.process.wait()
+        self.log.close()
+
+    def log_tail(self, n: int = 3000) -> str:
+        self.log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-n:]
+
+
+def node_env(paths: ModelPaths, gpt_path: Path | None, device: str, dtype: str, threads: int, seed: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # gsv-* and dora
+    env.update(
+        GSV_MODEL_DIR=str(paths.model_dir), GSV_VERSION=paths.version, GSV_SINK="null", GSV_SEED=str(seed),
+        GSV_THREADS=str(threads), GSV_DEVICE=device, GSV_DTYPE=dtype, HF_HUB_OFFLINE="1",
+    )
+    if gpt_path is not None:
+        env["GSV_GPT_PATH"] = str(gpt_path)
+    return env
+
+
+def run_dataflow(
+    repo: Path,
+    workdir: Path,
+    paths: ModelPaths,
+    cases: list[TextCase],
+    repeats: int,
+    tokens_per_segment: int,
+    device: str,
+    dtype: str,
+    threads: int,
+    seed: int,
+    progress: Callable[[str], None] = lambda _: None,
+) -> DataflowResult:
+    """One warm-up request per case, then ``repeats`` rounds over the cases."""
+    budget = budget_gpt_checkpoint(paths, tokens_per_segment, workdir) if paths.development else None
+    graph = GraphRun(repo, workdir, node_env(paths, budget, device, dtype, threads, seed))
+    result = DataflowResult(gpt_tokens_per_segment=tokens_per_segment if budget else None, log_path=str(graph.log_path))
+    try:
+        progress("dataflow: starting dora run")
+        result.startup_s = graph.start()
+        for warmup, rounds in ((True, 1), (False, repeats)):
+            for _ in range(rounds):
+                for case in cases:
+                    metrics = graph.say(case.text, case.language)
+                    result.requests.append(DataflowRequest(case.name, warmup, metrics))
+                    progress(f"dataflow: {case.name}{' (warm-up)' if warmup else ''}")
+        result.node_peak_rss_mib = graph.peaks()
+    finally:
+        graph.stop()
+    return result
