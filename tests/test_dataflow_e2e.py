@@ -66,6 +66,21 @@ def test_missing_weights_stop_the_graph_with_one_clear_line(tmp_path):
     assert "model files missing" in log and "gsv-download" in log and "GSV_MODEL_DIR" in log
 
 
+def node_processes(key: str, value: str) -> list[int]:
+    """PIDs of node processes (our gsv-* scripts, dora's operator runtime) whose environment has
+    key=value: the nodes of one particular graph run, not the daemon and not anybody else's."""
+    needle = f"{key}={value}".encode()
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            if (b"gsv-" in cmdline or b"start_runtime" in cmdline) and needle in (proc / "environ").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue  # exited, or not ours to read
+    return pids
+
+
 def test_service_graph_speaks_on_request_and_stops_cleanly(dev_models, tmp_path):
     wav_path = tmp_path / "service.wav"
     env = node_env(dev_models, GSV_WAV_PATH=str(wav_path), DORA_COORDINATOR_PORT="16013")
@@ -73,24 +88,26 @@ def test_service_graph_speaks_on_request_and_stops_cleanly(dev_models, tmp_path)
     def dora(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(["dora", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
+    def wait_for(condition, seconds: float, what: str) -> None:
+        deadline = time.time() + seconds
+        while not condition():
+            if time.time() > deadline:
+                logs = dora("logs", "tts-test", "--node", "audio-sink")
+                pytest.fail(f"{what} within {seconds} s; audio-sink log: {(logs.stdout + logs.stderr)[-2000:]}")
+            time.sleep(1)
+
     assert dora("up").returncode == 0
     try:
         started = dora("start", "dataflows/service.yml", "--name", "tts-test", "--detach")
         assert started.returncode == 0, started.stdout + started.stderr
         say = [str(Path(sys.executable).parent / "gsv-say"), "你好。"]
-        deadline = time.time() + 240
-        while subprocess.run(say, capture_output=True, env=env).returncode != 0:  # listener not up yet
-            assert time.time() < deadline, "text-input never started listening"
-            time.sleep(1)
-        while not wav_path.exists():
-            assert time.time() < deadline, dora("logs", "tts-test", "audio-sink").stdout[-3000:]
-            time.sleep(1)
+        wait_for(lambda: subprocess.run(say, capture_output=True, env=env).returncode == 0, 400, "text-input listening")
+        wait_for(wav_path.exists, 300, "speech written")
         time.sleep(0.5)
         assert_plausible_speech_file(wav_path, min_seconds=0.74)
         stopped = dora("stop", "--name", "tts-test")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        wait_for(lambda: not node_processes("GSV_WAV_PATH", str(wav_path)), 60, "every node process ended")
     finally:
         if dora("down").returncode != 0:
             dora("down", "--force")
-    leftovers = subprocess.run(["pgrep", "-f", "gsv-(gpt|vocoder|bert|reference|text|audio)"], capture_output=True, text=True)
-    assert leftovers.stdout.strip() == "", f"processes left running: {leftovers.stdout}"

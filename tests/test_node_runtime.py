@@ -61,3 +61,35 @@ def test_metadata_is_forwarded():
     node = RecordingNode([input_event("text", m.text_array("a"), {"utterance_id": "x"})])
     serve(node, Echo())
     assert node.outputs("out")[1][1]["utterance_id"] == "x"
+
+
+def test_python_logging_is_forwarded_to_the_dora_node_log():
+    import logging
+
+    from dora_gpt_sovits.node_runtime import DoraLogHandler
+
+    class LogNode:
+        def __init__(self):
+            self.lines = []
+
+        def log_info(self, msg):
+            self.lines.append(("info", msg))
+
+        def log_warn(self, msg):
+            self.lines.append(("warn", msg))
+
+        def log_error(self, msg):
+            self.lines.append(("error", msg))
+
+        def log_debug(self, msg):
+            self.lines.append(("debug", msg))
+
+    node = LogNode()
+    logger = logging.getLogger("gsv.test-forwarding")
+    logger.addHandler(DoraLogHandler(node))
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logger.info("chunk %d", 3)
+    logger.warning("careful")
+    logger.error("broken")
+    assert node.lines == [("info", "chunk 3"), ("warn", "careful"), ("error", "broken")]
