@@ -1,40 +1,49 @@
-"""vocoder node: semantic tokens + target phones + the voice's spectrogram -> audio chunks.
+"""vocoder node: semantic tokens + target phones + the voice's spectrogram -> streamed audio.
 
 Inputs:  ``semantic_tokens`` (Int64[n] chunks from gpt), ``reference_spectrogram`` (Float32[1025*F]),
          ``speaker_embedding`` (Float32[20480], v2Pro/v2ProPlus).
 Output:  ``audio`` (Float32[n] mono, metadata sample_rate + segment keys; the dora-kokoro-tts contract).
 
-Each segment's audio is followed by ``GSV_FRAGMENT_INTERVAL`` seconds of silence (0.3, as upstream)
-and leaves in messages of at most ``GSV_MAX_CHUNK_SECONDS`` (1.0) so dora-pyaudio-style sinks that
-play one second per message lose nothing. ``GSV_NOISE_SCALE`` (0.5) and ``GSV_SPEED`` (1.0) are
-upstream's decode knobs.
+Audio is produced while the GPT is still decoding: every token chunk is vocoded as it arrives
+(keeping a few tokens of lookahead, cross-faded at the joins; see ``sovits.token_stream``). Each
+segment ends with ``GSV_FRAGMENT_INTERVAL`` seconds of silence (0.3, as upstream), and audio leaves
+in messages of at most ``GSV_MAX_CHUNK_SECONDS`` (1.0) so dora-pyaudio-style sinks that play one
+second per message lose nothing. ``GSV_NOISE_SCALE`` (0.5) and ``GSV_SPEED`` (1.0) are upstream's
+decode knobs; ``GSV_LOOKAHEAD_TOKENS`` (4) trades latency for smoother joins.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+import torch
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
+from dora_gpt_sovits.sovits.token_stream import ChunkDecoder, SegmentVocoder, StreamPolicy
 
 log = logging.getLogger("gsv.vocoder")
 
-# (tokens [n], target phone ids [N], spectrogram [1025, F], speaker embedding or None) -> float32 audio
-Synthesize = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
+# (spectrogram [1025, F], speaker embedding [20480] or None) -> the model's conditioning for a voice
+Condition = Callable[[np.ndarray, np.ndarray | None], Any]
+# (conditioning, target phone ids [N], noise seed) -> a decoder for one segment's token runs
+MakeDecoder = Callable[[Any, np.ndarray, int], ChunkDecoder]
 
 
 @dataclass
 class OpenSegment:
     key: m.SegmentKey
-    phone_ids: list[int]
-    chunks: list[np.ndarray] = field(default_factory=list)
+    vocoder: SegmentVocoder
+    audio_chunks_sent: int = 0
+    samples: int = 0
+    seconds_decoding: float = 0.0
 
 
 class VocoderStage(StageBase):
@@ -43,113 +52,138 @@ class VocoderStage(StageBase):
 
     def __init__(
         self,
-        synthesize: Synthesize,
+        condition: Condition,
+        make_decoder: MakeDecoder,
         sample_rate: int,
         needs_speaker_embedding: bool,
+        policy: StreamPolicy = StreamPolicy(),
         max_chunk_seconds: float = 1.0,
         fragment_interval: float = 0.3,
+        seed: int | None = None,
         development_model: bool = False,
     ):
-        self.synthesize = synthesize
+        self.condition = condition
+        self.make_decoder = make_decoder
         self.sample_rate = sample_rate
         self.needs_speaker_embedding = needs_speaker_embedding
+        self.policy = policy
         self.max_chunk = max(1, int(max_chunk_seconds * sample_rate))
-        self.silence = np.zeros(int(fragment_interval * sample_rate), dtype=np.float32)
+        self.silence = torch.zeros(int(fragment_interval * sample_rate))
+        self.seed = seed
         self.development_model = development_model
         self.spectrograms: dict[str, np.ndarray] = {}
         self.embeddings: dict[str, np.ndarray] = {}
+        self.conditions: dict[str, Any] = {}
         self.open: dict[tuple[str, int], OpenSegment] = {}
-        self.waiting: dict[str, list[OpenSegment]] = defaultdict(list)
+        self.waiting: dict[str, list[m.SemanticChunk]] = defaultdict(list)
 
     def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
         if input_id == m.REFERENCE_SPECTROGRAM:
             part = m.ReferencePart.floats_from_event(value, metadata, input_id)
-            self.spectrograms[part.voice] = np.array(part.payload)
+            self.spectrograms[part.voice] = np.array(part.payload)  # kept for the voice's lifetime
+            self.conditions.pop(part.voice, None)
             yield from self.release(part.voice)
         elif input_id == m.SPEAKER_EMBEDDING:
             part = m.ReferencePart.floats_from_event(value, metadata, input_id)
             self.embeddings[part.voice] = np.array(part.payload)
+            self.conditions.pop(part.voice, None)
             yield from self.release(part.voice)
         elif input_id == m.SEMANTIC_TOKENS:
             chunk = m.SemanticChunk.from_event(value, metadata)
-            yield from self.add_chunk(chunk)
-
-    def add_chunk(self, chunk: m.SemanticChunk) -> Iterator[Outgoing]:
-        ident = (chunk.key.utterance_id, chunk.key.segment_index)
-        segment = self.open.setdefault(ident, OpenSegment(chunk.key, chunk.phone_ids))
-        segment.chunks.append(np.array(chunk.tokens))
-        if chunk.error:
-            del self.open[ident]
-            yield self.audio(segment.key, np.zeros(0, np.float32), 0, True, chunk.error)
-            return
-        if not chunk.segment_final:
-            return
-        del self.open[ident]
-        if self.ready(segment.key.voice):
-            yield from self.vocode(segment)
-        else:
-            self.waiting[segment.key.voice].append(segment)
+            if chunk.error or self.ready(chunk.key.voice):
+                yield from self.vocode(chunk)
+            else:
+                chunk.tokens = np.array(chunk.tokens)  # outlives the event buffer
+                self.waiting[chunk.key.voice].append(chunk)
 
     def ready(self, voice: str) -> bool:
         return voice in self.spectrograms and (not self.needs_speaker_embedding or voice in self.embeddings)
 
     def release(self, voice: str) -> Iterator[Outgoing]:
         if self.ready(voice):
-            for segment in self.waiting.pop(voice, []):
-                yield from self.vocode(segment)
+            for chunk in self.waiting.pop(voice, []):
+                yield from self.vocode(chunk)
 
     def pending(self) -> bool:
         return any(self.waiting.values())
 
     def finish(self) -> Iterable[Outgoing]:
-        stranded = [s for segments in self.waiting.values() for s in segments] + list(self.open.values())
-        for segment in stranded:
-            reason = "the voice's reference spectrogram never arrived" if segment.key.voice not in self.spectrograms else "the GPT stopped before finishing this segment"
-            yield self.audio(segment.key, np.zeros(0, np.float32), 0, True, reason)
+        for chunks in self.waiting.values():
+            for chunk in chunks:
+                if chunk.segment_final:
+                    yield self.audio(chunk.key, torch.zeros(0), 0, True, "the voice's reference never arrived")
+        for segment in self.open.values():
+            yield self.audio(segment.key, torch.zeros(0), segment.audio_chunks_sent, True, "the GPT stopped before finishing this segment")
         self.waiting.clear()
         self.open.clear()
 
-    def vocode(self, segment: OpenSegment) -> Iterator[Outgoing]:
-        tokens = np.concatenate(segment.chunks) if segment.chunks else np.zeros(0, np.int64)
-        if len(tokens) == 0:
-            yield self.audio(segment.key, np.zeros(0, np.float32), 0, True, "the GPT produced no semantic tokens")
+    def vocode(self, chunk: m.SemanticChunk) -> Iterator[Outgoing]:
+        ident = (chunk.key.utterance_id, chunk.key.segment_index)
+        if chunk.error:
+            segment = self.open.pop(ident, None)
+            yield self.audio(chunk.key, torch.zeros(0), segment.audio_chunks_sent if segment else 0, True, chunk.error)
             return
+        segment = self.open.get(ident) or self.open_segment(chunk)
         started = time.perf_counter()
         try:
-            wav = self.synthesize(
-                tokens,
-                np.asarray(segment.phone_ids, dtype=np.int64),
-                self.spectrograms[segment.key.voice],
-                self.embeddings.get(segment.key.voice),
-            )
+            pieces = segment.vocoder.push(chunk.tokens, chunk.segment_final)
         except Exception as e:
-            log.exception("utterance %s segment %d: vocoding failed", segment.key.utterance_id, segment.key.segment_index)
-            yield self.audio(segment.key, np.zeros(0, np.float32), 0, True, f"vocoding failed: {e}")
+            log.exception("utterance %s segment %d: vocoding failed", chunk.key.utterance_id, chunk.key.segment_index)
+            del self.open[ident]
+            yield self.audio(chunk.key, torch.zeros(0), segment.audio_chunks_sent, True, f"vocoding failed: {e}")
             return
-        elapsed = time.perf_counter() - started
+        segment.seconds_decoding += time.perf_counter() - started
+        wav = torch.cat([p.reshape(-1).float().cpu() for p in pieces]) if pieces else torch.zeros(0)
+        segment.samples += len(wav)
+        if chunk.segment_final:
+            del self.open[ident]
+            if segment.vocoder.tokens.size == 0:
+                yield self.audio(chunk.key, torch.zeros(0), segment.audio_chunks_sent, True, "the GPT produced no semantic tokens")
+                return
+            wav = torch.cat([wav, self.silence])
+            self.log_segment(segment)
+        yield from self.slices(segment, wav, chunk.segment_final)
+
+    def open_segment(self, chunk: m.SemanticChunk) -> OpenSegment:
+        voice = chunk.key.voice
+        if voice not in self.conditions:
+            self.conditions[voice] = self.condition(self.spectrograms[voice], self.embeddings.get(voice))
+        seed = random.randrange(2**31) if self.seed is None else self.seed + chunk.key.segment_index
+        decoder = self.make_decoder(self.conditions[voice], np.asarray(chunk.phone_ids, dtype=np.int64), seed)
+        segment = OpenSegment(chunk.key, SegmentVocoder(decoder, self.policy))
+        self.open[(chunk.key.utterance_id, chunk.key.segment_index)] = segment
+        return segment
+
+    def slices(self, segment: OpenSegment, wav: torch.Tensor, final: bool) -> Iterator[Outgoing]:
+        starts = range(0, len(wav), self.max_chunk)
+        for i, start in enumerate(starts):
+            last = final and i == len(starts) - 1
+            yield self.audio(segment.key, wav[start : start + self.max_chunk], segment.audio_chunks_sent, last)
+            segment.audio_chunks_sent += 1
+        if final and not starts:  # nothing left to say, but the segment must still be closed
+            yield self.audio(segment.key, torch.zeros(0), segment.audio_chunks_sent, True)
+
+    def log_segment(self, segment: OpenSegment) -> None:
+        seconds = segment.samples / self.sample_rate
         log.info(
-            "utterance %s segment %d: %.2f s of audio in %.2f s (RTF %.3f)",
+            "utterance %s segment %d: %.2f s of audio, %.2f s vocoding (RTF %.3f)",
             segment.key.utterance_id,
             segment.key.segment_index,
-            len(wav) / self.sample_rate,
-            elapsed,
-            elapsed / max(1e-9, len(wav) / self.sample_rate),
+            seconds,
+            segment.seconds_decoding,
+            segment.seconds_decoding / max(1e-9, seconds),
         )
-        wav = np.concatenate([np.asarray(wav, dtype=np.float32), self.silence])
-        starts = range(0, len(wav), self.max_chunk)
-        for index, start in enumerate(starts):
-            yield self.audio(segment.key, wav[start : start + self.max_chunk], index, index == len(starts) - 1)
 
-    def audio(self, key: m.SegmentKey, samples: np.ndarray, index: int, final: bool, error: str = "") -> Outgoing:
+    def audio(self, key: m.SegmentKey, samples: torch.Tensor, index: int, final: bool, error: str = "") -> Outgoing:
         chunk = m.AudioChunk(key, samples, self.sample_rate, index, final, self.development_model, error)
         return Outgoing(m.AUDIO, *chunk.to_message())
 
 
 def main() -> None:
-    import torch
     from dora_gpt_sovits.node_runtime import configure_threads
     from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
     from dora_gpt_sovits.sovits.loader import load_sovits
+    from dora_gpt_sovits.sovits.streaming import decode_chunk
 
     env = dict(os.environ)
     configure_threads()
@@ -160,23 +194,31 @@ def main() -> None:
     speed = float(env.get("GSV_SPEED", 1.0))
 
     @torch.inference_mode()
-    def synthesize(tokens: np.ndarray, phones: np.ndarray, spec: np.ndarray, sv: np.ndarray | None) -> np.ndarray:
-        wav = model.decode(
-            torch.from_numpy(tokens).to(device)[None, None],
-            torch.from_numpy(phones).to(device)[None],
-            [torch.from_numpy(spec).to(device, dtype)[None]],
-            noise_scale=noise_scale,
-            speed=speed,
-            sv_emb=None if sv is None else [torch.from_numpy(sv).to(device, dtype)[None]],
-        )
-        return wav[0, 0].float().cpu().numpy()
+    def condition(spec: np.ndarray, sv: np.ndarray | None) -> Any:
+        specs = [torch.from_numpy(spec).to(device, dtype)[None]]
+        return model.global_condition(specs, None if sv is None else [torch.from_numpy(sv).to(device, dtype)[None]])
+
+    def make_decoder(cond: Any, phone_ids: np.ndarray, seed: int) -> ChunkDecoder:
+        phones = torch.from_numpy(phone_ids).to(device)[None]
+
+        def decode(history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int):
+            out = decode_chunk(
+                model, cond, phones, torch.from_numpy(history), torch.from_numpy(run), torch.from_numpy(lookahead),
+                position=position, speed=speed, noise_scale=noise_scale, noise_seed=seed,
+            )
+            return out.samples.reshape(-1), out.tail.reshape(-1)
+
+        return decode
 
     stage = VocoderStage(
-        synthesize,
+        condition,
+        make_decoder,
         sample_rate=model.config.sampling_rate,
         needs_speaker_embedding=model.version.model_version in ("v2Pro", "v2ProPlus"),
+        policy=StreamPolicy(lookahead_tokens=int(env.get("GSV_LOOKAHEAD_TOKENS", 4))),
         max_chunk_seconds=float(env.get("GSV_MAX_CHUNK_SECONDS", 1.0)),
         fragment_interval=float(env.get("GSV_FRAGMENT_INTERVAL", 0.3)),
+        seed=int(env["GSV_SEED"]) if env.get("GSV_SEED") else None,
         development_model=paths.development,
     )
     node = connect()

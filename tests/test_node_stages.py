@@ -18,6 +18,7 @@ from dora_gpt_sovits.nodes.gpt_decoder import ChunkPolicy, GPTStage
 from dora_gpt_sovits.nodes.reference import ReferenceStage, VoiceFeatures
 from dora_gpt_sovits.nodes.text_input import batch_requests, parse_line
 from dora_gpt_sovits.nodes.vocoder import VocoderStage
+from dora_gpt_sovits.sovits.token_stream import StreamPolicy
 from dora_gpt_sovits.voices import Voice
 
 SR = 32000
@@ -95,8 +96,15 @@ def test_gpt_turns_a_decoder_crash_into_an_error_chunk():
 
 
 # ---- vocoder --------------------------------------------------------------------------------------
-def fake_synthesize(tokens, phones, spec, sv):
-    return np.full(len(tokens) * 640, 0.25, dtype=np.float32)  # 640 samples per token, as v2
+def fake_make_decoder(cond, phone_ids, seed):
+    def decode(history, run, lookahead, position):
+        return torch.full((len(run) * 640,), 0.25), torch.zeros(0)  # 640 samples per token, as v2
+
+    return decode
+
+
+def fake_vocoder(**kwargs) -> VocoderStage:
+    return VocoderStage(lambda spec, sv: "cond", fake_make_decoder, SR, **kwargs)
 
 
 def spectrogram_message(voice="default"):
@@ -111,31 +119,36 @@ def audio_of(outgoing):
     return [m.AudioChunk.from_event(o.data, o.metadata) for o in outgoing]
 
 
-def test_vocoder_slices_audio_into_one_second_messages_with_trailing_silence():
-    stage = VocoderStage(fake_synthesize, SR, needs_speaker_embedding=False, max_chunk_seconds=1.0, fragment_interval=0.3)
+def test_vocoder_streams_audio_before_the_segment_ends_and_closes_it_with_a_pause():
+    stage = fake_vocoder(needs_speaker_embedding=False, policy=StreamPolicy(lookahead_tokens=4, min_run_tokens=8))
     list(stage.handle(m.REFERENCE_SPECTROGRAM, *spectrogram_message()))
-    assert list(stage.handle(m.SEMANTIC_TOKENS, *token_chunk(range(40), 0, False))) == []
-    chunks = audio_of(stage.handle(m.SEMANTIC_TOKENS, *token_chunk(range(40, 75), 1, True)))
+    early = audio_of(stage.handle(m.SEMANTIC_TOKENS, *token_chunk(range(40), 0, False)))
+    assert len(early) == 1 and len(early[0].samples) == 36 * 640  # 4 tokens held back as lookahead
+    assert not early[0].segment_final
+    late = audio_of(stage.handle(m.SEMANTIC_TOKENS, *token_chunk(range(40, 75), 1, True)))
+    chunks = early + late
     total = np.concatenate([c.samples for c in chunks])
     assert len(total) == 75 * 640 + int(0.3 * SR)
-    assert all(len(c.samples) <= SR for c in chunks)
+    assert all(len(c.samples) <= SR for c in chunks)  # dora-pyaudio plays one second per message
     assert np.all(total[: 75 * 640] == 0.25) and np.all(total[75 * 640 :] == 0)
-    assert [c.segment_final for c in chunks] == [False, True]  # 1.8 s -> 1 s + 0.8 s
-    assert all(c.sample_rate == SR for c in chunks)
+    assert [c.chunk_index for c in chunks] == [0, 1, 2]
+    assert [c.segment_final for c in chunks] == [False, False, True]
 
 
-def test_vocoder_waits_for_the_spectrogram_and_passes_errors_through():
-    stage = VocoderStage(fake_synthesize, SR, needs_speaker_embedding=True)
+def test_vocoder_waits_for_the_voice_and_passes_errors_through():
+    stage = fake_vocoder(needs_speaker_embedding=True)
     assert list(stage.handle(m.SEMANTIC_TOKENS, *token_chunk([1, 2], 0, True))) == []
     assert list(stage.handle(m.REFERENCE_SPECTROGRAM, *spectrogram_message())) == []  # still needs sv
     sv = m.ReferencePart("default", np.zeros(20480, np.float32)).to_message()
-    assert len(audio_of(stage.handle(m.SPEAKER_EMBEDDING, *sv))) == 1
+    released = audio_of(stage.handle(m.SPEAKER_EMBEDDING, *sv))
+    assert released[-1].segment_final and len(np.concatenate([c.samples for c in released])) == 2 * 640 + int(0.3 * SR)
     (err,) = audio_of(stage.handle(m.SEMANTIC_TOKENS, *token_chunk([], 0, True, segment=1, error="bad text")))
     assert err.error == "bad text" and err.segment_final and len(err.samples) == 0
 
 
 def test_vocoder_reports_unfinished_segments_at_shutdown():
-    stage = VocoderStage(fake_synthesize, SR, needs_speaker_embedding=False)
+    stage = fake_vocoder(needs_speaker_embedding=False)
+    list(stage.handle(m.REFERENCE_SPECTROGRAM, *spectrogram_message()))
     list(stage.handle(m.SEMANTIC_TOKENS, *token_chunk([1, 2], 0, False)))
     (err,) = audio_of(stage.finish())
     assert err.error and err.segment_final
