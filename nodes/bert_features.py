@@ -82,6 +82,7 @@ def main() -> None:
     def encode(text: str, word2ph: list[int]) -> torch.Tensor:
         return bert_features(model, tokenizer, text, word2ph).cpu()
 
+    encode("你好", [2, 2])  # first forward pass is slow: pay it before serving
     node = connect()
     log.info("BERT loaded from %s on %s/%s", paths.bert, device, dtype)
     serve(node, BertStage(encode))

@@ -156,6 +156,11 @@ def main() -> None:
             )
 
     seed = int(env["GSV_SEED"]) if env.get("GSV_SEED") else None
+    # The first decode pays one-off costs (allocator, kernels): pay them before serving.
+    with torch.inference_mode():
+        ids, features = torch.arange(8, device=device), torch.zeros(m.FEATURE_DIM, 8, device=device, dtype=dtype)
+        for _ in generate_stream(model, ids, features, ids, SamplingParams(early_stop_num=4, seed=0)):
+            pass
     node = connect()
     log.info("GPT loaded from %s on %s/%s", paths.gpt, device, dtype)
     serve(node, GPTStage(decode, policy_from_env(env), seed))

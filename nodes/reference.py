@@ -47,13 +47,20 @@ class ReferenceStage(StageBase):
         self.encode = encode
         self.content_hash = content_hash
         self.cache: dict[str, VoiceFeatures] = {}
+        self.announced: dict[str, Outgoing] = {}  # voice -> its voice_prompt message
 
     def start(self) -> Iterable[Outgoing]:
         if m.DEFAULT_VOICE in self.registry:
             yield from self.voice_messages(m.DEFAULT_VOICE)
 
     def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
-        yield from self.voice_messages(m.read_text(value, input_id))
+        name = m.read_text(value, input_id)
+        if name in self.announced:
+            # gpt and vocoder already hold this voice; the frontend asked before our first
+            # announcement reached it (or it restarted): its prompt text is all it needs.
+            yield self.announced[name]
+        else:
+            yield from self.voice_messages(name)
 
     def voice_messages(self, name: str) -> Iterator[Outgoing]:
         try:
@@ -69,7 +76,8 @@ class ReferenceStage(StageBase):
         if features.speaker_embedding is not None:
             yield Outgoing(m.SPEAKER_EMBEDDING, *m.ReferencePart(name, features.speaker_embedding).to_message())
         prompt = voice.prompt_text if len(features.prompt_semantic) else ""
-        yield Outgoing(m.VOICE_PROMPT, *m.ReferencePart(name, prompt, language=voice.prompt_language).to_message())
+        self.announced[name] = Outgoing(m.VOICE_PROMPT, *m.ReferencePart(name, prompt, language=voice.prompt_language).to_message())
+        yield self.announced[name]
         log.info(
             "voice %r ready: %d prompt tokens, %d spectrogram frames%s",
             name,

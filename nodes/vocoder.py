@@ -221,6 +221,10 @@ def main() -> None:
         seed=int(env["GSV_SEED"]) if env.get("GSV_SEED") else None,
         development_model=paths.development,
     )
+    # The first decode pays one-off costs (allocator, kernels): pay them before serving.
+    spec = np.ones((1025, 50), np.float32)
+    make_decoder(condition(spec, np.zeros(20480, np.float32) if stage.needs_speaker_embedding else None),
+                 np.arange(1, 9), 0)(np.zeros(0, np.int64), np.arange(12), np.zeros(0, np.int64), 0)
     node = connect()
     log.info("SoVITS %s loaded from %s on %s/%s", model.version.model_version, paths.sovits, device, dtype)
     serve(node, stage)
