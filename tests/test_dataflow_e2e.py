@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +18,8 @@ import soundfile as sf
 from conftest import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
-TEXT = "你好，世界。这是第二句话。Hello from the dataflow."
+TEXT = "你好，世界。这是第二句话。今天天气很好。我们去公园散步吧。Hello from the dataflow. It streams while it decodes."
+N_SENTENCES = 6
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +45,39 @@ def assert_plausible_speech_file(path: Path, min_seconds: float) -> None:
     assert np.sqrt(np.mean(wav**2)) > 1e-3  # not silent
 
 
-def test_default_dataflow_speaks_to_a_wav_file(dev_models, tmp_path):
+def log_records(output: str) -> list[dict]:
+    """The JSON log lines of `dora run --log-format json`, in order."""
+    records = []
+    for line in output.splitlines():
+        if line.startswith("{"):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def test_default_dataflow_streams_every_sentence_to_a_wav_file(dev_models, tmp_path):
     wav_path = tmp_path / "speech.wav"
     env = node_env(dev_models, GSV_TEXT=TEXT, GSV_WAV_PATH=str(wav_path))
     result = subprocess.run(
-        ["dora", "run", "dataflow.yml"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        ["dora", "run", "dataflow.yml", "--log-format", "json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
     )
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
-    assert "audio chunk" in log  # chunks flowed through the graph
-    assert "DEVELOPMENT MODEL" in log  # and everyone was told it is noise
-    # Three sentences, each at least the GPT's 11 forced tokens (0.44 s) plus 0.3 s of pause.
-    assert_plausible_speech_file(wav_path, min_seconds=3 * 0.74)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    records = log_records(output)
+    chunks = [r for r in records if r["node_id"] == "audio-sink" and r["message"].startswith("audio chunk")]
+    decoded = [r for r in records if r["node_id"] == "gpt" and " tokens in " in r["message"]]
+    assert len(decoded) == N_SENTENCES
+    # Streaming: the first audio reached the sink while the GPT was still decoding later sentences.
+    assert chunks and chunks[0]["timestamp"] < decoded[-1]["timestamp"]
+    # Nothing lost: every sentence arrived at the sink, in order.
+    segments = [int(re.search(r"segment (\d+)", r["message"]).group(1)) for r in chunks]
+    assert sorted(set(segments)) == list(range(N_SENTENCES)) and segments == sorted(segments)
+    assert any("TTFA" in r["message"] for r in records)
+    assert "DEVELOPMENT MODEL" in output  # everyone was told the audio is noise
+    # Each sentence is at least the GPT's 11 forced tokens (0.44 s) plus 0.3 s of pause.
+    assert_plausible_speech_file(wav_path, min_seconds=N_SENTENCES * 0.74)
 
 
 def test_missing_weights_stop_the_graph_with_one_clear_line(tmp_path):
