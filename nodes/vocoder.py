@@ -10,6 +10,8 @@ segment ends with ``GSV_FRAGMENT_INTERVAL`` seconds of silence (0.3, as upstream
 in messages of at most ``GSV_MAX_CHUNK_SECONDS`` (1.0) so dora-pyaudio-style sinks that play one
 second per message lose nothing. ``GSV_NOISE_SCALE`` (0.5) and ``GSV_SPEED`` (1.0) are upstream's
 decode knobs; ``GSV_LOOKAHEAD_TOKENS`` (4) trades latency for smoother joins.
+``GSV_OUTPUT_SAMPLE_RATE`` (default: the model's 32000) resamples the output per chunk, with the
+filter state carried across chunks (e.g. 24000 for OpenAI-Realtime-style consumers, 16000 for ASR).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.audio.resample import StreamResampler
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 from dora_gpt_sovits.sovits.token_stream import ChunkDecoder, SegmentVocoder, StreamPolicy
 
@@ -41,6 +44,7 @@ MakeDecoder = Callable[[Any, np.ndarray, int], ChunkDecoder]
 class OpenSegment:
     key: m.SegmentKey
     vocoder: SegmentVocoder
+    resampler: StreamResampler
     audio_chunks_sent: int = 0
     samples: int = 0
     seconds_decoding: float = 0.0
@@ -61,13 +65,15 @@ class VocoderStage(StageBase):
         fragment_interval: float = 0.3,
         seed: int | None = None,
         development_model: bool = False,
+        output_rate: int | None = None,
     ):
         self.condition = condition
         self.make_decoder = make_decoder
-        self.sample_rate = sample_rate
+        self.model_rate = sample_rate
+        self.sample_rate = output_rate or sample_rate  # what leaves this node
         self.needs_speaker_embedding = needs_speaker_embedding
         self.policy = policy
-        self.max_chunk = max(1, int(max_chunk_seconds * sample_rate))
+        self.max_chunk = max(1, int(max_chunk_seconds * self.sample_rate))
         self.silence = torch.zeros(int(fragment_interval * sample_rate))
         self.seed = seed
         self.development_model = development_model
@@ -142,7 +148,16 @@ class VocoderStage(StageBase):
                 return
             wav = torch.cat([wav, self.silence])
             self.log_segment(segment)
-        yield from self.slices(segment, wav, chunk.segment_final)
+        yield from self.slices(segment, self.to_output_rate(segment, wav, chunk.segment_final), chunk.segment_final)
+
+    def to_output_rate(self, segment: OpenSegment, wav: torch.Tensor, final: bool) -> torch.Tensor:
+        """Per-chunk resampling with filter state carried across chunks: no artefacts at joins."""
+        if self.sample_rate == self.model_rate:
+            return wav
+        out = segment.resampler.process(wav)
+        if final:
+            out = np.concatenate([out, segment.resampler.flush()])
+        return torch.from_numpy(out)
 
     def open_segment(self, chunk: m.SemanticChunk) -> OpenSegment:
         voice = chunk.key.voice
@@ -150,7 +165,7 @@ class VocoderStage(StageBase):
             self.conditions[voice] = self.condition(self.spectrograms[voice], self.embeddings.get(voice))
         seed = random.randrange(2**31) if self.seed is None else self.seed + chunk.key.segment_index
         decoder = self.make_decoder(self.conditions[voice], np.asarray(chunk.phone_ids, dtype=np.int64), seed)
-        segment = OpenSegment(chunk.key, SegmentVocoder(decoder, self.policy))
+        segment = OpenSegment(chunk.key, SegmentVocoder(decoder, self.policy), StreamResampler(self.model_rate, self.sample_rate))
         self.open[(chunk.key.utterance_id, chunk.key.segment_index)] = segment
         return segment
 
@@ -164,7 +179,7 @@ class VocoderStage(StageBase):
             yield self.audio(segment.key, torch.zeros(0), segment.audio_chunks_sent, True)
 
     def log_segment(self, segment: OpenSegment) -> None:
-        seconds = segment.samples / self.sample_rate
+        seconds = segment.samples / self.model_rate
         log.info(
             "utterance %s segment %d: %.2f s of audio, %.2f s vocoding (RTF %.3f)",
             segment.key.utterance_id,
@@ -220,6 +235,7 @@ def main() -> None:
         fragment_interval=float(env.get("GSV_FRAGMENT_INTERVAL", 0.3)),
         seed=int(env["GSV_SEED"]) if env.get("GSV_SEED") else None,
         development_model=paths.development,
+        output_rate=int(env["GSV_OUTPUT_SAMPLE_RATE"]) if env.get("GSV_OUTPUT_SAMPLE_RATE") else None,
     )
     # The first decode pays one-off costs (allocator, kernels): pay them before serving.
     spec = np.ones((1025, 50), np.float32)

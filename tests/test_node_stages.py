@@ -306,3 +306,27 @@ def test_frontend_reports_text_whose_voice_failed_or_never_came():
     list(stage.handle(m.TEXT, m.text_array("你好。"), {m.VOICE: "ghost"}))
     (segment,) = phoneme_segments(stage.finish())
     assert "ghost" in segment.error
+
+
+def test_vocoder_resamples_to_the_output_rate_across_chunks_without_seams():
+    def sine_decoder(cond, phone_ids, seed):
+        def decode(history, run, lookahead, position):
+            t = (np.arange(len(run) * 640) + position * 640) / SR
+            return torch.from_numpy(0.5 * np.sin(2 * np.pi * 440 * t).astype(np.float32)), torch.zeros(0)
+
+        return decode
+
+    stage = VocoderStage(lambda spec, sv: "cond", sine_decoder, SR, needs_speaker_embedding=False,
+                         policy=StreamPolicy(lookahead_tokens=0, min_run_tokens=1), fragment_interval=0.0,
+                         output_rate=24000)
+    list(stage.handle(m.REFERENCE_SPECTROGRAM, *spectrogram_message()))
+    out = []
+    for i, final in enumerate([False, False, True]):
+        out += audio_of(stage.handle(m.SEMANTIC_TOKENS, *token_chunk(range(i * 13, (i + 1) * 13), i, final)))
+    wav = np.concatenate([c.samples for c in out])
+    assert all(c.sample_rate == 24000 for c in out)
+    assert abs(len(wav) - 39 * 640 * 24000 / SR) <= 2
+    # A continuous 440 Hz tone stays one: compare with an ideal one away from the utterance edges.
+    t = np.arange(len(wav)) / 24000
+    ideal = 0.5 * np.sin(2 * np.pi * 440 * t)
+    assert np.max(np.abs(wav[500:-500] - ideal[500:-500])) < 1e-2
