@@ -135,3 +135,31 @@ def test_service_graph_speaks_on_request_and_stops_cleanly(dev_models, tmp_path)
     finally:
         if dora("down").returncode != 0:
             dora("down", "--force")
+
+
+def test_distributed_graph_runs_gpt_and_vocoder_on_a_second_daemon(dev_models, tmp_path):
+    """dora's multi-machine deployment, with both daemons on this machine."""
+    wav_path = tmp_path / "distributed.wav"
+    env = node_env(dev_models, GSV_TEXT="你好，世界。这是第二句话。", GSV_WAV_PATH=str(wav_path), DORA_COORDINATOR_PORT="17013")
+
+    def dora(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(["dora", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+    assert dora("up").returncode == 0
+    second = subprocess.Popen(
+        ["dora", "daemon", "--machine-id", "accelerator", "--local-listen-port", "53399"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(3)  # let the second daemon register with the coordinator
+        run = dora("start", "dataflows/distributed.yml", "--name", "tts-dist", "--attach", timeout=600)
+        output = run.stdout + run.stderr
+        assert run.returncode == 0, output[-4000:]
+        assert re.search(r"gpt on daemon .accelerator.*tokens in", output)
+        assert re.search(r"vocoder on daemon .accelerator.*RTF", output)
+        assert_plausible_speech_file(wav_path, min_seconds=2 * 0.74)
+    finally:
+        if dora("down").returncode != 0:
+            dora("down", "--force")
+        second.terminate()
+        second.wait(timeout=30)

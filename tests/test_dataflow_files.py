@@ -38,8 +38,17 @@ def test_service_graph_differs_only_by_the_text_listener():
     assert service == default
 
 
+def test_distributed_graph_moves_gpt_and_vocoder_to_the_accelerator_machine():
+    default, distributed = load("dataflow.yml"), load("dataflows/distributed.yml")
+    default["nodes"] = [n for n in default["nodes"] if "operator" not in n]
+    for node in distributed["nodes"]:
+        deploy = node.pop("deploy", None)
+        assert (deploy == {"machine": "accelerator"}) == (node["id"] in ("gpt", "vocoder")), node["id"]
+    assert distributed == default
+
+
 @pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
-@pytest.mark.parametrize("path", ["dataflow.yml", "dataflows/service.yml"])
+@pytest.mark.parametrize("path", ["dataflow.yml", "dataflows/service.yml", "dataflows/distributed.yml"])
 def test_dora_validates_the_graphs(path):
     result = subprocess.run(["dora", "validate", path], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
