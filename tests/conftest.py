@@ -22,6 +22,19 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """Tiny models gain little from a second thread, while on a busy shared machine OpenMP's
+    waiting threads slow them down several-fold; the setting is restored for other modules.
+    Use with ``pytestmark = pytest.mark.usefixtures("torch_single_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 class RecordingNode:
     """dora.testing.MockNode plus metadata: records (output_id, data, metadata) in order."""
 

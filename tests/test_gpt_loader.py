@@ -15,7 +15,7 @@ from dora_gpt_sovits.gpt.generate import StopReason, generate
 from dora_gpt_sovits.gpt.loader import load_gpt
 from dora_gpt_sovits.gpt.sampling import SamplingParams
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/upstream-v2"
+from conftest import FIXTURES  # noqa: E402
 GPT_FILE = FIXTURES / "gpt_v2_tiny.ckpt"
 
 

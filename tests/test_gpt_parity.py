@@ -28,7 +28,7 @@ from dora_gpt_sovits.gpt.generate import (
 from dora_gpt_sovits.gpt.loader import load_gpt
 from dora_gpt_sovits.gpt.sampling import SamplingParams
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/upstream-v2"
+from conftest import FIXTURES  # noqa: E402
 ATOL = 1e-4
 EARLY_STOP = 40  # the fixture runs' early_stop_num
 

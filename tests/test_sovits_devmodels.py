@@ -12,17 +12,10 @@ from dora_gpt_sovits.checkpoint_io import read_checkpoint
 from dora_gpt_sovits.devmodels.sovits import official_config, random_state, write_random_sovits
 from dora_gpt_sovits.sovits import Synthesizer, load_sovits
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
 TAGS = {"v1": None, "v2": None, "v2Pro": b"05", "v2ProPlus": b"06"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain little from a second thread, while on a busy shared machine OpenMP's
-    waiting threads slow them down several-fold; restore the setting for other modules."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def decode_random(model, n_tokens: int = 30, seed: int = 0) -> torch.Tensor:

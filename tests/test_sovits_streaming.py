@@ -32,19 +32,9 @@ from dora_gpt_sovits.sovits.streaming import (
     output_frame,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/upstream-v2"
+from conftest import FIXTURES  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain little from a second thread, while on a busy shared machine OpenMP's
-    waiting threads slow them down several-fold; restore the setting for other modules."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = [pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present"), pytest.mark.usefixtures("torch_single_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from dora_gpt_sovits.text.symbols import UNK, phones_to_ids, replace_unknown, symbols_v1, symbols_v2
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/upstream-v2"
+from conftest import FIXTURES  # noqa: E402
 
 
 def _fixture_list(name):
