@@ -138,6 +138,12 @@ def main() -> None:
         return VoiceFeatures(tokens, spec.float().cpu().numpy(), embedding)
 
     stage = ReferenceStage(registry, encode, lambda voice: content_hash(voice.ref_audio))
+    if m.DEFAULT_VOICE in registry:
+        # Encode the default voice before joining, so the first text does not wait for it.
+        try:
+            stage.features(registry[m.DEFAULT_VOICE])
+        except (ValueError, OSError) as e:
+            log.warning("default voice unusable: %s", e)  # start() reports it to the frontend
     node = connect()
     log.info("reference encoders loaded (SoVITS %s, CN-HuBERT%s); voices: %s",
              sovits.version.model_version, ", speaker verification" if sv_model else "", sorted(registry))
