@@ -116,6 +116,8 @@ def generate_batch(
     if len(prompt_tokens) != len(phone_ids):
         raise ValueError(f"{len(phone_ids)} phone sequences but {len(prompt_tokens)} prompts")
     utterances = [prepare_utterance(model, *row) for row in zip(phone_ids, bert, prompt_tokens)]
+    if not utterances:
+        return []
     results: list[GenerationResult | None] = [None] * len(utterances)
     for events in decode_steps(model, utterances, params):
         for row, _, result in events:
