@@ -22,7 +22,7 @@ from .config import GPTConfig
 from .kv_cache import KVCache
 
 PE_INITIAL_POSITIONS = 4096
-SPLIT_MAX_ROWS = 8  # see linear()
+SPLIT_MAX_ROWS = 8  # products with at most this many rows count as matrix-vector; see linear()
 
 
 def sine_table(n_positions: int, dim: int) -> torch.Tensor:
@@ -59,18 +59,27 @@ def prefix_lm_mask(text_lens: torch.Tensor, semantic_lens: torch.Tensor, total: 
 
 
 def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """``layer(x)``, except that float32 products with few rows on CPU are split across threads.
+    """``layer(x)``, taking the fastest route PyTorch offers on a CPU without half-precision units.
 
-    A decode step is one matrix-vector product per weight, bound by how fast the weights stream
-    from memory. MKL computes a float32 matrix-vector product on a single core; the same product
-    as a batch of ``parts`` shorter ones (``baddbmm``) runs on all intra-op threads, which makes a
-    full-size step ~1.4x faster on 2 cores. Large-row products (the prefill) are already parallel.
+    * float32 with few rows (a decode step): one matrix-vector product per weight, bound by how
+      fast the weights stream from memory. MKL runs it on a single core; as a batch of ``parts``
+      shorter products (``baddbmm``) it runs on every intra-op thread (~1.4x per step on 2 cores).
+    * float16/bfloat16 with many rows (the prefill): CPU half-precision GEMMs are ~7x slower than
+      upcasting the weight (one pass over it) and multiplying in float32.
+
+    Everything else, and every GPU product, is a plain ``F.linear``.
     """
     w, b = layer.weight, layer.bias
     out, inp = w.shape
     rows = x.numel() // inp
+    if x.device.type != "cpu":
+        return F.linear(x, w, b)
+    if w.dtype != torch.float32:
+        if rows <= SPLIT_MAX_ROWS:
+            return F.linear(x, w, b)  # PyTorch's own half matrix-vector kernel is fast (and threaded)
+        return F.linear(x.float(), w.float(), None if b is None else b.float()).to(x.dtype)
     parts = math.gcd(out, torch.get_num_threads())
-    if x.device.type != "cpu" or w.dtype != torch.float32 or rows > SPLIT_MAX_ROWS or parts == 1:
+    if rows > SPLIT_MAX_ROWS or parts == 1:
         return F.linear(x, w, b)
     blocks = w.view(parts, out // parts, inp).transpose(1, 2)
     xs = x.reshape(1, rows, inp).expand(parts, rows, inp)
@@ -146,7 +155,7 @@ class Text2Semantic(nn.Module):
         """``phone_ids [B, T]``, ``bert [B, bert_dim, T]`` -> ``[B, T, d]`` with text positions 0..T-1."""
         t = phone_ids.shape[1]
         self.ensure_positions(t)
-        x = self.text_embedding(phone_ids) + self.bert_proj(bert.transpose(1, 2))
+        x = self.text_embedding(phone_ids) + linear(bert.transpose(1, 2), self.bert_proj)
         return x + self.text_alpha * self.pe[:t]
 
     def embed_semantic(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -164,7 +173,7 @@ class Text2Semantic(nn.Module):
 
     def prefill(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Fill an empty cache with the embedded ``[text ; prompt]`` and return the next logits ``[B, V]``."""
-        return self.ar_predict_layer(self.transformer(x, mask, cache)[:, -1])
+        return linear(self.transformer(x, mask, cache)[:, -1], self.ar_predict_layer)
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Append one semantic token per row (``tokens [B]`` at semantic ``positions [B]``); logits ``[B, V]``."""
