@@ -98,6 +98,13 @@ def arrow_from_tensor(tensor: torch.Tensor) -> pa.Array:
     return arrow_from_numpy(t.contiguous().numpy())
 
 
+def arrow_from_float32(values: np.ndarray | torch.Tensor) -> pa.Array:
+    """A float32 payload from either a tensor or an array, without copying either."""
+    if isinstance(values, torch.Tensor):
+        return arrow_from_tensor(values)
+    return arrow_from_numpy(np.asarray(values, dtype=np.float32))
+
+
 def numpy_view(value: Any, dtype: np.dtype | type, port: str) -> np.ndarray:
     """Read-only numpy view over a flat Arrow payload; refuses the wrong Arrow type."""
     expected = _ARROW_TYPES[np.dtype(dtype)]
@@ -252,12 +259,7 @@ class PhoneFeatures:
         }
         if self.error:
             md[ERROR] = self.error
-        payload = (
-            arrow_from_tensor(self.features)
-            if isinstance(self.features, torch.Tensor)
-            else arrow_from_numpy(np.asarray(self.features, dtype=np.float32))
-        )
-        return payload, md
+        return arrow_from_float32(self.features), md
 
     @classmethod
     def from_event(cls, value: Any, md: Mapping[str, Any]) -> "PhoneFeatures":
@@ -333,12 +335,7 @@ class AudioChunk:
         }
         if self.error:
             md[ERROR] = self.error
-        payload = (
-            arrow_from_tensor(self.samples)
-            if isinstance(self.samples, torch.Tensor)
-            else arrow_from_numpy(np.asarray(self.samples, dtype=np.float32))
-        )
-        return payload, md
+        return arrow_from_float32(self.samples), md
 
     @classmethod
     def from_event(cls, value: Any, md: Mapping[str, Any]) -> "AudioChunk":
