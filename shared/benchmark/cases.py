@@ -55,3 +55,13 @@ def select_cases(languages: list[str] | None = None, lengths: list[str] | None =
                 raise ValueError(f"no benchmark text for {language}/{length}")
             chosen.append(TextCase(f"{language}-{length}", language, length, TEXTS[(language, length)]))
     return chosen
+
+
+def warmup_cases(cases: list[TextCase]) -> list[TextCase]:
+    """The shortest selected text of each language: enough to warm every code path (lazy imports,
+    G2P dictionaries, first-call allocations) without paying a long text's time for nothing."""
+    first: dict[str, TextCase] = {}
+    for case in cases:
+        if case.language not in first or len(case.text) < len(first[case.language].text):
+            first[case.language] = case
+    return list(first.values())

@@ -66,7 +66,7 @@ def ttfa_panel(ax, doc: dict[str, Any]) -> None:
     width = 0.38
     inproc = [doc["cases"][n]["ours"]["first_audio_s"] for n in names]
     ax.bar([i - width / 2 for i in x], [_median(s) for s in inproc], width, yerr=list(zip(*map(_errors, inproc))),
-           color="#6baed6", label="in-process: first segment's audio")
+           color="#6baed6", label="in-process: first segment's audio (whole-segment vocoding)")
     dataflow = [(doc["cases"][n].get("dataflow") or {}).get("ttfa_s") for n in names]
     if any(dataflow):
         ax.bar([i + width / 2 for i in x], [_median(s) for s in dataflow], width, yerr=list(zip(*map(_errors, dataflow))),
@@ -95,7 +95,7 @@ def rtf_panel(ax, doc: dict[str, Any]) -> None:
     ax.axhline(1.0, color="black", lw=1, ls="--")
     ax.axhline(UPSTREAM_E2E_RTF_ANCHOR, color="#636363", lw=1, ls=":")
     ax.text(len(names) - 0.5, UPSTREAM_E2E_RTF_ANCHOR, f"upstream e2e anchor {UPSTREAM_E2E_RTF_ANCHOR}", fontsize=8, ha="right", va="bottom")
-    ax.text(len(names) - 0.5, 1.0, "real time", fontsize=8, ha="right", va="bottom")
+    ax.text(-0.5, 1.0, "real time", fontsize=8, ha="left", va="top")
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
     ax.set_ylabel("real-time factor (lower is faster)")
     ax.set_title("Real-time factor", fontsize=10)

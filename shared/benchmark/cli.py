@@ -25,12 +25,12 @@ import torch
 
 from ..model_paths import ModelPaths, resolve
 from ..runtime_config import DTYPES
-from .cases import LANGUAGES, LENGTHS, TextCase, select_cases
+from .cases import LANGUAGES, LENGTHS, TextCase, select_cases, warmup_cases
 from .dataflow import DataflowError, DataflowResult, run_dataflow
 from .inprocess import SPLIT_METHOD, Pipeline, load_models, prepare_voice
 from .report import to_markdown
 from .results import CaseRecord, case_document, overall
-from .system import LoadSampler, host_info
+from .system import LoadSampler, git_commit, host_info
 from .upstream import Upstream, UpstreamError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +57,7 @@ class Options:
     dataflow: bool = True
     chart: bool = True
     progress: bool = True
+    render: Path | None = None
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -72,7 +73,7 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--tokens", type=int, default=60, help="GPT early_stop_num per segment: N gives N+1 tokens (default 60)")
     p.add_argument("--repeats", type=int, default=3, help="measured runs per case (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="unmeasured runs per case first (default 1)")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first, over the shortest text of each language (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--languages", default=",".join(LANGUAGES), help="comma-separated subset of zh,en")
     p.add_argument("--lengths", default=",".join(LENGTHS), help="comma-separated subset of short,medium,long")
@@ -81,13 +82,15 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--skip-dataflow", action="store_true", help="do not measure TTFA through `dora run`")
     p.add_argument("--no-chart", action="store_true", help="do not draw bench.png")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--render", type=Path, default=None, metavar="JSON",
+                   help="measure nothing: redraw bench.md and bench.png from an earlier bench.json into --out")
     a = p.parse_args(argv)
     return Options(
         out=a.out, model_dir=a.model_dir, size=a.size, version=a.version, device=a.device, dtype=a.dtype,
         threads=a.threads, tokens=a.tokens, repeats=a.repeats, warmup=a.warmup, seed=a.seed,
         languages=[x for x in a.languages.split(",") if x], lengths=[x for x in a.lengths.split(",") if x],
         upstream=a.upstream, upstream_python=a.upstream_python, dataflow=not a.skip_dataflow,
-        chart=not a.no_chart, progress=not a.no_progress,
+        chart=not a.no_chart, progress=not a.no_progress, render=a.render,
     )
 
 
@@ -144,9 +147,9 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
     load = LoadSampler()
     load.sample()
 
-    rounds = opts.warmup + opts.repeats
-    dataflow_steps = len(cases) * (1 + opts.repeats) if opts.dataflow else 0
-    progress = Progress(rounds * len(cases) + dataflow_steps, opts.progress)
+    warm = warmup_cases(cases)
+    dataflow_steps = len(warm) + len(cases) * opts.repeats if opts.dataflow else 0
+    progress = Progress(opts.warmup * len(warm) + opts.repeats * len(cases) + dataflow_steps, opts.progress)
     try:
         progress.step("loading models", advance=False)
         records, in_process = measure_in_process(opts, paths, device, dtype, cases, workdir, load, progress)
@@ -198,14 +201,14 @@ def measure_in_process(
         for round_index in range(opts.warmup + opts.repeats):
             warm = round_index < opts.warmup
             label = "warm-up" if warm else f"repeat {round_index - opts.warmup + 1}/{opts.repeats}"
-            for case in cases:
+            for case in warmup_cases(cases) if warm else cases:
                 progress.step(f"{case.name} {label}", advance=False)
                 load.sample()
                 ours = pipeline.run(case)
                 theirs = None
                 if upstream is not None:
                     try:
-                        theirs = upstream.run(case, ours)
+                        theirs = upstream.run(case, ours, measured=not warm)
                     except UpstreamError as e:
                         upstream_doc["error"] = f"failed on {case.name}: {e}"
                         upstream.close()
@@ -257,7 +260,7 @@ def checkout_commit(checkout: Path) -> str | None:
         out = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip() or "unknown (not a git checkout)"
 
 
 def run_graph(
@@ -266,6 +269,7 @@ def run_graph(
     if shutil.which("dora") is None and not (Path(sys.executable).parent / "dora").exists():
         return None, {"error": "the dora CLI is not installed"}
     threads = opts.threads or torch.get_num_threads()
+    commit = git_commit(REPO)  # the nodes run the code as it is now, which may differ from the start's
     load.sample()
     try:
         result = run_dataflow(REPO, workdir, paths, cases, opts.repeats, opts.tokens, opts.device, opts.dtype,
@@ -274,6 +278,7 @@ def run_graph(
         return None, {"error": str(e)[-1500:]}
     load.sample()
     return result, {
+        "git_commit": commit,
         "startup_s": round(result.startup_s, 2),
         "gpt_tokens_per_segment": result.gpt_tokens_per_segment,
         "threads_per_node": threads,
@@ -301,7 +306,7 @@ def write_outputs(doc: dict[str, Any], opts: Options) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
-    doc = run_benchmark(opts)
+    doc = json.loads(opts.render.read_text(encoding="utf-8")) if opts.render else run_benchmark(opts)
     written = write_outputs(doc, opts)
     print(to_markdown(doc))
     print(f"wrote {', '.join(map(str, written))} in {time.perf_counter() - started:.0f} s")

@@ -30,7 +30,7 @@ import yaml
 from ..checkpoint_io import read_checkpoint
 from ..gpt.config import EARLY_STOP_PER_SECOND
 from ..model_paths import ModelPaths
-from .cases import TextCase
+from .cases import TextCase, warmup_cases
 from .system import _status_kib
 
 READY_TIMEOUT_S = 900  # seven processes importing torch and loading models on 2 busy cores
@@ -244,16 +244,16 @@ def run_dataflow(
     seed: int,
     progress: Callable[[str], None] = lambda _: None,
 ) -> DataflowResult:
-    """One warm-up request per case, then ``repeats`` rounds over the cases."""
+    """One warm-up request per language (its shortest text), then ``repeats`` rounds over the cases."""
     budget = budget_gpt_checkpoint(paths, tokens_per_segment, workdir) if paths.development else None
     graph = GraphRun(repo, workdir, node_env(paths, budget, device, dtype, threads, seed))
     result = DataflowResult(gpt_tokens_per_segment=tokens_per_segment if budget else None, log_path=str(graph.log_path))
     try:
         progress("dataflow: starting dora run")
         result.startup_s = graph.start()
-        for warmup, rounds in ((True, 1), (False, repeats)):
+        for warmup, rounds, chosen in ((True, 1, warmup_cases(cases)), (False, repeats, cases)):
             for _ in range(rounds):
-                for case in cases:
+                for case in chosen:
                     metrics = graph.say(case.text, case.language)
                     result.requests.append(DataflowRequest(case.name, warmup, metrics))
                     progress(f"dataflow: {case.name}{' (warm-up)' if warmup else ''}")

@@ -50,14 +50,15 @@ def conditions(doc: dict[str, Any]) -> list[str]:
         f"({(cfg['tokens_per_segment'] + 1) / 25:.2f} s of speech); sampling top_k {cfg['sampling']['top_k']}, "
         f"top_p {cfg['sampling']['top_p']}, temperature {cfg['sampling']['temperature']}, repetition penalty "
         f"{cfg['sampling']['repetition_penalty']}; seed {cfg['seed']} (segment i: seed + i)",
-        f"* Repeats: {cfg['warmup']} warm-up + {cfg['repeats']} measured per case; sentence split {cfg['split_method']}",
+        f"* Repeats: {cfg['repeats']} measured per case, after {cfg['warmup']} warm-up round(s) over the shortest text of each "
+        f"language; sentence split {cfg['split_method']}",
     ]
     return lines
 
 
 def ours_table(doc: dict[str, Any]) -> list[str]:
     header = ["case", "segs", "chars", "prefill ms/seg", "decode ms/tok", "decode tok/s", "vocoder RTF",
-              "e2e RTF", "first audio s", "chars/s", "peak RSS MiB"]
+              "e2e RTF", "first segment's audio s", "chars/s", "peak RSS MiB"]
     rows = []
     for name, c in doc["cases"].items():
         o = c["ours"]
@@ -124,7 +125,9 @@ def hashes_table(doc: dict[str, Any]) -> list[str]:
 
 def to_markdown(doc: dict[str, Any]) -> str:
     lines = ["# dora-gpt-sovits benchmark", "", *conditions(doc), "", SPREAD_NOTE, "",
-             "## Ours, in-process (text → frontend → BERT → GPT → vocoder)", "", *ours_table(doc), "",
+             "## Ours, in-process (text → frontend → BERT → GPT → vocoder)", "",
+             "Each segment is decoded whole, then vocoded whole (no streaming inside a segment).", "",
+             *ours_table(doc), "",
              "Stage breakdown (medians, seconds per text):", "", *stage_table(doc), ""]
     if any("upstream" in c for c in doc["cases"].values()):
         up = doc.get("upstream", {})
@@ -139,7 +142,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
     if any(c.get("dataflow") for c in doc["cases"].values()):
         df = doc["dataflow"]
         lines += ["## Through the dataflow (`dora run`, service graph, sink = null)", "",
-                  f"Startup (dora run → text-input listening): {df['startup_s']:.1f} s. "
+                  f"Code at commit {df.get('git_commit')}. Startup (dora run → text-input listening): {df['startup_s']:.1f} s. "
                   f"GPT budget in the graph: {df['gpt_tokens_per_segment'] or 'the model’s own (EOS)'} tokens per segment. "
                   f"Peak RSS, sum over nodes: {plain(df.get('total_peak_rss_mib'), 0)} MiB.", "",
                   *dataflow_table(doc), ""]
