@@ -285,6 +285,10 @@ def run_graph(
         "node_peak_rss_mib": result.node_peak_rss_mib,
         "total_peak_rss_mib": round(sum(result.node_peak_rss_mib.values()), 1) or None,
         "log": result.log_path,
+        "requests": [  # every request's own figures: the medians above hide bimodal latencies
+            {"case": r.case, "warmup": r.warmup, **{k: r.metrics.get(k) for k in ("ttfa_s", "wall_s", "audio_s", "rtf", "errors")}}
+            for r in result.requests
+        ],
     }
 
 
