@@ -17,6 +17,7 @@ from dora_gpt_sovits.gpt.sampling import SamplingParams
 
 from conftest import FIXTURES  # noqa: E402
 GPT_FILE = FIXTURES / "gpt_v2_tiny.ckpt"
+pytestmark = pytest.mark.usefixtures("torch_single_thread")  # tiny models; see conftest
 
 
 @pytest.fixture(scope="module")

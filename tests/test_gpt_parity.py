@@ -11,8 +11,6 @@ the greedy runs the smallest best/second-best logit gap is 0.017.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -30,6 +28,7 @@ from dora_gpt_sovits.gpt.sampling import SamplingParams
 
 from conftest import FIXTURES  # noqa: E402
 ATOL = 1e-4
+pytestmark = pytest.mark.usefixtures("torch_single_thread")  # tiny models; see conftest
 EARLY_STOP = 40  # the fixture runs' early_stop_num
 
 
@@ -241,3 +240,21 @@ def test_step_cap_keeps_token_and_drops_first(model, inputs, monkeypatch):
     result = generate(no_eos, *inputs, SamplingParams(top_k=1, early_stop_num=1000))
     assert (result.stop_reason, result.n_steps, len(result.generated)) == (StopReason.MAX_STEPS, 30, 30)
     assert torch.equal(result.tokens, result.generated[1:])
+
+
+def test_thread_split_products_match(model, inputs, expected, manifest_runs):
+    """With 2 threads float32 decode steps take the split matrix-vector route (model.linear)."""
+    from dora_gpt_sovits.gpt.model import linear
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        layer = model.layers[0].ffn_in
+        for rows in (1, 3):
+            x = torch.randn(rows, 1, 64)
+            torch.testing.assert_close(linear(x, layer), torch.nn.functional.linear(x, layer.weight, layer.bias))
+        name = "sample_k20_p0.6_t0.6_rp1.35_seed1234"
+        result = generate(model, *inputs, params_of(manifest_runs[name]))
+        np.testing.assert_array_equal(result.tokens.numpy(), expected[f"gpt_v2_tiny_{name}_tokens"])
+    finally:
+        torch.set_num_threads(previous)

@@ -9,6 +9,8 @@ from dora_gpt_sovits.gpt.kv_cache import KVCache
 from dora_gpt_sovits.gpt.model import prefix_lm_mask
 from dora_gpt_sovits.gpt.sampling import SamplingParams, penalise_repeats, sample, top_k_filter, top_p_filter
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")  # tiny models; see conftest
+
 
 def test_cache_writes_in_place_and_compacts():
     cache = KVCache(n_layer=2, batch=3, n_head=2, head_dim=4, max_len=10, dtype=torch.float32, device="cpu")
