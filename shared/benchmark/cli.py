@@ -279,6 +279,7 @@ def run_graph(
     load.sample()
     return result, {
         "git_commit": commit,
+        **({"error": result.error[-1500:]} if result.error else {}),
         "startup_s": round(result.startup_s, 2),
         "gpt_tokens_per_segment": result.gpt_tokens_per_segment,
         "threads_per_node": threads,

@@ -34,7 +34,7 @@ from .cases import TextCase, warmup_cases
 from .system import _status_kib
 
 READY_TIMEOUT_S = 900  # seven processes importing torch and loading models on 2 busy cores
-REQUEST_TIMEOUT_S = 900
+REQUEST_TIMEOUT_S = 300  # the longest text takes ~80 s on a busy 2-core machine
 
 
 class DataflowError(RuntimeError):
@@ -55,6 +55,7 @@ class DataflowResult:
     node_peak_rss_mib: dict[str, float] = field(default_factory=dict)
     gpt_tokens_per_segment: int | None = None  # None: the model's own stop (EOS or its max_sec)
     log_path: str = ""
+    error: str | None = None  # why the requests stopped early (what was measured before is kept)
 
     def measured(self, case: str) -> list[dict[str, Any]]:
         return [r.metrics for r in self.requests if r.case == case and not r.warmup]
@@ -251,12 +252,18 @@ def run_dataflow(
     try:
         progress("dataflow: starting dora run")
         result.startup_s = graph.start()
-        for warmup, rounds, chosen in ((True, 1, warmup_cases(cases)), (False, repeats, cases)):
-            for _ in range(rounds):
-                for case in chosen:
-                    metrics = graph.say(case.text, case.language)
-                    result.requests.append(DataflowRequest(case.name, warmup, metrics))
-                    progress(f"dataflow: {case.name}{' (warm-up)' if warmup else ''}")
+        try:
+            for warmup, rounds, chosen in ((True, 1, warmup_cases(cases)), (False, repeats, cases)):
+                for _ in range(rounds):
+                    for case in chosen:
+                        metrics = graph.say(case.text, case.language)
+                        result.requests.append(DataflowRequest(case.name, warmup, metrics))
+                        progress(f"dataflow: {case.name}{' (warm-up)' if warmup else ''}")
+        except DataflowError as e:
+            # A request that never completes leaves the graph in an unknown state: stop asking,
+            # keep what was measured, and say which request it was.
+            done = len(result.requests)
+            result.error = f"request {done + 1} ({case.name}) failed: {e}"
         result.node_peak_rss_mib = graph.peaks()
     finally:
         graph.stop()

@@ -146,6 +146,8 @@ def to_markdown(doc: dict[str, Any]) -> str:
                   f"GPT budget in the graph: {df['gpt_tokens_per_segment'] or 'the model’s own (EOS)'} tokens per segment. "
                   f"Peak RSS, sum over nodes: {plain(df.get('total_peak_rss_mib'), 0)} MiB.", "",
                   *dataflow_table(doc), ""]
+        if df.get("error"):
+            lines += [f"**Stopped early:** {first_line(df['error'])} (the requests before it are in the table).", ""]
         if df.get("node_peak_rss_mib"):
             lines += ["Peak RSS per node (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(df["node_peak_rss_mib"].items())), ""]
     elif doc.get("dataflow", {}).get("error"):
