@@ -1,7 +1,8 @@
 """audio-sink node: plays or records the audio, and reports time to first audio per utterance.
 
 Input:  ``audio`` (Float32[n] mono with sample_rate; our chunks or any kokoro-style producer).
-Output: ``metrics`` (Utf8[1] JSON per finished utterance: ttfa_s, audio_s, wall_s, rtf, underruns,
+Output: ``metrics`` (Utf8[1] JSON per finished utterance: ttfa_s, audio_s, wall_s, rtf, stall_s and
+        stalls (gaps real-time playback would have had, in every mode), underruns (speaker),
         errors, wav_path, development_model).
 
 ``GSV_SINK``: ``auto`` (default: the speaker when PortAudio and an output device exist, otherwise a
@@ -21,6 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.audio.playback_clock import PlaybackClock
 from dora_gpt_sovits.audio.wav import numbered_path, write_wav
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 
@@ -37,6 +39,7 @@ class Utterance:
     n_samples: int = 0
     errors: list[str] = field(default_factory=list)
     development_model: bool = False
+    playback: PlaybackClock = field(default_factory=PlaybackClock)
 
 
 class AudioSinkStage(StageBase):
@@ -83,6 +86,7 @@ class AudioSinkStage(StageBase):
             " (DEVELOPMENT MODEL: noise)" if chunk.development_model else "",
         )
         utt.n_samples += len(samples)
+        utt.playback.arrive(self.clock(), len(samples) / chunk.sample_rate)
         if self.mode == "wav":
             utt.samples.append(np.array(samples))  # the event buffer is released after this call
         elif self.mode == "speaker":
@@ -106,6 +110,8 @@ class AudioSinkStage(StageBase):
             "audio_s": round(audio_s, 4),
             "wall_s": round(wall, 4),
             "rtf": round(wall / audio_s, 4) if audio_s else None,
+            "stall_s": round(utt.playback.stall_s, 4),
+            "stalls": utt.playback.stalls,
             "errors": utt.errors,
             "development_model": utt.development_model,
         }
@@ -116,11 +122,13 @@ class AudioSinkStage(StageBase):
         if self.mode == "speaker":
             report["underruns"] = sum(p.underruns for p in self.players.values())
         log.info(
-            "utterance %s done: TTFA %.3f s, %.2f s of audio in %.2f s%s%s%s",
+            "utterance %s done: TTFA %.3f s, %.2f s of audio in %.2f s, playback stalls %d (%.2f s)%s%s%s",
             utt.utterance_id,
             report["ttfa_s"],
             audio_s,
             wall,
+            utt.playback.stalls,
+            utt.playback.stall_s,
             f", wrote {report['wav_path']}" if "wav_path" in report else "",
             f", {len(utt.errors)} failed segment(s)" if utt.errors else "",
             " — DEVELOPMENT MODEL: this audio is noise, not speech" if utt.development_model else "",

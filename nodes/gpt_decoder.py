@@ -4,7 +4,8 @@ Inputs:  ``phone_features`` (Float32[1024*T] from bert), ``prompt_semantic`` (In
 Output:  ``semantic_tokens`` (Int64[n] chunks; metadata chunk_index, segment_final, phone_ids).
 
 Tokens leave as soon as a chunk is full — a small first chunk for a short time to first audio,
-larger ones afterwards (``GSV_FIRST_CHUNK_TOKENS``, ``GSV_CHUNK_TOKENS``) — while decoding goes on.
+doubling up to a cap afterwards (``GSV_FIRST_CHUNK_TOKENS``, ``GSV_CHUNK_GROWTH``,
+``GSV_CHUNK_TOKENS``) — while decoding goes on.
 Sampling: ``GSV_TOP_K`` (15), ``GSV_TOP_P`` (1.0), ``GSV_TEMPERATURE`` (1.0),
 ``GSV_REPETITION_PENALTY`` (1.35), ``GSV_SEED`` (segment i of an utterance uses seed + i; unset =
 random). Segments whose voice has no prompt tokens yet wait here until they arrive.
@@ -33,15 +34,25 @@ TokenStream = Callable[[np.ndarray, np.ndarray, np.ndarray, int | None], Iterato
 
 @dataclass(frozen=True)
 class ChunkPolicy:
-    first_chunk_tokens: int = 12  # ~0.5 s of audio at 25 tokens/s
+    """Chunk sizes grow geometrically from a small first chunk up to ``chunk_tokens``.
+
+    The first chunk sets the time to first audio; each later chunk must be decoded and vocoded
+    while the audio before it plays. Doubling keeps every chunk shorter to produce than the audio
+    already queued ahead of it (the GPT makes ~2 s of tokens per second), while the cap keeps the
+    vocoder's runs long enough to amortise their fixed cost.
+    """
+
+    first_chunk_tokens: int = 10  # 0.4 s of audio at 25 tokens/s
     chunk_tokens: int = 40
+    growth: float = 2.0
 
     def boundaries(self) -> Iterator[int]:
-        """Token counts at which a chunk is emitted: 12, 52, 92, ..."""
-        n = self.first_chunk_tokens
+        """Token counts at which a chunk is emitted: 10, 30, 70, 110, ... for the defaults."""
+        n, size = 0, self.first_chunk_tokens
         while True:
+            n += size
             yield n
-            n += self.chunk_tokens
+            size = min(self.chunk_tokens, max(size, round(size * self.growth)))
 
 
 class GPTStage(StageBase):
@@ -119,8 +130,9 @@ class GPTStage(StageBase):
 
 def policy_from_env(env: dict[str, str]) -> ChunkPolicy:
     return ChunkPolicy(
-        first_chunk_tokens=int(env.get("GSV_FIRST_CHUNK_TOKENS", 12)),
-        chunk_tokens=int(env.get("GSV_CHUNK_TOKENS", 40)),
+        first_chunk_tokens=int(env.get("GSV_FIRST_CHUNK_TOKENS", ChunkPolicy.first_chunk_tokens)),
+        chunk_tokens=int(env.get("GSV_CHUNK_TOKENS", ChunkPolicy.chunk_tokens)),
+        growth=float(env.get("GSV_CHUNK_GROWTH", ChunkPolicy.growth)),
     )
 
 

@@ -159,12 +159,21 @@ def connect() -> Any:
 
 
 def configure_threads() -> None:
-    """Pin torch's intra-op threads (GSV_THREADS) so co-located nodes don't oversubscribe the CPU."""
+    """CPU sharing between co-located nodes: torch threads (GSV_THREADS) and priority (GSV_NICE).
+
+    ``GSV_NICE`` lowers this process's scheduling priority (``os.nice``): a node whose output is
+    less urgent (the GPT decoding ahead of playback) then yields the cores to the one that makes
+    the next audible sample (the vocoder). ``OMP_WAIT_POLICY=PASSIVE`` must be set in the node's
+    environment instead (the OpenMP runtime reads it when torch is imported, before this runs).
+    """
     threads = os.environ.get("GSV_THREADS")
     if threads:
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
+    nice = os.environ.get("GSV_NICE")
+    if nice:
+        os.nice(int(nice))
 
 
 def fail(message: str) -> NoReturn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -58,12 +59,23 @@ def test_gpt_streams_a_small_first_chunk_then_larger_ones():
     stage = GPTStage(decode, ChunkPolicy(first_chunk_tokens=4, chunk_tokens=10), seed=7)
     list(stage.handle(m.PROMPT_SEMANTIC, *prompt_message()))
     chunks = chunks_of(stage.handle(m.PHONE_FEATURES, *features_message(segment=2)))
-    assert [len(c.tokens) for c in chunks] == [4, 10, 10, 6]
+    assert [len(c.tokens) for c in chunks] == [4, 8, 10, 8]  # doubling from 4, capped at 10
     assert np.concatenate([c.tokens for c in chunks]).tolist() == list(range(30))
     assert [c.chunk_index for c in chunks] == [0, 1, 2, 3]
     assert [c.segment_final for c in chunks] == [False, False, False, True]
     assert chunks[0].phone_ids == [11, 12, 13]  # target phones only: the prompt phone is dropped
     assert calls[0][2] == [5, 6, 7] and calls[0][3] == 9  # prompt tokens; seed + segment index
+
+
+def chunk_sizes(policy: ChunkPolicy, n: int = 6) -> list[int]:
+    boundaries = list(itertools.islice(policy.boundaries(), n))
+    return [b - a for a, b in zip([0] + boundaries, boundaries)]
+
+
+def test_chunk_policy_grows_geometrically_to_its_cap():
+    assert chunk_sizes(ChunkPolicy(first_chunk_tokens=10, chunk_tokens=40)) == [10, 20, 40, 40, 40, 40]
+    assert chunk_sizes(ChunkPolicy(first_chunk_tokens=12, chunk_tokens=40, growth=1.0)) == [12] * 6
+    assert chunk_sizes(ChunkPolicy(first_chunk_tokens=8, chunk_tokens=8)) == [8] * 6
 
 
 def test_gpt_waits_for_the_voice_prompt_then_decodes():
@@ -176,6 +188,7 @@ def test_sink_writes_one_wav_per_utterance_and_reports_ttfa(tmp_path: Path):
     report = json.loads(metrics.data[0].as_py())
     assert report["ttfa_s"] == pytest.approx(0.4)
     assert report["audio_s"] == pytest.approx(1.5)
+    assert report["stalls"] == 0 and report["stall_s"] == 0  # 1 s of audio queued, next chunk 0.6 s later
     wav, rate = sf.read(report["wav_path"])
     assert rate == SR and len(wav) == SR + SR // 2
     list(stage.handle(m.AUDIO, *audio_message(100, 0, True, utt="u2")))
