@@ -39,11 +39,13 @@ def main() -> None:
         fail(str(e))
     bridge = GraphBridge()
     server = HttpServer(create_app(bridge, voices, config, development_model=paths.development), config.host, config.port)
+    # Joining the graph returns once every node has loaded its model, so the port opens when the
+    # whole graph can serve: clients never wait on a request accepted during startup.
+    node = connect()
     try:
         port = server.start()
     except OSError as e:
         fail(f"cannot listen on {config.host}:{config.port} ({e}); set GSV_HTTP_HOST/GSV_HTTP_PORT")
-    node = connect()
     log.info("OpenAI-compatible speech API on http://%s:%d/v1 (page: http://%s:%d/), voices %s",
              config.host, port, config.host, port, sorted(voices))
     try:

@@ -47,8 +47,28 @@ def test_distributed_graph_moves_gpt_and_vocoder_to_the_accelerator_machine():
     assert distributed == default
 
 
+def test_openai_server_graph_is_the_default_graph_with_the_server_as_text_source_and_audio_consumer():
+    default, server = load("dataflow.yml"), load("dataflows/openai-server.yml")
+    nodes = {n["id"]: n for n in server["nodes"]}
+    assert set(nodes) == STAGES - {"text-input", "audio-sink"} | {"http-server"}
+    http = nodes.pop("http-server")
+    assert http["inputs"] == {"audio": {"source": "vocoder/audio", "queue_size": 10000}}
+    assert set(http["outputs"]) == {"text", "control"} and "env" not in http  # host/port from the caller
+    frontend = nodes["text-frontend"]["inputs"]
+    assert frontend.pop("control")["source"] == "http-server/control"
+    assert frontend["text"].pop("source") == "http-server/text"
+    # OpenAI's pcm is 24 kHz: the vocoder emits it, so the server streams without converting.
+    assert nodes["vocoder"].pop("env") == {"GSV_OUTPUT_SAMPLE_RATE": "24000"}
+    for node in default["nodes"]:
+        if node["id"] in nodes:
+            if node["id"] == "text-frontend":
+                node["inputs"]["text"].pop("source")
+            assert nodes[node["id"]] == node, node["id"]
+
+
 @pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
-@pytest.mark.parametrize("path", ["dataflow.yml", "dataflows/service.yml", "dataflows/distributed.yml"])
+@pytest.mark.parametrize("path", ["dataflow.yml", "dataflows/service.yml", "dataflows/distributed.yml",
+                                  "dataflows/openai-server.yml"])
 def test_dora_validates_the_graphs(path):
     result = subprocess.run(["dora", "validate", path], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
