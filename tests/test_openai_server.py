@@ -118,6 +118,7 @@ class FakeGraph:
         self.controls: list[dict] = []
         self.seconds, self.delay = seconds_per_sentence, delay
         self.fail_texts: dict[str, str] = {}
+        self.fail_from_segment = 0
 
     def next(self, timeout: float | None = None):
         try:
@@ -138,7 +139,7 @@ class FakeGraph:
         sentences = [s for s in text.split(".") if s.strip()]
         for segment, _ in enumerate(sentences):
             key = m.SegmentKey(md[m.UTTERANCE_ID], segment, segment == len(sentences) - 1, md[m.VOICE])
-            if text in self.fail_texts:
+            if text in self.fail_texts and segment >= self.fail_from_segment:
                 self.emit(m.AudioChunk(key, np.zeros(0, np.float32), SR, 0, True, error=self.fail_texts[text]))
                 continue
             n, step = int(self.seconds * SR), SR // 10
@@ -270,3 +271,18 @@ def test_a_client_that_disconnects_cancels_its_utterance(served):
         time.sleep(0.05)
     assert graph.controls and graph.controls[0][m.UTTERANCE_ID] == graph.texts[-1][1][m.UTTERANCE_ID]
     assert http(base, "/v1/requests/last")[1]["status"] == "cancelled"
+
+
+def test_an_error_after_audio_started_cuts_the_stream_instead_of_ending_it_cleanly(served):
+    from http.client import IncompleteRead
+
+    base, graph = served
+    graph.fail_texts["Fine. Broken."], graph.fail_from_segment = "GPT decoding failed: boom", 1
+    request = urllib.request.Request(base + "/v1/audio/speech", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"input": "Fine. Broken.", "voice": "default"}).encode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+        with pytest.raises(IncompleteRead):
+            response.read()
+    last = http(base, "/v1/requests/last")[1]
+    assert last["status"] == "failed" and "boom" in last["error"]
