@@ -8,7 +8,9 @@ doubling up to a cap afterwards (``GSV_FIRST_CHUNK_TOKENS``, ``GSV_CHUNK_GROWTH`
 ``GSV_CHUNK_TOKENS``) — while decoding goes on.
 Sampling: ``GSV_TOP_K`` (15), ``GSV_TOP_P`` (1.0), ``GSV_TEMPERATURE`` (1.0),
 ``GSV_REPETITION_PENALTY`` (1.35), ``GSV_SEED`` (segment i of an utterance uses seed + i; unset =
-random). Segments whose voice has no prompt tokens yet wait here until they arrive.
+random); a segment's ``top_k``/``top_p``/``temperature`` metadata (set per request, see
+docs/messages.md) override them for that segment. Segments whose voice has no prompt tokens yet
+wait here until they arrive.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 
 log = logging.getLogger("gsv.gpt")
 
-# (phone_ids [T], features [1024, T], prompt tokens [P] (empty = reference-free), seed) -> tokens
-TokenStream = Callable[[np.ndarray, np.ndarray, np.ndarray, int | None], Iterator[int]]
+# (phone_ids [T], features [1024, T], prompt tokens [P] (empty = reference-free), seed,
+#  the request's sampling overrides) -> tokens
+TokenStream = Callable[[np.ndarray, np.ndarray, np.ndarray, int | None, m.RequestOptions], Iterator[int]]
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class GPTStage(StageBase):
         boundaries = self.policy.boundaries()
         next_boundary = next(boundaries)
         try:
-            for token in self.decode(phone_ids, segment.features, prompt, seed):
+            for token in self.decode(phone_ids, segment.features, prompt, seed, segment.key.options):
                 tokens.append(token)
                 if len(tokens) == next_boundary:
                     yield chunk(tokens[sent:], index, False)
@@ -156,8 +159,10 @@ def main() -> None:
         repetition_penalty=float(env.get("GSV_REPETITION_PENALTY", 1.35)),
     )
 
-    def decode(phone_ids: np.ndarray, features: np.ndarray, prompt: np.ndarray, seed: int | None) -> Iterator[int]:
-        params = dataclasses.replace(base, seed=seed)
+    def decode(
+        phone_ids: np.ndarray, features: np.ndarray, prompt: np.ndarray, seed: int | None, options: m.RequestOptions
+    ) -> Iterator[int]:
+        params = dataclasses.replace(base, seed=seed, **options.sampling())
         with torch.inference_mode():
             yield from generate_stream(
                 model,

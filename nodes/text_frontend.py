@@ -91,6 +91,7 @@ class TextFrontendStage(StageBase):
             utterance_final=final,
             voice=str(metadata.get(m.VOICE, m.DEFAULT_VOICE)),
             text_received_at=float(metadata.get(m.TEXT_RECEIVED_AT) or m.now()),
+            options=m.RequestOptions.from_metadata(metadata, m.TEXT),
         )
 
     def segments(self, text: str, metadata: dict[str, Any]) -> Iterator[Outgoing]:

@@ -9,7 +9,8 @@ Audio is produced while the GPT is still decoding: every token chunk is vocoded 
 segment ends with ``GSV_FRAGMENT_INTERVAL`` seconds of silence (0.3, as upstream), and audio leaves
 in messages of at most ``GSV_MAX_CHUNK_SECONDS`` (1.0) so dora-pyaudio-style sinks that play one
 second per message lose nothing. ``GSV_NOISE_SCALE`` (0.5) and ``GSV_SPEED`` (1.0) are upstream's
-decode knobs; ``GSV_LOOKAHEAD_TOKENS`` (4) trades latency for smoother joins.
+decode knobs (a segment's ``speed`` metadata, set per request, overrides ``GSV_SPEED``);
+``GSV_LOOKAHEAD_TOKENS`` (4) trades latency for smoother joins.
 ``GSV_OUTPUT_SAMPLE_RATE`` (default: the model's 32000) resamples the output per chunk, with the
 filter state carried across chunks (e.g. 24000 for OpenAI-Realtime-style consumers, 16000 for ASR).
 """
@@ -36,8 +37,9 @@ log = logging.getLogger("gsv.vocoder")
 
 # (spectrogram [1025, F], speaker embedding [20480] or None) -> the model's conditioning for a voice
 Condition = Callable[[np.ndarray, np.ndarray | None], Any]
-# (conditioning, target phone ids [N], noise seed) -> a decoder for one segment's token runs
-MakeDecoder = Callable[[Any, np.ndarray, int], ChunkDecoder]
+# (conditioning, target phone ids [N], noise seed, the request's speed or None = node default)
+#   -> a decoder for one segment's token runs
+MakeDecoder = Callable[[Any, np.ndarray, int, float | None], ChunkDecoder]
 
 
 @dataclass
@@ -164,7 +166,8 @@ class VocoderStage(StageBase):
         if voice not in self.conditions:
             self.conditions[voice] = self.condition(self.spectrograms[voice], self.embeddings.get(voice))
         seed = random.randrange(2**31) if self.seed is None else self.seed + chunk.key.segment_index
-        decoder = self.make_decoder(self.conditions[voice], np.asarray(chunk.phone_ids, dtype=np.int64), seed)
+        phones = np.asarray(chunk.phone_ids, dtype=np.int64)
+        decoder = self.make_decoder(self.conditions[voice], phones, seed, chunk.key.options.speed)
         segment = OpenSegment(chunk.key, SegmentVocoder(decoder, self.policy), StreamResampler(self.model_rate, self.sample_rate))
         self.open[(chunk.key.utterance_id, chunk.key.segment_index)] = segment
         return segment
@@ -213,13 +216,14 @@ def main() -> None:
         specs = [torch.from_numpy(spec).to(device, dtype)[None]]
         return model.global_condition(specs, None if sv is None else [torch.from_numpy(sv).to(device, dtype)[None]])
 
-    def make_decoder(cond: Any, phone_ids: np.ndarray, seed: int) -> ChunkDecoder:
+    def make_decoder(cond: Any, phone_ids: np.ndarray, seed: int, request_speed: float | None = None) -> ChunkDecoder:
         phones = torch.from_numpy(phone_ids).to(device)[None]
+        segment_speed = speed if request_speed is None else request_speed
 
         def decode(history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int):
             out = decode_chunk(
                 model, cond, phones, torch.from_numpy(history), torch.from_numpy(run), torch.from_numpy(lookahead),
-                position=position, speed=speed, noise_scale=noise_scale, noise_seed=seed,
+                position=position, speed=segment_speed, noise_scale=noise_scale, noise_seed=seed,
             )
             return out.samples.reshape(-1), out.tail.reshape(-1)
 
@@ -240,7 +244,7 @@ def main() -> None:
     # The first decode pays one-off costs (allocator, kernels): pay them before serving.
     spec = np.ones((1025, 50), np.float32)
     make_decoder(condition(spec, np.zeros(20480, np.float32) if stage.needs_speaker_embedding else None),
-                 np.arange(1, 9), 0)(np.zeros(0, np.int64), np.arange(12), np.zeros(0, np.int64), 0)
+                 np.arange(1, 9), 0, None)(np.zeros(0, np.int64), np.arange(12), np.zeros(0, np.int64), 0)
     node = connect()
     log.info("SoVITS %s loaded from %s on %s/%s", model.version.model_version, paths.sovits, device, dtype)
     serve(node, stage)

@@ -63,6 +63,11 @@ TEXT_RECEIVED_AT = "text_received_at"  # float: unix seconds when the text enter
 SEGMENT_TEXT = "segment_text"  # str: the segment's raw text, for logs
 ERROR = "error"  # str: set when a stage could not produce its part
 DEVELOPMENT_MODEL = "development_model"  # bool: weights are random, audio is noise
+# Per-request options (set by the text's sender, carried on every segment; absent = node default):
+TOP_K = "top_k"  # int: GPT top-k sampling
+TOP_P = "top_p"  # float: GPT nucleus sampling
+TEMPERATURE = "temperature"  # float: GPT sampling temperature
+SPEED = "speed"  # float: vocoder speaking rate (1.0 = natural)
 
 DEFAULT_VOICE = "default"
 FEATURE_DIM = 1024  # chinese-roberta-large hidden size, which the GPT's bert_proj expects
@@ -159,6 +164,41 @@ def new_utterance_id() -> str:
 
 
 # ---- typed messages ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RequestOptions:
+    """Per-request overrides of the GPT's sampling and the vocoder's speed; None = node default.
+
+    They ride on the text message and then on every segment's metadata (only the keys that are
+    set), so one graph serves requests with different settings side by side.
+    """
+
+    top_k: int | None = None
+    top_p: float | None = None
+    temperature: float | None = None
+    speed: float | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        values = {TOP_K: self.top_k, TOP_P: self.top_p, TEMPERATURE: self.temperature, SPEED: self.speed}
+        return {k: v for k, v in values.items() if v is not None}
+
+    def sampling(self) -> dict[str, Any]:
+        """The set sampling overrides, as keyword arguments of ``gpt.sampling.SamplingParams``."""
+        values = {"top_k": self.top_k, "top_p": self.top_p, "temperature": self.temperature}
+        return {k: v for k, v in values.items() if v is not None}
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, Any], port: str) -> "RequestOptions":
+        try:
+            return cls(
+                top_k=None if md.get(TOP_K) is None else int(md[TOP_K]),
+                top_p=None if md.get(TOP_P) is None else float(md[TOP_P]),
+                temperature=None if md.get(TEMPERATURE) is None else float(md[TEMPERATURE]),
+                speed=None if md.get(SPEED) is None else float(md[SPEED]),
+            )
+        except (TypeError, ValueError) as e:
+            raise MessageError(f"port '{port}': malformed request option ({e})") from None
+
+
 @dataclass
 class SegmentKey:
     """Where a piece of work belongs: one segment of one utterance, spoken with one voice."""
@@ -168,6 +208,7 @@ class SegmentKey:
     utterance_final: bool
     voice: str = DEFAULT_VOICE
     text_received_at: float = 0.0
+    options: RequestOptions = field(default_factory=RequestOptions)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -176,7 +217,7 @@ class SegmentKey:
             UTTERANCE_FINAL: self.utterance_final,
             VOICE: self.voice,
             TEXT_RECEIVED_AT: self.text_received_at,
-        }
+        } | self.options.metadata()
 
     @classmethod
     def from_metadata(cls, md: Mapping[str, Any], port: str) -> "SegmentKey":
@@ -187,6 +228,7 @@ class SegmentKey:
             utterance_final=bool(md[UTTERANCE_FINAL]),
             voice=str(md.get(VOICE, DEFAULT_VOICE)),
             text_received_at=float(md.get(TEXT_RECEIVED_AT, 0.0)),
+            options=RequestOptions.from_metadata(md, port),
         )
 
 

@@ -47,8 +47,43 @@ def test_distributed_graph_moves_gpt_and_vocoder_to_the_accelerator_machine():
     assert distributed == default
 
 
+def without_control_plane(nodes: dict) -> dict:
+    """The data wiring alone: control inputs/outputs, the sink's segment_complete and the frontend's
+    env (its segment window needs a playing sink) removed."""
+    for node in nodes.values():
+        for port in ("control", "segment_complete"):
+            node.get("inputs", {}).pop(port, None)
+            if port in node.get("outputs", []):
+                node["outputs"].remove(port)
+        if node["id"] == "text-frontend":
+            node.pop("env", None)
+    return nodes
+
+
+def test_openai_server_graph_is_the_default_graph_with_the_server_as_text_source_and_audio_consumer():
+    default, server = load("dataflow.yml"), load("dataflows/openai-server.yml")
+    nodes = {n["id"]: n for n in server["nodes"]}
+    assert set(nodes) == STAGES - {"text-input", "audio-sink"} | {"http-server"}
+    http = nodes.pop("http-server")
+    assert http["inputs"] == {"audio": {"source": "vocoder/audio", "queue_size": 10000}}
+    assert set(http["outputs"]) == {"text", "control"} and "env" not in http  # host/port from the caller
+    # A disconnected client's stop enters at text-frontend, which fans it out to every later stage.
+    assert nodes["text-frontend"]["inputs"]["control"]["source"] == "http-server/control"
+    for stage in ("bert", "gpt", "vocoder"):
+        assert nodes[stage]["inputs"]["control"]["source"] == "text-frontend/control", stage
+    assert "GSV_MAX_SEGMENTS_AHEAD" not in nodes["text-frontend"].get("env", {})  # no sink reports playback
+    without_control_plane(nodes)
+    assert nodes["text-frontend"]["inputs"]["text"].pop("source") == "http-server/text"
+    # OpenAI's pcm is 24 kHz: the vocoder emits it, so the server streams without converting.
+    assert nodes["vocoder"].pop("env") == {"GSV_OUTPUT_SAMPLE_RATE": "24000"}
+    reference = without_control_plane({n["id"]: n for n in default["nodes"] if n["id"] in nodes})
+    reference["text-frontend"]["inputs"]["text"].pop("source")
+    assert nodes == reference
+
+
 @pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
-@pytest.mark.parametrize("path", ["dataflow.yml", "dataflows/service.yml", "dataflows/distributed.yml"])
+@pytest.mark.parametrize("path", ["dataflow.yml", "dataflows/service.yml", "dataflows/distributed.yml",
+                                  "dataflows/openai-server.yml"])
 def test_dora_validates_the_graphs(path):
     result = subprocess.run(["dora", "validate", path], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -43,7 +43,7 @@ def prompt_message(voice: str = "default"):
 def counting_decoder(n_tokens: int):
     calls = []
 
-    def decode(phone_ids, features, prompt, seed):
+    def decode(phone_ids, features, prompt, seed, options):
         calls.append((phone_ids.tolist(), features.shape, prompt.tolist(), seed))
         yield from range(n_tokens)
 
@@ -108,7 +108,7 @@ def test_gpt_turns_a_decoder_crash_into_an_error_chunk():
 
 
 # ---- vocoder --------------------------------------------------------------------------------------
-def fake_make_decoder(cond, phone_ids, seed):
+def fake_make_decoder(cond, phone_ids, seed, speed):
     def decode(history, run, lookahead, position):
         return torch.full((len(run) * 640,), 0.25), torch.zeros(0)  # 640 samples per token, as v2
 
@@ -322,7 +322,7 @@ def test_frontend_reports_text_whose_voice_failed_or_never_came():
 
 
 def test_vocoder_resamples_to_the_output_rate_across_chunks_without_seams():
-    def sine_decoder(cond, phone_ids, seed):
+    def sine_decoder(cond, phone_ids, seed, speed):
         def decode(history, run, lookahead, position):
             t = (np.arange(len(run) * 640) + position * 640) / SR
             return torch.from_numpy(0.5 * np.sin(2 * np.pi * 440 * t).astype(np.float32)), torch.zeros(0)
@@ -343,3 +343,39 @@ def test_vocoder_resamples_to_the_output_rate_across_chunks_without_seams():
     t = np.arange(len(wav)) / 24000
     ideal = 0.5 * np.sin(2 * np.pi * 440 * t)
     assert np.max(np.abs(wav[500:-500] - ideal[500:-500])) < 1e-2
+
+
+def test_request_options_ride_from_the_text_to_the_gpt_and_the_vocoder():
+    options = m.RequestOptions(top_k=5, top_p=0.8, temperature=0.7, speed=1.25)
+    frontend = TextFrontendStage()
+    list(frontend.handle(m.VOICE_PROMPT, *voice_prompt_message("")))
+    (segment,) = phoneme_segments(frontend.handle(m.TEXT, m.text_array("你好。"), options.metadata()))
+    assert segment.key.options == options
+    seen = []
+
+    def decode(phone_ids, features, prompt, seed, request_options):
+        seen.append(request_options)
+        yield from range(3)
+
+    gpt = GPTStage(decode)
+    list(gpt.handle(m.PROMPT_SEMANTIC, *prompt_message()))
+    features = m.PhoneFeatures(segment.key, torch.ones(m.FEATURE_DIM, 2), [1, 2], 0).to_message()
+    (chunk,) = chunks_of(gpt.handle(m.PHONE_FEATURES, *features))
+    assert seen == [options] and chunk.key.options == options
+    speeds = []
+
+    def make_decoder(cond, phone_ids, seed, speed):
+        speeds.append(speed)
+        return fake_make_decoder(cond, phone_ids, seed, speed)
+
+    vocoder = VocoderStage(lambda spec, sv: "cond", make_decoder, SR, needs_speaker_embedding=False)
+    list(vocoder.handle(m.REFERENCE_SPECTROGRAM, *spectrogram_message()))
+    audio = audio_of(vocoder.handle(m.SEMANTIC_TOKENS, *chunk.to_message()))
+    assert speeds == [1.25] and audio[-1].key.options == options
+    # Requests without options leave every node on its own defaults.
+    assert m.SegmentKey("u", 0, True).metadata().keys().isdisjoint({m.TOP_K, m.TOP_P, m.TEMPERATURE, m.SPEED})
+
+
+def test_malformed_request_options_are_a_message_error():
+    with pytest.raises(m.MessageError, match="request option"):
+        m.RequestOptions.from_metadata({m.TOP_K: "many"}, m.TEXT)

@@ -1,0 +1,248 @@
+"""The aiohttp application: OpenAI's speech endpoint, model and voice listings, metrics, the page.
+
+``POST /v1/audio/speech`` streams: response headers leave with the first audio (so a request that
+fails before any audio still gets a JSON error), then every chunk is written the moment the graph
+delivers it. A client that disconnects cancels its utterance in the graph. Errors are OpenAI's
+JSON (``{"error": {"message", "type", "param", "code"}}``) with a 4xx/5xx status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from importlib import resources
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from dora_gpt_sovits import messages as m
+
+from .audio_encoding import StreamEncoder
+from .config import ServerConfig
+from .metrics import MetricsLog, RequestMetrics
+from .router import AudioEvent, Deliver
+from .schema import MODEL_ALIASES, MODEL_ID, ApiError, Limits, parse_speech_request
+
+log = logging.getLogger("gsv.http-server")
+
+DISCONNECT_CHECK_SECONDS = 0.25  # how soon a vanished client is noticed while the graph works
+
+
+class Engine(Protocol):
+    def start(self, utterance_id: str, request: Any, received_at: float, deliver: Deliver) -> None: ...
+
+    def cancel(self, utterance_id: str) -> None: ...
+
+
+class VoiceInfo(Protocol):
+    name: str
+    prompt_text: str
+    prompt_language: str
+
+
+def create_app(engine: Engine, voices: dict[str, VoiceInfo], config: ServerConfig = ServerConfig(),
+               development_model: bool = False) -> web.Application:
+    api = SpeechApi(engine, voices, config, development_model)
+    app = web.Application(middlewares=[json_errors], client_max_size=1024 * 1024)
+    app.add_routes([
+        web.get("/", api.page),
+        web.get("/v1/models", api.models),
+        web.get("/v1/models/{model}", api.model),
+        web.get("/v1/audio/voices", api.voices_list),
+        web.post("/v1/audio/speech", api.speech),
+        web.get("/v1/requests/last", api.last_request),
+        web.get("/v1/requests/{id}", api.request_metrics),
+    ])
+    return app
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every refusal as OpenAI's error JSON, including aiohttp's own 404/405/413."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return web.json_response(e.body(), status=e.status)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        kind = "invalid_request_error" if e.status < 500 else "server_error"
+        error = ApiError(e.status, f"{request.method} {request.path}: {e.reason}", None, e.reason.lower().replace(" ", "_"), kind)
+        return web.json_response(error.body(), status=e.status)
+
+
+class SpeechApi:
+    def __init__(self, engine: Engine, voices: dict[str, VoiceInfo], config: ServerConfig, development_model: bool):
+        self.engine = engine
+        self.voices = voices
+        self.config = config
+        self.development_model = development_model
+        self.limits = Limits(max_input_chars=config.max_input_chars)
+        self.metrics = MetricsLog()
+        self.active = 0
+
+    async def page(self, request: web.Request) -> web.Response:
+        html = resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8")
+        return web.Response(text=html, content_type="text/html", charset="utf-8")
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [_model(i) for i in (MODEL_ID, *MODEL_ALIASES)]})
+
+    async def model(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        if name not in (MODEL_ID, *MODEL_ALIASES):
+            raise ApiError(404, f"model {name!r} does not exist", "model", "model_not_found")
+        return web.json_response(_model(name))
+
+    async def voices_list(self, request: web.Request) -> web.Response:
+        data = [
+            {"id": v.name, "object": "voice", "name": v.name, "language": v.prompt_language,
+             "reference_free": not v.prompt_text.strip()}
+            for v in sorted(self.voices.values(), key=lambda v: v.name)
+        ]
+        return web.json_response({"object": "list", "data": data, "development_model": self.development_model})
+
+    async def last_request(self, request: web.Request) -> web.Response:
+        last = self.metrics.last()
+        if last is None:
+            raise ApiError(404, "no speech request has been made yet", None, "not_found")
+        return web.json_response(last.as_json())
+
+    async def request_metrics(self, request: web.Request) -> web.Response:
+        found = self.metrics.get(request.match_info["id"])
+        if found is None:
+            raise ApiError(404, f"no recent request {request.match_info['id']!r}", "id", "not_found")
+        return web.json_response(found.as_json())
+
+    async def speech(self, request: web.Request) -> web.StreamResponse:
+        received_at = time.time()
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ApiError(400, f"the request body is not valid JSON: {e}", None, "invalid_json") from None
+        speech = parse_speech_request(body, sorted(self.voices), self.limits)
+        if self.active >= self.config.max_active_requests:
+            raise ApiError(429, f"the server is busy ({self.active} requests in progress); retry shortly",
+                           None, "too_many_requests", "rate_limit_error")
+        self.active += 1
+        try:
+            return await self.stream(request, speech, received_at)
+        finally:
+            self.active -= 1
+
+    async def stream(self, request: web.Request, speech: Any, received_at: float) -> web.StreamResponse:
+        utterance_id = m.new_utterance_id()
+        metrics = RequestMetrics(utterance_id, speech.voice, speech.response_format, len(speech.input), received_at)
+        self.metrics.add(metrics)
+        events: asyncio.Queue[AudioEvent] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self.engine.start(utterance_id, speech, received_at, lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
+        log.info("request %s: %d characters, voice %r, %s", utterance_id, len(speech.input), speech.voice, speech.response_format)
+        encoder = StreamEncoder(speech.response_format, self.config.sample_rate)
+        response: web.StreamResponse | None = None
+        errors: list[str] = []
+        try:
+            while True:
+                event = await self.next_event(request, events, metrics)
+                if event.error:
+                    errors.append(event.error)
+                if len(event.samples) and response is None:
+                    metrics.first_audio()
+                    response = await self.start_response(request, utterance_id, encoder, metrics)
+                if response is not None:
+                    if len(event.samples):
+                        await response.write(encoder.encode(event.samples, event.sample_rate))
+                        metrics.audio_seconds += len(event.samples) / event.sample_rate
+                    if event.final:
+                        await response.write(encoder.finish())
+                if event.final:
+                    break
+        except (ConnectionError, asyncio.CancelledError):
+            metrics.finish("cancelled", "the client disconnected")
+            self.engine.cancel(utterance_id)
+            log.info("request %s: client disconnected; utterance cancelled", utterance_id)
+            raise
+        except ApiError as e:
+            metrics.finish("failed", e.message)
+            self.engine.cancel(utterance_id)
+            if response is None:
+                raise
+            log.error("request %s: %s; stream aborted", utterance_id, e.message)
+            _abort(request)
+            return response
+        if response is None:  # the graph ended the utterance without any audio
+            metrics.finish("failed", "; ".join(errors) or "no audio was produced")
+            raise ApiError(500, f"speech synthesis failed: {metrics.error}", "input", "synthesis_failed", "server_error")
+        metrics.finish("failed" if errors else "completed", "; ".join(errors))
+        log.info("request %s: %.2f s of audio, TTFA %.3f s, RTF %s%s", utterance_id, metrics.audio_seconds,
+                 metrics.ttfa_seconds, f"{metrics.rtf:.3f}" if metrics.rtf else "-", f", errors: {metrics.error}" if errors else "")
+        if errors:
+            _abort(request)  # part of the text is missing: a cut stream tells the client, a clean end would not
+            return response
+        await response.write_eof()
+        return response
+
+    async def start_response(self, request: web.Request, utterance_id: str, encoder: StreamEncoder,
+                             metrics: RequestMetrics) -> web.StreamResponse:
+        response = web.StreamResponse(headers={
+            "Content-Type": encoder.content_type,
+            "X-Request-Id": utterance_id,
+            "X-Sample-Rate": str(encoder.sample_rate),
+            "X-Time-To-First-Audio": f"{metrics.ttfa_seconds:.4f}",
+            "X-Development-Model": "true" if self.development_model else "false",
+            "Cache-Control": "no-store",
+        })
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        return response
+
+    async def next_event(self, request: web.Request, events: asyncio.Queue, metrics: RequestMetrics) -> AudioEvent:
+        """The next audio event; raises ConnectionResetError when the client left meanwhile."""
+        deadline = time.monotonic() + self.config.chunk_timeout_seconds
+        while True:
+            try:
+                return await asyncio.wait_for(events.get(), DISCONNECT_CHECK_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+            if request.transport is None or request.transport.is_closing():
+                raise ConnectionResetError("client disconnected")
+            if time.monotonic() > deadline:
+                raise ApiError(504, f"no audio from the dataflow for {self.config.chunk_timeout_seconds:g} s",
+                               None, "timeout", "server_error")
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "dora-gpt-sovits"}
+
+
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
+
+
+class HttpServer:
+    """The app served from its own thread and event loop (the node's thread keeps dora's loop)."""
+
+    def __init__(self, app: web.Application, host: str, port: int):
+        self.app, self.host, self.port = app, host, port
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="http-server", daemon=True)
+
+    def start(self) -> int:
+        """Bind and serve; returns the port (useful with port 0)."""
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, self.host, self.port)
+        self.loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # aiohttp has no public accessor for it
+        self.thread.start()
+        return self.port
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=30)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=30)

@@ -1,0 +1,125 @@
+"""The speech request of OpenAI's audio API, checked: what we accept and the 4xx errors we give.
+
+OpenAI's body is ``{model, input, voice, response_format, speed, instructions}``; we add the
+engine's own sampling knobs (``top_k``, ``top_p``, ``temperature``) and ``language``. Every refusal
+is an :class:`ApiError` that the app turns into OpenAI's error JSON
+``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.text.language import SUPPORTED_LANGUAGES as LANGUAGES
+
+MODEL_ID = "gpt-sovits"
+# OpenAI's model names are accepted too, so clients configured for OpenAI work unchanged.
+MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+FORMATS = ("wav", "pcm")  # both streamable as produced; mp3/opus/aac/flac would need an encoder
+SPEED_RANGE = (0.25, 4.0)  # OpenAI's range; passed to the vocoder as upstream's speed factor
+TOP_P_RANGE = (0.0, 1.0)
+TEMPERATURE_RANGE = (0.0, 2.0)
+TOP_K_RANGE = (0, 1025)  # 0 = no top-k; the semantic vocabulary has 1025 entries
+KNOWN_FIELDS = {"model", "input", "voice", "response_format", "speed", "instructions", "stream_format",
+                "top_k", "top_p", "temperature", "language"}
+
+
+class ApiError(Exception):
+    """A request the server refuses, with the HTTP status and OpenAI's error fields."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_input_chars: int = 4096  # OpenAI's limit for /v1/audio/speech
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    input: str
+    voice: str
+    response_format: str = "wav"
+    language: str = "auto"
+    options: m.RequestOptions = field(default_factory=m.RequestOptions)
+
+    def text_metadata(self, utterance_id: str, received_at: float) -> dict[str, Any]:
+        """Metadata of the ``text`` message that starts this request's utterance."""
+        return {
+            m.UTTERANCE_ID: utterance_id,
+            m.VOICE: self.voice,
+            m.LANGUAGE: self.language,
+            m.TEXT_RECEIVED_AT: received_at,
+        } | self.options.metadata()
+
+
+def parse_speech_request(body: Any, voices: list[str], limits: Limits = Limits()) -> SpeechRequest:
+    """Check a decoded JSON body; raise :class:`ApiError` (400) naming the first bad field."""
+    if not isinstance(body, Mapping):
+        raise ApiError(400, "the request body must be a JSON object")
+    unknown = sorted(set(body) - KNOWN_FIELDS)
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {unknown}; accepted: {sorted(KNOWN_FIELDS)}", unknown[0], "unknown_parameter")
+    model = body.get("model", MODEL_ID)
+    if model not in (MODEL_ID, *MODEL_ALIASES):
+        raise ApiError(400, f"unknown model {model!r}; available: {[MODEL_ID, *MODEL_ALIASES]}", "model", "model_not_found")
+    text = body.get("input")
+    if not isinstance(text, str) or not text.strip():
+        raise ApiError(400, "'input' must be a non-empty string", "input", "empty_input" if isinstance(text, str) else "invalid_type")
+    if len(text) > limits.max_input_chars:
+        raise ApiError(400, f"'input' has {len(text)} characters; the limit is {limits.max_input_chars}", "input", "input_too_long")
+    voice = _voice(body.get("voice"), voices)
+    response_format = body.get("response_format", "wav")
+    if response_format not in FORMATS:
+        raise ApiError(400, f"response_format {response_format!r} is not supported; supported: {list(FORMATS)}",
+                       "response_format", "unsupported_format")
+    if body.get("stream_format", "audio") != "audio":
+        raise ApiError(400, "only stream_format 'audio' is supported (raw audio bytes, streamed)", "stream_format", "unsupported_value")
+    language = body.get("language", "auto")
+    if language not in LANGUAGES:
+        raise ApiError(400, f"language {language!r} is not supported; supported: {list(LANGUAGES)}", "language", "unsupported_value")
+    options = m.RequestOptions(
+        top_k=_number(body, "top_k", TOP_K_RANGE, integer=True),
+        top_p=_number(body, "top_p", TOP_P_RANGE, open_low=True),
+        temperature=_number(body, "temperature", TEMPERATURE_RANGE, open_low=True),
+        speed=_number(body, "speed", SPEED_RANGE),
+    )
+    return SpeechRequest(text, voice, response_format, language, options)
+
+
+def _voice(voice: Any, voices: list[str]) -> str:
+    if isinstance(voice, Mapping):  # OpenAI's custom-voice form {"id": ...}
+        voice = voice.get("id")
+    if not voices:
+        raise ApiError(400, "no voice is configured on the server (GSV_VOICES, GSV_REF_AUDIO or the model "
+                       "directory's voices.yml)", "voice", "no_voices")
+    if not isinstance(voice, str) or not voice:
+        raise ApiError(400, f"'voice' is required; available voices: {voices}", "voice", "missing_voice")
+    if voice not in voices:
+        raise ApiError(400, f"unknown voice {voice!r}; available voices: {voices}", "voice", "unknown_voice")
+    return voice
+
+
+def _number(body: Mapping[str, Any], name: str, bounds: tuple[float, float], integer: bool = False,
+            open_low: bool = False) -> Any:
+    """An optional number within ``bounds`` (``open_low``: the lower bound itself is excluded)."""
+    value = body.get(name)
+    if value is None:
+        return None
+    wanted = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+        raise ApiError(400, f"'{name}' must be {wanted}, got {value!r}", name, "invalid_type")
+    low, high = bounds
+    if not math.isfinite(value) or value > high or value < low or (open_low and value == low):
+        interval = f"{'(' if open_low else '['}{low}, {high}]"
+        raise ApiError(400, f"'{name}' must be in {interval}, got {value!r}", name, "out_of_range")
+    return int(value) if integer else float(value)
