@@ -75,7 +75,23 @@ def test_runs_wait_for_enough_tokens_and_the_final_push_flushes(model_and_inputs
         return torch.zeros(len(run) * 640), torch.zeros(0)
 
     vocoder = SegmentVocoder(decode, StreamPolicy(lookahead_tokens=4, history_tokens=50, min_run_tokens=8))
-    assert vocoder.push(np.arange(10), False) == []  # 6 decodable < 8
-    assert len(vocoder.push(np.arange(10), False)) == 1  # 16 decodable
+    assert len(vocoder.push(np.arange(10), False)) == 1  # the first run: 6 decodable, sent at once
+    assert vocoder.push(np.arange(4), False) == []  # 4 more decodable < 8
+    assert len(vocoder.push(np.arange(6), False)) == 1  # 10 decodable
     assert len(vocoder.push(np.arange(100), True)) == 1
-    assert calls == [(0, 16, 4, 0), (16, 104, 0, 16)]
+    assert calls == [(0, 6, 4, 0), (6, 10, 4, 6), (16, 104, 0, 16)]  # history: every earlier token (< 50)
+
+
+def test_first_run_goes_out_however_short_later_short_runs_wait():
+    runs = []
+
+    def decode(history, run, lookahead, position):
+        runs.append((position, len(run), len(lookahead)))
+        return torch.zeros(len(run) * 640), torch.zeros(0)
+
+    vocoder = SegmentVocoder(decode, StreamPolicy(lookahead_tokens=4, min_run_tokens=8))
+    assert vocoder.push(np.arange(10), final=False)  # 6 decodable tokens: the first run, sent at once
+    assert vocoder.push(np.arange(5), final=False) == []  # 5 more: shorter than min_run, waits
+    assert vocoder.push(np.arange(5), final=False)  # 10 now decodable
+    assert vocoder.push(np.arange(2), final=True)  # the end flushes whatever is left
+    assert runs == [(0, 6, 4), (6, 10, 4), (16, 6, 0)]

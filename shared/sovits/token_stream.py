@@ -23,7 +23,7 @@ from .streaming import crossfade
 class StreamPolicy:
     lookahead_tokens: int = 4  # 160 ms of right context for each run
     history_tokens: int = 50  # left context given to the text encoder window
-    min_run_tokens: int = 8  # fewer new tokens than this wait for the next chunk (unless final)
+    min_run_tokens: int = 8  # later runs shorter than this wait for the next chunk (unless final)
 
 
 class ChunkDecoder(Protocol):
@@ -43,7 +43,10 @@ class SegmentVocoder:
         """Add newly decoded tokens; return the audio that can be produced now (possibly none)."""
         self.tokens = np.concatenate([self.tokens, np.asarray(tokens, dtype=np.int64)])
         stop = len(self.tokens) if final else len(self.tokens) - self.policy.lookahead_tokens
-        if stop - self.decoded <= 0 or (not final and stop - self.decoded < self.policy.min_run_tokens):
+        # The segment's first run goes out however short it is: it sets the time to first audio,
+        # and the GPT's chunk policy already decided how many tokens that should be.
+        too_short = self.decoded > 0 and stop - self.decoded < self.policy.min_run_tokens
+        if stop - self.decoded <= 0 or (not final and too_short):
             return []
         history = self.tokens[max(0, self.decoded - self.policy.history_tokens) : self.decoded]
         run = self.tokens[self.decoded : stop]
