@@ -243,7 +243,7 @@ def _end_with_period(text: str, language: str) -> str:
 def warm_up(version: str) -> None:
     """Load the segmenter and dictionaries now, not on the first request (seconds of TTFA)."""
     text_to_phones("你好，世界。", "zh", version)
-    text_to_phones("Hello world.", "en", version)
+    text_to_phones("Hello world, zorblatt.", "en", version)  # an out-of-vocabulary word loads the G2P model
 
 
 def main() -> None:
