@@ -1,9 +1,12 @@
 """audio-sink node: plays or records the audio, and reports time to first audio per utterance.
 
-Input:  ``audio`` (Float32[n] mono with sample_rate; our chunks or any kokoro-style producer).
+Input:  ``audio`` (Float32[n] mono with sample_rate; our chunks or any kokoro-style producer),
+        ``control`` (stop, from text-frontend: silence the cancelled utterances now).
 Output: ``metrics`` (Utf8[1] JSON per finished utterance: ttfa_s, audio_s, wall_s, rtf, stall_s and
         stalls (gaps real-time playback would have had, in every mode), underruns (speaker),
-        errors, wav_path, development_model).
+        errors, wav_path, development_model; a cancelled one also: cancelled, stop_to_silence_s),
+        ``segment_complete`` (per segment once its audio was played — consumed by the speaker — or
+        written; the text-frontend's flow-control window waits for it).
 
 ``GSV_SINK``: ``auto`` (default: the speaker when PortAudio and an output device exist, otherwise a
 WAV file, saying so), ``speaker``, ``wav``, ``null`` (discard; for benchmarks). ``GSV_WAV_PATH``
@@ -12,9 +15,11 @@ WAV file, saying so), ``speaker``, ``wav``, ``null`` (discard; for benchmarks). 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -24,6 +29,7 @@ import numpy as np
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.audio.playback_clock import PlaybackClock
 from dora_gpt_sovits.audio.wav import numbered_path, write_wav
+from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 
 log = logging.getLogger("gsv.audio-sink")
@@ -40,12 +46,25 @@ class Utterance:
     errors: list[str] = field(default_factory=list)
     development_model: bool = False
     playback: PlaybackClock = field(default_factory=PlaybackClock)
+    last_key: m.SegmentKey | None = None
+
+
+@dataclass
+class Unplayed:
+    """A finished segment whose last sample the speaker has not consumed yet."""
+
+    sample_rate: int
+    mark: int  # the player's written-sample count after the segment's last chunk
+    done: m.SegmentComplete
+
+
+PLAYBACK_POLL_SECONDS = 0.02  # how often playback progress is checked while segments are unplayed
 
 
 class AudioSinkStage(StageBase):
     name = "audio-sink"
 
-    def __init__(self, mode: str, wav_path: str | Path = "out/speech.wav", clock=m.now):
+    def __init__(self, mode: str, wav_path: str | Path = "out/speech.wav", clock=m.now, monotonic=time.monotonic):
         if mode not in ("wav", "speaker", "null"):
             raise ValueError(f"sink mode {mode!r}")
         self.mode = mode
@@ -55,10 +74,19 @@ class AudioSinkStage(StageBase):
         self.finished = 0
         self.players: dict[int, Any] = {}
         self.written: list[Path] = []
+        self.monotonic = monotonic
+        self.cancelled = Cancellations()
+        self.unplayed: list[Unplayed] = []
 
     def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
+        if input_id == m.CONTROL:
+            yield from self.stop(m.ControlCommand.from_event(value, metadata))
+            return
         chunk = m.AudioChunk.from_event(value, metadata)
         key = chunk.key
+        if self.cancelled.cancels(key):
+            log.debug("utterance %s segment %d: cancelled, audio dropped", key.utterance_id, key.segment_index)
+            return
         utt = self.utterances.get(key.utterance_id)
         if utt is None:
             arrived = self.clock()
@@ -70,10 +98,46 @@ class AudioSinkStage(StageBase):
         if chunk.error:
             utt.errors.append(f"segment {key.segment_index}: {chunk.error}")
             log.error("utterance %s segment %d failed: %s", key.utterance_id, key.segment_index, chunk.error)
+        utt.last_key = key
         if len(chunk.samples):
             self.consume(utt, chunk)
+        if chunk.segment_final:
+            yield from self.segment_done(chunk)
         if key.utterance_final and chunk.segment_final:
             yield self.complete(utt)
+
+    def segment_done(self, chunk: m.AudioChunk) -> Iterable[Outgoing]:
+        done = m.SegmentComplete(chunk.key, chunk.error)
+        if self.mode == "speaker" and chunk.sample_rate in self.players:
+            self.unplayed.append(Unplayed(chunk.sample_rate, self.players[chunk.sample_rate].written, done))
+        else:
+            yield Outgoing(m.SEGMENT_COMPLETE, *done.to_message())
+
+    def next_deadline(self) -> float | None:
+        return self.monotonic() + PLAYBACK_POLL_SECONDS if self.unplayed else None
+
+    def tick(self) -> Iterable[Outgoing]:
+        """Report segments whose last sample the speaker has consumed."""
+        played = [u for u in self.unplayed if self.players[u.sample_rate].consumed >= u.mark]
+        self.unplayed = [u for u in self.unplayed if u not in played]
+        for u in played:
+            yield Outgoing(m.SEGMENT_COMPLETE, *u.done.to_message())
+
+    def stop(self, command: m.ControlCommand) -> Iterable[Outgoing]:
+        """Barge-in: silence the cancelled utterances now, then report each of them."""
+        self.cancelled.apply(command)
+        for player in self.players.values():
+            player.discard(lambda utterance: self.cancelled.cancels_utterance(*utterance))
+        silent_at = self.clock()
+        self.unplayed = [u for u in self.unplayed if not self.cancelled.cancels(u.done.key)]
+        for utt in [u for u in self.utterances.values() if self.cancelled.cancels_utterance(u.utterance_id, u.text_received_at)]:
+            stop_to_silence = max(0.0, silent_at - command.cancel_before)
+            log.info("utterance %s cancelled: silent %.3f s after the stop", utt.utterance_id, stop_to_silence)
+            if utt.last_key is not None:
+                # Consumers waiting for the utterance's end learn that nothing more comes for it.
+                last = dataclasses.replace(utt.last_key, utterance_final=True)
+                yield Outgoing(m.SEGMENT_COMPLETE, *m.SegmentComplete(last, cancelled=True).to_message())
+            yield self.complete(utt, cancelled={"cancelled": True, "stop_to_silence_s": round(stop_to_silence, 4)})
 
     def consume(self, utt: Utterance, chunk: m.AudioChunk) -> None:
         samples = chunk.samples
@@ -90,7 +154,8 @@ class AudioSinkStage(StageBase):
         if self.mode == "wav":
             utt.samples.append(np.array(samples))  # the event buffer is released after this call
         elif self.mode == "speaker":
-            self.player(chunk.sample_rate).write(samples, complete=chunk.key.utterance_final and chunk.segment_final)
+            tag = (chunk.key.utterance_id, chunk.key.text_received_at)
+            self.player(chunk.sample_rate).write(samples, chunk.key.utterance_final and chunk.segment_final, tag)
 
     def player(self, sample_rate: int) -> Any:
         if sample_rate not in self.players:
@@ -99,7 +164,7 @@ class AudioSinkStage(StageBase):
             self.players[sample_rate] = Player(sample_rate)
         return self.players[sample_rate]
 
-    def complete(self, utt: Utterance) -> Outgoing:
+    def complete(self, utt: Utterance, cancelled: dict[str, Any] | None = None) -> Outgoing:
         del self.utterances[utt.utterance_id]
         self.finished += 1
         wall = self.clock() - utt.text_received_at
@@ -114,16 +179,17 @@ class AudioSinkStage(StageBase):
             "stalls": utt.playback.stalls,
             "errors": utt.errors,
             "development_model": utt.development_model,
-        }
-        if self.mode == "wav" and utt.n_samples:
+        } | (cancelled or {})
+        if self.mode == "wav" and utt.n_samples and not cancelled:
             path = write_wav(numbered_path(self.wav_path, self.finished), np.concatenate(utt.samples), utt.sample_rate)
             self.written.append(path)
             report["wav_path"] = str(path)
         if self.mode == "speaker":
             report["underruns"] = sum(p.underruns for p in self.players.values())
         log.info(
-            "utterance %s done: TTFA %.3f s, %.2f s of audio in %.2f s, playback stalls %d (%.2f s)%s%s%s",
+            "utterance %s %s: TTFA %.3f s, %.2f s of audio in %.2f s, playback stalls %d (%.2f s)%s%s%s",
             utt.utterance_id,
+            "cancelled" if cancelled else "done",
             report["ttfa_s"],
             audio_s,
             wall,
@@ -141,6 +207,7 @@ class AudioSinkStage(StageBase):
             yield self.complete(utt)
         for player in self.players.values():
             player.drain()
+        yield from self.tick()
 
 
 def choose_mode(requested: str) -> str:

@@ -1,6 +1,7 @@
 """bert node: phone segments -> per-phone BERT features for the GPT.
 
 Input ``phonemes`` (Int64[T]); output ``phone_features`` (Float32[1024*T], shape [1024, T]).
+Input ``control`` (stop, from text-frontend): segments of cancelled utterances are dropped.
 Chinese runs go through chinese-roberta-wwm-ext-large (third-from-last layer, repeated per
 ``word2ph``); other languages get zeros, as upstream. Runs are cached by their text, so a voice's
 prompt text is encoded once, not once per segment. Environment: model paths (see
@@ -16,6 +17,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 
 log = logging.getLogger("gsv.bert")
@@ -31,9 +33,16 @@ class BertStage(StageBase):
         self.encode_chinese_run = encode_chinese_run
         self.cache: OrderedDict[tuple[str, tuple[int, ...]], torch.Tensor] = OrderedDict()
         self.cache_size = cache_size
+        self.cancelled = Cancellations()
 
     def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
+        if input_id == m.CONTROL:
+            self.cancelled.apply(m.ControlCommand.from_event(value, metadata))
+            return
         segment = m.PhonemeSegment.from_event(value, metadata)
+        if self.cancelled.cancels(segment.key):
+            log.info("utterance %s segment %d: cancelled, dropped", segment.key.utterance_id, segment.key.segment_index)
+            return
         if segment.error:
             features = torch.zeros(m.FEATURE_DIM, 0)
         else:

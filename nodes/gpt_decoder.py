@@ -1,6 +1,7 @@
 """gpt node: phone features + the voice's prompt tokens -> semantic tokens, streamed in chunks.
 
-Inputs:  ``phone_features`` (Float32[1024*T] from bert), ``prompt_semantic`` (Int64[P] from reference).
+Inputs:  ``phone_features`` (Float32[1024*T] from bert), ``prompt_semantic`` (Int64[P] from reference),
+         ``control`` (stop, from text-frontend: cancels held segments and the one being decoded).
 Output:  ``semantic_tokens`` (Int64[n] chunks; metadata chunk_index, segment_final, phone_ids).
 
 Tokens leave as soon as a chunk is full — a small first chunk for a short time to first audio,
@@ -26,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 
 log = logging.getLogger("gsv.gpt")
@@ -68,20 +70,31 @@ class GPTStage(StageBase):
         self.seed = seed
         self.prompts: dict[str, np.ndarray] = {}
         self.waiting: dict[str, list[m.PhoneFeatures]] = defaultdict(list)
+        self.cancelled = Cancellations()
 
-    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
-        if input_id == m.PROMPT_SEMANTIC:
+    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing | None]:
+        if input_id == m.CONTROL:
+            self.cancel(m.ControlCommand.from_event(value, metadata))
+        elif input_id == m.PROMPT_SEMANTIC:
             part = m.ReferencePart.tokens_from_event(value, metadata, input_id)
             self.prompts[part.voice] = np.array(part.payload)  # kept across messages: own the memory
             for segment in self.waiting.pop(part.voice, []):
                 yield from self.decode_segment(segment)
         elif input_id == m.PHONE_FEATURES:
             segment = m.PhoneFeatures.from_event(value, metadata)
-            if segment.error or segment.key.voice in self.prompts:
+            if self.cancelled.cancels(segment.key):
+                log.info("utterance %s segment %d: cancelled, dropped", segment.key.utterance_id, segment.key.segment_index)
+            elif segment.error or segment.key.voice in self.prompts:
                 yield from self.decode_segment(segment)
             else:
                 segment.features = np.array(segment.features)  # outlives the event buffer
                 self.waiting[segment.key.voice].append(segment)
+
+    def cancel(self, command: m.ControlCommand) -> None:
+        """Drop held segments now; the segment being decoded stops at its next token."""
+        self.cancelled.apply(command)
+        for voice, segments in self.waiting.items():
+            self.waiting[voice] = [s for s in segments if not self.cancelled.cancels(s.key)]
 
     def pending(self) -> bool:
         return any(self.waiting.values())
@@ -93,7 +106,7 @@ class GPTStage(StageBase):
                 yield from self.decode_segment(segment)
         self.waiting.clear()
 
-    def decode_segment(self, segment: m.PhoneFeatures) -> Iterator[Outgoing]:
+    def decode_segment(self, segment: m.PhoneFeatures) -> Iterator[Outgoing | None]:
         target_phones = segment.phone_ids[segment.n_prompt_phones :]
 
         def chunk(tokens: list[int], index: int, final: bool, error: str = "") -> Outgoing:
@@ -111,6 +124,13 @@ class GPTStage(StageBase):
         next_boundary = next(boundaries)
         try:
             for token in self.decode(phone_ids, segment.features, prompt, seed, segment.key.options):
+                yield None  # a poll point: a stop that arrived meanwhile is handled now
+                if self.cancelled.cancels(segment.key):
+                    log.info(
+                        "utterance %s segment %d: cancelled after %d tokens",
+                        segment.key.utterance_id, segment.key.segment_index, len(tokens),
+                    )
+                    return  # later stages drop this utterance too: nothing needs closing
                 tokens.append(token)
                 if len(tokens) == next_boundary:
                     yield chunk(tokens[sent:], index, False)

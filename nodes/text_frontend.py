@@ -1,25 +1,33 @@
 """text-frontend node: text -> sentence-sized segments of phone ids (prompt phones first).
 
-Inputs:  ``text`` (Utf8[1]), ``voice_prompt`` (Utf8[1] from reference: the voice's prompt text).
+Inputs:  ``text`` (Utf8[1]), ``voice_prompt`` (Utf8[1] from reference: the voice's prompt text),
+         ``control`` (barge-in: ``stop`` [+ ``utterance_id``], or any non-text message = stop all),
+         ``segment_complete`` (from the sink: a segment has been played; frees a window slot).
 Outputs: ``phonemes`` (Int64[T] per segment, see docs/messages.md), ``voice_request`` (Utf8[1]: a
-         voice the reference node should load).
+         voice the reference node should load), ``control`` (the stop, stamped with
+         ``cancel_before``, fanned out directly to every later stage).
 
 Segments are emitted one at a time as soon as each is converted, so the GPT can start on the first
 sentence while later ones are still being processed. Text waits here until its voice's prompt text
-is known. Environment: ``GSV_VERSION`` (symbol table), ``GSV_SPLIT_METHOD`` (cut0..cut5, default cut5).
+is known. Flow control: with ``GSV_MAX_SEGMENTS_AHEAD`` = N > 0, at most N segments are out in the
+graph (released, not yet reported by the sink's ``segment_complete``); later ones wait here as text
+and are converted when a slot frees, so a 100,000-character text holds only N segments downstream.
+Unset or 0 disables the window (for graphs whose sink sends no ``segment_complete``).
+Environment: ``GSV_VERSION`` (symbol table), ``GSV_SPLIT_METHOD`` (cut0..cut5, default cut5).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 from dora_gpt_sovits.text.errors import FrontendError
 from dora_gpt_sovits.text.frontend import PhoneSegment, text_to_phones
@@ -34,7 +42,16 @@ VOICE_REQUEST = "voice_request"
 @dataclass
 class PendingText:
     text: str
-    metadata: dict[str, Any]
+    metadata: dict[str, Any]  # utterance_id and text_received_at always set
+
+
+@dataclass
+class HeldUtterance:
+    """An utterance whose segments are released one by one as the window allows."""
+
+    utterance_id: str
+    text_received_at: float
+    segments: Iterator[Outgoing]  # converted lazily: text waits here, not phone ids
 
 
 def symbol_version(model_version: str) -> str:
@@ -45,16 +62,36 @@ class TextFrontendStage(StageBase):
     name = "text-frontend"
     primary_inputs = frozenset({m.TEXT})
 
-    def __init__(self, model_version: str = "v2", split_method: str = "cut5", default_language: str = "auto"):
+    def __init__(
+        self,
+        model_version: str = "v2",
+        split_method: str = "cut5",
+        default_language: str = "auto",
+        max_segments_ahead: int = 0,
+        clock: Callable[[], float] = m.now,
+    ):
         self.version = symbol_version(model_version)
         self.split_method = split_method
         self.default_language = default_language
         self.prompts: dict[str, tuple[str, str]] = {}  # voice -> (prompt text, language)
         self.prompt_runs: dict[tuple[str, str], list[PhoneSegment]] = {}
         self.waiting: dict[str, list[PendingText]] = defaultdict(list)
+        self.window = max(0, max_segments_ahead)
+        self.held: deque[HeldUtterance] = deque()
+        # released, not yet complete (window only): (utterance_id, segment_index) -> text_received_at
+        self.in_flight: dict[tuple[str, int], float] = {}
+        self.cancelled = Cancellations()
+        self.clock = clock  # the clock of text_received_at and of the stops' cancel_before
 
     def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
-        if input_id == m.VOICE_PROMPT:
+        if input_id == m.CONTROL:
+            command = m.ControlCommand.from_event(value, metadata, stamp=self.clock())
+            self.cancel(command)
+            yield Outgoing(m.CONTROL, *command.to_message())
+        elif input_id == m.SEGMENT_COMPLETE:
+            done = m.SegmentComplete.from_event(value, metadata)
+            self.in_flight.pop((done.key.utterance_id, done.key.segment_index), None)
+        elif input_id == m.VOICE_PROMPT:
             part = m.ReferencePart.text_from_event(value, metadata, input_id)
             if metadata.get(m.ERROR):
                 for pending in self.waiting.pop(part.voice, []):
@@ -62,19 +99,60 @@ class TextFrontendStage(StageBase):
                 return
             self.prompts[part.voice] = (str(part.payload), part.language or "zh")
             for pending in self.waiting.pop(part.voice, []):
-                yield from self.segments(pending.text, pending.metadata)
+                self.hold(pending)
         elif input_id == m.TEXT:
-            text = m.read_text(value)
-            voice = str(metadata.get(m.VOICE, m.DEFAULT_VOICE))
-            if voice in self.prompts:
-                yield from self.segments(text, metadata)
+            pending = PendingText(m.read_text(value), self.stamped(metadata))
+            voice = str(pending.metadata.get(m.VOICE, m.DEFAULT_VOICE))
+            if self.cancelled.cancels(self.key(pending.metadata, 0, True)):
+                log.info("utterance %s: stopped before it was started", pending.metadata[m.UTTERANCE_ID])
+            elif voice in self.prompts:
+                self.hold(pending)
             else:
                 if voice not in self.waiting:
                     yield Outgoing(VOICE_REQUEST, m.text_array(voice), {m.VOICE: voice})
-                self.waiting[voice].append(PendingText(text, metadata))
+                self.waiting[voice].append(pending)
+        yield from self.release()
+
+    def stamped(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        metadata = dict(metadata)
+        metadata[m.UTTERANCE_ID] = str(metadata.get(m.UTTERANCE_ID) or m.new_utterance_id())
+        metadata[m.TEXT_RECEIVED_AT] = float(metadata.get(m.TEXT_RECEIVED_AT) or self.clock())
+        return metadata
+
+    def hold(self, pending: PendingText) -> None:
+        md = pending.metadata
+        self.held.append(HeldUtterance(md[m.UTTERANCE_ID], md[m.TEXT_RECEIVED_AT], self.segments(pending.text, md)))
+
+    def release(self) -> Iterator[Outgoing]:
+        """Send held segments, in utterance order, while the window has room."""
+        while self.held and (not self.window or len(self.in_flight) < self.window):
+            message = next(self.held[0].segments, None)
+            if message is None:
+                self.held.popleft()
+                continue
+            if self.window:
+                md = message.metadata
+                self.in_flight[(md[m.UTTERANCE_ID], md[m.SEGMENT_INDEX])] = md[m.TEXT_RECEIVED_AT]
+            yield message
+
+    def cancel(self, command: m.ControlCommand) -> None:
+        """Forget held and waiting text of cancelled utterances and free their window slots now."""
+        self.cancelled.apply(command)
+        for utt in [h for h in self.held if self.cancelled.cancels_utterance(h.utterance_id, h.text_received_at)]:
+            log.info("utterance %s cancelled: its remaining segments are dropped", utt.utterance_id)
+            self.held.remove(utt)
+        for voice, texts in self.waiting.items():
+            self.waiting[voice] = [
+                t for t in texts
+                if not self.cancelled.cancels_utterance(t.metadata[m.UTTERANCE_ID], t.metadata[m.TEXT_RECEIVED_AT])
+            ]
+        # In-flight segments need no report: every later stage drops them on the same stop.
+        self.in_flight = {
+            k: received for k, received in self.in_flight.items() if not self.cancelled.cancels_utterance(k[0], received)
+        }
 
     def pending(self) -> bool:
-        return any(self.waiting.values())
+        return any(self.waiting.values()) or bool(self.held)
 
     def finish(self) -> Iterable[Outgoing]:
         # Text still waiting for a voice that never came: report it instead of dropping it silently.
@@ -83,6 +161,9 @@ class TextFrontendStage(StageBase):
                 key = self.key(pending.metadata, 0, True)
                 yield self.error_segment(key, f"voice {voice!r} was never provided by the reference node")
         self.waiting.clear()
+        for utt in self.held:  # only a `dora stop` ends the node while the window still holds text
+            log.warning("utterance %s: the graph stopped before all of its segments were released", utt.utterance_id)
+        self.held.clear()
 
     def key(self, metadata: dict[str, Any], index: int, final: bool) -> m.SegmentKey:
         return m.SegmentKey(
@@ -95,9 +176,7 @@ class TextFrontendStage(StageBase):
         )
 
     def segments(self, text: str, metadata: dict[str, Any]) -> Iterator[Outgoing]:
-        metadata = dict(metadata)
-        metadata.setdefault(m.UTTERANCE_ID, m.new_utterance_id())
-        metadata.setdefault(m.TEXT_RECEIVED_AT, m.now())
+        metadata = self.stamped(metadata)
         language = str(metadata.get(m.LANGUAGE) or self.default_language)
         voice = str(metadata.get(m.VOICE, m.DEFAULT_VOICE))
         try:
@@ -164,7 +243,7 @@ def _end_with_period(text: str, language: str) -> str:
 def warm_up(version: str) -> None:
     """Load the segmenter and dictionaries now, not on the first request (seconds of TTFA)."""
     text_to_phones("你好，世界。", "zh", version)
-    text_to_phones("Hello world.", "en", version)
+    text_to_phones("Hello world, zorblatt.", "en", version)  # an out-of-vocabulary word loads the G2P model
 
 
 def main() -> None:
@@ -172,6 +251,7 @@ def main() -> None:
         model_version=os.environ.get("GSV_VERSION", "v2"),
         split_method=os.environ.get("GSV_SPLIT_METHOD", "cut5"),
         default_language=os.environ.get("GSV_LANGUAGE", "auto"),
+        max_segments_ahead=int(os.environ.get("GSV_MAX_SEGMENTS_AHEAD") or 0),
     )
     warm_up(stage.version)
     serve(connect(), stage)

@@ -1,14 +1,18 @@
 """text-input node: puts text requests into the graph.
 
-Output ``text`` (Utf8[1], metadata utterance_id, language, voice, text_received_at).
+Outputs: ``text`` (Utf8[1], metadata utterance_id, language, voice, text_received_at) and
+``control`` (Utf8[1] ``stop``, metadata ``cancel_before`` = the moment the stop came in, stamped with
+the clock of text_received_at, and ``utterance_id`` when one utterance is named).
 
 Modes, by environment:
 
 * ``GSV_TEXT``: speak this one text, then finish (batch runs end by themselves);
 * ``GSV_TEXT_FILE``: speak each non-empty line of the file as its own utterance, then finish;
 * ``GSV_TEXT_LISTEN=127.0.0.1:9871``: a long-lived service: accept TCP connections on that address
-  and speak every line received (plain text, or JSON ``{"text", "language", "voice"}``) until
-  ``dora stop``. ``gsv-say`` is the matching client.
+  and speak every line received (plain text, or JSON ``{"text", "language", "voice",
+  "utterance_id"}``) until ``dora stop``. A JSON line ``{"control": "stop"}`` (optionally with
+  ``"utterance_id"``) is a barge-in: it goes out on ``control``. ``gsv-say`` is the matching client
+  (``gsv-say --stop [--id ID]``).
 * none of these: speak a built-in demo sentence.
 
 ``GSV_LANGUAGE`` (default ``auto``) and ``GSV_VOICE`` (default ``default``) set the request's metadata.
@@ -38,18 +42,32 @@ class TextRequest:
     text: str
     language: str
     voice: str
+    utterance_id: str = ""
+
+    output_id = m.TEXT
 
     def to_message(self) -> tuple[Any, dict[str, Any]]:
         return m.text_array(self.text), {
-            m.UTTERANCE_ID: m.new_utterance_id(),
+            m.UTTERANCE_ID: self.utterance_id or m.new_utterance_id(),
             m.LANGUAGE: self.language,
             m.VOICE: self.voice,
             m.TEXT_RECEIVED_AT: m.now(),
         }
 
 
-def parse_line(line: str, language: str, voice: str) -> TextRequest | None:
-    """One request per line: plain text, or a JSON object with text/language/voice."""
+@dataclass
+class StopRequest:
+    utterance_id: str = ""
+
+    output_id = m.CONTROL
+
+    def to_message(self) -> tuple[Any, dict[str, Any]]:
+        return m.ControlCommand(m.now(), self.utterance_id).to_message()
+
+
+def parse_line(line: str, language: str, voice: str) -> TextRequest | StopRequest | None:
+    """One request per line: plain text, a JSON object with text/language/voice/utterance_id, or a
+    JSON control object ``{"control": "stop", "utterance_id": optional}``."""
     line = line.strip()
     if not line:
         return None
@@ -58,9 +76,15 @@ def parse_line(line: str, language: str, voice: str) -> TextRequest | None:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"malformed JSON request: {e}") from None
+        if isinstance(obj, dict) and "control" in obj:
+            if obj["control"] != m.STOP:
+                raise ValueError(f"unknown control command {obj['control']!r} (known: {m.STOP!r})")
+            return StopRequest(str(obj.get("utterance_id") or ""))
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             raise ValueError('a JSON request needs a string field "text"')
-        return TextRequest(obj["text"], str(obj.get("language", language)), str(obj.get("voice", voice)))
+        return TextRequest(
+            obj["text"], str(obj.get("language", language)), str(obj.get("voice", voice)), str(obj.get("utterance_id") or "")
+        )
     return TextRequest(line, language, voice)
 
 
@@ -111,7 +135,9 @@ def main() -> None:
                 log.error("ignored request: %s", e)
                 continue
             if request is not None:
-                node.send_output(m.TEXT, *request.to_message())
+                data, metadata = request.to_message()
+                log.info("%s %s", request.output_id, metadata.get(m.UTTERANCE_ID, "(all)"))
+                node.send_output(request.output_id, data, metadata)
         return
     for request in batch_requests(env):
         data, metadata = request.to_message()

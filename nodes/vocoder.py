@@ -13,6 +13,12 @@ decode knobs (a segment's ``speed`` metadata, set per request, overrides ``GSV_S
 ``GSV_LOOKAHEAD_TOKENS`` (4) trades latency for smoother joins.
 ``GSV_OUTPUT_SAMPLE_RATE`` (default: the model's 32000) resamples the output per chunk, with the
 filter state carried across chunks (e.g. 24000 for OpenAI-Realtime-style consumers, 16000 for ASR).
+
+Input ``control`` (stop, from text-frontend): open and held segments of cancelled utterances are
+dropped, token chunks that still arrive for them are discarded, and the first audio message of the
+next utterance carries ``flush: True`` so that a sink's dora queue drops stale chunks too.
+``GSV_MAX_LEAD_SECONDS`` (unset: no pacing) holds audio back so this node never runs more than that
+far ahead of real-time playback, for sinks without acknowledgements (dora-pyaudio's 10-deep queue).
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import numpy as np
 import torch
 
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.audio.pacing import Pacer
 from dora_gpt_sovits.audio.resample import StreamResampler
+from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 from dora_gpt_sovits.sovits.token_stream import ChunkDecoder, SegmentVocoder, StreamPolicy
 
@@ -68,6 +76,8 @@ class VocoderStage(StageBase):
         seed: int | None = None,
         development_model: bool = False,
         output_rate: int | None = None,
+        max_lead_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.condition = condition
         self.make_decoder = make_decoder
@@ -84,8 +94,18 @@ class VocoderStage(StageBase):
         self.conditions: dict[str, Any] = {}
         self.open: dict[tuple[str, int], OpenSegment] = {}
         self.waiting: dict[str, list[m.SemanticChunk]] = defaultdict(list)
+        self.cancelled = Cancellations()
+        self.flush_next = False  # mark the next utterance's first audio with dora's flush
+        self.pacer: Pacer[Outgoing] | None = None if max_lead_seconds is None else Pacer(max_lead_seconds, clock)
 
-    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
+    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing | None]:
+        if input_id == m.CONTROL:
+            self.cancel(m.ControlCommand.from_event(value, metadata))
+            return
+        for message in self.route(input_id, value, metadata):
+            yield from self.pace(message)
+
+    def route(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterator[Outgoing | None]:
         if input_id == m.REFERENCE_SPECTROGRAM:
             part = m.ReferencePart.floats_from_event(value, metadata, input_id)
             self.spectrograms[part.voice] = np.array(part.payload)  # kept for the voice's lifetime
@@ -98,7 +118,9 @@ class VocoderStage(StageBase):
             yield from self.release(part.voice)
         elif input_id == m.SEMANTIC_TOKENS:
             chunk = m.SemanticChunk.from_event(value, metadata)
-            if chunk.error or self.ready(chunk.key.voice):
+            if self.cancelled.cancels(chunk.key):
+                log.debug("utterance %s segment %d: cancelled, chunk dropped", chunk.key.utterance_id, chunk.key.segment_index)
+            elif chunk.error or self.ready(chunk.key.voice):
                 yield from self.vocode(chunk)
             else:
                 chunk.tokens = np.array(chunk.tokens)  # outlives the event buffer
@@ -112,10 +134,40 @@ class VocoderStage(StageBase):
             for chunk in self.waiting.pop(voice, []):
                 yield from self.vocode(chunk)
 
+    def cancel(self, command: m.ControlCommand) -> None:
+        self.cancelled.apply(command)
+        for ident in [i for i, seg in self.open.items() if self.cancelled.cancels(seg.key)]:
+            del self.open[ident]
+        for voice, chunks in self.waiting.items():
+            self.waiting[voice] = [c for c in chunks if not self.cancelled.cancels(c.key)]
+        if self.pacer:
+            self.pacer.discard(self.cancelled.cancels)
+        if not command.utterance_id:
+            # Everything was stopped: a sink's queue holds only stale audio, and its player was
+            # cleared, so the next utterance starts with flush and pacing starts afresh.
+            self.flush_next = True
+            if self.pacer:
+                self.pacer.restart()
+
+    def pace(self, message: Outgoing | None) -> Iterable[Outgoing | None]:
+        if self.pacer is None or message is None or message.output_id != m.AUDIO:
+            return (message,)
+        seconds = len(message.data) / self.sample_rate
+        return self.pacer.offer(message, seconds, m.SegmentKey.from_metadata(message.metadata, m.AUDIO))
+
+    def next_deadline(self) -> float | None:
+        return self.pacer.next_deadline() if self.pacer else None
+
+    def tick(self) -> Iterable[Outgoing]:
+        return self.pacer.release() if self.pacer else ()
+
     def pending(self) -> bool:
-        return any(self.waiting.values())
+        return any(self.waiting.values()) or bool(self.pacer and self.pacer.held)
 
     def finish(self) -> Iterable[Outgoing]:
+        if self.pacer:  # the node is ending: what is held leaves now rather than never
+            yield from (h.message for h in self.pacer.held)
+            self.pacer.held.clear()
         for chunks in self.waiting.values():
             for chunk in chunks:
                 if chunk.segment_final:
@@ -175,6 +227,8 @@ class VocoderStage(StageBase):
     def slices(self, segment: OpenSegment, wav: torch.Tensor, final: bool) -> Iterator[Outgoing]:
         starts = range(0, len(wav), self.max_chunk)
         for i, start in enumerate(starts):
+            if self.cancelled.cancels(segment.key):  # a stop arrived while the previous slice left
+                return
             last = final and i == len(starts) - 1
             yield self.audio(segment.key, wav[start : start + self.max_chunk], segment.audio_chunks_sent, last)
             segment.audio_chunks_sent += 1
@@ -194,7 +248,11 @@ class VocoderStage(StageBase):
 
     def audio(self, key: m.SegmentKey, samples: torch.Tensor, index: int, final: bool, error: str = "") -> Outgoing:
         chunk = m.AudioChunk(key, samples, self.sample_rate, index, final, self.development_model, error)
-        return Outgoing(m.AUDIO, *chunk.to_message())
+        data, metadata = chunk.to_message()
+        if self.flush_next and key.segment_index == 0 and index == 0:
+            metadata[m.FLUSH] = True  # a real bool: dora reads it with get_bool_param
+            self.flush_next = False
+        return Outgoing(m.AUDIO, data, metadata)
 
 
 def main() -> None:
@@ -240,6 +298,7 @@ def main() -> None:
         seed=int(env["GSV_SEED"]) if env.get("GSV_SEED") else None,
         development_model=paths.development,
         output_rate=int(env["GSV_OUTPUT_SAMPLE_RATE"]) if env.get("GSV_OUTPUT_SAMPLE_RATE") else None,
+        max_lead_seconds=float(env["GSV_MAX_LEAD_SECONDS"]) if env.get("GSV_MAX_LEAD_SECONDS") else None,
     )
     # The first decode pays one-off costs (allocator, kernels): pay them before serving.
     spec = np.ones((1025, 50), np.float32)

@@ -42,6 +42,8 @@ SPEAKER_EMBEDDING = "speaker_embedding"  # Float32[20480] (v2Pro*)  reference ->
 SEMANTIC_TOKENS = "semantic_tokens"  # Int64[n]: a chunk of tokens      gpt -> vocoder
 AUDIO = "audio"  # Float32[n] mono in [-1, 1], sample_rate metadata   vocoder -> sink
 METRICS = "metrics"  # Utf8[1] JSON: per-utterance timing            sink -> anyone
+CONTROL = "control"  # Utf8[1] command word ("stop"); anyone -> text-frontend -> every stage
+SEGMENT_COMPLETE = "segment_complete"  # Utf8[1] "done": a segment left the speaker  sink -> frontend
 
 # ---- metadata keys ----------------------------------------------------------------------------
 UTTERANCE_ID = "utterance_id"  # str: one text request
@@ -68,6 +70,11 @@ TOP_K = "top_k"  # int: GPT top-k sampling
 TOP_P = "top_p"  # float: GPT nucleus sampling
 TEMPERATURE = "temperature"  # float: GPT sampling temperature
 SPEED = "speed"  # float: vocoder speaking rate (1.0 = natural)
+CANCEL_BEFORE = "cancel_before"  # float: a stop cancels utterances whose text arrived before this
+CANCELLED = "cancelled"  # bool: the segment was cut short by a stop
+FLUSH = "flush"  # bool: dora drops what is still queued at the receiver's input (new turn after a stop)
+
+STOP = "stop"  # the one control word: cancel (all, or the utterance named by utterance_id)
 
 DEFAULT_VOICE = "default"
 FEATURE_DIM = 1024  # chinese-roberta-large hidden size, which the GPT's bert_proj expects
@@ -432,6 +439,73 @@ class ReferencePart:
     @classmethod
     def text_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> "ReferencePart":
         return cls(str(md.get(VOICE, DEFAULT_VOICE)), read_text(value, port), language=str(md.get(LANGUAGE, "")))
+
+
+@dataclass
+class ControlCommand:
+    """A barge-in: cancel every utterance whose text arrived before ``cancel_before``, or only
+    ``utterance_id`` when one is named.
+
+    On the frontend's ``control`` input anything goes: the word ``stop`` (optionally with
+    ``utterance_id`` and its own ``cancel_before`` stamp), or any non-text message (e.g. dora-vad's
+    ``timestamp_start``), which means "stop everything". The frontend re-emits it stamped.
+    """
+
+    cancel_before: float
+    utterance_id: str = ""
+
+    def cancels(self, key: SegmentKey) -> bool:
+        if self.utterance_id:
+            return key.utterance_id == self.utterance_id
+        return key.text_received_at < self.cancel_before
+
+    def to_message(self) -> tuple[pa.Array, dict[str, Any]]:
+        md: dict[str, Any] = {CANCEL_BEFORE: float(self.cancel_before)}
+        if self.utterance_id:
+            md[UTTERANCE_ID] = self.utterance_id
+        return text_array(STOP), md
+
+    @classmethod
+    def from_event(cls, value: Any, md: Mapping[str, Any], stamp: float | None = None) -> "ControlCommand":
+        """Parse a control message; ``stamp`` is used when the message carries no ``cancel_before``."""
+        is_text = isinstance(value, (pa.Array, pa.ChunkedArray)) and (
+            pa.types.is_string(value.type) or pa.types.is_large_string(value.type)
+        )
+        if is_text:
+            word = read_text(value, CONTROL).strip().lower()
+            if word != STOP:
+                raise MessageError(f"port '{CONTROL}': unknown command {word!r} (known: {STOP!r})")
+        if CANCEL_BEFORE in md:
+            before = float(md[CANCEL_BEFORE])
+        elif stamp is not None:
+            before = stamp
+        else:
+            raise MessageError(f"port '{CONTROL}': missing metadata ['{CANCEL_BEFORE}']")
+        # Only a real stop word may name one utterance; a foreign signal always stops everything.
+        utterance = str(md.get(UTTERANCE_ID) or "") if is_text else ""
+        return cls(before, utterance)
+
+
+@dataclass
+class SegmentComplete:
+    """sink -> text-frontend: one segment has left the graph (played, written, failed or cancelled)."""
+
+    key: SegmentKey
+    error: str = ""
+    cancelled: bool = False
+
+    def to_message(self) -> tuple[pa.Array, dict[str, Any]]:
+        md = self.key.metadata()
+        if self.error:
+            md[ERROR] = self.error
+        if self.cancelled:
+            md[CANCELLED] = True
+        return text_array("done"), md
+
+    @classmethod
+    def from_event(cls, value: Any, md: Mapping[str, Any]) -> "SegmentComplete":
+        read_text(value, SEGMENT_COMPLETE)
+        return cls(SegmentKey.from_metadata(md, SEGMENT_COMPLETE), str(md.get(ERROR, "")), bool(md.get(CANCELLED, False)))
 
 
 def now() -> float:

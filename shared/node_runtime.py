@@ -4,12 +4,21 @@ A node is a *stage* (pure logic: input message -> output messages, testable with
 plus this loop. The loop decides when a node is done:
 
 * dora ends a node with ``STOP`` once all of its inputs are closed, or on ``dora stop``;
-* a node whose graph has a feedback edge (text-frontend <-> reference) would never see all inputs
-  close, so a stage names its *primary* inputs: once those are closed and the stage has nothing
-  pending, the node finishes.
+* a node whose graph has a feedback edge (text-frontend <-> reference, sink -> frontend) would
+  never see all inputs close, so a stage names its *primary* inputs: once those are closed and the
+  stage has nothing pending, the node finishes.
 
 dora delivers ``INPUT_CLOSED`` ahead of messages still queued for that input, so the loop drains the
 local queue before it believes an input is exhausted: no message is dropped at shutdown.
+
+Control messages (barge-in) must not wait behind data. A stage's ``handle`` is a generator; between
+the messages it yields (a bare ``None`` is a poll point that sends nothing) the loop polls dora:
+a message on one of the stage's ``control_inputs`` is handled at once — the stage records the
+cancel, and the suspended generator sees it at its next step — while other events wait in a local
+buffer and are handled in order afterwards.
+
+Timed work (real-time pacing, playback progress): a stage may name its ``next_deadline()``; the loop
+waits for events only until then and calls ``tick()``. A control message ends the wait at once.
 """
 
 from __future__ import annotations
@@ -17,12 +26,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, NoReturn, Protocol
+from typing import Any, Callable, Iterable, Iterator, NoReturn, Protocol
 
 import pyarrow as pa
 
-from .messages import MessageError
+from .messages import CONTROL, MessageError
 
 log = logging.getLogger("dora_gpt_sovits")
 
@@ -39,25 +50,33 @@ class Outgoing:
 class Stage(Protocol):
     name: str
     primary_inputs: frozenset[str]
+    control_inputs: frozenset[str]
 
     def start(self) -> Iterable[Outgoing]:
         """Messages to send once the node is connected, before any input (e.g. the default voice)."""
 
-    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
-        """React to one input message."""
+    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing | None]:
+        """React to one input message (``None`` items are poll points for control messages)."""
 
     def pending(self) -> bool:
-        """True while the stage holds work that waits for another input."""
+        """True while the stage holds work that waits for another input or a deadline."""
+
+    def next_deadline(self) -> float | None:
+        """``time.monotonic()`` at which ``tick`` has work, or None."""
+
+    def tick(self) -> Iterable[Outgoing]:
+        """Send what is due by now (called at or after ``next_deadline``)."""
 
     def finish(self) -> Iterable[Outgoing]:
         """Called once when the node ends: flush or report what could not be completed."""
 
 
 class StageBase:
-    """Defaults for stages with nothing pending and nothing to flush."""
+    """Defaults for stages with nothing pending, no deadlines and nothing to flush."""
 
     name = "stage"
     primary_inputs: frozenset[str] = frozenset()
+    control_inputs: frozenset[str] = frozenset({CONTROL})
 
     def start(self) -> Iterable[Outgoing]:
         return ()
@@ -65,61 +84,136 @@ class StageBase:
     def pending(self) -> bool:
         return False
 
+    def next_deadline(self) -> float | None:
+        return None
+
+    def tick(self) -> Iterable[Outgoing]:
+        return ()
+
     def finish(self) -> Iterable[Outgoing]:
         return ()
 
 
-def send_all(node: Any, messages: Iterable[Outgoing]) -> int:
+class Inbox:
+    """dora's event stream plus the events set aside while a stage's generator was running."""
+
+    def __init__(self, node: Any):
+        self.node = node
+        self.buffered: deque[dict[str, Any]] = deque()
+
+    def next(self, timeout: float | None = None) -> dict[str, Any] | None:
+        if self.buffered:
+            return self.buffered.popleft()
+        return self.node.next() if timeout is None else self.node.next(timeout=timeout)
+
+    def try_recv(self) -> dict[str, Any] | None:
+        if self.buffered:
+            return self.buffered.popleft()
+        return self.node.try_recv()
+
+
+class Loop:
+    """Sends a stage's messages and handles control messages that arrive meanwhile."""
+
+    def __init__(self, node: Any, stage: Stage):
+        self.node = node
+        self.stage = stage
+        self.inbox = Inbox(node)
+        self.control_inputs = getattr(stage, "control_inputs", frozenset())
+
+    def send_all(self, messages: Iterable[Outgoing | None]) -> int:
+        count = 0
+        for message in messages:
+            if message is not None:
+                self.node.send_output(message.output_id, message.data, message.metadata)
+                count += 1
+            if self.control_inputs:
+                self.poll_control()
+        return count
+
+    def poll_control(self) -> None:
+        """Handle control messages now; set anything else aside for later, in order."""
+        while (event := self.node.try_recv()) is not None:
+            if event.get("type") == "INPUT" and event.get("id") in self.control_inputs:
+                self.dispatch(event, poll=False)
+            else:
+                self.inbox.buffered.append(event)
+
+    def dispatch(self, event: dict[str, Any], poll: bool = True) -> None:
+        """Feed one INPUT event to the stage; a malformed message is logged and skipped, not fatal."""
+        try:
+            messages = self.stage.handle(event["id"], event["value"], dict(event.get("metadata") or {}))
+            if poll:
+                self.send_all(messages)
+            else:
+                send_all(self.node, messages)
+        except MessageError as e:
+            log.error("%s: dropped malformed message on '%s': %s", self.stage.name, event["id"], e)
+
+    def tick_if_due(self, clock: Callable[[], float]) -> None:
+        deadline = getattr(self.stage, "next_deadline", lambda: None)()
+        if deadline is not None and deadline <= clock():
+            self.send_all(self.stage.tick())
+
+    def timeout(self, clock: Callable[[], float]) -> float | None:
+        deadline = getattr(self.stage, "next_deadline", lambda: None)()
+        return None if deadline is None else max(0.0, deadline - clock())
+
+    def drain(self) -> None:
+        """Process inputs that are already queued locally (dora may have reordered them behind a close)."""
+        while (event := self.inbox.try_recv()) is not None:
+            if event["type"] == "INPUT":
+                self.dispatch(event)
+
+    def run_out_deadlines(self, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        """After every input closed no message can arrive any more: wait out what is timed."""
+        while self.stage.pending() and (timeout := self.timeout(clock)) is not None:
+            sleep(timeout)
+            self.tick_if_due(clock)
+
+
+def send_all(node: Any, messages: Iterable[Outgoing | None]) -> int:
     count = 0
     for m in messages:
-        node.send_output(m.output_id, m.data, m.metadata)
-        count += 1
+        if m is not None:
+            node.send_output(m.output_id, m.data, m.metadata)
+            count += 1
     return count
 
 
-def dispatch(node: Any, stage: Stage, event: dict[str, Any]) -> None:
-    """Feed one INPUT event to the stage; a malformed message is logged and skipped, not fatal."""
-    try:
-        send_all(node, stage.handle(event["id"], event["value"], dict(event.get("metadata") or {})))
-    except MessageError as e:
-        log.error("%s: dropped malformed message on '%s': %s", stage.name, event["id"], e)
+def is_timeout(event: dict[str, Any]) -> bool:
+    """dora answers ``next(timeout=...)`` that ran out with an ERROR event "Receiver timed out"."""
+    return event.get("type") == "ERROR" and "timed out" in str(event.get("error", ""))
 
 
-def serve(node: Any, stage: Stage) -> None:
+def serve(node: Any, stage: Stage, clock: Callable[[], float] = time.monotonic, sleep=time.sleep) -> None:
     """Run ``stage`` on ``node``'s events until the node is done."""
+    loop = Loop(node, stage)
     closed: set[str] = set()
-    send_all(node, stage.start())
-    for event in _events(node):
+    loop.send_all(stage.start())
+    while True:
+        loop.tick_if_due(clock)
+        if stage.primary_inputs and stage.primary_inputs <= closed:
+            loop.drain()
+            loop.tick_if_due(clock)
+            if not stage.pending():
+                break
+        event = loop.inbox.next(loop.timeout(clock))
+        if event is None:
+            break
         kind = event["type"]
         if kind == "INPUT":
-            dispatch(node, stage, event)
+            loop.dispatch(event)
         elif kind == "INPUT_CLOSED":
             closed.add(event["id"])
         elif kind == "STOP":
-            _drain(node, stage)
+            loop.drain()
+            if event.get("id") == "ALL_INPUTS_CLOSED":  # a graceful end: let timed work finish
+                loop.run_out_deadlines(clock, sleep)
             break
-        elif kind == "ERROR":
+        elif kind == "ERROR" and not is_timeout(event):
             log.warning("%s: dora error event: %s", stage.name, event.get("error"))
-        if stage.primary_inputs and stage.primary_inputs <= closed:
-            _drain(node, stage)
-            if not stage.pending():
-                break
-    send_all(node, stage.finish())
-
-
-def _events(node: Any) -> Iterator[dict[str, Any]]:
-    while True:
-        event = node.next()
-        if event is None:
-            return
-        yield event
-
-
-def _drain(node: Any, stage: Stage) -> None:
-    """Process inputs that are already queued locally (dora may have reordered them behind a close)."""
-    while (event := node.try_recv()) is not None:
-        if event["type"] == "INPUT":
-            dispatch(node, stage, event)
+    loop.send_all(stage.finish())
 
 
 class DoraLogHandler(logging.Handler):

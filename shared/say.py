@@ -10,12 +10,17 @@ import sys
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("text", help="what to say")
+    parser.add_argument("text", nargs="?", help="what to say")
     parser.add_argument("--address", default="127.0.0.1:9871", help="host:port of the text-input node")
     parser.add_argument("--language", help="language code (default: the node's GSV_LANGUAGE)")
     parser.add_argument("--voice", help="voice name (default: the node's GSV_VOICE)")
+    parser.add_argument("--id", help="utterance id for the text (default: made up by the node), or the one --stop cancels")
+    parser.add_argument("--stop", action="store_true", help="barge-in: stop every utterance in flight (or only --id)")
     args = parser.parse_args(argv)
-    request = {"text": args.text} | {k: v for k, v in (("language", args.language), ("voice", args.voice)) if v}
+    if args.stop == bool(args.text):
+        parser.error("give either a text to say or --stop")
+    options = (("language", args.language), ("voice", args.voice), ("utterance_id", args.id))
+    request = ({"control": "stop"} if args.stop else {"text": args.text}) | {k: v for k, v in options if v}
     host, _, port = args.address.rpartition(":")
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5) as conn:

@@ -51,7 +51,7 @@ def counting_decoder(n_tokens: int):
 
 
 def chunks_of(outgoing):
-    return [m.SemanticChunk.from_event(o.data, o.metadata) for o in outgoing]
+    return [m.SemanticChunk.from_event(o.data, o.metadata) for o in outgoing if o is not None]
 
 
 def test_gpt_streams_a_small_first_chunk_then_larger_ones():
@@ -179,12 +179,16 @@ def audio_message(n, index, seg_final, segment=0, utt_final=True, utt="u1", erro
     return m.AudioChunk(key(segment, utt_final, utt), np.full(n, 0.1, np.float32), SR, index, seg_final, error=error).to_message()
 
 
+def metrics_of(outgoing):
+    return [o for o in outgoing if o.output_id == m.METRICS]
+
+
 def test_sink_writes_one_wav_per_utterance_and_reports_ttfa(tmp_path: Path):
     clock = Clock(100.4)
     stage = AudioSinkStage("wav", tmp_path / "speech.wav", clock=clock)
-    assert list(stage.handle(m.AUDIO, *audio_message(SR, 0, True, segment=0, utt_final=False))) == []
+    assert metrics_of(stage.handle(m.AUDIO, *audio_message(SR, 0, True, segment=0, utt_final=False))) == []
     clock.t = 101.0
-    (metrics,) = stage.handle(m.AUDIO, *audio_message(SR // 2, 0, True, segment=1, utt_final=True))
+    (metrics,) = metrics_of(stage.handle(m.AUDIO, *audio_message(SR // 2, 0, True, segment=1, utt_final=True)))
     report = json.loads(metrics.data[0].as_py())
     assert report["ttfa_s"] == pytest.approx(0.4)
     assert report["audio_s"] == pytest.approx(1.5)
@@ -198,7 +202,7 @@ def test_sink_writes_one_wav_per_utterance_and_reports_ttfa(tmp_path: Path):
 def test_sink_reports_failed_segments_and_unfinished_utterances(tmp_path: Path):
     stage = AudioSinkStage("null", tmp_path / "x.wav", clock=Clock(100.0))
     list(stage.handle(m.AUDIO, *audio_message(10, 0, True, segment=0, utt_final=False, error="vocoder broke")))
-    (metrics,) = stage.finish()
+    (metrics,) = metrics_of(stage.finish())
     errors = json.loads(metrics.data[0].as_py())["errors"]
     assert any("vocoder broke" in e for e in errors) and any("stopped before" in e for e in errors)
 

@@ -4,6 +4,10 @@ Playback starts once ``prebuffer_seconds`` of audio are queued (or the utterance
 chunks that arrive a little late do not cause gaps; when the queue runs dry mid-utterance the
 device plays silence and an underrun is counted. :class:`JitterBuffer` holds that logic without
 any audio device, so it is tested on machines without sound hardware.
+
+Each write carries a tag (the utterance it belongs to) so a barge-in can silence one utterance or
+all of them at once (:meth:`JitterBuffer.discard`), and ``consumed`` counts the samples that left
+the buffer (played or discarded), so a writer knows when a segment has really been heard.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from typing import Any, Callable
 
 import numpy as np
 
@@ -35,19 +40,22 @@ class JitterBuffer:
 
     def __init__(self, prebuffer_samples: int):
         self.prebuffer = prebuffer_samples
-        self.queue: collections.deque[np.ndarray] = collections.deque()
+        self.queue: collections.deque[tuple[np.ndarray, Any]] = collections.deque()
         self.queued = 0
+        self.written = 0  # samples ever written
+        self.consumed = 0  # samples that left the queue: played or discarded
         self.lock = threading.Lock()
         self.started = False
         self.complete = False  # the producer has sent everything queued so far
         self.underruns = 0
         self.first_played_at: float | None = None
 
-    def write(self, samples: np.ndarray, complete: bool) -> bool:
+    def write(self, samples: np.ndarray, complete: bool, tag: Any = None) -> bool:
         """Queue samples; True when playback should start now."""
         with self.lock:
-            self.queue.append(np.asarray(samples, dtype=np.float32))
+            self.queue.append((np.asarray(samples, dtype=np.float32), tag))
             self.queued += len(samples)
+            self.written += len(samples)
             self.complete = complete
             if not self.started and (self.queued >= self.prebuffer or complete):
                 self.started = True
@@ -59,20 +67,34 @@ class JitterBuffer:
         filled = 0
         with self.lock:
             while filled < len(out) and self.queue:
-                head = self.queue[0]
+                head, tag = self.queue[0]
                 take = min(len(out) - filled, len(head))
                 out[filled : filled + take] = head[:take]
                 filled += take
                 if take == len(head):
                     self.queue.popleft()
                 else:
-                    self.queue[0] = head[take:]
+                    self.queue[0] = (head[take:], tag)
             self.queued -= filled
+            self.consumed += filled
             if filled and self.first_played_at is None:
                 self.first_played_at = time.time()
             if filled < len(out) and not self.complete:
                 self.underruns += 1
         out[filled:] = 0.0
+
+    def discard(self, drop: Callable[[Any], bool]) -> int:
+        """Remove queued audio whose tag ``drop`` selects; the device plays silence at its next
+        callback (at most one device block later). Returns the number of samples removed."""
+        with self.lock:
+            kept = collections.deque(item for item in self.queue if not drop(item[1]))
+            removed = self.queued - sum(len(a) for a, _ in kept)
+            self.queue = kept
+            self.queued -= removed
+            self.consumed += removed
+            if not kept:
+                self.complete = True  # silence from here on is intended, not an underrun
+            return removed
 
 
 class Player:
@@ -89,9 +111,20 @@ class Player:
     def underruns(self) -> int:
         return self.buffer.underruns
 
-    def write(self, samples: np.ndarray, complete: bool) -> None:
-        if self.buffer.write(samples, complete):
+    @property
+    def consumed(self) -> int:
+        return self.buffer.consumed
+
+    @property
+    def written(self) -> int:
+        return self.buffer.written
+
+    def write(self, samples: np.ndarray, complete: bool, tag: Any = None) -> None:
+        if self.buffer.write(samples, complete, tag):
             self.stream.start()
+
+    def discard(self, drop: Callable[[Any], bool]) -> int:
+        return self.buffer.discard(drop)
 
     def drain(self, timeout: float = 60.0) -> None:
         deadline = time.time() + timeout
