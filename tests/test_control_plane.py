@@ -199,7 +199,7 @@ def features(utt: str, received: float, segment: int = 0):
 def test_gpt_stops_mid_segment_when_serve_polls_a_stop_and_keeps_the_new_utterance():
     decoded = []
 
-    def decode(phone_ids, feats, prompt, seed):
+    def decode(phone_ids, feats, prompt, seed, options):
         for token in range(100):
             decoded.append(token)
             yield token
@@ -218,7 +218,7 @@ def test_gpt_stops_mid_segment_when_serve_polls_a_stop_and_keeps_the_new_utteran
     old = [c for c in chunks if c.key.utterance_id == "old"]
     new = [c for c in chunks if c.key.utterance_id == "new"]
     # The stop landed while segment 0 was at token 20: no chunk of it after that, segment 1 never ran.
-    assert [len(c.tokens) for c in old] == [4, 10] and not any(c.segment_final for c in old)
+    assert [len(c.tokens) for c in old] == [4, 8] and not any(c.segment_final for c in old)
     assert {c.key.segment_index for c in old} == {0}
     assert sum(len(c.tokens) for c in new) == 100 and new[-1].segment_final
     assert len(decoded) == 20 + 100
@@ -234,7 +234,7 @@ def test_gpt_drops_held_segments_of_a_named_utterance():
 
 
 # ---- vocoder --------------------------------------------------------------------------------------
-def fake_make_decoder(cond, phone_ids, seed):
+def fake_make_decoder(cond, phone_ids, seed, speed):
     def decode(history, run, lookahead, position):
         return torch.full((len(run) * 640,), 0.25), torch.zeros(0)  # 640 samples per token, as v2
 
