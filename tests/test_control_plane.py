@@ -125,6 +125,24 @@ def test_frontend_window_holds_segments_until_the_sink_completes_them():
     assert not stage.pending()
 
 
+class OneAtATime(RecordingNode):
+    """Events arrive only through ``next()``: nothing is queued when the loop drains after a close,
+    as when the sink's reports are still on their way."""
+
+    def try_recv(self):
+        return None
+
+
+def test_a_batch_frontend_stays_until_the_window_released_everything():
+    # text closes at once, but the node must serve segment_complete until its last segment left.
+    completions = [input_event(m.SEGMENT_COMPLETE, *complete("u1", i)) for i in range(5)]
+    node = OneAtATime([input_event(m.TEXT, *text_msg(LONG_TEXT, "u1", OLD)), closed_event(m.TEXT), *completions])
+    stage = frontend(window=2)
+    serve(node, stage)
+    assert [md[m.SEGMENT_INDEX] for _, md in node.outputs(m.PHONEMES)] == [0, 1, 2, 3, 4]
+    assert not stage.pending()
+
+
 def test_frontend_without_window_releases_everything_at_once():
     stage = frontend(window=0)
     assert len(phoneme_keys(stage.handle(m.TEXT, *text_msg(LONG_TEXT, "u1", OLD)))) == 5

@@ -47,6 +47,18 @@ def test_distributed_graph_moves_gpt_and_vocoder_to_the_accelerator_machine():
     assert distributed == default
 
 
+def test_default_graph_wires_the_control_plane():
+    nodes = {n["id"]: n for n in load("dataflow.yml")["nodes"]}
+    frontend = nodes["text-frontend"]
+    assert frontend["inputs"]["control"]["source"] == "text-input/control"
+    # The stop fans out from the frontend directly to every later stage, not through the data chain.
+    for stage in ("bert", "gpt", "vocoder", "audio-sink"):
+        assert nodes[stage]["inputs"]["control"]["source"] == "text-frontend/control", stage
+    # Flow control: the sink's playback reports come back to the frontend's window, losslessly.
+    assert frontend["inputs"]["segment_complete"] == {"source": "audio-sink/segment_complete", "queue_size": 1000}
+    assert int(frontend["env"]["GSV_MAX_SEGMENTS_AHEAD"]) > 0
+
+
 def without_control_plane(nodes: dict) -> dict:
     """The data wiring alone: control inputs/outputs, the sink's segment_complete and the frontend's
     env (its segment window needs a playing sink) removed."""
