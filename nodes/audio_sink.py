@@ -58,7 +58,7 @@ class Unplayed:
     done: m.SegmentComplete
 
 
-PLAYBACK_POLL_SECONDS = 0.02  # how often playback progress is checked while segments are unplayed
+PLAYBACK_POLL_SECONDS = 0.02  # the shortest wait between two checks of playback progress
 
 
 class AudioSinkStage(StageBase):
@@ -77,6 +77,7 @@ class AudioSinkStage(StageBase):
         self.monotonic = monotonic
         self.cancelled = Cancellations()
         self.unplayed: list[Unplayed] = []
+        self.check_at: float | None = None  # time.monotonic() of the next playback-progress check
 
     def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
         if input_id == m.CONTROL:
@@ -110,18 +111,29 @@ class AudioSinkStage(StageBase):
         done = m.SegmentComplete(chunk.key, chunk.error)
         if self.mode == "speaker" and chunk.sample_rate in self.players:
             self.unplayed.append(Unplayed(chunk.sample_rate, self.players[chunk.sample_rate].written, done))
+            if self.check_at is None:
+                self.schedule_check()
         else:
             yield Outgoing(m.SEGMENT_COMPLETE, *done.to_message())
 
     def next_deadline(self) -> float | None:
-        return self.monotonic() + PLAYBACK_POLL_SECONDS if self.unplayed else None
+        return self.check_at if self.unplayed else None
 
     def tick(self) -> Iterable[Outgoing]:
         """Report segments whose last sample the speaker has consumed."""
         played = [u for u in self.unplayed if self.players[u.sample_rate].consumed >= u.mark]
         self.unplayed = [u for u in self.unplayed if u not in played]
+        self.schedule_check()
         for u in played:
             yield Outgoing(m.SEGMENT_COMPLETE, *u.done.to_message())
+
+    def schedule_check(self) -> None:
+        """Look again when the next unplayed segment should have been played (at real-time speed)."""
+        if not self.unplayed:
+            self.check_at = None
+            return
+        remaining = min(max(0, u.mark - self.players[u.sample_rate].consumed) / u.sample_rate for u in self.unplayed)
+        self.check_at = self.monotonic() + max(PLAYBACK_POLL_SECONDS, remaining)
 
     def stop(self, command: m.ControlCommand) -> Iterable[Outgoing]:
         """Barge-in: silence the cancelled utterances now, then report each of them."""
@@ -130,6 +142,7 @@ class AudioSinkStage(StageBase):
             player.discard(lambda utterance: self.cancelled.cancels_utterance(*utterance))
         silent_at = self.clock()
         self.unplayed = [u for u in self.unplayed if not self.cancelled.cancels(u.done.key)]
+        self.schedule_check()
         for utt in [u for u in self.utterances.values() if self.cancelled.cancels_utterance(u.utterance_id, u.text_received_at)]:
             stop_to_silence = max(0.0, silent_at - command.cancel_before)
             log.info("utterance %s cancelled: silent %.3f s after the stop", utt.utterance_id, stop_to_silence)

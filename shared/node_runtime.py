@@ -169,7 +169,7 @@ class Loop:
         """After every input closed no message can arrive any more: wait out what is timed."""
         while self.stage.pending() and (timeout := self.timeout(clock)) is not None:
             sleep(timeout)
-            self.tick_if_due(clock)
+            self.send_all(self.stage.tick())
 
 
 def send_all(node: Any, messages: Iterable[Outgoing | None]) -> int:
@@ -211,7 +211,9 @@ def serve(node: Any, stage: Stage, clock: Callable[[], float] = time.monotonic, 
             if event.get("id") == "ALL_INPUTS_CLOSED":  # a graceful end: let timed work finish
                 loop.run_out_deadlines(clock, sleep)
             break
-        elif kind == "ERROR" and not is_timeout(event):
+        elif kind == "ERROR" and is_timeout(event):
+            loop.send_all(stage.tick())  # the deadline we waited for
+        elif kind == "ERROR":
             log.warning("%s: dora error event: %s", stage.name, event.get("error"))
     loop.send_all(stage.finish())
 

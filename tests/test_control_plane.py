@@ -432,6 +432,31 @@ def test_sink_reports_a_segment_complete_only_once_the_speaker_consumed_it():
     assert second.metadata[m.SEGMENT_INDEX] == 1 and stage.next_deadline() is None
 
 
+class RealTimePlayer(FakePlayer):
+    """Plays at real-time speed on a fake clock, from time 0."""
+
+    def __init__(self, clock: Clock):
+        super().__init__()
+        self.clock = clock
+
+    consumed = property(lambda self: min(self.buffer.written, int(self.clock.t * SR)))
+
+
+def test_serve_reports_segments_of_a_speaker_sink_as_they_finish_playing():
+    clock = Clock(0.0)
+    stage = AudioSinkStage("speaker", clock=clock, monotonic=clock)
+    stage.players[SR] = RealTimePlayer(clock)
+    events = [
+        input_event(m.AUDIO, *audio("u", OLD, SR // 2, segment=0, utt_final=False)),  # 0.5 s
+        input_event(m.AUDIO, *audio("u", OLD, SR, segment=1, utt_final=True)),  # 1.0 s more
+    ]
+    node = TimedNode(events, clock)
+    serve(node, stage, clock=clock, sleep=lambda s: None)
+    done = [(md[m.SEGMENT_INDEX], t) for (o, _, md), t in zip(node.sent, node.sent_at) if o == m.SEGMENT_COMPLETE]
+    assert [i for i, _ in done] == [0, 1]
+    assert done[0][1] == pytest.approx(0.5) and done[1][1] == pytest.approx(1.5)  # not before it was heard
+
+
 def test_sink_in_null_mode_completes_each_segment_at_once_with_its_error():
     stage = AudioSinkStage("null", clock=Clock(0.0))
     out = list(stage.handle(m.AUDIO, *m.AudioChunk(key("u", OLD, 0, False), np.zeros(0, np.float32), SR, 0, True, error="bad").to_message()))
