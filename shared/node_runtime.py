@@ -198,6 +198,8 @@ def serve(node: Any, stage: Stage, clock: Callable[[], float] = time.monotonic, 
             loop.tick_if_due(clock)
             if not stage.pending():
                 break
+        if loop.inbox.buffered and loop.control_inputs:
+            loop.poll_control()  # a stop must not wait behind the backlog set aside earlier
         event = loop.inbox.next(loop.timeout(clock))
         if event is None:
             break

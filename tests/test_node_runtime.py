@@ -93,3 +93,51 @@ def test_python_logging_is_forwarded_to_the_dora_node_log():
     logger.warning("careful")
     logger.error("broken")
     assert node.lines == [("info", "chunk 3"), ("warn", "careful"), ("error", "broken")]
+
+
+class Recorder(StageBase):
+    """Records what it handles, in order; answers each data message with one output."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing | None]:
+        self.seen.append(f"{input_id}:{m.read_text(value, input_id)}")
+        if input_id != "control":
+            yield None  # a poll point
+            yield Outgoing("out", m.text_array(self.seen[-1]))
+
+
+def test_control_messages_overtake_data_queued_while_a_handler_runs():
+    events = [input_event("data", m.text_array(str(i))) for i in range(3)] + [input_event("control", m.text_array("stop"))]
+    stage = Recorder()
+    serve(RecordingNode(events), stage)
+    # While data 0 was being handled, the loop set data 1 and 2 aside and handled the stop at once.
+    assert stage.seen == ["data:0", "control:stop", "data:1", "data:2"]
+
+
+def test_dora_timeouts_tick_the_stage_and_are_not_logged_as_errors(caplog):
+    class Ticking(StageBase):
+        name = "ticking"
+
+        def __init__(self):
+            self.ticks = 0
+
+        def handle(self, input_id, value, metadata):
+            return ()
+
+        def next_deadline(self):
+            return 5.0 if self.ticks < 2 else None  # later than the clock: only a timeout ticks
+
+        def tick(self):
+            self.ticks += 1
+            yield Outgoing("out", m.text_array(f"tick {self.ticks}"))
+
+    timeout = {"type": "ERROR", "error": "Timeout event stream error: Receiver timed out"}
+    node = RecordingNode([timeout, timeout])
+    stage = Ticking()
+    serve(node, stage, clock=lambda: 1.0)
+    assert stage.ticks == 2 and texts(node) == ["tick 1", "tick 2"]
+    assert "dora error event" not in caplog.text
