@@ -19,6 +19,9 @@ dropped, token chunks that still arrive for them are discarded, and the first au
 next utterance carries ``flush: True`` so that a sink's dora queue drops stale chunks too.
 ``GSV_MAX_LEAD_SECONDS`` (unset: no pacing) holds audio back so this node never runs more than that
 far ahead of real-time playback, for sinks without acknowledgements (dora-pyaudio's 10-deep queue).
+``GSV_PEAK_LIMIT`` (off by default; 0.45 for dora-pyaudio, which wraps floats above 0.468) applies a
+fixed gain (``GSV_OUTPUT_GAIN``, default the limit) and a smooth soft knee that never exceeds the
+limit (``audio.limiter``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.audio.pacing import Pacer
+from dora_gpt_sovits.audio.limiter import PeakLimiter, limiter_from_env
 from dora_gpt_sovits.audio.resample import StreamResampler
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
@@ -78,6 +82,7 @@ class VocoderStage(StageBase):
         output_rate: int | None = None,
         max_lead_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        limiter: PeakLimiter | None = None,
     ):
         self.condition = condition
         self.make_decoder = make_decoder
@@ -89,6 +94,7 @@ class VocoderStage(StageBase):
         self.silence = torch.zeros(int(fragment_interval * sample_rate))
         self.seed = seed
         self.development_model = development_model
+        self.limiter = limiter
         self.spectrograms: dict[str, np.ndarray] = {}
         self.embeddings: dict[str, np.ndarray] = {}
         self.conditions: dict[str, Any] = {}
@@ -225,6 +231,8 @@ class VocoderStage(StageBase):
         return segment
 
     def slices(self, segment: OpenSegment, wav: torch.Tensor, final: bool) -> Iterator[Outgoing]:
+        if self.limiter is not None:
+            wav = self.limiter(wav)
         starts = range(0, len(wav), self.max_chunk)
         for i, start in enumerate(starts):
             if self.cancelled.cancels(segment.key):  # a stop arrived while the previous slice left
@@ -299,6 +307,7 @@ def main() -> None:
         development_model=paths.development,
         output_rate=int(env["GSV_OUTPUT_SAMPLE_RATE"]) if env.get("GSV_OUTPUT_SAMPLE_RATE") else None,
         max_lead_seconds=float(env["GSV_MAX_LEAD_SECONDS"]) if env.get("GSV_MAX_LEAD_SECONDS") else None,
+        limiter=limiter_from_env(env),
     )
     # The first decode pays one-off costs (allocator, kernels): pay them before serving.
     spec = np.ones((1025, 50), np.float32)
