@@ -18,7 +18,7 @@ def test_output_never_exceeds_the_limit_and_pyaudio_never_wraps():
     limiter = PeakLimiter(0.45, gain=1.0)
     x = torch.linspace(-5, 5, 100_001)
     y = limiter(x)
-    assert y.abs().max() <= 0.45
+    assert y.abs().max() <= 0.45 + 1e-6  # float32 rounding of the limit itself
     as_int16 = pyaudio_int16(y.numpy())
     # No wrap-around: the sign survives the cast and the value is what x70000 means.
     assert np.all(np.sign(as_int16) == np.sign(y.numpy()) * (np.abs(as_int16) > 0))
