@@ -76,6 +76,15 @@ FLUSH = "flush"  # bool: dora drops what is still queued at the receiver's input
 
 STOP = "stop"  # the one control word: cancel (all, or the utterance named by utterance_id)
 
+# streamed LLM text (operators/sentence_stream.py)
+FINAL = "final"  # bool on a text delta: the LLM's turn ends with this delta
+TURN_ID = "turn_id"  # str: one LLM turn, whose sentences become utterances "<turn_id>.<n>"
+SENTENCE_INDEX = "sentence_index"  # int: sentence of the turn, from 0
+# an ad-hoc voice on a text request (the reference node encodes it, cached by content)
+REF_AUDIO = "ref_audio"  # str: path of a reference recording
+PROMPT_TEXT = "prompt_text"  # str: what is said in it ("" = reference-free)
+PROMPT_LANGUAGE = "prompt_language"  # str: its language
+
 DEFAULT_VOICE = "default"
 FEATURE_DIM = 1024  # chinese-roberta-large hidden size, which the GPT's bert_proj expects
 
