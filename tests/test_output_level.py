@@ -54,7 +54,7 @@ def test_limiter_from_env():
 
 
 def test_vocoder_with_a_peak_limit_sends_pyaudio_safe_chunks_of_at_most_one_second():
-    def loud_decoder(cond, phone_ids, seed):
+    def loud_decoder(cond, phone_ids, seed, speed=None):
         def decode(history, run, lookahead, position):
             t = (np.arange(len(run) * 640) + position * 640) / SR
             return torch.from_numpy(0.98 * np.sin(2 * np.pi * 220 * t).astype(np.float32)), torch.zeros(0)
