@@ -114,6 +114,10 @@ def test_streamed_llm_text_is_spoken_early_within_the_kokoro_contract_and_switch
     # Speech started on the first sentence before the LLM had even sent its last one.
     last_sentence_sent = max(s["at"] for s in sent if s.get("turn") == 0 and "sentence" in s)
     assert audible[0]["at"] < last_sentence_sent, (audible[0]["at"], last_sentence_sent)
+    start = sent[0]["at"]
+    print(f"LLM started sentence 1 at 0 s; first audio at {audible[0]['at'] - start:.2f} s; "
+          f"last sentence of turn 1 sent at {last_sentence_sent - start:.2f} s; "
+          f"{len(received)} audio messages, peak {max(r['peak'] for r in audible):.3f}")
 
     # The second voice's own weights were loaded in the running graph, in gpt and vocoder.
     records = log_records(output)
