@@ -87,7 +87,11 @@ HUB_NODES = {"dora-microphone", "dora-vad", "dora-distil-whisper", "dora-qwen", 
 def test_voice_assistant_graph_is_qwen_dev_interruption_with_our_tts_in_place_of_kokoro():
     default, assistant = load("dataflow.yml"), load("dataflows/voice-assistant.yml")
     nodes = {n["id"]: n for n in assistant["nodes"]}
-    assert set(nodes) == HUB_NODES | STAGES - {"text-input", "audio-sink"}
+    assert set(nodes) == HUB_NODES | STAGES - {"text-input", "audio-sink"} | {"tts-metrics"}
+    # Our sink beside dora-pyaudio only measures (time to first audio); it plays nothing.
+    metrics = nodes.pop("tts-metrics")
+    assert metrics["path"] == "gsv-audio-sink" and metrics["env"] == {"GSV_SINK": "null"}
+    assert metrics["inputs"]["audio"]["source"] == "vocoder/audio"
     for hub in HUB_NODES:  # released node-hub packages, as in node-hub's own examples
         assert (nodes[hub]["build"], nodes[hub]["path"]) == (f"pip install {hub}", hub)
     # The hub nodes keep qwen-dev-interruption's wiring; the TTS boundary is text in, audio out.

@@ -123,3 +123,6 @@ def test_streamed_llm_text_is_spoken_early_within_the_kokoro_contract_and_switch
     records = log_records(output)
     loaded = {r["node_id"] for r in records if "loaded for a voice" in r["message"]}
     assert {"gpt", "vocoder"} <= loaded, [r["message"] for r in records if r["node_id"] in ("gpt", "vocoder")][-10:]
+    # The unit's optional measuring sink reported time to first audio for every utterance.
+    ttfa = [r for r in records if r["node_id"] == "tts-metrics" and "TTFA" in r["message"]]
+    assert len(ttfa) == len(TURN1) + len(TURN2), [r["message"] for r in ttfa]
