@@ -11,7 +11,8 @@ Sampling: ``GSV_TOP_K`` (15), ``GSV_TOP_P`` (1.0), ``GSV_TEMPERATURE`` (1.0),
 ``GSV_REPETITION_PENALTY`` (1.35), ``GSV_SEED`` (segment i of an utterance uses seed + i; unset =
 random); a segment's ``top_k``/``top_p``/``temperature`` metadata (set per request, see
 docs/messages.md) override them for that segment. Segments whose voice has no prompt tokens yet
-wait here until they arrive.
+wait here until they arrive. A voice with its own GPT weights (metadata ``weights`` on its prompt
+tokens) is decoded with them (``model_cache``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.cancellation import Cancellations
+from dora_gpt_sovits.model_cache import model_choice
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 
 log = logging.getLogger("gsv.gpt")
@@ -69,6 +71,7 @@ class GPTStage(StageBase):
         self.policy = policy
         self.seed = seed
         self.prompts: dict[str, np.ndarray] = {}
+        self.weights: dict[str, str] = {}  # voice -> its own GPT weights ("" = the graph's model)
         self.waiting: dict[str, list[m.PhoneFeatures]] = defaultdict(list)
         self.cancelled = Cancellations()
 
@@ -78,6 +81,7 @@ class GPTStage(StageBase):
         elif input_id == m.PROMPT_SEMANTIC:
             part = m.ReferencePart.tokens_from_event(value, metadata, input_id)
             self.prompts[part.voice] = np.array(part.payload)  # kept across messages: own the memory
+            self.weights[part.voice] = part.weights
             for segment in self.waiting.pop(part.voice, []):
                 yield from self.decode_segment(segment)
         elif input_id == m.PHONE_FEATURES:
@@ -123,7 +127,8 @@ class GPTStage(StageBase):
         boundaries = self.policy.boundaries()
         next_boundary = next(boundaries)
         try:
-            for token in self.decode(phone_ids, segment.features, prompt, seed, segment.key.options):
+            voice_model = model_choice(self.weights.get(segment.key.voice))
+            for token in self.decode(phone_ids, segment.features, prompt, seed, segment.key.options, **voice_model):
                 yield None  # a poll point: a stop that arrived meanwhile is handled now
                 if self.cancelled.cancels(segment.key):
                     log.info(
@@ -164,6 +169,7 @@ def main() -> None:
     from dora_gpt_sovits.gpt.generate import generate_stream
     from dora_gpt_sovits.gpt.loader import load_gpt
     from dora_gpt_sovits.gpt.sampling import SamplingParams
+    from dora_gpt_sovits.model_cache import ModelCache
     from dora_gpt_sovits.node_runtime import configure_threads
     from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
 
@@ -179,13 +185,16 @@ def main() -> None:
         repetition_penalty=float(env.get("GSV_REPETITION_PENALTY", 1.35)),
     )
 
+    models = ModelCache(lambda p: load_gpt(p, device=device, dtype=dtype), model, paths.gpt, kind="GPT")
+
     def decode(
-        phone_ids: np.ndarray, features: np.ndarray, prompt: np.ndarray, seed: int | None, options: m.RequestOptions
+        phone_ids: np.ndarray, features: np.ndarray, prompt: np.ndarray, seed: int | None, options: m.RequestOptions,
+        weights: str = "",
     ) -> Iterator[int]:
         params = dataclasses.replace(base, seed=seed, **options.sampling())
         with torch.inference_mode():
             yield from generate_stream(
-                model,
+                models.get(weights),
                 torch.from_numpy(np.asarray(phone_ids)).to(device),
                 m.tensor_view(np.asarray(features)).to(device, dtype),
                 torch.from_numpy(prompt).to(device) if len(prompt) else None,

@@ -7,7 +7,10 @@ Outputs: ``prompt_semantic`` (Int64[P] -> gpt), ``reference_spectrogram`` (Float
          downstream before any text that uses it is released).
 
 The default voice is encoded and sent as soon as the node starts. Encodings are cached by the audio
-file's content hash: a voice used twice (or two names for one file) is encoded once.
+file's content hash: a voice used twice (or two names for one file) is encoded once. A voice may
+name its own GPT/SoVITS weights (voices.yml): their paths travel as metadata ``weights`` on
+``prompt_semantic`` / ``reference_spectrogram`` so gpt and vocoder load them (``model_cache``); a
+voice defined by a request (``ref_audio`` ... in the voice request's metadata) joins the registry.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
-from dora_gpt_sovits.voices import Voice, VoiceError, find_voice
+from dora_gpt_sovits.voices import Voice, VoiceError, adhoc_voice, find_voice
 
 log = logging.getLogger("gsv.reference")
 
@@ -55,6 +59,9 @@ class ReferenceStage(StageBase):
 
     def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
         name = m.read_text(value, input_id)
+        adhoc = adhoc_voice(metadata)
+        if adhoc is not None and adhoc.name == name and name not in self.registry:
+            self.registry[name] = adhoc  # a request's own voice; encoded once, by content
         if name in self.announced:
             # gpt and vocoder already hold this voice; the frontend asked before our first
             # announcement reached it (or it restarted): its prompt text is all it needs.
@@ -65,29 +72,33 @@ class ReferenceStage(StageBase):
     def voice_messages(self, name: str) -> Iterator[Outgoing]:
         try:
             voice = find_voice(name, self.registry)
+            voice.check_files()
             features = self.features(voice)
         except (VoiceError, ValueError, OSError) as e:
             # The frontend turns an unusable voice into an error on each waiting utterance.
             log.error("voice %r unusable: %s", name, e)
             yield Outgoing(m.VOICE_PROMPT, m.text_array(""), {m.VOICE: name, m.ERROR: str(e)})
             return
-        yield Outgoing(m.PROMPT_SEMANTIC, *m.ReferencePart(name, features.prompt_semantic).to_message())
-        yield Outgoing(m.REFERENCE_SPECTROGRAM, *m.ReferencePart(name, features.spectrogram).to_message())
+        gpt_weights, sovits_weights = str(voice.gpt_weights or ""), str(voice.sovits_weights or "")
+        yield Outgoing(m.PROMPT_SEMANTIC, *m.ReferencePart(name, features.prompt_semantic, weights=gpt_weights).to_message())
+        yield Outgoing(m.REFERENCE_SPECTROGRAM, *m.ReferencePart(name, features.spectrogram, weights=sovits_weights).to_message())
         if features.speaker_embedding is not None:
-            yield Outgoing(m.SPEAKER_EMBEDDING, *m.ReferencePart(name, features.speaker_embedding).to_message())
+            yield Outgoing(m.SPEAKER_EMBEDDING, *m.ReferencePart(name, features.speaker_embedding, weights=sovits_weights).to_message())
         prompt = voice.prompt_text if len(features.prompt_semantic) else ""
         self.announced[name] = Outgoing(m.VOICE_PROMPT, *m.ReferencePart(name, prompt, language=voice.prompt_language).to_message())
         yield self.announced[name]
         log.info(
-            "voice %r ready: %d prompt tokens, %d spectrogram frames%s",
+            "voice %r ready: %d prompt tokens, %d spectrogram frames%s%s",
             name,
             len(features.prompt_semantic),
             features.spectrogram.shape[-1],
             ", speaker embedding" if features.speaker_embedding is not None else "",
+            "".join(f", {k} {Path(v).name}" for k, v in (("GPT", gpt_weights), ("SoVITS", sovits_weights)) if v),
         )
 
     def features(self, voice: Voice) -> VoiceFeatures:
-        key = f"{self.content_hash(voice)}:{bool(voice.prompt_text.strip())}"
+        # The prompt tokens come from the voice's SoVITS quantizer: its weights are part of the key.
+        key = f"{self.content_hash(voice)}:{bool(voice.prompt_text.strip())}:{voice.sovits_weights or ''}"
         if key not in self.cache:
             self.cache[key] = self.encode(voice)
         return self.cache[key]
@@ -98,6 +109,7 @@ def main() -> None:
     from dora_gpt_sovits.audio.reference_audio import content_hash, load_reference
     from dora_gpt_sovits.audio.spectrogram import reference_spectrogram
     from dora_gpt_sovits.encoders.hubert import hubert_features, load_hubert
+    from dora_gpt_sovits.model_cache import ModelCache
     from dora_gpt_sovits.node_runtime import configure_threads
     from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
     from dora_gpt_sovits.sovits.loader import load_sovits
@@ -122,6 +134,8 @@ def main() -> None:
 
         fail(str(e))
 
+    sovits_models = ModelCache(lambda p: load_sovits(p, device=device, dtype=dtype), sovits, paths.sovits, kind="SoVITS")
+
     @torch.inference_mode()
     def encode(voice: Voice) -> VoiceFeatures:
         audio = load_reference(voice.ref_audio)
@@ -129,7 +143,8 @@ def main() -> None:
         tokens = np.zeros(0, dtype=np.int64)
         if voice.prompt_text.strip():
             ssl = hubert_features(hubert, audio.wav16k.to(device, dtype))
-            tokens = sovits.extract_prompt_codes(ssl)[0, 0].cpu().numpy().astype(np.int64)
+            quantizer = sovits_models.get(voice.sovits_weights)
+            tokens = quantizer.extract_prompt_codes(ssl)[0, 0].cpu().numpy().astype(np.int64)
         embedding = None
         if sv_model is not None:
             from dora_gpt_sovits.encoders.speaker_verification import speaker_embedding

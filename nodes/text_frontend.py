@@ -13,6 +13,9 @@ is known. Flow control: with ``GSV_MAX_SEGMENTS_AHEAD`` = N > 0, at most N segme
 graph (released, not yet reported by the sink's ``segment_complete``); later ones wait here as text
 and are converted when a slot frees, so a 100,000-character text holds only N segments downstream.
 Unset or 0 disables the window (for graphs whose sink sends no ``segment_complete``).
+As in dora-kokoro-tts, ``<tool_call>...</tool_call>`` blocks are removed and a message with nothing
+left (or an empty one) is skipped with a log line. A request picks its voice by name (metadata
+``voice``) or brings its own (``ref_audio``, ``prompt_text``, ``prompt_language``).
 Environment: ``GSV_VERSION`` (symbol table), ``GSV_SPLIT_METHOD`` (cut0..cut5, default cut5).
 """
 
@@ -32,7 +35,9 @@ from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 from dora_gpt_sovits.text.errors import FrontendError
 from dora_gpt_sovits.text.frontend import PhoneSegment, text_to_phones
 from dora_gpt_sovits.text.language import check_language
+from dora_gpt_sovits.text.llm_stream import strip_tool_calls
 from dora_gpt_sovits.text.sentence_split import prepare_sentences
+from dora_gpt_sovits.voices import adhoc_voice
 
 log = logging.getLogger("gsv.text-frontend")
 
@@ -101,15 +106,19 @@ class TextFrontendStage(StageBase):
             for pending in self.waiting.pop(part.voice, []):
                 self.hold(pending)
         elif input_id == m.TEXT:
-            pending = PendingText(m.read_text(value), self.stamped(metadata))
+            text = strip_tool_calls(m.read_text(value))
+            pending = PendingText(text, self.stamped(metadata))
             voice = str(pending.metadata.get(m.VOICE, m.DEFAULT_VOICE))
-            if self.cancelled.cancels(self.key(pending.metadata, 0, True)):
+            if not text.strip():
+                # As dora-kokoro-tts: an LLM turn that was only a tool call (or nothing) is not speech.
+                log.info("skipped a text message with nothing to speak (empty or only tool calls)")
+            elif self.cancelled.cancels(self.key(pending.metadata, 0, True)):
                 log.info("utterance %s: stopped before it was started", pending.metadata[m.UTTERANCE_ID])
             elif voice in self.prompts:
                 self.hold(pending)
             else:
                 if voice not in self.waiting:
-                    yield Outgoing(VOICE_REQUEST, m.text_array(voice), {m.VOICE: voice})
+                    yield Outgoing(VOICE_REQUEST, m.text_array(voice), self.voice_request(pending.metadata))
                 self.waiting[voice].append(pending)
         yield from self.release()
 
@@ -117,7 +126,17 @@ class TextFrontendStage(StageBase):
         metadata = dict(metadata)
         metadata[m.UTTERANCE_ID] = str(metadata.get(m.UTTERANCE_ID) or m.new_utterance_id())
         metadata[m.TEXT_RECEIVED_AT] = float(metadata.get(m.TEXT_RECEIVED_AT) or self.clock())
+        if adhoc := adhoc_voice(metadata):
+            # A voice defined by the request itself: named after its definition, so repeating it
+            # reuses the reference node's encoding.
+            metadata[m.VOICE] = adhoc.name
         return metadata
+
+    @staticmethod
+    def voice_request(metadata: dict[str, Any]) -> dict[str, Any]:
+        """What the reference node needs to load the request's voice: its name, or its definition."""
+        request = {m.VOICE: str(metadata.get(m.VOICE, m.DEFAULT_VOICE))}
+        return request | {k: metadata[k] for k in (m.REF_AUDIO, m.PROMPT_TEXT, m.PROMPT_LANGUAGE) if k in metadata}
 
     def hold(self, pending: PendingText) -> None:
         md = pending.metadata

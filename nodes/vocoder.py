@@ -10,7 +10,8 @@ segment ends with ``GSV_FRAGMENT_INTERVAL`` seconds of silence (0.3, as upstream
 in messages of at most ``GSV_MAX_CHUNK_SECONDS`` (1.0) so dora-pyaudio-style sinks that play one
 second per message lose nothing. ``GSV_NOISE_SCALE`` (0.5) and ``GSV_SPEED`` (1.0) are upstream's
 decode knobs (a segment's ``speed`` metadata, set per request, overrides ``GSV_SPEED``);
-``GSV_LOOKAHEAD_TOKENS`` (4) trades latency for smoother joins.
+``GSV_LOOKAHEAD_TOKENS`` (4) trades latency for smoother joins. A voice with its own SoVITS weights
+(metadata ``weights`` on its spectrogram) is vocoded with them (``model_cache``).
 ``GSV_OUTPUT_SAMPLE_RATE`` (default: the model's 32000) resamples the output per chunk, with the
 filter state carried across chunks (e.g. 24000 for OpenAI-Realtime-style consumers, 16000 for ASR).
 
@@ -19,6 +20,9 @@ dropped, token chunks that still arrive for them are discarded, and the first au
 next utterance carries ``flush: True`` so that a sink's dora queue drops stale chunks too.
 ``GSV_MAX_LEAD_SECONDS`` (unset: no pacing) holds audio back so this node never runs more than that
 far ahead of real-time playback, for sinks without acknowledgements (dora-pyaudio's 10-deep queue).
+``GSV_PEAK_LIMIT`` (off by default; 0.45 for dora-pyaudio, which wraps floats above 0.468) applies a
+fixed gain (``GSV_OUTPUT_GAIN``, default the limit) and a smooth soft knee that never exceeds the
+limit (``audio.limiter``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ import torch
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.audio.pacing import Pacer
+from dora_gpt_sovits.model_cache import model_choice
+from dora_gpt_sovits.audio.limiter import PeakLimiter, limiter_from_env
 from dora_gpt_sovits.audio.resample import StreamResampler
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
@@ -43,7 +49,8 @@ from dora_gpt_sovits.sovits.token_stream import ChunkDecoder, SegmentVocoder, St
 
 log = logging.getLogger("gsv.vocoder")
 
-# (spectrogram [1025, F], speaker embedding [20480] or None) -> the model's conditioning for a voice
+# (spectrogram [1025, F], speaker embedding [20480] or None[, weights=the voice's own SoVITS file])
+#   -> the model's conditioning for a voice
 Condition = Callable[[np.ndarray, np.ndarray | None], Any]
 # (conditioning, target phone ids [N], noise seed, the request's speed or None = node default)
 #   -> a decoder for one segment's token runs
@@ -78,6 +85,7 @@ class VocoderStage(StageBase):
         output_rate: int | None = None,
         max_lead_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        limiter: PeakLimiter | None = None,
     ):
         self.condition = condition
         self.make_decoder = make_decoder
@@ -89,9 +97,12 @@ class VocoderStage(StageBase):
         self.silence = torch.zeros(int(fragment_interval * sample_rate))
         self.seed = seed
         self.development_model = development_model
+        self.limiter = limiter
         self.spectrograms: dict[str, np.ndarray] = {}
         self.embeddings: dict[str, np.ndarray] = {}
         self.conditions: dict[str, Any] = {}
+        self.weights: dict[str, str] = {}  # voice -> its own SoVITS weights ("" = the graph's model)
+        self.failed: set[tuple[str, int]] = set()  # segments whose voice model could not be set up
         self.open: dict[tuple[str, int], OpenSegment] = {}
         self.waiting: dict[str, list[m.SemanticChunk]] = defaultdict(list)
         self.cancelled = Cancellations()
@@ -109,6 +120,7 @@ class VocoderStage(StageBase):
         if input_id == m.REFERENCE_SPECTROGRAM:
             part = m.ReferencePart.floats_from_event(value, metadata, input_id)
             self.spectrograms[part.voice] = np.array(part.payload)  # kept for the voice's lifetime
+            self.weights[part.voice] = part.weights
             self.conditions.pop(part.voice, None)
             yield from self.release(part.voice)
         elif input_id == m.SPEAKER_EMBEDDING:
@@ -183,7 +195,18 @@ class VocoderStage(StageBase):
             segment = self.open.pop(ident, None)
             yield self.audio(chunk.key, torch.zeros(0), segment.audio_chunks_sent if segment else 0, True, chunk.error)
             return
-        segment = self.open.get(ident) or self.open_segment(chunk)
+        if ident in self.failed:
+            if chunk.segment_final:
+                self.failed.discard(ident)
+            return  # already closed with the error
+        try:
+            segment = self.open.get(ident) or self.open_segment(chunk)
+        except Exception as e:  # e.g. a voice's own weights that cannot be loaded
+            log.exception("utterance %s segment %d: voice setup failed", chunk.key.utterance_id, chunk.key.segment_index)
+            if not chunk.segment_final:
+                self.failed.add(ident)
+            yield self.audio(chunk.key, torch.zeros(0), 0, True, f"voice {chunk.key.voice!r} unusable: {e}")
+            return
         started = time.perf_counter()
         try:
             pieces = segment.vocoder.push(chunk.tokens, chunk.segment_final)
@@ -216,7 +239,9 @@ class VocoderStage(StageBase):
     def open_segment(self, chunk: m.SemanticChunk) -> OpenSegment:
         voice = chunk.key.voice
         if voice not in self.conditions:
-            self.conditions[voice] = self.condition(self.spectrograms[voice], self.embeddings.get(voice))
+            self.conditions[voice] = self.condition(
+                self.spectrograms[voice], self.embeddings.get(voice), **model_choice(self.weights.get(voice))
+            )
         seed = random.randrange(2**31) if self.seed is None else self.seed + chunk.key.segment_index
         phones = np.asarray(chunk.phone_ids, dtype=np.int64)
         decoder = self.make_decoder(self.conditions[voice], phones, seed, chunk.key.options.speed)
@@ -225,6 +250,8 @@ class VocoderStage(StageBase):
         return segment
 
     def slices(self, segment: OpenSegment, wav: torch.Tensor, final: bool) -> Iterator[Outgoing]:
+        if self.limiter is not None:
+            wav = self.limiter(wav)
         starts = range(0, len(wav), self.max_chunk)
         for i, start in enumerate(starts):
             if self.cancelled.cancels(segment.key):  # a stop arrived while the previous slice left
@@ -260,6 +287,7 @@ def main() -> None:
     from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
     from dora_gpt_sovits.sovits.loader import load_sovits
     from dora_gpt_sovits.sovits.streaming import decode_chunk
+    from dora_gpt_sovits.model_cache import ModelCache
 
     env = dict(os.environ)
     configure_threads()
@@ -269,18 +297,25 @@ def main() -> None:
     noise_scale = float(env.get("GSV_NOISE_SCALE", 0.5))
     speed = float(env.get("GSV_SPEED", 1.0))
 
-    @torch.inference_mode()
-    def condition(spec: np.ndarray, sv: np.ndarray | None) -> Any:
-        specs = [torch.from_numpy(spec).to(device, dtype)[None]]
-        return model.global_condition(specs, None if sv is None else [torch.from_numpy(sv).to(device, dtype)[None]])
+    models = ModelCache(lambda p: load_sovits(p, device=device, dtype=dtype), model, paths.sovits, kind="SoVITS")
 
-    def make_decoder(cond: Any, phone_ids: np.ndarray, seed: int, request_speed: float | None = None) -> ChunkDecoder:
+    @torch.inference_mode()
+    def condition(spec: np.ndarray, sv: np.ndarray | None, weights: str = "") -> Any:
+        voice_model = models.get(weights)
+        if voice_model.config.sampling_rate != model.config.sampling_rate:
+            raise ValueError(f"{weights} runs at {voice_model.config.sampling_rate} Hz, this graph at {model.config.sampling_rate} Hz")
+        specs = [torch.from_numpy(spec).to(device, dtype)[None]]
+        sv_list = None if sv is None else [torch.from_numpy(sv).to(device, dtype)[None]]
+        return voice_model, voice_model.global_condition(specs, sv_list)
+
+    def make_decoder(voice: Any, phone_ids: np.ndarray, seed: int, request_speed: float | None = None) -> ChunkDecoder:
+        voice_model, cond = voice
         phones = torch.from_numpy(phone_ids).to(device)[None]
         segment_speed = speed if request_speed is None else request_speed
 
         def decode(history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int):
             out = decode_chunk(
-                model, cond, phones, torch.from_numpy(history), torch.from_numpy(run), torch.from_numpy(lookahead),
+                voice_model, cond, phones, torch.from_numpy(history), torch.from_numpy(run), torch.from_numpy(lookahead),
                 position=position, speed=segment_speed, noise_scale=noise_scale, noise_seed=seed,
             )
             return out.samples.reshape(-1), out.tail.reshape(-1)
@@ -299,6 +334,7 @@ def main() -> None:
         development_model=paths.development,
         output_rate=int(env["GSV_OUTPUT_SAMPLE_RATE"]) if env.get("GSV_OUTPUT_SAMPLE_RATE") else None,
         max_lead_seconds=float(env["GSV_MAX_LEAD_SECONDS"]) if env.get("GSV_MAX_LEAD_SECONDS") else None,
+        limiter=limiter_from_env(env),
     )
     # The first decode pays one-off costs (allocator, kernels): pay them before serving.
     spec = np.ones((1025, 50), np.float32)

@@ -14,10 +14,9 @@ import pyarrow as pa
 from dora import DoraStatus
 
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.audio.limiter import PYAUDIO_SAFE_PEAK
 
 log = logging.getLogger("gsv.level-meter")
-
-PYAUDIO_SAFE_PEAK = 32767 / 70000
 
 
 def chunk_level(samples: np.ndarray) -> tuple[float, float]:

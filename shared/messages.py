@@ -76,6 +76,16 @@ FLUSH = "flush"  # bool: dora drops what is still queued at the receiver's input
 
 STOP = "stop"  # the one control word: cancel (all, or the utterance named by utterance_id)
 
+# streamed LLM text (operators/sentence_stream.py)
+FINAL = "final"  # bool on a text delta: the LLM's turn ends with this delta
+TURN_ID = "turn_id"  # str: one LLM turn, whose sentences become utterances "<turn_id>.<n>"
+SENTENCE_INDEX = "sentence_index"  # int: sentence of the turn, from 0
+# an ad-hoc voice on a text request (the reference node encodes it, cached by content)
+REF_AUDIO = "ref_audio"  # str: path of a reference recording
+PROMPT_TEXT = "prompt_text"  # str: what is said in it ("" = reference-free)
+PROMPT_LANGUAGE = "prompt_language"  # str: its language
+WEIGHTS = "weights"  # str: the voice's own GPT .ckpt (on prompt_semantic) / SoVITS .pth (reference_spectrogram)
+
 DEFAULT_VOICE = "default"
 FEATURE_DIM = 1024  # chinese-roberta-large hidden size, which the GPT's bert_proj expects
 
@@ -414,9 +424,12 @@ class ReferencePart:
     payload: np.ndarray | str
     shape: list[int] = field(default_factory=list)
     language: str = ""
+    weights: str = ""  # the voice's own model file for the receiving stage; "" = the graph's
 
     def to_message(self) -> tuple[pa.Array, dict[str, Any]]:
         md: dict[str, Any] = {VOICE: self.voice}
+        if self.weights:
+            md[WEIGHTS] = self.weights
         if isinstance(self.payload, str):
             md[LANGUAGE] = self.language
             return text_array(self.payload), md
@@ -425,7 +438,7 @@ class ReferencePart:
 
     @classmethod
     def tokens_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> "ReferencePart":
-        return cls(str(md.get(VOICE, DEFAULT_VOICE)), numpy_view(value, np.int64, port))
+        return cls(str(md.get(VOICE, DEFAULT_VOICE)), numpy_view(value, np.int64, port), weights=str(md.get(WEIGHTS, "")))
 
     @classmethod
     def floats_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> "ReferencePart":
@@ -434,7 +447,7 @@ class ReferencePart:
         shape = [int(s) for s in md[SHAPE]]
         if int(np.prod(shape)) != flat.size:
             raise MessageError(f"port '{port}': shape {shape} does not fit {flat.size} values")
-        return cls(str(md.get(VOICE, DEFAULT_VOICE)), flat.reshape(shape), shape)
+        return cls(str(md.get(VOICE, DEFAULT_VOICE)), flat.reshape(shape), shape, weights=str(md.get(WEIGHTS, "")))
 
     @classmethod
     def text_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> "ReferencePart":

@@ -5,14 +5,20 @@ prompt text is prepended to every segment's phones (leave it empty for reference
 
 Where voices come from, first match wins:
 
-* ``GSV_VOICES``: a YAML file ``{name: {ref_audio, prompt_text, prompt_language}}``; relative audio
-  paths are relative to the file;
+* ``GSV_VOICES``: a YAML file ``{name: {ref_audio, prompt_text, prompt_language, gpt_weights,
+  sovits_weights}}``; relative paths are relative to the file; ``gpt_weights`` / ``sovits_weights``
+  (optional) name a speaker's fine-tuned GPT ``.ckpt`` / SoVITS ``.pth`` (see ``model_cache``);
 * ``GSV_REF_AUDIO`` (+ ``GSV_PROMPT_TEXT``, ``GSV_PROMPT_LANGUAGE``): the voice named ``default``;
 * ``voices.yml`` inside the model directory (development bundles ship one).
+
+A text request may also bring its own voice (metadata ``ref_audio``, ``prompt_text``,
+``prompt_language``): :func:`adhoc_voice` names it after its definition, so the same definition is
+one voice, encoded once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +26,7 @@ from typing import Mapping
 
 import yaml
 
-from .messages import DEFAULT_VOICE
+from .messages import DEFAULT_VOICE, PROMPT_LANGUAGE, PROMPT_TEXT, REF_AUDIO
 
 
 class VoiceError(ValueError):
@@ -33,6 +39,24 @@ class Voice:
     ref_audio: Path
     prompt_text: str  # "" = reference-free: the GPT decodes without prompt tokens
     prompt_language: str
+    gpt_weights: Path | None = None  # this speaker's GPT .ckpt; None = the graph's
+    sovits_weights: Path | None = None  # this speaker's SoVITS .pth; None = the graph's
+
+    def check_files(self) -> None:
+        for what, path in (("gpt_weights", self.gpt_weights), ("sovits_weights", self.sovits_weights)):
+            if path is not None and not path.is_file():
+                raise VoiceError(f"voice {self.name!r}: {what} {path} does not exist")
+
+
+def adhoc_voice(metadata: Mapping[str, object]) -> Voice | None:
+    """The voice a request defines in its own metadata (``ref_audio`` ...), or None."""
+    if not metadata.get(REF_AUDIO):
+        return None
+    audio = str(metadata[REF_AUDIO])
+    text = str(metadata.get(PROMPT_TEXT, "") or "")
+    language = str(metadata.get(PROMPT_LANGUAGE, "") or "zh")
+    digest = hashlib.sha1("\0".join((audio, text, language)).encode("utf-8")).hexdigest()[:12]
+    return Voice(f"adhoc-{digest}", Path(audio).expanduser(), text, language)
 
 
 def load_registry(env: Mapping[str, str] | None = None, model_dir: Path | None = None) -> dict[str, Voice]:
@@ -79,11 +103,17 @@ def _read_yaml(file: Path) -> dict[str, Voice]:
     for name, spec in data.items():
         if not isinstance(spec, dict) or "ref_audio" not in spec:
             raise VoiceError(f"{file}: voice {name!r} needs at least 'ref_audio'")
-        audio = Path(str(spec["ref_audio"])).expanduser()
         voices[str(name)] = Voice(
             str(name),
-            audio if audio.is_absolute() else file.parent / audio,
+            _relative_to(file, spec["ref_audio"]),
             str(spec.get("prompt_text", "") or ""),
             str(spec.get("prompt_language", "zh")),
+            _relative_to(file, spec["gpt_weights"]) if spec.get("gpt_weights") else None,
+            _relative_to(file, spec["sovits_weights"]) if spec.get("sovits_weights") else None,
         )
     return voices
+
+
+def _relative_to(file: Path, value: object) -> Path:
+    path = Path(str(value)).expanduser()
+    return path if path.is_absolute() else file.parent / path

@@ -93,9 +93,43 @@ def test_openai_server_graph_is_the_default_graph_with_the_server_as_text_source
     assert nodes == reference
 
 
+HUB_NODES = {"dora-microphone", "dora-vad", "dora-distil-whisper", "dora-qwen", "dora-pyaudio"}
+
+
+def test_voice_assistant_graph_is_qwen_dev_interruption_with_our_tts_in_place_of_kokoro():
+    default, assistant = load("dataflow.yml"), load("dataflows/voice-assistant.yml")
+    nodes = {n["id"]: n for n in assistant["nodes"]}
+    assert set(nodes) == HUB_NODES | STAGES - {"text-input", "audio-sink"} | {"tts-metrics"}
+    # Our sink beside dora-pyaudio only measures (time to first audio); it plays nothing.
+    metrics = nodes.pop("tts-metrics")
+    assert metrics["path"] == "gsv-audio-sink" and metrics["env"] == {"GSV_SINK": "null"}
+    assert metrics["inputs"]["audio"]["source"] == "vocoder/audio"
+    for hub in HUB_NODES:  # released node-hub packages, as in node-hub's own examples
+        assert (nodes[hub]["build"], nodes[hub]["path"]) == (f"pip install {hub}", hub)
+    # The hub nodes keep qwen-dev-interruption's wiring; the TTS boundary is text in, audio out.
+    assert nodes["dora-pyaudio"]["inputs"] == {"audio": "vocoder/audio", "timestamp_start": "dora-vad/timestamp_start"}
+    assert nodes["dora-vad"]["outputs"] == ["audio", "timestamp_start"]
+    assert nodes["text-frontend"]["inputs"]["text"].pop("source") == "dora-qwen/text"
+    # Barge-in: the user speaking stops the TTS at its control input, which fans out downstream.
+    assert nodes["text-frontend"]["inputs"]["control"]["source"] == "dora-vad/timestamp_start"
+    for stage in ("bert", "gpt", "vocoder"):
+        assert nodes[stage]["inputs"]["control"]["source"] == "text-frontend/control", stage
+    env = nodes["vocoder"]["env"]
+    assert 0 < float(env["GSV_PEAK_LIMIT"]) <= 32767 / 70000  # dora-pyaudio's int16 cast never wraps
+    assert int(env["GSV_OUTPUT_SAMPLE_RATE"]) == 24000 and float(env["GSV_MAX_LEAD_SECONDS"]) > 0
+    assert nodes["text-frontend"].pop("build") == "pip install -e .."  # this repository
+    # Apart from that, the TTS nodes are the default graph's stages, wired the same way.
+    ours = without_control_plane({k: n for k, n in nodes.items() if k not in HUB_NODES})
+    reference = without_control_plane({n["id"]: n for n in default["nodes"] if n["id"] in ours})
+    reference["text-frontend"]["inputs"]["text"].pop("source")
+    for node in (*ours.values(), *reference.values()):
+        node.pop("env", None)
+    assert ours == reference
+
+
 @pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
 @pytest.mark.parametrize("path", ["dataflow.yml", "dataflows/service.yml", "dataflows/distributed.yml",
-                                  "dataflows/openai-server.yml"])
+                                  "dataflows/openai-server.yml", "dataflows/voice-assistant.yml"])
 def test_dora_validates_the_graphs(path):
     result = subprocess.run(["dora", "validate", path], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -303,7 +303,6 @@ def test_frontend_reference_free_voice_has_no_prompt_phones():
 
 
 @pytest.mark.parametrize("text, language, expected", [
-    ("   ", "auto", "nothing to speak"),
     ("？！。", "zh", "nothing"),
     ("こんにちは", "ja", "not supported"),
     ("hello", "xx", "unknown language"),

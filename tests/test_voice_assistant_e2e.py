@@ -1,0 +1,128 @@
+"""Our part of dataflows/voice-assistant.yml through the real dora CLI (tiny development models).
+
+The graph's gsv-* nodes run as written there; the hub nodes around them are replaced by stand-ins:
+a scripted LLM that streams its reply as small deltas, one sentence every few seconds, through the
+sentence-stream operator (instead of dora-qwen), and a sink that checks dora-pyaudio's contract on
+every message (instead of dora-pyaudio). The second turn switches to a voice with its own GPT and
+SoVITS weights, in the same graph run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from test_dataflow_e2e import log_records, node_env
+
+pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
+
+HERE = Path(__file__).resolve().parent
+TURN1 = ["你好，我是语音助手。", "今天天气很好。", "我们去公园散步吧。", "Have a nice day."]
+TURN2 = ["这是第二个声音。"]
+GAP_SECONDS = 2.5  # between sentences: an LLM writing slowly
+
+
+def tts_unit(graph: dict) -> list[dict]:
+    """The dora-gpt-sovits nodes of a graph: the block users paste in place of dora-kokoro-tts."""
+    return [n for n in graph["nodes"] if str(n.get("path", "")).startswith("gsv-")]
+
+
+def source_of(spec) -> str:
+    return spec["source"] if isinstance(spec, dict) else spec
+
+
+def derived_graph(llm_report: Path, sink_report: Path) -> dict:
+    graph = yaml.safe_load((REPO / "dataflows/voice-assistant.yml").read_text(encoding="utf-8"))
+    nodes = []
+    for node in tts_unit(graph):
+        node = dict(node)
+        node.pop("build", None)  # installed already
+        inputs = {}
+        for name, spec in node.get("inputs", {}).items():
+            if source_of(spec).startswith("dora-vad/"):
+                continue  # no microphone here
+            if source_of(spec) == "dora-qwen/text":
+                spec = {"source": "llm-sentences/text", "queue_size": spec["queue_size"]}
+            inputs[name] = spec
+        node["inputs"] = inputs
+        nodes.append(node)
+    script = [{"sentences": TURN1}, {"sentences": TURN2, "voice": "second"}]
+    nodes += [
+        {"id": "dora-qwen", "path": str(HERE / "voice_assistant_nodes/scripted_llm.py"), "outputs": ["text"],
+         "env": {"LLM_SCRIPT": json.dumps(script, ensure_ascii=False), "LLM_SENTENCE_GAP": str(GAP_SECONDS),
+                 "LLM_REPORT": str(llm_report)}},
+        {"id": "llm-sentences", "operator": {"python": str(REPO / "operators/sentence_stream.py"),
+                                             "inputs": {"text": {"source": "dora-qwen/text", "queue_size": 1000}},
+                                             "outputs": ["text"]}},
+        {"id": "dora-pyaudio", "path": str(HERE / "voice_assistant_nodes/pyaudio_contract_sink.py"),
+         "inputs": {"audio": "vocoder/audio"}, "env": {"SINK_REPORT": str(sink_report)}},
+    ]
+    return {"nodes": nodes}
+
+
+
+
+@pytest.fixture(scope="module")
+def two_voices(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny bundle (the graph's models) and a voices file whose `second` voice brings its own
+    GPT and SoVITS weights (another random bundle, another seed) and its own recording."""
+    from dora_gpt_sovits.devmodels.bundle import build_bundle
+    from dora_gpt_sovits.model_paths import OFFICIAL_FILES
+
+    root = tmp_path_factory.mktemp("voices")
+    base = build_bundle(root / "base", size="tiny", version="v2", seed=0)
+    other = build_bundle(root / "other", size="tiny", version="v2", seed=1)
+    voices = root / "voices.yml"
+    voices.write_text(yaml.safe_dump({"second": {
+        "ref_audio": str(other / "reference/voice.wav"), "prompt_text": "这是一段用来测试的参考音频。",
+        "prompt_language": "zh", "gpt_weights": str(other / OFFICIAL_FILES["v2"]["gpt"]),
+        "sovits_weights": str(other / OFFICIAL_FILES["v2"]["sovits"]),
+    }}, allow_unicode=True), encoding="utf-8")
+    return base, voices
+
+
+def test_streamed_llm_text_is_spoken_early_within_the_kokoro_contract_and_switches_voice(two_voices, tmp_path):
+    models, voices = two_voices
+    llm_report, sink_report = tmp_path / "llm.json", tmp_path / "sink.json"
+    graph = tmp_path / "voice-assistant-test.yml"
+    graph.write_text(yaml.safe_dump(derived_graph(llm_report, sink_report), allow_unicode=True), encoding="utf-8")
+    env = node_env(models, GSV_VOICES=str(voices))
+    result = subprocess.run(["dora", "run", str(graph), "--log-format", "json"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    sent, received = json.loads(llm_report.read_text()), json.loads(sink_report.read_text())
+
+    # The kokoro / dora-pyaudio contract holds on every message at the boundary.
+    assert received, output[-3000:]
+    assert [r for r in received if r["problems"] or r["error"]] == []
+    assert {r["sample_rate"] for r in received} == {24000}
+    audible = [r for r in received if r["samples"]]
+    assert max(r["peak"] for r in audible) > 0.05  # limited, not silenced
+
+    # Every sentence was spoken: one utterance per released sentence, turn 2 in the second voice.
+    utterances = {r["utterance_id"]: r["voice"] for r in audible}
+    assert len(utterances) == len(TURN1) + len(TURN2), utterances
+    assert sorted(utterances.values()).count("second") == len(TURN2)
+
+    # Speech started on the first sentence before the LLM had even sent its last one.
+    last_sentence_sent = max(s["at"] for s in sent if s.get("turn") == 0 and "sentence" in s)
+    assert audible[0]["at"] < last_sentence_sent, (audible[0]["at"], last_sentence_sent)
+    start = sent[0]["at"]
+    print(f"LLM started sentence 1 at 0 s; first audio at {audible[0]['at'] - start:.2f} s; "
+          f"last sentence of turn 1 sent at {last_sentence_sent - start:.2f} s; "
+          f"{len(received)} audio messages, peak {max(r['peak'] for r in audible):.3f}")
+
+    # The second voice's own weights were loaded in the running graph, in gpt and vocoder.
+    records = log_records(output)
+    loaded = {r["node_id"] for r in records if "loaded for a voice" in r["message"]}
+    assert {"gpt", "vocoder"} <= loaded, [r["message"] for r in records if r["node_id"] in ("gpt", "vocoder")][-10:]
+    # The unit's optional measuring sink reported time to first audio for every utterance.
+    ttfa = [r for r in records if r["node_id"] == "tts-metrics" and "TTFA" in r["message"]]
+    assert len(ttfa) == len(TURN1) + len(TURN2), [r["message"] for r in ttfa]
