@@ -71,18 +71,22 @@ def derived_graph(llm_report: Path, sink_report: Path) -> dict:
 @pytest.fixture(scope="module")
 def two_voices(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny bundle (the graph's models) and a voices file whose `second` voice brings its own
-    GPT and SoVITS weights (another random bundle, another seed) and its own recording."""
-    from dora_gpt_sovits.devmodels.bundle import build_bundle
-    from dora_gpt_sovits.model_paths import OFFICIAL_FILES
+    GPT and SoVITS weights (random, another seed) and its own recording."""
+    from dora_gpt_sovits.audio.synthetic_voice import speech_like_signal
+    from dora_gpt_sovits.audio.wav import write_wav
+    from dora_gpt_sovits.devmodels.bundle import MAX_SEC, build_bundle
+    from dora_gpt_sovits.devmodels.gpt import write_random_gpt
+    from dora_gpt_sovits.devmodels.sovits import write_random_sovits
 
     root = tmp_path_factory.mktemp("voices")
     base = build_bundle(root / "base", size="tiny", version="v2", seed=0)
-    other = build_bundle(root / "other", size="tiny", version="v2", seed=1)
+    write_random_gpt(root / "second.ckpt", size="tiny", seed=1, max_sec=MAX_SEC["tiny"])
+    write_random_sovits(root / "second.pth", version="v2", size="tiny", seed=1)
+    write_wav(root / "second.wav", speech_like_signal(3.0, 32000, f0=220.0, seed=1), 32000)
     voices = root / "voices.yml"
     voices.write_text(yaml.safe_dump({"second": {
-        "ref_audio": str(other / "reference/voice.wav"), "prompt_text": "这是一段用来测试的参考音频。",
-        "prompt_language": "zh", "gpt_weights": str(other / OFFICIAL_FILES["v2"]["gpt"]),
-        "sovits_weights": str(other / OFFICIAL_FILES["v2"]["sovits"]),
+        "ref_audio": "second.wav", "prompt_text": "第二个参考声音。", "prompt_language": "zh",
+        "gpt_weights": "second.ckpt", "sovits_weights": "second.pth",
     }}, allow_unicode=True), encoding="utf-8")
     return base, voices
 
