@@ -3,8 +3,10 @@
 The graph's gsv-* nodes run as written there; the hub nodes around them are replaced by stand-ins:
 a scripted LLM that streams its reply as small deltas, one sentence every few seconds, through the
 sentence-stream operator (instead of dora-qwen), and a sink that checks dora-pyaudio's contract on
-every message (instead of dora-pyaudio). The second turn switches to a voice with its own GPT and
-SoVITS weights, in the same graph run.
+every message (instead of dora-pyaudio). The scripted LLM also stands in for dora-vad's
+`timestamp_start` (the user starts speaking). In one graph run: turn 0 streams slowly, turn 1
+switches to a voice with its own GPT and SoVITS weights, turn 2 is interrupted by a barge-in, and
+turn 3 is the reply after it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI n
 HERE = Path(__file__).resolve().parent
 TURN1 = ["你好，我是语音助手。", "今天天气很好。", "我们去公园散步吧。", "Have a nice day."]
 TURN2 = ["这是第二个声音。"]
+BARGED = ["这一句会被打断。", "这一句也说不完。", "这一句根本不会说。"]
+AFTER = ["好的，我在听。"]
+BARGE_IN_AFTER = 1.5  # seconds after turn 2's text ended: while it is being spoken
 GAP_SECONDS = 2.5  # between sentences: an LLM writing slowly
 
 
@@ -45,23 +50,26 @@ def derived_graph(llm_report: Path, sink_report: Path) -> dict:
         node.pop("build", None)  # installed already
         inputs = {}
         for name, spec in node.get("inputs", {}).items():
-            if source_of(spec).startswith("dora-vad/"):
-                continue  # no microphone here
+            if source_of(spec) == "dora-vad/timestamp_start":
+                spec = {"source": "dora-qwen/timestamp_start", "queue_size": spec["queue_size"]}
             if source_of(spec) == "dora-qwen/text":
                 spec = {"source": "llm-sentences/text", "queue_size": spec["queue_size"]}
             inputs[name] = spec
         node["inputs"] = inputs
         nodes.append(node)
-    script = [{"sentences": TURN1}, {"sentences": TURN2, "voice": "second"}]
+    script = [{"sentences": TURN1}, {"sentences": TURN2, "voice": "second"},
+              {"sentences": BARGED, "gap": 0.1, "barge_in_after": BARGE_IN_AFTER}, {"sentences": AFTER}]
     nodes += [
-        {"id": "dora-qwen", "path": str(HERE / "voice_assistant_nodes/scripted_llm.py"), "outputs": ["text"],
+        {"id": "dora-qwen", "path": str(HERE / "voice_assistant_nodes/scripted_llm.py"),
+         "outputs": ["text", "timestamp_start"],
          "env": {"LLM_SCRIPT": json.dumps(script, ensure_ascii=False), "LLM_SENTENCE_GAP": str(GAP_SECONDS),
                  "LLM_REPORT": str(llm_report)}},
         {"id": "llm-sentences", "operator": {"python": str(REPO / "operators/sentence_stream.py"),
                                              "inputs": {"text": {"source": "dora-qwen/text", "queue_size": 1000}},
                                              "outputs": ["text"]}},
         {"id": "dora-pyaudio", "path": str(HERE / "voice_assistant_nodes/pyaudio_contract_sink.py"),
-         "inputs": {"audio": "vocoder/audio"}, "env": {"SINK_REPORT": str(sink_report)}},
+         "inputs": {"audio": "vocoder/audio", "timestamp_start": "dora-qwen/timestamp_start"},
+         "env": {"SINK_REPORT": str(sink_report)}},
     ]
     return {"nodes": nodes}
 
@@ -91,7 +99,7 @@ def two_voices(tmp_path_factory) -> tuple[Path, Path]:
     return base, voices
 
 
-def test_streamed_llm_text_is_spoken_early_within_the_kokoro_contract_and_switches_voice(two_voices, tmp_path):
+def test_streamed_llm_text_is_spoken_early_in_the_kokoro_contract_switches_voice_and_stops_on_barge_in(two_voices, tmp_path):
     models, voices = two_voices
     llm_report, sink_report = tmp_path / "llm.json", tmp_path / "sink.json"
     graph = tmp_path / "voice-assistant-test.yml"
@@ -110,10 +118,20 @@ def test_streamed_llm_text_is_spoken_early_within_the_kokoro_contract_and_switch
     audible = [r for r in received if r["samples"]]
     assert max(r["peak"] for r in audible) > 0.05  # limited, not silenced
 
-    # Every sentence was spoken: one utterance per released sentence, turn 2 in the second voice.
-    utterances = {r["utterance_id"]: r["voice"] for r in audible}
-    assert len(utterances) == len(TURN1) + len(TURN2), utterances
-    assert sorted(utterances.values()).count("second") == len(TURN2)
+    # Every sentence of the turns not interrupted was spoken, one utterance each (`t<turn>.<n>`);
+    # turn 1 in the second voice.
+    voices = {r["utterance_id"]: r["voice"] for r in audible}
+    expected = {f"t{turn}.{i}" for turn, n in ((0, len(TURN1)), (1, len(TURN2)), (3, len(AFTER))) for i in range(n)}
+    assert expected <= set(voices), voices
+    assert {u for u, v in voices.items() if v == "second"} == {f"t1.{i}" for i in range(len(TURN2))}
+
+    # Barge-in through the example's wiring (dora-vad/timestamp_start -> text-frontend control, an
+    # Int64 message): turn 2 falls silent, and the reply after it starts with dora's flush.
+    barge_in = next(s["at"] for s in sent if s.get("barge_in"))
+    late = [r for r in audible if r["utterance_id"].startswith("t2.") and r["at"] > barge_in + 3.0]
+    assert late == [], (barge_in, late)
+    first_after = next(r for r in received if r["utterance_id"] == "t3.0")
+    assert first_after["flush"] and first_after["at"] > barge_in
 
     # Speech started on the first sentence before the LLM had even sent its last one.
     last_sentence_sent = max(s["at"] for s in sent if s.get("turn") == 0 and "sentence" in s)
@@ -121,7 +139,10 @@ def test_streamed_llm_text_is_spoken_early_within_the_kokoro_contract_and_switch
     start = sent[0]["at"]
     print(f"LLM started sentence 1 at 0 s; first audio at {audible[0]['at'] - start:.2f} s; "
           f"last sentence of turn 1 sent at {last_sentence_sent - start:.2f} s; "
-          f"{len(received)} audio messages, peak {max(r['peak'] for r in audible):.3f}")
+          f"{len(received)} audio messages, peak {max(r['peak'] for r in audible):.3f}; "
+          f"turn 2: {sum(r['utterance_id'].startswith('t2.') for r in audible)} audio messages, the last "
+          f"{max([r['at'] for r in audible if r['utterance_id'].startswith('t2.')] or [barge_in]) - barge_in:+.2f} s "
+          f"from the barge-in; the reply's first audio {first_after['at'] - barge_in:.2f} s after it")
 
     # The second voice's own weights were loaded in the running graph, in gpt and vocoder.
     records = log_records(output)
@@ -129,4 +150,4 @@ def test_streamed_llm_text_is_spoken_early_within_the_kokoro_contract_and_switch
     assert {"gpt", "vocoder"} <= loaded, [r["message"] for r in records if r["node_id"] in ("gpt", "vocoder")][-10:]
     # The unit's optional measuring sink reported time to first audio for every utterance.
     ttfa = [r for r in records if r["node_id"] == "tts-metrics" and "TTFA" in r["message"]]
-    assert len(ttfa) == len(TURN1) + len(TURN2), [r["message"] for r in ttfa]
+    assert expected <= {r["message"].split()[1] for r in ttfa}, [r["message"] for r in ttfa]

@@ -35,7 +35,7 @@ def check(value, metadata) -> dict:
         samples=int(samples.size), sample_rate=rate, peak=peak,
         rms=float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0,
         utterance_id=str(metadata.get("utterance_id", "")), voice=str(metadata.get("voice", "")),
-        error=str(metadata.get("error", "")),
+        error=str(metadata.get("error", "")), flush=bool(metadata.get("flush", False)),
     )
     return record
 
