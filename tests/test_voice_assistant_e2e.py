@@ -6,7 +6,7 @@ sentence-stream operator (instead of dora-qwen), and a sink that checks dora-pya
 every message (instead of dora-pyaudio). The scripted LLM also stands in for dora-vad's
 `timestamp_start` (the user starts speaking). In one graph run: turn 0 streams slowly, turn 1
 switches to a voice with its own GPT and SoVITS weights, turn 2 is interrupted by a barge-in, and
-turn 3 is the reply after it.
+turn 3, the reply after it, brings its own reference recording (an ad-hoc voice).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def source_of(spec) -> str:
     return spec["source"] if isinstance(spec, dict) else spec
 
 
-def derived_graph(llm_report: Path, sink_report: Path) -> dict:
+def derived_graph(llm_report: Path, sink_report: Path, adhoc_audio: Path) -> dict:
     graph = yaml.safe_load((REPO / "dataflows/voice-assistant.yml").read_text(encoding="utf-8"))
     nodes = []
     for node in tts_unit(graph):
@@ -57,8 +57,10 @@ def derived_graph(llm_report: Path, sink_report: Path) -> dict:
             inputs[name] = spec
         node["inputs"] = inputs
         nodes.append(node)
-    script = [{"sentences": TURN1}, {"sentences": TURN2, "voice": "second"},
-              {"sentences": BARGED, "gap": 0.1, "barge_in_after": BARGE_IN_AFTER}, {"sentences": AFTER}]
+    adhoc = {"ref_audio": str(adhoc_audio), "prompt_text": "", "prompt_language": "zh"}  # reference-free
+    script = [{"sentences": TURN1}, {"sentences": TURN2, "metadata": {"voice": "second"}},
+              {"sentences": BARGED, "gap": 0.1, "barge_in_after": BARGE_IN_AFTER},
+              {"sentences": AFTER, "metadata": adhoc}]
     nodes += [
         {"id": "dora-qwen", "path": str(HERE / "voice_assistant_nodes/scripted_llm.py"),
          "outputs": ["text", "timestamp_start"],
@@ -103,7 +105,8 @@ def test_streamed_llm_text_is_spoken_early_in_the_kokoro_contract_switches_voice
     models, voices = two_voices
     llm_report, sink_report = tmp_path / "llm.json", tmp_path / "sink.json"
     graph = tmp_path / "voice-assistant-test.yml"
-    graph.write_text(yaml.safe_dump(derived_graph(llm_report, sink_report), allow_unicode=True), encoding="utf-8")
+    spec = derived_graph(llm_report, sink_report, adhoc_audio=voices.parent / "second.wav")
+    graph.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
     env = node_env(models, GSV_VOICES=str(voices))
     result = subprocess.run(["dora", "run", str(graph), "--log-format", "json"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=600)
@@ -120,10 +123,12 @@ def test_streamed_llm_text_is_spoken_early_in_the_kokoro_contract_switches_voice
 
     # Every sentence of the turns not interrupted was spoken, one utterance each (`t<turn>.<n>`);
     # turn 1 in the second voice.
-    voices = {r["utterance_id"]: r["voice"] for r in audible}
+    voice_of = {r["utterance_id"]: r["voice"] for r in audible}
     expected = {f"t{turn}.{i}" for turn, n in ((0, len(TURN1)), (1, len(TURN2)), (3, len(AFTER))) for i in range(n)}
-    assert expected <= set(voices), voices
-    assert {u for u, v in voices.items() if v == "second"} == {f"t1.{i}" for i in range(len(TURN2))}
+    assert expected <= set(voice_of), voice_of
+    assert {u for u, v in voice_of.items() if v == "second"} == {f"t1.{i}" for i in range(len(TURN2))}
+    # Turn 3 brought its own reference recording: an ad-hoc voice, encoded while the graph ran.
+    assert all(voice_of[f"t3.{i}"].startswith("adhoc-") for i in range(len(AFTER)))
 
     # Barge-in through the example's wiring (dora-vad/timestamp_start -> text-frontend control, an
     # Int64 message): turn 2 falls silent, and the reply after it starts with dora's flush.

@@ -1,6 +1,6 @@
 """A stand-in for a streaming LLM node: speaks a script as small text deltas, slowly.
 
-Env ``LLM_SCRIPT``: JSON list of turns ``{"sentences": [...], "voice": name (optional),
+Env ``LLM_SCRIPT``: JSON list of turns ``{"sentences": [...], "metadata": {...} (optional, on every delta),
 "gap": seconds between its sentences (optional), "barge_in_after": seconds (optional)}``; with
 ``barge_in_after`` the node also plays dora-vad: that long after the turn's end it sends
 ``timestamp_start`` (Int64, as dora-vad does when the user starts speaking);
@@ -25,7 +25,7 @@ def main() -> None:
     node = Node()
     sent = []
     for turn_index, turn in enumerate(script):
-        metadata = {"turn_id": f"t{turn_index}"} | ({"voice": turn["voice"]} if turn.get("voice") else {})
+        metadata = {"turn_id": f"t{turn_index}"} | turn.get("metadata", {})
         for sentence_index, sentence in enumerate(turn["sentences"]):
             if sentence_index or turn_index:
                 time.sleep(turn.get("gap", gap) if sentence_index else gap)
