@@ -52,6 +52,9 @@ class BertStage(StageBase):
         )
         yield Outgoing(m.PHONE_FEATURES, *out.to_message())
 
+    def upstream_restarted(self, node: str, inputs: frozenset[str] | None = None) -> Iterable[Outgoing]:
+        yield Outgoing(m.PHONE_FEATURES, *m.restart_marker(node, "float32"))
+
     def features(self, segment: m.PhonemeSegment) -> torch.Tensor:
         columns, word2ph_at = [], 0
         for language, text, n_phones in zip(segment.run_languages, segment.run_texts, segment.run_phone_counts):
