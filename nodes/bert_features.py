@@ -83,12 +83,12 @@ class BertStage(StageBase):
 def main() -> None:
     from dora_gpt_sovits.encoders.bert import bert_features, load_bert
     from dora_gpt_sovits.node_runtime import configure_threads
-    from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
+    from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
 
     configure_threads()
     device, dtype = device_and_dtype()
     paths = load_or_exit(need=("bert",))
-    model, tokenizer = load_bert(paths.bert, device=device, dtype=dtype)
+    model, tokenizer = load_model_or_exit(load_bert, paths.bert, device=device, dtype=dtype)
 
     @torch.inference_mode()
     def encode(text: str, word2ph: list[int]) -> torch.Tensor:

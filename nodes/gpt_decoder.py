@@ -191,13 +191,13 @@ def main() -> None:
     from dora_gpt_sovits.gpt.sampling import SamplingParams
     from dora_gpt_sovits.model_cache import ModelCache
     from dora_gpt_sovits.node_runtime import configure_threads
-    from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
+    from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
 
     env = dict(os.environ)
     configure_threads()
     device, dtype = device_and_dtype()
     paths = load_or_exit(need=("gpt",))
-    model = load_gpt(paths.gpt, device=device, dtype=dtype)
+    model = load_model_or_exit(load_gpt, paths.gpt, device=device, dtype=dtype)
     base = SamplingParams(
         top_k=int(env.get("GSV_TOP_K", 15)),
         top_p=float(env.get("GSV_TOP_P", 1.0)),

@@ -138,15 +138,15 @@ def main() -> None:
     from dora_gpt_sovits.encoders.hubert import hubert_features, load_hubert
     from dora_gpt_sovits.model_cache import ModelCache
     from dora_gpt_sovits.node_runtime import configure_threads
-    from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
+    from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
     from dora_gpt_sovits.sovits.loader import load_sovits
     from dora_gpt_sovits.voices import load_registry
 
     configure_threads()
     device, dtype = device_and_dtype()
     paths = load_or_exit(need=("sovits", "hubert"))
-    sovits = load_sovits(paths.sovits, device=device, dtype=dtype)
-    hubert = load_hubert(paths.hubert, device=device, dtype=dtype)
+    sovits = load_model_or_exit(load_sovits, paths.sovits, device=device, dtype=dtype)
+    hubert = load_model_or_exit(load_hubert, paths.hubert, device=device, dtype=dtype)
     is_pro = sovits.version.model_version in ("v2Pro", "v2ProPlus")
     sv_model = None
     if is_pro:

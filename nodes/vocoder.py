@@ -332,7 +332,7 @@ class VocoderStage(StageBase):
 
 def main() -> None:
     from dora_gpt_sovits.node_runtime import configure_threads
-    from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
+    from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
     from dora_gpt_sovits.sovits.loader import load_sovits
     from dora_gpt_sovits.sovits.streaming import decode_chunk
     from dora_gpt_sovits.model_cache import ModelCache
@@ -341,7 +341,7 @@ def main() -> None:
     configure_threads()
     device, dtype = device_and_dtype()
     paths = load_or_exit(need=("sovits",))
-    model = load_sovits(paths.sovits, device=device, dtype=dtype)
+    model = load_model_or_exit(load_sovits, paths.sovits, device=device, dtype=dtype)
     noise_scale = float(env.get("GSV_NOISE_SCALE", 0.5))
     speed = float(env.get("GSV_SPEED", 1.0))
 
