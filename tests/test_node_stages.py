@@ -261,6 +261,7 @@ def test_text_requests_from_lines_and_files(tmp_path: Path):
     assert parse_line("  ", "auto", "default") is None
     req = parse_line('{"text": "hi", "voice": "v2"}', "auto", "default")
     assert (req.text, req.language, req.voice) == ("hi", "auto", "v2")
+    assert parse_line('{"text": "hi", "utterance_id": "mine"}', "auto", "default").to_message()[1][m.UTTERANCE_ID] == "mine"
     with pytest.raises(ValueError, match="text"):
         parse_line('{"txt": 1}', "auto", "default")
     lines = tmp_path / "t.txt"

@@ -463,3 +463,13 @@ def test_a_restart_downstream_resets_the_frontend_window_so_lost_segments_cannot
     # "a" was lost in a crashed node: no segment_complete will ever come for it.
     (released,) = frontend.upstream_restarted("gpt", frozenset({m.SEGMENT_COMPLETE}))
     assert released.metadata[m.UTTERANCE_ID] == "b"
+
+
+def test_the_http_server_fails_requests_in_flight_when_a_node_restarts():
+    from dora_gpt_sovits.openai_api.bridge import GraphBridge
+
+    bridge, got = GraphBridge(), []
+    bridge.router.open("a", got.append)
+    data, md = m.restart_marker("gpt", "float32", **{m.SAMPLE_RATE: SR})
+    bridge.on_audio({"type": "INPUT", "id": m.AUDIO, "value": data, "metadata": md})
+    assert got[-1].final and "gpt restarted" in got[-1].error and bridge.router.active() == 0
