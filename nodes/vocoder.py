@@ -102,14 +102,13 @@ class VocoderStage(StageBase):
         self.embeddings: dict[str, np.ndarray] = {}
         self.conditions: dict[str, Any] = {}
         self.weights: dict[str, str] = {}  # voice -> its own SoVITS weights ("" = the graph's model)
-        self.failed: set[tuple[str, int]] = set()  # segments whose voice model could not be set up
         self.open: dict[tuple[str, int], OpenSegment] = {}
         self.waiting: dict[str, list[m.SemanticChunk]] = defaultdict(list)
         self.cancelled = Cancellations()
         self.flush_next = False  # mark the next utterance's first audio with dora's flush
         self.pacer: Pacer[Outgoing] | None = None if max_lead_seconds is None else Pacer(max_lead_seconds, clock)
-        # Segments already reported failed (their start was lost in a restart): later chunks of
-        # them are dropped. Bounded: a segment whose final chunk never comes is forgotten eventually.
+        # Segments already reported failed (voice model unusable, start lost in a restart): later
+        # chunks of them are dropped. Bounded: a segment whose final chunk never comes is forgotten eventually.
         self.lost: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing | None]:
@@ -243,16 +242,12 @@ class VocoderStage(StageBase):
             segment = self.open.pop(ident, None)
             yield self.audio(chunk.key, torch.zeros(0), segment.audio_chunks_sent if segment else 0, True, chunk.error)
             return
-        if ident in self.failed:
-            if chunk.segment_final:
-                self.failed.discard(ident)
-            return  # already closed with the error
         try:
             segment = self.open.get(ident) or self.open_segment(chunk)
         except Exception as e:  # e.g. a voice's own weights that cannot be loaded
             log.exception("utterance %s segment %d: voice setup failed", chunk.key.utterance_id, chunk.key.segment_index)
             if not chunk.segment_final:
-                self.failed.add(ident)
+                self.forget_later_chunks(ident)
             yield self.audio(chunk.key, torch.zeros(0), 0, True, f"voice {chunk.key.voice!r} unusable: {e}")
             return
         started = time.perf_counter()
@@ -261,6 +256,8 @@ class VocoderStage(StageBase):
         except Exception as e:
             log.exception("utterance %s segment %d: vocoding failed", chunk.key.utterance_id, chunk.key.segment_index)
             del self.open[ident]
+            if not chunk.segment_final:
+                self.forget_later_chunks(ident)  # the GPT goes on sending this segment's tokens
             yield self.audio(chunk.key, torch.zeros(0), segment.audio_chunks_sent, True, f"vocoding failed: {e}")
             return
         segment.seconds_decoding += time.perf_counter() - started

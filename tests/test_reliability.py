@@ -473,3 +473,18 @@ def test_the_http_server_fails_requests_in_flight_when_a_node_restarts():
     data, md = m.restart_marker("gpt", "float32", **{m.SAMPLE_RATE: SR})
     bridge.on_audio({"type": "INPUT", "id": m.AUDIO, "value": data, "metadata": md})
     assert got[-1].final and "gpt restarted" in got[-1].error and bridge.router.active() == 0
+
+
+def test_a_segment_that_failed_mid_stream_is_reported_once():
+    def breaking(cond, phone_ids, seed, speed):
+        def decode(history, run, lookahead, position):
+            raise RuntimeError("out of memory")
+
+        return decode
+
+    vocoder = VocoderStage(lambda s, e: "cond", breaking, SR, needs_speaker_embedding=False)
+    list(vocoder.handle(m.REFERENCE_SPECTROGRAM, *m.ReferencePart("default", np.ones((1025, 4), np.float32)).to_message()))
+    key = m.SegmentKey("u", 0, True)
+    sent = [list(vocoder.handle(m.SEMANTIC_TOKENS, *m.SemanticChunk(key, np.arange(20), i, i == 2, [1, 2]).to_message())) for i in range(3)]
+    assert [len(s) for s in sent] == [1, 0, 0]
+    assert "out of memory" in m.AudioChunk.from_event(sent[0][0].data, sent[0][0].metadata).error
