@@ -94,6 +94,8 @@ class Graph:
         }
         self.queue: deque[tuple[str, str, Any, dict[str, Any]]] = deque()
         self.metrics: list[dict[str, Any]] = []
+        self.slow_sink: list[tuple[Any, dict[str, Any]]] | None = None  # segment_complete held back here
+        self.segments_sent = 0
         self.send("reference", self.stages["reference"].start())
         self.run()
 
@@ -101,6 +103,11 @@ class Graph:
         for o in outgoing:
             if (node, o.output_id) == ("audio-sink", m.METRICS):
                 self.metrics.append(json.loads(m.read_text(o.data)))
+            if (node, o.output_id) == ("text-frontend", m.PHONEMES):
+                self.segments_sent += 1
+            if (node, o.output_id) == ("audio-sink", m.SEGMENT_COMPLETE) and self.slow_sink is not None:
+                self.slow_sink.append((o.data, dict(o.metadata)))  # not yet played
+                continue
             for target, input_id in WIRES.get((node, o.output_id), []):
                 self.queue.append((target, input_id, o.data, dict(o.metadata)))
 
@@ -488,3 +495,21 @@ def test_a_segment_that_failed_mid_stream_is_reported_once():
     sent = [list(vocoder.handle(m.SEMANTIC_TOKENS, *m.SemanticChunk(key, np.arange(20), i, i == 2, [1, 2]).to_message())) for i in range(3)]
     assert [len(s) for s in sent] == [1, 0, 0]
     assert "out of memory" in m.AudioChunk.from_event(sent[0][0].data, sent[0][0].metadata).error
+
+
+def test_a_slow_sink_makes_the_frontend_wait_and_nothing_is_dropped(graph):
+    """Flow control (GSV_MAX_SEGMENTS_AHEAD = 3 in the service graph): segments leave the frontend
+    only as the sink reports earlier ones played, so a slow sink holds text back, not audio."""
+    graph.slow_sink = []
+    text = "".join(f"这是第{i}句话。" for i in range(1, 11))
+    assert graph.say(text) is None  # still being spoken
+    assert graph.segments_sent == 3 and len(graph.slow_sink) == 3  # the window is full: producers wait
+    played = 0
+    while graph.slow_sink:  # the sink plays one segment at a time
+        data, metadata = graph.slow_sink.pop(0)
+        graph.queue.append(("text-frontend", m.SEGMENT_COMPLETE, data, metadata))
+        graph.run()
+        played += 1
+        assert graph.segments_sent - played <= 3  # never more than the window ahead of playback
+    (report,) = graph.metrics
+    assert graph.segments_sent == 10 and report["errors"] == [] and report["audio_s"] > 10 * 0.7, report
