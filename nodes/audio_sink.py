@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -47,6 +48,18 @@ class Utterance:
     development_model: bool = False
     playback: PlaybackClock = field(default_factory=PlaybackClock)
     last_key: m.SegmentKey | None = None
+    next_segment: int = 0  # where the next chunk should be: a jump means audio was lost on the way
+    next_chunk: int = 0
+
+    def check_continuity(self, key: m.SegmentKey, chunk_index: int, segment_final: bool) -> None:
+        if (key.segment_index, chunk_index) != (self.next_segment, self.next_chunk):
+            self.errors.append(
+                f"audio lost: expected segment {self.next_segment} chunk {self.next_chunk}, "
+                f"got segment {key.segment_index} chunk {chunk_index}"
+            )
+        self.next_segment, self.next_chunk = (
+            (key.segment_index + 1, 0) if segment_final else (key.segment_index, chunk_index + 1)
+        )
 
 
 @dataclass
@@ -78,6 +91,7 @@ class AudioSinkStage(StageBase):
         self.cancelled = Cancellations()
         self.unplayed: list[Unplayed] = []
         self.check_at: float | None = None  # time.monotonic() of the next playback-progress check
+        self.completed: OrderedDict[str, None] = OrderedDict()  # recent ids, to drop stragglers
 
     def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
         if input_id == m.CONTROL:
@@ -88,6 +102,12 @@ class AudioSinkStage(StageBase):
         if self.cancelled.cancels(key):
             log.debug("utterance %s segment %d: cancelled, audio dropped", key.utterance_id, key.segment_index)
             return
+        if key.utterance_id in self.completed:
+            # Closed early (a node restarted mid-utterance): what still trickles in is not played.
+            log.warning("utterance %s was already reported; dropped a late audio chunk", key.utterance_id)
+            if chunk.segment_final:  # its window slot at the frontend is free all the same
+                yield Outgoing(m.SEGMENT_COMPLETE, *m.SegmentComplete(key, "utterance already reported").to_message())
+            return
         utt = self.utterances.get(key.utterance_id)
         if utt is None:
             arrived = self.clock()
@@ -96,6 +116,8 @@ class AudioSinkStage(StageBase):
             self.utterances[key.utterance_id] = utt
         if chunk.sample_rate != utt.sample_rate:
             raise m.MessageError(f"sample rate changed from {utt.sample_rate} to {chunk.sample_rate} mid-utterance")
+        if m.UTTERANCE_ID in metadata:
+            utt.check_continuity(key, chunk.chunk_index, chunk.segment_final)
         if chunk.error:
             utt.errors.append(f"segment {key.segment_index}: {chunk.error}")
             log.error("utterance %s segment %d failed: %s", key.utterance_id, key.segment_index, chunk.error)
@@ -177,8 +199,26 @@ class AudioSinkStage(StageBase):
             self.players[sample_rate] = Player(sample_rate)
         return self.players[sample_rate]
 
+    def upstream_restarted(self, node: str, inputs: frozenset[str] | None = None) -> Iterable[Outgoing]:
+        # The marker travelled behind everything sent before the crash: what is still open here
+        # can no longer complete.
+        reason = f"node {node} restarted mid-utterance; the rest of this utterance was lost"
+        for utt in list(self.utterances.values()):
+            utt.errors.append(reason)
+            log.error("utterance %s failed: node %s restarted mid-utterance", utt.utterance_id, node)
+            if utt.last_key is not None:
+                # The frontend frees the utterance's window slots and drops what it still holds of it.
+                last = dataclasses.replace(utt.last_key, utterance_final=True)
+                yield Outgoing(m.SEGMENT_COMPLETE, *m.SegmentComplete(last, reason).to_message())
+            yield self.complete(utt)
+        # Segments lost before they reached us never report: the frontend resets its window.
+        yield Outgoing(m.SEGMENT_COMPLETE, *m.restart_marker(node, "utf8"))
+
     def complete(self, utt: Utterance, cancelled: dict[str, Any] | None = None) -> Outgoing:
         del self.utterances[utt.utterance_id]
+        self.completed[utt.utterance_id] = None
+        while len(self.completed) > 1000:
+            self.completed.popitem(last=False)
         self.finished += 1
         wall = self.clock() - utt.text_received_at
         audio_s = utt.n_samples / utt.sample_rate

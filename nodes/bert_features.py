@@ -52,6 +52,9 @@ class BertStage(StageBase):
         )
         yield Outgoing(m.PHONE_FEATURES, *out.to_message())
 
+    def upstream_restarted(self, node: str, inputs: frozenset[str] | None = None) -> Iterable[Outgoing]:
+        yield Outgoing(m.PHONE_FEATURES, *m.restart_marker(node, "float32"))
+
     def features(self, segment: m.PhonemeSegment) -> torch.Tensor:
         columns, word2ph_at = [], 0
         for language, text, n_phones in zip(segment.run_languages, segment.run_texts, segment.run_phone_counts):
@@ -80,12 +83,12 @@ class BertStage(StageBase):
 def main() -> None:
     from dora_gpt_sovits.encoders.bert import bert_features, load_bert
     from dora_gpt_sovits.node_runtime import configure_threads
-    from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
+    from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
 
     configure_threads()
     device, dtype = device_and_dtype()
     paths = load_or_exit(need=("bert",))
-    model, tokenizer = load_bert(paths.bert, device=device, dtype=dtype)
+    model, tokenizer = load_model_or_exit(load_bert, paths.bert, device=device, dtype=dtype)
 
     @torch.inference_mode()
     def encode(text: str, word2ph: list[int]) -> torch.Tensor:

@@ -79,6 +79,12 @@ class GPTStage(StageBase):
         if input_id == m.CONTROL:
             self.cancel(m.ControlCommand.from_event(value, metadata))
         elif input_id == m.PROMPT_SEMANTIC:
+            voice = str(metadata.get(m.VOICE, m.DEFAULT_VOICE))
+            if metadata.get(m.ERROR):  # the reference cannot provide this voice
+                for segment in self.waiting.pop(voice, []):
+                    segment.error = str(metadata[m.ERROR])
+                    yield from self.decode_segment(segment)
+                return
             part = m.ReferencePart.tokens_from_event(value, metadata, input_id)
             self.prompts[part.voice] = np.array(part.payload)  # kept across messages: own the memory
             self.weights[part.voice] = part.weights
@@ -92,6 +98,9 @@ class GPTStage(StageBase):
                 yield from self.decode_segment(segment)
             else:
                 segment.features = np.array(segment.features)  # outlives the event buffer
+                if segment.key.voice not in self.waiting:
+                    # Normally the voice is already here; after a restart of this node it is not.
+                    yield self.voice_request(segment.key.voice)
                 self.waiting[segment.key.voice].append(segment)
 
     def cancel(self, command: m.ControlCommand) -> None:
@@ -99,6 +108,17 @@ class GPTStage(StageBase):
         self.cancelled.apply(command)
         for voice, segments in self.waiting.items():
             self.waiting[voice] = [s for s in segments if not self.cancelled.cancels(s.key)]
+
+    @staticmethod
+    def voice_request(voice: str) -> Outgoing:
+        return Outgoing(m.VOICE_REQUEST, m.text_array(voice), {m.VOICE: voice})
+
+    def upstream_restarted(self, node: str, inputs: frozenset[str] | None = None) -> Iterable[Outgoing]:
+        if inputs is None or m.PROMPT_SEMANTIC in inputs:
+            # A restarted reference may have lost our request: ask again for what we wait on.
+            yield from (self.voice_request(voice) for voice, segments in self.waiting.items() if segments)
+        if inputs is None or m.PHONE_FEATURES in inputs:
+            yield Outgoing(m.SEMANTIC_TOKENS, *m.restart_marker(node, "int64"))
 
     def pending(self) -> bool:
         return any(self.waiting.values())
@@ -171,13 +191,13 @@ def main() -> None:
     from dora_gpt_sovits.gpt.sampling import SamplingParams
     from dora_gpt_sovits.model_cache import ModelCache
     from dora_gpt_sovits.node_runtime import configure_threads
-    from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
+    from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
 
     env = dict(os.environ)
     configure_threads()
     device, dtype = device_and_dtype()
     paths = load_or_exit(need=("gpt",))
-    model = load_gpt(paths.gpt, device=device, dtype=dtype)
+    model = load_model_or_exit(load_gpt, paths.gpt, device=device, dtype=dtype)
     base = SamplingParams(
         top_k=int(env.get("GSV_TOP_K", 15)),
         top_p=float(env.get("GSV_TOP_P", 1.0)),

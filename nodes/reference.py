@@ -1,6 +1,8 @@
 """reference node: a voice's recording -> prompt tokens, reference spectrogram, speaker embedding.
 
-Input:   ``voice_request`` (Utf8[1]: a voice name, from text-frontend).
+Inputs:  ``voice_request`` (Utf8[1]: a voice name, from text-frontend); ``gpt_voice_request`` and
+         ``vocoder_voice_request`` (the same, from a gpt or vocoder that lacks a voice — after dora
+         restarted it — answered with just the part that node needs).
 Outputs: ``prompt_semantic`` (Int64[P] -> gpt), ``reference_spectrogram`` (Float32[1025*F] -> vocoder),
          ``speaker_embedding`` (Float32[20480] -> vocoder, v2Pro/v2ProPlus only),
          ``voice_prompt`` (Utf8[1]: the prompt text -> text-frontend; sent last, so a voice is complete
@@ -62,7 +64,9 @@ class ReferenceStage(StageBase):
         adhoc = adhoc_voice(metadata)
         if adhoc is not None and adhoc.name == name and name not in self.registry:
             self.registry[name] = adhoc  # a request's own voice; encoded once, by content
-        if name in self.announced:
+        if input_id in (m.GPT_VOICE_REQUEST, m.VOCODER_VOICE_REQUEST):
+            yield from self.parts_for(input_id, name)
+        elif name in self.announced:
             # gpt and vocoder already hold this voice; the frontend asked before our first
             # announcement reached it (or it restarted): its prompt text is all it needs.
             yield self.announced[name]
@@ -71,19 +75,14 @@ class ReferenceStage(StageBase):
 
     def voice_messages(self, name: str) -> Iterator[Outgoing]:
         try:
-            voice = find_voice(name, self.registry)
-            voice.check_files()
-            features = self.features(voice)
+            voice, features = self.load(name)
         except (VoiceError, ValueError, OSError) as e:
             # The frontend turns an unusable voice into an error on each waiting utterance.
             log.error("voice %r unusable: %s", name, e)
             yield Outgoing(m.VOICE_PROMPT, m.text_array(""), {m.VOICE: name, m.ERROR: str(e)})
             return
+        yield from self.model_parts(name, voice, features, gpt=True, vocoder=True)
         gpt_weights, sovits_weights = str(voice.gpt_weights or ""), str(voice.sovits_weights or "")
-        yield Outgoing(m.PROMPT_SEMANTIC, *m.ReferencePart(name, features.prompt_semantic, weights=gpt_weights).to_message())
-        yield Outgoing(m.REFERENCE_SPECTROGRAM, *m.ReferencePart(name, features.spectrogram, weights=sovits_weights).to_message())
-        if features.speaker_embedding is not None:
-            yield Outgoing(m.SPEAKER_EMBEDDING, *m.ReferencePart(name, features.speaker_embedding, weights=sovits_weights).to_message())
         prompt = voice.prompt_text if len(features.prompt_semantic) else ""
         self.announced[name] = Outgoing(m.VOICE_PROMPT, *m.ReferencePart(name, prompt, language=voice.prompt_language).to_message())
         yield self.announced[name]
@@ -95,6 +94,34 @@ class ReferenceStage(StageBase):
             ", speaker embedding" if features.speaker_embedding is not None else "",
             "".join(f", {k} {Path(v).name}" for k, v in (("GPT", gpt_weights), ("SoVITS", sovits_weights)) if v),
         )
+
+    def load(self, name: str) -> tuple[Voice, VoiceFeatures]:
+        voice = find_voice(name, self.registry)
+        voice.check_files()
+        return voice, self.features(voice)
+
+    def model_parts(self, name: str, voice: Voice, features: VoiceFeatures, gpt: bool, vocoder: bool) -> Iterator[Outgoing]:
+        """The voice's parts for the gpt (prompt tokens) and/or the vocoder (spectrogram, embedding)."""
+        gpt_weights, sovits_weights = str(voice.gpt_weights or ""), str(voice.sovits_weights or "")
+        if gpt:
+            yield Outgoing(m.PROMPT_SEMANTIC, *m.ReferencePart(name, features.prompt_semantic, weights=gpt_weights).to_message())
+        if vocoder:
+            yield Outgoing(m.REFERENCE_SPECTROGRAM, *m.ReferencePart(name, features.spectrogram, weights=sovits_weights).to_message())
+            if features.speaker_embedding is not None:
+                yield Outgoing(m.SPEAKER_EMBEDDING, *m.ReferencePart(name, features.speaker_embedding, weights=sovits_weights).to_message())
+
+    def parts_for(self, input_id: str, name: str) -> Iterator[Outgoing]:
+        """What a gpt or vocoder that lacks a voice (dora restarted it) asks for, or why it can't have it."""
+        gpt = input_id == m.GPT_VOICE_REQUEST
+        try:
+            voice, features = self.load(name)
+        except (VoiceError, ValueError, OSError) as e:
+            log.error("voice %r unusable: %s", name, e)
+            port, payload = (m.PROMPT_SEMANTIC, "int64") if gpt else (m.REFERENCE_SPECTROGRAM, "float32")
+            yield Outgoing(port, m.empty_array(payload), {m.VOICE: name, m.ERROR: str(e), m.SHAPE: [0]})
+            return
+        yield from self.model_parts(name, voice, features, gpt=gpt, vocoder=not gpt)
+        log.info("voice %r sent again to the %s", name, "gpt" if gpt else "vocoder")
 
     def features(self, voice: Voice) -> VoiceFeatures:
         # The prompt tokens come from the voice's SoVITS quantizer: its weights are part of the key.
@@ -111,15 +138,15 @@ def main() -> None:
     from dora_gpt_sovits.encoders.hubert import hubert_features, load_hubert
     from dora_gpt_sovits.model_cache import ModelCache
     from dora_gpt_sovits.node_runtime import configure_threads
-    from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
+    from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
     from dora_gpt_sovits.sovits.loader import load_sovits
     from dora_gpt_sovits.voices import load_registry
 
     configure_threads()
     device, dtype = device_and_dtype()
     paths = load_or_exit(need=("sovits", "hubert"))
-    sovits = load_sovits(paths.sovits, device=device, dtype=dtype)
-    hubert = load_hubert(paths.hubert, device=device, dtype=dtype)
+    sovits = load_model_or_exit(load_sovits, paths.sovits, device=device, dtype=dtype)
+    hubert = load_model_or_exit(load_hubert, paths.hubert, device=device, dtype=dtype)
     is_pro = sovits.version.model_version in ("v2Pro", "v2ProPlus")
     sv_model = None
     if is_pro:

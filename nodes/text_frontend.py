@@ -41,7 +41,7 @@ from dora_gpt_sovits.voices import adhoc_voice
 
 log = logging.getLogger("gsv.text-frontend")
 
-VOICE_REQUEST = "voice_request"
+VOICE_REQUEST = m.VOICE_REQUEST
 
 
 @dataclass
@@ -96,6 +96,8 @@ class TextFrontendStage(StageBase):
         elif input_id == m.SEGMENT_COMPLETE:
             done = m.SegmentComplete.from_event(value, metadata)
             self.in_flight.pop((done.key.utterance_id, done.key.segment_index), None)
+            if done.error and done.key.utterance_final:
+                self.forget(done.key.utterance_id)  # failed as a whole (a node restarted mid-utterance)
         elif input_id == m.VOICE_PROMPT:
             part = m.ReferencePart.text_from_event(value, metadata, input_id)
             if metadata.get(m.ERROR):
@@ -172,6 +174,23 @@ class TextFrontendStage(StageBase):
 
     def pending(self) -> bool:
         return any(self.waiting.values()) or bool(self.held)
+
+    def forget(self, utterance_id: str) -> None:
+        """The sink reported the utterance failed: free its window slots, drop what is still held."""
+        self.held = deque(h for h in self.held if h.utterance_id != utterance_id)
+        self.in_flight = {k: v for k, v in self.in_flight.items() if k[0] != utterance_id}
+
+    def upstream_restarted(self, node: str, inputs: frozenset[str] | None = None) -> Iterable[Outgoing]:
+        if inputs is None or m.VOICE_PROMPT in inputs:
+            # The restarted reference may have lost our requests: ask again for what we wait on.
+            for voice, texts in self.waiting.items():
+                if texts:
+                    yield Outgoing(VOICE_REQUEST, m.text_array(voice), self.voice_request(texts[0].metadata))
+        if inputs is None or m.SEGMENT_COMPLETE in inputs:
+            # A node restarted somewhere downstream: segments it lost will never be reported, so the
+            # window starts afresh instead of waiting for them forever.
+            self.in_flight.clear()
+            yield from self.release()
 
     def finish(self) -> Iterable[Outgoing]:
         # Text still waiting for a voice that never came: report it instead of dropping it silently.

@@ -31,7 +31,7 @@ import logging
 import os
 import random
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -102,12 +102,14 @@ class VocoderStage(StageBase):
         self.embeddings: dict[str, np.ndarray] = {}
         self.conditions: dict[str, Any] = {}
         self.weights: dict[str, str] = {}  # voice -> its own SoVITS weights ("" = the graph's model)
-        self.failed: set[tuple[str, int]] = set()  # segments whose voice model could not be set up
         self.open: dict[tuple[str, int], OpenSegment] = {}
         self.waiting: dict[str, list[m.SemanticChunk]] = defaultdict(list)
         self.cancelled = Cancellations()
         self.flush_next = False  # mark the next utterance's first audio with dora's flush
         self.pacer: Pacer[Outgoing] | None = None if max_lead_seconds is None else Pacer(max_lead_seconds, clock)
+        # Segments already reported failed (voice model unusable, start lost in a restart): later
+        # chunks of them are dropped. Bounded: a segment whose final chunk never comes is forgotten eventually.
+        self.lost: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing | None]:
         if input_id == m.CONTROL:
@@ -117,6 +119,12 @@ class VocoderStage(StageBase):
             yield from self.pace(message)
 
     def route(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterator[Outgoing | None]:
+        if input_id in (m.REFERENCE_SPECTROGRAM, m.SPEAKER_EMBEDDING) and metadata.get(m.ERROR):
+            # The reference cannot provide this voice: its waiting segments end with the reason.
+            for chunk in self.waiting.pop(str(metadata.get(m.VOICE, m.DEFAULT_VOICE)), []):
+                if chunk.segment_final:
+                    yield self.audio(chunk.key, torch.zeros(0), 0, True, str(metadata[m.ERROR]))
+            return
         if input_id == m.REFERENCE_SPECTROGRAM:
             part = m.ReferencePart.floats_from_event(value, metadata, input_id)
             self.spectrograms[part.voice] = np.array(part.payload)  # kept for the voice's lifetime
@@ -136,7 +144,35 @@ class VocoderStage(StageBase):
                 yield from self.vocode(chunk)
             else:
                 chunk.tokens = np.array(chunk.tokens)  # outlives the event buffer
+                if chunk.key.voice not in self.waiting:
+                    # Normally the voice is already here; after a restart of this node it is not.
+                    yield self.voice_request(chunk.key.voice)
                 self.waiting[chunk.key.voice].append(chunk)
+
+    @staticmethod
+    def voice_request(voice: str) -> Outgoing:
+        return Outgoing(m.VOICE_REQUEST, m.text_array(voice), {m.VOICE: voice})
+
+    def upstream_restarted(self, node: str, inputs: frozenset[str] | None = None) -> Iterable[Outgoing]:
+        if inputs is None or inputs & {m.REFERENCE_SPECTROGRAM, m.SPEAKER_EMBEDDING}:
+            # A restarted reference may have lost our request: ask again for what we wait on.
+            yield from (self.voice_request(voice) for voice, chunks in self.waiting.items() if chunks)
+        if inputs is None or m.SEMANTIC_TOKENS in inputs:
+            if self.pacer:  # audio held back for pacing goes first: the marker must come last
+                yield from (h.message for h in self.pacer.held)
+                self.pacer.held.clear()
+            # Segments mid-stream will get no more tokens: close them with the reason.
+            for ident, segment in list(self.open.items()):
+                del self.open[ident]
+                self.forget_later_chunks(ident)
+                yield self.audio(segment.key, torch.zeros(0), segment.audio_chunks_sent, True,
+                                 f"node {node} restarted mid-segment; the rest of this segment was lost")
+            yield Outgoing(m.AUDIO, *m.restart_marker(node, "float32", **{m.SAMPLE_RATE: self.sample_rate}))
+
+    def forget_later_chunks(self, ident: tuple[str, int]) -> None:
+        self.lost[ident] = None
+        while len(self.lost) > 1000:
+            self.lost.popitem(last=False)
 
     def ready(self, voice: str) -> bool:
         return voice in self.spectrograms and (not self.needs_speaker_embedding or voice in self.embeddings)
@@ -191,20 +227,27 @@ class VocoderStage(StageBase):
 
     def vocode(self, chunk: m.SemanticChunk) -> Iterator[Outgoing]:
         ident = (chunk.key.utterance_id, chunk.key.segment_index)
+        if ident in self.lost:  # already reported failed
+            if chunk.segment_final:
+                del self.lost[ident]
+            return
+        if ident not in self.open and chunk.chunk_index > 0 and not chunk.error:
+            # The segment's first tokens went to a process that no longer exists (this node restarted).
+            if not chunk.segment_final:
+                self.forget_later_chunks(ident)
+            yield self.audio(chunk.key, torch.zeros(0), 0, True,
+                             f"the start of this segment was lost (token chunk {chunk.chunk_index} arrived first)")
+            return
         if chunk.error:
             segment = self.open.pop(ident, None)
             yield self.audio(chunk.key, torch.zeros(0), segment.audio_chunks_sent if segment else 0, True, chunk.error)
             return
-        if ident in self.failed:
-            if chunk.segment_final:
-                self.failed.discard(ident)
-            return  # already closed with the error
         try:
             segment = self.open.get(ident) or self.open_segment(chunk)
         except Exception as e:  # e.g. a voice's own weights that cannot be loaded
             log.exception("utterance %s segment %d: voice setup failed", chunk.key.utterance_id, chunk.key.segment_index)
             if not chunk.segment_final:
-                self.failed.add(ident)
+                self.forget_later_chunks(ident)
             yield self.audio(chunk.key, torch.zeros(0), 0, True, f"voice {chunk.key.voice!r} unusable: {e}")
             return
         started = time.perf_counter()
@@ -213,6 +256,8 @@ class VocoderStage(StageBase):
         except Exception as e:
             log.exception("utterance %s segment %d: vocoding failed", chunk.key.utterance_id, chunk.key.segment_index)
             del self.open[ident]
+            if not chunk.segment_final:
+                self.forget_later_chunks(ident)  # the GPT goes on sending this segment's tokens
             yield self.audio(chunk.key, torch.zeros(0), segment.audio_chunks_sent, True, f"vocoding failed: {e}")
             return
         segment.seconds_decoding += time.perf_counter() - started
@@ -284,7 +329,7 @@ class VocoderStage(StageBase):
 
 def main() -> None:
     from dora_gpt_sovits.node_runtime import configure_threads
-    from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
+    from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
     from dora_gpt_sovits.sovits.loader import load_sovits
     from dora_gpt_sovits.sovits.streaming import decode_chunk
     from dora_gpt_sovits.model_cache import ModelCache
@@ -293,7 +338,7 @@ def main() -> None:
     configure_threads()
     device, dtype = device_and_dtype()
     paths = load_or_exit(need=("sovits",))
-    model = load_sovits(paths.sovits, device=device, dtype=dtype)
+    model = load_model_or_exit(load_sovits, paths.sovits, device=device, dtype=dtype)
     noise_scale = float(env.get("GSV_NOISE_SCALE", 0.5))
     speed = float(env.get("GSV_SPEED", 1.0))
 

@@ -44,6 +44,11 @@ AUDIO = "audio"  # Float32[n] mono in [-1, 1], sample_rate metadata   vocoder ->
 METRICS = "metrics"  # Utf8[1] JSON: per-utterance timing            sink -> anyone
 CONTROL = "control"  # Utf8[1] command word ("stop"); anyone -> text-frontend -> every stage
 SEGMENT_COMPLETE = "segment_complete"  # Utf8[1] "done": a segment left the speaker  sink -> frontend
+VOICE_REQUEST = "voice_request"  # Utf8[1]: a voice name  text-frontend, gpt, vocoder -> reference
+# The reference node's inputs for voice requests from the model nodes (a restarted gpt or vocoder
+# lost its voices and asks for the part it needs again):
+GPT_VOICE_REQUEST = "gpt_voice_request"
+VOCODER_VOICE_REQUEST = "vocoder_voice_request"
 
 # ---- metadata keys ----------------------------------------------------------------------------
 UTTERANCE_ID = "utterance_id"  # str: one text request
@@ -65,6 +70,7 @@ TEXT_RECEIVED_AT = "text_received_at"  # float: unix seconds when the text enter
 SEGMENT_TEXT = "segment_text"  # str: the segment's raw text, for logs
 ERROR = "error"  # str: set when a stage could not produce its part
 DEVELOPMENT_MODEL = "development_model"  # bool: weights are random, audio is noise
+RESTARTED = "restarted"  # str: marker message: this node restarted, the work in flight through it is lost
 # Per-request options (set by the text's sender, carried on every segment; absent = node default):
 TOP_K = "top_k"  # int: GPT top-k sampling
 TOP_P = "top_p"  # float: GPT nucleus sampling
@@ -519,6 +525,28 @@ class SegmentComplete:
     def from_event(cls, value: Any, md: Mapping[str, Any]) -> "SegmentComplete":
         read_text(value, SEGMENT_COMPLETE)
         return cls(SegmentKey.from_metadata(md, SEGMENT_COMPLETE), str(md.get(ERROR, "")), bool(md.get(CANCELLED, False)))
+# ---- restart markers ----------------------------------------------------------------------------
+# dora tells only the direct consumers of a restarted node (a NODE_RESTARTED event). They pass the
+# news down the data path as a marker: an empty payload of the port's type whose metadata names the
+# node. Being in-band, it arrives behind everything sent before it, so a sink that sees it knows
+# which utterances can no longer complete.
+_EMPTY_TYPES = {"int64": pa.int64(), "float32": pa.float32(), "utf8": pa.string()}
+
+
+def empty_array(payload: str) -> pa.Array:
+    """An empty payload of a port's type ("int64", "float32", "utf8"): for markers and error replies."""
+    return pa.array([], type=_EMPTY_TYPES[payload])
+
+
+def restart_marker(node: str, payload: str, **metadata: Any) -> tuple[pa.Array, dict[str, Any]]:
+    """An empty ``payload`` message announcing that ``node`` restarted."""
+    return empty_array(payload), {RESTARTED: node, **metadata}
+
+
+def restarted_node(metadata: Mapping[str, Any]) -> str | None:
+    """The node a restart marker names, or None for an ordinary message."""
+    node = metadata.get(RESTARTED)
+    return str(node) if node else None
 
 
 def now() -> float:

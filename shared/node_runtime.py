@@ -19,6 +19,12 @@ buffer and are handled in order afterwards.
 
 Timed work (real-time pacing, playback progress): a stage may name its ``next_deadline()``; the loop
 waits for events only until then and calls ``tick()``. A control message ends the wait at once.
+
+Restarts (``restart_policy`` in the YAML): dora restarts a crashed node and tells its direct
+consumers with a ``NODE_RESTARTED`` event; a restart marker (``messages.restart_marker``) carries
+the news further down the data path. Both reach the stage as ``upstream_restarted(node, inputs)``:
+the stage fails the work it held open through that node and forwards the marker, so the sink closes
+every utterance the crash cut short, with the reason, instead of waiting for it forever.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Any, Callable, Iterable, Iterator, NoReturn, Protocol
 
 import pyarrow as pa
 
-from .messages import CONTROL, MessageError
+from .messages import CONTROL, MessageError, restarted_node
 
 log = logging.getLogger("dora_gpt_sovits")
 
@@ -70,6 +76,11 @@ class Stage(Protocol):
     def finish(self) -> Iterable[Outgoing]:
         """Called once when the node ends: flush or report what could not be completed."""
 
+    def upstream_restarted(self, node: str, inputs: frozenset[str] | None) -> Iterable[Outgoing]:
+        """``node`` (upstream of this one) restarted: fail the work lost with it, forward a marker.
+
+        ``inputs``: this stage's inputs that ``node`` feeds (None when unknown: assume all)."""
+
 
 class StageBase:
     """Defaults for stages with nothing pending, no deadlines and nothing to flush."""
@@ -91,6 +102,9 @@ class StageBase:
         return ()
 
     def finish(self) -> Iterable[Outgoing]:
+        return ()
+
+    def upstream_restarted(self, node: str, inputs: frozenset[str] | None) -> Iterable[Outgoing]:
         return ()
 
 
@@ -141,8 +155,12 @@ class Loop:
 
     def dispatch(self, event: dict[str, Any], poll: bool = True) -> None:
         """Feed one INPUT event to the stage; a malformed message is logged and skipped, not fatal."""
+        metadata = dict(event.get("metadata") or {})
         try:
-            messages = self.stage.handle(event["id"], event["value"], dict(event.get("metadata") or {}))
+            if (restarted := restarted_node(metadata)) is not None:
+                messages = self.stage.upstream_restarted(restarted, frozenset({event["id"]}))
+            else:
+                messages = self.stage.handle(event["id"], event["value"], metadata)
             if poll:
                 self.send_all(messages)
             else:
@@ -181,6 +199,37 @@ def send_all(node: Any, messages: Iterable[Outgoing | None]) -> int:
     return count
 
 
+def restarted_upstream(loop: Loop, event: dict[str, Any]) -> None:
+    """dora restarted one of our producers: whatever it was doing for us is lost."""
+    name = str(event.get("id") or event.get("node_id") or "an upstream node")
+    log.warning("%s: upstream node %s restarted", loop.stage.name, name)
+    loop.send_all(loop.stage.upstream_restarted(name, inputs_fed_by(loop.node, name)))
+
+
+def inputs_fed_by(node: Any, producer: str) -> frozenset[str] | None:
+    """This node's input ids whose source is an output of ``producer`` (None if dora won't say)."""
+    try:
+        inputs = (node.node_config() or {}).get("inputs") or {}
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+    fed = set()
+    for input_id, spec in inputs.items():
+        source = spec.get("source", "") if isinstance(spec, dict) else str(spec)
+        if str(source).split("/", 1)[0] == producer:
+            fed.add(str(input_id))
+    return frozenset(fed) if inputs else None
+
+
+def announce_restart(node: Any, stage: Stage) -> None:
+    """Say in the log that this process is a restart: its in-memory state (voices, open work) is gone."""
+    try:
+        count = node.restart_count() if node.is_restart() else 0
+    except AttributeError:  # test doubles without the restart API
+        return
+    if count:
+        log.warning("%s: restarted by dora (restart %d); in-flight work of the previous process is lost", stage.name, count)
+
+
 def is_timeout(event: dict[str, Any]) -> bool:
     """dora answers ``next(timeout=...)`` that ran out with an ERROR event "Receiver timed out"."""
     return event.get("type") == "ERROR" and "timed out" in str(event.get("error", ""))
@@ -190,6 +239,7 @@ def serve(node: Any, stage: Stage, clock: Callable[[], float] = time.monotonic, 
     """Run ``stage`` on ``node``'s events until the node is done."""
     loop = Loop(node, stage)
     closed: set[str] = set()
+    announce_restart(node, stage)
     loop.send_all(stage.start())
     while True:
         loop.tick_if_due(clock)
@@ -206,6 +256,9 @@ def serve(node: Any, stage: Stage, clock: Callable[[], float] = time.monotonic, 
         kind = event["type"]
         if kind == "INPUT":
             loop.dispatch(event)
+        elif kind == "NODE_RESTARTED":
+            loop.drain()  # dora puts the event ahead of what the old process still sent us
+            restarted_upstream(loop, event)
         elif kind == "INPUT_CLOSED":
             closed.add(event["id"])
         elif kind == "STOP":

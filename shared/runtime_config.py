@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Callable, TypeVar
 
 import torch
 
@@ -15,6 +16,8 @@ from .model_paths import ModelPaths, ModelsMissing, resolve
 from .node_runtime import fail
 
 log = logging.getLogger("dora_gpt_sovits")
+
+T = TypeVar("T")
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -44,3 +47,13 @@ def load_or_exit(need: tuple[str, ...]) -> ModelPaths:
     else:
         log.info(paths.banner())
     return paths
+
+
+def load_model_or_exit(load: Callable[..., T], path: os.PathLike | str, **kwargs) -> T:
+    """Load one model file or end the node with one line: a corrupt, truncated, hostile (code-
+    executing pickle) or unsupported-version checkpoint is a configuration error, not a traceback."""
+    try:
+        return load(path, **kwargs)
+    except (ValueError, OSError, KeyError) as e:  # CheckpointError and ConfigError are ValueErrors
+        message = str(e)
+        fail(f"model file unusable: {message if str(path) in message else f'{path}: {message}'}")

@@ -81,10 +81,12 @@ def test_chunk_policy_grows_geometrically_to_its_cap():
 def test_gpt_waits_for_the_voice_prompt_then_decodes():
     decode, _ = counting_decoder(3)
     stage = GPTStage(decode)
-    assert list(stage.handle(m.PHONE_FEATURES, *features_message())) == []
+    (ask,) = stage.handle(m.PHONE_FEATURES, *features_message())
+    assert ask.output_id == m.VOICE_REQUEST and m.read_text(ask.data) == "default"  # asks once
+    assert list(stage.handle(m.PHONE_FEATURES, *features_message(segment=1))) == []
     assert stage.pending()
     chunks = chunks_of(stage.handle(m.PROMPT_SEMANTIC, *prompt_message()))
-    assert chunks[-1].tokens.tolist() == [0, 1, 2] and chunks[-1].segment_final
+    assert chunks[-1].tokens.tolist() == [0, 1, 2] and chunks[-1].segment_final and len(chunks) == 2
     assert not stage.pending()
 
 
@@ -149,7 +151,8 @@ def test_vocoder_streams_audio_before_the_segment_ends_and_closes_it_with_a_paus
 
 def test_vocoder_waits_for_the_voice_and_passes_errors_through():
     stage = fake_vocoder(needs_speaker_embedding=True)
-    assert list(stage.handle(m.SEMANTIC_TOKENS, *token_chunk([1, 2], 0, True))) == []
+    (ask,) = stage.handle(m.SEMANTIC_TOKENS, *token_chunk([1, 2], 0, True))
+    assert ask.output_id == m.VOICE_REQUEST
     assert list(stage.handle(m.REFERENCE_SPECTROGRAM, *spectrogram_message())) == []  # still needs sv
     sv = m.ReferencePart("default", np.zeros(20480, np.float32)).to_message()
     released = audio_of(stage.handle(m.SPEAKER_EMBEDDING, *sv))
@@ -258,6 +261,7 @@ def test_text_requests_from_lines_and_files(tmp_path: Path):
     assert parse_line("  ", "auto", "default") is None
     req = parse_line('{"text": "hi", "voice": "v2"}', "auto", "default")
     assert (req.text, req.language, req.voice) == ("hi", "auto", "v2")
+    assert parse_line('{"text": "hi", "utterance_id": "mine"}', "auto", "default").to_message()[1][m.UTTERANCE_ID] == "mine"
     with pytest.raises(ValueError, match="text"):
         parse_line('{"txt": 1}', "auto", "default")
     lines = tmp_path / "t.txt"

@@ -136,6 +136,45 @@ def node_name(pid: int) -> str | None:
     return None
 
 
+def node_pids(root: int) -> dict[str, list[int]]:
+    """The processes of every node under ``dora run``, by node."""
+    pids: dict[str, list[int]] = {}
+    for pid in descendants(root):
+        name = node_name(pid)
+        if name:
+            pids.setdefault(name, []).append(pid)
+    return pids
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """Node processes (gsv-* scripts, dora's operator runtime) whose environment has key=value: the
+    nodes of one particular graph run, found even after ``dora run`` itself has exited."""
+    needle = f"{key}={value}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            if (b"gsv-" in cmdline or b"start_runtime" in cmdline) and needle in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue  # exited, or not ours to read
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def node_rss_mib(root: int) -> dict[str, float]:
+    """Current RSS (VmRSS) of every node process under ``dora run``, by node."""
+    return {
+        name: round(sum(_status_kib(pid, "VmRSS") or 0 for pid in pids) / 1024, 1)
+        for name, pids in node_pids(root).items()
+    }
+
+
 def node_peaks(root: int) -> dict[str, float]:
     """Peak RSS (VmHWM) of every node process under ``dora run``, by node."""
     peaks: dict[str, float] = {}
@@ -186,9 +225,17 @@ class GraphRun:
             raise DataflowError(f"dora run exited ({self.process.returncode}) while {doing}: {self.log_tail()}")
 
     def say(self, text: str, language: str) -> dict[str, Any]:
-        request = json.dumps({"text": text, "language": language}, ensure_ascii=False) + "\n"
+        self.send({"text": text, "language": language})
+        return self.next_metrics(text)
+
+    def send(self, *requests: dict[str, Any]) -> None:
+        """Text requests (text-input's JSON lines), sent back to back without waiting."""
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in requests)
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as conn:
-            conn.sendall(request.encode("utf-8"))
+            conn.sendall(lines.encode("utf-8"))
+
+    def next_metrics(self, text: str = "", timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
+        """The next utterance's report from the sink, waiting for it."""
         started = time.perf_counter()
         while True:
             lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
@@ -196,12 +243,15 @@ class GraphRun:
                 self.seen += 1
                 return json.loads(lines[self.seen - 1])
             self.check_alive("waiting for metrics")
-            if time.perf_counter() - started > REQUEST_TIMEOUT_S:
-                raise DataflowError(f"no metrics within {REQUEST_TIMEOUT_S} s for {text[:40]!r}: {self.log_tail()}")
+            if time.perf_counter() - started > timeout_s:
+                raise DataflowError(f"no metrics within {timeout_s} s for {text[:40]!r}: {self.log_tail()}")
             time.sleep(0.05)
 
     def peaks(self) -> dict[str, float]:
         return node_peaks(self.process.pid) if self.process else {}
+
+    def node_pids(self) -> dict[str, list[int]]:
+        return node_pids(self.process.pid) if self.process else {}
 
     def stop(self) -> None:
         if self.process is None:

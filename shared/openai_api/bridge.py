@@ -52,6 +52,8 @@ class GraphBridge:
                     break
                 if event["type"] == "INPUT" and event["id"] == m.AUDIO:
                     self.on_audio(event)
+                elif event["type"] == "NODE_RESTARTED":
+                    self.upstream_restarted(str(event.get("id")))
                 elif event["type"] == "INPUT_CLOSED" and event["id"] == m.AUDIO:
                     self.router.fail_all("the vocoder's audio output closed")
                 # ERROR events are next()'s timeouts ("Receiver timed out"): nothing to do.
@@ -67,7 +69,16 @@ class GraphBridge:
                 return
             node.send_output(output_id, data, metadata)
 
+    def upstream_restarted(self, node: str) -> None:
+        """A node restarted (docs/reliability.md): what it held is lost, so no request in flight can
+        be trusted to complete; each ends with the reason instead of waiting forever."""
+        log.error("node %s restarted: failing every request in flight", node)
+        self.router.fail_all(f"node {node} restarted mid-utterance; please retry")
+
     def on_audio(self, event: dict[str, Any]) -> None:
+        if (restarted := m.restarted_node(dict(event.get("metadata") or {}))) is not None:
+            self.upstream_restarted(restarted)
+            return
         try:
             chunk = m.AudioChunk.from_event(event["value"], dict(event.get("metadata") or {}))
         except m.MessageError as e:

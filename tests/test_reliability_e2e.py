@@ -1,0 +1,84 @@
+"""Faults through the real `dora run` of the service graph (tiny development model).
+
+One run, in sequence: bad texts between good ones; the gpt process killed (SIGKILL) while it
+decodes an utterance, restarted by dora's restart policy; ten utterances back to back afterwards;
+then Ctrl-C (SIGINT to `dora run`), after which no node process may be left. The long soak
+(100 utterances, memory figures) is scripts/soak.py; its figures are in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from conftest import REPO
+from dora_gpt_sovits.benchmark.dataflow import (
+    GraphRun, budget_gpt_checkpoint, cpu_seconds, node_env, processes_with_env,
+)
+from dora_gpt_sovits.benchmark.soak import soak
+from dora_gpt_sovits.model_paths import resolve
+
+pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
+TOKENS = 40  # GPT budget per segment: bounds each segment's audio to 1.9 s
+
+
+def wait_until(condition, seconds: float, what: str, graph: GraphRun):
+    deadline = time.time() + seconds
+    while not (value := condition()):
+        if time.time() > deadline:
+            pytest.fail(f"{what} within {seconds} s; log: {graph.log_tail()}")
+        time.sleep(0.05)
+    return value
+
+
+@pytest.fixture(scope="module")
+def dev_models(tmp_path_factory):
+    from dora_gpt_sovits.devmodels.bundle import build_bundle
+
+    return build_bundle(tmp_path_factory.mktemp("models") / "dev-tiny", size="tiny", version="v2")
+
+
+def test_service_survives_bad_input_a_killed_gpt_and_a_burst_then_stops_on_ctrl_c(dev_models, tmp_path):
+    paths = resolve({"GSV_MODEL_DIR": str(dev_models)}, need=("gpt", "sovits", "bert", "hubert"))
+    graph = GraphRun(REPO, tmp_path, node_env(paths, budget_gpt_checkpoint(paths, TOKENS, tmp_path), "cpu", "float32", 1, 0))
+    graph.start()
+    try:
+        # Bad texts between good ones: each bad one is reported, each good one is spoken.
+        graph.send(
+            {"text": "你好。", "utterance_id": "good-1"},
+            {"text": "。。。！？", "utterance_id": "punctuation"},
+            {"text": "hello", "language": "xx", "utterance_id": "language"},
+            {"text": "😀🎉", "utterance_id": "emoji"},
+            {"text": "你好，世界。", "utterance_id": "good-2"},
+        )
+        reports = {r["utterance_id"]: r for r in (graph.next_metrics() for _ in range(5))}
+        assert list(reports) == ["good-1", "punctuation", "language", "emoji", "good-2"]
+        for bad in ("punctuation", "language", "emoji"):
+            assert reports[bad]["errors"] and reports[bad]["audio_s"] == 0, reports[bad]
+        assert "unknown language" in reports["language"]["errors"][0]
+        for good in ("good-1", "good-2"):
+            assert not reports[good]["errors"] and reports[good]["audio_s"] > 0.7, reports[good]
+
+        # The gpt dies mid-utterance; dora restarts it; the utterance is reported failed.
+        (gpt,) = graph.node_pids()["gpt"]
+        busy_from = cpu_seconds(gpt)
+        text = "".join(f"这是第{i}句话。" for i in range(1, 21))
+        graph.send({"text": text, "utterance_id": "killed"})
+        wait_until(lambda: cpu_seconds(gpt) - busy_from > 0.5, 120, "the gpt started decoding", graph)
+        os.kill(gpt, signal.SIGKILL)
+        killed = graph.next_metrics(timeout_s=300)
+        assert killed["utterance_id"] == "killed", killed
+        assert any("gpt restarted" in e for e in killed["errors"]), killed
+        wait_until(lambda: [p for p in graph.node_pids().get("gpt", []) if p != gpt], 300, "a new gpt process", graph)
+
+        # Later utterances are spoken completely, in order, with plausible lengths.
+        result = soak(graph, 10, TOKENS, timeout_s=300)
+        assert result.ok(), result.summary()
+    finally:
+        graph.stop()  # SIGINT to `dora run`: what Ctrl-C does
+    assert graph.process.returncode is not None
+    wait_until(lambda: not processes_with_env("GSV_MODEL_DIR", str(dev_models)), 60, "every node process ended", graph)
