@@ -187,10 +187,23 @@ class TextFrontendStage(StageBase):
                 if texts:
                     yield Outgoing(VOICE_REQUEST, m.text_array(voice), self.voice_request(texts[0].metadata))
         if inputs is None or m.SEGMENT_COMPLETE in inputs:
-            # A node restarted somewhere downstream: segments it lost will never be reported, so the
-            # window starts afresh instead of waiting for them forever.
-            self.in_flight.clear()
+            # A node restarted downstream (or came back): segments it lost, or that were sent into
+            # its downtime, will never be reported. Each utterance still in flight is failed with a
+            # closing error segment, which keeps its window slot until the sink reports it (if that
+            # one is lost too, the restarted node's ready marker brings us here again).
+            yield from self.fail_in_flight(f"node {node} restarted while this utterance was in flight")
             yield from self.release()
+
+    def fail_in_flight(self, reason: str) -> Iterator[Outgoing]:
+        last: dict[str, tuple[int, float]] = {}
+        for (utterance_id, index), received in self.in_flight.items():
+            last[utterance_id] = (max(index, last.get(utterance_id, (-1, 0.0))[0]), received)
+        for utterance_id, (index, received) in last.items():
+            self.forget(utterance_id)
+            key = m.SegmentKey(utterance_id, index + 1, True, text_received_at=received)
+            self.in_flight[(utterance_id, index + 1)] = received
+            log.error("utterance %s: %s; reported as failed", utterance_id, reason)
+            yield self.error_segment(key, reason)
 
     def finish(self) -> Iterable[Outgoing]:
         # Text still waiting for a voice that never came: report it instead of dropping it silently.

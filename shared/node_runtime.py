@@ -220,14 +220,19 @@ def inputs_fed_by(node: Any, producer: str) -> frozenset[str] | None:
     return frozenset(fed) if inputs else None
 
 
-def announce_restart(node: Any, stage: Stage) -> None:
-    """Say in the log that this process is a restart: its in-memory state (voices, open work) is gone."""
+def announce_restart(loop: Loop) -> None:
+    """This process is a restart: say so, and tell the nodes downstream that it is ready again.
+
+    dora drops what is sent to a node while it is down (its restart delay and model loading), so
+    the downstream stages treat our readiness like our crash: work that went into the gap is
+    reported lost (the frontend fails the utterances still in flight) instead of awaited forever."""
     try:
-        count = node.restart_count() if node.is_restart() else 0
+        count = loop.node.restart_count() if loop.node.is_restart() else 0
     except AttributeError:  # test doubles without the restart API
         return
     if count:
-        log.warning("%s: restarted by dora (restart %d); in-flight work of the previous process is lost", stage.name, count)
+        log.warning("%s: restarted by dora (restart %d); in-flight work of the previous process is lost", loop.stage.name, count)
+        loop.send_all(loop.stage.upstream_restarted(loop.stage.name, None))
 
 
 def is_timeout(event: dict[str, Any]) -> bool:
@@ -239,7 +244,7 @@ def serve(node: Any, stage: Stage, clock: Callable[[], float] = time.monotonic, 
     """Run ``stage`` on ``node``'s events until the node is done."""
     loop = Loop(node, stage)
     closed: set[str] = set()
-    announce_restart(node, stage)
+    announce_restart(loop)
     loop.send_all(stage.start())
     while True:
         loop.tick_if_due(clock)

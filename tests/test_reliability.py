@@ -96,6 +96,7 @@ class Graph:
         self.metrics: list[dict[str, Any]] = []
         self.slow_sink: list[tuple[Any, dict[str, Any]]] | None = None  # segment_complete held back here
         self.segments_sent = 0
+        self.down: str | None = None
         self.send("reference", self.stages["reference"].start())
         self.run()
 
@@ -114,7 +115,8 @@ class Graph:
     def run(self) -> None:
         while self.queue:
             target, input_id, data, metadata = self.queue.popleft()
-            self.deliver(target, input_id, data, metadata)
+            if target != self.down:  # dora drops what is sent to a node while it is down
+                self.deliver(target, input_id, data, metadata)
 
     def deliver(self, target: str, input_id: str, data: Any, metadata: dict[str, Any]) -> None:
         node = RecordingNode([])
@@ -131,17 +133,23 @@ class Graph:
         self.run()
         return self.metrics[before] if len(self.metrics) > before else None
 
-    def restart(self, node: str, stage: Any) -> None:
-        """dora restarted ``node``: its queue is gone, what it sent arrives, then a fresh stage, and
-        NODE_RESTARTED to its direct consumers."""
+    def restart(self, node: str, stage: Any, downtime=lambda: None) -> None:
+        """dora restarts ``node``: its queue is gone and what it sent arrives; its consumers get
+        NODE_RESTARTED while it loads (``downtime``: what happens meanwhile is sent into the void);
+        then the fresh stage starts and, as serve() does, announces that it is back."""
         self.queue = deque(q for q in self.queue if q[0] != node)
         self.run()
-        self.stages[node] = stage
-        self.send(node, stage.start())
+        self.down = node
         consumers = {target for (src, _), targets in WIRES.items() if src == node for target, _ in targets}
         for consumer in sorted(consumers):
             inputs = frozenset(i for (src, _), targets in WIRES.items() if src == node for t, i in targets if t == consumer)
             self.send(consumer, self.stages[consumer].upstream_restarted(node, inputs))
+        self.run()
+        downtime()
+        self.down = None
+        self.stages[node] = stage
+        self.send(node, stage.start())
+        self.send(node, stage.upstream_restarted(node, None))
         self.run()
 
 
@@ -467,8 +475,13 @@ def test_a_restart_downstream_resets_the_frontend_window_so_lost_segments_cannot
     list(frontend.handle(m.VOICE_PROMPT, *m.ReferencePart("default", "你好。", language="zh").to_message()))
     (first,) = [o for o in frontend.handle(m.TEXT, m.text_array("第一句。"), {m.UTTERANCE_ID: "a"}) if o.output_id == m.PHONEMES]
     assert [o for o in frontend.handle(m.TEXT, m.text_array("第二句。"), {m.UTTERANCE_ID: "b"}) if o.output_id == m.PHONEMES] == []
-    # "a" was lost in a crashed node: no segment_complete will ever come for it.
-    (released,) = frontend.upstream_restarted("gpt", frozenset({m.SEGMENT_COMPLETE}))
+    # "a" was lost in a crashed node: no segment_complete will ever come for its segment. The
+    # frontend closes it with an error segment instead, which the sink reports and completes.
+    (closing,) = frontend.upstream_restarted("gpt", frozenset({m.SEGMENT_COMPLETE}))
+    failed = m.PhonemeSegment.from_event(closing.data, closing.metadata)
+    assert failed.key.utterance_id == "a" and failed.key.utterance_final and "gpt restarted" in failed.error
+    done = m.SegmentComplete(failed.key, failed.error).to_message()
+    (released,) = [o for o in frontend.handle(m.SEGMENT_COMPLETE, *done) if o.output_id == m.PHONEMES]
     assert released.metadata[m.UTTERANCE_ID] == "b"
 
 
@@ -513,3 +526,30 @@ def test_a_slow_sink_makes_the_frontend_wait_and_nothing_is_dropped(graph):
         assert graph.segments_sent - played <= 3  # never more than the window ahead of playback
     (report,) = graph.metrics
     assert graph.segments_sent == 10 and report["errors"] == [] and report["audio_s"] > 10 * 0.7, report
+
+
+def test_an_utterance_sent_while_the_gpt_is_down_is_reported_not_lost(graph):
+    interrupt_gpt_mid_segment(graph, "第一句话。第二句话。")
+
+    def during_downtime():
+        graph.queue.append(("text-frontend", m.TEXT, m.text_array("重启期间的话。"), {m.UTTERANCE_ID: "gap"}))
+        graph.run()  # its segment goes to the gpt while it loads: dora drops it
+
+    graph.restart("gpt", GPTStage(fake_decode), downtime=during_downtime)
+    (gap,) = [r for r in graph.metrics if r["utterance_id"] == "gap"]
+    assert any("gpt restarted while this utterance was in flight" in e for e in gap["errors"]), gap
+    assert_spoken(graph.say("你好，世界。"))  # the window is free again
+
+
+def test_a_restarted_node_announces_that_it_is_back_before_serving():
+    class Restarted(RecordingNode):
+        def is_restart(self):
+            return True
+
+        def restart_count(self):
+            return 1
+
+    node = Restarted([])
+    serve(node, BertStage(lambda text, word2ph: torch.zeros(m.FEATURE_DIM, sum(word2ph))))
+    (marker,) = node.outputs(m.PHONE_FEATURES)
+    assert m.restarted_node(marker[1]) == "bert" and len(marker[0]) == 0

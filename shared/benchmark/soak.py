@@ -66,7 +66,8 @@ def soak_texts(n: int) -> list[tuple[str, int]]:
 def audio_bounds(segments: int, tokens_per_segment: int) -> tuple[float, float]:
     """The audio length a development model with that token budget can produce for the text."""
     low = segments * (MIN_TOKENS * SECONDS_PER_TOKEN + PAUSE_S) - 0.05
-    high = segments * (tokens_per_segment * SECONDS_PER_TOKEN + PAUSE_S) + 0.05
+    # The GPT stops once it has generated more than its budget: the token that crosses it is kept.
+    high = segments * ((tokens_per_segment + 1) * SECONDS_PER_TOKEN + PAUSE_S) + 0.05
     return low, high
 
 
