@@ -1,4 +1,4 @@
-"""Writing exported graphs: the .onnx file, its manifest, and the optional float16 version."""
+"""Writing exported graphs: the .onnx file and its manifest."""
 
 from __future__ import annotations
 
@@ -20,34 +20,19 @@ def _specs(values) -> list[TensorSpec]:
     return specs
 
 
-def to_float16(model):
-    """Weights and arithmetic in float16, graph inputs/outputs kept float32 (casts at the edges).
+def write_graph(onnx_bytes: bytes, out_dir: Path, stage: str, precision: str, source: Path, facts: dict) -> Path:
+    """Save ``<stage>.<precision>.onnx`` and its manifest.
 
-    Sampling, softmax-like reductions and normalisations that overflow in half precision stay in
-    float32 by onnxconverter-common's default block list plus ours.
+    float16 graphs are traced from a half-precision copy of the model (weights and activations in
+    half, graph inputs such as the GPT cache too), not converted afterwards: onnxconverter-common's
+    float16 pass produced type-inconsistent graphs for these models (Cast/Slice outputs).
     """
-    try:
-        from onnxconverter_common import float16
-    except ImportError as e:
-        raise BackendError(f"float16 export needs onnxconverter-common (pip install onnxconverter-common): {e}") from None
-    block = list(float16.DEFAULT_OP_BLOCK_LIST)
-    # Intermediate type annotations from the float32 trace would contradict the converted casts.
-    del model.graph.value_info[:]
-    return float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
-
-
-def write_graph(onnx_bytes: bytes, out_dir: Path, stage: str, precision: str, source: Path, facts: dict,
-                convert: bool = False) -> Path:
-    """Save ``<stage>.<precision>.onnx`` and its manifest. ``convert``: the bytes are a float32 graph to
-    be converted to ``precision`` here; otherwise they already are in ``precision`` (traced so)."""
     import onnx
     import torch
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = onnx.load_from_string(onnx_bytes)
-    if convert and precision == "float16":
-        model = to_float16(model)
     if precision not in ("float32", "float16"):
         raise BackendError(f"ONNX exports are float32 or float16, not {precision}")
     graph = graph_path(out_dir, stage, precision)
