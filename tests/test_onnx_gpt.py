@@ -120,6 +120,6 @@ def test_gpu_providers_decode_the_same_greedy_tokens(model, onnx_dir, inputs, ba
     if backend == "tensorrt":
         from dora_gpt_sovits.backends.tensorrt import gpt_trt_options
 
-        trt = gpt_trt_options(onnx_dir / "trt-cache", max_context=256, max_steps=64)
+        trt = gpt_trt_options(onnx_dir, CKPT)
     decoder = GraphDecoder.open(choice, CKPT, trt_options=trt)
     assert list(decoder.stream(phones, bert, prompt, params)) == expected.generated.tolist()

@@ -3,7 +3,7 @@
 ``GSV_BACKEND``          torch (default) | onnxruntime | tensorrt
 ``GSV_DEVICE``           cpu (default) | cuda | cuda:N
 ``GSV_DTYPE``            float32 (default) | float16 | bfloat16 (bfloat16: torch only)
-``GSV_ONNX_DIR``         folder of exported graphs (scripts/export_onnx.py); needed by onnxruntime/tensorrt
+``GSV_ONNX_DIR``         folder of exported graphs (scripts/export_onnx.py); default ``<GSV_MODEL_DIR>/onnx``
 ``GSV_BACKEND_FALLBACK`` comma-separated ``backend[@device]`` choices tried, in order, when the first
                          choice is *unavailable* (provider, GPU or export missing). Empty (default):
                          no fallback, the node stops with the reason.

@@ -88,7 +88,7 @@ def export_sovits(model: Synthesizer, dtype: torch.dtype = torch.float32) -> dic
             {"window": {2: "frames"}, "eps": {2: "frames"}, "wav": {2: "samples"}},
         )
     facts = {"model_version": model.version.model_version, "is_pro": is_pro, "sampling_rate": c.sampling_rate,
-             "samples_per_frame": c.samples_per_frame, "inter_channels": c.inter_channels,
+             "samples_per_frame": c.samples_per_frame, "inter_channels": c.inter_channels, "hidden_channels": c.hidden_channels,
              "receptive_field": model.flow.receptive_field}
     return {name: (data, facts) for name, data in graphs.items()}
 
