@@ -81,14 +81,14 @@ class BertStage(StageBase):
 
 
 def main() -> None:
-    from dora_gpt_sovits.encoders.bert import bert_features, load_bert
+    from dora_gpt_sovits.backends.stages import bert_builders, open_or_exit
+    from dora_gpt_sovits.encoders.bert import bert_features
     from dora_gpt_sovits.node_runtime import configure_threads
-    from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
+    from dora_gpt_sovits.runtime_config import load_or_exit
 
     configure_threads()
-    device, dtype = device_and_dtype()
     paths = load_or_exit(need=("bert",))
-    model, tokenizer = load_model_or_exit(load_bert, paths.bert, device=device, dtype=dtype)
+    (model, tokenizer), choice = open_or_exit("bert", bert_builders(paths.bert), paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
 
     @torch.inference_mode()
     def encode(text: str, word2ph: list[int]) -> torch.Tensor:
@@ -96,7 +96,7 @@ def main() -> None:
 
     encode("你好", [2, 2])  # first forward pass is slow: pay it before serving
     node = connect()
-    log.info("BERT loaded from %s on %s/%s", paths.bert, device, dtype)
+    log.info("BERT loaded from %s on %s", paths.bert, choice.label)
     serve(node, BertStage(encode))
 
 

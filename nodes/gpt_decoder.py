@@ -185,19 +185,16 @@ def policy_from_env(env: dict[str, str]) -> ChunkPolicy:
 
 
 def main() -> None:
-    import torch
-    from dora_gpt_sovits.gpt.generate import generate_stream
-    from dora_gpt_sovits.gpt.loader import load_gpt
+    from dora_gpt_sovits.backends.stages import gpt_builders, open_or_exit
     from dora_gpt_sovits.gpt.sampling import SamplingParams
     from dora_gpt_sovits.model_cache import ModelCache
     from dora_gpt_sovits.node_runtime import configure_threads
-    from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
+    from dora_gpt_sovits.runtime_config import load_or_exit
 
     env = dict(os.environ)
     configure_threads()
-    device, dtype = device_and_dtype()
     paths = load_or_exit(need=("gpt",))
-    model = load_model_or_exit(load_gpt, paths.gpt, device=device, dtype=dtype)
+    stream, choice = open_or_exit("gpt", gpt_builders(paths.gpt), paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
     base = SamplingParams(
         top_k=int(env.get("GSV_TOP_K", 15)),
         top_p=float(env.get("GSV_TOP_P", 1.0)),
@@ -205,30 +202,24 @@ def main() -> None:
         repetition_penalty=float(env.get("GSV_REPETITION_PENALTY", 1.35)),
     )
 
-    models = ModelCache(lambda p: load_gpt(p, device=device, dtype=dtype), model, paths.gpt, kind="GPT")
+    # A voice's own weights open on the same backend (an ONNX backend needs their export: see docs/backends.md).
+    models = ModelCache(lambda p: gpt_builders(p)[choice.backend](choice), stream, paths.gpt, kind="GPT")
 
     def decode(
         phone_ids: np.ndarray, features: np.ndarray, prompt: np.ndarray, seed: int | None, options: m.RequestOptions,
         weights: str = "",
     ) -> Iterator[int]:
         params = dataclasses.replace(base, seed=seed, **options.sampling())
-        with torch.inference_mode():
-            yield from generate_stream(
-                models.get(weights),
-                torch.from_numpy(np.asarray(phone_ids)).to(device),
-                m.tensor_view(np.asarray(features)).to(device, dtype),
-                torch.from_numpy(prompt).to(device) if len(prompt) else None,
-                params,
-            )
+        features = m.tensor_view(np.asarray(features))  # [1024, T], shared with the message buffer
+        yield from models.get(weights)(np.asarray(phone_ids), features, prompt if len(prompt) else None, params)
 
     seed = int(env["GSV_SEED"]) if env.get("GSV_SEED") else None
     # The first decode pays one-off costs (allocator, kernels): pay them before serving.
-    with torch.inference_mode():
-        ids, features = torch.arange(8, device=device), torch.zeros(m.FEATURE_DIM, 8, device=device, dtype=dtype)
-        for _ in generate_stream(model, ids, features, ids, SamplingParams(early_stop_num=4, seed=0)):
-            pass
+    ids = np.arange(8)
+    for _ in stream(ids, np.zeros((m.FEATURE_DIM, 8), np.float32), ids, SamplingParams(early_stop_num=4, seed=0)):
+        pass
     node = connect()
-    log.info("GPT loaded from %s on %s/%s", paths.gpt, device, dtype)
+    log.info("GPT loaded from %s on %s", paths.gpt, choice.label)
     serve(node, GPTStage(decode, policy_from_env(env), seed))
 
 

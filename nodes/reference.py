@@ -135,7 +135,8 @@ def main() -> None:
     import torch
     from dora_gpt_sovits.audio.reference_audio import content_hash, load_reference
     from dora_gpt_sovits.audio.spectrogram import reference_spectrogram
-    from dora_gpt_sovits.encoders.hubert import hubert_features, load_hubert
+    from dora_gpt_sovits.backends.stages import hubert_builders, open_or_exit
+    from dora_gpt_sovits.encoders.hubert import hubert_features
     from dora_gpt_sovits.model_cache import ModelCache
     from dora_gpt_sovits.node_runtime import configure_threads
     from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
@@ -146,7 +147,9 @@ def main() -> None:
     device, dtype = device_and_dtype()
     paths = load_or_exit(need=("sovits", "hubert"))
     sovits = load_model_or_exit(load_sovits, paths.sovits, device=device, dtype=dtype)
-    hubert = load_model_or_exit(load_hubert, paths.hubert, device=device, dtype=dtype)
+    # The SoVITS part used here (a projection and the codebook) is small: always torch. HuBERT is the
+    # heavy encoder and follows GSV_BACKEND.
+    hubert, choice = open_or_exit("hubert", hubert_builders(paths.hubert), paths.model_dir)
     is_pro = sovits.version.model_version in ("v2Pro", "v2ProPlus")
     sv_model = None
     if is_pro:
@@ -169,7 +172,7 @@ def main() -> None:
         spec = reference_spectrogram(audio.wav32k[None].float())[0]
         tokens = np.zeros(0, dtype=np.int64)
         if voice.prompt_text.strip():
-            ssl = hubert_features(hubert, audio.wav16k.to(device, dtype))
+            ssl = hubert_features(hubert, audio.wav16k)
             quantizer = sovits_models.get(voice.sovits_weights)
             tokens = quantizer.extract_prompt_codes(ssl)[0, 0].cpu().numpy().astype(np.int64)
         embedding = None
@@ -187,8 +190,8 @@ def main() -> None:
         except (ValueError, OSError) as e:
             log.warning("default voice unusable: %s", e)  # start() reports it to the frontend
     node = connect()
-    log.info("reference encoders loaded (SoVITS %s, CN-HuBERT%s); voices: %s",
-             sovits.version.model_version, ", speaker verification" if sv_model else "", sorted(registry))
+    log.info("reference encoders loaded (SoVITS %s, CN-HuBERT on %s%s); voices: %s",
+             sovits.version.model_version, choice.label, ", speaker verification" if sv_model else "", sorted(registry))
     serve(node, stage)
 
 

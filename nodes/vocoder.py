@@ -329,33 +329,30 @@ class VocoderStage(StageBase):
 
 def main() -> None:
     from dora_gpt_sovits.node_runtime import configure_threads
-    from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
-    from dora_gpt_sovits.sovits.loader import load_sovits
+    from dora_gpt_sovits.backends.stages import open_or_exit, vocoder_builders
+    from dora_gpt_sovits.runtime_config import load_or_exit
     from dora_gpt_sovits.sovits.streaming import decode_chunk
     from dora_gpt_sovits.model_cache import ModelCache
 
     env = dict(os.environ)
     configure_threads()
-    device, dtype = device_and_dtype()
     paths = load_or_exit(need=("sovits",))
-    model = load_model_or_exit(load_sovits, paths.sovits, device=device, dtype=dtype)
+    vocoder, choice = open_or_exit("vocoder", vocoder_builders(paths.sovits), paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
     noise_scale = float(env.get("GSV_NOISE_SCALE", 0.5))
     speed = float(env.get("GSV_SPEED", 1.0))
 
-    models = ModelCache(lambda p: load_sovits(p, device=device, dtype=dtype), model, paths.sovits, kind="SoVITS")
+    # A voice's own weights open on the same backend (an ONNX backend needs their export: see docs/backends.md).
+    models = ModelCache(lambda p: vocoder_builders(p)[choice.backend](choice), vocoder, paths.sovits, kind="SoVITS")
 
-    @torch.inference_mode()
     def condition(spec: np.ndarray, sv: np.ndarray | None, weights: str = "") -> Any:
-        voice_model = models.get(weights)
-        if voice_model.config.sampling_rate != model.config.sampling_rate:
-            raise ValueError(f"{weights} runs at {voice_model.config.sampling_rate} Hz, this graph at {model.config.sampling_rate} Hz")
-        specs = [torch.from_numpy(spec).to(device, dtype)[None]]
-        sv_list = None if sv is None else [torch.from_numpy(sv).to(device, dtype)[None]]
-        return voice_model, voice_model.global_condition(specs, sv_list)
+        voice = models.get(weights)
+        if voice.sampling_rate != vocoder.sampling_rate:
+            raise ValueError(f"{weights} runs at {voice.sampling_rate} Hz, this graph at {vocoder.sampling_rate} Hz")
+        return voice.chunks, voice.condition(spec, sv)
 
     def make_decoder(voice: Any, phone_ids: np.ndarray, seed: int, request_speed: float | None = None) -> ChunkDecoder:
         voice_model, cond = voice
-        phones = torch.from_numpy(phone_ids).to(device)[None]
+        phones = torch.from_numpy(phone_ids)[None]
         segment_speed = speed if request_speed is None else request_speed
 
         def decode(history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int):
@@ -370,8 +367,8 @@ def main() -> None:
     stage = VocoderStage(
         condition,
         make_decoder,
-        sample_rate=model.config.sampling_rate,
-        needs_speaker_embedding=model.version.model_version in ("v2Pro", "v2ProPlus"),
+        sample_rate=vocoder.sampling_rate,
+        needs_speaker_embedding=vocoder.is_pro,
         policy=StreamPolicy(lookahead_tokens=int(env.get("GSV_LOOKAHEAD_TOKENS", 4))),
         max_chunk_seconds=float(env.get("GSV_MAX_CHUNK_SECONDS", 1.0)),
         fragment_interval=float(env.get("GSV_FRAGMENT_INTERVAL", 0.3)),
@@ -386,7 +383,7 @@ def main() -> None:
     make_decoder(condition(spec, np.zeros(20480, np.float32) if stage.needs_speaker_embedding else None),
                  np.arange(1, 9), 0, None)(np.zeros(0, np.int64), np.arange(12), np.zeros(0, np.int64), 0)
     node = connect()
-    log.info("SoVITS %s loaded from %s on %s/%s", model.version.model_version, paths.sovits, device, dtype)
+    log.info("SoVITS %s loaded from %s on %s", vocoder.model_version, paths.sovits, choice.label)
     serve(node, stage)
 
 

@@ -127,9 +127,32 @@ def test_voice_assistant_graph_is_qwen_dev_interruption_with_our_tts_in_place_of
     assert ours == reference
 
 
+BACKEND_VARIANTS = {
+    "dataflows/onnx-cpu.yml": {"GSV_BACKEND": "onnxruntime", "GSV_DEVICE": "cpu", "GSV_DTYPE": "float32"},
+    "dataflows/cuda.yml": {"GSV_BACKEND": "onnxruntime", "GSV_DEVICE": "cuda", "GSV_DTYPE": "float16"},
+    "dataflows/tensorrt.yml": {"GSV_BACKEND": "tensorrt", "GSV_DEVICE": "cuda", "GSV_DTYPE": "float16"},
+}
+
+
+@pytest.mark.parametrize("path", sorted(BACKEND_VARIANTS))
+def test_backend_variants_differ_only_by_the_model_nodes_backend_env(path):
+    from dora_gpt_sovits.backends.config import choice_from_env
+
+    default, variant = load("dataflow.yml"), load(path)
+    defaults = {n["id"]: n.get("env") for n in default["nodes"]}
+    for node in variant["nodes"]:
+        if node["id"] in ("reference", "bert", "gpt", "vocoder"):
+            assert node["env"] == {**(defaults[node["id"]] or {}), **BACKEND_VARIANTS[path]}, node["id"]
+            choice_from_env(node["env"])  # a valid choice
+            node["env"] = defaults[node["id"]]
+        if "operator" in node:
+            node["operator"]["python"] = node["operator"]["python"].removeprefix("../")
+    assert variant == default
+
+
 @pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
 @pytest.mark.parametrize("path", ["dataflow.yml", "dataflows/service.yml", "dataflows/distributed.yml",
-                                  "dataflows/openai-server.yml", "dataflows/voice-assistant.yml"])
+                                  "dataflows/openai-server.yml", "dataflows/voice-assistant.yml", *sorted(BACKEND_VARIANTS)])
 def test_dora_validates_the_graphs(path):
     result = subprocess.run(["dora", "validate", path], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -66,7 +66,14 @@ def _encoder(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    return model.device  # HF models and the exported-graph runners (backends.encoder_runtime) both have it
+
+
+def selected_hidden(model, inputs) -> torch.Tensor:
+    """The hidden state upstream uses, ``[B, tokens, 1024]``; an exported graph computes only that."""
+    if hasattr(model, "selected_hidden"):
+        return model.selected_hidden(inputs)
+    return _encoder(model)(**inputs, output_hidden_states=True).hidden_states[HIDDEN_STATE_INDEX]
 
 
 def _check_alignment(norm_text: str, word2ph: Sequence[int], n_tokens: int) -> None:
@@ -87,7 +94,7 @@ def expand_to_phones(char_features: torch.Tensor, word2ph: Sequence[int]) -> tor
 def bert_features(model: torch.nn.Module, tokenizer, norm_text: str, word2ph: Sequence[int]) -> torch.Tensor:
     """Features [1024, sum(word2ph)] for one Chinese segment, in the model's dtype and device."""
     inputs = tokenizer(norm_text, return_tensors="pt").to(_model_device(model))
-    hidden = _encoder(model)(**inputs, output_hidden_states=True).hidden_states[HIDDEN_STATE_INDEX]
+    hidden = selected_hidden(model, inputs)
     chars = hidden[0, 1:-1]
     _check_alignment(norm_text, word2ph, chars.shape[0])
     return expand_to_phones(chars, word2ph)
@@ -100,7 +107,7 @@ def bert_features_batch(model: torch.nn.Module, tokenizer, texts: Sequence[str],
     if not texts:
         return []
     inputs = tokenizer(list(texts), return_tensors="pt", padding=True).to(_model_device(model))
-    hidden = _encoder(model)(**inputs, output_hidden_states=True).hidden_states[HIDDEN_STATE_INDEX]
+    hidden = selected_hidden(model, inputs)
     lengths = inputs["attention_mask"].sum(dim=1).tolist()
     out = []
     for row, text, word2ph, length in zip(hidden, texts, word2phs, lengths):
@@ -119,11 +126,10 @@ def zero_features(n_phones: int, dtype: torch.dtype = torch.float32,
 def segment_features(model: torch.nn.Module, tokenizer, segments: Sequence) -> list[torch.Tensor]:
     """Features for each frontend segment (objects with language, norm_text, word2ph, phones):
     BERT for Chinese ones (batched), zeros for the rest, all in the model's dtype."""
-    param = next(model.parameters())
     chinese = [i for i, s in enumerate(segments) if s.language == "zh"]
     computed = bert_features_batch(model, tokenizer, [segments[i].norm_text for i in chinese],
                                    [segments[i].word2ph for i in chinese])
-    features = [zero_features(len(s.phones), param.dtype, param.device) for s in segments]
+    features = [zero_features(len(s.phones), model.dtype, model.device) for s in segments]
     for i, feats in zip(chinese, computed):
         features[i] = feats
     return features

@@ -80,8 +80,13 @@ def fold_parametrizations(model: torch.nn.Module) -> None:
 @torch.inference_mode()
 def hubert_features(model, wav16k: Tensor) -> Tensor:
     """Prompt waveform [samples] at 16 kHz in [-1, 1] -> last hidden state [1, 768, frames] (50 Hz)."""
-    param = next(model.parameters())
-    wav = wav16k.reshape(-1).to(param.device, param.dtype)
+    wav = wav16k.reshape(-1).to(model.device, model.dtype)
     wav = torch.cat([wav, wav.new_zeros(PROMPT_PAD_SAMPLES)])
-    hidden = model(wav.unsqueeze(0)).last_hidden_state  # [1, frames, 768]
-    return hidden.transpose(1, 2)
+    return last_hidden(model, wav.unsqueeze(0)).transpose(1, 2)
+
+
+def last_hidden(model, wav: Tensor) -> Tensor:
+    """``[1, samples]`` -> ``[1, frames, 768]``; an exported graph (backends.encoder_runtime) has its own."""
+    if hasattr(model, "last_hidden"):
+        return model.last_hidden(wav)
+    return model(wav).last_hidden_state

@@ -54,7 +54,7 @@ def prefix_lm_mask(text_lens: torch.Tensor, semantic_lens: torch.Tensor, total: 
     is_semantic = pos >= semantic_start  # [B, total]
     causal = pos[None, :] <= pos[:, None]  # [query, key]
     allowed = key_is_text[:, None, :] | (is_semantic[:, :, None] & is_semantic[:, None, :] & causal)
-    allowed |= torch.eye(total, dtype=torch.bool, device=pos.device)
+    allowed = allowed | (pos[:, None] == pos[None, :])  # the diagonal; written so ONNX can export it
     return allowed[:, None]
 
 
@@ -70,6 +70,8 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     Everything else, and every GPU product, is a plain ``F.linear``.
     """
     w, b = layer.weight, layer.bias
+    if torch.jit.is_tracing():
+        return F.linear(x, w, b)  # an exported graph gets the plain product; its runtime picks kernels
     out, inp = w.shape
     rows = x.numel() // inp
     if x.device.type != "cpu":

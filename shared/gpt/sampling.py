@@ -33,11 +33,15 @@ def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -
 
     In place matters: the caller's EOS test looks at the penalised logits, as upstream's does.
     """
-    penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
-    torch.where(seen, penalised, logits, out=logits)
+    logits.copy_(penalised(logits, seen, penalty))
 
 
-def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+def penalised(logits: torch.Tensor, seen: torch.Tensor, penalty: float | torch.Tensor) -> torch.Tensor:
+    """Out-of-place :func:`penalise_repeats` (``penalty`` may be a tensor: the exported graphs use it)."""
+    return torch.where(seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float | torch.Tensor) -> torch.Tensor:
     """Keep the smallest high-probability prefix whose mass reaches ``top_p`` (at least one id)."""
     sorted_logits, order = torch.sort(logits, descending=True)
     cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)

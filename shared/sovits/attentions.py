@@ -25,7 +25,7 @@ class ChannelLayerNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.layer_norm(x.transpose(1, 2), (x.shape[1],), self.gamma, self.beta, self.eps)
+        x = F.layer_norm(x.transpose(1, 2), self.gamma.shape, self.gamma, self.beta, self.eps)
         return x.transpose(1, 2)
 
 
@@ -56,30 +56,42 @@ class RelativeSelfAttention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         b, c, t = x.shape
         q = self.split_heads(self.conv_q(x)) / math.sqrt(self.head_dim)
-        k, v = self.split_heads(self.conv_k(x)), self.split_heads(self.conv_v(x))
+        keys_t = self.conv_k(x).view(b, self.n_heads, self.head_dim, t)  # [B, H, D, T], already transposed
+        v = self.split_heads(self.conv_v(x))
 
-        scores = q @ k.transpose(-2, -1)
+        scores = q @ keys_t
         rel_k = q @ self.emb_rel_k[0].transpose(0, 1)  # [B, H, T, 2w+1]: bias per offset
-        for offset in self.band_offsets(t):
-            rows = slice(max(0, -offset), t - max(0, offset))
-            scores.diagonal(offset, dim1=-2, dim2=-1).add_(rel_k[:, :, rows, offset + self.window])
+        pair_band, in_pair_band = self.band_index(t, t, x.device, key_major=True)  # [T, T]
+        # (zero padding: ONNX's GatherElements wants the data at least as wide as the index)
+        scores = scores + F.pad(rel_k, (0, t)).gather(-1, pair_band.expand(b, self.n_heads, t, t)) * in_pair_band
         if mask is not None:
             pair_mask = mask.unsqueeze(2) * mask.unsqueeze(-1)  # [B, 1, T, T]
             scores = scores.masked_fill(pair_mask == 0, -1e4)
         p = scores.softmax(dim=-1)
 
         out = p @ v
-        p_band = p.new_zeros(b, self.n_heads, t, 2 * self.window + 1)
-        for offset in self.band_offsets(t):
-            rows = slice(max(0, -offset), t - max(0, offset))
-            p_band[:, :, rows, offset + self.window] = p.diagonal(offset, dim1=-2, dim2=-1)
+        width = 2 * self.window + 1
+        key, in_band = self.band_index(t, width, x.device, key_major=False)  # [T, 2w+1]
+        p_band = F.pad(p, (0, width)).gather(-1, key.expand(b, self.n_heads, t, width)) * in_band
         out = out + p_band @ self.emb_rel_v[0]
         return self.conv_o(out.transpose(2, 3).reshape(b, c, t))
 
-    def band_offsets(self, length: int) -> range:
-        # Offsets beyond the sequence have no diagonal; |offset| <= length - 1.
-        w = min(self.window, length - 1)
-        return range(-w, w + 1)
+    def band_index(self, t: int, cols: int, device: torch.device, key_major: bool) -> tuple[Tensor, Tensor]:
+        """Index tables for the band ``|j - i| <= window`` (gathers instead of per-diagonal loops,
+        so the graph exports with a dynamic length; out-of-band entries are multiplied by 0).
+
+        ``key_major``: for query ``i`` and key ``j`` (``cols = T``) -> offset column ``j - i + w``.
+        Otherwise: for query ``i`` and offset column ``o`` -> key ``i + o - w``.
+        """
+        i = torch.arange(t, device=device)[:, None]
+        c = torch.arange(cols, device=device)[None, :]
+        w = self.window
+        if key_major:
+            index, valid = c - i + w, (c - i).abs() <= w
+            return index.clamp(0, 2 * w), valid.to(self.emb_rel_k.dtype)
+        index = i + c - w
+        valid = (index >= 0) & (index < t)
+        return index.clamp(0, t - 1), valid.to(self.emb_rel_k.dtype)
 
 
 class FeedForward(nn.Module):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import torch
 from torch import Tensor
@@ -76,9 +76,46 @@ def warp_frames(content: Tensor, first: int, stop: int, speed: float, content_st
     return content[..., lo] * (1 - w) + content[..., hi] * w
 
 
+class ChunkModel(Protocol):
+    """The two model calls a chunk needs; :class:`TorchChunkModel` runs them in PyTorch, the ONNX
+    backends (``backends.sovits_runtime``) run the exported graphs. The frame arithmetic around
+    them lives in :func:`decode_chunk` only."""
+
+    device: torch.device
+    receptive_field: int  # flow frames that influence one output frame, each side
+    samples_per_frame: int
+    inter_channels: int
+
+    def content(self, codes: Tensor, phone_ids: Tensor, cond: Conditioning) -> Tensor:
+        """codes [1, 1, N] -> text-encoder content [1, C, 2N] (50 Hz)."""
+
+    def window_audio(self, window: Tensor, eps: Tensor | None, noise_scale: float, cond: Conditioning, keep: slice) -> Tensor:
+        """Content frames [1, C, F] -> prior (+ eps * exp(logs) * noise_scale) -> flow -> the
+        generator on flow frames ``keep`` -> waveform [1, 1, (keep.stop - keep.start) * hop]."""
+
+
+class TorchChunkModel:
+    def __init__(self, model: Synthesizer):
+        self.model = model
+        self.device = model.device
+        self.receptive_field = model.flow.receptive_field
+        self.samples_per_frame = model.config.samples_per_frame
+        self.inter_channels = model.config.inter_channels
+
+    def content(self, codes: Tensor, phone_ids: Tensor, cond: Conditioning) -> Tensor:
+        return self.model.enc_p.content(self.model.semantic_frames(codes), phone_ids, cond.ge_text)
+
+    def window_audio(self, window: Tensor, eps: Tensor | None, noise_scale: float, cond: Conditioning, keep: slice) -> Tensor:
+        model = self.model
+        m, logs, _ = model.enc_p.prior(window)
+        if eps is not None:
+            m = m + eps.to(m.dtype) * torch.exp(logs) * noise_scale
+        return model.dec(model.flow.reverse(m, cond.ge)[..., keep], cond.ge)
+
+
 @torch.inference_mode()
 def decode_chunk(
-    model: Synthesizer,
+    model: Synthesizer | ChunkModel,
     cond: Conditioning,
     phone_ids: Tensor,
     history: Tensor,
@@ -102,13 +139,15 @@ def decode_chunk(
     warp. Returns ``ChunkAudio(samples, tail)``; samples cover output frames
     ``[output_frame(position), output_frame(position + len(chunk)))``.
     """
+    if isinstance(model, Synthesizer):
+        model = TorchChunkModel(model)
     history, chunk, lookahead = (t.reshape(-1).to(model.device) for t in (history, chunk, lookahead))
     if chunk.numel() == 0:
         raise ValueError("empty chunk")
     start = history.numel() if position is None else position
     context = torch.cat([history, chunk, lookahead])
     content_start = 2 * (start - history.numel())  # global source frame of the window's first frame
-    content = model.enc_p.content(model.semantic_frames(context[None, None]), phone_ids.to(model.device), cond.ge_text)
+    content = model.content(context[None, None], phone_ids.to(model.device), cond)
 
     first, last = output_frame(start, speed), output_frame(start + chunk.numel(), speed)
     # Output frames whose source position still lies inside the window (none past the end of
@@ -119,16 +158,13 @@ def decode_chunk(
     def frames_around(margin: int) -> tuple[int, int]:
         return max(0, first - margin), min(last + margin, reachable)
 
-    flow_lo, flow_hi = frames_around(model.flow.receptive_field)
+    flow_lo, flow_hi = frames_around(model.receptive_field)
     gen_lo, gen_hi = frames_around(margin_frames)
-    m, logs, _ = model.enc_p.prior(warp_frames(content, flow_lo, flow_hi, speed, content_start))
-    if noise_scale:
-        eps = frame_noise(noise_seed, flow_lo, flow_hi, m.shape[1]).to(m.device, m.dtype)
-        m = m + eps * torch.exp(logs) * noise_scale
-    z = model.flow.reverse(m, cond.ge)[..., gen_lo - flow_lo : gen_hi - flow_lo]
-    wav = model.dec(z, cond.ge)
+    eps = frame_noise(noise_seed, flow_lo, flow_hi, model.inter_channels).to(model.device) if noise_scale else None
+    window = warp_frames(content, flow_lo, flow_hi, speed, content_start)
+    wav = model.window_audio(window, eps, noise_scale, cond, slice(gen_lo - flow_lo, gen_hi - flow_lo))
 
-    hop = model.config.samples_per_frame
+    hop = model.samples_per_frame
     a, b = (first - gen_lo) * hop, (last - gen_lo) * hop
     return ChunkAudio(wav[..., a:b], wav[..., b : b + tail_samples])
 

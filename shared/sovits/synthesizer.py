@@ -96,15 +96,19 @@ class Synthesizer(nn.Module):
         if not specs:
             raise ValueError("at least one reference spectrogram is required")
         svs = self.per_reference_sv(sv_emb, len(specs))
-        ges = []
-        for spec, sv in zip(specs, svs):
-            ge = self.reference_embedding(spec)
-            if self.config.is_pro:
-                ge = self.prelu(ge + self.sv_emb(sv.to(self.device, self.dtype)).unsqueeze(-1))
-            ges.append(ge)
-        ge = torch.stack(ges).mean(0)
-        ge_text = self.ge_to512(ge.transpose(1, 2)).transpose(1, 2) if self.config.is_pro else ge
-        return Conditioning(ge, ge_text)
+        ge = torch.stack([self.reference_condition(spec, sv) for spec, sv in zip(specs, svs)]).mean(0)
+        return Conditioning(ge, self.text_condition(ge))
+
+    def reference_condition(self, spec: Tensor, sv: Tensor | None) -> Tensor:
+        """One reference's ``ge`` [1, gin, 1] (Pro: PReLU(ge + sv_emb(sv)))."""
+        ge = self.reference_embedding(spec)
+        if self.config.is_pro:
+            ge = self.prelu(ge + self.sv_emb(sv.to(self.device, self.dtype)).unsqueeze(-1))
+        return ge
+
+    def text_condition(self, ge: Tensor) -> Tensor:
+        """``ge_text`` [1, 512, 1] for MRTE from the (averaged) ``ge``."""
+        return self.ge_to512(ge.transpose(1, 2)).transpose(1, 2) if self.config.is_pro else ge
 
     def per_reference_sv(self, sv_emb: Sequence[Tensor] | Tensor | None, n_refs: int) -> list[Tensor | None]:
         if not self.config.is_pro:
@@ -124,7 +128,10 @@ class Synthesizer(nn.Module):
 
     def semantic_frames(self, codes: Tensor) -> Tensor:
         """codes [1, 1, T25] -> codebook vectors at 50 Hz [1, 768, 2*T25] (each token held for 2 frames)."""
-        return torch.repeat_interleave(self.quantizer.decode(codes.to(self.device)), 2, dim=-1)
+        vectors = self.quantizer.decode(codes.to(self.device))  # [1, 768, T25]
+        # = repeat_interleave(vectors, 2, dim=-1), written as expand+reshape: the ONNX export of
+        # repeat_interleave came out wrong once combined with the text encoder.
+        return vectors.unsqueeze(-1).expand(*vectors.shape, 2).reshape(*vectors.shape[:-1], -1)
 
     def prior(self, codes: Tensor, phone_ids: Tensor, cond: Conditioning, speed: float = 1.0) -> tuple[Tensor, Tensor]:
         """-> (m_p, logs_p), each [1, inter, T'] with T' = 2*T25, or int(2*T25/speed)+1."""

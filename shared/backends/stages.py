@@ -1,0 +1,162 @@
+"""One factory per heavy stage and backend: what each node opens through ``registry.open_stage``.
+
+Every stage object has the same shape whatever runs it, so the nodes never branch on the backend:
+
+* gpt       ``decode(phone_ids, bert, prompt | None, params) -> TokenStream``
+* vocoder   :class:`Vocoder` (``condition(spec, sv)``, ``chunks``: a ``streaming.ChunkModel``)
+* bert      a model object for ``encoders.bert`` (HF model or :class:`GraphBert`)
+* hubert    a model object for ``encoders.hubert`` (HF model or :class:`GraphHubert`)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .config import BackendChoice
+from .errors import BackendUnavailable
+
+
+def torch_device(choice: BackendChoice) -> torch.device:
+    if choice.is_cuda and not torch.cuda.is_available():
+        raise BackendUnavailable(f"GSV_DEVICE={choice.device} but no CUDA GPU is available to this process")
+    return torch.device(choice.device)
+
+
+def torch_dtype(choice: BackendChoice) -> torch.dtype:
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[choice.dtype]
+
+
+def trt_options(choice: BackendChoice, stages: tuple[str, ...], source: Path | None) -> dict | None:
+    if choice.backend != "tensorrt":
+        return None
+    from .tensorrt import options_for
+
+    return options_for(choice.onnx_dir, stages, "float16" if choice.dtype == "float16" else "float32", source)
+
+
+# -- gpt --------------------------------------------------------------------------------------------
+
+
+def gpt_builders(source: Path, threads: int | None = None) -> dict[str, Callable[[BackendChoice], Any]]:
+    def torch_gpt(choice: BackendChoice):
+        from ..gpt.generate import generate_stream
+        from ..gpt.loader import load_gpt
+
+        device = torch_device(choice)
+        model = load_gpt(source, device=device, dtype=torch_dtype(choice))
+
+        @torch.inference_mode()
+        def decode(phone_ids, bert, prompt, params):
+            yield from generate_stream(
+                model,
+                torch.as_tensor(np.asarray(phone_ids)).to(device),
+                torch.as_tensor(bert).to(device, model.dtype),
+                None if prompt is None or len(prompt) == 0 else torch.as_tensor(np.asarray(prompt)).to(device),
+                params,
+            )
+
+        return decode
+
+    def graph_gpt(choice: BackendChoice):
+        from .gpt_runtime import GraphDecoder
+
+        return GraphDecoder.open(choice, source, threads, trt_options(choice, ("gpt_prefill", "gpt_step"), source)).stream
+
+    return {"torch": torch_gpt, "onnxruntime": graph_gpt, "tensorrt": graph_gpt}
+
+
+# -- vocoder ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Vocoder:
+    condition: Callable[[np.ndarray, np.ndarray | None], Any]  # (spec [1025, F], sv or None) -> conditioning
+    chunks: Any  # a sovits.streaming.ChunkModel (or a Synthesizer)
+    sampling_rate: int
+    is_pro: bool
+    model_version: str
+
+
+def vocoder_builders(source: Path, threads: int | None = None) -> dict[str, Callable[[BackendChoice], Vocoder]]:
+    def torch_vocoder(choice: BackendChoice) -> Vocoder:
+        from ..sovits.loader import load_sovits
+
+        device, dtype = torch_device(choice), torch_dtype(choice)
+        model = load_sovits(source, device=device, dtype=dtype)
+
+        @torch.inference_mode()
+        def condition(spec, sv):
+            specs = [torch.from_numpy(np.asarray(spec)).to(device, dtype)[None]]
+            return model.global_condition(specs, None if sv is None else [torch.from_numpy(np.asarray(sv)).to(device, dtype)[None]])
+
+        version = model.version.model_version
+        return Vocoder(condition, model, model.config.sampling_rate, version in ("v2Pro", "v2ProPlus"), version)
+
+    def graph_vocoder(choice: BackendChoice) -> Vocoder:
+        from .sovits_runtime import STAGES, GraphChunkModel
+
+        model = GraphChunkModel.open(choice, source, threads, trt_options(choice, STAGES, source))
+        return Vocoder(model.condition, model, model.sampling_rate, model.is_pro, model.model_version)
+
+    return {"torch": torch_vocoder, "onnxruntime": graph_vocoder, "tensorrt": graph_vocoder}
+
+
+# -- encoders ---------------------------------------------------------------------------------------
+
+
+def bert_builders(source: Path, threads: int | None = None) -> dict[str, Callable[[BackendChoice], Any]]:
+    def torch_bert(choice: BackendChoice):
+        from ..encoders.bert import load_bert
+
+        return load_bert(source, device=torch_device(choice), dtype=torch_dtype(choice))
+
+    def graph_bert(choice: BackendChoice):
+        from transformers import AutoTokenizer
+
+        from .encoder_runtime import GraphBert
+
+        graph = GraphBert.open(choice, source, threads, trt_options(choice, ("bert",), source))
+        return graph, AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+
+    return {"torch": torch_bert, "onnxruntime": graph_bert, "tensorrt": graph_bert}
+
+
+def hubert_builders(source: Path, threads: int | None = None) -> dict[str, Callable[[BackendChoice], Any]]:
+    def torch_hubert(choice: BackendChoice):
+        from ..encoders.hubert import load_hubert
+
+        return load_hubert(source, device=torch_device(choice), dtype=torch_dtype(choice))
+
+    def graph_hubert(choice: BackendChoice):
+        from .encoder_runtime import GraphHubert
+
+        return GraphHubert.open(choice, source, threads, trt_options(choice, ("hubert",), source))
+
+    return {"torch": torch_hubert, "onnxruntime": graph_hubert, "tensorrt": graph_hubert}
+
+
+def open_or_exit(stage: str, builders: dict[str, Callable[[BackendChoice], Any]], model_dir: Path) -> tuple[Any, BackendChoice]:
+    """For a node's main(): the stage on the configured backend, or exit with one clear line.
+    Exported graphs are looked for in ``GSV_ONNX_DIR``, by default ``<model dir>/onnx``."""
+    import dataclasses
+
+    from ..node_runtime import fail
+    from .config import choice_from_env
+    from .errors import BackendError
+    from .registry import open_stage
+
+    try:
+        choice = choice_from_env()
+        if choice.onnx_dir is None:
+            default = Path(model_dir) / "onnx"
+            choice = dataclasses.replace(choice, onnx_dir=default, fallback=tuple(dataclasses.replace(f, onnx_dir=default) for f in choice.fallback))
+        return open_stage(stage, choice, builders)
+    except BackendError as e:
+        fail(str(e))
+    except (ValueError, OSError, KeyError) as e:  # as runtime_config.load_model_or_exit: a bad file, one line
+        fail(f"model file unusable: {e}")

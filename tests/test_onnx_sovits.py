@@ -1,0 +1,89 @@
+"""The exported SoVITS graphs (condition, content, window) against torch, through the same
+``decode_chunk`` arithmetic, on the tiny fixture model.
+
+Tolerance: float32 everywhere; ONNX Runtime sums in other orders than PyTorch, which moves
+samples by ~1e-6 (measured max 1.2e-6 on audio peaking at ~0.85, SNR ~125 dB). ``ATOL = 1e-4``
+(SNR >= 60 dB required) leaves a 100x margin for other CPUs, while any real fault — a frame off,
+a wrong slice, noise drawn differently — moves samples by > 1e-2 (SNR ~14 dB for the one such
+export bug met while writing this).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from dora_gpt_sovits.backends.config import BackendChoice
+from dora_gpt_sovits.backends.export import write_graph
+from dora_gpt_sovits.backends.sovits_graph import export_sovits
+from dora_gpt_sovits.backends.sovits_runtime import GraphChunkModel
+from dora_gpt_sovits.sovits.loader import load_sovits
+from dora_gpt_sovits.sovits.streaming import decode_chunk, decode_in_chunks
+
+from conftest import FIXTURES
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+SOURCE = FIXTURES / "sovits_v2_tiny_pk_dict.pth"
+ATOL, MIN_SNR_DB = 1e-4, 60
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_sovits(SOURCE)
+
+
+@pytest.fixture(scope="module")
+def graphs(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for precision, dtype in (("float32", torch.float32), ("float16", torch.float16)):
+            for name, (data, facts) in export_sovits(model, dtype).items():
+                write_graph(data, out, name, precision, SOURCE, facts)
+    return out
+
+
+@pytest.fixture(scope="module")
+def voice():
+    e = np.load(FIXTURES / "expected.npz")
+    codes = torch.randint(0, 1024, (1, 1, 40), generator=torch.Generator().manual_seed(3))
+    return e["ref_spec"], torch.from_numpy(e["dec_sovits_v2_tiny_pk_dict_text_ids"]).view(1, -1), codes
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> None:
+    assert a.shape == b.shape
+    snr = 10 * torch.log10((a**2).sum() / ((a - b) ** 2).sum().clamp_min(1e-30))
+    assert (a - b).abs().max() <= ATOL and snr >= MIN_SNR_DB, (float((a - b).abs().max()), float(snr))
+
+
+@pytest.mark.parametrize("noise_scale", [0.0, 0.5])
+def test_streamed_chunks_match_torch(model, graphs, voice, noise_scale):
+    spec, phones, codes = voice
+    ort_model = GraphChunkModel.open(BackendChoice("onnxruntime", "cpu", "float32", graphs), SOURCE, threads=1)
+    torch_cond, ort_cond = model.global_condition([torch.from_numpy(spec)[None]]), ort_model.condition(spec, None)
+    kwargs = dict(chunk_tokens=12, lookahead_tokens=4, noise_scale=noise_scale, noise_seed=7)
+    expected = torch.cat(list(decode_in_chunks(model, torch_cond, phones, codes, **kwargs)), -1)
+    got = torch.cat(list(decode_in_chunks(ort_model, ort_cond, phones, codes, **kwargs)), -1)
+    close(expected, got)
+
+
+def test_one_chunk_is_the_one_shot_decode(model, graphs, voice):
+    spec, phones, codes = voice
+    ort_model = GraphChunkModel.open(BackendChoice("onnxruntime", "cpu", "float32", graphs), SOURCE, threads=1)
+    empty = codes[0, 0, :0]
+    got = decode_chunk(ort_model, ort_model.condition(spec, None), phones, empty, codes, empty, noise_scale=0).samples
+    close(model.decode(codes, phones, [torch.from_numpy(spec)[None]], noise_scale=0), got)
+
+
+def test_float16_graphs_load_and_stay_near_float32(model, graphs, voice):
+    """Half precision moves samples by ~1e-3 relative: checked as a loose SNR, not bit parity."""
+    spec, phones, codes = voice
+    half = GraphChunkModel.open(BackendChoice("onnxruntime", "cpu", "float16", graphs), SOURCE, threads=1)
+    empty = codes[0, 0, :0]
+    got = decode_chunk(half, half.condition(spec, None), phones, empty, codes, empty, noise_scale=0).samples
+    expected = model.decode(codes, phones, [torch.from_numpy(spec)[None]], noise_scale=0)
+    snr = 10 * torch.log10((expected**2).sum() / ((expected - got) ** 2).sum())
+    assert torch.isfinite(got).all() and snr > 20, float(snr)
