@@ -98,3 +98,32 @@ def soak(graph: GraphRun, n: int, tokens_per_segment: int, timeout_s: float = 60
             result.implausible.append(f"{u}: {report['audio_s']} s for {segments} segment(s), expected {low:.2f}-{high:.2f}")
     result.audio_s = round(result.audio_s, 1)
     return result
+
+
+def long_text_frontend(chars: int = 100_000) -> dict[str, Any]:
+    """A ``chars``-long text through the text frontend alone (no dora, no models): when the first
+    segment leaves, how many segments, how long in all, and how much the process's peak memory grew.
+    This is the worst case (every segment converted back to back, as with no window); with the
+    window the frontend holds the text and converts three segments ahead of playback."""
+    import os
+
+    from .. import messages as m
+    from ..nodes.text_frontend import TextFrontendStage, warm_up
+    from .system import _status_kib, reset_peak_rss
+
+    stage = TextFrontendStage()
+    warm_up(stage.version)  # the node loads its dictionaries before serving, too
+    list(stage.handle(m.VOICE_PROMPT, *m.ReferencePart("default", "你好。", language="zh").to_message()))
+    text = ("今天天气很好，我们去公园散步吧。" * (chars // 30 + 1) + "Hello there, this is a long text. " * (chars // 60 + 1))[:chars]
+    reset_peak_rss()
+    rss_before = _status_kib(os.getpid(), "VmRSS") or 0
+    started = time.perf_counter()
+    first_s, segments = None, 0
+    for out in stage.handle(m.TEXT, m.text_array(text), {m.UTTERANCE_ID: "long"}):
+        if out.output_id == m.PHONEMES:
+            segments += 1
+            first_s = first_s if first_s is not None else time.perf_counter() - started
+    total_s = time.perf_counter() - started
+    peak = _status_kib(os.getpid(), "VmHWM") or 0
+    return {"chars": chars, "segments": segments, "first_segment_s": round(first_s or 0.0, 3),
+            "total_s": round(total_s, 1), "peak_rss_growth_mib": round((peak - rss_before) / 1024, 1)}
