@@ -459,8 +459,10 @@ def test_every_graph_restarts_crashed_nodes_and_wires_voice_requests_back():
 
     from conftest import REPO
 
-    for path in ["dataflow.yml", "dataflows/service.yml", "dataflows/distributed.yml", "dataflows/openai-server.yml"]:
-        nodes = {n["id"]: n for n in yaml.safe_load((REPO / path).read_text())["nodes"]}
+    graphs = [REPO / "dataflow.yml", *sorted((REPO / "dataflows").glob("*.yml"))]
+    assert len(graphs) >= 5
+    for path in graphs:
+        nodes = {n["id"]: n for n in yaml.safe_load(path.read_text())["nodes"]}
         for node in nodes.values():
             if "path" in node:
                 assert node["restart_policy"] == "on-failure" and node["max_restarts"] > 0, (path, node["id"])
