@@ -88,7 +88,7 @@ def main() -> None:
 
     configure_threads()
     paths = load_or_exit(need=("bert",))
-    (model, tokenizer), choice = open_or_exit("bert", bert_builders(paths.bert), paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
+    (model, tokenizer), choice = open_or_exit("bert", bert_builders, paths.bert, paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
 
     @torch.inference_mode()
     def encode(text: str, word2ph: list[int]) -> torch.Tensor:

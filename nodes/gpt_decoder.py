@@ -194,7 +194,7 @@ def main() -> None:
     env = dict(os.environ)
     configure_threads()
     paths = load_or_exit(need=("gpt",))
-    stream, choice = open_or_exit("gpt", gpt_builders(paths.gpt), paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
+    stream, choice = open_or_exit("gpt", gpt_builders, paths.gpt, paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
     base = SamplingParams(
         top_k=int(env.get("GSV_TOP_K", 15)),
         top_p=float(env.get("GSV_TOP_P", 1.0)),

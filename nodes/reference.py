@@ -149,7 +149,7 @@ def main() -> None:
     sovits = load_model_or_exit(load_sovits, paths.sovits, device=device, dtype=dtype)
     # The SoVITS part used here (a projection and the codebook) is small: always torch. HuBERT is the
     # heavy encoder and follows GSV_BACKEND.
-    hubert, choice = open_or_exit("hubert", hubert_builders(paths.hubert), paths.model_dir)
+    hubert, choice = open_or_exit("hubert", hubert_builders, paths.hubert, paths.model_dir)
     is_pro = sovits.version.model_version in ("v2Pro", "v2ProPlus")
     sv_model = None
     if is_pro:

@@ -337,7 +337,7 @@ def main() -> None:
     env = dict(os.environ)
     configure_threads()
     paths = load_or_exit(need=("sovits",))
-    vocoder, choice = open_or_exit("vocoder", vocoder_builders(paths.sovits), paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
+    vocoder, choice = open_or_exit("vocoder", vocoder_builders, paths.sovits, paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
     noise_scale = float(env.get("GSV_NOISE_SCALE", 0.5))
     speed = float(env.get("GSV_SPEED", 1.0))
 

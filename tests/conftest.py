@@ -64,3 +64,15 @@ def input_event(input_id: str, data: Any, metadata: dict[str, Any] | None = None
 
 def closed_event(input_id: str) -> dict[str, Any]:
     return {"type": "INPUT_CLOSED", "id": input_id}
+
+
+@pytest.fixture(scope="session")
+def exported_tiny_bundle(tmp_path_factory) -> Path:
+    """A tiny v2 development bundle with every stage exported to ONNX in ``<bundle>/onnx`` (float32),
+    where the nodes look by default. Built once per session (~20 s) for the backend tests."""
+    from dora_gpt_sovits.backends.export_cli import export_all
+    from dora_gpt_sovits.devmodels.bundle import build_bundle
+
+    models = build_bundle(tmp_path_factory.mktemp("models") / "dev-tiny-onnx", size="tiny", version="v2")
+    export_all(models / "onnx", env={"GSV_MODEL_DIR": str(models)})
+    return models

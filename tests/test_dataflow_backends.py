@@ -15,19 +15,9 @@ pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI n
 TEXT = "你好，世界。Hello from ONNX Runtime."
 
 
-@pytest.fixture(scope="module")
-def exported_models(tmp_path_factory):
-    from dora_gpt_sovits.backends.export_cli import export_all
-    from dora_gpt_sovits.devmodels.bundle import build_bundle
-
-    models = build_bundle(tmp_path_factory.mktemp("models") / "dev-tiny", size="tiny", version="v2")
-    export_all(models / "onnx", env={"GSV_MODEL_DIR": str(models)})  # where the nodes look by default
-    return models
-
-
-def test_onnx_cpu_graph_speaks_with_every_model_node_on_onnxruntime(exported_models, tmp_path):
+def test_onnx_cpu_graph_speaks_with_every_model_node_on_onnxruntime(exported_tiny_bundle, tmp_path):
     wav_path = tmp_path / "speech.wav"
-    env = node_env(exported_models, GSV_TEXT=TEXT, GSV_WAV_PATH=str(wav_path))
+    env = node_env(exported_tiny_bundle, GSV_TEXT=TEXT, GSV_WAV_PATH=str(wav_path))
     result = subprocess.run(["dora", "run", "dataflows/onnx-cpu.yml", "--log-format", "json"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr

@@ -12,13 +12,8 @@ from dora_gpt_sovits.backends.tensorrt import build_engines, profiles
 
 
 @pytest.fixture(scope="module")
-def onnx_dir(tmp_path_factory):
-    from dora_gpt_sovits.backends.export_cli import export_all
-    from dora_gpt_sovits.devmodels.bundle import build_bundle
-
-    models = build_bundle(tmp_path_factory.mktemp("models") / "dev-tiny", size="tiny", version="v2")
-    export_all(models / "onnx", env={"GSV_MODEL_DIR": str(models)})
-    return models / "onnx"
+def onnx_dir(exported_tiny_bundle):
+    return exported_tiny_bundle / "onnx"
 
 
 def test_every_dynamic_input_has_an_ordered_profile(onnx_dir):

@@ -140,12 +140,15 @@ def hubert_builders(source: Path, threads: int | None = None) -> dict[str, Calla
     return {"torch": torch_hubert, "onnxruntime": graph_hubert, "tensorrt": graph_hubert}
 
 
-def open_or_exit(stage: str, builders: dict[str, Callable[[BackendChoice], Any]], model_dir: Path) -> tuple[Any, BackendChoice]:
-    """For a node's main(): the stage on the configured backend, or exit with one clear line.
-    Exported graphs are looked for in ``GSV_ONNX_DIR``, by default ``<model dir>/onnx``."""
+def open_or_exit(stage: str, make_builders: Callable[[Path], dict[str, Callable[[BackendChoice], Any]]], source: Path,
+                 model_dir: Path) -> tuple[Any, BackendChoice]:
+    """For a node's main(): ``stage`` from ``source`` on the configured backend, or exit with one
+    clear line (a backend that cannot run, or an unusable model file). Exported graphs are looked
+    for in ``GSV_ONNX_DIR``, by default ``<model dir>/onnx``."""
     import dataclasses
 
     from ..node_runtime import fail
+    from ..runtime_config import load_model_or_exit
     from .config import choice_from_env
     from .errors import BackendError
     from .registry import open_stage
@@ -155,8 +158,6 @@ def open_or_exit(stage: str, builders: dict[str, Callable[[BackendChoice], Any]]
         if choice.onnx_dir is None:
             default = Path(model_dir) / "onnx"
             choice = dataclasses.replace(choice, onnx_dir=default, fallback=tuple(dataclasses.replace(f, onnx_dir=default) for f in choice.fallback))
-        return open_stage(stage, choice, builders)
+        return load_model_or_exit(lambda path: open_stage(stage, choice, make_builders(path)), source)
     except BackendError as e:
         fail(str(e))
-    except (ValueError, OSError, KeyError) as e:  # as runtime_config.load_model_or_exit: a bad file, one line
-        fail(f"model file unusable: {e}")
