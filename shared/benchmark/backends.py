@@ -2,7 +2,7 @@
 
     python scripts/bench_backends.py --backends torch onnxruntime --threads 2 [--model-dir DIR]
 
-Per backend and stage, the median of ``--repeats`` runs of: BERT on one Chinese sentence, CN-HuBERT on
+Per backend and stage, the median of ``--repeats`` runs (alternating between backends) of: BERT on one Chinese sentence, CN-HuBERT on
 a 5 s clip, the GPT prefill (a ~100-phone segment with a 150-token prompt), GPT decode ms/token
 (``--tokens`` steps, greedy so every backend decodes the same tokens), and the vocoder streaming
 those tokens in the vocoder node's chunks (real-time factor = compute / audio seconds). Exports
@@ -36,68 +36,73 @@ REPO = Path(__file__).resolve().parents[2]
 SENTENCE = "今天天气真好，我们一起去公园散步吧，顺便买一些水果回来。"
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+class StageSet:
+    """Every benchmarked stage of one backend, opened as the nodes open them, with its inputs."""
+
+    def __init__(self, choice: BackendChoice, paths, tokens: int, threads: int | None):
+        from ..encoders.bert import bert_features
+        from ..encoders.hubert import hubert_features
+
+        self.bert, tokenizer = bert_builders(paths.bert, threads)[choice.backend](choice)
+        self.hubert = hubert_builders(paths.hubert, threads)[choice.backend](choice)
+        self.stream = gpt_builders(paths.gpt, threads)[choice.backend](choice)
+        self.vocoder = vocoder_builders(paths.sovits, threads)[choice.backend](choice)
+        rng = np.random.default_rng(0)
+        word2ph = [2] * len(SENTENCE)
+        phones, feats = rng.integers(1, 300, 100), rng.standard_normal((1024, 100)).astype(np.float32) * 0.1
+        prompt = rng.integers(0, 1024, 150)
+        greedy = SamplingParams(top_k=1, early_stop_num=tokens - 1)
+        wav = torch.sin(torch.arange(16000 * 5) * 0.03) * 0.3
+        cond = self.vocoder.condition(np.abs(rng.standard_normal((1025, 200))).astype(np.float32), None)
+        self.decoded: list[int] = []
+        self.audio_s = 0.0
+
+        def decode() -> None:
+            self.decoded[:] = list(self.stream(phones, feats, prompt, greedy))
+
+        def vocode() -> None:
+            codes = torch.tensor(self.decoded, dtype=torch.long)
+            pieces = list(decode_in_chunks(self.vocoder.chunks, cond, torch.from_numpy(phones)[None], codes,
+                                           chunk_tokens=40, lookahead_tokens=4, history_tokens=25))
+            self.audio_s = sum(p.shape[-1] for p in pieces) / self.vocoder.sampling_rate
+
+        self.runs = {
+            "bert": lambda: bert_features(self.bert, tokenizer, SENTENCE, word2ph),
+            "hubert": lambda: hubert_features(self.hubert, wav),
+            "gpt_prefill": lambda: next(iter(self.stream(phones, feats, prompt, greedy))),
+            "gpt": decode,
+            "vocoder": vocode,
+        }
 
 
-def bench_backend(choice: BackendChoice, paths, tokens: int, repeats: int, threads: int | None = None) -> dict:
-    from ..encoders.bert import bert_features
-    from ..encoders.hubert import hubert_features
-
-    out: dict = {}
-    bert, tokenizer = bert_builders(paths.bert, threads)[choice.backend](choice)
-    word2ph = [2] * len(SENTENCE)
-    bert_features(bert, tokenizer, SENTENCE, word2ph)
-    out["bert_ms"] = 1000 * median_time(lambda: bert_features(bert, tokenizer, SENTENCE, word2ph), repeats)
-
-    hubert = hubert_builders(paths.hubert, threads)[choice.backend](choice)
-    wav = torch.sin(torch.arange(16000 * 5) * 0.03) * 0.3
-    hubert_features(hubert, wav)
-    out["hubert_ms_per_5s"] = 1000 * median_time(lambda: hubert_features(hubert, wav), repeats)
-    del bert, hubert
-
-    stream = gpt_builders(paths.gpt, threads)[choice.backend](choice)
-    rng = np.random.default_rng(0)
-    phones, feats = rng.integers(1, 300, 100), rng.standard_normal((1024, 100)).astype(np.float32) * 0.1
-    prompt = rng.integers(0, 1024, 150)
-    greedy = SamplingParams(top_k=1, early_stop_num=tokens - 1)
-    list(stream(phones, feats, prompt, dataclasses.replace(greedy, early_stop_num=3)))  # warm-up
-
-    def prefill() -> None:
-        next(iter(stream(phones, feats, prompt, greedy)))
-
-    out["gpt_prefill_ms"] = 1000 * median_time(prefill, repeats)
-    decoded: list[int] = []
-
-    def decode() -> None:
-        decoded[:] = list(stream(phones, feats, prompt, greedy))
-
-    total = median_time(decode, repeats)
-    out["gpt_ms_per_token"] = 1000 * (total - out["gpt_prefill_ms"] / 1000) / max(1, len(decoded) - 1)
-    out["gpt_tokens"] = len(decoded)
-    out["gpt_tokens_hash"] = token_hash([decoded])  # greedy: equal across backends when logits agree
-    del stream
-
-    vocoder = vocoder_builders(paths.sovits, threads)[choice.backend](choice)
-    cond = vocoder.condition(np.abs(rng.standard_normal((1025, 200))).astype(np.float32), None)
-    codes = torch.tensor(decoded, dtype=torch.long)
-    target = torch.from_numpy(phones)[None]
-    audio_s = 0.0
-
-    def vocode() -> None:
-        nonlocal audio_s
-        pieces = list(decode_in_chunks(vocoder.chunks, cond, target, codes, chunk_tokens=40, lookahead_tokens=4, history_tokens=25))
-        audio_s = sum(p.shape[-1] for p in pieces) / vocoder.sampling_rate
-
-    vocode()
-    out["vocoder_rtf"] = median_time(vocode, repeats) / audio_s
-    out["vocoder_audio_s"] = audio_s
-    return out
+def bench(choices: dict[str, BackendChoice], paths, tokens: int, repeats: int, threads: int | None) -> dict[str, dict]:
+    """Runs alternate between backends (round r times every backend once), so a shared machine's
+    load changes hit every backend alike; the median of the rounds is reported."""
+    sets = {name: StageSet(choice, paths, tokens, threads) for name, choice in choices.items()}
+    times: dict[str, dict[str, list[float]]] = {name: {} for name in sets}
+    for stage in ("bert", "hubert", "gpt_prefill", "gpt", "vocoder"):
+        for name, stages in sets.items():
+            stages.runs[stage]()  # warm-up (and the tokens the vocoder decodes)
+        for _ in range(repeats):
+            for name, stages in sets.items():
+                started = time.perf_counter()
+                stages.runs[stage]()
+                times[name].setdefault(stage, []).append(time.perf_counter() - started)
+    results = {}
+    for name, stages in sets.items():
+        t = {stage: statistics.median(v) for stage, v in times[name].items()}
+        n = len(stages.decoded)
+        results[name] = {
+            "bert_ms": 1000 * t["bert"],
+            "hubert_ms_per_5s": 1000 * t["hubert"],
+            "gpt_prefill_ms": 1000 * t["gpt_prefill"],
+            "gpt_ms_per_token": 1000 * (t["gpt"] - t["gpt_prefill"]) / max(1, n - 1),
+            "gpt_tokens": n,
+            "gpt_tokens_hash": token_hash([stages.decoded]),  # greedy: equal across backends when logits agree
+            "vocoder_rtf": t["vocoder"] / stages.audio_s,
+            "vocoder_audio_s": stages.audio_s,
+        }
+    return results
 
 
 def to_markdown(results: dict[str, dict[str, float]], meta: dict) -> str:
@@ -141,11 +146,8 @@ def main(argv: list[str] | None = None) -> None:
         from ..backends.export_cli import export_all
 
         export_all(onnx_dir, precisions=(precision,), env=env)
-    results = {}
-    for backend in args.backends:
-        choice = BackendChoice(backend, args.device if args.device != "cuda" else "cuda:0", args.dtype, onnx_dir)
-        results[backend] = bench_backend(choice, paths, args.tokens, args.repeats, args.threads)
-        print(backend, json.dumps(results[backend]), flush=True)
+    choices = {b: BackendChoice(b, args.device if args.device != "cuda" else "cuda:0", args.dtype, onnx_dir) for b in args.backends}
+    results = bench(choices, paths, args.tokens, args.repeats, args.threads)
     meta = {"device": args.device, "dtype": args.dtype, "threads": args.threads, "repeats": args.repeats,
             "tokens": args.tokens, "model": str(model_dir)}
     args.out.mkdir(parents=True, exist_ok=True)
