@@ -56,6 +56,9 @@ def open_session(graph: Path, choice: BackendChoice, threads: int | None = None,
         options.intra_op_num_threads = n
         options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # Idle pool threads sleep instead of spinning (as OMP_WAIT_POLICY=PASSIVE for torch in our graphs):
+    # the nodes share the cores, and a spinning pool steals them from the other stages.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(graph), options, providers=providers_for(choice, trt_options))
     if choice.is_cuda and session.get_providers()[0] == "CPUExecutionProvider":
         raise BackendUnavailable(f"{graph.name}: onnxruntime could not start {providers_for(choice)[0]} (no usable GPU?)")
