@@ -87,3 +87,30 @@ def test_float16_graphs_load_and_stay_near_float32(model, graphs, voice):
     expected = model.decode(codes, phones, [torch.from_numpy(spec)[None]], noise_scale=0)
     snr = 10 * torch.log10((expected**2).sum() / ((expected - got) ** 2).sum())
     assert torch.isfinite(got).all() and snr > 20, float(snr)
+
+
+@pytest.mark.parametrize("backend, provider", [("onnxruntime", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")])
+def test_gpu_providers_match_torch(model, graphs, voice, backend, provider):
+    import onnxruntime
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU (torch.cuda.is_available() is False here)")
+    if provider not in onnxruntime.get_available_providers():
+        pytest.skip(f"needs onnxruntime-gpu with {provider}")
+    trt = None
+    if backend == "tensorrt":
+        from dora_gpt_sovits.backends.sovits_runtime import STAGES
+        from dora_gpt_sovits.backends.tensorrt import options_for
+
+        trt = options_for(graphs, STAGES, "float32", SOURCE)
+    spec, phones, codes = voice
+    gpu = GraphChunkModel.open(BackendChoice(backend, "cuda:0", "float32", graphs), SOURCE, trt_options=trt)
+    torch_cond = model.global_condition([torch.from_numpy(spec)[None]])
+    kwargs = dict(chunk_tokens=12, lookahead_tokens=4, noise_scale=0.5, noise_seed=7)
+    expected = torch.cat(list(decode_in_chunks(model, torch_cond, phones, codes, **kwargs)), -1)
+    got = torch.cat(list(decode_in_chunks(gpu, gpu.condition(spec, None), phones, codes, **kwargs)), -1)
+    # GPU convolutions may run in TF32 (10-bit mantissa, ~1e-3 relative per product): a sample-level
+    # bound would be arbitrary, so the check is the signal-to-error ratio, 40 dB (1 % error
+    # amplitude); a frame or noise fault gives ~14 dB.
+    snr = 10 * torch.log10((expected**2).sum() / ((expected - got.cpu()) ** 2).sum().clamp_min(1e-30))
+    assert expected.shape == got.shape and snr >= 40, float(snr)
