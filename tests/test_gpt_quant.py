@@ -1,4 +1,6 @@
-"""int8 GPT linear layers (GSV_GPT_QUANT=int8): accuracy against float32 and a clean end of decoding.
+"""Packed GPT weights (GSV_GPT_QUANT): fp16 reproduces upstream exactly; int8 stays close to float32.
+
+int8: accuracy against float32 and a clean end of decoding.
 
 int8 does not reproduce float32 tokens bit for bit; the bounds below are what was measured on the
 tiny fixture model plus a margin, and each sits far from what a real bug gives:
@@ -15,13 +17,23 @@ tiny fixture model plus a margin, and each sits far from what a real bug gives:
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from dora_gpt_sovits.gpt.generate import StopReason, generate, generate_stream, prefill_inputs, prepare_utterance
 from dora_gpt_sovits.gpt.loader import load_gpt
-from dora_gpt_sovits.gpt.quantize import Int8Linear, QuantizationError, apply_quantization, quantize_int8
+from dora_gpt_sovits.gpt.quantize import (
+    HalfPackedLinear,
+    Int8Linear,
+    QuantizationError,
+    apply_quantization,
+    pack_half,
+    quantize_int8,
+    resolve_mode,
+)
 from dora_gpt_sovits.gpt.sampling import SamplingParams
 
 from conftest import FIXTURES
@@ -109,3 +121,39 @@ def test_bad_requests_are_refused(inputs):
         quantize_int8(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt", dtype=torch.float16))
     model = load_gpt(FIXTURES / "gpt_v2_tiny.ckpt")
     assert apply_quantization(model, "none") is model
+
+
+# fp16: lossless for float16-exact weights (official files store float16), so upstream's tokens hold.
+@pytest.fixture(scope="module")
+def half_packed():
+    return pack_half(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"))
+
+
+@pytest.mark.parametrize("name", ["greedy_rp1.35", "sample_k15_p1_t1_rp1.35_seed777", "sample_k20_p0.6_t0.6_rp1.35_seed1234"])
+def test_half_packed_reproduces_upstream_tokens(half_packed, inputs, name):
+    from test_gpt_parity import params_of
+
+    expected = np.load(FIXTURES / "expected.npz")
+    manifest = json.loads((FIXTURES / "manifest.json").read_text())
+    run = {r["name"]: r for r in manifest["gpt_models"]["gpt_v2_tiny"]["runs"]}[name]
+    result = generate(half_packed, *inputs, params_of(run))
+    np.testing.assert_array_equal(result.tokens.numpy(), expected[f"gpt_v2_tiny_{name}_tokens"])
+
+
+def test_half_packed_steps_match_float32(fp32, half_packed, inputs):
+    fed = generate(fp32, *inputs, SamplingParams(top_k=1, repetition_penalty=1.0, early_stop_num=20)).generated
+    want, got = forced_logits(fp32, inputs, fed), forced_logits(half_packed, inputs, fed)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)  # summation order only
+    assert isinstance(half_packed.layers[0].qkv, HalfPackedLinear)
+    assert half_packed.layers[0].qkv.weight.dtype == torch.float32  # kept for the prefill
+
+
+def test_auto_mode_picks_lossless_half_only():
+    model = load_gpt(FIXTURES / "gpt_v2_tiny.ckpt")
+    assert resolve_mode(model, "auto") == "fp16"
+    with torch.no_grad():
+        model.layers[0].qkv.weight[0, 0] += 1e-6  # no longer representable in float16
+    assert resolve_mode(model, "auto") == "none"
+    with pytest.raises(QuantizationError, match="float16 holds exactly"):
+        pack_half(model)
+    assert resolve_mode(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt", dtype=torch.float16), "auto") == "none"
