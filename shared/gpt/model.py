@@ -68,10 +68,13 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
       upcasting the weight (one pass over it) and multiplying in float32.
 
     Everything else, and every GPU product, is a plain ``F.linear``; a layer that is not an
-    ``nn.Linear`` (the packed int8 ones of quantize.py) computes itself.
+    ``nn.Linear`` (the packed layers of quantize.py) computes itself. Under ``torch.compile`` the
+    compiler picks the kernels: it gets the plain product.
     """
     if type(layer) is not nn.Linear:
         return layer(x)
+    if torch.compiler.is_compiling():
+        return F.linear(x, layer.weight, layer.bias)
     w, b = layer.weight, layer.bias
     out, inp = w.shape
     rows = x.numel() // inp

@@ -53,13 +53,35 @@ def _fbgemm(name: str):
     return op
 
 
+# FBGEMM's products as opaque custom ops, so that torch.compile (GSV_COMPILE) keeps them as calls
+# instead of tracing into kernels it cannot see (their packed operands are raw memory blobs).
+@torch.library.custom_op("gsv::int8_product", mutates_args=())
+def int8_product(x: torch.Tensor, q: torch.Tensor, packed: torch.Tensor, col_offsets: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+    return torch.fbgemm_linear_int8_weight_fp32_activation(x, q, packed, col_offsets, 1.0, 0, zeros)
+
+
+@int8_product.register_fake
+def _(x, q, packed, col_offsets, zeros):
+    return x.new_empty(*x.shape[:-1], q.shape[0])
+
+
+@torch.library.custom_op("gsv::half_product", mutates_args=())
+def half_product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, out_features: int) -> torch.Tensor:
+    return torch.fbgemm_linear_fp16_weight_fp32_activation(x, packed, bias)
+
+
+@half_product.register_fake
+def _(x, packed, bias, out_features):
+    return x.new_empty(*x.shape[:-1], out_features)
+
+
 class Int8Linear(nn.Module):
     """``y = (x Q^T) * row_scale + bias`` with ``Q`` the int8 weight, packed once for FBGEMM."""
 
     def __init__(self, layer: nn.Linear) -> None:
         super().__init__()
         pack = _fbgemm("fbgemm_pack_quantized_matrix")
-        self.product = _fbgemm("fbgemm_linear_int8_weight_fp32_activation")
+        _fbgemm("fbgemm_linear_int8_weight_fp32_activation")
         w = layer.weight.detach().float()
         peak = w.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
         self.q = torch.round(w / peak * Q_MAX).to(torch.int8)  # FBGEMM reads the shape from it
@@ -72,11 +94,12 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias, persistent=False)
         self.register_buffer("no_bias", torch.zeros_like(bias), persistent=False)
         self.in_features, self.out_features = w.shape[1], w.shape[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PyTorch warns once per process, here rather than mid-decode
+            self(torch.zeros(1, self.in_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            y = self.product(x.float(), self.q, self.packed, self.col_offsets, 1.0, 0, self.no_bias)
+        y = int8_product(x.float(), self.q, self.packed, self.col_offsets, self.no_bias)
         return torch.addcmul(self.bias, y, self.row_scale).to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -97,15 +120,16 @@ class HalfPackedLinear(nn.Linear):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the deprecation notice; see the module doc
             layer.packed = pack(w)
-        layer.product = _fbgemm("fbgemm_linear_fp16_weight_fp32_activation")
+        _fbgemm("fbgemm_linear_fp16_weight_fp32_activation")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PyTorch warns once per process, here rather than mid-decode
+            layer(torch.zeros(1, layer.in_features))
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() // self.in_features > MAX_PACKED_ROWS:
             return F.linear(x, self.weight, self.bias)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return self.product(x, self.packed, self.bias)
+        return half_product(x, self.packed, self.bias, self.out_features)
 
 
 def pack_half(model: nn.Module) -> nn.Module:
