@@ -161,10 +161,11 @@ def policy_from_env(env: dict[str, str]) -> ChunkPolicy:
 
 def main() -> None:
     import torch
-    from dora_gpt_sovits.gpt.generate import generate_stream
     from dora_gpt_sovits.gpt.loader import load_gpt
+    from dora_gpt_sovits.gpt.options import OptionError, TorchGPTOptions, prepare_decoder
+    from dora_gpt_sovits.gpt.quantize import QuantizationError
     from dora_gpt_sovits.gpt.sampling import SamplingParams
-    from dora_gpt_sovits.node_runtime import configure_threads
+    from dora_gpt_sovits.node_runtime import configure_threads, fail
     from dora_gpt_sovits.runtime_config import device_and_dtype, load_or_exit
 
     env = dict(os.environ)
@@ -172,6 +173,11 @@ def main() -> None:
     device, dtype = device_and_dtype()
     paths = load_or_exit(need=("gpt",))
     model = load_gpt(paths.gpt, device=device, dtype=dtype)
+    try:  # GSV_GPT_QUANT, GSV_COMPILE, GSV_CUDA_GRAPHS...: see gpt/options.py; compiles before serving
+        speed = TorchGPTOptions.from_env(env)
+        stream = prepare_decoder(model, speed)
+    except (OptionError, QuantizationError) as e:
+        fail(str(e))
     base = SamplingParams(
         top_k=int(env.get("GSV_TOP_K", 15)),
         top_p=float(env.get("GSV_TOP_P", 1.0)),
@@ -184,8 +190,7 @@ def main() -> None:
     ) -> Iterator[int]:
         params = dataclasses.replace(base, seed=seed, **options.sampling())
         with torch.inference_mode():
-            yield from generate_stream(
-                model,
+            yield from stream(
                 torch.from_numpy(np.asarray(phone_ids)).to(device),
                 m.tensor_view(np.asarray(features)).to(device, dtype),
                 torch.from_numpy(prompt).to(device) if len(prompt) else None,
@@ -196,10 +201,10 @@ def main() -> None:
     # The first decode pays one-off costs (allocator, kernels): pay them before serving.
     with torch.inference_mode():
         ids, features = torch.arange(8, device=device), torch.zeros(m.FEATURE_DIM, 8, device=device, dtype=dtype)
-        for _ in generate_stream(model, ids, features, ids, SamplingParams(early_stop_num=4, seed=0)):
+        for _ in stream(ids, features, ids, SamplingParams(early_stop_num=4, seed=0)):
             pass
     node = connect()
-    log.info("GPT loaded from %s on %s/%s", paths.gpt, device, dtype)
+    log.info("GPT loaded from %s on %s/%s (%s)", paths.gpt, device, dtype, speed.describe(model))
     serve(node, GPTStage(decode, policy_from_env(env), seed))
 
 

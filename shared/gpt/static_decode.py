@@ -26,6 +26,7 @@ device-side indexing and chunked EOS handling give the eager loop's tokens exact
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Generator
 
@@ -38,6 +39,7 @@ from .generate import (
     TokenStream,
     _result,
     _stop_reason,
+    _stream_one,
     prefill_inputs,
     prepare_utterance,
 )
@@ -45,7 +47,10 @@ from .kv_cache import KVCache
 from .model import Text2Semantic
 from .sampling import SamplingParams, sample
 
-BUCKET = 256  # cache positions per bucket: ~8 graphs cover a 54 s utterance
+log = logging.getLogger("gsv.gpt")
+
+BUCKET = 512  # cache positions per bucket: 5 graphs cover the default capacity
+CAPACITY = 1024 + MAX_STEPS  # prefill (phones + prompt tokens) up to 1024, then the longest decode
 
 
 def bucket_for(positions: int, bucket: int = BUCKET) -> int:
@@ -110,10 +115,11 @@ class StaticDecoder:
     what gets captured).
     """
 
-    def __init__(self, model: Text2Semantic, capacity: int = 2048 + MAX_STEPS, read_every: int = 12,
+    def __init__(self, model: Text2Semantic, capacity: int = CAPACITY, read_every: int = 12,
                  cuda_graphs: bool = False, compile: bool = False, bucket: int = BUCKET) -> None:
         if read_every < 1 or bucket < 1:
             raise ValueError(f"read_every and bucket must be >= 1, got {read_every} and {bucket}")
+        capacity = bucket_for(capacity, bucket)  # the last bucket must fit in the cache
         self.model, self.capacity, self.read_every, self.bucket = model, capacity, read_every, bucket
         self.capture = cuda_graphs
         if cuda_graphs and model.device.type != "cuda":
@@ -133,9 +139,29 @@ class StaticDecoder:
 
     def stream(self, phone_ids: torch.Tensor, bert: torch.Tensor, prompt_tokens: torch.Tensor | None,
                params: SamplingParams = SamplingParams()) -> TokenStream:
-        """Same contract as generate.generate_stream."""
+        """Same contract as generate.generate_stream. An utterance longer than the static cache
+        holds is decoded by the eager loop instead (same tokens, slower), with a warning."""
         utterance = prepare_utterance(self.model, phone_ids, bert, prompt_tokens)
+        prompt = 0 if utterance.prompt is None else len(utterance.prompt)
+        needed = len(utterance.phone_ids) + prompt + _max_steps(self.model, params)
+        if needed > self.capacity:
+            log.warning("utterance needs %d cache positions, the static decoder holds %d: decoding it eagerly", needed, self.capacity)
+            return TokenStream(_stream_one(self.model, utterance, params))
         return TokenStream(self._decode(utterance, params))
+
+    def buckets(self) -> list[int]:
+        return list(range(self.bucket, bucket_for(self.capacity, self.bucket) + 1, self.bucket))
+
+    @torch.inference_mode()
+    def prepare(self) -> None:
+        """Compile and/or capture every bucket's step now (a node does it before serving), rather
+        than in the middle of the first utterance long enough to need it."""
+        for bucket in self.buckets():
+            self.cache.reset()
+            self.cache.length = bucket - 1  # a state that needs this bucket; nothing is read back
+            self.cache.position.fill_(bucket - 1)
+            self._step(bucket)
+        self.cache.reset()
 
     def _eager_step(self) -> torch.Tensor:
         return self.model.step(self.token, self.semantic_position, self.cache)
@@ -173,12 +199,10 @@ class StaticDecoder:
     def _decode(self, utterance, params: SamplingParams) -> Generator[int, None, GenerationResult]:
         model, cache, cfg = self.model, self.cache, self.model.config
         early_stop = model.early_stop_num if params.early_stop_num == -1 else params.early_stop_num
-        max_steps = MAX_STEPS if early_stop == -1 else min(MAX_STEPS, early_stop + 1)
+        max_steps = _max_steps(model, params)
         generator = None if params.seed is None else torch.Generator(model.device).manual_seed(params.seed)
 
         x, mask, prompt_lens, _ = prefill_inputs(model, [utterance])
-        if x.shape[1] + max_steps > self.capacity:
-            raise ValueError(f"utterance needs {x.shape[1] + max_steps} cache positions, the decoder holds {self.capacity}")
         cache.reset()
         seen = torch.zeros(1, cfg.vocab_size, dtype=torch.bool, device=x.device)
         if utterance.prompt is not None:
@@ -215,3 +239,8 @@ class StaticDecoder:
                     return _result(utterance.prompt, generated, step, reason)
             read_from = k + 1
         raise AssertionError("decoding ended without a result")
+
+
+def _max_steps(model: Text2Semantic, params: SamplingParams) -> int:
+    early_stop = model.early_stop_num if params.early_stop_num == -1 else params.early_stop_num
+    return MAX_STEPS if early_stop == -1 else min(MAX_STEPS, early_stop + 1)
