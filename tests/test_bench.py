@@ -170,6 +170,6 @@ def test_gpt_variants_table(tiny_models, tmp_path):
     assert doc["variants"]["fp16"]["same_tokens_as_first"]  # lossless
     assert all(v["ms_per_token_median"] > 0 for v in doc["variants"].values())
     assert "| int8 |" in (tmp_path / "gpt_variants.md").read_text()
-    assert parse_variants("fp16+compile")[0].options.compile
+    assert parse_variants("fp16+compile", 300)[0].options.compile
     with pytest.raises(ValueError, match="not a variant"):
-        parse_variants("fp16+int8")
+        parse_variants("fp16+int8", 300)

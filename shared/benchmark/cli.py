@@ -316,7 +316,8 @@ def run_gpt_variants(opts: Options) -> None:
     from . import gpt_variants
 
     try:
-        variants = gpt_variants.parse_variants(opts.gpt_variants or "")
+        capacity = gpt_variants.TEXT_LEN + gpt_variants.PROMPT_LEN + opts.tokens + 1
+        variants = gpt_variants.parse_variants(opts.gpt_variants or "", capacity)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     if opts.threads:

@@ -32,7 +32,9 @@ class Variant:
     options: TorchGPTOptions
 
 
-def parse_variants(text: str) -> list[Variant]:
+def parse_variants(text: str, capacity: int) -> list[Variant]:
+    """``capacity``: the static decoder's positions (compile/graphs variants): fits the utterance,
+    so that one bucket is compiled, not the five a node prepares for the longest utterances."""
     variants = []
     for name in filter(None, (v.strip() for v in text.split(","))):
         words = name.split("+")
@@ -42,14 +44,17 @@ def parse_variants(text: str) -> list[Variant]:
             raise ValueError(f"--gpt-variants: {name!r} is not a variant (words: {', '.join(WORDS)}; one weight format)")
         variants.append(Variant(name, TorchGPTOptions(
             quant=quant[0] if quant else "none", compile="compile" in words,
-            cuda_graphs="1" if "graphs" in words else "0")))
+            cuda_graphs="1" if "graphs" in words else "0", capacity=capacity)))
     if not variants:
         raise ValueError("--gpt-variants: no variant given")
     return variants
 
 
+TEXT_LEN, PROMPT_LEN = 60, 120  # phones (prompt text + target) and prompt tokens of the utterance
+
+
 def compare_variants(gpt_path: Path, variants: list[Variant], device: torch.device, tokens: int, repeats: int,
-                     seed: int = 0, text_len: int = 60, prompt_len: int = 120) -> dict[str, Any]:
+                     seed: int = 0, text_len: int = TEXT_LEN, prompt_len: int = PROMPT_LEN) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(seed)
     phones = torch.randint(0, 700, (text_len,), generator=generator).to(device)
     bert = (torch.randn(1024, text_len, generator=generator) * 0.1).to(device)

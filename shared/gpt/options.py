@@ -9,6 +9,9 @@
 ``GSV_CUDA_GRAPHS``     auto (default: on for CUDA models) | 1 | 0 — capture each bucket's step
 ``GSV_GPT_READ_EVERY``  static decoder: host reads sampled tokens every N steps (default 12, the
                         gpt node's first chunk); 1 = every token
+``GSV_GPT_CAPACITY``    static decoder: cache positions (prefill + decoded tokens) it holds, rounded
+                        up to 512-position buckets, each compiled/captured before serving (default
+                        2524: prefill up to 1024 + the 1500-step cap); longer utterances decode eagerly
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from .generate import TokenStream, generate_stream
 from .model import Text2Semantic
 from .quantize import QUANT_MODES, apply_quantization, resolve_mode
 from .sampling import SamplingParams
-from .static_decode import StaticDecoder
+from .static_decode import CAPACITY, StaticDecoder
 
 # (phone_ids [T], bert [1024, T], prompt tokens or None, params) -> TokenStream
 StreamFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, SamplingParams], TokenStream]
@@ -42,6 +45,7 @@ class TorchGPTOptions:
     cuda_graphs: str = "auto"  # "auto", "1" or "0"
     read_every: int = 12
     compile_cache: Path = DEFAULT_COMPILE_CACHE
+    capacity: int = CAPACITY
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TorchGPTOptions:
@@ -59,7 +63,10 @@ class TorchGPTOptions:
         if not read_every.isdigit() or int(read_every) < 1:
             raise OptionError(f"GSV_GPT_READ_EVERY={read_every!r}: expected a positive integer")
         cache = Path(env.get("GSV_COMPILE_CACHE") or DEFAULT_COMPILE_CACHE).expanduser()
-        return cls(quant, compile_flag == "1", graphs, int(read_every), cache)
+        capacity = env.get("GSV_GPT_CAPACITY", str(CAPACITY)).strip()
+        if not capacity.isdigit() or int(capacity) < 1:
+            raise OptionError(f"GSV_GPT_CAPACITY={capacity!r}: expected a positive integer")
+        return cls(quant, compile_flag == "1", graphs, int(read_every), cache, int(capacity))
 
     def use_cuda_graphs(self, device: torch.device) -> bool:
         if self.cuda_graphs == "1" and device.type != "cuda":
@@ -90,6 +97,6 @@ def prepare_decoder(model: Text2Semantic, options: TorchGPTOptions) -> StreamFn:
         return lambda phone_ids, bert, prompt, params: generate_stream(model, phone_ids, bert, prompt, params)
     if options.compile:
         use_compile_cache(options.compile_cache)
-    decoder = StaticDecoder(model, read_every=options.read_every, cuda_graphs=graphs, compile=options.compile)
+    decoder = StaticDecoder(model, options.capacity, options.read_every, cuda_graphs=graphs, compile=options.compile)
     decoder.prepare()
     return decoder.stream
