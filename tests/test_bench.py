@@ -157,3 +157,19 @@ def test_budget_checkpoint_sets_early_stop(tiny_models, tmp_path):
 
     path = budget_gpt_checkpoint(model_paths(Options(model_dir=tiny_models)), 37, tmp_path)
     assert load_gpt(path).early_stop_num == 37
+
+
+def test_gpt_variants_table(tiny_models, tmp_path):
+    from dora_gpt_sovits.benchmark.cli import main
+    from dora_gpt_sovits.benchmark.gpt_variants import parse_variants
+
+    main(["--model-dir", str(tiny_models), "--out", str(tmp_path), "--tokens", "5", "--repeats", "1",
+          "--gpt-variants", "none,fp16,int8"])
+    doc = json.loads((tmp_path / "gpt_variants.json").read_text())
+    assert list(doc["variants"]) == ["none", "fp16", "int8"] and doc["tokens"] == 6
+    assert doc["variants"]["fp16"]["same_tokens_as_first"]  # lossless
+    assert all(v["ms_per_token_median"] > 0 for v in doc["variants"].values())
+    assert "| int8 |" in (tmp_path / "gpt_variants.md").read_text()
+    assert parse_variants("fp16+compile", 300)[0].options.compile
+    with pytest.raises(ValueError, match="not a variant"):
+        parse_variants("fp16+int8", 300)

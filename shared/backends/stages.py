@@ -10,6 +10,7 @@ Every stage object has the same shape whatever runs it, so the nodes never branc
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +19,9 @@ import numpy as np
 import torch
 
 from .config import BackendChoice
-from .errors import BackendUnavailable
+from .errors import BackendError, BackendUnavailable
+
+log = logging.getLogger("gsv.backends")
 
 
 def torch_device(choice: BackendChoice) -> torch.device:
@@ -44,16 +47,24 @@ def trt_options(choice: BackendChoice, stages: tuple[str, ...], source: Path | N
 
 def gpt_builders(source: Path, threads: int | None = None) -> dict[str, Callable[[BackendChoice], Any]]:
     def torch_gpt(choice: BackendChoice):
-        from ..gpt.generate import generate_stream
+        import os
+
         from ..gpt.loader import load_gpt
+        from ..gpt.options import OptionError, TorchGPTOptions, prepare_decoder
+        from ..gpt.quantize import QuantizationError
 
         device = torch_device(choice)
         model = load_gpt(source, device=device, dtype=torch_dtype(choice))
+        try:  # GSV_GPT_QUANT, GSV_COMPILE, GSV_CUDA_GRAPHS...: see gpt/options.py; compiles before serving
+            options = TorchGPTOptions.from_env(os.environ)
+            stream = prepare_decoder(model, options)
+        except (OptionError, QuantizationError) as e:
+            raise BackendError(str(e)) from None
+        log.info("GPT torch options: %s", options.describe(model))
 
         @torch.inference_mode()
         def decode(phone_ids, bert, prompt, params):
-            yield from generate_stream(
-                model,
+            yield from stream(
                 torch.as_tensor(np.asarray(phone_ids)).to(device),
                 torch.as_tensor(bert).to(device, model.dtype),
                 None if prompt is None or len(prompt) == 0 else torch.as_tensor(np.asarray(prompt)).to(device),

@@ -58,6 +58,7 @@ class Options:
     chart: bool = True
     progress: bool = True
     render: Path | None = None
+    gpt_variants: str | None = None
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -82,6 +83,9 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--skip-dataflow", action="store_true", help="do not measure TTFA through `dora run`")
     p.add_argument("--no-chart", action="store_true", help="do not draw bench.png")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--gpt-variants", default=None, metavar="LIST",
+                   help="only compare GPT decode speed of PyTorch options, e.g. none,fp16,int8,fp16+compile "
+                        "(benchmark/gpt_variants.py); writes gpt_variants.json/.md")
     p.add_argument("--render", type=Path, default=None, metavar="JSON",
                    help="measure nothing: redraw bench.md and bench.png from an earlier bench.json into --out")
     a = p.parse_args(argv)
@@ -90,7 +94,7 @@ def parse_args(argv: list[str] | None) -> Options:
         threads=a.threads, tokens=a.tokens, repeats=a.repeats, warmup=a.warmup, seed=a.seed,
         languages=[x for x in a.languages.split(",") if x], lengths=[x for x in a.lengths.split(",") if x],
         upstream=a.upstream, upstream_python=a.upstream_python, dataflow=not a.skip_dataflow,
-        chart=not a.no_chart, progress=not a.no_progress, render=a.render,
+        chart=not a.no_chart, progress=not a.no_progress, render=a.render, gpt_variants=a.gpt_variants,
     )
 
 
@@ -308,9 +312,32 @@ def write_outputs(doc: dict[str, Any], opts: Options) -> list[Path]:
     return written
 
 
+def run_gpt_variants(opts: Options) -> None:
+    from . import gpt_variants
+
+    try:
+        capacity = gpt_variants.TEXT_LEN + gpt_variants.PROMPT_LEN + opts.tokens + 1
+        variants = gpt_variants.parse_variants(opts.gpt_variants or "", capacity)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    device = torch.device(opts.device)
+    doc = gpt_variants.compare_variants(model_paths(opts).gpt, variants, device, opts.tokens, opts.repeats, opts.seed)
+    doc["host"] = host_info(device, torch.float32, REPO).to_dict()
+    opts.out.mkdir(parents=True, exist_ok=True)
+    (opts.out / "gpt_variants.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    markdown = gpt_variants.to_markdown(doc)
+    (opts.out / "gpt_variants.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+
+
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
+    if opts.gpt_variants:
+        run_gpt_variants(opts)
+        return
     doc = json.loads(opts.render.read_text(encoding="utf-8")) if opts.render else run_benchmark(opts)
     written = write_outputs(doc, opts)
     print(to_markdown(doc))

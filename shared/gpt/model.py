@@ -67,8 +67,14 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     * float16/bfloat16 with many rows (the prefill): CPU half-precision GEMMs are ~7x slower than
       upcasting the weight (one pass over it) and multiplying in float32.
 
-    Everything else, and every GPU product, is a plain ``F.linear``.
+    Everything else, and every GPU product, is a plain ``F.linear``; a layer that is not an
+    ``nn.Linear`` (the packed layers of quantize.py) computes itself. Under ``torch.compile`` the
+    compiler picks the kernels: it gets the plain product.
     """
+    if type(layer) is not nn.Linear:
+        return layer(x)
+    if torch.compiler.is_compiling():
+        return F.linear(x, layer.weight, layer.bias)
     w, b = layer.weight, layer.bias
     if torch.jit.is_tracing():
         return F.linear(x, w, b)  # an exported graph gets the plain product; its runtime picks kernels
@@ -130,13 +136,14 @@ class Text2Semantic(nn.Module):
     def early_stop_num(self) -> int:
         return self.config.early_stop_num
 
+    # Read from an embedding: the linear layers may be replaced by packed int8 ones (quantize.py).
     @property
     def dtype(self) -> torch.dtype:
-        return self.ar_predict_layer.weight.dtype
+        return self.semantic_embedding.weight.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.ar_predict_layer.weight.device
+        return self.semantic_embedding.weight.device
 
     def ensure_positions(self, n: int) -> None:
         """Grow the sine table (rarely: only for sequences longer than 4096 positions)."""

@@ -1,0 +1,102 @@
+"""The PyTorch GPT's speed options, read from the environment in this one place.
+
+``GSV_GPT_QUANT``       auto (default) | none | fp16 | int8 — CPU weight formats (quantize.py):
+                        auto = lossless fp16-packed weights where possible, else none
+``GSV_COMPILE``         1 = ``torch.compile`` the decode step (static_decode.py), one graph per
+                        cache-length bucket, compiled before serving; 0 (default) = eager
+``GSV_COMPILE_CACHE``   folder for compiled kernels, reused across runs (default
+                        ~/.cache/dora-gpt-sovits/inductor; an explicit TORCHINDUCTOR_CACHE_DIR wins)
+``GSV_CUDA_GRAPHS``     auto (default: on for CUDA models) | 1 | 0 — capture each bucket's step
+``GSV_GPT_READ_EVERY``  static decoder: host reads sampled tokens every N steps (default 12, the
+                        gpt node's first chunk); 1 = every token
+``GSV_GPT_CAPACITY``    static decoder: cache positions (prefill + decoded tokens) it holds, rounded
+                        up to 512-position buckets, each compiled/captured before serving (default
+                        2524: prefill up to 1024 + the 1500-step cap); longer utterances decode eagerly
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from .generate import TokenStream, generate_stream
+from .model import Text2Semantic
+from .quantize import QUANT_MODES, apply_quantization, resolve_mode
+from .sampling import SamplingParams
+from .static_decode import CAPACITY, StaticDecoder
+
+# (phone_ids [T], bert [1024, T], prompt tokens or None, params) -> TokenStream
+StreamFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, SamplingParams], TokenStream]
+DEFAULT_COMPILE_CACHE = Path("~/.cache/dora-gpt-sovits/inductor").expanduser()
+
+
+class OptionError(ValueError):
+    """An option's value is malformed or cannot apply to this model (one line, naming the variable)."""
+
+
+@dataclass(frozen=True)
+class TorchGPTOptions:
+    quant: str = "auto"
+    compile: bool = False
+    cuda_graphs: str = "auto"  # "auto", "1" or "0"
+    read_every: int = 12
+    compile_cache: Path = DEFAULT_COMPILE_CACHE
+    capacity: int = CAPACITY
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TorchGPTOptions:
+        env = os.environ if env is None else env
+        quant = env.get("GSV_GPT_QUANT", "auto").strip().lower() or "auto"
+        if quant not in QUANT_MODES:
+            raise OptionError(f"GSV_GPT_QUANT={quant!r}: expected one of {', '.join(QUANT_MODES)}")
+        graphs = env.get("GSV_CUDA_GRAPHS", "auto").strip().lower() or "auto"
+        if graphs not in ("auto", "1", "0"):
+            raise OptionError(f"GSV_CUDA_GRAPHS={graphs!r}: expected auto, 1 or 0")
+        compile_flag = env.get("GSV_COMPILE", "0").strip()
+        if compile_flag not in ("0", "1", ""):
+            raise OptionError(f"GSV_COMPILE={compile_flag!r}: expected 1 or 0")
+        read_every = env.get("GSV_GPT_READ_EVERY", "12").strip()
+        if not read_every.isdigit() or int(read_every) < 1:
+            raise OptionError(f"GSV_GPT_READ_EVERY={read_every!r}: expected a positive integer")
+        cache = Path(env.get("GSV_COMPILE_CACHE") or DEFAULT_COMPILE_CACHE).expanduser()
+        capacity = env.get("GSV_GPT_CAPACITY", str(CAPACITY)).strip()
+        if not capacity.isdigit() or int(capacity) < 1:
+            raise OptionError(f"GSV_GPT_CAPACITY={capacity!r}: expected a positive integer")
+        return cls(quant, compile_flag == "1", graphs, int(read_every), cache, int(capacity))
+
+    def use_cuda_graphs(self, device: torch.device) -> bool:
+        if self.cuda_graphs == "1" and device.type != "cuda":
+            raise OptionError(f"GSV_CUDA_GRAPHS=1 needs a CUDA model, this one is on {device}")
+        return device.type == "cuda" and self.cuda_graphs != "0"
+
+    def describe(self, model: Text2Semantic) -> str:
+        return f"weights={resolve_mode(model, self.quant)} compile={int(self.compile)} cuda_graphs={int(self.use_cuda_graphs(model.device))}"
+
+
+def use_compile_cache(folder: Path) -> Path:
+    """Point Inductor's on-disk cache (compiled kernels and FX graphs) at ``folder`` unless the
+    user set TORCHINDUCTOR_CACHE_DIR; a later process with the same model, shapes and torch
+    version then skips most of the compile. Returns the folder in use."""
+    chosen = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder)))
+    chosen.mkdir(parents=True, exist_ok=True)
+    return chosen
+
+
+def prepare_decoder(model: Text2Semantic, options: TorchGPTOptions) -> StreamFn:
+    """Apply ``options`` to ``model`` (in place) and return its streaming decode function.
+
+    With compile or CUDA graphs, every bucket is compiled/captured here, before the first request.
+    """
+    apply_quantization(model, options.quant)  # auto resolves to none off the CPU
+    graphs = options.use_cuda_graphs(model.device)
+    if not (options.compile or graphs):
+        return lambda phone_ids, bert, prompt, params: generate_stream(model, phone_ids, bert, prompt, params)
+    if options.compile:
+        use_compile_cache(options.compile_cache)
+    decoder = StaticDecoder(model, options.capacity, options.read_every, cuda_graphs=graphs, compile=options.compile)
+    decoder.prepare()
+    return decoder.stream

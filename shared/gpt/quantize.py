@@ -1,0 +1,184 @@
+"""Packed weight formats for the GPT's linear layers on CPU (``GSV_GPT_QUANT``).
+
+* ``fp16``: the weights also kept as float16 in FBGEMM's packed layout, used for decode steps
+  (few rows); products are computed in float32. Official checkpoints store float16 weights, so
+  this is **lossless**: only the summation order differs from float32 ``F.linear`` (~1e-6), and
+  token sequences stay those of upstream. Half the bytes per step: ~2.3x faster products on an
+  AVX2 CPU. The prefill (many rows) keeps MKL's float32 GEMM, which is faster there, so the
+  float32 weights stay too (+50% weight memory). Refused for weights that float16 cannot hold.
+* ``int8``: lossy, ~4x faster products; see below.
+* ``auto`` (default): ``fp16`` where it is lossless and available (CPU, float32), else ``none``.
+
+int8. A decode step multiplies one row by ~77M weights: it is bound by how fast the weights stream from
+memory, so storing them in int8 (a quarter of float32's bytes) is most of the gain. The product
+runs in FBGEMM's int8 kernels (AVX2 is enough): each call quantises its activation row to 8 bits
+on the fly (dynamic quantisation), multiplies int8 x int8 into int32 and rescales to float32.
+
+Weights are quantised symmetrically per output row (real checkpoints have rows of very different
+magnitude): ``w[n] ~ q[n] * row_scale[n]``, and FBGEMM's product (which itself takes a single scale)
+runs on ``q`` with scale 1, the rows being rescaled afterwards in the same fused multiply-add that
+adds the bias. ``q`` uses 7 bits (|q| <= 63), not 8: without VNNI, AVX2 int8 products add pairs of
+uint8 x int8 products into int16, which saturates for full-range operands (measured: 16% relative
+error on a Gaussian input with 8-bit weights, 1% with 7-bit ones). ``torch.ao`` handles the same
+problem by giving the activations 7 bits instead (``reduce_range``).
+
+Chosen by measurement on an AVX2 CPU without VNNI (docs/performance.md): these kernels ran the 96
+decode-step products of the full-size model ~4x faster than float32 ``F.linear``, ahead of
+``torch.ao`` ``quantize_dynamic`` modules (~2x, same FBGEMM underneath plus quantised-tensor
+overhead) and of ``torch._weight_int8pack_mm`` (slower than float32 on AVX2). PyTorch marks these
+FBGEMM entry points deprecated; if a future release drops them, :func:`quantize_int8` says so.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+QUANT_MODES = ("auto", "none", "fp16", "int8")
+Q_MAX = 63  # 7-bit weights: see the module doc
+MAX_PACKED_ROWS = 8  # up to this many rows (decode steps) a product counts as matrix-vector
+
+
+class QuantizationError(RuntimeError):
+    """int8 was asked for where it cannot run (no FBGEMM kernels, not a CPU model, not float32)."""
+
+
+def _fbgemm(name: str):
+    op = getattr(torch, name, None)
+    if op is None or "fbgemm" not in torch.backends.quantized.supported_engines:
+        raise QuantizationError(f"packed GPT weights need torch.{name} (FBGEMM), which torch {torch.__version__} lacks")
+    return op
+
+
+# FBGEMM's products as opaque custom ops, so that torch.compile (GSV_COMPILE) keeps them as calls
+# instead of tracing into kernels it cannot see (their packed operands are raw memory blobs).
+@torch.library.custom_op("gsv::int8_product", mutates_args=())
+def int8_product(x: torch.Tensor, q: torch.Tensor, packed: torch.Tensor, col_offsets: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+    return torch.fbgemm_linear_int8_weight_fp32_activation(x, q, packed, col_offsets, 1.0, 0, zeros)
+
+
+@int8_product.register_fake
+def _(x, q, packed, col_offsets, zeros):
+    return x.new_empty(*x.shape[:-1], q.shape[0])
+
+
+@torch.library.custom_op("gsv::half_product", mutates_args=())
+def half_product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, out_features: int) -> torch.Tensor:
+    return torch.fbgemm_linear_fp16_weight_fp32_activation(x, packed, bias)
+
+
+@half_product.register_fake
+def _(x, packed, bias, out_features):
+    return x.new_empty(*x.shape[:-1], out_features)
+
+
+class Int8Linear(nn.Module):
+    """``y = (x Q^T) * row_scale + bias`` with ``Q`` the int8 weight, packed once for FBGEMM."""
+
+    def __init__(self, layer: nn.Linear) -> None:
+        super().__init__()
+        pack = _fbgemm("fbgemm_pack_quantized_matrix")
+        _fbgemm("fbgemm_linear_int8_weight_fp32_activation")
+        w = layer.weight.detach().float()
+        peak = w.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        self.q = torch.round(w / peak * Q_MAX).to(torch.int8)  # FBGEMM reads the shape from it
+        self.col_offsets = self.q.sum(dim=1, dtype=torch.int32)  # corrects for the activation's zero point
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the deprecation notice; see the module doc
+            self.packed = pack(self.q)
+        self.register_buffer("row_scale", (peak / Q_MAX).view(-1), persistent=False)
+        bias = layer.bias.detach().float() if layer.bias is not None else torch.zeros(w.shape[0])
+        self.register_buffer("bias", bias, persistent=False)
+        self.register_buffer("no_bias", torch.zeros_like(bias), persistent=False)
+        self.in_features, self.out_features = w.shape[1], w.shape[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PyTorch warns once per process, here rather than mid-decode
+            self(torch.zeros(1, self.in_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = int8_product(x.float(), self.q, self.packed, self.col_offsets, self.no_bias)
+        return torch.addcmul(self.bias, y, self.row_scale).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-row"
+
+
+class HalfPackedLinear(nn.Linear):
+    """An ``nn.Linear`` whose few-row products use a float16 copy of its (float16-exact) weight,
+    packed for FBGEMM; many-row products stay plain float32 ``F.linear``."""
+
+    @classmethod
+    def adopt(cls, layer: nn.Linear) -> HalfPackedLinear:
+        pack = _fbgemm("fbgemm_pack_gemm_matrix_fp16")
+        w = layer.weight.detach()
+        if w.dtype != torch.float32 or not torch.equal(w.half().float(), w):
+            raise QuantizationError("GSV_GPT_QUANT=fp16 needs float32 weights that float16 holds exactly")
+        layer.__class__ = cls  # keeps the parameters (and their names) as they are
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the deprecation notice; see the module doc
+            layer.packed = pack(w)
+        _fbgemm("fbgemm_linear_fp16_weight_fp32_activation")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PyTorch warns once per process, here rather than mid-decode
+            layer(torch.zeros(1, layer.in_features))
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() // self.in_features > MAX_PACKED_ROWS:
+            return F.linear(x, self.weight, self.bias)
+        return half_product(x, self.packed, self.bias, self.out_features)
+
+
+def pack_half(model: nn.Module) -> nn.Module:
+    """Give, in place, every linear layer of the transformer stack and the logits projection a
+    packed float16 copy of its weight for decode steps (:class:`HalfPackedLinear`). Returns ``model``."""
+    _check_cpu_float32(model, "fp16")
+    for layer in model.layers:
+        for name in ("qkv", "out_proj", "ffn_in", "ffn_out"):
+            HalfPackedLinear.adopt(getattr(layer, name))
+    HalfPackedLinear.adopt(model.ar_predict_layer)
+    return model
+
+
+def _check_cpu_float32(model: nn.Module, mode: str) -> None:
+    if model.device.type != "cpu":
+        raise QuantizationError(f"GSV_GPT_QUANT={mode} runs on CPU only (FBGEMM); the model is on {model.device}")
+    if model.dtype != torch.float32:
+        raise QuantizationError(f"GSV_GPT_QUANT={mode} starts from float32 weights, got {model.dtype}")
+
+
+def half_is_lossless(model: nn.Module) -> bool:
+    return all(torch.equal(p.half().float(), p) for p in model.parameters() if p.dim() == 2)
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Replace, in place, every linear layer of the transformer stack and the logits projection by
+    :class:`Int8Linear`; embeddings, LayerNorms and ``bert_proj`` (prefill only) stay float32.
+    Returns ``model``."""
+    _check_cpu_float32(model, "int8")
+    for layer in model.layers:
+        for name in ("qkv", "out_proj", "ffn_in", "ffn_out"):
+            setattr(layer, name, Int8Linear(getattr(layer, name)))
+    model.ar_predict_layer = Int8Linear(model.ar_predict_layer)
+    return model
+
+
+def resolve_mode(model: nn.Module, mode: str) -> str:
+    """``auto`` -> ``fp16`` where that is lossless and FBGEMM is there (CPU, float32), else ``none``."""
+    if mode not in QUANT_MODES:
+        raise QuantizationError(f"GSV_GPT_QUANT={mode!r}: expected one of {', '.join(QUANT_MODES)}")
+    if mode != "auto":
+        return mode
+    usable = model.device.type == "cpu" and model.dtype == torch.float32 and "fbgemm" in torch.backends.quantized.supported_engines
+    return "fp16" if usable and hasattr(torch, "fbgemm_pack_gemm_matrix_fp16") and half_is_lossless(model) else "none"
+
+
+def apply_quantization(model: nn.Module, mode: str) -> nn.Module:
+    """Apply ``mode`` (one of :data:`QUANT_MODES`, from ``GSV_GPT_QUANT``) in place; returns the model."""
+    mode = resolve_mode(model, mode)
+    if mode == "fp16":
+        return pack_half(model)
+    return quantize_int8(model) if mode == "int8" else model
