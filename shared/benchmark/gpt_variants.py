@@ -44,7 +44,8 @@ def parse_variants(text: str, capacity: int) -> list[Variant]:
             raise ValueError(f"--gpt-variants: {name!r} is not a variant (words: {', '.join(WORDS)}; one weight format)")
         variants.append(Variant(name, TorchGPTOptions(
             quant=quant[0] if quant else "none", compile="compile" in words,
-            cuda_graphs="1" if "graphs" in words else "0", capacity=capacity)))
+            cuda_graphs="1" if "graphs" in words else "0", capacity=capacity,
+            read_every=1)))  # tokens timed as they are sampled, as the eager loop yields them
     if not variants:
         raise ValueError("--gpt-variants: no variant given")
     return variants
