@@ -83,8 +83,11 @@ def test_reuse_reference_free_prepare_and_overflow(model, inputs):
     assert_same(decode(small, inputs, params), first)
 
 
-def test_compiled_steps_match_eager(model, inputs):
+def test_compiled_steps_match_eager(model, inputs, tmp_path, monkeypatch):
     """One bucket, so one compile (~10 s on 2 cores); the whole-size compile is measured in docs/performance.md."""
+    # A fresh Inductor cache: torch's default (/tmp/torchinductor_<user>) may hold another torch
+    # version's artifacts on a shared machine, which fail to import.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     decoder = StaticDecoder(model, capacity=256, bucket=256, compile=True)
     params = SamplingParams(top_k=1, repetition_penalty=1.35, early_stop_num=30)
     assert_same(decode(decoder, inputs, params), generate(model, *inputs, params))

@@ -31,7 +31,9 @@ from .static_decode import CAPACITY, StaticDecoder
 
 # (phone_ids [T], bert [1024, T], prompt tokens or None, params) -> TokenStream
 StreamFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, SamplingParams], TokenStream]
-DEFAULT_COMPILE_CACHE = Path("~/.cache/dora-gpt-sovits/inductor").expanduser()
+# One folder per torch version: Inductor's artifacts name functions of the torch that wrote them,
+# and a cache shared between versions fails to load (ImportError from torch._inductor).
+DEFAULT_COMPILE_CACHE = Path(f"~/.cache/dora-gpt-sovits/inductor/torch-{torch.__version__}").expanduser()
 
 
 class OptionError(ValueError):
