@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -57,14 +58,22 @@ def log_records(output: str) -> list[dict]:
     return records
 
 
+def installed_packages() -> dict[str, str]:
+    return {d.metadata["Name"].lower(): d.version for d in importlib.metadata.distributions()}
+
+
 def test_default_dataflow_streams_every_sentence_to_a_wav_file(dev_models, tmp_path):
     wav_path = tmp_path / "speech.wav"
     env = node_env(dev_models, GSV_TEXT=TEXT, GSV_WAV_PATH=str(wav_path))
+    before = installed_packages()
     result = subprocess.run(
         ["dora", "run", "dataflow.yml", "--log-format", "json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
+    # dora resolves node paths with `uv run` when uv is installed; that must not re-sync the
+    # environment under the running nodes (pyproject's [tool.uv] managed = false).
+    assert installed_packages() == before
     records = log_records(output)
     chunks = [r for r in records if r["node_id"] == "audio-sink" and r["message"].startswith("audio chunk")]
     decoded = [r for r in records if r["node_id"] == "gpt" and " tokens in " in r["message"]]
