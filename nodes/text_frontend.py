@@ -95,7 +95,9 @@ class TextFrontendStage(StageBase):
             yield Outgoing(m.CONTROL, *command.to_message())
         elif input_id == m.SEGMENT_COMPLETE:
             done = m.SegmentComplete.from_event(value, metadata)
-            self.in_flight.pop((done.key.utterance_id, done.key.segment_index), None)
+            freed = self.in_flight.pop((done.key.utterance_id, done.key.segment_index), None) is not None
+            log.debug("segment complete: %s %d (slot %s); in flight: %s", done.key.utterance_id,
+                      done.key.segment_index, "freed" if freed else "not held", sorted(self.in_flight))
             if done.error and done.key.utterance_final:
                 self.forget(done.key.utterance_id)  # failed as a whole (a node restarted mid-utterance)
         elif input_id == m.VOICE_PROMPT:
@@ -154,6 +156,7 @@ class TextFrontendStage(StageBase):
             if self.window:
                 md = message.metadata
                 self.in_flight[(md[m.UTTERANCE_ID], md[m.SEGMENT_INDEX])] = md[m.TEXT_RECEIVED_AT]
+                log.debug("released %s %d; in flight: %s", md[m.UTTERANCE_ID], md[m.SEGMENT_INDEX], sorted(self.in_flight))
             yield message
 
     def cancel(self, command: m.ControlCommand) -> None:

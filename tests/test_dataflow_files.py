@@ -11,6 +11,8 @@ import yaml
 from conftest import REPO
 
 STAGES = {"text-input", "text-frontend", "reference", "bert", "gpt", "vocoder", "audio-sink"}
+GRAPHS = ["dataflow.yml", *sorted(str(p.relative_to(REPO)) for p in (REPO / "dataflows").glob("*.yml"))]
+HUB_SOURCES = {"dora-microphone", "dora-vad", "dora-distil-whisper", "dora-qwen"}
 
 
 def load(path):
@@ -21,11 +23,22 @@ def test_default_graph_has_one_node_per_stage_and_deep_queues():
     graph = load("dataflow.yml")
     ids = {n["id"] for n in graph["nodes"]}
     assert STAGES <= ids
-    for node in graph["nodes"]:
+
+
+@pytest.mark.parametrize("path", GRAPHS)
+def test_every_input_of_our_nodes_is_lossless(path):
+    """dora's default queue (10, drop-oldest) loses segments or audio under load, and the direct zenoh
+    path drops messages reaching a busy node (texts lost in a burst); backpressure keeps the edge on
+    the daemon path, which queues instead."""
+    for node in load(path)["nodes"]:
+        if node["id"] in HUB_SOURCES:
+            continue  # the voice-assistant graph's upstream nodes, as node-hub ships them
         inputs = node.get("inputs") or node.get("operator", {}).get("inputs", {})
         for name, spec in inputs.items():
-            # dora's default queue (10, drop-oldest) would lose segments or audio under load.
-            assert isinstance(spec, dict) and spec["queue_size"] >= 100, (node["id"], name)
+            if name == "timestamp_start":
+                continue  # dora-pyaudio's barge-in signal from dora-vad, as in node-hub's graph
+            assert isinstance(spec, dict) and spec["queue_size"] >= 100, (path, node["id"], name)
+            assert spec.get("queue_policy") == "backpressure", (path, node["id"], name)
 
 
 def test_service_graph_differs_only_by_the_text_listener():
@@ -55,7 +68,9 @@ def test_default_graph_wires_the_control_plane():
     for stage in ("bert", "gpt", "vocoder", "audio-sink"):
         assert nodes[stage]["inputs"]["control"]["source"] == "text-frontend/control", stage
     # Flow control: the sink's playback reports come back to the frontend's window, losslessly.
-    assert frontend["inputs"]["segment_complete"] == {"source": "audio-sink/segment_complete", "queue_size": 1000}
+    assert frontend["inputs"]["segment_complete"] == {
+        "source": "audio-sink/segment_complete", "queue_size": 1000, "queue_policy": "backpressure"
+    }
     assert int(frontend["env"]["GSV_MAX_SEGMENTS_AHEAD"]) > 0
 
 
@@ -77,7 +92,7 @@ def test_openai_server_graph_is_the_default_graph_with_the_server_as_text_source
     nodes = {n["id"]: n for n in server["nodes"]}
     assert set(nodes) == STAGES - {"text-input", "audio-sink"} | {"http-server"}
     http = nodes.pop("http-server")
-    assert http["inputs"] == {"audio": {"source": "vocoder/audio", "queue_size": 10000}}
+    assert http["inputs"] == {"audio": {"source": "vocoder/audio", "queue_size": 10000, "queue_policy": "backpressure"}}
     assert set(http["outputs"]) == {"text", "control"} and "env" not in http  # host/port from the caller
     # A disconnected client's stop enters at text-frontend, which fans it out to every later stage.
     assert nodes["text-frontend"]["inputs"]["control"]["source"] == "http-server/control"
@@ -106,8 +121,12 @@ def test_voice_assistant_graph_is_qwen_dev_interruption_with_our_tts_in_place_of
     assert metrics["inputs"]["audio"]["source"] == "vocoder/audio"
     for hub in HUB_NODES:  # released node-hub packages, as in node-hub's own examples
         assert (nodes[hub]["build"], nodes[hub]["path"]) == (f"pip install {hub}", hub)
-    # The hub nodes keep qwen-dev-interruption's wiring; the TTS boundary is text in, audio out.
-    assert nodes["dora-pyaudio"]["inputs"] == {"audio": "vocoder/audio", "timestamp_start": "dora-vad/timestamp_start"}
+    # The hub nodes keep qwen-dev-interruption's wiring; the TTS boundary is text in, audio out
+    # (our audio edge lossless like every edge of ours).
+    assert nodes["dora-pyaudio"]["inputs"] == {
+        "audio": {"source": "vocoder/audio", "queue_size": 1000, "queue_policy": "backpressure"},
+        "timestamp_start": "dora-vad/timestamp_start",
+    }
     assert nodes["dora-vad"]["outputs"] == ["audio", "timestamp_start"]
     assert nodes["text-frontend"]["inputs"]["text"].pop("source") == "dora-qwen/text"
     # Barge-in: the user speaking stops the TTS at its control input, which fans out downstream.

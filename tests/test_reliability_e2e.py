@@ -1,7 +1,7 @@
 """Faults through the real `dora run` of the service graph (tiny development model).
 
-One run, in sequence: bad texts between good ones; the gpt process killed (SIGKILL) while it
-decodes an utterance, restarted by dora's restart policy; ten utterances back to back afterwards;
+One run, in sequence: bad texts between good ones (20 bursts); the gpt process killed (SIGKILL)
+while it decodes an utterance, restarted by dora's restart policy; ten utterances back to back afterwards;
 then Ctrl-C (SIGINT to `dora run`), after which no node process may be left. The long soak
 (100 utterances, memory figures) is scripts/soak.py; its figures are in docs/reliability.md.
 """
@@ -12,13 +12,11 @@ import os
 import shutil
 import signal
 import time
-import warnings
 
 import pytest
 
 from conftest import REPO
 from dora_gpt_sovits.benchmark.dataflow import (
-    DataflowError,
     GraphRun, budget_gpt_checkpoint, cpu_seconds, node_env, processes_with_env,
 )
 from dora_gpt_sovits.benchmark.soak import soak
@@ -26,6 +24,7 @@ from dora_gpt_sovits.model_paths import resolve
 
 pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
 TOKENS = 40  # GPT budget per segment: bounds each segment's audio to 1.9 s
+BURSTS = 20  # ~0.6 s each
 
 
 def wait_until(condition, seconds: float, what: str, graph: GraphRun):
@@ -45,37 +44,31 @@ def dev_models(tmp_path_factory):
 
 
 def test_service_survives_bad_input_a_killed_gpt_and_a_burst_then_stops_on_ctrl_c(dev_models, tmp_path):
-    # KNOWN BUG (issue #9, open): in about 1 run of 3 the graph goes idle with text still held at
-    # the frontend (every node waiting for events; no metrics for 300 s). Until it is found, a hang
-    # gets one fresh graph; two hangs in a row still fail this test.
-    try:
-        survive_bad_input_a_killed_gpt_and_a_burst(dev_models, tmp_path / "first")
-    except DataflowError as hang:
-        warnings.warn(f"graph hung, retrying once in a fresh graph (issue #9): {str(hang)[:200]}")
-        survive_bad_input_a_killed_gpt_and_a_burst(dev_models, tmp_path / "retry")
-
-
-def survive_bad_input_a_killed_gpt_and_a_burst(dev_models, tmp_path):
-    tmp_path.mkdir()
     paths = resolve({"GSV_MODEL_DIR": str(dev_models)}, need=("gpt", "sovits", "bert", "hubert"))
     graph = GraphRun(REPO, tmp_path, node_env(paths, budget_gpt_checkpoint(paths, TOKENS, tmp_path), "cpu", "float32", 1, 0))
     graph.start()
     try:
-        # Bad texts between good ones: each bad one is reported, each good one is spoken.
-        graph.send(
-            {"text": "你好。", "utterance_id": "good-1"},
-            {"text": "。。。！？", "utterance_id": "punctuation"},
-            {"text": "hello", "language": "xx", "utterance_id": "language"},
-            {"text": "😀🎉", "utterance_id": "emoji"},
-            {"text": "你好，世界。", "utterance_id": "good-2"},
-        )
-        reports = {r["utterance_id"]: r for r in (graph.next_metrics() for _ in range(5))}
-        assert list(reports) == ["good-1", "punctuation", "language", "emoji", "good-2"]
-        for bad in ("punctuation", "language", "emoji"):
-            assert reports[bad]["errors"] and reports[bad]["audio_s"] == 0, reports[bad]
-        assert "unknown language" in reports["language"]["errors"][0]
-        for good in ("good-1", "good-2"):
-            assert not reports[good]["errors"] and reports[good]["audio_s"] > 0.7, reports[good]
+        # Bad texts between good ones, back to back: each bad one is reported, each good one is
+        # spoken. Repeated, because dora's default (direct) path lost texts of such bursts now and
+        # then (docs/reliability.md, "Lossless edges"); one lost message hangs the burst.
+        for burst in range(BURSTS):
+            names = ["good-1", "punctuation", "language", "emoji", "good-2"]
+            ids = [f"{name}/{burst}" for name in names]
+            graph.send(
+                {"text": "你好。", "utterance_id": ids[0]},
+                {"text": "。。。！？", "utterance_id": ids[1]},
+                {"text": "hello", "language": "xx", "utterance_id": ids[2]},
+                {"text": "😀🎉", "utterance_id": ids[3]},
+                {"text": "你好，世界。", "utterance_id": ids[4]},
+            )
+            reports = [graph.next_metrics(timeout_s=120) for _ in names]
+            assert [r["utterance_id"] for r in reports] == ids
+            report = dict(zip(names, reports))
+            for bad in ("punctuation", "language", "emoji"):
+                assert report[bad]["errors"] and report[bad]["audio_s"] == 0, report[bad]
+            assert "unknown language" in report["language"]["errors"][0]
+            for good in ("good-1", "good-2"):
+                assert not report[good]["errors"] and report[good]["audio_s"] > 0.7, report[good]
 
         # The gpt dies mid-utterance; dora restarts it; the utterance is reported failed.
         (gpt,) = graph.node_pids()["gpt"]

@@ -42,6 +42,11 @@ def source_of(spec) -> str:
     return spec["source"] if isinstance(spec, dict) else spec
 
 
+def audio_input(graph: dict) -> dict:
+    """dora-pyaudio's audio input exactly as the example graph declares it."""
+    return next(n for n in graph["nodes"] if n["id"] == "dora-pyaudio")["inputs"]["audio"]
+
+
 def derived_graph(llm_report: Path, sink_report: Path, adhoc_audio: Path) -> dict:
     graph = yaml.safe_load((REPO / "dataflows/voice-assistant.yml").read_text(encoding="utf-8"))
     nodes = []
@@ -51,9 +56,9 @@ def derived_graph(llm_report: Path, sink_report: Path, adhoc_audio: Path) -> dic
         inputs = {}
         for name, spec in node.get("inputs", {}).items():
             if source_of(spec) == "dora-vad/timestamp_start":
-                spec = {"source": "dora-qwen/timestamp_start", "queue_size": spec["queue_size"]}
+                spec = dict(spec, source="dora-qwen/timestamp_start")
             if source_of(spec) == "dora-qwen/text":
-                spec = {"source": "llm-sentences/text", "queue_size": spec["queue_size"]}
+                spec = dict(spec, source="llm-sentences/text")
             inputs[name] = spec
         node["inputs"] = inputs
         nodes.append(node)
@@ -67,10 +72,10 @@ def derived_graph(llm_report: Path, sink_report: Path, adhoc_audio: Path) -> dic
          "env": {"LLM_SCRIPT": json.dumps(script, ensure_ascii=False), "LLM_SENTENCE_GAP": str(GAP_SECONDS),
                  "LLM_REPORT": str(llm_report)}},
         {"id": "llm-sentences", "operator": {"python": str(REPO / "operators/sentence_stream.py"),
-                                             "inputs": {"text": {"source": "dora-qwen/text", "queue_size": 1000}},
+                                             "inputs": {"text": {"source": "dora-qwen/text", "queue_size": 1000, "queue_policy": "backpressure"}},
                                              "outputs": ["text"]}},
         {"id": "dora-pyaudio", "path": str(HERE / "voice_assistant_nodes/pyaudio_contract_sink.py"),
-         "inputs": {"audio": "vocoder/audio", "timestamp_start": "dora-qwen/timestamp_start"},
+         "inputs": {"audio": audio_input(graph), "timestamp_start": "dora-qwen/timestamp_start"},
          "env": {"SINK_REPORT": str(sink_report)}},
     ]
     return {"nodes": nodes}

@@ -79,7 +79,7 @@ def write_graph(repo: Path, workdir: Path, port: int, metrics_path: Path) -> Pat
         "id": "bench-metrics",
         "path": sys.executable,
         "args": "-m dora_gpt_sovits.benchmark.metrics_collector",
-        "inputs": {"metrics": {"source": "audio-sink/metrics", "queue_size": 1000}},
+        "inputs": {"metrics": {"source": "audio-sink/metrics", "queue_size": 1000, "queue_policy": "backpressure"}},
         "env": {"GSV_BENCH_METRICS": str(metrics_path)},
     })
     path = workdir / "bench-graph.yml"
