@@ -178,6 +178,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
             "seed": opts.seed,
             "split_method": SPLIT_METHOD,
             "sampling": in_process.pop("sampling"),
+            "gpt_options": in_process.pop("gpt_options"),
             "cases": [c.name for c in cases],
         },
         "in_process": in_process,
@@ -229,6 +230,7 @@ def measure_in_process(
         for record in records.values():
             record.upstream.clear()
     info = {
+        "gpt_options": models.gpt_options,
         "load_s": models.load_s,
         "rss_after_load_mib": models.rss_after_load_mib,
         "voice_encode_s": round(voice.encode_s, 3),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,7 +18,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..gpt.generate import generate_stream
 from ..gpt.sampling import SamplingParams
 from ..model_paths import ModelPaths
 from ..text.frontend import PhoneSegment, text_to_phones
@@ -37,6 +37,8 @@ class Models:
     device: torch.device
     dtype: torch.dtype
     gpt: torch.nn.Module
+    gpt_stream: Callable  # the gpt node's decode: its GSV_GPT_QUANT/GSV_COMPILE options applied
+    gpt_options: str  # what they resolved to, for the report
     sovits: torch.nn.Module
     bert: object  # encoders.bert.Bert
     hubert: torch.nn.Module
@@ -57,6 +59,7 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
     from ..encoders.bert import load_bert
     from ..encoders.hubert import load_hubert
     from ..gpt.loader import load_gpt
+    from ..gpt.options import TorchGPTOptions, prepare_decoder
     from ..sovits.loader import load_sovits
 
     load_s: dict[str, float] = {}
@@ -68,6 +71,9 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
         return model
 
     gpt = timed("gpt", lambda: load_gpt(paths.gpt, device=device, dtype=dtype))
+    # The same decode the gpt node runs (GSV_GPT_QUANT=auto packs float16 weights on a CPU...).
+    options = TorchGPTOptions.from_env(os.environ)
+    gpt_stream = timed("gpt_options", lambda: prepare_decoder(gpt, options))
     sovits = timed("sovits", lambda: load_sovits(paths.sovits, device=device, dtype=dtype))
     bert = timed("bert", lambda: load_bert(paths.bert, device=device, dtype=dtype))
     hubert = timed("hubert", lambda: load_hubert(paths.hubert, device=device, dtype=dtype))
@@ -76,7 +82,7 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
         from ..encoders.speaker_verification import load_speaker_verification
 
         sv = timed("sv", lambda: load_speaker_verification(paths.sv, device=device, dtype=dtype))
-    return Models(paths, device, dtype, gpt, sovits, bert, hubert, sv, load_s, rss_mib())
+    return Models(paths, device, dtype, gpt, gpt_stream, options.describe(gpt), sovits, bert, hubert, sv, load_s, rss_mib())
 
 
 @dataclass
@@ -253,10 +259,7 @@ class Pipeline:
         bert = torch.cat([voice.prompt_bert, run_features(m, runs)], dim=1)
         synchronize(device)
         t2 = time.perf_counter()
-        stream = generate_stream(
-            m.gpt, torch.cat([voice.prompt_ids, target]), bert, voice.prompt_tokens,
-            self.sampling(seed),
-        )
+        stream = m.gpt_stream(torch.cat([voice.prompt_ids, target]), bert, voice.prompt_tokens, self.sampling(seed))
         tokens = [next(stream)]  # the token is on the host: the prefill has finished
         t3 = time.perf_counter()
         tokens.extend(stream)

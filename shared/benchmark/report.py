@@ -43,7 +43,8 @@ def conditions(doc: dict[str, Any]) -> list[str]:
         f"* Load average (1 min) during the run: {load_text(doc['load_during_run'])}; at start {host['load_average'][0]:.1f}",
         f"* Python {host['python']}, torch {host['torch']}, dora-rs {host['dora_rs']}, numpy {host['numpy']}",
         f"* Backend {cfg['backend']}, device {host['device']}, dtype {host['dtype']}, {host['threads']} torch threads"
-        " (upstream's worker and every dataflow node: the same)",
+        " (upstream's worker and every dataflow node: the same)"
+        + (f"; our GPT: {cfg['gpt_options']}" if cfg.get("gpt_options") else ""),
         f"* Model: {cfg['model_version']} from {cfg['model_dir']}"
         + (" — DEVELOPMENT MODEL (random weights, full size): speed is real, audio is noise" if cfg["development_model"] else ""),
         f"* GPT budget: early_stop_num = {cfg['tokens_per_segment']} → {cfg['tokens_per_segment'] + 1} tokens per segment "
