@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 
 from conftest import REPO
+from dora_gpt_sovits.benchmark.dataflow import processes_with_env as node_processes
 
 pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
 TEXT = "你好，世界。这是第二句话。今天天气很好。我们去公园散步吧。Hello from the dataflow. It streams while it decodes."
@@ -97,21 +98,6 @@ def test_missing_weights_stop_the_graph_with_one_clear_line(tmp_path):
     log = result.stdout + result.stderr
     assert result.returncode != 0
     assert "model files missing" in log and "gsv-download" in log and "GSV_MODEL_DIR" in log
-
-
-def node_processes(key: str, value: str) -> list[int]:
-    """PIDs of node processes (our gsv-* scripts, dora's operator runtime) whose environment has
-    key=value: the nodes of one particular graph run, not the daemon and not anybody else's."""
-    needle = f"{key}={value}".encode()
-    pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            if (b"gsv-" in cmdline or b"start_runtime" in cmdline) and needle in (proc / "environ").read_bytes().split(b"\0"):
-                pids.append(int(proc.name))
-        except OSError:
-            continue  # exited, or not ours to read
-    return pids
 
 
 def test_service_graph_speaks_on_request_and_stops_cleanly(dev_models, tmp_path):
