@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import REPO
-from test_dataflow_e2e import assert_plausible_speech_file, log_records, node_env
+from test_dataflow_e2e import assert_plausible_speech_file, dora_run_batch_retrying_a_hang, log_records, node_env
 
 pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
 TEXT = "你好，世界。Hello from ONNX Runtime."
@@ -18,10 +18,8 @@ TEXT = "你好，世界。Hello from ONNX Runtime."
 def test_onnx_cpu_graph_speaks_with_every_model_node_on_onnxruntime(exported_tiny_bundle, tmp_path):
     wav_path = tmp_path / "speech.wav"
     env = node_env(exported_tiny_bundle, GSV_TEXT=TEXT, GSV_WAV_PATH=str(wav_path))
-    result = subprocess.run(["dora", "run", "dataflows/onnx-cpu.yml", "--log-format", "json"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
+    returncode, output = dora_run_batch_retrying_a_hang("dataflows/onnx-cpu.yml", env, timeout=300)
+    assert returncode == 0, output[-4000:]
     records = log_records(output)
     loaded = {r["node_id"] for r in records if "onnxruntime@cpu/float32" in r["message"]}
     assert loaded == {"reference", "bert", "gpt", "vocoder"}, loaded

@@ -7,9 +7,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,19 +62,80 @@ def log_records(output: str) -> list[dict]:
     return records
 
 
+class GraphHang(RuntimeError):
+    """`dora run` of a batch graph did not finish in time."""
+
+
+def process_state(pid: int) -> str:
+    """A node process as a hang report names it: its script, state and where the kernel has it waiting."""
+    try:
+        proc = Path("/proc") / str(pid)
+        argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        script = Path(argv[1]).name if not argv[1].startswith("-") else argv[-1]  # python -uc "…# level-meter"
+        state = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("State:"))
+        return f"{pid} {script} {state.split(':', 1)[1].strip()} wchan={(proc / 'wchan').read_text()}"
+    except (OSError, IndexError, StopIteration):
+        return f"{pid} (gone)"
+
+
+def dora_run_batch(graph: str, env: dict[str, str], timeout: float) -> tuple[int, str]:
+    """`dora run GRAPH --log-format json` of a graph that ends by itself: (exit code, output).
+
+    A run that does not end raises GraphHang with the log so far and the node processes still
+    alive, captured before they are killed, so an intermittent hang can be told apart (our node
+    stuck at exit, or dora waiting) from the CI log alone."""
+    marker = ("GSV_WAV_PATH", env["GSV_WAV_PATH"])
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
+        process = subprocess.Popen(["dora", "run", graph, "--log-format", "json"], cwd=REPO, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            alive = [process_state(pid) for pid in node_processes(*marker)]
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            for pid in node_processes(*marker):
+                os.kill(pid, signal.SIGKILL)
+            log.seek(0)
+            raise GraphHang(f"dora run {graph} did not end within {timeout} s; node processes still alive: "
+                            f"{alive or 'none'}; log tail: {log.read()[-3000:]}") from None
+        log.seek(0)
+        return process.returncode, log.read()
+
+
+def dora_run_batch_retrying_a_hang(graph: str, env: dict[str, str], timeout: float) -> tuple[int, str]:
+    """As dora_run_batch, with one more run after a hang. Once in ~20 runs on 2026-11-22 (1 of 3 CI
+    simulations; 0 of 16 runs in a loop) a batch graph did not end; what hangs is not known yet
+    (docs/reliability.md, "Known issue"). The first hang's report goes to pytest's warnings."""
+    try:
+        return dora_run_batch(graph, env, timeout)
+    except GraphHang as hang:
+        warnings.warn(f"retrying once after a graph hang: {hang}")
+        return dora_run_batch(graph, env, timeout)
+
+
 def installed_packages() -> dict[str, str]:
     return {d.metadata["Name"].lower(): d.version for d in importlib.metadata.distributions()}
+
+
+def test_a_batch_run_that_does_not_end_is_reported_with_its_live_nodes_and_leaves_none(dev_models, tmp_path):
+    wav_path = tmp_path / "never.wav"
+    env = node_env(dev_models, GSV_TEXT="你好。", GSV_WAV_PATH=str(wav_path))
+    with pytest.raises(GraphHang) as hang:
+        dora_run_batch("dataflow.yml", env, timeout=6)  # spawned by then, far too short to load the models
+    assert "gsv-gpt" in str(hang.value) and "level-meter" in str(hang.value)
+    deadline = time.time() + 10
+    while node_processes("GSV_WAV_PATH", str(wav_path)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not node_processes("GSV_WAV_PATH", str(wav_path))
 
 
 def test_default_dataflow_streams_every_sentence_to_a_wav_file(dev_models, tmp_path):
     wav_path = tmp_path / "speech.wav"
     env = node_env(dev_models, GSV_TEXT=TEXT, GSV_WAV_PATH=str(wav_path))
     before = installed_packages()
-    result = subprocess.run(
-        ["dora", "run", "dataflow.yml", "--log-format", "json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
+    returncode, output = dora_run_batch_retrying_a_hang("dataflow.yml", env, timeout=300)
+    assert returncode == 0, output[-4000:]
     # dora resolves node paths with `uv run` when uv is installed; that must not re-sync the
     # environment under the running nodes (pyproject's [tool.uv] managed = false).
     assert installed_packages() == before
