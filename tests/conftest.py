@@ -58,6 +58,22 @@ class RecordingNode:
         return [(d, md) for o, d, md in self.sent if o == output_id]
 
 
+def export_every_precision(export, source: Path, out: Path) -> Path:
+    """Write ``export(dtype)``'s graphs (name -> (bytes, facts)) into ``out`` for every precision the
+    export command offers, with manifests naming ``source``; tracer warnings silenced."""
+    import warnings
+
+    from dora_gpt_sovits.backends.export import write_graph
+    from dora_gpt_sovits.backends.export_cli import DTYPES
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for precision, dtype in DTYPES.items():
+            for name, (data, facts) in export(dtype).items():
+                write_graph(data, out, name, precision, source, facts)
+    return out
+
+
 def input_event(input_id: str, data: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"type": "INPUT", "id": input_id, "value": data, "metadata": dict(metadata or {})}
 

@@ -6,7 +6,6 @@ the graph receives the very Exp(1) draws torch's CPU generator gives ``gpt.sampl
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 import pytest
@@ -14,14 +13,13 @@ import torch
 
 from dora_gpt_sovits.backends.config import BackendChoice
 from dora_gpt_sovits.backends.errors import BackendUnavailable
-from dora_gpt_sovits.backends.export import write_graph
 from dora_gpt_sovits.backends.gpt_graph import export_gpt
 from dora_gpt_sovits.backends.gpt_runtime import GraphDecoder
 from dora_gpt_sovits.gpt.generate import generate
 from dora_gpt_sovits.gpt.loader import load_gpt
 from dora_gpt_sovits.gpt.sampling import SamplingParams
 
-from conftest import FIXTURES
+from conftest import FIXTURES, export_every_precision
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 CKPT = FIXTURES / "gpt_v2_tiny.ckpt"
@@ -34,13 +32,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def onnx_dir(model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for precision, dtype in (("float32", torch.float32), ("float16", torch.float16)):
-            for name, (data, facts) in export_gpt(model, 4096, dtype).items():
-                write_graph(data, out, name, precision, CKPT, facts)
-    return out
+    return export_every_precision(lambda dtype: export_gpt(model, 4096, dtype), CKPT, tmp_path_factory.mktemp("onnx"))
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,18 @@ export bug met while writing this).
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from dora_gpt_sovits.backends.config import BackendChoice
-from dora_gpt_sovits.backends.export import write_graph
 from dora_gpt_sovits.backends.sovits_graph import export_sovits
 from dora_gpt_sovits.backends.sovits_runtime import GraphChunkModel
 from dora_gpt_sovits.sovits.loader import load_sovits
 from dora_gpt_sovits.sovits.streaming import decode_chunk, decode_in_chunks
 
-from conftest import FIXTURES
+from conftest import FIXTURES, export_every_precision
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 SOURCE = FIXTURES / "sovits_v2_tiny_pk_dict.pth"
@@ -37,13 +35,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def graphs(model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for precision, dtype in (("float32", torch.float32), ("float16", torch.float16)):
-            for name, (data, facts) in export_sovits(model, dtype).items():
-                write_graph(data, out, name, precision, SOURCE, facts)
-    return out
+    return export_every_precision(lambda dtype: export_sovits(model, dtype), SOURCE, tmp_path_factory.mktemp("onnx"))
 
 
 @pytest.fixture(scope="module")
