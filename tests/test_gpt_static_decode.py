@@ -14,7 +14,7 @@ import torch
 from dora_gpt_sovits.gpt.generate import StopReason, generate
 from dora_gpt_sovits.gpt.loader import load_gpt
 from dora_gpt_sovits.gpt.options import OptionError, TorchGPTOptions, prepare_decoder
-from dora_gpt_sovits.gpt.quantize import HalfPackedLinear
+from dora_gpt_sovits.gpt.quantize import HalfDecodeLinear
 from dora_gpt_sovits.gpt.sampling import SamplingParams
 from dora_gpt_sovits.gpt.static_decode import StaticDecoder, bucket_for
 
@@ -121,7 +121,7 @@ def test_options_from_env():
 def test_default_options_pack_half_weights_and_keep_tokens(inputs):
     model = load_gpt(FIXTURES / "gpt_v2_tiny.ckpt")
     stream_fn = prepare_decoder(model, TorchGPTOptions())
-    assert isinstance(model.layers[0].qkv, HalfPackedLinear)
+    assert isinstance(model.layers[0].qkv, HalfDecodeLinear)
     params = RUNS["greedy_eos_at_26"]
     stream = stream_fn(*inputs, params)
     list(stream)

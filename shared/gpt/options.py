@@ -2,6 +2,8 @@
 
 ``GSV_GPT_QUANT``       auto (default) | none | fp16 | int8 — CPU weight formats (quantize.py):
                         auto = lossless fp16-packed weights where possible, else none
+``GSV_HALF_MATVEC``     auto (default) | native | fbgemm — the fp16 weights' decode-step kernel:
+                        ours on every thread (half_matvec.py; built on first use) or FBGEMM's
 ``GSV_COMPILE``         1 = ``torch.compile`` the decode step (static_decode.py), one graph per
                         cache-length bucket, compiled before serving; 0 (default) = eager
 ``GSV_COMPILE_CACHE``   folder for compiled kernels, reused across runs (default
@@ -25,7 +27,8 @@ import torch
 
 from .generate import TokenStream, generate_stream
 from .model import Text2Semantic
-from .quantize import QUANT_MODES, apply_quantization, resolve_mode
+from .half_matvec import KERNEL_CHOICES
+from .quantize import QUANT_MODES, apply_quantization, weights_in_use
 from .sampling import SamplingParams
 from .static_decode import CAPACITY, StaticDecoder
 
@@ -48,6 +51,7 @@ class TorchGPTOptions:
     read_every: int = 12
     compile_cache: Path = DEFAULT_COMPILE_CACHE
     capacity: int = CAPACITY
+    half_matvec: str = "auto"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TorchGPTOptions:
@@ -68,7 +72,10 @@ class TorchGPTOptions:
         capacity = env.get("GSV_GPT_CAPACITY", str(CAPACITY)).strip()
         if not capacity.isdigit() or int(capacity) < 1:
             raise OptionError(f"GSV_GPT_CAPACITY={capacity!r}: expected a positive integer")
-        return cls(quant, compile_flag == "1", graphs, int(read_every), cache, int(capacity))
+        kernel = env.get("GSV_HALF_MATVEC", "auto").strip().lower() or "auto"
+        if kernel not in KERNEL_CHOICES:
+            raise OptionError(f"GSV_HALF_MATVEC={kernel!r}: expected one of {', '.join(KERNEL_CHOICES)}")
+        return cls(quant, compile_flag == "1", graphs, int(read_every), cache, int(capacity), kernel)
 
     def use_cuda_graphs(self, device: torch.device) -> bool:
         if self.cuda_graphs == "1" and device.type != "cuda":
@@ -76,7 +83,8 @@ class TorchGPTOptions:
         return device.type == "cuda" and self.cuda_graphs != "0"
 
     def describe(self, model: Text2Semantic) -> str:
-        return f"weights={resolve_mode(model, self.quant)} compile={int(self.compile)} cuda_graphs={int(self.use_cuda_graphs(model.device))}"
+        """After :func:`prepare_decoder`: what the decode steps run."""
+        return f"weights={weights_in_use(model)} compile={int(self.compile)} cuda_graphs={int(self.use_cuda_graphs(model.device))}"
 
 
 def use_compile_cache(folder: Path) -> Path:
@@ -93,7 +101,7 @@ def prepare_decoder(model: Text2Semantic, options: TorchGPTOptions) -> StreamFn:
 
     With compile or CUDA graphs, every bucket is compiled/captured here, before the first request.
     """
-    apply_quantization(model, options.quant)  # auto resolves to none off the CPU
+    apply_quantization(model, options.quant, options.half_matvec)  # auto resolves to none off the CPU
     graphs = options.use_cuda_graphs(model.device)
     if not (options.compile or graphs):
         return lambda phone_ids, bert, prompt, params: generate_stream(model, phone_ids, bert, prompt, params)

@@ -1,10 +1,10 @@
 """Packed weight formats for the GPT's linear layers on CPU (``GSV_GPT_QUANT``).
 
-* ``fp16``: the weights also kept as float16 in FBGEMM's packed layout, used for decode steps
-  (few rows); products are computed in float32. Official checkpoints store float16 weights, so
-  this is **lossless**: only the summation order differs from float32 ``F.linear`` (~1e-6), and
-  token sequences stay those of upstream. Half the bytes per step: ~2.3x faster products on an
-  AVX2 CPU. The prefill (many rows) keeps MKL's float32 GEMM, which is faster there, so the
+* ``fp16``: the weights also kept as float16, used for decode steps (few rows) by our multi-thread
+  kernel (half_matvec.py) or else FBGEMM's; products are computed in float32. Official
+  checkpoints store float16 weights, so this is **lossless**: only the summation order differs
+  from float32 ``F.linear`` (~1e-6), and token sequences stay those of upstream. Half the bytes
+  per step. The prefill (many rows) keeps MKL's float32 GEMM, which is faster there, so the
   float32 weights stay too (+50% weight memory). Refused for weights that float16 cannot hold.
 * ``int8``: lossy, ~4x faster products; see below.
 * ``auto`` (default): ``fp16`` where it is lossless and available (CPU, float32), else ``none``.
@@ -36,6 +36,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .half_matvec import COLS, KernelUnavailable, half_matvec, load_kernel, pack_rows
 
 QUANT_MODES = ("auto", "none", "fp16", "int8")
 Q_MAX = 63  # 7-bit weights: see the module doc
@@ -106,40 +108,67 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-row"
 
 
-class HalfPackedLinear(nn.Linear):
-    """An ``nn.Linear`` whose few-row products use a float16 copy of its (float16-exact) weight,
-    packed for FBGEMM; many-row products stay plain float32 ``F.linear``."""
+class HalfDecodeLinear(nn.Linear):
+    """An ``nn.Linear`` whose few-row products (decode steps) read a float16 copy of its
+    (float16-exact) weight; many-row products (the prefill) stay float32 ``F.linear``, which MKL
+    runs faster there.
+
+    The copy is packed for our kernel (``half_weight``: half_matvec.py, on every intra-op thread)
+    or, where that kernel cannot be had, for FBGEMM's (``packed``: one thread).
+    """
+
+    half_weight: torch.Tensor | None
+    packed: torch.Tensor | None
 
     @classmethod
-    def adopt(cls, layer: nn.Linear) -> HalfPackedLinear:
-        pack = _fbgemm("fbgemm_pack_gemm_matrix_fp16")
+    def adopt(cls, layer: nn.Linear, native: bool) -> HalfDecodeLinear:
         w = layer.weight.detach()
         if w.dtype != torch.float32 or not torch.equal(w.half().float(), w):
             raise QuantizationError("GSV_GPT_QUANT=fp16 needs float32 weights that float16 holds exactly")
+        native = native and layer.in_features % COLS == 0  # the kernel's column groups
+        if not native:
+            pack = _fbgemm("fbgemm_pack_gemm_matrix_fp16")
+            _fbgemm("fbgemm_linear_fp16_weight_fp32_activation")
         layer.__class__ = cls  # keeps the parameters (and their names) as they are
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the deprecation notice; see the module doc
-            layer.packed = pack(w)
-        _fbgemm("fbgemm_linear_fp16_weight_fp32_activation")
+        layer.register_buffer("half_weight", pack_rows(w) if native else None, persistent=False)
+        layer.decode_bias = None if layer.bias is None else layer.bias.detach()  # the same storage, no autograd
+        layer.packed = None
+        if not native:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the deprecation notice; see the module doc
+                layer.packed = pack(w)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PyTorch warns once per process, here rather than mid-decode
             layer(torch.zeros(1, layer.in_features))
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() // self.in_features > MAX_PACKED_ROWS:
+        rows = x.numel() // self.in_features
+        if rows > MAX_PACKED_ROWS:
             return F.linear(x, self.weight, self.bias)
-        return half_product(x, self.packed, self.bias, self.out_features)
+        if self.half_weight is None:
+            return half_product(x, self.packed, self.bias, self.out_features)
+        y = half_matvec(x.reshape(rows, self.in_features).contiguous(), self.half_weight, self.decode_bias, self.out_features)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        kernel = "FBGEMM" if self.half_weight is None else "half_matvec"
+        return f"{super().extra_repr()}, float16 decode products ({kernel})"
 
 
-def pack_half(model: nn.Module) -> nn.Module:
+def pack_half(model: nn.Module, kernel: str = "auto") -> nn.Module:
     """Give, in place, every linear layer of the transformer stack and the logits projection a
-    packed float16 copy of its weight for decode steps (:class:`HalfPackedLinear`). Returns ``model``."""
+    float16 copy of its weight for decode steps (:class:`HalfDecodeLinear`), read by the kernel
+    ``kernel`` chooses (``GSV_HALF_MATVEC``, half_matvec.load_kernel). Returns ``model``."""
     _check_cpu_float32(model, "fp16")
+    try:
+        native = load_kernel(kernel)
+    except KernelUnavailable as err:
+        raise QuantizationError(str(err)) from None
     for layer in model.layers:
         for name in ("qkv", "out_proj", "ffn_in", "ffn_out"):
-            HalfPackedLinear.adopt(getattr(layer, name))
-    HalfPackedLinear.adopt(model.ar_predict_layer)
+            HalfDecodeLinear.adopt(getattr(layer, name), native)
+    HalfDecodeLinear.adopt(model.ar_predict_layer, native)
     return model
 
 
@@ -148,6 +177,16 @@ def _check_cpu_float32(model: nn.Module, mode: str) -> None:
         raise QuantizationError(f"GSV_GPT_QUANT={mode} runs on CPU only (FBGEMM); the model is on {model.device}")
     if model.dtype != torch.float32:
         raise QuantizationError(f"GSV_GPT_QUANT={mode} starts from float32 weights, got {model.dtype}")
+
+
+def weights_in_use(model: nn.Module) -> str:
+    """What decode steps multiply by: ``none``, ``int8``, ``fp16 (half_matvec)`` or ``fp16 (FBGEMM)``."""
+    qkv = model.layers[0].qkv
+    if isinstance(qkv, Int8Linear):
+        return "int8"
+    if isinstance(qkv, HalfDecodeLinear):
+        return f"fp16 ({'FBGEMM' if qkv.half_weight is None else 'half_matvec'})"
+    return "none"
 
 
 def half_is_lossless(model: nn.Module) -> bool:
@@ -176,9 +215,10 @@ def resolve_mode(model: nn.Module, mode: str) -> str:
     return "fp16" if usable and hasattr(torch, "fbgemm_pack_gemm_matrix_fp16") and half_is_lossless(model) else "none"
 
 
-def apply_quantization(model: nn.Module, mode: str) -> nn.Module:
-    """Apply ``mode`` (one of :data:`QUANT_MODES`, from ``GSV_GPT_QUANT``) in place; returns the model."""
+def apply_quantization(model: nn.Module, mode: str, half_kernel: str = "auto") -> nn.Module:
+    """Apply ``mode`` (one of :data:`QUANT_MODES`, from ``GSV_GPT_QUANT``) in place, float16
+    products by ``half_kernel`` (``GSV_HALF_MATVEC``); returns the model."""
     mode = resolve_mode(model, mode)
     if mode == "fp16":
-        return pack_half(model)
+        return pack_half(model, half_kernel)
     return quantize_int8(model) if mode == "int8" else model

@@ -1,0 +1,167 @@
+"""Decode-step products with float16 weights on every CPU thread: our C++ kernel (half_matvec.cpp).
+
+A decode step multiplies one activation row by every weight of the GPT once, so its products are
+bound by how fast ~150 MB of float16 weights stream from memory. FBGEMM's float16 product (the one
+PyTorch exposes) runs on a single thread, and one core of the 2-core AMD EPYC we measure on draws
+~17 GB/s where two draw ~35 GB/s. The kernel here splits the weight rows over PyTorch's intra-op
+threads: the 96 decode-step products of the full-size model took 10.0 ms with FBGEMM and 5.4 ms
+with it (2 threads; docs/performance.md). Products accumulate in float32 from the exact float16
+weights, as FBGEMM's do, so only the summation order differs from float32 ``F.linear`` (~1e-6).
+
+The kernel is compiled on first use with ``torch.utils.cpp_extension`` (a C++ compiler and ninja,
+as ``torch.compile`` on CPU needs too) into ``~/.cache/dora-gpt-sovits/kernels/`` — ~25 s once per
+torch version, then loaded in a fraction of a second. It needs x86-64 with AVX2, FMA and F16C.
+Where it cannot be had, :func:`load_kernel` says why and the caller keeps FBGEMM's kernel:
+``GSV_HALF_MATVEC`` = ``auto`` (default: ours when it builds, else FBGEMM) | ``native`` (ours or
+an error) | ``fbgemm`` (never build ours).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import time
+from functools import cache
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("gsv.gpt")
+
+SOURCE = Path(__file__).with_name("half_matvec.cpp")
+KERNEL_CHOICES = ("auto", "native", "fbgemm")
+BUILD_FOLDER = Path(f"~/.cache/dora-gpt-sovits/kernels/torch-{torch.__version__}").expanduser()
+STALE_LOCK_S = 600  # a build lock older than this was left by a process killed mid-build
+
+
+class KernelUnavailable(RuntimeError):
+    """Our kernel cannot be built or loaded here; the message says why."""
+
+
+ROWS, COLS = 8, 8  # the kernel's block: output rows x columns per packed group
+
+
+def pack_rows(weight: torch.Tensor) -> torch.Tensor:
+    """``weight [N, K]`` (float16-exact, K a multiple of 8) -> the kernel's layout
+    ``[ceil(N/8), K/8, 8, 8]`` float16: each block of 8 output rows one contiguous run, in the
+    order the kernel reads it. Missing rows of the last block are zeros (their outputs are not written)."""
+    n, k = weight.shape
+    if k % COLS:
+        raise ValueError(f"half_matvec needs a column count that is a multiple of {COLS}, got {k}")
+    blocks = -(-n // ROWS)
+    padded = torch.zeros(blocks * ROWS, k, dtype=torch.float16)
+    padded[:n] = weight.detach().to(torch.float16)
+    return padded.view(blocks, ROWS, k // COLS, COLS).transpose(1, 2).contiguous()
+
+
+def half_matvec(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, out_features: int) -> torch.Tensor:
+    """``x [R, K]`` float32 (contiguous) times a :func:`pack_rows` weight, plus ``bias [N]`` -> ``[R, N]``.
+
+    A C++ operator (``torch.ops.gsv.half_matvec``, opaque to ``torch.compile``); call
+    :func:`load_kernel` first.
+    """
+    return torch.ops.gsv.half_matvec(x, packed, bias, out_features)
+
+
+def load_kernel(choice: str = "auto") -> bool:
+    """Whether decode steps use our kernel, per ``GSV_HALF_MATVEC`` (``choice``): builds it if needed.
+
+    ``auto`` logs the reason once and returns False where it cannot be had; ``native`` raises
+    :class:`KernelUnavailable` instead.
+    """
+    if choice not in KERNEL_CHOICES:
+        raise KernelUnavailable(f"GSV_HALF_MATVEC={choice!r}: expected one of {', '.join(KERNEL_CHOICES)}")
+    if choice == "fbgemm":
+        return False
+    built, problem = _build()
+    if built:
+        return True
+    if choice == "native":
+        raise KernelUnavailable(f"GSV_HALF_MATVEC=native: {problem}")
+    _log_once(f"float16 decode products use FBGEMM's one-thread kernel: {problem}")
+    return False
+
+
+@cache
+def _log_once(message: str) -> None:
+    log.warning(message)
+
+
+@cache
+def _build() -> tuple[bool, str | None]:
+    """``(True, None)`` once the operator is registered, else ``(False, why not)``; tried once per process."""
+    problem = _unsupported_reason()
+    if problem:
+        return False, problem
+    from torch.utils import cpp_extension
+
+    BUILD_FOLDER.mkdir(parents=True, exist_ok=True)
+    _remove_stale_lock(BUILD_FOLDER / "lock")
+    started = time.perf_counter()
+    try:
+        cpp_extension.load(
+            name="gsv_half_matvec",
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp"],  # OpenMP: at::parallel_for's threads
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(BUILD_FOLDER),
+            is_python_module=False,  # registers torch.ops.gsv.half_matvec
+            verbose=False,
+        )
+    except Exception as err:  # compiler errors arrive as RuntimeError/CalledProcessError/OSError
+        detail = str(err).strip().splitlines()
+        return False, f"building {SOURCE.name} failed: {detail[-1] if detail else type(err).__name__}"
+    elapsed = time.perf_counter() - started
+    if elapsed > 5:
+        log.info("built the float16 decode kernel in %.0f s (cached in %s)", elapsed, BUILD_FOLDER)
+
+    @torch.library.register_fake("gsv::half_matvec")
+    def _(x, packed, bias, out_features):
+        return x.new_empty(x.shape[0], out_features)
+
+    return True, None
+
+
+def _unsupported_reason() -> str | None:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"it is written for x86-64 (AVX2/F16C), this CPU is {platform.machine()}"
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return f"the CPU lacks AVX2 (PyTorch reports {torch.backends.cpu.get_cpu_capability()})"
+    if "F16C" not in _cpu_flags() and "f16c" not in _cpu_flags():
+        return "the CPU lacks F16C"
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler ({compiler!r} is not on PATH)"
+    if shutil.which("ninja") is None:
+        _add_pip_ninja_to_path()
+        if shutil.which("ninja") is None:
+            return "ninja is not installed (pip install ninja)"
+    return None
+
+
+def _cpu_flags() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "F16C"  # no /proc (not Linux): AVX2 CPUs all have F16C, and a failed build says so
+
+
+def _add_pip_ninja_to_path() -> None:
+    """The ``ninja`` wheel installs its binary next to the interpreter, which a node's PATH may lack."""
+    try:
+        import ninja  # noqa: PLC0415
+    except ImportError:
+        return
+    os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def _remove_stale_lock(lock: Path) -> None:
+    # cpp_extension waits forever on a lock that a killed build left behind.
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            lock.unlink()
+            log.warning("removed a stale kernel build lock: %s", lock)
+    except FileNotFoundError:
+        pass
