@@ -158,10 +158,20 @@ def _add_pip_ninja_to_path() -> None:
 
 
 def _remove_stale_lock(lock: Path) -> None:
-    # cpp_extension waits forever on a lock that a killed build left behind.
+    """Older torch (2.13) locks a build by the lock file's mere existence and waits forever on one
+    that a killed build left behind; newer torch holds an OS lock on a file that stays. Remove the
+    file only when it is old and nobody holds an OS lock on it."""
+    import fcntl  # noqa: PLC0415 (Linux/macOS; the kernel is x86-64 only anyway)
+
     try:
-        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+        if time.time() - lock.stat().st_mtime <= STALE_LOCK_S:
+            return
+        with lock.open("rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return  # a live build holds it
             lock.unlink()
-            log.warning("removed a stale kernel build lock: %s", lock)
+        log.warning("removed a stale kernel build lock: %s", lock)
     except FileNotFoundError:
         pass
