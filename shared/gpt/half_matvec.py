@@ -4,9 +4,10 @@ A decode step multiplies one activation row by every weight of the GPT once, so 
 bound by how fast ~150 MB of float16 weights stream from memory. FBGEMM's float16 product (the one
 PyTorch exposes) runs on a single thread, and one core of the 2-core AMD EPYC we measure on draws
 ~17 GB/s where two draw ~35 GB/s. The kernel here splits the weight rows over PyTorch's intra-op
-threads: the 96 decode-step products of the full-size model took 10.0 ms with FBGEMM and 5.4 ms
-with it (2 threads; docs/performance.md). Products accumulate in float32 from the exact float16
-weights, as FBGEMM's do, so only the summation order differs from float32 ``F.linear`` (~1e-6).
+threads: the 97 decode-step products of the full-size model (96 in the layers + the logits) took
+10.8 ms with FBGEMM and 5.3 ms with it (2 threads; docs/performance.md, "Our float16 kernel").
+Products accumulate in float32 from the exact float16 weights, as FBGEMM's do, so only the
+summation order differs from float32 ``F.linear`` (~1e-6).
 
 The kernel is compiled on first use with ``torch.utils.cpp_extension`` (a C++ compiler and ninja,
 as ``torch.compile`` on CPU needs too) into ``~/.cache/dora-gpt-sovits/kernels/`` — ~25 s once per
