@@ -20,6 +20,10 @@ dropped, token chunks that still arrive for them are discarded, and the first au
 next utterance carries ``flush: True`` so that a sink's dora queue drops stale chunks too.
 ``GSV_MAX_LEAD_SECONDS`` (unset: no pacing) holds audio back so this node never runs more than that
 far ahead of real-time playback, for sinks without acknowledgements (dora-pyaudio's 10-deep queue).
+``GSV_COALESCE_LEAD_SECONDS`` (3.0; 0 = off): while the audio already sent reaches that far past
+real-time playback, a segment's non-final token chunks are held and vocoded together with the next
+ones: fewer runs re-decode fewer context margins, so later segments of a long text cost less CPU
+(that the GPT beside this node gets) without any risk to a stream that has seconds in hand.
 ``GSV_PEAK_LIMIT`` (off by default; 0.45 for dora-pyaudio, which wraps floats above 0.468) applies a
 fixed gain (``GSV_OUTPUT_GAIN``, default the limit) and a smooth soft knee that never exceeds the
 limit (``audio.limiter``).
@@ -40,6 +44,7 @@ import torch
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.audio.pacing import Pacer
+from dora_gpt_sovits.audio.playback_clock import PlaybackClock
 from dora_gpt_sovits.model_cache import model_choice
 from dora_gpt_sovits.audio.limiter import PeakLimiter, limiter_from_env
 from dora_gpt_sovits.audio.resample import StreamResampler
@@ -65,6 +70,7 @@ class OpenSegment:
     audio_chunks_sent: int = 0
     samples: int = 0
     seconds_decoding: float = 0.0
+    chunks_held: int = 0
 
 
 class VocoderStage(StageBase):
@@ -86,6 +92,7 @@ class VocoderStage(StageBase):
         max_lead_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         limiter: PeakLimiter | None = None,
+        coalesce_lead_seconds: float = 0.0,
     ):
         self.condition = condition
         self.make_decoder = make_decoder
@@ -107,6 +114,10 @@ class VocoderStage(StageBase):
         self.cancelled = Cancellations()
         self.flush_next = False  # mark the next utterance's first audio with dora's flush
         self.pacer: Pacer[Outgoing] | None = None if max_lead_seconds is None else Pacer(max_lead_seconds, clock)
+        self.clock = clock
+        self.coalesce_lead = coalesce_lead_seconds
+        # When the audio sent so far will have played, if played in real time from when it left.
+        self.playback = PlaybackClock(prebuffer_s=0.0)
         # Segments already reported failed (voice model unusable, start lost in a restart): later
         # chunks of them are dropped. Bounded: a segment whose final chunk never comes is forgotten eventually.
         self.lost: OrderedDict[tuple[str, int], None] = OrderedDict()
@@ -184,6 +195,7 @@ class VocoderStage(StageBase):
 
     def cancel(self, command: m.ControlCommand) -> None:
         self.cancelled.apply(command)
+        self.playback = PlaybackClock(prebuffer_s=0.0)  # cancelled audio will not play: assume no lead
         for ident in [i for i, seg in self.open.items() if self.cancelled.cancels(seg.key)]:
             del self.open[ident]
         for voice, chunks in self.waiting.items():
@@ -250,9 +262,11 @@ class VocoderStage(StageBase):
                 self.forget_later_chunks(ident)
             yield self.audio(chunk.key, torch.zeros(0), 0, True, f"voice {chunk.key.voice!r} unusable: {e}")
             return
+        hold = self.coalesce_lead > 0 and not chunk.segment_final and self.lead_seconds() >= self.coalesce_lead
+        segment.chunks_held += hold
         started = time.perf_counter()
         try:
-            pieces = segment.vocoder.push(chunk.tokens, chunk.segment_final)
+            pieces = segment.vocoder.push(chunk.tokens, chunk.segment_final, hold)
         except Exception as e:
             log.exception("utterance %s segment %d: vocoding failed", chunk.key.utterance_id, chunk.key.segment_index)
             del self.open[ident]
@@ -271,6 +285,11 @@ class VocoderStage(StageBase):
             wav = torch.cat([wav, self.silence])
             self.log_segment(segment)
         yield from self.slices(segment, self.to_output_rate(segment, wav, chunk.segment_final), chunk.segment_final)
+
+    def lead_seconds(self) -> float:
+        """How far the audio sent so far reaches past real-time playback of it."""
+        ends = self.playback.ends_at
+        return 0.0 if ends is None else max(0.0, ends - self.clock())
 
     def to_output_rate(self, segment: OpenSegment, wav: torch.Tensor, final: bool) -> torch.Tensor:
         """Per-chunk resampling with filter state carried across chunks: no artefacts at joins."""
@@ -310,15 +329,18 @@ class VocoderStage(StageBase):
     def log_segment(self, segment: OpenSegment) -> None:
         seconds = segment.samples / self.model_rate
         log.info(
-            "utterance %s segment %d: %.2f s of audio, %.2f s vocoding (RTF %.3f)",
+            "utterance %s segment %d: %.2f s of audio, %.2f s vocoding (RTF %.3f), %d token chunks held for longer runs",
             segment.key.utterance_id,
             segment.key.segment_index,
             seconds,
             segment.seconds_decoding,
             segment.seconds_decoding / max(1e-9, seconds),
+            segment.chunks_held,
         )
 
     def audio(self, key: m.SegmentKey, samples: torch.Tensor, index: int, final: bool, error: str = "") -> Outgoing:
+        if len(samples):
+            self.playback.arrive(self.clock(), len(samples) / self.sample_rate)
         chunk = m.AudioChunk(key, samples, self.sample_rate, index, final, self.development_model, error)
         data, metadata = chunk.to_message()
         if self.flush_next and key.segment_index == 0 and index == 0:
@@ -377,6 +399,7 @@ def main() -> None:
         output_rate=int(env["GSV_OUTPUT_SAMPLE_RATE"]) if env.get("GSV_OUTPUT_SAMPLE_RATE") else None,
         max_lead_seconds=float(env["GSV_MAX_LEAD_SECONDS"]) if env.get("GSV_MAX_LEAD_SECONDS") else None,
         limiter=limiter_from_env(env),
+        coalesce_lead_seconds=float(env.get("GSV_COALESCE_LEAD_SECONDS", 3.0)),
     )
     # The first decode pays one-off costs (allocator, kernels): pay them before serving.
     spec = np.ones((1025, 50), np.float32)

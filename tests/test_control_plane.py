@@ -295,6 +295,38 @@ def test_vocoder_named_stop_keeps_other_utterances_and_does_not_flush():
     assert out and all(m.FLUSH not in o.metadata for o in out)
 
 
+def samples_of(outgoing) -> int:
+    return sum(len(o.data) for o in audio_msgs(outgoing))
+
+
+def test_vocoder_holds_chunks_for_longer_runs_while_it_has_audio_in_hand():
+    clock = Clock(0.0)
+    stage = vocoder(coalesce_lead_seconds=3.0, clock=clock)
+    # Segment 0 arrives whole: 300 tokens = 6 s of the stand-in's audio (+ 0.3 s pause) sent at t = 0.
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 300, 0, True))) == 300 * 640 + int(0.3 * SR)
+    assert stage.lead_seconds() == pytest.approx(6.3)
+    clock.t = 1.0  # 5.3 s in hand: segment 1's first chunks wait for a longer run
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=1))) == 0
+    clock.t = 3.0  # 3.3 s in hand
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=1))) == 0
+    clock.t = 3.5  # 2.8 s: below the threshold, everything held goes out in one run (minus the lookahead)
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 2, False, segment=1))) == (60 - 4) * 640
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 10, 3, True, segment=1))) == 14 * 640 + int(0.3 * SR)
+    assert stage.open == {}
+
+
+def test_vocoder_without_lead_vocodes_every_chunk_and_a_stop_forgets_the_lead():
+    clock = Clock(0.0)
+    stage = vocoder(coalesce_lead_seconds=3.0, clock=clock)
+    list(stage.handle(m.SEMANTIC_TOKENS, *tokens("old", OLD, 300, 0, True)))
+    list(stage.handle(m.CONTROL, *stop()))  # the sink dropped what it had: nothing is in hand
+    assert stage.lead_seconds() == 0.0
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("new", NEW, 20, 0, False))) == 16 * 640
+    off = vocoder(clock=clock)  # coalescing off (the stage's default; the node turns it on)
+    list(off.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 300, 0, True)))
+    assert samples_of(off.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=1))) == 16 * 640
+
+
 def test_pacer_holds_audio_beyond_the_lead_and_releases_it_on_the_deadline():
     clock = Clock(10.0)
     pacer: Pacer[str] = Pacer(max_lead=1.0, clock=clock)

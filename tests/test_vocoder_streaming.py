@@ -32,7 +32,7 @@ def model_and_inputs(fixtures_dir):
     return model, model.global_condition([spec]), phones, codes, spec
 
 
-def stream(model, cond, phones, codes, sizes):
+def stream(model, cond, phones, codes, sizes, held=()):
     def decode(history, run, lookahead, position):
         out = decode_chunk(model, cond, phones, torch.from_numpy(history), torch.from_numpy(run),
                            torch.from_numpy(lookahead), position=position, noise_scale=0.0)
@@ -42,7 +42,7 @@ def stream(model, cond, phones, codes, sizes):
     pieces, start = [], 0
     for i, size in enumerate(sizes):
         final = i == len(sizes) - 1
-        pieces += vocoder.push(codes[start : start + size].numpy(), final)
+        pieces += vocoder.push(codes[start : start + size].numpy(), final, hold=i in held)
         start += size
     return pieces
 
@@ -64,6 +64,31 @@ def test_streamed_audio_matches_one_shot_and_joins_are_smooth(model_and_inputs):
         join += len(piece)
         around = streamed[join - 160 : join + 160]
         assert (around[1:] - around[:-1]).abs().max().item() < 1.5 * worst_step
+
+
+def test_held_chunks_join_a_longer_run_with_the_same_audio_quality(model_and_inputs):
+    model, cond, phones, codes, spec = model_and_inputs
+    pieces = stream(model, cond, phones, codes, [12, 40, 40, 28], held={1, 2})  # the vocoder node's coalescing
+    with torch.inference_mode():
+        whole = model.decode(codes[None, None], phones, [spec], noise_scale=0.0)[0, 0]
+    streamed = torch.cat(pieces)
+    assert len(pieces) == 2 and streamed.shape == whole.shape  # the first run, then everything else at the end
+    assert (streamed - whole).pow(2).mean().sqrt().item() < 0.05
+
+
+def test_a_held_push_decodes_nothing_and_a_final_one_ignores_hold():
+    runs = []
+
+    def decode(history, run, lookahead, position):
+        runs.append((position, len(run), len(lookahead)))
+        return torch.zeros(len(run) * 640), torch.zeros(0)
+
+    vocoder = SegmentVocoder(decode, StreamPolicy(lookahead_tokens=4, min_run_tokens=8))
+    assert vocoder.push(np.arange(10), final=False)
+    assert vocoder.push(np.arange(20), final=False, hold=True) == []
+    assert vocoder.push(np.arange(20), final=False)  # the held tokens go out with these
+    assert vocoder.push(np.arange(3), final=True, hold=True)
+    assert runs == [(0, 6, 4), (6, 40, 4), (46, 7, 0)]
 
 
 def test_runs_wait_for_enough_tokens_and_the_final_push_flushes(model_and_inputs):

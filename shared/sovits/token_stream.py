@@ -39,9 +39,16 @@ class SegmentVocoder:
         self.decoded = 0  # tokens [0, decoded) have been turned into audio
         self.tail: Tensor | None = None
 
-    def push(self, tokens: np.ndarray, final: bool) -> list[Tensor]:
-        """Add newly decoded tokens; return the audio that can be produced now (possibly none)."""
+    def push(self, tokens: np.ndarray, final: bool, hold: bool = False) -> list[Tensor]:
+        """Add newly decoded tokens; return the audio that can be produced now (possibly none).
+
+        ``hold``: keep the new tokens for a later, longer run (the caller has audio enough in hand):
+        fewer runs cost less, since every run decodes its context margins again. Ignored for the
+        final chunk.
+        """
         self.tokens = np.concatenate([self.tokens, np.asarray(tokens, dtype=np.int64)])
+        if hold and not final:
+            return []
         stop = len(self.tokens) if final else len(self.tokens) - self.policy.lookahead_tokens
         # The segment's first run goes out however short it is: it sets the time to first audio,
         # and the GPT's chunk policy already decided how many tokens that should be.
