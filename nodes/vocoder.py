@@ -20,7 +20,7 @@ dropped, token chunks that still arrive for them are discarded, and the first au
 next utterance carries ``flush: True`` so that a sink's dora queue drops stale chunks too.
 ``GSV_MAX_LEAD_SECONDS`` (unset: no pacing) holds audio back so this node never runs more than that
 far ahead of real-time playback, for sinks without acknowledgements (dora-pyaudio's 10-deep queue).
-``GSV_COALESCE_LEAD_SECONDS`` (3.0; 0 = off): while the audio already sent reaches that far past
+``GSV_COALESCE_LEAD_SECONDS`` (3.0; 0 = off): while an utterance's audio already sent reaches that far past
 real-time playback, a segment's non-final token chunks are held and vocoded together with the next
 ones: fewer runs re-decode fewer context margins, so later segments of a long text cost less CPU
 (that the GPT beside this node gets) without any risk to a stream that has seconds in hand.
@@ -53,6 +53,8 @@ from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 from dora_gpt_sovits.sovits.token_stream import ChunkDecoder, SegmentVocoder, StreamPolicy
 
 log = logging.getLogger("gsv.vocoder")
+
+MAX_TRACKED_UTTERANCES = 64  # playback clocks kept for coalescing; older utterances have ended
 
 # (spectrogram [1025, F], speaker embedding [20480] or None[, weights=the voice's own SoVITS file])
 #   -> the model's conditioning for a voice
@@ -116,8 +118,9 @@ class VocoderStage(StageBase):
         self.pacer: Pacer[Outgoing] | None = None if max_lead_seconds is None else Pacer(max_lead_seconds, clock)
         self.clock = clock
         self.coalesce_lead = coalesce_lead_seconds
-        # When the audio sent so far will have played, if played in real time from when it left.
-        self.playback = PlaybackClock(prebuffer_s=0.0)
+        # Per utterance (each is its own stream: an HTTP request, a sentence for the speaker): when
+        # the audio sent so far will have played, if played in real time from when it left.
+        self.playback: OrderedDict[str, PlaybackClock] = OrderedDict()
         # Segments already reported failed (voice model unusable, start lost in a restart): later
         # chunks of them are dropped. Bounded: a segment whose final chunk never comes is forgotten eventually.
         self.lost: OrderedDict[tuple[str, int], None] = OrderedDict()
@@ -195,7 +198,7 @@ class VocoderStage(StageBase):
 
     def cancel(self, command: m.ControlCommand) -> None:
         self.cancelled.apply(command)
-        self.playback = PlaybackClock(prebuffer_s=0.0)  # cancelled audio will not play: assume no lead
+        self.playback.clear()  # cancelled audio will not play: assume nothing is in hand
         for ident in [i for i, seg in self.open.items() if self.cancelled.cancels(seg.key)]:
             del self.open[ident]
         for voice, chunks in self.waiting.items():
@@ -262,7 +265,7 @@ class VocoderStage(StageBase):
                 self.forget_later_chunks(ident)
             yield self.audio(chunk.key, torch.zeros(0), 0, True, f"voice {chunk.key.voice!r} unusable: {e}")
             return
-        hold = self.coalesce_lead > 0 and not chunk.segment_final and self.lead_seconds() >= self.coalesce_lead
+        hold = self.coalesce_lead > 0 and not chunk.segment_final and self.lead_seconds(chunk.key.utterance_id) >= self.coalesce_lead
         segment.chunks_held += hold
         started = time.perf_counter()
         try:
@@ -286,10 +289,18 @@ class VocoderStage(StageBase):
             self.log_segment(segment)
         yield from self.slices(segment, self.to_output_rate(segment, wav, chunk.segment_final), chunk.segment_final)
 
-    def lead_seconds(self) -> float:
-        """How far the audio sent so far reaches past real-time playback of it."""
-        ends = self.playback.ends_at
+    def lead_seconds(self, utterance_id: str) -> float:
+        """How far the utterance's audio sent so far reaches past real-time playback of it."""
+        playback = self.playback.get(utterance_id)
+        ends = None if playback is None else playback.ends_at
         return 0.0 if ends is None else max(0.0, ends - self.clock())
+
+    def played(self, key: m.SegmentKey, seconds: float) -> None:
+        playback = self.playback.pop(key.utterance_id, None) or PlaybackClock(prebuffer_s=0.0)
+        playback.arrive(self.clock(), seconds)
+        self.playback[key.utterance_id] = playback  # most recent last
+        while len(self.playback) > MAX_TRACKED_UTTERANCES:
+            self.playback.popitem(last=False)
 
     def to_output_rate(self, segment: OpenSegment, wav: torch.Tensor, final: bool) -> torch.Tensor:
         """Per-chunk resampling with filter state carried across chunks: no artefacts at joins."""
@@ -340,7 +351,7 @@ class VocoderStage(StageBase):
 
     def audio(self, key: m.SegmentKey, samples: torch.Tensor, index: int, final: bool, error: str = "") -> Outgoing:
         if len(samples):
-            self.playback.arrive(self.clock(), len(samples) / self.sample_rate)
+            self.played(key, len(samples) / self.sample_rate)
         chunk = m.AudioChunk(key, samples, self.sample_rate, index, final, self.development_model, error)
         data, metadata = chunk.to_message()
         if self.flush_next and key.segment_index == 0 and index == 0:

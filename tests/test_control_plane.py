@@ -304,7 +304,8 @@ def test_vocoder_holds_chunks_for_longer_runs_while_it_has_audio_in_hand():
     stage = vocoder(coalesce_lead_seconds=3.0, clock=clock)
     # Segment 0 arrives whole: 300 tokens = 6 s of the stand-in's audio (+ 0.3 s pause) sent at t = 0.
     assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 300, 0, True))) == 300 * 640 + int(0.3 * SR)
-    assert stage.lead_seconds() == pytest.approx(6.3)
+    assert stage.lead_seconds("u") == pytest.approx(6.3)
+    assert stage.lead_seconds("other") == 0.0  # each utterance is its own stream
     clock.t = 1.0  # 5.3 s in hand: segment 1's first chunks wait for a longer run
     assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=1))) == 0
     clock.t = 3.0  # 3.3 s in hand
@@ -313,6 +314,8 @@ def test_vocoder_holds_chunks_for_longer_runs_while_it_has_audio_in_hand():
     assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 2, False, segment=1))) == (60 - 4) * 640
     assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 10, 3, True, segment=1))) == 14 * 640 + int(0.3 * SR)
     assert stage.open == {}
+    # The next utterance starts with nothing in hand, however much the last one still has.
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("v", OLD, 20, 0, False))) == 16 * 640
 
 
 def test_vocoder_without_lead_vocodes_every_chunk_and_a_stop_forgets_the_lead():
@@ -320,7 +323,7 @@ def test_vocoder_without_lead_vocodes_every_chunk_and_a_stop_forgets_the_lead():
     stage = vocoder(coalesce_lead_seconds=3.0, clock=clock)
     list(stage.handle(m.SEMANTIC_TOKENS, *tokens("old", OLD, 300, 0, True)))
     list(stage.handle(m.CONTROL, *stop()))  # the sink dropped what it had: nothing is in hand
-    assert stage.lead_seconds() == 0.0
+    assert stage.lead_seconds("old") == 0.0
     assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("new", NEW, 20, 0, False))) == 16 * 640
     off = vocoder(clock=clock)  # coalescing off (the stage's default; the node turns it on)
     list(off.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 300, 0, True)))
