@@ -128,9 +128,10 @@ def _build() -> tuple[bool, str | None]:
 def _unsupported_reason() -> str | None:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return f"it is written for x86-64 (AVX2/F16C), this CPU is {platform.machine()}"
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-        return f"the CPU lacks AVX2 (PyTorch reports {torch.backends.cpu.get_cpu_capability()})"
-    if "F16C" not in _cpu_flags() and "f16c" not in _cpu_flags():
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability != "AVX2" and not capability.startswith("AVX512"):
+        return f"the CPU lacks AVX2 (PyTorch reports {capability})"
+    if "f16c" not in _cpu_flags().lower().split():
         return "the CPU lacks F16C"
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
@@ -146,7 +147,7 @@ def _cpu_flags() -> str:
     try:
         return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return "F16C"  # no /proc (not Linux): AVX2 CPUs all have F16C, and a failed build says so
+        return "f16c"  # no /proc (not Linux): AVX2 CPUs all have F16C, and a failed build says so
 
 
 def _add_pip_ninja_to_path() -> None:
