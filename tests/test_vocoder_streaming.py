@@ -66,6 +66,18 @@ def test_streamed_audio_matches_one_shot_and_joins_are_smooth(model_and_inputs):
         assert (around[1:] - around[:-1]).abs().max().item() < 1.5 * worst_step
 
 
+def recording_vocoder(**policy) -> tuple[SegmentVocoder, list[tuple[int, int, int, int]]]:
+    """A segment vocoder over a stand-in decoder that records each run as
+    ``(len(history), position, len(run), len(lookahead))``."""
+    runs = []
+
+    def decode(history, run, lookahead, position):
+        runs.append((len(history), position, len(run), len(lookahead)))
+        return torch.zeros(len(run) * 640), torch.zeros(0)
+
+    return SegmentVocoder(decode, StreamPolicy(**policy)), runs
+
+
 def test_held_chunks_join_a_longer_run_with_the_same_audio_quality(model_and_inputs):
     model, cond, phones, codes, spec = model_and_inputs
     pieces = stream(model, cond, phones, codes, [12, 40, 40, 28], held={1, 2})  # the vocoder node's coalescing
@@ -77,46 +89,28 @@ def test_held_chunks_join_a_longer_run_with_the_same_audio_quality(model_and_inp
 
 
 def test_a_held_push_decodes_nothing_and_a_final_one_ignores_hold():
-    runs = []
-
-    def decode(history, run, lookahead, position):
-        runs.append((position, len(run), len(lookahead)))
-        return torch.zeros(len(run) * 640), torch.zeros(0)
-
-    vocoder = SegmentVocoder(decode, StreamPolicy(lookahead_tokens=4, min_run_tokens=8))
+    vocoder, calls = recording_vocoder(lookahead_tokens=4, min_run_tokens=8)
     assert vocoder.push(np.arange(10), final=False)
     assert vocoder.push(np.arange(20), final=False, hold=True) == []
     assert vocoder.push(np.arange(20), final=False)  # the held tokens go out with these
     assert vocoder.push(np.arange(3), final=True, hold=True)
-    assert runs == [(0, 6, 4), (6, 40, 4), (46, 7, 0)]
+    assert [c[1:] for c in calls] == [(0, 6, 4), (6, 40, 4), (46, 7, 0)]  # (position, run, lookahead)
 
 
-def test_runs_wait_for_enough_tokens_and_the_final_push_flushes(model_and_inputs):
-    model, cond, phones, codes, _ = model_and_inputs
-    calls = []
-
-    def decode(history, run, lookahead, position):
-        calls.append((len(history), len(run), len(lookahead), position))
-        return torch.zeros(len(run) * 640), torch.zeros(0)
-
-    vocoder = SegmentVocoder(decode, StreamPolicy(lookahead_tokens=4, history_tokens=50, min_run_tokens=8))
+def test_runs_wait_for_enough_tokens_and_the_final_push_flushes():
+    vocoder, calls = recording_vocoder(lookahead_tokens=4, history_tokens=50, min_run_tokens=8)
     assert len(vocoder.push(np.arange(10), False)) == 1  # the first run: 6 decodable, sent at once
     assert vocoder.push(np.arange(4), False) == []  # 4 more decodable < 8
     assert len(vocoder.push(np.arange(6), False)) == 1  # 10 decodable
     assert len(vocoder.push(np.arange(100), True)) == 1
-    assert calls == [(0, 6, 4, 0), (6, 10, 4, 6), (16, 104, 0, 16)]  # history: every earlier token (< 50)
+    # (history, position, run, lookahead): the history is every earlier token (< 50)
+    assert calls == [(0, 0, 6, 4), (6, 6, 10, 4), (16, 16, 104, 0)]
 
 
 def test_first_run_goes_out_however_short_later_short_runs_wait():
-    runs = []
-
-    def decode(history, run, lookahead, position):
-        runs.append((position, len(run), len(lookahead)))
-        return torch.zeros(len(run) * 640), torch.zeros(0)
-
-    vocoder = SegmentVocoder(decode, StreamPolicy(lookahead_tokens=4, min_run_tokens=8))
+    vocoder, calls = recording_vocoder(lookahead_tokens=4, min_run_tokens=8)
     assert vocoder.push(np.arange(10), final=False)  # 6 decodable tokens: the first run, sent at once
     assert vocoder.push(np.arange(5), final=False) == []  # 5 more: shorter than min_run, waits
     assert vocoder.push(np.arange(5), final=False)  # 10 now decodable
     assert vocoder.push(np.arange(2), final=True)  # the end flushes whatever is left
-    assert runs == [(0, 6, 4), (6, 10, 4), (16, 6, 0)]
+    assert [c[1:] for c in calls] == [(0, 6, 4), (6, 10, 4), (16, 6, 0)]  # (position, run, lookahead)
