@@ -5,8 +5,8 @@ Inputs:  ``phone_features`` (Float32[1024*T] from bert), ``prompt_semantic`` (In
 Output:  ``semantic_tokens`` (Int64[n] chunks; metadata chunk_index, segment_final, phone_ids).
 
 Tokens leave as soon as a chunk is full — a small first chunk for a short time to first audio,
-doubling up to a cap afterwards (``GSV_FIRST_CHUNK_TOKENS``, ``GSV_CHUNK_GROWTH``,
-``GSV_CHUNK_TOKENS``) — while decoding goes on.
+growing by half up to a cap afterwards (``GSV_FIRST_CHUNK_TOKENS`` 8, ``GSV_CHUNK_GROWTH`` 1.5,
+``GSV_CHUNK_TOKENS`` 40) — while decoding goes on.
 Sampling: ``GSV_TOP_K`` (15), ``GSV_TOP_P`` (1.0), ``GSV_TEMPERATURE`` (1.0),
 ``GSV_REPETITION_PENALTY`` (1.35), ``GSV_SEED`` (segment i of an utterance uses seed + i; unset =
 random); a segment's ``top_k``/``top_p``/``temperature`` metadata (set per request, see
@@ -44,17 +44,20 @@ class ChunkPolicy:
     """Chunk sizes grow geometrically from a small first chunk up to ``chunk_tokens``.
 
     The first chunk sets the time to first audio; each later chunk must be decoded and vocoded
-    while the audio before it plays. Doubling keeps every chunk shorter to produce than the audio
-    already queued ahead of it (the GPT makes ~2 s of tokens per second), while the cap keeps the
+    while the audio before it plays. In the graph the GPT and the vocoder share the CPU, so a token
+    costs ~26 ms of the two together on 2 cores (RTF ~0.65) and plays for 40 ms: a chunk may be at
+    most 40 / 26 ~ 1.5 times the one before it, or the listener waits. Measured on 2 cores
+    (docs/performance.md): first chunk 10 doubling gave TTFA 0.69 s and 0.37 s of stall per
+    utterance; 8 growing by 1.5 gives 0.58 s and 0.21 s, for ~4% more vocoding. The cap keeps the
     vocoder's runs long enough to amortise their fixed cost.
     """
 
-    first_chunk_tokens: int = 10  # 0.4 s of audio at 25 tokens/s
+    first_chunk_tokens: int = 8  # 0.32 s of audio at 25 tokens/s
     chunk_tokens: int = 40
-    growth: float = 2.0
+    growth: float = 1.5
 
     def boundaries(self) -> Iterator[int]:
-        """Token counts at which a chunk is emitted: 10, 30, 70, 110, ... for the defaults."""
+        """Token counts at which a chunk is emitted: 8, 20, 38, 65, 105, 145, ... for the defaults."""
         n, size = 0, self.first_chunk_tokens
         while True:
             n += size

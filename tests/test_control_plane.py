@@ -222,7 +222,7 @@ def test_gpt_stops_mid_segment_when_serve_polls_a_stop_and_keeps_the_new_utteran
             decoded.append(token)
             yield token
 
-    stage = GPTStage(decode, ChunkPolicy(first_chunk_tokens=4, chunk_tokens=10))
+    stage = GPTStage(decode, ChunkPolicy(first_chunk_tokens=4, chunk_tokens=10, growth=2.0))
     prompt = m.ReferencePart("default", np.array([1, 2], np.int64)).to_message()
     events = [
         input_event(m.PROMPT_SEMANTIC, *prompt),

@@ -56,7 +56,7 @@ def chunks_of(outgoing):
 
 def test_gpt_streams_a_small_first_chunk_then_larger_ones():
     decode, calls = counting_decoder(30)
-    stage = GPTStage(decode, ChunkPolicy(first_chunk_tokens=4, chunk_tokens=10), seed=7)
+    stage = GPTStage(decode, ChunkPolicy(first_chunk_tokens=4, chunk_tokens=10, growth=2.0), seed=7)
     list(stage.handle(m.PROMPT_SEMANTIC, *prompt_message()))
     chunks = chunks_of(stage.handle(m.PHONE_FEATURES, *features_message(segment=2)))
     assert [len(c.tokens) for c in chunks] == [4, 8, 10, 8]  # doubling from 4, capped at 10
@@ -73,7 +73,8 @@ def chunk_sizes(policy: ChunkPolicy, n: int = 6) -> list[int]:
 
 
 def test_chunk_policy_grows_geometrically_to_its_cap():
-    assert chunk_sizes(ChunkPolicy(first_chunk_tokens=10, chunk_tokens=40)) == [10, 20, 40, 40, 40, 40]
+    assert chunk_sizes(ChunkPolicy()) == [8, 12, 18, 27, 40, 40]  # the defaults
+    assert chunk_sizes(ChunkPolicy(first_chunk_tokens=10, chunk_tokens=40, growth=2.0)) == [10, 20, 40, 40, 40, 40]
     assert chunk_sizes(ChunkPolicy(first_chunk_tokens=12, chunk_tokens=40, growth=1.0)) == [12] * 6
     assert chunk_sizes(ChunkPolicy(first_chunk_tokens=8, chunk_tokens=8)) == [8] * 6
 
