@@ -198,7 +198,7 @@ class VocoderStage(StageBase):
 
     def cancel(self, command: m.ControlCommand) -> None:
         self.cancelled.apply(command)
-        self.playback.clear()  # cancelled audio will not play: assume nothing is in hand
+        self.playback.clear()  # cancelled audio will not play; the rest count afresh (less holding, never more)
         for ident in [i for i, seg in self.open.items() if self.cancelled.cancels(seg.key)]:
             del self.open[ident]
         for voice, chunks in self.waiting.items():

@@ -126,17 +126,11 @@ class HalfDecodeLinear(nn.Linear):
         if w.dtype != torch.float32 or not torch.equal(w.half().float(), w):
             raise QuantizationError("GSV_GPT_QUANT=fp16 needs float32 weights that float16 holds exactly")
         native = native and layer.in_features % COLS == 0  # the kernel's column groups
-        if not native:
-            pack = _fbgemm("fbgemm_pack_gemm_matrix_fp16")
-            _fbgemm("fbgemm_linear_fp16_weight_fp32_activation")
+        packed = None if native else _pack_half_for_fbgemm(w)  # checks FBGEMM before touching the layer
         layer.__class__ = cls  # keeps the parameters (and their names) as they are
         layer.register_buffer("half_weight", pack_rows(w) if native else None, persistent=False)
+        layer.packed = packed
         layer.decode_bias = None if layer.bias is None else layer.bias.detach()  # the same storage, no autograd
-        layer.packed = None
-        if not native:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the deprecation notice; see the module doc
-                layer.packed = pack(w)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PyTorch warns once per process, here rather than mid-decode
             layer(torch.zeros(1, layer.in_features))
@@ -154,6 +148,14 @@ class HalfDecodeLinear(nn.Linear):
     def extra_repr(self) -> str:
         kernel = "FBGEMM" if self.half_weight is None else "half_matvec"
         return f"{super().extra_repr()}, float16 decode products ({kernel})"
+
+
+def _pack_half_for_fbgemm(w: torch.Tensor) -> torch.Tensor:
+    pack = _fbgemm("fbgemm_pack_gemm_matrix_fp16")
+    _fbgemm("fbgemm_linear_fp16_weight_fp32_activation")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecation notice; see the module doc
+        return pack(w)
 
 
 def pack_half(model: nn.Module, kernel: str = "auto") -> nn.Module:
