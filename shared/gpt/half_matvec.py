@@ -19,6 +19,7 @@ an error) | ``fbgemm`` (never build ours).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -34,7 +35,7 @@ log = logging.getLogger("gsv.gpt")
 SOURCE = Path(__file__).with_name("half_matvec.cpp")
 KERNEL_CHOICES = ("auto", "native", "fbgemm")
 BUILD_FOLDER = Path(f"~/.cache/dora-gpt-sovits/kernels/torch-{torch.__version__}").expanduser()
-STALE_LOCK_S = 600  # a build lock older than this was left by a process killed mid-build
+CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp"]  # OpenMP: at::parallel_for's threads
 
 
 class KernelUnavailable(RuntimeError):
@@ -96,27 +97,15 @@ def _build() -> tuple[bool, str | None]:
     problem = _unsupported_reason()
     if problem:
         return False, problem
-    from torch.utils import cpp_extension
-
-    BUILD_FOLDER.mkdir(parents=True, exist_ok=True)
-    _remove_stale_lock(BUILD_FOLDER / "lock")
     started = time.perf_counter()
     try:
-        cpp_extension.load(
-            name="gsv_half_matvec",
-            sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp"],  # OpenMP: at::parallel_for's threads
-            extra_ldflags=["-fopenmp"],
-            build_directory=str(BUILD_FOLDER),
-            is_python_module=False,  # registers torch.ops.gsv.half_matvec
-            verbose=False,
-        )
+        _load_or_build(_build_folder())
     except Exception as err:  # compiler errors arrive as RuntimeError/CalledProcessError/OSError
         detail = str(err).strip().splitlines()
         return False, f"building {SOURCE.name} failed: {detail[-1] if detail else type(err).__name__}"
     elapsed = time.perf_counter() - started
     if elapsed > 5:
-        log.info("built the float16 decode kernel in %.0f s (cached in %s)", elapsed, BUILD_FOLDER)
+        log.info("built the float16 decode kernel in %.0f s (cached in %s)", elapsed, _build_folder())
 
     @torch.library.register_fake("gsv::half_matvec")
     def _(x, packed, bias, out_features):
@@ -159,21 +148,40 @@ def _add_pip_ninja_to_path() -> None:
     os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
-def _remove_stale_lock(lock: Path) -> None:
-    """Older torch (2.13) locks a build by the lock file's mere existence and waits forever on one
-    that a killed build left behind; newer torch holds an OS lock on a file that stays. Remove the
-    file only when it is old and nobody holds an OS lock on it."""
+def _build_folder() -> Path:
+    """One folder per source, flags and torch version: a finished build there is up to date."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:12]
+    return BUILD_FOLDER / digest
+
+
+def _load_or_build(folder: Path) -> None:
+    """Register the operator from ``folder``'s library, building it first if no build finished there.
+
+    Under an OS lock of our own, which the kernel drops when its holder dies: torch's own build lock
+    (torch 2.13) is a file whose mere existence blocks, taken on every ``load`` — a node killed
+    while holding it (a graph stopped during start-up) left every later gpt node waiting. Loading a
+    finished build never calls ``cpp_extension.load``; a build removes torch's file first, which
+    only a dead builder can have left while we hold our lock.
+    """
     import fcntl  # noqa: PLC0415 (Linux/macOS; the kernel is x86-64 only anyway)
 
-    try:
-        if time.time() - lock.stat().st_mtime <= STALE_LOCK_S:
+    from torch.utils import cpp_extension
+
+    folder.mkdir(parents=True, exist_ok=True)
+    library, finished = folder / "gsv_half_matvec.so", folder / "finished"
+    with (folder / "build.flock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # waits for a live builder only
+        if finished.exists():
+            torch.ops.load_library(str(library))
             return
-        with lock.open("rb") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return  # a live build holds it
-            lock.unlink()
-        log.warning("removed a stale kernel build lock: %s", lock)
-    except FileNotFoundError:
-        pass
+        (folder / "lock").unlink(missing_ok=True)
+        cpp_extension.load(
+            name="gsv_half_matvec",
+            sources=[str(SOURCE)],
+            extra_cflags=CFLAGS,
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(folder),
+            is_python_module=False,  # registers torch.ops.gsv.half_matvec
+            verbose=False,
+        )
+        finished.touch()  # after a complete build and load: a half-written library is never loaded
