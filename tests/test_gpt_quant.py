@@ -124,10 +124,12 @@ def test_bad_requests_are_refused(inputs):
 
 
 # fp16: lossless for float16-exact weights (official files store float16), so upstream's tokens hold.
-# Both float16 kernels: ours (half_matvec.py; FBGEMM where it cannot be built) and FBGEMM's.
-@pytest.fixture(scope="module", params=["auto", "fbgemm"])
+# Both float16 kernels: ours (half_matvec.py; FBGEMM where it cannot be built), with the fused
+# decode step (decode_layers.py) and without, and FBGEMM's.
+@pytest.fixture(scope="module", params=["auto", "auto-unfused", "fbgemm"])
 def half_packed(request):
-    return pack_half(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"), request.param)
+    kernel, _, unfused = request.param.partition("-")
+    return pack_half(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"), kernel, fused=not unfused)
 
 
 @pytest.mark.parametrize("name", ["greedy_rp1.35", "sample_k15_p1_t1_rp1.35_seed777", "sample_k20_p0.6_t0.6_rp1.35_seed1234"])

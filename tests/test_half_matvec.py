@@ -128,7 +128,7 @@ def test_fbgemm_choice_never_builds(monkeypatch):
 
 def test_a_failed_build_is_reported_in_one_line(monkeypatch, tmp_path):
     def failing_load(**kwargs):
-        raise RuntimeError("Error building extension 'gsv_half_matvec'\nhalf_matvec.cpp:1: error: boom")
+        raise RuntimeError("Error building extension 'gsv_cpu_kernels'\nhalf_matvec.cpp:1: error: boom")
 
     from torch.utils import cpp_extension
 
@@ -137,7 +137,7 @@ def test_a_failed_build_is_reported_in_one_line(monkeypatch, tmp_path):
     monkeypatch.setattr(cpp_extension, "load", failing_load)
     hm._build.cache_clear()
     try:
-        assert hm._build() == (False, "building half_matvec.cpp failed: half_matvec.cpp:1: error: boom")
+        assert hm._build() == (False, "building half_matvec.cpp, decode_layers.cpp failed: half_matvec.cpp:1: error: boom")
     finally:
         hm._build.cache_clear()
 
@@ -157,7 +157,7 @@ def test_a_finished_build_is_loaded_without_torch_and_a_dead_builders_lock_block
     hm._load_or_build(tmp_path)
     assert built == [str(tmp_path)] and loaded == [] and (tmp_path / "finished").exists()
     hm._load_or_build(tmp_path)  # the next process: loads, builds nothing, takes no torch lock
-    assert built == [str(tmp_path)] and loaded == [str(tmp_path / "gsv_half_matvec.so")]
+    assert built == [str(tmp_path)] and loaded == [str(tmp_path / "gsv_cpu_kernels.so")]
 
 
 def test_an_interrupted_build_is_built_again(monkeypatch, tmp_path):
@@ -173,12 +173,16 @@ def test_an_interrupted_build_is_built_again(monkeypatch, tmp_path):
 
 
 def test_each_source_and_torch_version_builds_in_its_own_folder(monkeypatch, tmp_path):
-    source = tmp_path / "k.cpp"
+    source, header = tmp_path / "k.cpp", tmp_path / "k.h"
     source.write_text("int a;")
-    monkeypatch.setattr(hm, "SOURCE", source)
+    header.write_text("int h;")
+    monkeypatch.setattr(hm, "SOURCES", (source,))
+    monkeypatch.setattr(hm, "HEADERS", (header,))
     first = hm._build_folder()
     source.write_text("int b;")
-    assert hm._build_folder() != first and first.parent == hm.BUILD_FOLDER
+    second = hm._build_folder()
+    header.write_text("int i;")  # a header edit rebuilds too
+    assert len({first, second, hm._build_folder()}) == 3 and first.parent == hm.BUILD_FOLDER
 
 
 def test_the_choice_is_read_and_checked_from_the_environment():

@@ -32,7 +32,9 @@ import torch
 
 log = logging.getLogger("gsv.gpt")
 
-SOURCE = Path(__file__).with_name("half_matvec.cpp")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("half_matvec.cpp", "decode_layers.cpp"))
+HEADERS = (Path(__file__).with_name("half_blocks.h"),)
+LIBRARY = "gsv_cpu_kernels"  # both operators: half_matvec and decode_layers (decode_layers.py)
 KERNEL_CHOICES = ("auto", "native", "fbgemm")
 BUILD_FOLDER = Path(f"~/.cache/dora-gpt-sovits/kernels/torch-{torch.__version__}").expanduser()
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp"]  # OpenMP: at::parallel_for's threads
@@ -102,7 +104,7 @@ def _build() -> tuple[bool, str | None]:
         _load_or_build(_build_folder())
     except Exception as err:  # compiler errors arrive as RuntimeError/CalledProcessError/OSError
         detail = str(err).strip().splitlines()
-        return False, f"building {SOURCE.name} failed: {detail[-1] if detail else type(err).__name__}"
+        return False, f"building {', '.join(path.name for path in SOURCES)} failed: {detail[-1] if detail else type(err).__name__}"
     elapsed = time.perf_counter() - started
     if elapsed > 5:
         log.info("built the float16 decode kernel in %.0f s (cached in %s)", elapsed, _build_folder())
@@ -150,7 +152,8 @@ def _add_pip_ninja_to_path() -> None:
 
 def _build_folder() -> Path:
     """One folder per source, flags and torch version: a finished build there is up to date."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:12]
+    code = b"".join(path.read_bytes() for path in SOURCES + HEADERS)
+    digest = hashlib.sha256(code + " ".join(CFLAGS).encode()).hexdigest()[:12]
     return BUILD_FOLDER / digest
 
 
@@ -168,7 +171,7 @@ def _load_or_build(folder: Path) -> None:
     from torch.utils import cpp_extension
 
     folder.mkdir(parents=True, exist_ok=True)
-    library, finished = folder / "gsv_half_matvec.so", folder / "finished"
+    library, finished = folder / f"{LIBRARY}.so", folder / "finished"
     with (folder / "build.flock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # waits for a live builder only
         if finished.exists():
@@ -176,12 +179,12 @@ def _load_or_build(folder: Path) -> None:
             return
         (folder / "lock").unlink(missing_ok=True)
         cpp_extension.load(
-            name="gsv_half_matvec",
-            sources=[str(SOURCE)],
+            name=LIBRARY,
+            sources=[str(path) for path in SOURCES],
             extra_cflags=CFLAGS,
             extra_ldflags=["-fopenmp"],
             build_directory=str(folder),
-            is_python_module=False,  # registers torch.ops.gsv.half_matvec
+            is_python_module=False,  # registers torch.ops.gsv.half_matvec and .decode_layers
             verbose=False,
         )
         finished.touch()  # after a complete build and load: a half-written library is never loaded

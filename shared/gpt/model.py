@@ -131,6 +131,7 @@ class Text2Semantic(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layer))
         self.ar_predict_layer = nn.Linear(d, cfg.vocab_size, bias=False)
         self.register_buffer("pe", sine_table(PE_INITIAL_POSITIONS, d), persistent=False)
+        self.fused_layers = None  # a FusedDecodeLayers (decode_layers.py) once float16 decode weights are packed
 
     @property
     def early_stop_num(self) -> int:
@@ -187,4 +188,6 @@ class Text2Semantic(nn.Module):
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Append one semantic token per row (``tokens [B]`` at semantic ``positions [B]``); logits ``[B, V]``."""
         x = self.semantic_embedding(tokens) + self.semantic_alpha * self.pe[positions]
+        if self.fused_layers is not None and self.fused_layers.accepts(x, cache):
+            return linear(self.fused_layers(x, cache), self.ar_predict_layer)
         return linear(self.transformer(x[:, None], cache.step_mask(), cache)[:, -1], self.ar_predict_layer)

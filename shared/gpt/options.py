@@ -4,6 +4,8 @@
                         auto = lossless fp16-packed weights where possible, else none
 ``GSV_HALF_MATVEC``     auto (default) | native | fbgemm — the fp16 weights' decode-step kernel:
                         ours on every thread (half_matvec.py; built on first use) or FBGEMM's
+``GSV_FUSED_DECODE``    1 (default) | 0 — with our fp16 kernel, run a decode step's layers in one
+                        C++ call (decode_layers.py); 0 = one PyTorch call per operation
 ``GSV_COMPILE``         1 = ``torch.compile`` the decode step (static_decode.py), one graph per
                         cache-length bucket, compiled before serving; 0 (default) = eager
 ``GSV_COMPILE_CACHE``   folder for compiled kernels, reused across runs (default
@@ -52,6 +54,7 @@ class TorchGPTOptions:
     compile_cache: Path = DEFAULT_COMPILE_CACHE
     capacity: int = CAPACITY
     half_matvec: str = "auto"
+    fused_decode: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TorchGPTOptions:
@@ -75,7 +78,10 @@ class TorchGPTOptions:
         kernel = env.get("GSV_HALF_MATVEC", "auto").strip().lower() or "auto"
         if kernel not in KERNEL_CHOICES:
             raise OptionError(f"GSV_HALF_MATVEC={kernel!r}: expected one of {', '.join(KERNEL_CHOICES)}")
-        return cls(quant, compile_flag == "1", graphs, int(read_every), cache, int(capacity), kernel)
+        fused = env.get("GSV_FUSED_DECODE", "1").strip() or "1"
+        if fused not in ("0", "1"):
+            raise OptionError(f"GSV_FUSED_DECODE={fused!r}: expected 1 or 0")
+        return cls(quant, compile_flag == "1", graphs, int(read_every), cache, int(capacity), kernel, fused == "1")
 
     def use_cuda_graphs(self, device: torch.device) -> bool:
         if self.cuda_graphs == "1" and device.type != "cuda":
@@ -84,7 +90,11 @@ class TorchGPTOptions:
 
     def describe(self, model: Text2Semantic) -> str:
         """After :func:`prepare_decoder`: what the decode steps run."""
-        return f"weights={weights_in_use(model)} compile={int(self.compile)} cuda_graphs={int(self.use_cuda_graphs(model.device))}"
+        fused = int(model.fused_layers is not None)
+        return (
+            f"weights={weights_in_use(model)} fused_layers={fused} compile={int(self.compile)} "
+            f"cuda_graphs={int(self.use_cuda_graphs(model.device))}"
+        )
 
 
 def use_compile_cache(folder: Path) -> Path:
@@ -101,7 +111,7 @@ def prepare_decoder(model: Text2Semantic, options: TorchGPTOptions) -> StreamFn:
 
     With compile or CUDA graphs, every bucket is compiled/captured here, before the first request.
     """
-    apply_quantization(model, options.quant, options.half_matvec)  # auto resolves to none off the CPU
+    apply_quantization(model, options.quant, options.half_matvec, options.fused_decode)  # auto: none off the CPU
     graphs = options.use_cuda_graphs(model.device)
     if not (options.compile or graphs):
         return lambda phone_ids, bert, prompt, params: generate_stream(model, phone_ids, bert, prompt, params)

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .decode_layers import FusedDecodeLayers
 from .half_matvec import COLS, KernelUnavailable, half_matvec, load_kernel, pack_rows
 
 QUANT_MODES = ("auto", "none", "fp16", "int8")
@@ -158,10 +159,12 @@ def _pack_half_for_fbgemm(w: torch.Tensor) -> torch.Tensor:
         return pack(w)
 
 
-def pack_half(model: nn.Module, kernel: str = "auto") -> nn.Module:
+def pack_half(model: nn.Module, kernel: str = "auto", fused: bool = True) -> nn.Module:
     """Give, in place, every linear layer of the transformer stack and the logits projection a
     float16 copy of its weight for decode steps (:class:`HalfDecodeLinear`), read by the kernel
-    ``kernel`` chooses (``GSV_HALF_MATVEC``, half_matvec.load_kernel). Returns ``model``."""
+    ``kernel`` chooses (``GSV_HALF_MATVEC``, half_matvec.load_kernel); with our kernel and
+    ``fused`` (``GSV_FUSED_DECODE``), decode steps run all layers in one call (decode_layers.py).
+    Returns ``model``."""
     _check_cpu_float32(model, "fp16")
     try:
         native = load_kernel(kernel)
@@ -171,6 +174,7 @@ def pack_half(model: nn.Module, kernel: str = "auto") -> nn.Module:
         for name in ("qkv", "out_proj", "ffn_in", "ffn_out"):
             HalfDecodeLinear.adopt(getattr(layer, name), native)
     HalfDecodeLinear.adopt(model.ar_predict_layer, native)
+    model.fused_layers = FusedDecodeLayers.for_model(model) if native and fused else None
     return model
 
 
@@ -217,10 +221,11 @@ def resolve_mode(model: nn.Module, mode: str) -> str:
     return "fp16" if usable and hasattr(torch, "fbgemm_pack_gemm_matrix_fp16") and half_is_lossless(model) else "none"
 
 
-def apply_quantization(model: nn.Module, mode: str, half_kernel: str = "auto") -> nn.Module:
+def apply_quantization(model: nn.Module, mode: str, half_kernel: str = "auto", fused: bool = True) -> nn.Module:
     """Apply ``mode`` (one of :data:`QUANT_MODES`, from ``GSV_GPT_QUANT``) in place, float16
-    products by ``half_kernel`` (``GSV_HALF_MATVEC``); returns the model."""
+    products by ``half_kernel`` (``GSV_HALF_MATVEC``), fused decode layers if ``fused``
+    (``GSV_FUSED_DECODE``); returns the model."""
     mode = resolve_mode(model, mode)
     if mode == "fp16":
-        return pack_half(model, half_kernel)
+        return pack_half(model, half_kernel, fused)
     return quantize_int8(model) if mode == "int8" else model

@@ -1,0 +1,158 @@
+// One decode step through every decoder layer of the GPT in a single call (gpt/decode_layers.py
+// explains why): per layer, the float16 products of half_blocks.h, the new key/value written into
+// the static cache, attention over the cached positions, the residual adds, ReLU and both
+// LayerNorms, with no Python, dispatcher or allocation between them.
+//
+// The arithmetic is the module path's (DecoderLayer in model.py) with float32 accumulation
+// throughout; only summation orders differ, as between any two float32 kernels.
+#include <torch/extension.h>
+
+#include <cmath>
+#include <vector>
+
+#include "half_blocks.h"
+
+namespace {
+
+constexpr int64_t kPerLayer = 12;  // qkv w/b, out w/b, norm1 w/b, ffn_in w/b, ffn_out w/b, norm2 w/b
+
+struct Layer {
+  const uint16_t *qkv, *out, *ffn_in, *ffn_out;
+  const float *qkv_b, *out_b, *norm1_w, *norm1_b, *ffn_in_b, *ffn_out_b, *norm2_w, *norm2_b;
+};
+
+const uint16_t* packed_weight(const at::Tensor& w, int64_t n, int64_t k, const char* name) {
+  TORCH_CHECK(w.scalar_type() == at::kHalf && w.is_contiguous() && w.dim() == 4 &&
+                  w.size(0) == (n + gsv::kRows - 1) / gsv::kRows && w.size(1) == k / gsv::kCols &&
+                  w.size(2) == gsv::kRows && w.size(3) == gsv::kCols,
+              "gsv::decode_layers: ", name, " must come from half_matvec.pack_rows for [", n, ", ", k, "]");
+  return reinterpret_cast<const uint16_t*>(w.data_ptr<at::Half>());
+}
+
+const float* vector_of(const at::Tensor& v, int64_t n, const char* name) {
+  TORCH_CHECK(v.scalar_type() == at::kFloat && v.is_contiguous() && v.numel() == n,
+              "gsv::decode_layers: ", name, " must be a contiguous float32 vector of ", n);
+  return v.data_ptr<float>();
+}
+
+Layer layer_at(at::TensorList w, int64_t l, int64_t d, int64_t ffn) {
+  const at::Tensor* t = w.data() + l * kPerLayer;
+  return Layer{packed_weight(t[0], 3 * d, d, "qkv"),     packed_weight(t[2], d, d, "out_proj"),
+               packed_weight(t[6], ffn, d, "ffn_in"),    packed_weight(t[8], d, ffn, "ffn_out"),
+               vector_of(t[1], 3 * d, "qkv bias"),       vector_of(t[3], d, "out_proj bias"),
+               vector_of(t[4], d, "norm1 weight"),       vector_of(t[5], d, "norm1 bias"),
+               vector_of(t[7], ffn, "ffn_in bias"),      vector_of(t[9], d, "ffn_out bias"),
+               vector_of(t[10], d, "norm2 weight"),      vector_of(t[11], d, "norm2 bias")};
+}
+
+// out = LayerNorm(a + b) over d features; a and out may alias. Moments in double: d is small,
+// and the result is then as close to exact as float32 allows.
+void add_layer_norm(const float* a, const float* b, const float* w, const float* bias, int64_t d, double eps,
+                    float* out) {
+  double sum = 0, sq = 0;
+  for (int64_t i = 0; i < d; ++i) {
+    const float v = a[i] + b[i];
+    out[i] = v;
+    sum += v;
+  }
+  const double mean = sum / d;
+  for (int64_t i = 0; i < d; ++i) sq += (out[i] - mean) * (out[i] - mean);
+  const float scale = static_cast<float>(1.0 / std::sqrt(sq / d + eps));
+  const float shift = static_cast<float>(mean);
+  for (int64_t i = 0; i < d; ++i) out[i] = (out[i] - shift) * scale * w[i] + bias[i];
+}
+
+// One query row of one head over `length` cached keys/values [length, hd]: softmax(q K^T / sqrt(hd)) V.
+// hd is a multiple of 8 (checked by the caller): one 8-lane vector per 8 features.
+void attend(const float* q, const float* keys, const float* values, int64_t length, int64_t hd, float* scores,
+            float* out) {
+  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+  const int64_t lanes = hd / gsv::kCols;
+  float top = -INFINITY;
+  for (int64_t j = 0; j < length; ++j) {
+    const float* k = keys + j * hd;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < lanes; ++i) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * i), _mm256_loadu_ps(k + 8 * i), acc);
+    scores[j] = gsv::lane_sum(acc) * scale;
+    top = std::max(top, scores[j]);
+  }
+  float total = 0.f;
+  for (int64_t j = 0; j < length; ++j) total += (scores[j] = std::exp(scores[j] - top));
+  constexpr int64_t kMaxLanes = 16;  // head_dim <= 128
+  __m256 acc[kMaxLanes];
+  for (int64_t i = 0; i < lanes; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < length; ++j) {
+    const __m256 p = _mm256_set1_ps(scores[j]);
+    const float* v = values + j * hd;
+    for (int64_t i = 0; i < lanes; ++i) acc[i] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * i), acc[i]);
+  }
+  const __m256 inverse = _mm256_set1_ps(1.f / total);
+  for (int64_t i = 0; i < lanes; ++i) _mm256_storeu_ps(out + 8 * i, _mm256_mul_ps(acc[i], inverse));
+}
+
+at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList weights, at::Tensor& k_cache, at::Tensor& v_cache,
+                         int64_t position, double eps) {
+  TORCH_CHECK(x_in.dim() == 2 && x_in.scalar_type() == at::kFloat && x_in.is_contiguous() && x_in.device().is_cpu(),
+              "gsv::decode_layers: x must be a contiguous float32 CPU matrix [rows, d]");
+  TORCH_CHECK(!weights.empty() && weights.size() % kPerLayer == 0,
+              "gsv::decode_layers: expected ", kPerLayer, " tensors per layer, got ", weights.size());
+  const int64_t n_layer = weights.size() / kPerLayer, R = x_in.size(0), d = x_in.size(1);
+  TORCH_CHECK(k_cache.dim() == 5 && k_cache.scalar_type() == at::kFloat && k_cache.is_contiguous() &&
+                  v_cache.sizes() == k_cache.sizes() && v_cache.scalar_type() == at::kFloat && v_cache.is_contiguous(),
+              "gsv::decode_layers: the caches must be contiguous float32 [n_layer, batch, heads, max_len, head_dim]");
+  const int64_t H = k_cache.size(2), max_len = k_cache.size(3), hd = k_cache.size(4);
+  TORCH_CHECK(k_cache.size(0) >= n_layer && k_cache.size(1) >= R && H * hd == d && hd % gsv::kCols == 0 && hd <= 128,
+              "gsv::decode_layers: cache ", k_cache.sizes(), " does not fit ", n_layer, " layers of ", R, " rows of ", d);
+  TORCH_CHECK(position >= 0 && position < max_len, "gsv::decode_layers: position ", position, " outside the cache (",
+              max_len, ")");
+  const int64_t ffn_dim = weights[6].size(0) * gsv::kRows;  // the ffn_in bias check refuses a width that is not a multiple of 8
+  std::vector<Layer> layers;
+  for (int64_t l = 0; l < n_layer; ++l) layers.push_back(layer_at(weights, l, d, ffn_dim));
+
+  at::Tensor x = x_in.clone();
+  std::vector<float> qkv(R * 3 * d), attended(R * d), projected(R * d), hidden(R * ffn_dim), scores(R * H * (position + 1));
+  float* xp = x.data_ptr<float>();
+  float* kp = k_cache.data_ptr<float>();
+  float* vp = v_cache.data_ptr<float>();
+  const int64_t row_stride = H * max_len * hd, layer_stride = k_cache.size(1) * row_stride;
+  const int64_t length = position + 1;
+
+  for (int64_t l = 0; l < n_layer; ++l) {
+    const Layer& p = layers[l];
+    gsv::half_matvec_into(xp, R, d, p.qkv, 3 * d, p.qkv_b, qkv.data());
+    float* k_layer = kp + l * layer_stride;
+    float* v_layer = vp + l * layer_stride;
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t slot = r * row_stride + (h * max_len + position) * hd;
+        std::copy_n(qkv.data() + r * 3 * d + d + h * hd, hd, k_layer + slot);
+        std::copy_n(qkv.data() + r * 3 * d + 2 * d + h * hd, hd, v_layer + slot);
+      }
+    at::parallel_for(0, R * H, 1, [&](int64_t first, int64_t last) {
+      for (int64_t task = first; task < last; ++task) {
+        const int64_t r = task / H, h = task % H, base = r * row_stride + h * max_len * hd;
+        attend(qkv.data() + r * 3 * d + h * hd, k_layer + base, v_layer + base, length, hd,
+               scores.data() + task * length, attended.data() + r * d + h * hd);
+      }
+    });
+    gsv::half_matvec_into(attended.data(), R, d, p.out, d, p.out_b, projected.data());
+    for (int64_t r = 0; r < R; ++r)
+      add_layer_norm(xp + r * d, projected.data() + r * d, p.norm1_w, p.norm1_b, d, eps, xp + r * d);
+    gsv::half_matvec_into(xp, R, d, p.ffn_in, ffn_dim, p.ffn_in_b, hidden.data());
+    for (float& v : hidden) v = std::max(v, 0.f);
+    gsv::half_matvec_into(hidden.data(), R, ffn_dim, p.ffn_out, d, p.ffn_out_b, projected.data());
+    for (int64_t r = 0; r < R; ++r)
+      add_layer_norm(xp + r * d, projected.data() + r * d, p.norm2_w, p.norm2_b, d, eps, xp + r * d);
+  }
+  return x;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(gsv, m) {
+  m.def("decode_layers(Tensor x, Tensor[] weights, Tensor(a!) k_cache, Tensor(b!) v_cache, int position, float eps) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(gsv, CPU, m) {
+  m.impl("decode_layers", &decode_layers);
+}

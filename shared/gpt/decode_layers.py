@@ -1,0 +1,79 @@
+"""A decode step through all decoder layers in one C++ call (``torch.ops.gsv.decode_layers``).
+
+Once the float16 products run at memory speed (half_matvec.py), what is left of a CPU decode step
+is overhead: of ~11 ms per token on 2 cores, the 97 products took ~4.7 ms, PyTorch's attention
+~80 µs per layer (1.9 ms: its flash kernel is built for long queries, a step has one) and ~250
+small operations plus the Python between them the rest. The operator here runs the same layer
+arithmetic (DecoderLayer in model.py: packed float16 products, the new key/value written into the
+static cache, attention over the cached positions, residuals, ReLU, LayerNorms) with nothing in
+between. It is built with the product kernel (same library, same build) and used wherever that
+kernel is: float16 decode weights on CPU, a plain :class:`~.kv_cache.KVCache` without padding
+rows, outside ``torch.compile`` and ONNX tracing. Everything else takes the module path.
+
+Results differ from the module path's by float32 summation order only (~1e-6); sampled tokens are
+upstream's (tests/test_gpt_quant.py, and the token hashes of scripts/bench.py).
+``GSV_FUSED_DECODE=0`` keeps the module path (for comparison).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .kv_cache import KVCache
+
+LANES = 8  # float32 lanes of an AVX2 vector: head and FFN widths must be multiples
+MAX_HEAD_DIM = 128  # the operator keeps one head's output in 16 vector registers
+
+
+class FusedDecodeLayers:
+    """The weights of every decoder layer in the operator's order, and the call."""
+
+    def __init__(self, layers: nn.ModuleList, eps: float) -> None:
+        self.weights = [
+            tensor
+            for layer in layers
+            for tensor in (
+                layer.qkv.half_weight, layer.qkv.bias, layer.out_proj.half_weight, layer.out_proj.bias,
+                layer.norm1.weight, layer.norm1.bias, layer.ffn_in.half_weight, layer.ffn_in.bias,
+                layer.ffn_out.half_weight, layer.ffn_out.bias, layer.norm2.weight, layer.norm2.bias,
+            )
+        ]  # fmt: skip
+        if any(t is None for t in self.weights):
+            raise ValueError("the fused decode step needs every layer's float16 decode weights and biases")
+        self.weights = [t.detach() for t in self.weights]
+        self.eps = eps
+
+    @classmethod
+    def for_model(cls, model: nn.Module) -> FusedDecodeLayers | None:
+        """For a model whose layers all carry half_matvec weights (quantize.pack_half) and whose
+        widths the operator's 8-lane vectors divide; else None (the module path)."""
+        linears = [getattr(layer, name) for layer in model.layers for name in ("qkv", "out_proj", "ffn_in", "ffn_out")]
+        if not all(getattr(linear, "half_weight", None) is not None and linear.bias is not None for linear in linears):
+            return None
+        head_dim, ffn_dim = model.config.head_dim, model.layers[0].ffn_in.out_features
+        if head_dim % LANES or head_dim > MAX_HEAD_DIM or ffn_dim % LANES:
+            return None
+        return cls(model.layers, model.config.norm_eps)
+
+    @staticmethod
+    def accepts(x: torch.Tensor, cache: KVCache) -> bool:
+        """Whether this step can run fused: ``x [B, d]`` float32 on CPU, a plain unpadded float32 cache."""
+        return (
+            type(cache) is KVCache
+            and cache.visible is None
+            and x.dtype == torch.float32
+            and x.device.type == "cpu"
+            and cache.k.dtype == torch.float32
+            and cache.batch == x.shape[0]
+            and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing()
+        )
+
+    def __call__(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """``x [B, d]`` at the cache's next position -> ``[B, d]``; writes that position and advances."""
+        if cache.length >= cache.max_len:
+            raise RuntimeError(f"KV cache full: {cache.length + 1} positions needed, {cache.max_len} allocated")
+        out = torch.ops.gsv.decode_layers(x.contiguous(), self.weights, cache.k, cache.v, cache.length, self.eps)
+        cache.advance(1)
+        return out

@@ -1,0 +1,190 @@
+"""The fused decode step (gpt/decode_layers.py + .cpp): same results as the module path, every
+row and thread count alike, the module path wherever the operator does not apply, bad operands refused.
+
+Upstream's tokens through the fused step: tests/test_gpt_quant.py (``half_packed``). The kernel is
+compiled on first use; where it cannot be built the operator tests skip saying why.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dora_gpt_sovits.gpt import half_matvec as hm
+from dora_gpt_sovits.gpt.config import GPTConfig
+from dora_gpt_sovits.gpt.decode_layers import FusedDecodeLayers
+from dora_gpt_sovits.gpt.loader import load_gpt
+from dora_gpt_sovits.gpt.model import Text2Semantic
+from dora_gpt_sovits.gpt.options import OptionError, TorchGPTOptions, prepare_decoder
+from dora_gpt_sovits.gpt.quantize import pack_half
+
+from conftest import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    built, problem = hm._build()
+    if not built:
+        pytest.skip(f"the CPU kernels cannot be built here: {problem}")
+
+
+def random_model(hidden: int, heads: int, layers: int, seed: int) -> Text2Semantic:
+    """Random float16-exact weights (as official checkpoints hold), LayerNorms included."""
+    torch.manual_seed(seed)
+    model = Text2Semantic(GPTConfig(embedding_dim=hidden, hidden_dim=hidden, n_head=heads, n_layer=layers)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_((torch.randn_like(p) * (0.5 if p.dim() == 1 else p.shape[-1] ** -0.5)).half().float())
+    return model.requires_grad_(False)
+
+
+MODELS = {
+    "fixture": lambda: load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"),  # head_dim 16
+    "head_dim_32": lambda: random_model(hidden=128, heads=4, layers=3, seed=1),  # full-size head width
+}
+
+
+def packed_pair(name: str) -> Text2Semantic:
+    model = pack_half(MODELS[name]())
+    assert model.fused_layers is not None
+    return model
+
+
+def run_steps(model: Text2Semantic, fused: FusedDecodeLayers | None, rows: int = 1, steps: int = 12, seed: int = 0):
+    """Prefill the same random context, then decode ``steps`` fixed tokens: (logits per step, cache)."""
+    g = torch.Generator().manual_seed(seed)
+    d, context = model.config.hidden_dim, 9
+    model.fused_layers = fused
+    cache = model.new_cache(rows, context + steps + 1)
+    logits = []
+    with torch.inference_mode():
+        model.prefill(torch.randn(rows, context, d, generator=g), torch.ones(rows, 1, context, context, dtype=torch.bool), cache)
+        for k in range(steps):
+            tokens = torch.randint(0, 1024, (rows,), generator=g)
+            logits.append(model.step(tokens, torch.full((rows,), k), cache))
+    return torch.stack(logits), cache
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_fused_steps_match_the_module_path(kernel, name):
+    model = packed_pair(name)
+    fused = model.fused_layers
+    got, got_cache = run_steps(model, fused)
+    want, want_cache = run_steps(model, None)
+    torch.testing.assert_close(got, want, atol=1e-5 * want.abs().max().item(), rtol=0)  # summation order only
+    n = want_cache.length
+    assert got_cache.length == n
+    torch.testing.assert_close(got_cache.k[..., :n, :], want_cache.k[..., :n, :], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got_cache.v[..., :n, :], want_cache.v[..., :n, :], atol=1e-5, rtol=0)
+
+
+def test_each_row_of_a_batch_decodes_as_it_would_alone(kernel):
+    model = packed_pair("head_dim_32")
+    batch, _ = run_steps(model, model.fused_layers, rows=2, seed=3)
+    # Row r of a 2-row run saw row r of the same random draws; decode each row alone from them.
+    g = torch.Generator().manual_seed(3)
+    d, context, steps = model.config.hidden_dim, 9, 12
+    x = torch.randn(2, context, d, generator=g)
+    tokens = [torch.randint(0, 1024, (2,), generator=g) for _ in range(steps)]
+    for r in range(2):
+        cache = model.new_cache(1, context + steps + 1)
+        with torch.inference_mode():
+            model.prefill(x[r : r + 1], torch.ones(1, 1, context, context, dtype=torch.bool), cache)
+            alone = torch.stack([model.step(t[r : r + 1], torch.full((1,), k), cache) for k, t in enumerate(tokens)])
+        # (The prefill's float32 GEMM may round a 2-row batch differently, hence not bit-equal.)
+        torch.testing.assert_close(alone[:, 0], batch[:, r], atol=1e-5 * alone.abs().max().item(), rtol=0)
+
+
+def test_results_do_not_depend_on_the_thread_count(kernel):
+    model = packed_pair("head_dim_32")
+    fused, d = model.fused_layers, model.config.hidden_dim
+    g = torch.Generator().manual_seed(5)
+    x, filled = torch.randn(2, d, generator=g), model.new_cache(2, 40)
+    filled.k.copy_(torch.randn(filled.k.shape, generator=g))
+    filled.v.copy_(torch.randn(filled.v.shape, generator=g))
+    previous, results = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            k, v = filled.k.clone(), filled.v.clone()
+            results.append((torch.ops.gsv.decode_layers(x, fused.weights, k, v, 30, 1e-5), k, v))
+    finally:
+        torch.set_num_threads(previous)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_steps_the_operator_cannot_take_use_the_module_path(kernel):
+    model = packed_pair("fixture")
+    fused = model.fused_layers
+    x = torch.zeros(2, model.config.hidden_dim)
+    cache = model.new_cache(2, 8)
+    assert fused.accepts(x, cache)
+    cache.mark_padding(torch.tensor([1, 0]))  # a left-padded batch needs the attention mask
+    assert not fused.accepts(x, cache)
+    cache.reset()
+    assert not fused.accepts(x[:1], cache)  # rows in use differ from the step's rows
+    assert not fused.accepts(x.half(), cache)
+
+
+def test_a_left_padded_batch_still_decodes(kernel):
+    model = packed_pair("fixture")
+    cache = model.new_cache(2, 12)
+    d = model.config.hidden_dim
+    with torch.inference_mode():
+        model.prefill(torch.randn(2, 4, d), torch.ones(2, 1, 4, 4, dtype=torch.bool), cache)
+        cache.mark_padding(torch.tensor([1, 0]))
+        logits = model.step(torch.tensor([3, 4]), torch.tensor([0, 0]), cache)
+    assert logits.shape == (2, model.config.vocab_size) and torch.isfinite(logits).all()
+
+
+def test_a_full_cache_is_an_error_not_a_write_past_the_end(kernel):
+    model = packed_pair("fixture")
+    cache = model.new_cache(1, 4)
+    cache.advance(4)
+    with pytest.raises(RuntimeError, match="KV cache full"):
+        model.fused_layers(torch.zeros(1, model.config.hidden_dim), cache)
+
+
+def test_malformed_operands_are_refused(kernel):
+    model = packed_pair("fixture")
+    weights, d = model.fused_layers.weights, model.config.hidden_dim
+    cache = model.new_cache(1, 8)
+    x = torch.zeros(1, d)
+    op = torch.ops.gsv.decode_layers
+    with pytest.raises(RuntimeError, match="12 tensors per layer"):
+        op(x, weights[:-1], cache.k, cache.v, 0, 1e-5)
+    with pytest.raises(RuntimeError, match="position 8 outside the cache"):
+        op(x, weights, cache.k, cache.v, 8, 1e-5)
+    with pytest.raises(RuntimeError, match="caches must be contiguous float32"):
+        op(x, weights, cache.k.half(), cache.v.half(), 0, 1e-5)
+    with pytest.raises(RuntimeError, match="qkv must come from half_matvec.pack_rows"):
+        op(x, [weights[2], *weights[1:]], cache.k, cache.v, 0, 1e-5)
+    with pytest.raises(RuntimeError, match="x must be a contiguous float32"):
+        op(x.double(), weights, cache.k, cache.v, 0, 1e-5)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        op(torch.zeros(1, 2 * d), weights, cache.k, cache.v, 0, 1e-5)
+
+
+def test_widths_the_operator_cannot_take_keep_the_module_path(kernel):
+    model = pack_half(random_model(hidden=48, heads=4, layers=1, seed=2))  # head_dim 12: not whole vectors
+    assert model.fused_layers is None
+    logits, cache = run_steps(model, None, steps=3)
+    assert torch.isfinite(logits).all() and cache.length == 9 + 3
+
+
+def test_only_our_kernel_gets_fused_layers():
+    assert pack_half(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"), "fbgemm").fused_layers is None
+
+
+def test_the_option_is_read_checked_and_described(kernel):
+    assert TorchGPTOptions.from_env({}).fused_decode is True
+    off = TorchGPTOptions.from_env({"GSV_FUSED_DECODE": "0"})
+    model = load_gpt(FIXTURES / "gpt_v2_tiny.ckpt")
+    prepare_decoder(model, off)
+    assert model.fused_layers is None and "fused_layers=0" in off.describe(model)
+    on = TorchGPTOptions.from_env({"GSV_FUSED_DECODE": "1"})
+    model = load_gpt(FIXTURES / "gpt_v2_tiny.ckpt")
+    prepare_decoder(model, on)
+    assert model.fused_layers is not None and "fused_layers=1" in on.describe(model)
+    with pytest.raises(OptionError, match="GSV_FUSED_DECODE"):
+        TorchGPTOptions.from_env({"GSV_FUSED_DECODE": "yes"})
