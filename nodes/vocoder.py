@@ -24,6 +24,8 @@ far ahead of real-time playback, for sinks without acknowledgements (dora-pyaudi
 real-time playback, a segment's non-final token chunks are held and vocoded together with the next
 ones: fewer runs re-decode fewer context margins, so later segments of a long text cost less CPU
 (that the GPT beside this node gets) without any risk to a stream that has seconds in hand.
+``GSV_VOCODER_FFT`` (``auto``: on a CPU in float32, the generator's long convolutions by FFT,
+``sovits.spectral_conv``; 1 | 0) picks how the torch backend convolves.
 ``GSV_PEAK_LIMIT`` (off by default; 0.45 for dora-pyaudio, which wraps floats above 0.468) applies a
 fixed gain (``GSV_OUTPUT_GAIN``, default the limit) and a smooth soft knee that never exceeds the
 limit (``audio.limiter``).

@@ -11,6 +11,7 @@ Every stage object has the same shape whatever runs it, so the nodes never branc
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -96,9 +97,11 @@ class Vocoder:
 def vocoder_builders(source: Path, threads: int | None = None) -> dict[str, Callable[[BackendChoice], Vocoder]]:
     def torch_vocoder(choice: BackendChoice) -> Vocoder:
         from ..sovits.loader import load_sovits
+        from ..sovits.spectral_conv import spectral_convs_wanted
 
         device, dtype = torch_device(choice), torch_dtype(choice)
         model = load_sovits(source, device=device, dtype=dtype)
+        model.dec.use_spectral_convs(spectral_convs_wanted(os.environ, device, dtype))
 
         @torch.inference_mode()
         def condition(spec, sv):

@@ -61,6 +61,7 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
     from ..gpt.loader import load_gpt
     from ..gpt.options import TorchGPTOptions, prepare_decoder
     from ..sovits.loader import load_sovits
+    from ..sovits.spectral_conv import spectral_convs_wanted
 
     load_s: dict[str, float] = {}
 
@@ -75,6 +76,8 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
     options = TorchGPTOptions.from_env(os.environ)
     gpt_stream = timed("gpt_options", lambda: prepare_decoder(gpt, options))
     sovits = timed("sovits", lambda: load_sovits(paths.sovits, device=device, dtype=dtype))
+    # The vocoder node's convolutions (GSV_VOCODER_FFT=auto computes the long ones by FFT on a CPU).
+    sovits.dec.use_spectral_convs(spectral_convs_wanted(os.environ, device, dtype))
     bert = timed("bert", lambda: load_bert(paths.bert, device=device, dtype=dtype))
     hubert = timed("hubert", lambda: load_hubert(paths.hubert, device=device, dtype=dtype))
     sv = None

@@ -9,20 +9,29 @@ Speed: the upsampling stages run as 2-D convolutions over ``[B, C, 1, T]`` tenso
 channels-last memory layout. The weights stay ordinary ``Conv1d`` parameters (so checkpoints load
 unchanged); the computation is identical, but oneDNN's channels-last kernels are 2-3x faster than
 its 1-D ones for these thin, very long activations (16-256 channels, up to 32 000 frames/s),
-which is where nearly all of SoVITS' inference time goes.
+which is where nearly all of SoVITS' inference time goes. On a CPU in float32 the residual blocks'
+long convolutions are computed by FFT instead (spectral_conv.py: less arithmetic for the same
+result, ~1e-6 apart), once :meth:`Generator.use_spectral_convs` has prepared their spectra.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .spectral_conv import FFT_SIZE, SpectralKernel, spectral_conv
+
 LRELU_SLOPE = 0.1
 
 
 def conv(x: Tensor, layer: nn.Conv1d) -> Tensor:
-    """A Conv1d applied to a channels-last ``[B, C, 1, T]`` tensor."""
+    """A Conv1d applied to a channels-last ``[B, C, 1, T]`` tensor (by FFT where it has a spectrum)."""
+    spectral: SpectralKernel | None = layer.__dict__.get("spectral")
+    if spectral is not None and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        return spectral_conv(x, spectral)
     return F.conv2d(
         x, layer.weight.unsqueeze(2), layer.bias, padding=(0, layer.padding[0]), dilation=(1, layer.dilation[0])
     )
@@ -97,3 +106,13 @@ class Generator(nn.Module):
                 acc.add_(block(x))
             x = acc.div_(self.n_kernels)
         return torch.tanh(self.conv_post(F.leaky_relu(x.squeeze(2))))
+
+    def use_spectral_convs(self, enabled: bool, sizes: Mapping[tuple[int, int], int] = FFT_SIZE) -> int:
+        """Compute the residual blocks' long convolutions by FFT (spectral_conv.py) or directly;
+        returns how many convolutions go by FFT. Their spectra take memory (~210 MB for v2).
+        ``sizes``: (channels, taps) -> FFT block size of the layers to compute by FFT."""
+        layers = [c for block in self.resblocks for c in (*block.convs1, *block.convs2)]
+        for layer in layers:
+            n_fft = SpectralKernel.fft_size(layer, sizes) if enabled else None
+            layer.spectral = None if n_fft is None else SpectralKernel.of(layer, n_fft)
+        return sum(layer.spectral is not None for layer in layers)
