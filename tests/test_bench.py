@@ -172,5 +172,6 @@ def test_gpt_variants_table(tiny_models, tmp_path):
     assert "| int8 |" in (tmp_path / "gpt_variants.md").read_text()
     assert parse_variants("fp16+compile", 300)[0].options.compile
     assert [v.options.half_matvec for v in parse_variants("fp16,fp16+fbgemm", 300)] == ["auto", "fbgemm"]
+    assert [v.options.fused_decode for v in parse_variants("fp16,fp16+unfused", 300)] == [True, False]
     with pytest.raises(ValueError, match="not a variant"):
         parse_variants("fp16+int8", 300)

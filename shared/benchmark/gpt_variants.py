@@ -3,7 +3,8 @@
 A variant is ``+``-joined words: a weight format (``none`` = plain float32 ``F.linear``, ``fp16``,
 ``int8``, ``auto``; gpt/quantize.py) and optionally ``compile`` and/or ``graphs``
 (gpt/static_decode.py) and/or ``fbgemm`` (float16 products by FBGEMM's kernel instead of ours,
-gpt/half_matvec.py), e.g. ``none,fp16+fbgemm,fp16,int8,fp16+compile``. Every variant decodes the same
+gpt/half_matvec.py) and/or ``unfused`` (our kernel, one PyTorch call per operation instead of the
+fused decode step, gpt/decode_layers.py), e.g. ``none,fp16+fbgemm,fp16+unfused,fp16,int8``. Every variant decodes the same
 utterance (the default voice's prompt size, random phones) with the same seed; rounds go variant
 after variant so that all of them see the same machine load. Reported per variant: median ms/token
 over the rounds (decode only, prefill excluded), median prefill, the one-off preparation time
@@ -24,7 +25,7 @@ from ..gpt.loader import load_gpt
 from ..gpt.options import TorchGPTOptions, prepare_decoder
 from ..gpt.sampling import SamplingParams
 
-WORDS = ("none", "auto", "fp16", "int8", "compile", "graphs", "fbgemm")
+WORDS = ("none", "auto", "fp16", "int8", "compile", "graphs", "fbgemm", "unfused")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def parse_variants(text: str, capacity: int) -> list[Variant]:
         variants.append(Variant(name, TorchGPTOptions(
             quant=quant[0] if quant else "none", compile="compile" in words,
             cuda_graphs="1" if "graphs" in words else "0", capacity=capacity,
-            half_matvec="fbgemm" if "fbgemm" in words else "auto",
+            half_matvec="fbgemm" if "fbgemm" in words else "auto", fused_decode="unfused" not in words,
             read_every=1)))  # tokens timed as they are sampled, as the eager loop yields them
     if not variants:
         raise ValueError("--gpt-variants: no variant given")
