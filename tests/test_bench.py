@@ -104,6 +104,7 @@ def fake_upstream(run: CaseRun, slower: float) -> UpstreamCaseRun:
         steps=[s.gpt_steps for s in run.segments],
         tokens=[s.tokens for s in run.segments],
         vocoder_s=[slower * s.vocoder_s for s in run.segments],
+        bert_s=[slower * s.bert_s for s in run.segments],
         samples=[s.audio.numel() for s in run.segments],
         sample_rate=32000,
         peak_rss_mib=1.0,
@@ -130,6 +131,10 @@ def test_side_by_side_and_dataflow_sections(bench):
     document = case_document(record, flow)
     assert document["upstream"]["tokens_equal_ours"] is True
     assert document["speedup_vs_upstream"]["gpt_plus_vocoder"] == pytest.approx(2.0, rel=1e-3)
+    # Played: 2 x (0.2 s of speech + the 0.3 s pause) = 1 s. Ours: 1.5 s of wall time; upstream's
+    # stages (2x ours: BERT 0, prefill 0.1, decode 0.4, vocoder 0.2 per segment, 2 segments) 2.8 s.
+    assert document["upstream"]["e2e_rtf_lower_bound"]["median"] == pytest.approx(2.8)
+    assert document["speedup_vs_upstream"]["end_to_end_at_least"] == pytest.approx(2.8 / 1.5, rel=1e-3)
     assert document["ours"]["gpt_decode_tok_per_s"]["median"] == pytest.approx(TOKENS / 0.4)
     assert document["dataflow"]["ttfa_s"]["median"] == 0.5 and document["dataflow"]["ttfa_s"]["n"] == 1
 

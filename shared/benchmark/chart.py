@@ -55,7 +55,7 @@ def stage_panel(ax, doc: dict[str, Any]) -> None:
     ax.set_xlabel("compute seconds per second of audio (stacked RTF)")
     title = "Where the time goes (in-process)"
     if any(lab.endswith("*") for lab in labels):
-        title += "\n*upstream: GPT + vocoder only, same inputs"
+        title += "\n*upstream: BERT + GPT + vocoder (no frontend), same inputs"
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
 
@@ -86,7 +86,7 @@ def rtf_panel(ax, doc: dict[str, Any]) -> None:
         series.append(("ours dataflow (sink)", "#e6550d", lambda c: (c.get("dataflow") or {}).get("rtf")))
     if any("upstream" in c for c in doc["cases"].values()):
         series.append(("ours GPT + vocoder", "#a1d99b", lambda c: c["ours"]["model_rtf"]))
-        series.append(("upstream GPT + vocoder", "#969696", lambda c: (c.get("upstream") or {}).get("model_rtf")))
+        series.append(("upstream BERT + GPT + vocoder (≤ its e2e)", "#969696", lambda c: (c.get("upstream") or {}).get("e2e_rtf_lower_bound") or (c.get("upstream") or {}).get("model_rtf")))
     width = 0.8 / len(series)
     for k, (label, colour, pick) in enumerate(series):
         values = [pick(doc["cases"][n]) for n in names]

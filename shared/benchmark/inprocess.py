@@ -250,6 +250,12 @@ class Pipeline:
                 "phone_ids": torch.cat([self.voice.prompt_ids.cpu(), target]),
                 "bert": bert.float().cpu(),
                 "target_ids": target,
+                # What upstream's BERT step gets per run: normalised text and phones per character (zh),
+                # else only the phone count (its features are zeros).
+                "bert_runs": [
+                    {"language": r.language, "norm_text": r.norm_text, "word2ph": list(r.word2ph or []), "phones": len(r.phone_ids)}
+                    for r in runs
+                ],
             })
         return segments
 

@@ -84,7 +84,8 @@ def stage_table(doc: dict[str, Any]) -> list[str]:
 
 def upstream_table(doc: dict[str, Any]) -> list[str]:
     header = ["case", "prefill ms/seg ours / upstream", "decode ms/tok ours / upstream", "vocoder RTF ours / upstream",
-              "GPT+vocoder RTF ours / upstream", "speed-up prefill / decode / vocoder / both", "same tokens", "audio max |Δ|"]
+              "GPT+vocoder RTF ours / upstream", "e2e RTF ours / upstream (≥, no frontend)",
+              "speed-up prefill / decode / vocoder / GPT+vocoder / e2e (≥)", "same tokens", "audio max |Δ|", "BERT max |Δ|"]
     rows = []
     for name, c in doc["cases"].items():
         if "upstream" not in c:
@@ -96,9 +97,11 @@ def upstream_table(doc: dict[str, Any]) -> list[str]:
             f"{cell(o['gpt_decode_ms_per_token'], digits=1, spread=False)} / {cell(u['gpt_decode_ms_per_token'], digits=1, spread=False)}",
             f"{cell(o['vocoder_rtf'], digits=3, spread=False)} / {cell(u['vocoder_rtf'], digits=3, spread=False)}",
             f"{cell(o['model_rtf'], digits=3, spread=False)} / {cell(u['model_rtf'], digits=3, spread=False)}",
-            " / ".join(plain(r[k], 2, "×") for k in ("gpt_prefill", "gpt_decode", "vocoder", "gpt_plus_vocoder")),
+            f"{cell(o['e2e_rtf'], digits=3, spread=False)} / {cell(u.get('e2e_rtf_lower_bound'), digits=3, spread=False)}",
+            " / ".join(plain(r.get(k), 2, "×") for k in ("gpt_prefill", "gpt_decode", "vocoder", "gpt_plus_vocoder", "end_to_end_at_least")),
             "yes" if u["tokens_equal_ours"] else "no",
             plain(u["audio_max_abs_diff"], 7) if u["audio_max_abs_diff"] is not None else "—",
+            plain(u.get("bert_max_abs_diff"), 7) if u.get("bert_max_abs_diff") is not None else "—",
         ])
     return table(header, rows)
 
@@ -136,6 +139,8 @@ def to_markdown(doc: dict[str, Any]) -> str:
                   f"Upstream checkout {up.get('checkout')} (commit {up.get('commit')}), its own "
                   "`Text2SemanticDecoder.infer_panel_naive` and `SynthesizerTrn.decode` on the same checkpoint files, "
                   "inputs, seeds and thread count, interleaved with ours case by case. Its vocoder decodes our tokens. "
+                  "Its BERT step: the `transformers` calls of its `get_bert_feature` on the same text. Its text "
+                  "frontend is not run, so its end to end is at least the e2e column's figure. "
                   "Speed-up = upstream time / our time (> 1: ours is faster).", "",
                   *upstream_table(doc), ""]
     elif doc.get("upstream", {}).get("error"):

@@ -6,8 +6,10 @@ count, the same phone ids, BERT features, prompt tokens and reference spectrogra
 built, and the same seeds. Its vocoder decodes *our* tokens, so both vocoders do identical work and
 their audio can be compared sample for sample.
 
-What is not run on upstream's side: its text frontend and BERT (they need g2pW and language-detection
-models fetched at run time); the stage comparison is GPT + vocoder.
+What is not run on upstream's side: its text frontend (it needs g2pW and language-detection models
+fetched at run time). Its BERT step is re-enacted in the worker (the same ``transformers`` calls, see
+:mod:`.upstream_worker`), so upstream's measured pipeline is BERT + GPT + vocoder: a lower bound of
+its end to end, which adds the frontend.
 """
 
 from __future__ import annotations
@@ -46,10 +48,12 @@ class UpstreamCaseRun:
     steps: list[int]
     tokens: list[list[int]]
     vocoder_s: list[float]
+    bert_s: list[float]
     samples: list[int]
     sample_rate: int
     peak_rss_mib: float | None
     audio_max_abs_diff: float | None = None  # vs ours on the same tokens, first repeat only
+    bert_max_abs_diff: float | None = None  # its BERT features vs ours for the same text
 
     @property
     def audio_s(self) -> float:
@@ -59,7 +63,8 @@ class UpstreamCaseRun:
         return token_hash(self.tokens)
 
     def stage_seconds(self) -> dict[str, float]:
-        return {"gpt_prefill": sum(self.prefill_s), "gpt_decode": sum(self.decode_s), "vocoder": sum(self.vocoder_s)}
+        return {"bert": sum(self.bert_s), "gpt_prefill": sum(self.prefill_s), "gpt_decode": sum(self.decode_s),
+                "vocoder": sum(self.vocoder_s)}
 
 
 @dataclass
@@ -165,6 +170,7 @@ class Upstream:
             device=str(models.device),
             dtype=str(models.dtype).removeprefix("torch."),
             inputs_path=str(self.inputs_path),
+            bert_path=str(models.paths.bert),
         )
 
     def run(self, case: TextCase, ours: CaseRun, measured: bool = True) -> UpstreamCaseRun:
@@ -173,6 +179,7 @@ class Upstream:
         The audio of the first measured run of each case is compared with ours sample by sample."""
         seeds = [self.pipeline.seed + i for i in range(len(ours.segments))]
         params = self.pipeline.params
+        bert = self.worker.call("bert", case=case.name)
         gpt = self.worker.call(
             "gpt", case=case.name, seeds=seeds, early_stop_num=self.pipeline.tokens_per_segment,
             top_k=params.top_k, top_p=params.top_p, temperature=params.temperature,
@@ -190,6 +197,8 @@ class Upstream:
             steps=[s["steps"] for s in gpt["segments"]],
             tokens=[s["tokens"] for s in gpt["segments"]],
             vocoder_s=[s["vocoder_s"] for s in vocoder["segments"]],
+            bert_s=[s["bert_s"] for s in bert["segments"]],
+            bert_max_abs_diff=max((s["max_abs_diff"] for s in bert["segments"]), default=None),
             samples=[s["samples"] for s in vocoder["segments"]],
             sample_rate=self.pipeline.models.sample_rate,
             peak_rss_mib=max(filter(None, [gpt.get("peak_rss_mib"), vocoder.get("peak_rss_mib")]), default=None),

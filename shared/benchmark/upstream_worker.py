@@ -10,6 +10,12 @@ its Lightning wrapper does, decoding with ``infer_panel_naive``, what ``TTS_infe
 for batch size 1) and ``module.models.SynthesizerTrn`` (built and loaded as ``TTS.init_vits_weights``
 does for v1/v2/v2Pro/v2ProPlus, decoding with ``.decode``).
 
+Upstream's BERT step is the one stage not run through its own module: ``TextPreprocessor`` imports
+the whole text frontend (jieba, g2pW, a language detector fetched at run time). :meth:`Upstream.bert`
+makes the same ``transformers`` calls its ``get_bert_feature`` makes (model loaded as
+``TTS.init_bert_weights`` does; the full encoder with every hidden state, the third-from-last layer
+spread over phones), for the timing; zeros for non-Chinese runs, as its ``get_bert_inf``.
+
 Protocol: one JSON command per line on stdin, one JSON reply per line on the original stdout.
 Everything upstream prints (its tqdm bar included) goes to stderr.
 """
@@ -70,9 +76,12 @@ class Upstream:
         started = time.perf_counter()
         vits_report = self.load_vits(cmd["sovits_path"], cmd["model_version"])
         vits_s = time.perf_counter() - started
+        started = time.perf_counter()
+        self.load_bert(cmd["bert_path"])
+        bert_s = time.perf_counter() - started
         self.inputs = torch.load(cmd["inputs_path"], map_location=self.device, weights_only=True)
         return {
-            "load_s": {"gpt": round(t2s_s, 3), "sovits": round(vits_s, 3)},
+            "load_s": {"gpt": round(t2s_s, 3), "sovits": round(vits_s, 3), "bert": round(bert_s, 3)},
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             **t2s_report,
@@ -112,6 +121,33 @@ class Upstream:
         self.vits = model.to(self.device, self.dtype).eval()
         missing = [k for k in result.missing_keys if not k.startswith("enc_q.")]
         return {"sovits_missing_keys": missing, "sovits_unexpected_keys": list(result.unexpected_keys)}
+
+    def load_bert(self, path: str) -> None:
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        self.bert_tokenizer = AutoTokenizer.from_pretrained(path)
+        self.bert_model = AutoModelForMaskedLM.from_pretrained(path).eval().to(self.device, self.dtype)
+
+    @torch.inference_mode()
+    def bert(self, cmd: dict) -> dict:
+        """Each segment's target BERT features, timed; and how far they are from the ones we sent."""
+        segments = []
+        for seg in self.inputs["cases"][cmd["case"]]:
+            started = time.perf_counter()
+            columns = []
+            for run in seg["bert_runs"]:
+                if run["language"] != "zh":
+                    columns.append(torch.zeros(1024, run["phones"], dtype=self.dtype, device=self.device))
+                    continue
+                inputs = {k: v.to(self.device) for k, v in self.bert_tokenizer(run["norm_text"], return_tensors="pt").items()}
+                hidden = self.bert_model(**inputs, output_hidden_states=True)["hidden_states"][-3][0, 1:-1]
+                columns.append(torch.repeat_interleave(hidden, torch.tensor(run["word2ph"], device=self.device), dim=0).T)
+            features = torch.cat(columns, dim=1)
+            self.sync()
+            elapsed = time.perf_counter() - started
+            ours = seg["bert"][:, seg["bert"].shape[1] - features.shape[1]:].to(features)
+            segments.append({"bert_s": elapsed, "max_abs_diff": float((features - ours).abs().max()) if features.numel() else 0.0})
+        return {"segments": segments}
 
     @torch.inference_mode()
     def gpt(self, cmd: dict) -> dict:
