@@ -73,9 +73,12 @@ def test_service_survives_bad_input_a_killed_gpt_and_a_burst_then_stops_on_ctrl_
         # The gpt dies mid-utterance; dora restarts it; the utterance is reported failed.
         (gpt,) = graph.node_pids()["gpt"]
         busy_from = cpu_seconds(gpt)
-        text = "".join(f"这是第{i}句话。" for i in range(1, 21))
+        # Long enough that the kill lands mid-utterance: the tiny model decodes a 41-token segment
+        # in ~20 ms of CPU with the fused decode step, so 60 segments take ~1.2 s and the kill
+        # comes after ~0.3 s of it (polled every 50 ms).
+        text = "".join(f"这是第{i}句话。" for i in range(1, 61))
         graph.send({"text": text, "utterance_id": "killed"})
-        wait_until(lambda: cpu_seconds(gpt) - busy_from > 0.5, 120, "the gpt started decoding", graph)
+        wait_until(lambda: cpu_seconds(gpt) - busy_from > 0.3, 120, "the gpt started decoding", graph)
         os.kill(gpt, signal.SIGKILL)
         killed = graph.next_metrics(timeout_s=300)
         assert killed["utterance_id"] == "killed", killed

@@ -29,6 +29,8 @@ LRELU_SLOPE = 0.1
 
 def conv(x: Tensor, layer: nn.Conv1d) -> Tensor:
     """A Conv1d applied to a channels-last ``[B, C, 1, T]`` tensor (by FFT where it has a spectrum)."""
+    # Read from __dict__: a layer never prepared has no attribute, and nn.Module's lookup of a
+    # missing one raises (slowly) before the default applies.
     spectral: SpectralKernel | None = layer.__dict__.get("spectral")
     if spectral is not None and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
         return spectral_conv(x, spectral)
@@ -109,7 +111,8 @@ class Generator(nn.Module):
 
     def use_spectral_convs(self, enabled: bool, sizes: Mapping[tuple[int, int], int] = FFT_SIZE) -> int:
         """Compute the residual blocks' long convolutions by FFT (spectral_conv.py) or directly;
-        returns how many convolutions go by FFT. Their spectra take memory (~210 MB for v2).
+        returns how many convolutions go by FFT. Their spectra take memory (~210 MB for v2) and
+        stay where the weights were: call it after moving the model.
         ``sizes``: (channels, taps) -> FFT block size of the layers to compute by FFT."""
         layers = [c for block in self.resblocks for c in (*block.convs1, *block.convs2)]
         for layer in layers:

@@ -4,7 +4,7 @@ Why: the HiFi-GAN generator is ~90% convolutions, and oneDNN already runs them a
 CPU's float32 peak (170-195 GFLOP/s on 2 cores, measured per layer: docs/performance.md); the
 only way left to go faster without losing precision is an algorithm that does less work. A kernel
 of ``r`` taps costs ``r`` multiply-adds per output and channel pair. By FFT, with blocks of ``N``
-samples of which ``N - span + 1`` are kept, it costs one complex product per frequency bin: about
+samples of which ``N - r + 1`` are kept, it costs one complex product per frequency bin: about
 ``4 (N/2 + 1) / (N - r + 1)`` real multiply-adds, 2.4 for ``r = 11, N = 64`` — whatever ``r``.
 A dilated convolution is an ordinary one over each of its ``d`` interleaved phases, so dilation
 costs nothing either. The transforms and layout changes are memory passes, so it pays only for
@@ -17,7 +17,6 @@ generator's waveform: ~6e-7 apart), the size of a change of summation order.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -93,7 +92,7 @@ def _one_row(x: Tensor, k: SpectralKernel) -> Tensor:
 FFT_CHOICES = ("auto", "1", "0")
 
 
-def spectral_convs_wanted(env: dict[str, str] | os._Environ, device: torch.device, dtype: torch.dtype) -> bool:
+def spectral_convs_wanted(env: Mapping[str, str], device: torch.device, dtype: torch.dtype) -> bool:
     """``GSV_VOCODER_FFT``: ``auto`` (default: on for a float32 model on CPU, where it was measured
     faster), ``1`` (on wherever the model is float32) or ``0`` (direct convolutions)."""
     choice = env.get("GSV_VOCODER_FFT", "auto").strip().lower() or "auto"
