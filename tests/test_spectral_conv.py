@@ -12,7 +12,7 @@ from torch import nn
 
 from dora_gpt_sovits.sovits.generator import conv
 from dora_gpt_sovits.sovits.loader import load_sovits
-from dora_gpt_sovits.sovits.spectral_conv import FFT_SIZE, SpectralKernel, spectral_conv, spectral_convs_wanted
+from dora_gpt_sovits.sovits.spectral_conv import FFT_PLAN, SpectralKernel, spectral_conv, spectral_convs_wanted
 
 from conftest import FIXTURES
 
@@ -63,12 +63,24 @@ def test_a_block_too_short_for_the_kernel_is_refused():
 
 
 def test_only_wide_layers_with_long_kernels_go_by_fft():
-    assert SpectralKernel.fft_size(nn.Conv1d(128, 128, 11, padding=5)) == 64
-    assert SpectralKernel.fft_size(nn.Conv1d(256, 256, 7, padding=3)) == 32
-    assert SpectralKernel.fft_size(nn.Conv1d(128, 128, 3, padding=1)) is None  # direct is faster
-    assert SpectralKernel.fft_size(nn.Conv1d(64, 64, 11, padding=5)) is None  # too narrow to pay
-    assert SpectralKernel.fft_size(nn.Conv1d(128, 64, 11, padding=5)) is None  # not a residual block's
-    assert all(2 * taps <= n for (_, taps), n in FFT_SIZE.items())
+    assert SpectralKernel.plan(nn.Conv1d(128, 128, 11, padding=5)) == (64, 5120)
+    assert SpectralKernel.plan(nn.Conv1d(256, 256, 7, padding=3)) == (32, 640)
+    assert SpectralKernel.plan(nn.Conv1d(128, 128, 3, padding=1)) is None  # direct is faster
+    assert SpectralKernel.plan(nn.Conv1d(64, 64, 11, padding=5)) is None  # too narrow to pay
+    assert SpectralKernel.plan(nn.Conv1d(128, 64, 11, padding=5)) is None  # not a residual block's
+    assert all(2 * taps <= n for (_, taps), (n, _) in FFT_PLAN.items())
+
+
+def test_short_inputs_are_convolved_directly(monkeypatch):
+    from dora_gpt_sovits.sovits import generator
+
+    layer = nn.Conv1d(8, 8, 7, padding=3)
+    layer.spectral = SpectralKernel.of(layer, 32, min_length=100)
+    used = []
+    monkeypatch.setattr(generator, "spectral_conv", lambda x, k: used.append(x.shape[-1]) or x)
+    for length in (99, 100):
+        conv(channels_last(1, 8, length, seed=0), layer)
+    assert used == [100]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +96,7 @@ def test_fft_generator_matches_the_direct_one(tiny):
     try:
         assert gen.use_spectral_convs(True) == 0  # its widths (64 and less) are all direct by default
         want = gen(z, cond)
-        used = gen.use_spectral_convs(True, {(64, 7): 64, (64, 11): 32})
+        used = gen.use_spectral_convs(True, {(64, 7): (64, 0), (64, 11): (32, 0)})
         got = gen(z, cond)
     finally:
         gen.use_spectral_convs(False)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .spectral_conv import FFT_SIZE, SpectralKernel, spectral_conv
+from .spectral_conv import FFT_PLAN, SpectralKernel, spectral_conv
 
 LRELU_SLOPE = 0.1
 
@@ -32,7 +32,12 @@ def conv(x: Tensor, layer: nn.Conv1d) -> Tensor:
     # Read from __dict__: a layer never prepared has no attribute, and nn.Module's lookup of a
     # missing one raises (slowly) before the default applies.
     spectral: SpectralKernel | None = layer.__dict__.get("spectral")
-    if spectral is not None and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+    if (
+        spectral is not None
+        and x.shape[-1] >= spectral.min_length
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+    ):
         return spectral_conv(x, spectral)
     return F.conv2d(
         x, layer.weight.unsqueeze(2), layer.bias, padding=(0, layer.padding[0]), dilation=(1, layer.dilation[0])
@@ -109,13 +114,13 @@ class Generator(nn.Module):
             x = acc.div_(self.n_kernels)
         return torch.tanh(self.conv_post(F.leaky_relu(x.squeeze(2))))
 
-    def use_spectral_convs(self, enabled: bool, sizes: Mapping[tuple[int, int], int] = FFT_SIZE) -> int:
+    def use_spectral_convs(self, enabled: bool, plans: Mapping[tuple[int, int], tuple[int, int]] = FFT_PLAN) -> int:
         """Compute the residual blocks' long convolutions by FFT (spectral_conv.py) or directly;
         returns how many convolutions go by FFT. Their spectra take memory (~210 MB for v2) and
         stay where the weights were: call it after moving the model.
-        ``sizes``: (channels, taps) -> FFT block size of the layers to compute by FFT."""
+        ``plans``: (channels, taps) -> (FFT block size, shortest input) of the layers to compute by FFT."""
         layers = [c for block in self.resblocks for c in (*block.convs1, *block.convs2)]
         for layer in layers:
-            n_fft = SpectralKernel.fft_size(layer, sizes) if enabled else None
-            layer.spectral = None if n_fft is None else SpectralKernel.of(layer, n_fft)
+            plan = SpectralKernel.plan(layer, plans) if enabled else None
+            layer.spectral = None if plan is None else SpectralKernel.of(layer, *plan)
         return sum(layer.spectral is not None for layer in layers)

@@ -8,7 +8,7 @@ samples of which ``N - r + 1`` are kept, it costs one complex product per freque
 ``4 (N/2 + 1) / (N - r + 1)`` real multiply-adds, 2.4 for ``r = 11, N = 64`` — whatever ``r``.
 A dilated convolution is an ordinary one over each of its ``d`` interleaved phases, so dilation
 costs nothing either. The transforms and layout changes are memory passes, so it pays only for
-wide layers with long kernels; :data:`FFT_SIZE` lists where it measured faster
+wide layers with long kernels; :data:`FFT_PLAN` lists where it measured faster
 (docs/performance.md, "Vocoder: long convolutions by FFT").
 
 Results differ from the direct convolution by FFT rounding, ~1e-6 relative (the full-size v2
@@ -24,9 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# (channels, taps) -> FFT block size, for the layers where FFT beat oneDNN on a 2-core AVX2 CPU
-# (1.3-2.3x per layer). 64 channels and narrower, and kernels of 3 taps, stayed as fast or faster direct.
-FFT_SIZE = {(256, 7): 32, (256, 11): 64, (128, 7): 64, (128, 11): 64}
+# (channels, taps) -> (FFT block size, shortest input in frames), for the layers where FFT beat
+# oneDNN on a 2-core AVX2 CPU (1.3-2.3x per layer on long inputs). 64 channels and narrower, and
+# kernels of 3 taps, stayed as fast or faster direct. Short inputs go direct too: for the whole
+# generator FFT broke even at ~50 latent frames (1 s of audio) and lost below; the minimum is 64
+# latent frames (1.28 s) at each stage's rate (x10 at 256 channels, x80 at 128).
+FFT_PLAN = {(256, 7): (32, 640), (256, 11): (64, 640), (128, 7): (64, 5120), (128, 11): (64, 5120)}
 TILE_FRAMES = 8192  # output frames per transform tile: whole long inputs fell out of cache (up to 5x slower)
 
 
@@ -39,9 +42,10 @@ class SpectralKernel:
     taps: int
     dilation: int
     n_fft: int
+    min_length: int = 0  # shorter inputs are convolved directly (generator.conv)
 
     @classmethod
-    def of(cls, layer: nn.Conv1d, n_fft: int) -> SpectralKernel:
+    def of(cls, layer: nn.Conv1d, n_fft: int, min_length: int = 0) -> SpectralKernel:
         taps, dilation = layer.kernel_size[0], layer.dilation[0]
         if layer.padding[0] != dilation * (taps - 1) // 2 or taps % 2 == 0 or layer.stride[0] != 1 or layer.groups != 1:
             raise ValueError(f"spectral_conv computes 'same' convolutions with an odd kernel, not {layer}")
@@ -50,12 +54,12 @@ class SpectralKernel:
         weight = layer.weight.detach().float()
         spectrum = torch.fft.rfft(weight.flip(-1), n=n_fft, dim=-1).permute(2, 1, 0).contiguous()
         bias = None if layer.bias is None else layer.bias.detach().float()
-        return cls(spectrum, bias, taps, dilation, n_fft)
+        return cls(spectrum, bias, taps, dilation, n_fft, min_length)
 
     @staticmethod
-    def fft_size(layer: nn.Conv1d, sizes: Mapping[tuple[int, int], int] = FFT_SIZE) -> int | None:
-        """The block size this layer is computed with by FFT, or None: direct is as fast."""
-        return sizes.get((layer.in_channels, layer.kernel_size[0])) if layer.in_channels == layer.out_channels else None
+    def plan(layer: nn.Conv1d, plans: Mapping[tuple[int, int], tuple[int, int]] = FFT_PLAN) -> tuple[int, int] | None:
+        """(FFT block size, shortest input) this layer is computed with by FFT, or None: direct is as fast."""
+        return plans.get((layer.in_channels, layer.kernel_size[0])) if layer.in_channels == layer.out_channels else None
 
 
 def spectral_conv(x: Tensor, kernel: SpectralKernel) -> Tensor:
