@@ -1,56 +1,73 @@
-"""Word lists for Mandarin neutral tone (轻声), compiled for this project.
+"""Neutral-tone (轻声) word lists used by tone sandhi, kept equal to upstream GPT-SoVITS.
 
-NEUTRAL_TONE_WORDS: common words whose last syllable is read in the neutral tone although
-the dictionary reading of that character has a full tone (东西 dōngxi, 明白 míngbai).
-pypinyin's phrase data marks only a few of these, so tone sandhi applies the list.
+These lists decide output, so they are data taken verbatim from upstream rather than
+compiled here:
 
-NEVER_NEUTRAL_WORDS: words that look like the neutral-tone patterns (reduplication, a final
-子/们) but keep the full tone (男子 nánzǐ, 人人 rénrén).
+    source:  https://github.com/RVC-Boss/GPT-SoVITS
+    path:    GPT_SoVITS/text/tone_sandhi.py (ToneSandhi.must_neural_tone_words and
+             ToneSandhi.must_not_neural_tone_words)
+    commit:  48b1a0169a28582a8984402f82cf438d3bfa6aca
+    licence: the repository is MIT (Copyright (c) 2024 RVC-Boss); that file carries an
+             Apache-2.0 header (Copyright (c) 2021 PaddlePaddle Authors), as the lists
+             come from PaddleSpeech's ToneSandhi.
+
+Only the words are taken; the layout (sorted by code point, whitespace-separated) is ours.
+tests/fixtures/tone_sandhi_upstream.json records their sizes and a hash from upstream, and
+tests/test_tone_sandhi.py checks them; scripts/record_tone_sandhi_fixtures.py re-records.
+
+NEUTRAL_TONE_WORDS: a word, or the last two characters of a word, found here gets its last
+syllable in the neutral tone (东西 dōngxi, 在乎 zàihu).
+
+NEVER_NEUTRAL_WORDS: words exempt from the reduplication and final 子/们 neutral rules
+(男子 nánzǐ, 人人 rénrén).
 """
 
 from __future__ import annotations
 
-# Grouped loosely by meaning to keep the list maintainable; order carries no meaning.
 _NEUTRAL = """
-东西 事情 意思 消息 时候 地方 名字 学生 先生 朋友 客人 亲戚 师傅 徒弟
-伙计 姑娘 小伙子 丈夫 媳妇 女婿 老婆 妯娌 连襟 闺女 外甥 侄女 亲家 爷爷
-奶奶 姥姥 姥爷 舅舅 舅妈 婶婶 叔叔 伯伯 姑姑 哥哥 弟弟 姐姐 妹妹 妈妈
-爸爸 娃娃 宝宝 公公 婆婆 太太 老爷 少爷 大爷 大娘 相公 丫头 和尚 喇嘛
-菩萨 神仙 妖精 状元 秀才 大夫 郎中 裁缝 木匠 铁匠 石匠 皮匠 鞋匠 瓦匠
-厨子 护士 街坊 对头 冤家 把式 把戏 戏法 买卖 生意 行当 行李 衣服 衣裳
-被子 褥子 枕头 帽子 鞋子 袜子 裤子 裙子 褂子 袖子 领子 扣子 口袋 篮子
-盒子 箱子 柜子 桌子 椅子 凳子 杯子 盘子 碟子 筷子 勺子 锅子 瓶子 罐子
-镜子 梳子 刷子 剪子 钳子 锤子 锯子 斧子 钉子 绳子 带子 袋子 包袱 包子
-饺子 馒头 窝头 点心 豆腐 芝麻 粮食 庄稼 高粱 萝卜 茄子 葫芦 蘑菇 核桃
-石榴 橘子 栗子 柿子 李子 桃子 杏子 葡萄 甘蔗 黄瓜 头发 眉毛 眼睛 鼻子
-耳朵 嘴巴 下巴 脑袋 脖子 胳膊 指头 指甲 骨头 舌头 嗓子 喉咙 肚子 肠子
-屁股 脊梁 巴掌 拳头 身子 个子 模样 样子 影子 日子 月亮 太阳 星星 云彩
-早上 晚上 晌午 夜里 家里 屋里 城里 心里 外头 里头 前头 后头 上头 下头
-东边 西边 南边 北边 那边 这边 院子 房子 屋子 窗户 门槛 篱笆 栅栏 柱子
-梯子 胡同 铺子 摊子 园子 村子 寨子 码头 牌楼 耗子 蚊子 虫子 蝎子 蛤蟆
-骆驼 狮子 兔子 猴子 鸽子 燕子 鸭子 畜生 牲口 尾巴 翅膀 爪子 蹄子 叶子
-稻子 麦子 谷子 种子 粽子 棍子 竿子 杆子 轮子 车子 担子 本子 册子 稿子
-曲子 调子 名堂 名声 学问 规矩 道理 道士 脾气 福气 力气 运气 客气 小气
-阔气 和气 秀气 俗气 志气 神气 晦气 喜欢 明白 清楚 糊涂 聪明 漂亮 利索
-利落 干净 暖和 凉快 热闹 冷清 安生 舒服 舒坦 痛快 结实 厚道 实在 老实
-踏实 大方 麻烦 难为 热乎 别扭 窝囊 邋遢 啰嗦 唠叨 嘀咕 念叨 叨唠 琢磨
-寻思 思量 商量 打听 打量 打扮 打算 打发 收拾 招牌 吩咐 嘱咐 告诉 答应
-认识 知道 记得 觉得 晓得 懂得 值得 舍得 免得 省得 认得 见识 应酬 应付
-张罗 折腾 倒腾 扑腾 闹腾 耽搁 耽误 糟蹋 欺负 委屈 折磨 称呼 合同 估计
-比方 巴结 奉承 报酬 交情 情形 动静 动弹 玩意 把手 风筝 灯笼 喇叭 琵琶
-胡琴 唢呐 笛子 棋子 骰子 故事 笑话 告示 体面 面子 架子 底子 底下 底细
-世故 本事 能耐 手艺 工夫 功夫 关系 脑子 心思 念头 主意 点子 机灵 伶俐
-俏皮 淘气 苗条 时辰 岁数 软和 硬朗 硬实 壮实 宽敞 亮堂 敞亮 稀罕 乐呵
-凑合 将就 溜达 蹦跶 哆嗦 咳嗽 喷嚏 疙瘩 窟窿 补丁 爱人 招呼
-""".split()
+一辈 丈人 丈夫 上司 上头 下巴 下水 不在 不由 世故 东家 东西
+两口 丧气 丫头 主意 买卖 事情 云彩 交情 亲家 亲戚 人家 什么
+介绍 休息 伙计 似的 位置 体面 作坊 佩服 使唤 便宜 倒腾 兄弟
+先生 关系 养活 冒失 冤家 冤枉 冷战 凉快 凑合 凤凰 出息 分析
+利害 利索 利落 别扭 刺激 刺猬 前头 力气 功夫 动弹 动静 勤快
+匀称 包涵 包袱 千斤 厉害 厚道 口袋 叫唤 吆喝 合同 吉他 名堂
+名字 后头 吓唬 含糊 告示 告诉 和尚 咕噜 咖喱 咳嗽 哆嗦 哈欠
+哑巴 唾沫 商量 喇叭 喇嘛 喉咙 喜欢 喽啰 嘀咕 嘟囔 嘱咐 嘴巴
+困难 在乎 地方 地道 壮实 外甥 多么 多少 大人 大夫 大意 大方
+大爷 太阳 头发 女婿 奴才 妖精 妥当 妯娌 姐夫 姑娘 委屈 姥爷
+娘家 婆家 媒人 媳妇 嫁妆 字号 学生 学问 官司 实在 客气 家伙
+寒碜 寡妇 对付 对头 将就 小伙 小气 少爷 尾巴 屁股 岁数 工夫
+差事 巴掌 巴结 师傅 师父 希罕 帐篷 帮手 干事 幸福 庄稼 应酬
+开通 弄堂 弟兄 张罗 得罪 心思 志气 忙活 快活 念叨 念头 怎么
+思量 怪物 悟性 情形 惦记 意思 意识 懒得 戒指 扁担 扎实 扑腾
+打发 打听 打扮 打点 打算 打量 扫帚 扫把 折腾 护士 报复 抬举
+拖沓 招呼 招牌 拨弄 拳头 拾掇 指头 指甲 挑剔 挖苦 提防 收成
+收拾 故事 新鲜 时候 明白 暖和 月亮 月饼 朋友 木匠 木头 本事
+机灵 枇杷 枕头 架势 柴火 栅栏 核桃 棉花 棒槌 棺材 槟榔 模糊
+欺负 正经 母亲 比方 泥鳅 活泼 浪头 消息 清楚 温和 溜达 滑溜
+漂亮 火候 灯笼 炊帚 点心 烂糊 烟筒 烧饼 热闹 照顾 熟悉 爱人
+父亲 爽快 牌楼 牙碜 牢骚 牲口 特务 状元 狐狸 玄乎 玫瑰 玻璃
+琉璃 琢磨 琵琶 甘蔗 甜头 生意 畜生 疏忽 疙瘩 疟疾 痛快 痢疾
+白净 盘算 盘缠 相声 眉毛 眨巴 眯缝 眼睛 知识 石匠 石头 石榴
+码头 砚台 祖宗 福气 秀才 秀气 秧歌 称呼 稀罕 稳当 窗户 窝囊
+窟窿 笑话 笑语 笤帚 答应 算盘 算计 篱笆 簸箕 粮食 精神 糊涂
+糟蹋 糨糊 累赘 红火 结实 编辑 罐头 罗嗦 翻腾 老太 老头 老婆
+老实 老爷 耳朵 耷拉 耽搁 耽误 聪明 胡同 胡琴 胡萝 胭脂 胳膊
+能耐 脊梁 脑袋 脾气 膏药 自在 舌头 舒坦 舒服 芝麻 苍蝇 苗头
+苗条 荒唐 荸荠 菩萨 萝卜 葡萄 葫芦 薄荷 蘑菇 蚂蚱 蛤蟆 蜡烛
+行当 行李 街坊 衙门 衣服 衣裳 补丁 裁缝 见识 规矩 计划 认识
+记号 记性 讲究 豆腐 财主 费用 趔趄 跟头 跳蚤 踏实 转悠 软和
+过去 运气 这个 这么 连累 迷糊 造化 逻辑 道士 邋遢 那个 那么
+部分 里头 里脊 钥匙 铁匠 铃铛 铺盖 锄头 门道 闺女 阔气 队伍
+难为 风筝 馄饨 馒头 首饰 马虎 骆驼 骨头 高粱 鸳鸯 麻利 麻烦
+"""
 
 _NEVER_NEUTRAL = """
-男子 女子 君子 孔子 庄子 孟子 墨子 荀子 韩非子 分子 原子 电子 质子 中子 量子 因子
-粒子 离子 卵子 精子 学子 游子 赤子 天子 太子 公子 王子 才子 弟子 莲子 瓜子 石子 算子
-人人 天天 年年 个个 家家户户 花花草草 熙熙攘攘 哈哈 呵呵 嘻嘻 嘿嘿 娃哈哈 冉冉 袅袅 莘莘
-佼佼 恳恳 兢兢 业业 青青 默默 渐渐 悄悄 纷纷 频频 死死 整整 足足 区区 堂堂 虎虎 幺幺
-以下 以上 落地 耕地 局地 干嘛 留得
-""".split()
+人人 以下 佼佼 冉冉 分子 卵子 原子 吵吵 哈哈 女子 娃哈哈 学子
+家家户户 局地 干嘛 幺幺 恳恳 想想 打打 攘攘 数数 整整 死死 熙熙
+瓜子 电子 男子 留得 石子 算子 考考 耕地 花花草草 莘莘 莲子 落地
+虎虎 袅袅 量子 青青
+"""
 
-NEUTRAL_TONE_WORDS = frozenset(_NEUTRAL)
-NEVER_NEUTRAL_WORDS = frozenset(_NEVER_NEUTRAL)
+NEUTRAL_TONE_WORDS = frozenset(_NEUTRAL.split())
+NEVER_NEUTRAL_WORDS = frozenset(_NEVER_NEUTRAL.split())

@@ -4,6 +4,10 @@ chains. Same rules as GPT-SoVITS (PaddleSpeech's ToneSandhi), reimplemented.
 Finals are strings such as "ao3" whose last character is the tone (5 = neutral). Words
 arrive from jieba's POS segmentation, after `merge_for_sandhi` glued together the pieces
 the rules need to see as one word (看/一/看, 不/好, 所有/人...).
+
+The neutral-tone word lists are upstream's data (see neutral_tone_words.py). Rules, their
+order and the merges are checked against upstream's own class by tests/test_tone_sandhi.py
+(fixture recorded by scripts/record_tone_sandhi_fixtures.py).
 """
 
 from __future__ import annotations
