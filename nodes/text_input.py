@@ -16,6 +16,13 @@ Modes, by environment:
 * none of these: speak a built-in demo sentence.
 
 ``GSV_LANGUAGE`` (default ``auto``) and ``GSV_VOICE`` (default ``default``) set the request's metadata.
+
+One bad request never stops the node: a line that is not a valid request (malformed or too deeply
+nested JSON, a lone surrogate such as ``\ud800`` in a field, which no UTF-8 message can carry, a
+non-string field, a line over ``MAX_LINE_CHARS``) is refused with one log line naming why, and the
+next line is served. Refused, not repaired: a replaced character would be spoken as something the
+client did not send. In the YAML the node listens to a timer only so that dora restarts it if it
+dies anyway (dora never restarts a node without inputs).
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ log = logging.getLogger("gsv.text-input")
 
 DEMO_TEXT = "你好，这是 dora 数据流里的 GPT-SoVITS 语音合成。It streams audio while it is still decoding."
 DEFAULT_LISTEN_PORT = 9871
+# A longer line is refused unread: without a bound one client that never sends a newline could grow
+# the node's memory without limit. Ten times the 100,000-character text of docs/reliability.md.
+MAX_LINE_CHARS = 1_000_000
 
 
 @dataclass
@@ -67,25 +77,54 @@ class StopRequest:
 
 def parse_line(line: str, language: str, voice: str) -> TextRequest | StopRequest | None:
     """One request per line: plain text, a JSON object with text/language/voice/utterance_id, or a
-    JSON control object ``{"control": "stop", "utterance_id": optional}``."""
+    JSON control object ``{"control": "stop", "utterance_id": optional}``. Raises ValueError (a
+    MessageError for text that cannot be sent) naming what is wrong."""
     line = line.strip()
     if not line:
         return None
-    if line.startswith("{"):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"malformed JSON request: {e}") from None
-        if isinstance(obj, dict) and "control" in obj:
-            if obj["control"] != m.STOP:
-                raise ValueError(f"unknown control command {obj['control']!r} (known: {m.STOP!r})")
-            return StopRequest(str(obj.get("utterance_id") or ""))
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-            raise ValueError('a JSON request needs a string field "text"')
-        return TextRequest(
-            obj["text"], str(obj.get("language", language)), str(obj.get("voice", voice)), str(obj.get("utterance_id") or "")
-        )
-    return TextRequest(line, language, voice)
+    if len(line) > MAX_LINE_CHARS:
+        raise ValueError(f"the line has {len(line)} characters; the limit is {MAX_LINE_CHARS}")
+    if not line.startswith("{"):
+        return TextRequest(_sendable(line, "the text"), language, voice)
+    try:
+        obj = json.loads(line)
+    except RecursionError:
+        raise ValueError("malformed JSON request: nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, and Python's refusal of integers over 4300 digits
+        raise ValueError(f"malformed JSON request: {e}") from None
+    if isinstance(obj, dict) and "control" in obj:
+        if obj["control"] != m.STOP:
+            raise ValueError(f"unknown control command {_short(obj['control'])} (known: {m.STOP!r})")
+        return StopRequest(_field(obj, "utterance_id", ""))
+    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+        raise ValueError('a JSON request needs a string field "text"')
+    return TextRequest(
+        _sendable(obj["text"], "the text"), _field(obj, "language", language), _field(obj, "voice", voice),
+        _field(obj, "utterance_id", ""),
+    )
+
+
+def _field(obj: dict[str, Any], name: str, default: str) -> str:
+    """An optional string field (an utterance id may be a JSON integer)."""
+    value = obj.get(name)
+    if value is None or value == "":
+        return default
+    if name == "utterance_id" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError(f'"{name}" must be a string, got {_short(value)}')
+    return _sendable(value, f'"{name}"')
+
+
+def _sendable(text: str, what: str) -> str:
+    if (problem := m.unicode_problem(text)) is not None:
+        raise m.MessageError(f"{what} cannot be sent: {problem}")
+    return text
+
+
+def _short(value: Any) -> str:
+    text = ascii(value)  # ascii(): a lone surrogate must not break the log line that reports it
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def batch_requests(env: dict[str, str]) -> list[TextRequest]:
@@ -94,6 +133,25 @@ def batch_requests(env: dict[str, str]) -> list[TextRequest]:
         lines = Path(env["GSV_TEXT_FILE"]).read_text(encoding="utf-8").splitlines()
         return [r for line in lines if (r := TextRequest(line.strip(), language, voice)).text]
     return [TextRequest(env.get("GSV_TEXT") or DEMO_TEXT, language, voice)]
+
+
+def handle_line(node: Any, line: str, language: str, voice: str) -> bool:
+    """Parse one line and send its request; a bad one is refused with a log line. Nothing escapes:
+    the node must go on serving the next line whatever this one held. True when something was sent."""
+    try:
+        request = parse_line(line, language, voice)
+        if request is None:
+            return False
+        data, metadata = request.to_message()
+        node.send_output(request.output_id, data, metadata)
+    except ValueError as e:  # includes MessageError: the request's own fault, said in one line
+        log.error("ignored request: %s", e)
+        return False
+    except Exception:  # a fault of ours or of dora's; still only this request is lost
+        log.exception("ignored request %s: it could not be sent", _short(line.strip()))
+        return False
+    log.info("%s %s", request.output_id, metadata.get(m.UTTERANCE_ID, "(all)"))
+    return True
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -118,9 +176,20 @@ def listen_lines(node: Any, address: tuple[str, int]) -> Iterator[str]:
             with conn, conn.makefile("r", encoding="utf-8", errors="replace") as reader:
                 conn.settimeout(5.0)
                 try:
-                    yield from reader
+                    yield from bounded_lines(reader, MAX_LINE_CHARS)
                 except (TimeoutError, OSError) as e:
                     log.warning("text client dropped: %s", e)
+
+
+def bounded_lines(reader: Any, limit: int) -> Iterator[str]:
+    """The reader's lines; a longer one is skipped to its end, with one log line, instead of read whole."""
+    while line := reader.readline(limit + 1):
+        if len(line) <= limit or line.endswith("\n"):
+            yield line
+            continue
+        while (rest := reader.readline(limit + 1)) and not rest.endswith("\n"):
+            pass
+        log.error("ignored request: a line of more than %d characters", limit)
 
 
 def main() -> None:
@@ -129,18 +198,14 @@ def main() -> None:
     if env.get("GSV_TEXT_LISTEN"):
         language, voice = env.get("GSV_LANGUAGE", "auto"), env.get("GSV_VOICE", m.DEFAULT_VOICE)
         for line in listen_lines(node, parse_address(env["GSV_TEXT_LISTEN"])):
-            try:
-                request = parse_line(line, language, voice)
-            except ValueError as e:
-                log.error("ignored request: %s", e)
-                continue
-            if request is not None:
-                data, metadata = request.to_message()
-                log.info("%s %s", request.output_id, metadata.get(m.UTTERANCE_ID, "(all)"))
-                node.send_output(request.output_id, data, metadata)
+            handle_line(node, line, language, voice)
         return
     for request in batch_requests(env):
-        data, metadata = request.to_message()
+        try:
+            data, metadata = request.to_message()
+        except m.MessageError as e:  # e.g. GSV_TEXT with bytes that are not UTF-8
+            log.error("skipped text %s: %s", _short(request.text[:80]), e)
+            continue
         log.info("utterance %s: %r", metadata[m.UTTERANCE_ID], request.text[:80])
         node.send_output(m.TEXT, data, metadata)
 

@@ -15,11 +15,13 @@ Zero-copy rules:
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +30,23 @@ import torch
 
 class MessageError(ValueError):
     """A message on a port does not follow the contract (wrong Arrow type, missing metadata...)."""
+
+
+# What a bad value makes Python, numpy or Arrow raise while a message is decoded. A decoder only
+# reads its input, so turning these into MessageError loses no state: the node drops that one
+# message with a log line and keeps serving (tests/test_fuzz_messages.py feeds arbitrary ones).
+_BAD_VALUE_ERRORS = (TypeError, ValueError, OverflowError, KeyError, IndexError, AttributeError, pa.ArrowException)
+
+
+@contextmanager
+def decoding(port: str) -> Iterator[None]:
+    """Any bad value met inside becomes a MessageError naming ``port``."""
+    try:
+        yield
+    except MessageError:
+        raise
+    except _BAD_VALUE_ERRORS as e:
+        raise MessageError(f"port '{port}': malformed message ({type(e).__name__}: {e})") from None
 
 
 # ---- port names -------------------------------------------------------------------------------
@@ -71,6 +90,7 @@ SEGMENT_TEXT = "segment_text"  # str: the segment's raw text, for logs
 ERROR = "error"  # str: set when a stage could not produce its part
 DEVELOPMENT_MODEL = "development_model"  # bool: weights are random, audio is noise
 RESTARTED = "restarted"  # str: marker message: this node restarted, the work in flight through it is lost
+RESTART_READY = "restart_ready"  # bool on a marker: the restarted node is serving again (absent: it went down)
 # Per-request options (set by the text's sender, carried on every segment; absent = node default):
 TOP_K = "top_k"  # int: GPT top-k sampling
 TOP_P = "top_p"  # float: GPT nucleus sampling
@@ -166,20 +186,54 @@ def read_text(value: Any, port: str = TEXT) -> str:
         raise MessageError(f"port '{port}': expected a Utf8 string array, got {got}")
     if len(value) == 0:
         raise MessageError(f"port '{port}': empty string array")
-    item = value[0].as_py()
+    try:
+        item = value[0].as_py()
+    except UnicodeDecodeError as e:  # Arrow does not check UTF-8 that a producer built from raw buffers
+        raise MessageError(f"port '{port}': the string is not valid UTF-8 ({e})") from None
     if item is None:
         raise MessageError(f"port '{port}': the string is null")
     return item
 
 
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be sent (UTF-8 has no lone surrogates, which JSON's ``\\ud800`` and
+    ``os.environ`` can put into a Python str), or None when it can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"it holds a lone surrogate (U+{ord(text[e.start]):04X}) at character {e.start}, which is not valid Unicode"
+    return None
+
+
 def text_array(text: str) -> pa.Array:
+    if (problem := unicode_problem(text)) is not None:
+        raise MessageError(f"text cannot be sent: {problem}")
     return pa.array([text], type=pa.string())
 
 
 def require(metadata: Mapping[str, Any], port: str, *keys: str) -> None:
+    if not isinstance(metadata, Mapping):
+        raise MessageError(f"port '{port}': metadata is {type(metadata).__name__}, not a mapping")
     missing = [k for k in keys if k not in metadata]
     if missing:
         raise MessageError(f"port '{port}': missing metadata {missing}")
+
+
+def _items(value: Any) -> list[Any]:
+    """A list-valued metadata entry; a string is one value, not a list of its characters."""
+    if isinstance(value, (str, bytes, Mapping)):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return list(value)
+
+
+def read_shape(md: Mapping[str, Any], port: str, size: int) -> list[int]:
+    """The ``shape`` of a flattened payload of ``size`` values: non-negative ints whose product is size."""
+    with decoding(port):
+        shape = [int(s) for s in _items(md[SHAPE])]
+    # math.prod on Python ints cannot overflow, unlike np.prod, so a huge shape cannot pass as small.
+    if any(s < 0 for s in shape) or math.prod(shape) != size:
+        raise MessageError(f"port '{port}': shape {shape} does not fit {size} values")
+    return shape
 
 
 def new_utterance_id() -> str:
@@ -218,7 +272,7 @@ class RequestOptions:
                 temperature=None if md.get(TEMPERATURE) is None else float(md[TEMPERATURE]),
                 speed=None if md.get(SPEED) is None else float(md[SPEED]),
             )
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             raise MessageError(f"port '{port}': malformed request option ({e})") from None
 
 
@@ -245,14 +299,15 @@ class SegmentKey:
     @classmethod
     def from_metadata(cls, md: Mapping[str, Any], port: str) -> "SegmentKey":
         require(md, port, UTTERANCE_ID, SEGMENT_INDEX, UTTERANCE_FINAL)
-        return cls(
-            utterance_id=str(md[UTTERANCE_ID]),
-            segment_index=int(md[SEGMENT_INDEX]),
-            utterance_final=bool(md[UTTERANCE_FINAL]),
-            voice=str(md.get(VOICE, DEFAULT_VOICE)),
-            text_received_at=float(md.get(TEXT_RECEIVED_AT, 0.0)),
-            options=RequestOptions.from_metadata(md, port),
-        )
+        with decoding(port):
+            return cls(
+                utterance_id=str(md[UTTERANCE_ID]),
+                segment_index=int(md[SEGMENT_INDEX]),
+                utterance_final=bool(md[UTTERANCE_FINAL]),
+                voice=str(md.get(VOICE, DEFAULT_VOICE)),
+                text_received_at=float(md.get(TEXT_RECEIVED_AT, 0.0)),
+                options=RequestOptions.from_metadata(md, port),
+            )
 
 
 @dataclass
@@ -286,17 +341,20 @@ class PhonemeSegment:
     def from_event(cls, value: Any, md: Mapping[str, Any]) -> "PhonemeSegment":
         require(md, PHONEMES, N_PROMPT_PHONES, RUN_LANGUAGES, RUN_TEXTS, RUN_PHONE_COUNTS)
         ids = numpy_view(value, np.int64, PHONEMES)
-        msg = cls(
-            key=SegmentKey.from_metadata(md, PHONEMES),
-            phone_ids=ids,
-            n_prompt_phones=int(md[N_PROMPT_PHONES]),
-            run_languages=list(md[RUN_LANGUAGES]),
-            run_texts=list(md[RUN_TEXTS]),
-            run_phone_counts=[int(n) for n in md[RUN_PHONE_COUNTS]],
-            word2ph=[int(n) for n in md.get(WORD2PH, [])],
-            segment_text=str(md.get(SEGMENT_TEXT, "")),
-            error=str(md.get(ERROR, "")),
-        )
+        with decoding(PHONEMES):
+            msg = cls(
+                key=SegmentKey.from_metadata(md, PHONEMES),
+                phone_ids=ids,
+                n_prompt_phones=int(md[N_PROMPT_PHONES]),
+                run_languages=[str(s) for s in _items(md[RUN_LANGUAGES])],
+                run_texts=[str(s) for s in _items(md[RUN_TEXTS])],
+                run_phone_counts=[int(n) for n in _items(md[RUN_PHONE_COUNTS])],
+                word2ph=[int(n) for n in _items(md.get(WORD2PH, []))],
+                segment_text=str(md.get(SEGMENT_TEXT, "")),
+                error=str(md.get(ERROR, "")),
+            )
+        if not msg.error and not (len(msg.run_languages) == len(msg.run_texts) == len(msg.run_phone_counts)):
+            raise MessageError(f"port '{PHONEMES}': run_languages, run_texts and run_phone_counts differ in length")
         if not msg.error and sum(msg.run_phone_counts) != len(ids):
             raise MessageError(
                 f"port '{PHONEMES}': run_phone_counts sum to {sum(msg.run_phone_counts)} "
@@ -330,19 +388,21 @@ class PhoneFeatures:
     def from_event(cls, value: Any, md: Mapping[str, Any]) -> "PhoneFeatures":
         require(md, PHONE_FEATURES, SHAPE, PHONE_IDS, N_PROMPT_PHONES)
         flat = numpy_view(value, np.float32, PHONE_FEATURES)
-        shape = tuple(int(s) for s in md[SHAPE])
-        phone_ids = [int(i) for i in md[PHONE_IDS]]
-        if len(shape) != 2 or shape[0] != FEATURE_DIM or shape[1] * shape[0] != flat.size:
-            raise MessageError(f"port '{PHONE_FEATURES}': shape {shape} does not fit {flat.size} values")
+        shape = tuple(read_shape(md, PHONE_FEATURES, flat.size))
+        with decoding(PHONE_FEATURES):
+            phone_ids = [int(i) for i in _items(md[PHONE_IDS])]
+        if len(shape) != 2 or shape[0] != FEATURE_DIM:
+            raise MessageError(f"port '{PHONE_FEATURES}': shape {list(shape)} is not [{FEATURE_DIM}, phones]")
         if shape[1] != len(phone_ids):
             raise MessageError(f"port '{PHONE_FEATURES}': {shape[1]} feature columns for {len(phone_ids)} phones")
-        return cls(
-            key=SegmentKey.from_metadata(md, PHONE_FEATURES),
-            features=flat.reshape(shape),
-            phone_ids=phone_ids,
-            n_prompt_phones=int(md[N_PROMPT_PHONES]),
-            error=str(md.get(ERROR, "")),
-        )
+        with decoding(PHONE_FEATURES):
+            return cls(
+                key=SegmentKey.from_metadata(md, PHONE_FEATURES),
+                features=flat.reshape(shape),
+                phone_ids=phone_ids,
+                n_prompt_phones=int(md[N_PROMPT_PHONES]),
+                error=str(md.get(ERROR, "")),
+            )
 
 
 @dataclass
@@ -369,14 +429,16 @@ class SemanticChunk:
     @classmethod
     def from_event(cls, value: Any, md: Mapping[str, Any]) -> "SemanticChunk":
         require(md, SEMANTIC_TOKENS, CHUNK_INDEX, SEGMENT_FINAL, PHONE_IDS)
-        return cls(
-            key=SegmentKey.from_metadata(md, SEMANTIC_TOKENS),
-            tokens=numpy_view(value, np.int64, SEMANTIC_TOKENS),
-            chunk_index=int(md[CHUNK_INDEX]),
-            segment_final=bool(md[SEGMENT_FINAL]),
-            phone_ids=[int(i) for i in md[PHONE_IDS]],
-            error=str(md.get(ERROR, "")),
-        )
+        tokens = numpy_view(value, np.int64, SEMANTIC_TOKENS)
+        with decoding(SEMANTIC_TOKENS):
+            return cls(
+                key=SegmentKey.from_metadata(md, SEMANTIC_TOKENS),
+                tokens=tokens,
+                chunk_index=int(md[CHUNK_INDEX]),
+                segment_final=bool(md[SEGMENT_FINAL]),
+                phone_ids=[int(i) for i in _items(md[PHONE_IDS])],
+                error=str(md.get(ERROR, "")),
+            )
 
 
 @dataclass
@@ -411,15 +473,21 @@ class AudioChunk:
             if UTTERANCE_ID in md
             else SegmentKey("external", 0, False)
         )
-        return cls(
-            key=key,
-            samples=numpy_view(value, np.float32, AUDIO),
-            sample_rate=int(md[SAMPLE_RATE]),
-            chunk_index=int(md.get(CHUNK_INDEX, 0)),
-            segment_final=bool(md.get(SEGMENT_FINAL, False)),
-            development_model=bool(md.get(DEVELOPMENT_MODEL, False)),
-            error=str(md.get(ERROR, "")),
-        )
+        samples = numpy_view(value, np.float32, AUDIO)
+        with decoding(AUDIO):
+            sample_rate = int(md[SAMPLE_RATE])
+            chunk = cls(
+                key=key,
+                samples=samples,
+                sample_rate=sample_rate,
+                chunk_index=int(md.get(CHUNK_INDEX, 0)),
+                segment_final=bool(md.get(SEGMENT_FINAL, False)),
+                development_model=bool(md.get(DEVELOPMENT_MODEL, False)),
+                error=str(md.get(ERROR, "")),
+            )
+        if sample_rate <= 0:  # every consumer divides by it
+            raise MessageError(f"port '{AUDIO}': sample_rate must be positive, got {sample_rate}")
+        return chunk
 
 
 @dataclass
@@ -444,20 +512,23 @@ class ReferencePart:
 
     @classmethod
     def tokens_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> "ReferencePart":
-        return cls(str(md.get(VOICE, DEFAULT_VOICE)), numpy_view(value, np.int64, port), weights=str(md.get(WEIGHTS, "")))
+        tokens = numpy_view(value, np.int64, port)
+        with decoding(port):
+            return cls(str(md.get(VOICE, DEFAULT_VOICE)), tokens, weights=str(md.get(WEIGHTS, "")))
 
     @classmethod
     def floats_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> "ReferencePart":
         require(md, port, SHAPE)
         flat = numpy_view(value, np.float32, port)
-        shape = [int(s) for s in md[SHAPE]]
-        if int(np.prod(shape)) != flat.size:
-            raise MessageError(f"port '{port}': shape {shape} does not fit {flat.size} values")
-        return cls(str(md.get(VOICE, DEFAULT_VOICE)), flat.reshape(shape), shape, weights=str(md.get(WEIGHTS, "")))
+        shape = read_shape(md, port, flat.size)
+        with decoding(port):
+            return cls(str(md.get(VOICE, DEFAULT_VOICE)), flat.reshape(shape), shape, weights=str(md.get(WEIGHTS, "")))
 
     @classmethod
     def text_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> "ReferencePart":
-        return cls(str(md.get(VOICE, DEFAULT_VOICE)), read_text(value, port), language=str(md.get(LANGUAGE, "")))
+        text = read_text(value, port)
+        with decoding(port):
+            return cls(str(md.get(VOICE, DEFAULT_VOICE)), text, language=str(md.get(LANGUAGE, "")))
 
 
 @dataclass
@@ -494,14 +565,17 @@ class ControlCommand:
             word = read_text(value, CONTROL).strip().lower()
             if word != STOP:
                 raise MessageError(f"port '{CONTROL}': unknown command {word!r} (known: {STOP!r})")
-        if CANCEL_BEFORE in md:
-            before = float(md[CANCEL_BEFORE])
-        elif stamp is not None:
-            before = stamp
-        else:
-            raise MessageError(f"port '{CONTROL}': missing metadata ['{CANCEL_BEFORE}']")
-        # Only a real stop word may name one utterance; a foreign signal always stops everything.
-        utterance = str(md.get(UTTERANCE_ID) or "") if is_text else ""
+        with decoding(CONTROL):
+            if CANCEL_BEFORE in md:
+                before = float(md[CANCEL_BEFORE])
+            elif stamp is not None:
+                before = stamp
+            else:
+                raise MessageError(f"port '{CONTROL}': missing metadata ['{CANCEL_BEFORE}']")
+            # Only a real stop word may name one utterance; a foreign signal always stops everything.
+            utterance = str(md.get(UTTERANCE_ID) or "") if is_text else ""
+        if math.isnan(before):  # compares false with every stamp: it would cancel nothing, silently
+            raise MessageError(f"port '{CONTROL}': cancel_before is NaN")
         return cls(before, utterance)
 
 
@@ -524,7 +598,9 @@ class SegmentComplete:
     @classmethod
     def from_event(cls, value: Any, md: Mapping[str, Any]) -> "SegmentComplete":
         read_text(value, SEGMENT_COMPLETE)
-        return cls(SegmentKey.from_metadata(md, SEGMENT_COMPLETE), str(md.get(ERROR, "")), bool(md.get(CANCELLED, False)))
+        key = SegmentKey.from_metadata(md, SEGMENT_COMPLETE)
+        with decoding(SEGMENT_COMPLETE):
+            return cls(key, str(md.get(ERROR, "")), bool(md.get(CANCELLED, False)))
 # ---- restart markers ----------------------------------------------------------------------------
 # dora tells only the direct consumers of a restarted node (a NODE_RESTARTED event). They pass the
 # news down the data path as a marker: an empty payload of the port's type whose metadata names the
@@ -547,6 +623,14 @@ def restarted_node(metadata: Mapping[str, Any]) -> str | None:
     """The node a restart marker names, or None for an ordinary message."""
     node = metadata.get(RESTARTED)
     return str(node) if node else None
+
+
+def restart_ready(metadata: Mapping[str, Any]) -> bool:
+    """True on a marker that says the restarted node is serving again, False on one that says it
+    went down. The node runtime sets it (``node_runtime.announce_restart``) and carries it along
+    when a stage forwards the marker, so a consumer far downstream (the HTTP server) can tell when
+    to take requests again."""
+    return metadata.get(RESTART_READY) is True
 
 
 def now() -> float:

@@ -24,7 +24,11 @@ Restarts (``restart_policy`` in the YAML): dora restarts a crashed node and tell
 consumers with a ``NODE_RESTARTED`` event; a restart marker (``messages.restart_marker``) carries
 the news further down the data path. Both reach the stage as ``upstream_restarted(node, inputs)``:
 the stage fails the work it held open through that node and forwards the marker, so the sink closes
-every utterance the crash cut short, with the reason, instead of waiting for it forever.
+every utterance the crash cut short, with the reason, instead of waiting for it forever. A restart
+is not an end: dora 1.1 keeps the restarted node's outputs open (no ``INPUT_CLOSED`` reaches its
+consumers, so no primary input closes and the graph keeps serving). It does so only for a node
+that has an open input when it fails; a node without inputs is never restarted, which is why
+text-input listens to a timer in our graphs.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any, Callable, Iterable, Iterator, NoReturn, Protocol
 
 import pyarrow as pa
 
-from .messages import CONTROL, MessageError, restarted_node
+from .messages import CONTROL, RESTART_READY, MessageError, restart_ready, restarted_node
 
 log = logging.getLogger("dora_gpt_sovits")
 
@@ -159,6 +163,8 @@ class Loop:
         try:
             if (restarted := restarted_node(metadata)) is not None:
                 messages = self.stage.upstream_restarted(restarted, frozenset({event["id"]}))
+                if restart_ready(metadata):
+                    messages = mark_ready(messages, restarted)
             else:
                 messages = self.stage.handle(event["id"], event["value"], metadata)
             if poll:
@@ -188,6 +194,16 @@ class Loop:
         while self.stage.pending() and (timeout := self.timeout(clock)) is not None:
             sleep(timeout)
             self.send_all(self.stage.tick())
+
+
+def mark_ready(messages: Iterable[Outgoing | None], node: str) -> Iterator[Outgoing | None]:
+    """Tag the markers naming ``node`` as "serving again". Stages forward a marker by naming the
+    node only, so the runtime carries the tag across: the HTTP server at the end of the path takes
+    requests again when it sees it (openai_api/bridge.py)."""
+    for message in messages:
+        if message is not None and restarted_node(message.metadata) == node:
+            message.metadata = {**message.metadata, RESTART_READY: True}
+        yield message
 
 
 def send_all(node: Any, messages: Iterable[Outgoing | None]) -> int:
@@ -232,7 +248,7 @@ def announce_restart(loop: Loop) -> None:
         return
     if count:
         log.warning("%s: restarted by dora (restart %d); in-flight work of the previous process is lost", loop.stage.name, count)
-        loop.send_all(loop.stage.upstream_restarted(loop.stage.name, None))
+        loop.send_all(mark_ready(loop.stage.upstream_restarted(loop.stage.name, None), loop.stage.name))
 
 
 def is_timeout(event: dict[str, Any]) -> bool:
@@ -266,6 +282,10 @@ def serve(node: Any, stage: Stage, clock: Callable[[], float] = time.monotonic, 
             restarted_upstream(loop, event)
         elif kind == "INPUT_CLOSED":
             closed.add(event["id"])
+        elif kind == "INPUT_RECOVERED":  # dora reopened an input it had circuit-broken: not the end
+            closed.discard(event["id"])
+        elif kind == "NODE_FAILED":
+            log.warning("%s: dora reports a failed upstream node: %s", stage.name, event.get("value") or event.get("error"))
         elif kind == "STOP":
             loop.drain()
             if event.get("id") == "ALL_INPUTS_CLOSED":  # a graceful end: let timed work finish
