@@ -20,10 +20,11 @@ dropped, token chunks that still arrive for them are discarded, and the first au
 next utterance carries ``flush: True`` so that a sink's dora queue drops stale chunks too.
 ``GSV_MAX_LEAD_SECONDS`` (unset: no pacing) holds audio back so this node never runs more than that
 far ahead of real-time playback, for sinks without acknowledgements (dora-pyaudio's 10-deep queue).
-``GSV_COALESCE_LEAD_SECONDS`` (3.0; 0 = off): while an utterance's audio already sent reaches that far past
-real-time playback, a segment's non-final token chunks are held and vocoded together with the next
-ones: fewer runs re-decode fewer context margins, so later segments of a long text cost less CPU
-(that the GPT beside this node gets) without any risk to a stream that has seconds in hand.
+``GSV_COALESCE_LEAD_SECONDS`` (1.0; 0 = off): a segment's non-final token chunks are held and
+vocoded together with the next ones while the utterance's audio already sent reaches that far past
+real-time playback *after* paying for the held run (its tokens × this node's measured vocoding
+seconds per token): fewer runs re-decode fewer context margins, so later segments of a long text
+cost less CPU (that the GPT beside this node gets), and a held run never eats the audio in hand.
 ``GSV_VOCODER_FFT`` (``auto``: on a CPU in float32, the generator's long convolutions by FFT,
 ``sovits.spectral_conv``; 1 | 0) picks how the torch backend convolves.
 ``GSV_PEAK_LIMIT`` (off by default; 0.45 for dora-pyaudio, which wraps floats above 0.468) applies a
@@ -51,6 +52,7 @@ from dora_gpt_sovits.model_cache import model_choice
 from dora_gpt_sovits.audio.limiter import PeakLimiter, limiter_from_env
 from dora_gpt_sovits.audio.resample import StreamResampler
 from dora_gpt_sovits.cancellation import Cancellations
+from dora_gpt_sovits.finite_guard import NonFiniteOutput, all_finite
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 from dora_gpt_sovits.sovits.token_stream import ChunkDecoder, SegmentVocoder, StreamPolicy
 
@@ -120,6 +122,10 @@ class VocoderStage(StageBase):
         self.pacer: Pacer[Outgoing] | None = None if max_lead_seconds is None else Pacer(max_lead_seconds, clock)
         self.clock = clock
         self.coalesce_lead = coalesce_lead_seconds
+        # Vocoding seconds per token of the last runs (running mean; None until a run was timed):
+        # what a held run will cost when it goes. Runs of few tokens cost more per token (their
+        # context margins), so the estimate errs on the long side for the long runs holding makes.
+        self.seconds_per_token: float | None = None
         # Per utterance (each is its own stream: an HTTP request, a sentence for the speaker): when
         # the audio sent so far will have played, if played in real time from when it left.
         self.playback: OrderedDict[str, PlaybackClock] = OrderedDict()
@@ -267,11 +273,14 @@ class VocoderStage(StageBase):
                 self.forget_later_chunks(ident)
             yield self.audio(chunk.key, torch.zeros(0), 0, True, f"voice {chunk.key.voice!r} unusable: {e}")
             return
-        hold = self.coalesce_lead > 0 and not chunk.segment_final and self.lead_seconds(chunk.key.utterance_id) >= self.coalesce_lead
+        hold = not chunk.segment_final and self.worth_holding(chunk.key.utterance_id, segment.vocoder, len(chunk.tokens))
         segment.chunks_held += hold
         started = time.perf_counter()
+        decoded_before = segment.vocoder.decoded
         try:
             pieces = segment.vocoder.push(chunk.tokens, chunk.segment_final, hold)
+            if not all(all_finite(p) for p in pieces):  # never NaN on the speaker (finite_guard)
+                raise NonFiniteOutput("the vocoder computed NaN/inf samples (broken weights, or a half-precision kernel defect: try GSV_DTYPE=float32)")
         except Exception as e:
             log.exception("utterance %s segment %d: vocoding failed", chunk.key.utterance_id, chunk.key.segment_index)
             del self.open[ident]
@@ -279,7 +288,9 @@ class VocoderStage(StageBase):
                 self.forget_later_chunks(ident)  # the GPT goes on sending this segment's tokens
             yield self.audio(chunk.key, torch.zeros(0), segment.audio_chunks_sent, True, f"vocoding failed: {e}")
             return
-        segment.seconds_decoding += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        segment.seconds_decoding += elapsed
+        self.time_run(segment.vocoder.decoded - decoded_before, elapsed)
         wav = torch.cat([p.reshape(-1).float().cpu() for p in pieces]) if pieces else torch.zeros(0)
         segment.samples += len(wav)
         if chunk.segment_final:
@@ -290,6 +301,19 @@ class VocoderStage(StageBase):
             wav = torch.cat([wav, self.silence])
             self.log_segment(segment)
         yield from self.slices(segment, self.to_output_rate(segment, wav, chunk.segment_final), chunk.segment_final)
+
+    def worth_holding(self, utterance_id: str, vocoder: SegmentVocoder, new_tokens: int) -> bool:
+        """Hold a non-final chunk for a longer run while the lead stays above the threshold even
+        after vocoding everything held so far plus this chunk (at the measured cost per token)."""
+        if self.coalesce_lead <= 0 or self.seconds_per_token is None:
+            return False
+        pending = vocoder.tokens.size + new_tokens - vocoder.decoded
+        return self.lead_seconds(utterance_id) >= self.coalesce_lead + pending * self.seconds_per_token
+
+    def time_run(self, tokens: int, seconds: float) -> None:
+        if tokens > 0:
+            cost = seconds / tokens
+            self.seconds_per_token = cost if self.seconds_per_token is None else 0.5 * (self.seconds_per_token + cost)
 
     def lead_seconds(self, utterance_id: str) -> float:
         """How far the utterance's audio sent so far reaches past real-time playback of it."""
@@ -412,7 +436,7 @@ def main() -> None:
         output_rate=int(env["GSV_OUTPUT_SAMPLE_RATE"]) if env.get("GSV_OUTPUT_SAMPLE_RATE") else None,
         max_lead_seconds=float(env["GSV_MAX_LEAD_SECONDS"]) if env.get("GSV_MAX_LEAD_SECONDS") else None,
         limiter=limiter_from_env(env),
-        coalesce_lead_seconds=float(env.get("GSV_COALESCE_LEAD_SECONDS", 3.0)),
+        coalesce_lead_seconds=float(env.get("GSV_COALESCE_LEAD_SECONDS", 1.0)),
     )
     # The first decode pays one-off costs (allocator, kernels): pay them before serving.
     spec = np.ones((1025, 50), np.float32)

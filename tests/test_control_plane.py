@@ -14,6 +14,7 @@ import torch
 from conftest import RecordingNode, closed_event, input_event
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.audio.pacing import Pacer
+from dora_gpt_sovits.audio.playback_clock import PlaybackClock
 from dora_gpt_sovits.audio.player import JitterBuffer
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.node_runtime import serve
@@ -316,6 +317,30 @@ def test_vocoder_holds_chunks_for_longer_runs_while_it_has_audio_in_hand():
     assert stage.open == {}
     # The next utterance starts with nothing in hand, however much the last one still has.
     assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("v", OLD, 20, 0, False))) == 16 * 640
+
+
+def test_vocoder_holds_no_more_than_the_lead_pays_for():
+    clock = Clock(0.0)
+    stage = vocoder(coalesce_lead_seconds=1.0, clock=clock)
+    list(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 300, 0, True)))  # 6.3 s in hand at t = 0
+    stage.seconds_per_token = 0.05  # as if vocoding were slow: 2 s for 40 tokens
+    clock.t = 1.0  # 5.3 s in hand >= 1 s + 20 tokens' 1 s of vocoding: held
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=1))) == 0
+    clock.t = 2.0  # 4.3 s >= 1 s + 40 tokens' 2 s: held
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=1))) == 0
+    clock.t = 2.5  # 3.8 s: 60 tokens would cost 3 s and leave less than 1 s in hand, so they go now
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 2, False, segment=1))) == (60 - 4) * 640
+    assert stage.lead_seconds("u") > 1.0
+
+
+def test_vocoder_holds_nothing_before_it_has_timed_a_run():
+    clock = Clock(0.0)
+    stage = vocoder(coalesce_lead_seconds=1.0, clock=clock)
+    stage.playback["u"] = PlaybackClock(prebuffer_s=0.0)
+    stage.playback["u"].arrive(0.0, 10.0)  # plenty in hand, but no idea yet what a run costs
+    assert stage.seconds_per_token is None
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False))) == 16 * 640
+    assert stage.seconds_per_token is not None and stage.seconds_per_token > 0
 
 
 def test_vocoder_without_lead_vocodes_every_chunk_and_a_stop_forgets_the_lead():
