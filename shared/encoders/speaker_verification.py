@@ -36,6 +36,7 @@ from torch import nn
 
 from dora_gpt_sovits.checkpoint_io import CheckpointError, check_state_dict_keys, read_checkpoint
 from dora_gpt_sovits.encoders.fbank import fbank
+from dora_gpt_sovits.finite_guard import module_dtype, run_finite
 
 EMBEDDING_DIM = 20480  # 2048 channels × 10 frequency rows
 
@@ -260,8 +261,11 @@ def speaker_embedding(model: ERes2NetV2, wav16k: torch.Tensor) -> torch.Tensor:
     """20480-d v2Pro speaker vector of a mono 16 kHz waveform ``[samples]`` (model dtype/device).
 
     Features are computed in float32 and then cast to the model dtype (upstream's half mode runs
-    the fbank in fp16 too; float32 features are the more accurate choice).
+    the fbank in fp16 too; float32 features are the more accurate choice). Never NaN: raises
+    :class:`~dora_gpt_sovits.finite_guard.NonFiniteOutput` where even float32 gives NaN/inf.
     """
     param = next(model.parameters())
-    feats = fbank(wav16k.to(param.device).float())
-    return model(feats[None].to(param.dtype))[0]
+    feats = fbank(wav16k.to(param.device).float())[None]
+    # Half precision on some CPUs computes NaN here (oneDNN's AMX bfloat16 convolution on short
+    # references): finite_guard then runs the model in float32 for good.
+    return run_finite(model, lambda m: m(feats.to(module_dtype(m))), "speaker verification (ERes2NetV2)", (feats,))[0]
