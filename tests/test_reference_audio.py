@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 
 from dora_gpt_sovits.audio.reference_audio import ReferenceAudioError, content_hash, load_reference
-from dora_gpt_sovits.audio.resample import resample
+from dora_gpt_sovits.audio.resample import resample, resample_length
 from dora_gpt_sovits.audio.synthetic_voice import speech_like_signal
 
 
@@ -139,3 +139,85 @@ def test_content_hash(tmp_path):
     assert content_hash(other) != content_hash(path)
     with pytest.raises(ReferenceAudioError, match="not found"):
         content_hash(tmp_path / "missing.wav")
+
+
+# --- paths that are not regular files, sample rates, "not a voice" (issue #15, class 4) ---
+
+
+def finishes(call):
+    """Run ``call`` in a thread; return its exception. A hang is a failure, not a stuck suite: the
+    60 s guard is for a call that takes milliseconds (it only matters if it blocks for ever)."""
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            call()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "blocked on a path that is not a regular file"
+    return outcome.get("error")
+
+
+@pytest.mark.parametrize("call", [load_reference, content_hash], ids=["load", "hash"])
+def test_fifo_and_devices_are_refused_without_reading(tmp_path, call):
+    import os
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.wav"
+    link.symlink_to(fifo)
+    for path, kind in ((fifo, "FIFO"), (link, "FIFO"), ("/dev/zero", "character device")):
+        error = finishes(lambda: call(path))
+        assert isinstance(error, ReferenceAudioError), error
+        assert "not a file" in str(error) and kind in str(error) and str(path) in str(error)
+
+
+@pytest.mark.parametrize("call", [load_reference, content_hash], ids=["load", "hash"])
+def test_oversized_file_is_refused_before_reading(tmp_path, call):
+    path = tmp_path / "big.wav"
+    with open(path, "wb") as f:
+        f.truncate(129 << 20)  # sparse: no disk used, never read
+    with pytest.raises(ReferenceAudioError, match="too large .*129.0 MiB"):
+        call(path)
+
+
+@pytest.mark.parametrize("sr, words", [(1, "1 Hz is too low"), (4000, "4000 Hz is too low"), (400000, "above 384000")])
+def test_sample_rates_outside_8_to_384_khz_are_refused(tmp_path, sr, words):
+    samples = 5 if sr == 1 else int(sr * 4)  # the issue's case: 5 samples at 1 Hz "last" 5 s
+    data = voice(4.0, 8000)[:samples] if sr == 1 else speech_like_signal(4.0, sr)
+    refused(write(tmp_path, "rate.wav", data, sr, subtype="FLOAT"), words)
+
+
+def test_a_coprime_rate_reference_is_resampled_through_the_bounded_path(tmp_path):
+    # 44,101 Hz asked the exact resampler for an 11.3 GB filter bank; now it takes the direct path.
+    sr = 44101
+    path = write(tmp_path, "odd.wav", voice(3.5, sr), sr, subtype="FLOAT")
+    ref = load_reference(path)
+    stored, _ = sf.read(path, dtype="float32")
+    assert ref.wav32k.shape == (resample_length(len(stored), sr, 32000),) == (112001,)
+    torch.testing.assert_close(ref.wav32k, resample(torch.from_numpy(stored), sr, 32000))
+
+
+def test_a_dc_offset_is_not_a_voice(tmp_path):
+    refused(write(tmp_path, "dc.wav", np.full(16000 * 5, 0.5, np.float32), 16000, subtype="FLOAT"),
+            "constant level", "DC offset 0.5", "not a voice")
+    clicks = np.full(16000 * 4, -0.4, np.float32)
+    clicks[1000::8000] = 0.5  # an offset does not count as sound, so this is still a few clicks
+    refused(write(tmp_path, "dcclick.wav", clicks, 16000, subtype="FLOAT"), "almost no sound")
+    # a real voice riding on an offset is still a voice
+    offset = write(tmp_path, "offset.wav", voice(4.0, 16000, peak=0.5) + 0.3, 16000, subtype="FLOAT")
+    assert load_reference(offset).source_sr == 16000
+
+
+def test_decoded_size_is_bounded_before_decoding():
+    from dora_gpt_sovits.audio.reference_audio import MAX_DECODED_SAMPLES, check_decoded_size
+
+    check_decoded_size(10 * 384000, 8, "x.wav")  # 10 s at 384 kHz in 8 channels fits
+    with pytest.raises(ReferenceAudioError, match=r"x.wav: .*\(1024 channels\)"):
+        check_decoded_size(MAX_DECODED_SAMPLES // 1000, 1024, "x.wav")

@@ -123,3 +123,35 @@ def test_stream_equal_rates_pass_through_and_accepts_tensors():
     assert stream.flush().shape == (0,)
     with pytest.raises(ValueError):
         StreamResampler(32000, 16000).process(np.zeros((10, 2), np.float32))
+
+
+# --- rates whose exact filter bank would be huge (issue #15, class 4) ---
+
+from dora_gpt_sovits.audio.resample import direct_resample, exact_path_fits, polyphase_resample  # noqa: E402
+
+RECORDING_RATES = [8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000, 352800, 384000]
+
+
+@pytest.mark.parametrize("from_sr", RECORDING_RATES)
+def test_every_recording_rate_keeps_the_exact_torchaudio_path(from_sr):
+    # The parity tests against upstream rely on this: only odd rates take the direct path.
+    assert exact_path_fits(from_sr, 32000) and exact_path_fits(32000, 16000)
+
+
+@pytest.mark.parametrize("from_sr,to_sr", [(44100, 32000), (22050, 16000), (8000, 32000), (11025, 32000), (32000, 16000)])
+def test_direct_path_computes_the_same_filter(from_sr, to_sr):
+    x = 0.5 * torch.randn(2, from_sr // 2, generator=torch.Generator().manual_seed(3))
+    exact, direct = polyphase_resample(x, from_sr, to_sr), direct_resample(x, from_sr, to_sr)
+    assert direct.shape == exact.shape
+    torch.testing.assert_close(direct, exact, atol=1e-6, rtol=0)  # float32 summation order only
+
+
+@pytest.mark.parametrize("from_sr", [44101, 44056, 8001, 383999])
+def test_coprime_rates_take_the_bounded_path_and_stay_accurate(from_sr):
+    assert not exact_path_fits(from_sr, 32000)
+    with pytest.raises(ValueError, match="too large to build"):
+        polyphase_kernel(from_sr, 32000)  # the 1.4 G-tap bank of 44,101 Hz is never allocated
+    y = resample(tone(1000, from_sr, seconds=0.5), from_sr, 32000)
+    assert y.shape == (resample_length(from_sr // 2, from_sr, 32000),)
+    amp, residual = fit_tone(y, 1000, 32000)
+    assert amp == pytest.approx(0.5, abs=1e-3) and residual < 1e-4

@@ -10,7 +10,15 @@ two 16 kHz signals differ only near 8 kHz, inside the resamplers' transition ban
 
 Refused, each with a one-line :class:`ReferenceAudioError` naming the file:
 
-* missing or unreadable files and files that are not audio;
+* missing or unreadable files, paths that are not regular files (a FIFO or ``/dev/zero`` would
+  block the node for ever: checked on the open descriptor before anything is read or hashed),
+  files over 128 MiB, and files that are not audio;
+* sample rates outside 8–384 kHz. 8 kHz (telephone band, 4 kHz of audio) is the least that still
+  carries the formants and fricatives a voice is recognised by; the encoders work at 16 kHz. A
+  1 Hz "recording" of 5 samples would otherwise pass the duration rule as 5 s. 384 kHz is the
+  highest rate audio hardware records at, and it bounds the resampling work per second;
+* more than 2^25 decoded samples (frames × channels, 128 MiB as float32), before decoding: a 10 s
+  file at 384 kHz with 8 channels is 31 M; a header claiming 1024 channels is not a voice;
 * NaN/inf samples;
 * shorter than 3 s or longer than 10 s. Upstream refuses references outside 3–10 s (measured in
   16 kHz samples, 48000..160000 inclusive) because the prompt semantic tokens and the GPT prefix
@@ -18,6 +26,9 @@ Refused, each with a one-line :class:`ReferenceAudioError` naming the file:
   3–10 s of clean speech rather than expecting us to cut it;
 * silence: peak below 1e-3, or less than 0.5 s of 20 ms frames whose RMS reaches 1e-3 (−60 dBFS),
   e.g. a few clicks in silence; either would give a meaningless voice;
+* a constant level (a DC offset and nothing else): the peak of the signal minus its mean is below
+  1e-3. Frame activity is measured after removing each frame's mean, so an offset never counts as
+  sound (a 20 ms frame's mean is the content below 50 Hz, where speech has none);
 * heavy clipping: more than 1 % of samples within 0.1 % of full scale (full scale is 1.0, or the
   peak for float files that exceed 1.0), which colours the voice with distortion.
 """
@@ -26,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import BinaryIO
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +45,7 @@ import soundfile as sf
 import torch
 
 from dora_gpt_sovits.audio.resample import resample, resample_length
+from dora_gpt_sovits.regular_file import open_regular_file
 
 MODEL_SR = 32000
 ENCODER_SR = 16000
@@ -44,6 +57,10 @@ ACTIVE_FRAME_SECONDS = 0.02
 MIN_ACTIVE_SECONDS = 0.5
 CLIP_LEVEL = 0.999
 MAX_CLIPPED_FRACTION = 0.01
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 384000
+MAX_FILE_BYTES = 128 << 20
+MAX_DECODED_SAMPLES = 1 << 25
 
 
 class ReferenceAudioError(ValueError):
@@ -72,17 +89,20 @@ def load_reference(path: str | os.PathLike[str]) -> ReferenceAudio:
     return ReferenceAudio(wav32k.contiguous(), wav16k.contiguous(), len(data) / sr, sr)
 
 
+def open_reference(path: str) -> BinaryIO:
+    """The file opened for reading, once it is known to be a regular file of a sane size."""
+    return open_regular_file(path, MAX_FILE_BYTES, "reference audio", ReferenceAudioError)
+
+
 def read_audio(path: str) -> tuple[np.ndarray, int]:
-    """``(float32 [frames, channels], sample_rate)``; refuses absurdly long files before decoding."""
-    if not os.path.exists(path):
-        raise ReferenceAudioError(f"{path}: reference audio file not found")
-    if not os.path.isfile(path):
-        raise ReferenceAudioError(f"{path}: reference audio path is not a file")
+    """``(float32 [frames, channels], sample_rate)``; refuses absurd rates and sizes before decoding."""
     try:
-        with sf.SoundFile(path) as f:
+        with open_reference(path) as raw, sf.SoundFile(raw) as f:
+            check_sample_rate(f.samplerate, path)
             # Header lengths can be approximate (MP3), so only a clear excess is refused here.
             if f.frames > 0 and f.frames > 2 * MAX_SECONDS * f.samplerate:
                 raise ReferenceAudioError(_too_long(path, f.frames / f.samplerate))
+            check_decoded_size(f.frames, f.channels, path)
             data = f.read(dtype="float32", always_2d=True)
             sr = f.samplerate
     except ReferenceAudioError:
@@ -96,6 +116,24 @@ def read_audio(path: str) -> tuple[np.ndarray, int]:
     if data.shape[0] == 0:
         raise ReferenceAudioError(f"{path}: reference audio contains no samples")
     return data, sr
+
+
+def check_sample_rate(sr: int, path: str) -> None:
+    """8-384 kHz (see the module docstring for why)."""
+    if sr < MIN_SAMPLE_RATE:
+        raise ReferenceAudioError(
+            f"{path}: reference audio sample rate {sr} Hz is too low for a voice; record at 8 kHz or more (16 kHz or more is better)"
+        )
+    if sr > MAX_SAMPLE_RATE:
+        raise ReferenceAudioError(f"{path}: reference audio sample rate {sr} Hz is above {MAX_SAMPLE_RATE} Hz")
+
+
+def check_decoded_size(frames: int, channels: int, path: str) -> None:
+    if frames * channels > MAX_DECODED_SAMPLES:
+        raise ReferenceAudioError(
+            f"{path}: reference audio would decode to {frames * channels} samples ({channels} channels); "
+            f"at most {MAX_DECODED_SAMPLES}: use a mono or stereo 3-10 s recording"
+        )
 
 
 def check_finite(data: np.ndarray, path: str) -> None:
@@ -138,6 +176,11 @@ def check_not_silent(mono: np.ndarray, sr: int, path: str) -> None:
     peak = float(np.max(np.abs(mono)))
     if peak < SILENT_PEAK:
         raise ReferenceAudioError(f"{path}: reference audio is silent (peak {peak:.2g})")
+    offset = float(np.mean(mono, dtype=np.float64))
+    if float(np.max(np.abs(mono - offset))) < SILENT_PEAK:
+        raise ReferenceAudioError(
+            f"{path}: reference audio is a constant level (DC offset {offset:.3g}) with no sound; not a voice"
+        )
     active = active_seconds(mono, sr)
     if active < MIN_ACTIVE_SECONDS:
         raise ReferenceAudioError(
@@ -146,9 +189,10 @@ def check_not_silent(mono: np.ndarray, sr: int, path: str) -> None:
 
 
 def active_seconds(mono: np.ndarray, sr: int) -> float:
-    """Total length of the 20 ms frames whose RMS reaches -60 dBFS."""
+    """Total length of the 20 ms frames whose RMS, after removing the frame's mean, reaches -60 dBFS."""
     hop = max(1, int(sr * ACTIVE_FRAME_SECONDS))
     frames = mono[: len(mono) // hop * hop].reshape(-1, hop).astype(np.float64)
+    frames -= frames.mean(axis=1, keepdims=True)  # a DC offset is not sound
     rms = np.sqrt(np.mean(frames**2, axis=1))
     return float(np.count_nonzero(rms >= ACTIVE_FRAME_RMS)) * hop / sr
 
@@ -164,11 +208,9 @@ def content_hash(path: str | os.PathLike[str]) -> str:
     path = os.fspath(path)
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with open_reference(path) as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-    except FileNotFoundError:
-        raise ReferenceAudioError(f"{path}: reference audio file not found") from None
     except OSError as e:
         raise ReferenceAudioError(f"{path}: cannot read reference audio ({e.strerror or e})") from None
     return digest.hexdigest()
