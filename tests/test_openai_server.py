@@ -169,6 +169,7 @@ def served():
     config = ServerConfig(port=0, max_input_chars=200, max_active_requests=4)
     server = HttpServer(create_app(bridge, {v: Voice(v) for v in VOICES}, config, development_model=True), "127.0.0.1", 0)
     port = server.start()
+    graph.bridge = bridge
     yield f"http://127.0.0.1:{port}", graph
     server.stop()
     graph.events.put({"type": "STOP", "id": "MANUAL"})
@@ -189,14 +190,17 @@ def stream_speech(base: str, text: str, response_format: str = "pcm", **extra) -
         return b"".join(response.iter_bytes(4096)), dict(response.headers)
 
 
-def http(base: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
+def http(base: str, path: str, body: dict | bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
+            got = response.status, json.loads(response.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+        got = e.code, json.loads(e.read())
+        if headers is not None:
+            headers.update(e.headers)
+    return got
 
 
 def test_openai_client_streams_pcm_and_wav_with_options_in_the_text_metadata(served):
@@ -286,3 +290,137 @@ def test_an_error_after_audio_started_cuts_the_stream_instead_of_ending_it_clean
             response.read()
     last = http(base, "/v1/requests/last")[1]
     assert last["status"] == "failed" and "boom" in last["error"]
+
+
+# ---- hostile requests, HTTP/1.0, restarts (issue #15, classes 1 and 6) ----------------------------
+def assert_openai_error(status: int, body: dict, expected_status: int, code: str | None = None) -> None:
+    assert status == expected_status, body
+    assert set(body["error"]) == {"message", "type", "param", "code"}, body
+    assert code is None or body["error"]["code"] == code, body
+
+
+@pytest.mark.parametrize("raw, code", [
+    (b'{"input": "hi", "voice": "default", "top_k": ' + b"9" * 5000 + b"}", "invalid_json"),  # Python's 4300-digit limit
+    (b"[" * 100_000 + b"]" * 100_000, "invalid_json"),  # RecursionError in the parser
+    (b'{"input": "hi", "voice": "default", "top_k": 1' + b"0" * 400 + b"}", "out_of_range"),  # float() would overflow
+    (b'{"input": "hi", "voice": "default", "top_p": 1e400}', "out_of_range"),  # inf
+    (b'{"input": "hi", "voice": "default", "speed": NaN}', "out_of_range"),
+    (b'{"input": "\\ud800 hello", "voice": "default"}', "invalid_unicode"),  # a lone surrogate, valid JSON
+    (b'{"input": "hi", "voice": "\\udfff"}', "unknown_voice"),
+    (b'{"input": "hi", "voice": {"id": "\\ud800"}}', "unknown_voice"),
+    (b'{"input": "hi", "voice": "default", "language": ["zh"]}', "unsupported_value"),  # unhashable
+    (b'{"\\ud800": 1, "input": "hi", "voice": "default"}', "unknown_parameter"),
+    (b'{"input": "\xff\xfe", "voice": "default"}', "invalid_json"),  # not UTF-8
+])
+def test_hostile_bodies_get_a_400_json_error_and_the_server_keeps_serving(served, raw, code):
+    base, graph = served
+    status, body = http(base, "/v1/audio/speech", raw)
+    assert_openai_error(status, body, 400, code)
+    assert not graph.texts and graph.bridge.router.active() == 0  # nothing reached the graph, no route left open
+    assert len(np.frombuffer(stream_speech(base, "Still here.")[0], "<i2")) > 0
+
+
+def test_an_http_1_0_client_gets_the_whole_stream_without_chunked_encoding(served):
+    import socket
+
+    base, graph = served
+    host, port = base.removeprefix("http://").split(":")
+    body = json.dumps({"input": "One. Two.", "voice": "default", "response_format": "pcm"}).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(b"POST /v1/audio/speech HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        reply = b""
+        while chunk := conn.recv(65536):  # HTTP/1.0: the body ends where the server closes
+            reply += chunk
+    head, _, audio = reply.partition(b"\r\n\r\n")
+    lines = head.decode().lower().split("\r\n")
+    assert lines[0].startswith("http/1.0 200"), head
+    assert "transfer-encoding: chunked" not in lines and "connection: close" in lines
+    assert len(audio) == 2 * 2 * 12000  # two sentences of 0.5 s, 16-bit at 24 kHz: all of it, unframed
+    status, error = http(base, "/v1/audio/speech", {"input": "", "voice": "default"})  # still serving
+    assert_openai_error(status, error, 400, "empty_input")
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.time() + 10
+    while not condition():
+        assert time.time() < deadline, what
+        time.sleep(0.01)
+
+
+def test_a_request_while_the_frontend_restarts_gets_a_503_until_it_echoes_a_probe(served):
+    base, graph = served
+    bridge = graph.bridge
+    graph.events.put({"type": "NODE_RESTARTED", "id": "text-frontend"})  # dora: through frontend_control
+    wait_for(lambda: bridge.unavailable() is not None, "the bridge heard of the restart")
+    headers: dict = {}
+    status, error = http(base, "/v1/audio/speech", {"input": "Hello.", "voice": "default"}, headers)
+    assert_openai_error(status, error, 503, "service_unavailable")
+    assert "text-frontend" in error["error"]["message"] and int(headers["Retry-After"]) >= 1
+    assert not graph.texts  # not sent into the gap, where dora would drop it
+    # The bridge asks the frontend whether it serves (a stop for a made-up id) until it answers.
+    wait_for(lambda: graph.controls, "a probe was sent")
+    probe = graph.controls[-1][m.UTTERANCE_ID]
+    assert probe.startswith("gsv-http-probe-")
+    graph.events.put({"type": "INPUT", "id": "frontend_control", "value": m.text_array("stop"),
+                      "metadata": {m.UTTERANCE_ID: "a client's stop", m.CANCEL_BEFORE: 1.0}})
+    time.sleep(0.05)  # an ordinary stop echoed by the frontend proves nothing
+    assert bridge.unavailable() is not None
+    graph.events.put({"type": "INPUT", "id": "frontend_control", "value": m.text_array("stop"),
+                      "metadata": {m.UTTERANCE_ID: probe, m.CANCEL_BEFORE: 1.0}})
+    wait_for(lambda: bridge.unavailable() is None, "the echo ends the wait")
+    assert len(np.frombuffer(stream_speech(base, "Back.")[0], "<i2")) > 0
+
+
+def test_a_restart_down_the_audio_path_refuses_requests_until_the_node_is_ready(served):
+    base, graph = served
+    bridge = graph.bridge
+    down, md = m.restart_marker("gpt", "float32", **{m.SAMPLE_RATE: SR})
+    graph.events.put({"type": "INPUT", "id": m.AUDIO, "value": down, "metadata": md})
+    wait_for(lambda: bridge.unavailable() is not None, "the crash marker arrived")
+    assert_openai_error(*http(base, "/v1/audio/speech", {"input": "Hi.", "voice": "default"}), 503)
+    graph.events.put({"type": "INPUT", "id": m.AUDIO, "value": down, "metadata": md | {m.RESTART_READY: True}})
+    wait_for(lambda: bridge.unavailable() is None, "the ready marker arrived")
+    assert len(np.frombuffer(stream_speech(base, "Back.")[0], "<i2")) > 0
+
+
+def test_without_a_sign_of_return_the_refusal_ends_after_the_grace_period():
+    from dora_gpt_sovits.openai_api.bridge import Availability
+
+    now = [100.0]
+    availability = Availability(grace_seconds=30.0, clock=lambda: now[0])
+    availability.went_down("reference")
+    reason, retry_after = availability.unavailable()
+    assert "reference" in reason and retry_after > 0
+    now[0] += 31.0
+    assert availability.unavailable() is None
+    availability.gone("vocoder", "the vocoder has stopped")
+    reason, retry_after = availability.unavailable()
+    assert "vocoder has stopped" in reason and retry_after is None  # waiting will not help
+
+
+def test_a_graph_whose_audio_closed_answers_503_and_the_port_stays_open(served):
+    base, graph = served
+    graph.events.put({"type": "INPUT_CLOSED", "id": m.AUDIO})
+    wait_for(lambda: graph.bridge.unavailable() is not None, "the close arrived")
+    headers: dict = {}
+    status, error = http(base, "/v1/audio/speech", {"input": "Hi.", "voice": "default"}, headers)
+    assert_openai_error(status, error, 503) and "Retry-After" not in headers
+    assert http(base, "/v1/models")[0] == 200
+
+
+def test_a_fault_of_ours_is_a_500_in_the_api_shape_and_leaves_no_route_open():
+    class Broken(GraphBridge):
+        def start(self, utterance_id, request, received_at, deliver):
+            self.router.open(utterance_id, deliver)
+            raise RuntimeError("boom")
+
+    bridge = Broken()
+    server = HttpServer(create_app(bridge, {"default": Voice("default")}, ServerConfig(port=0)), "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.start()}"
+    try:
+        status, error = http(base, "/v1/audio/speech", {"input": "Hi.", "voice": "default"})
+        assert_openai_error(status, error, 500, "internal_error")
+        assert bridge.router.active() == 0 and http(base, "/v1/models")[0] == 200
+    finally:
+        server.stop()

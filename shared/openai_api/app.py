@@ -3,7 +3,11 @@
 ``POST /v1/audio/speech`` streams: response headers leave with the first audio (so a request that
 fails before any audio still gets a JSON error), then every chunk is written the moment the graph
 delivers it. A client that disconnects cancels its utterance in the graph. Errors are OpenAI's
-JSON (``{"error": {"message", "type", "param", "code"}}``) with a 4xx/5xx status.
+JSON (``{"error": {"message", "type", "param", "code"}}``) with a 4xx/5xx status, whatever went
+wrong: a body that is not UTF-8 or not JSON (also nested too deeply, or an integer over Python's
+4300 digits) is a 400, a request while a node of the graph restarts a 503 with ``Retry-After``,
+and a fault of ours a 500 in the same shape. HTTP/1.0 clients get the stream without chunked
+encoding, delimited by the connection's close.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 from importlib import resources
 from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from dora_gpt_sovits import messages as m
 
@@ -29,6 +34,7 @@ from .schema import MODEL_ALIASES, MODEL_ID, ApiError, Limits, parse_speech_requ
 log = logging.getLogger("gsv.http-server")
 
 DISCONNECT_CHECK_SECONDS = 0.25  # how soon a vanished client is noticed while the graph works
+SHUTDOWN_SECONDS = 3.0  # how long a stopping server lets open responses finish
 
 
 class Engine(Protocol):
@@ -61,17 +67,26 @@ def create_app(engine: Engine, voices: dict[str, VoiceInfo], config: ServerConfi
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every refusal as OpenAI's error JSON, including aiohttp's own 404/405/413."""
+    """Every refusal as OpenAI's error JSON, including aiohttp's own 404/405/413 and our own bugs."""
     try:
         return await handler(request)
     except ApiError as e:
-        return web.json_response(e.body(), status=e.status)
+        return web.json_response(e.body(), status=e.status, headers=e.headers)
     except web.HTTPException as e:
         if e.status < 400:
             raise
         kind = "invalid_request_error" if e.status < 500 else "server_error"
-        error = ApiError(e.status, f"{request.method} {request.path}: {e.reason}", None, e.reason.lower().replace(" ", "_"), kind)
+        error = ApiError(e.status, f"{request.method} {ascii(request.path)[1:-1]}: {e.reason}", None,
+                         e.reason.lower().replace(" ", "_"), kind)
         return web.json_response(error.body(), status=e.status)
+    except (asyncio.CancelledError, ConnectionError):
+        raise  # the client left: nobody to answer
+    except Exception as e:
+        # A 500 still in the API's shape, and the request's route in the graph is closed by the
+        # handler's own cleanup; the server goes on serving the next request.
+        log.exception("%s %s failed", request.method, ascii(request.path))
+        error = ApiError(500, f"internal error: {type(e).__name__}", None, "internal_error", "server_error")
+        return web.json_response(error.body(), status=500)
 
 
 class SpeechApi:
@@ -119,11 +134,13 @@ class SpeechApi:
 
     async def speech(self, request: web.Request) -> web.StreamResponse:
         received_at = time.time()
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ApiError(400, f"the request body is not valid JSON: {e}", None, "invalid_json") from None
+        body = parse_json(await request.read(), request.charset)
         speech = parse_speech_request(body, sorted(self.voices), self.limits)
+        unavailable = getattr(self.engine, "unavailable", lambda: None)()
+        if unavailable is not None:
+            reason, retry_after = unavailable
+            headers = {} if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
+            raise ApiError(503, reason, None, "service_unavailable", "server_error", headers)
         if self.active >= self.config.max_active_requests:
             raise ApiError(429, f"the server is busy ({self.active} requests in progress); retry shortly",
                            None, "too_many_requests", "rate_limit_error")
@@ -139,7 +156,12 @@ class SpeechApi:
         self.metrics.add(metrics)
         events: asyncio.Queue[AudioEvent] = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        self.engine.start(utterance_id, speech, received_at, lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
+        try:
+            self.engine.start(utterance_id, speech, received_at, lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
+        except Exception:
+            metrics.finish("failed", "the request could not be sent into the graph")
+            self.engine.cancel(utterance_id)  # never leave its route open
+            raise
         log.info("request %s: %d characters, voice %r, %s", utterance_id, len(speech.input), speech.voice, speech.response_format)
         encoder = StreamEncoder(speech.response_format, self.config.sample_rate)
         response: web.StreamResponse | None = None
@@ -165,12 +187,13 @@ class SpeechApi:
             self.engine.cancel(utterance_id)
             log.info("request %s: client disconnected; utterance cancelled", utterance_id)
             raise
-        except ApiError as e:
-            metrics.finish("failed", e.message)
+        except Exception as e:  # ApiError (a timeout), or a fault of ours: the route must not stay open
+            message = e.message if isinstance(e, ApiError) else f"internal error: {type(e).__name__}: {e}"
+            metrics.finish("failed", message)
             self.engine.cancel(utterance_id)
             if response is None:
                 raise
-            log.error("request %s: %s; stream aborted", utterance_id, e.message)
+            log.error("request %s: %s; stream aborted", utterance_id, message)
             _abort(request)
             return response
         if response is None:  # the graph ended the utterance without any audio
@@ -195,7 +218,11 @@ class SpeechApi:
             "X-Development-Model": "true" if self.development_model else "false",
             "Cache-Control": "no-store",
         })
-        response.enable_chunked_encoding()
+        # No Content-Length (the length is unknown until the end): aiohttp then streams HTTP/1.1 in
+        # chunks and HTTP/1.0, which has no chunked encoding, up to the connection's close.
+        if request.version < HttpVersion11:
+            response.force_close()
+            response.headers["Connection"] = "close"
         await response.prepare(request)
         return response
 
@@ -214,6 +241,22 @@ class SpeechApi:
                                None, "timeout", "server_error")
 
 
+def parse_json(raw: bytes, charset: str | None) -> Any:
+    """The request body as JSON, or a 400 saying why not."""
+    try:
+        text = raw.decode(charset or "utf-8")
+    except LookupError:
+        raise ApiError(400, f"unknown charset {ascii(charset)}", None, "invalid_json") from None
+    except UnicodeDecodeError as e:
+        raise ApiError(400, f"the request body is not valid {charset or 'utf-8'}: {e}", None, "invalid_json") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ApiError(400, "the request body is not valid JSON: nested too deeply", None, "invalid_json") from None
+    except ValueError as e:  # JSONDecodeError, and Python's refusal of integers over 4300 digits
+        raise ApiError(400, f"the request body is not valid JSON: {e}", None, "invalid_json") from None
+
+
 def _model(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "dora-gpt-sovits"}
 
@@ -229,7 +272,9 @@ class HttpServer:
     def __init__(self, app: web.Application, host: str, port: int):
         self.app, self.host, self.port = app, host, port
         self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # When dora stops the node, requests still streaming get a few seconds, not aiohttp's 60,
+        # so the process ends with its graph instead of living on with its port already closed.
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS)
         self.thread = threading.Thread(target=self.loop.run_forever, name="http-server", daemon=True)
 
     def start(self) -> int:

@@ -16,6 +16,9 @@ class ServerConfig:
     max_input_chars: int = 4096
     max_active_requests: int = 8  # beyond: 429, so a burst cannot queue unbounded work
     chunk_timeout_seconds: float = 300.0  # longest wait for the next piece of audio: 504 / aborted stream
+    # Longest time requests are refused (503) after a node restarted when no sign that it serves
+    # again reaches the server (bridge.py says which signs do).
+    restart_grace_seconds: float = 120.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ServerConfig":
@@ -27,4 +30,5 @@ class ServerConfig:
             max_input_chars=int(env.get("GSV_HTTP_MAX_INPUT_CHARS", d.max_input_chars)),
             max_active_requests=int(env.get("GSV_HTTP_MAX_REQUESTS", d.max_active_requests)),
             chunk_timeout_seconds=float(env.get("GSV_HTTP_TIMEOUT", d.chunk_timeout_seconds)),
+            restart_grace_seconds=float(env.get("GSV_HTTP_RESTART_GRACE", d.restart_grace_seconds)),
         )

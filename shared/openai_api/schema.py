@@ -4,6 +4,10 @@ OpenAI's body is ``{model, input, voice, response_format, speed, instructions}``
 engine's own sampling knobs (``top_k``, ``top_p``, ``temperature``) and ``language``. Every refusal
 is an :class:`ApiError` that the app turns into OpenAI's error JSON
 ``{"error": {"message", "type", "param", "code"}}``.
+
+Any JSON value in any field gets a 400 naming the field, never a server error: strings with a lone
+surrogate (``"\ud800"``: valid JSON, but no UTF-8 message can carry it) are refused, and numbers are
+compared as they came (a 400-digit integer or ``1e400`` is out of range, not an overflow).
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ class ApiError(Exception):
     """A request the server refuses, with the HTTP status and OpenAI's error fields."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error"):
+                 type: str = "invalid_request_error", headers: Mapping[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+        self.headers = dict(headers or {})  # e.g. Retry-After on a 503
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -68,25 +73,29 @@ def parse_speech_request(body: Any, voices: list[str], limits: Limits = Limits()
         raise ApiError(400, "the request body must be a JSON object")
     unknown = sorted(set(body) - KNOWN_FIELDS)
     if unknown:
-        raise ApiError(400, f"unknown field(s) {unknown}; accepted: {sorted(KNOWN_FIELDS)}", unknown[0], "unknown_parameter")
+        raise ApiError(400, f"unknown field(s) {_short(unknown)}; accepted: {sorted(KNOWN_FIELDS)}", _ascii(unknown[0]),
+                       "unknown_parameter")
     model = body.get("model", MODEL_ID)
     if model not in (MODEL_ID, *MODEL_ALIASES):
-        raise ApiError(400, f"unknown model {model!r}; available: {[MODEL_ID, *MODEL_ALIASES]}", "model", "model_not_found")
+        raise ApiError(400, f"unknown model {_short(model)}; available: {[MODEL_ID, *MODEL_ALIASES]}", "model", "model_not_found")
     text = body.get("input")
     if not isinstance(text, str) or not text.strip():
         raise ApiError(400, "'input' must be a non-empty string", "input", "empty_input" if isinstance(text, str) else "invalid_type")
     if len(text) > limits.max_input_chars:
         raise ApiError(400, f"'input' has {len(text)} characters; the limit is {limits.max_input_chars}", "input", "input_too_long")
+    if (problem := m.unicode_problem(text)) is not None:
+        raise ApiError(400, f"'input' cannot be spoken: {problem}", "input", "invalid_unicode")
     voice = _voice(body.get("voice"), voices)
     response_format = body.get("response_format", "wav")
     if response_format not in FORMATS:
-        raise ApiError(400, f"response_format {response_format!r} is not supported; supported: {list(FORMATS)}",
+        raise ApiError(400, f"response_format {_short(response_format)} is not supported; supported: {list(FORMATS)}",
                        "response_format", "unsupported_format")
     if body.get("stream_format", "audio") != "audio":
         raise ApiError(400, "only stream_format 'audio' is supported (raw audio bytes, streamed)", "stream_format", "unsupported_value")
     language = body.get("language", "auto")
     if language not in LANGUAGES:
-        raise ApiError(400, f"language {language!r} is not supported; supported: {list(LANGUAGES)}", "language", "unsupported_value")
+        raise ApiError(400, f"language {_short(language)} is not supported; supported: {list(LANGUAGES)}", "language",
+                       "unsupported_value")
     options = m.RequestOptions(
         top_k=_number(body, "top_k", TOP_K_RANGE, integer=True),
         top_p=_number(body, "top_p", TOP_P_RANGE, open_low=True),
@@ -104,8 +113,8 @@ def _voice(voice: Any, voices: list[str]) -> str:
                        "directory's voices.yml)", "voice", "no_voices")
     if not isinstance(voice, str) or not voice:
         raise ApiError(400, f"'voice' is required; available voices: {voices}", "voice", "missing_voice")
-    if voice not in voices:
-        raise ApiError(400, f"unknown voice {voice!r}; available voices: {voices}", "voice", "unknown_voice")
+    if voice not in voices:  # registry names are valid Unicode, so this also refuses a lone surrogate
+        raise ApiError(400, f"unknown voice {_short(voice)}; available voices: {voices}", "voice", "unknown_voice")
     return voice
 
 
@@ -116,10 +125,25 @@ def _number(body: Mapping[str, Any], name: str, bounds: tuple[float, float], int
     if value is None:
         return None
     wanted = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
-        raise ApiError(400, f"'{name}' must be {wanted}, got {value!r}", name, "invalid_type")
+    # An int is checked as an int: float() of a 400-digit integer raises OverflowError.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            integer and isinstance(value, float) and not value.is_integer()):
+        raise ApiError(400, f"'{name}' must be {wanted}, got {_short(value)}", name, "invalid_type")
     low, high = bounds
-    if not math.isfinite(value) or value > high or value < low or (open_low and value == low):
+    if (isinstance(value, float) and not math.isfinite(value)) or value > high or value < low or (open_low and value == low):
         interval = f"{'(' if open_low else '['}{low}, {high}]"
-        raise ApiError(400, f"'{name}' must be in {interval}, got {value!r}", name, "out_of_range")
+        raise ApiError(400, f"'{name}' must be in {interval}, got {_short(value)}", name, "out_of_range")
     return int(value) if integer else float(value)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value for an error message: ascii() (a lone surrogate stays printable), at most ``limit``
+    characters (a client's megabyte of JSON is not echoed back). repr of a huge int is not even made."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = ascii(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _ascii(value: Any) -> str:
+    return value if isinstance(value, str) and value.isascii() else _short(value)
