@@ -282,10 +282,6 @@ def serve(node: Any, stage: Stage, clock: Callable[[], float] = time.monotonic, 
             restarted_upstream(loop, event)
         elif kind == "INPUT_CLOSED":
             closed.add(event["id"])
-        elif kind == "INPUT_RECOVERED":  # dora reopened an input it had circuit-broken: not the end
-            closed.discard(event["id"])
-        elif kind == "NODE_FAILED":
-            log.warning("%s: dora reports a failed upstream node: %s", stage.name, event.get("value") or event.get("error"))
         elif kind == "STOP":
             loop.drain()
             if event.get("id") == "ALL_INPUTS_CLOSED":  # a graceful end: let timed work finish

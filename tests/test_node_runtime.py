@@ -141,3 +141,50 @@ def test_dora_timeouts_tick_the_stage_and_are_not_logged_as_errors(caplog):
     serve(node, stage, clock=lambda: 1.0)
     assert stage.ticks == 2 and texts(node) == ["tick 1", "tick 2"]
     assert "dora error event" not in caplog.text
+
+
+# ---- restarts (issue #15, class 1) ------------------------------------------------------------------
+class Forwarder(StageBase):
+    """Forwards restart markers as the real stages do: naming the node only."""
+
+    name = "forwarder"
+    primary_inputs = frozenset({"text"})
+
+    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
+        yield Outgoing("out", m.text_array(m.read_text(value, input_id)), metadata)
+
+    def upstream_restarted(self, node: str, inputs: frozenset[str] | None = None) -> Iterable[Outgoing]:
+        yield Outgoing("out", *m.restart_marker(node, "utf8"))
+
+
+def test_a_restarted_producer_does_not_end_the_node():
+    """dora 1.1 keeps a restarting node's outputs open: its consumers get NODE_RESTARTED, no
+    INPUT_CLOSED, so the primary input stays open and later texts are served."""
+    node = RecordingNode([input_event("text", m.text_array("a")), {"type": "NODE_RESTARTED", "id": "text-input"},
+                          input_event("text", m.text_array("b")), closed_event("text")])
+    serve(node, Forwarder())
+    sent = [d[0].as_py() if len(d) else m.restarted_node(md) for d, md in node.outputs("out")]
+    # (the loop drains what is queued before it reacts to a restart: dora puts the event ahead of it)
+    assert sorted(sent) == ["a", "b", "text-input"]
+
+
+def test_the_ready_tag_of_a_restart_marker_travels_through_a_stage_that_forwards_it():
+    down = m.restart_marker("gpt", "utf8")
+    ready = (down[0], down[1] | {m.RESTART_READY: True})
+    node = RecordingNode([input_event("text", *down), input_event("text", *ready), closed_event("text")])
+    serve(node, Forwarder())
+    assert [(m.restarted_node(md), m.restart_ready(md)) for _, md in node.outputs("out")] == [("gpt", False), ("gpt", True)]
+
+
+def test_a_restarted_node_announces_itself_ready():
+    class Restarted(RecordingNode):
+        def is_restart(self) -> bool:
+            return True
+
+        def restart_count(self) -> int:
+            return 1
+
+    node = Restarted([closed_event("text")])
+    serve(node, Forwarder())
+    ((_, md),) = node.outputs("out")
+    assert m.restarted_node(md) == "forwarder" and m.restart_ready(md)
