@@ -10,6 +10,25 @@ We never call the general unpickler. ``torch.load(weights_only=True)`` is PyTorc
 unpickler (tensors, containers and primitives only); the one extra class admitted is our own
 ``HParams`` stand-in registered under upstream's name ``utils.HParams``, which only stores a
 ``__dict__``. Anything else in the pickle (``os.system``, ``eval``, arbitrary classes) is refused.
+
+The restricted unpickler still admits content that hurts later, so :func:`read_checkpoint` checks
+what it got before any loader sees it (:func:`check_content`), each refusal one line:
+
+* the path must be a regular file of at most 2 GiB (the largest official file, s2Gv3.pth, is
+  770 MB); a FIFO or device would block the read for ever;
+* the zip entries may inflate to at most :data:`INFLATION_FACTOR` × the file + 256 MiB: ``torch.save``
+  stores entries uncompressed, while a deflated entry can grow 1000-fold inside ``torch.load``;
+* containers: string keys only (every official file has them; other keys crash name handling),
+  no reference cycles, nesting at most :data:`MAX_DEPTH` deep, and at most :data:`MAX_OBJECTS`
+  objects counted as a tree (a list holding the same list twice at each of 30 levels is 2^30
+  objects to anything that walks it, though the pickle is tiny);
+* tensors: dense (``torch.strided``), not nested or quantized, of a real dtype. A sparse tensor
+  with an out-of-bounds index crashes the process (SIGSEGV) when made dense;
+* the tensors' logical size (elements × element size, which is what ``.float()`` or ``.to()``
+  materialises) at most :data:`INFLATION_FACTOR` × the file + 256 MiB: a 1-element storage viewed
+  with stride 0 as a [10⁵, 10⁴] tensor is a few bytes on disk;
+* no NaN/inf in floating tensors: such weights load silently and then decode token 0 for ever or
+  produce NaN audio. The message names the first offending tensor.
 """
 
 from __future__ import annotations
@@ -18,9 +37,27 @@ import io
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Iterator, Mapping
 
 import torch
+
+from .regular_file import open_regular_file
+
+MAX_CHECKPOINT_BYTES = 2 << 30
+# A file may make us hold at most 2 x its size + 256 MiB: twice allows tied weights counted twice;
+# the slack admits small shape-only test files (stride-0 views, ~200 MiB) while the attacks seen
+# (a 1 MB file inflating to 1.25 GB, 20 KB of stride-0 views claiming 5.7 GB) stay far outside.
+INFLATION_FACTOR = 2
+INFLATION_SLACK_BYTES = 256 << 20
+MAX_DEPTH = 32  # official files nest 4 deep (config -> model -> list -> list)
+MAX_OBJECTS = 200_000  # official files hold < 3,000 (tensors, config entries, strings)
+# Layer counts above this are refused before any model is built (building is linear in layers,
+# and a config may claim anything); official models have 6 (SoVITS) and 24 (GPT, HuBERT, BERT).
+MAX_LAYERS = 128
+WEIGHT_DTYPES = frozenset({
+    torch.float16, torch.bfloat16, torch.float32, torch.float64,
+    torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool,
+})
 
 
 class CheckpointError(ValueError):
@@ -81,12 +118,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> RawCheckpoint:
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular_file(path, MAX_CHECKPOINT_BYTES, "checkpoint", CheckpointError) as f:
             data = f.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
     if len(data) < 4:
         raise CheckpointError(f"{path}: empty or truncated file ({len(data)} bytes)")
 
@@ -102,13 +137,144 @@ def read_checkpoint(path: str | os.PathLike[str]) -> RawCheckpoint:
     buffer = io.BytesIO(data)
     if not zipfile.is_zipfile(buffer):
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint (zip directory unreadable)")
+    check_inflation(buffer, len(data), path)
     buffer.seek(0)
     try:
         with torch.serialization.safe_globals([HParams]):
             content = torch.load(buffer, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, KeyError... for bad files
         raise CheckpointError(f"{path}: refused or unreadable checkpoint: {_first_line(e)}") from None
+    check_content(content, path, len(data))
     return RawCheckpoint(path, content, tag, head, len(data))
+
+
+def inflation_budget(file_bytes: int) -> int:
+    """Bytes a file of ``file_bytes`` may expand to, in its zip entries or in its tensors."""
+    return INFLATION_FACTOR * file_bytes + INFLATION_SLACK_BYTES
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def check_inflation(archive: BinaryIO, file_bytes: int, path: str) -> None:
+    """Refuse archives whose entries would inflate beyond the budget, from the zip directory alone."""
+    try:
+        entries = zipfile.ZipFile(archive).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(e)})") from None
+    inflated = sum(entry.file_size for entry in entries)
+    if inflated > inflation_budget(file_bytes):
+        raise CheckpointError(
+            f"{path}: archive entries inflate to {mib(inflated)} from a {mib(file_bytes)} file "
+            f"(at most {INFLATION_FACTOR}x + {mib(INFLATION_SLACK_BYTES)}); refusing a compressed bomb"
+        )
+
+
+def check_content(content: Any, path: str, file_bytes: int) -> None:
+    """Everything :func:`read_checkpoint` promises about the unpickled object (module docstring)."""
+    tensors = list(walk_content(content, path))
+    for where, tensor in tensors:
+        check_tensor_kind(tensor, where, path)
+    check_tensor_budget(tensors, path, file_bytes)
+    for where, tensor in tensors:
+        check_finite(tensor, where, path)
+
+
+def _children(obj: Any, where: str, path: str) -> list[tuple[str, Any]]:
+    """``(where, child)`` pairs of a container, keys included; refuses non-string keys."""
+    if isinstance(obj, HParams):
+        obj = vars(obj)
+    if isinstance(obj, Mapping):
+        for key in obj:
+            if not isinstance(key, str):
+                raise CheckpointError(
+                    f"{path}: {where} has the key {key!r} ({type(key).__name__}); checkpoint keys must be strings"
+                )
+        return [(f"{where}[{key!r}]", value) for key, value in obj.items()]
+    if isinstance(obj, (list, tuple, set, frozenset)) and not isinstance(obj, torch.Size):
+        return [(f"{where}[{i}]", value) for i, value in enumerate(obj)]
+    return []
+
+
+def walk_content(root: Any, path: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Each distinct tensor once, with where it sits; refuses cycles, deep nesting and blow-ups.
+
+    Iterative (a 10⁵-deep pickle must not exhaust Python's stack). The object count is the size of
+    the content *as a tree* — what any recursive walk (``to_plain``, a deepcopy) would visit —
+    computed once per distinct container, so exponential sharing is caught in linear time.
+    """
+    tree_size: dict[int, int] = {}  # id -> objects in its subtree, once finished
+    on_path: set[int] = set()
+    seen_tensors: set[int] = set()
+    keep_alive = []  # ids stay unique only while the objects live (HParams vars, children lists)
+    stack: list[tuple[Any, str, int, list | None]] = [(root, "checkpoint", 0, None)]
+    while stack:
+        obj, where, depth, children = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            if id(obj) not in seen_tensors:
+                seen_tensors.add(id(obj))
+                yield where, obj
+            tree_size[id(obj)] = 1
+            continue
+        if children is None:  # first visit
+            if id(obj) in tree_size:
+                continue
+            if id(obj) in on_path:
+                raise CheckpointError(f"{path}: {where} contains itself (a reference cycle); not a checkpoint")
+            if depth > MAX_DEPTH:
+                raise CheckpointError(f"{path}: content nests deeper than {MAX_DEPTH} levels (at {where[:200]})")
+            children = _children(obj, where, path)
+            keep_alive.append(children)
+            if not children:
+                tree_size[id(obj)] = 1
+                continue
+            on_path.add(id(obj))
+            stack.append((obj, where, depth, children))
+            stack.extend((child, child_where, depth + 1, None) for child_where, child in reversed(children))
+            continue
+        on_path.discard(id(obj))  # all children are finished
+        size = 1 + sum(tree_size.get(id(child), 1) for _, child in children)
+        if size > MAX_OBJECTS:
+            raise CheckpointError(
+                f"{path}: content expands to more than {MAX_OBJECTS} objects (at {where[:200]}: "
+                f"containers shared over and over); not a checkpoint"
+            )
+        tree_size[id(obj)] = size
+
+
+def check_tensor_kind(tensor: torch.Tensor, where: str, path: str) -> None:
+    """Dense, plain, CPU, of a weight dtype: anything else is refused before it is touched."""
+    if tensor.layout != torch.strided or tensor.is_nested:
+        kind = "nested" if tensor.is_nested else str(tensor.layout).replace("torch.", "")
+        raise CheckpointError(f"{path}: {where} is a {kind} tensor; only dense tensors are accepted")
+    if tensor.is_quantized or tensor.dtype not in WEIGHT_DTYPES:
+        raise CheckpointError(f"{path}: {where} has dtype {tensor.dtype}, which is not a weight type")
+    if tensor.device.type != "cpu":
+        raise CheckpointError(f"{path}: {where} is on device {tensor.device}, expected cpu")
+
+
+def logical_bytes(tensor: torch.Tensor) -> int:
+    """Bytes the tensor takes once materialised (stride-0 and overlapping views count in full)."""
+    return tensor.numel() * tensor.element_size()
+
+
+def check_tensor_budget(tensors: list[tuple[str, torch.Tensor]], path: str, file_bytes: int) -> None:
+    total = sum(logical_bytes(t) for _, t in tensors)
+    if total > inflation_budget(file_bytes):
+        where, largest = max(tensors, key=lambda item: logical_bytes(item[1]))
+        raise CheckpointError(
+            f"{path}: tensors would take {mib(total)} in memory from a {mib(file_bytes)} file (at most "
+            f"{INFLATION_FACTOR}x + {mib(INFLATION_SLACK_BYTES)}; largest {where} {list(largest.shape)} stride {list(largest.stride())})"
+        )
+
+
+def check_finite(tensor: torch.Tensor, where: str, path: str) -> None:
+    if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise CheckpointError(
+            f"{path}: {where} holds {bad} NaN/inf values of {tensor.numel()}; the weights are corrupt"
+        )
 
 
 def _first_line(e: BaseException) -> str:
@@ -163,8 +329,15 @@ def fold_weight_norm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
             if g is None:
                 raise CheckpointError(f"weight-norm pair incomplete: {stem}.weight_g missing")
             v = tensor.float()
+            if v.dim() < 2 or g.numel() != v.shape[0]:
+                raise CheckpointError(
+                    f"weight-norm pair of {stem} does not fit: weight_g {list(g.shape)}, weight_v {list(v.shape)}"
+                )
             dims = tuple(range(1, v.dim()))
-            out[stem + ".weight"] = g.float() * v / v.norm(dim=dims, keepdim=True)
+            norm = v.norm(dim=dims, keepdim=True)
+            if not bool((norm > 0).all()):  # g * v / 0 would be NaN weights
+                raise CheckpointError(f"weight-norm direction {stem}.weight_v has an all-zero row")
+            out[stem + ".weight"] = g.float().reshape(norm.shape) * v / norm
             continue
         out[name] = tensor
     orphans = [n for n in state if n.endswith(".weight_g") and n[:-2] + "_v" not in state]

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..checkpoint_io import CheckpointError
+from .hf_checks import check_config, check_finite_weights, check_weight_files
 
 PROMPT_PAD_SAMPLES = int(32000 * 0.3)
 SAMPLE_RATE = 16000
@@ -44,6 +45,8 @@ def load_hubert(
         config = HubertConfig.from_pretrained(directory, local_files_only=True)
         if config.model_type != "hubert":
             raise CheckpointError(f"{directory}: config.json describes a {config.model_type!r} model, not hubert")
+        check_config(config, str(directory))  # before transformers builds the network from it
+        check_weight_files(str(directory), WEIGHT_FILES)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the missing/unexpected report is checked below instead
         try:
@@ -63,6 +66,7 @@ def load_hubert(
         desc = "; ".join(f"{k.replace('_', ' ')}: {', '.join(map(str, v[:5]))}" for k, v in problems.items())
         raise CheckpointError(f"{directory}: HuBERT weights do not match its config ({desc})")
 
+    check_finite_weights(model, str(directory))
     fold_parametrizations(model)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ..checkpoint_io import MAX_LAYERS
+
 # Upstream's semantic stream runs at 25 tokens/s but its early-stop budget is computed with 50 Hz.
 EARLY_STOP_PER_SECOND = 50
+# Inclusive ranges (official: vocab 1025, phonemes 512/732, dims 512, 16 heads, 24 layers, max_sec
+# 54). Generous; they keep a config from building a model for minutes before its weights are
+# compared, or from producing a zero, negative or non-finite early-stop budget.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "vocab_size": (2, 1 << 20),
+    "phoneme_vocab_size": (1, 1 << 20),
+    "embedding_dim": (1, 1 << 14),
+    "hidden_dim": (1, 1 << 14),
+    "n_head": (1, 1 << 10),
+    "n_layer": (1, MAX_LAYERS),
+    "eos": (1, 1 << 20),
+}
+MAX_SEC_LIMIT = 3600.0
 
 
 class ConfigError(ValueError):
@@ -41,17 +57,22 @@ class GPTConfig:
         return int(EARLY_STOP_PER_SECOND * self.max_sec)
 
     def __post_init__(self) -> None:
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{name} is {value!r}, expected an integer in {low}..{high}")
+        if isinstance(self.max_sec, bool) or not isinstance(self.max_sec, (int, float)) or not (
+            math.isfinite(self.max_sec) and 0 < self.max_sec <= MAX_SEC_LIMIT
+        ):
+            raise ConfigError(f"max_sec is {self.max_sec!r}, expected a finite number of seconds in (0, {MAX_SEC_LIMIT:g}]")
         if self.embedding_dim != self.hidden_dim:
             # The embeddings feed the transformer directly; upstream has no projection between them.
             raise ConfigError(f"embedding_dim {self.embedding_dim} != hidden_dim {self.hidden_dim}")
-        if self.n_head <= 0 or self.hidden_dim % self.n_head:
+        if self.hidden_dim % self.n_head:
             raise ConfigError(f"hidden_dim {self.hidden_dim} is not divisible into {self.n_head} heads")
         if self.eos != self.vocab_size - 1:
             # The first decode steps ban EOS by dropping the last logit column, so EOS must be last.
             raise ConfigError(f"EOS {self.eos} is not the last semantic id (vocab_size {self.vocab_size})")
-        for name in ("vocab_size", "phoneme_vocab_size", "n_layer", "max_sec"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
     @classmethod
     def from_checkpoint_config(cls, config: Any) -> GPTConfig:

@@ -100,25 +100,32 @@ def load_sovits(
 
     version = detect_version(raw, state)
     config = SoVITSConfig.from_checkpoint(content["config"], version, path)
-    state = model_state(state, path)
 
     # Built on the meta device (no throw-away random init) and handed the loaded tensors.
     with torch.device("meta"):
         model = Synthesizer(config)
     expected = model.state_dict()
+    check_file_shapes(state, expected, path)  # before folding or casting allocates anything
+    state = model_state(state, path)
     check_state_dict_keys(state, set(expected), path)
-    for name, tensor in expected.items():
-        if state[name].shape != tensor.shape:
-            raise CheckpointError(
-                f"{path}: {module_key_to_file_key(name)} has shape {tuple(state[name].shape)}, "
-                f"the config implies {tuple(tensor.shape)}"
-            )
     # assign=True adopts the loaded tensors instead of copying into (meta) ones.
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
     model = model.to(device).eval().requires_grad_(False)
     model.version = version
     model.load_seconds = time.perf_counter() - start
     return model
+
+
+def check_file_shapes(file_state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], path: str) -> None:
+    """Each stored tensor the model uses has the shape the config implies (``weight_v`` that of the weight)."""
+    for name, tensor in file_state.items():
+        if name.startswith(TRAINING_ONLY_PREFIXES) or name.endswith(".weight_g"):
+            continue  # weight_g is checked against its weight_v when folded
+        module_name = file_key_to_module_key(name.removesuffix("_v") if name.endswith(".weight_v") else name)
+        if module_name in expected and tensor.shape != expected[module_name].shape:
+            raise CheckpointError(
+                f"{path}: {name} has shape {tuple(tensor.shape)}, the config implies {tuple(expected[module_name].shape)}"
+            )
 
 
 def model_state(file_state: Mapping[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:

@@ -71,6 +71,8 @@ def detect_version(raw: RawCheckpoint, state: Mapping[str, object]) -> SoVITSVer
     embedding = state.get("enc_p.text_embedding.weight")
     if embedding is None:
         raise CheckpointError(f"{raw.path}: not a SoVITS v1/v2 model (no enc_p.text_embedding.weight)")
+    if embedding.dim() != 2:
+        raise CheckpointError(f"{raw.path}: enc_p.text_embedding.weight has shape {list(embedding.shape)}, expected 2 axes")
     n_symbols = embedding.shape[0]
     if n_symbols not in (V1_SYMBOL_COUNT, V2_SYMBOL_COUNT):
         raise CheckpointError(f"{raw.path}: phone embedding has {n_symbols} rows, expected 322 (v1) or 732 (v2)")
@@ -85,4 +87,4 @@ def detect_version(raw: RawCheckpoint, state: Mapping[str, object]) -> SoVITSVer
 def pro_variant(state: Mapping[str, object]) -> str:
     # ProPlus is the only variant whose first upsampler has kernel 20 (v2Pro keeps 16).
     first_up = state.get("dec.ups.0.weight_v", state.get("dec.ups.0.weight"))
-    return "v2ProPlus" if first_up is not None and first_up.shape[-1] == 20 else "v2Pro"
+    return "v2ProPlus" if first_up is not None and first_up.dim() and first_up.shape[-1] == 20 else "v2Pro"
