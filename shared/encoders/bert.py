@@ -51,10 +51,16 @@ def load_bert(directory: str | os.PathLike, device: str | torch.device = "cpu",
     missing = missing_files(directory)
     if missing:
         raise BertModelFiles(f"BERT model directory {directory} lacks: {', '.join(missing)}")
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
+    from .hf_checks import check_config, check_finite_weights, check_weight_files
+
+    config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    check_config(config, directory)  # before transformers builds the network from it
+    check_weight_files(directory, WEIGHT_FILES)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    model = AutoModelForMaskedLM.from_pretrained(directory, local_files_only=True)
+    model = AutoModelForMaskedLM.from_pretrained(directory, config=config, local_files_only=True)
+    check_finite_weights(model, directory)
     if model.config.hidden_size != FEATURE_DIM:
         raise ValueError(f"BERT hidden size is {model.config.hidden_size}; the GPT expects {FEATURE_DIM}")
     model = model.to(device=device, dtype=dtype).eval()
