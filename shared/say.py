@@ -23,8 +23,12 @@ def main(argv: list[str] | None = None) -> None:
     request = ({"control": "stop"} if args.stop else {"text": args.text}) | {k: v for k, v in options if v}
     host, _, port = args.address.rpartition(":")
     try:
+        line = (json.dumps(request, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError as e:  # argv bytes that are not UTF-8 arrive as lone surrogates
+        raise SystemExit(f"error: the arguments are not valid UTF-8 ({e}); nothing was sent") from None
+    try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5) as conn:
-            conn.sendall((json.dumps(request, ensure_ascii=False) + "\n").encode("utf-8"))
+            conn.sendall(line)
     except OSError as e:
         raise SystemExit(f"error: no text-input listening on {args.address} ({e}); start dataflows/service.yml") from None
 
