@@ -12,11 +12,13 @@ import torch
 
 from dora_gpt_sovits.gpt import half_matvec as hm
 from dora_gpt_sovits.gpt.config import GPTConfig
-from dora_gpt_sovits.gpt.decode_layers import FusedDecodeLayers
+from dora_gpt_sovits.gpt.decode_layers import FusedDecodeLayers, FusedDecoder
+from dora_gpt_sovits.gpt.generate import generate_batch
 from dora_gpt_sovits.gpt.loader import load_gpt
 from dora_gpt_sovits.gpt.model import Text2Semantic
-from dora_gpt_sovits.gpt.options import OptionError, TorchGPTOptions, prepare_decoder
-from dora_gpt_sovits.gpt.quantize import pack_half
+from dora_gpt_sovits.gpt.options import OptionError, TorchGPTOptions, describe, make_decoder
+from dora_gpt_sovits.gpt.sampling import SamplingParams
+from dora_gpt_sovits.gpt.weights import pack_half
 
 from conftest import FIXTURES
 
@@ -44,31 +46,36 @@ MODELS = {
 }
 
 
-def packed_pair(name: str) -> Text2Semantic:
+def packed_pair(name: str) -> tuple[Text2Semantic, FusedDecodeLayers]:
     model = pack_half(MODELS[name]())
-    assert model.fused_layers is not None
-    return model
+    fused = FusedDecodeLayers.for_model(model)
+    assert fused is not None
+    return model, fused
+
+
+def fused_step(model: Text2Semantic, fused: FusedDecodeLayers, tokens: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+    """What FusedDecoder.step_logits computes."""
+    return model.ar_predict_layer(fused(model.embed_step(tokens, positions), cache))
 
 
 def run_steps(model: Text2Semantic, fused: FusedDecodeLayers | None, rows: int = 1, steps: int = 12, seed: int = 0):
-    """Prefill the same random context, then decode ``steps`` fixed tokens: (logits per step, cache)."""
+    """Prefill the same random context, then decode ``steps`` fixed tokens: (logits per step, cache);
+    the steps run fused, or through the modules if ``fused`` is None."""
     g = torch.Generator().manual_seed(seed)
     d, context = model.config.hidden_dim, 9
-    model.fused_layers = fused
     cache = model.new_cache(rows, context + steps + 1)
     logits = []
     with torch.inference_mode():
         model.prefill(torch.randn(rows, context, d, generator=g), torch.ones(rows, 1, context, context, dtype=torch.bool), cache)
         for k in range(steps):
-            tokens = torch.randint(0, 1024, (rows,), generator=g)
-            logits.append(model.step(tokens, torch.full((rows,), k), cache))
+            tokens, positions = torch.randint(0, 1024, (rows,), generator=g), torch.full((rows,), k)
+            logits.append(model.step(tokens, positions, cache) if fused is None else fused_step(model, fused, tokens, positions, cache))
     return torch.stack(logits), cache
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_fused_steps_match_the_module_path(kernel, name):
-    model = packed_pair(name)
-    fused = model.fused_layers
+    model, fused = packed_pair(name)
     got, got_cache = run_steps(model, fused)
     want, want_cache = run_steps(model, None)
     torch.testing.assert_close(got, want, atol=1e-5 * want.abs().max().item(), rtol=0)  # summation order only
@@ -79,8 +86,8 @@ def test_fused_steps_match_the_module_path(kernel, name):
 
 
 def test_each_row_of_a_batch_decodes_as_it_would_alone(kernel):
-    model = packed_pair("head_dim_32")
-    batch, _ = run_steps(model, model.fused_layers, rows=2, seed=3)
+    model, fused = packed_pair("head_dim_32")
+    batch, _ = run_steps(model, fused, rows=2, seed=3)
     # Row r of a 2-row run saw row r of the same random draws; decode each row alone from them.
     g = torch.Generator().manual_seed(3)
     d, context, steps = model.config.hidden_dim, 9, 12
@@ -90,14 +97,14 @@ def test_each_row_of_a_batch_decodes_as_it_would_alone(kernel):
         cache = model.new_cache(1, context + steps + 1)
         with torch.inference_mode():
             model.prefill(x[r : r + 1], torch.ones(1, 1, context, context, dtype=torch.bool), cache)
-            alone = torch.stack([model.step(t[r : r + 1], torch.full((1,), k), cache) for k, t in enumerate(tokens)])
+            alone = torch.stack([fused_step(model, fused, t[r : r + 1], torch.full((1,), k), cache) for k, t in enumerate(tokens)])
         # (The prefill's float32 GEMM may round a 2-row batch differently, hence not bit-equal.)
         torch.testing.assert_close(alone[:, 0], batch[:, r], atol=1e-5 * alone.abs().max().item(), rtol=0)
 
 
 def test_results_do_not_depend_on_the_thread_count(kernel):
-    model = packed_pair("head_dim_32")
-    fused, d = model.fused_layers, model.config.hidden_dim
+    model, fused = packed_pair("head_dim_32")
+    d = model.config.hidden_dim
     g = torch.Generator().manual_seed(5)
     x, filled = torch.randn(2, d, generator=g), model.new_cache(2, 40)
     filled.k.copy_(torch.randn(filled.k.shape, generator=g))
@@ -114,8 +121,7 @@ def test_results_do_not_depend_on_the_thread_count(kernel):
 
 
 def test_steps_the_operator_cannot_take_use_the_module_path(kernel):
-    model = packed_pair("fixture")
-    fused = model.fused_layers
+    model, fused = packed_pair("fixture")
     x = torch.zeros(2, model.config.hidden_dim)
     cache = model.new_cache(2, 8)
     assert fused.accepts(x, cache)
@@ -126,28 +132,30 @@ def test_steps_the_operator_cannot_take_use_the_module_path(kernel):
     assert not fused.accepts(x.half(), cache)
 
 
-def test_a_left_padded_batch_still_decodes(kernel):
-    model = packed_pair("fixture")
-    cache = model.new_cache(2, 12)
-    d = model.config.hidden_dim
-    with torch.inference_mode():
-        model.prefill(torch.randn(2, 4, d), torch.ones(2, 1, 4, 4, dtype=torch.bool), cache)
-        cache.mark_padding(torch.tensor([1, 0]))
-        logits = model.step(torch.tensor([3, 4]), torch.tensor([0, 0]), cache)
-    assert logits.shape == (2, model.config.vocab_size) and torch.isfinite(logits).all()
+def test_a_left_padded_batch_decodes_through_the_modules(kernel):
+    import numpy as np
+
+    model, fused = packed_pair("fixture")
+    expected = np.load(FIXTURES / "expected.npz")
+    phones, bert, prompt = (torch.from_numpy(expected[f"gpt_v2_tiny_{k}"]) for k in ("phone_ids", "bert", "prompt_semantic"))
+    rows = ([phones, phones[:40]], [bert, bert[:, :40]], prompt)  # the second row is left-padded
+    params = SamplingParams(top_k=1, early_stop_num=20)
+    got = generate_batch(FusedDecoder(model, fused), *rows, params)
+    want = generate_batch(model, *rows, params)  # the module path
+    assert [r.tokens.tolist() for r in got] == [r.tokens.tolist() for r in want]
 
 
 def test_a_full_cache_is_an_error_not_a_write_past_the_end(kernel):
-    model = packed_pair("fixture")
+    model, fused = packed_pair("fixture")
     cache = model.new_cache(1, 4)
     cache.advance(4)
     with pytest.raises(RuntimeError, match="KV cache full"):
-        model.fused_layers(torch.zeros(1, model.config.hidden_dim), cache)
+        fused(torch.zeros(1, model.config.hidden_dim), cache)
 
 
 def test_malformed_operands_are_refused(kernel):
-    model = packed_pair("fixture")
-    weights, d = model.fused_layers.weights, model.config.hidden_dim
+    model, fused = packed_pair("fixture")
+    weights, d = fused.weights, model.config.hidden_dim
     cache = model.new_cache(1, 8)
     x = torch.zeros(1, d)
     op = torch.ops.gsv.decode_layers
@@ -167,24 +175,21 @@ def test_malformed_operands_are_refused(kernel):
 
 def test_widths_the_operator_cannot_take_keep_the_module_path(kernel):
     model = pack_half(random_model(hidden=48, heads=4, layers=1, seed=2))  # head_dim 12: not whole vectors
-    assert model.fused_layers is None
+    assert FusedDecodeLayers.for_model(model) is None
+    assert make_decoder(model, TorchGPTOptions(quant="fp16")).name == "module"
     logits, cache = run_steps(model, None, steps=3)
     assert torch.isfinite(logits).all() and cache.length == 9 + 3
 
 
 def test_only_our_kernel_gets_fused_layers():
-    assert pack_half(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"), "fbgemm").fused_layers is None
+    assert FusedDecodeLayers.for_model(pack_half(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"), "fbgemm")) is None
 
 
 def test_the_option_is_read_checked_and_described(kernel):
     assert TorchGPTOptions.from_env({}).fused_decode is True
-    off = TorchGPTOptions.from_env({"GSV_FUSED_DECODE": "0"})
-    model = load_gpt(FIXTURES / "gpt_v2_tiny.ckpt")
-    prepare_decoder(model, off)
-    assert model.fused_layers is None and "fused_layers=0" in off.describe(model)
-    on = TorchGPTOptions.from_env({"GSV_FUSED_DECODE": "1"})
-    model = load_gpt(FIXTURES / "gpt_v2_tiny.ckpt")
-    prepare_decoder(model, on)
-    assert model.fused_layers is not None and "fused_layers=1" in on.describe(model)
+    off = make_decoder(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"), TorchGPTOptions.from_env({"GSV_FUSED_DECODE": "0"}))
+    assert off.name == "module" and "GSV_FUSED_DECODE=0" in describe(off)
+    on = make_decoder(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"), TorchGPTOptions.from_env({"GSV_FUSED_DECODE": "1"}))
+    assert isinstance(on, FusedDecoder) and "one C++ call" in describe(on)
     with pytest.raises(OptionError, match="GSV_FUSED_DECODE"):
         TorchGPTOptions.from_env({"GSV_FUSED_DECODE": "yes"})

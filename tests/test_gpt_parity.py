@@ -232,27 +232,31 @@ def test_input_validation(model, inputs):
 
 def test_step_cap_keeps_token_and_drops_first(model, inputs, monkeypatch):
     """At the last allowed step upstream stops keeping the token; y[-idx:] then drops the first one."""
-    import dora_gpt_sovits.gpt.generate as generate_module
+    import dora_gpt_sovits.gpt.stopping as stopping
 
     no_eos = load_gpt(FIXTURES / "gpt_v2_tiny.ckpt")
     no_eos.ar_predict_layer.weight[no_eos.config.eos] = 0  # EOS logit 0 never beats the best of 1024
-    monkeypatch.setattr(generate_module, "MAX_STEPS", 30)
+    monkeypatch.setattr(stopping, "MAX_STEPS", 30)
     result = generate(no_eos, *inputs, SamplingParams(top_k=1, early_stop_num=1000))
     assert (result.stop_reason, result.n_steps, len(result.generated)) == (StopReason.MAX_STEPS, 30, 30)
     assert torch.equal(result.tokens, result.generated[1:])
 
 
 def test_thread_split_products_match(model, inputs, expected, manifest_runs):
-    """With 2 threads float32 decode steps take the split matrix-vector route (model.linear)."""
-    from dora_gpt_sovits.gpt.model import linear
+    """With 2 threads float32 decode steps take the split matrix-vector route (weights.SplitRowsLinear,
+    which the module path gives a CPU model's plain float32 layers)."""
+    import copy
+
+    from dora_gpt_sovits.gpt.weights import SplitRowsLinear, use_cpu_kernels
 
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        layer = model.layers[0].ffn_in
+        layer = use_cpu_kernels(copy.deepcopy(model)).layers[0].ffn_in
+        assert type(layer) is SplitRowsLinear
         for rows in (1, 3):
             x = torch.randn(rows, 1, 64)
-            torch.testing.assert_close(linear(x, layer), torch.nn.functional.linear(x, layer.weight, layer.bias))
+            torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
         name = "sample_k20_p0.6_t0.6_rp1.35_seed1234"
         result = generate(model, *inputs, params_of(manifest_runs[name]))
         np.testing.assert_array_equal(result.tokens.numpy(), expected[f"gpt_v2_tiny_{name}_tokens"])

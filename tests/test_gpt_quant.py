@@ -23,17 +23,17 @@ import numpy as np
 import pytest
 import torch
 
-from dora_gpt_sovits.gpt.generate import StopReason, generate, generate_stream, prefill_inputs, prepare_utterance
+from dora_gpt_sovits.gpt.generate import StopReason, as_decoder, generate, generate_stream
 from dora_gpt_sovits.gpt.loader import load_gpt
-from dora_gpt_sovits.gpt.quantize import (
+from dora_gpt_sovits.gpt.weights import (
     HalfDecodeLinear,
     Int8Linear,
     QuantizationError,
     apply_quantization,
-    pack_half,
     quantize_int8,
     resolve_mode,
 )
+from dora_gpt_sovits.gpt.options import TorchGPTOptions, make_decoder
 from dora_gpt_sovits.gpt.sampling import SamplingParams
 
 from conftest import FIXTURES
@@ -59,13 +59,15 @@ def int8():
 
 
 def forced_logits(model, inputs, fed: torch.Tensor) -> torch.Tensor:
-    """Logits of the prefill and of one step per ``fed`` token (the same context for every model)."""
+    """Logits of the prefill and of one step per ``fed`` token (the same context for every model),
+    computed by the decoder ``model`` is or gets (generate.as_decoder)."""
+    decoder = as_decoder(model)
     with torch.inference_mode():
-        x, mask, prompt_lens, _ = prefill_inputs(model, [prepare_utterance(model, *inputs)])
-        cache = model.new_cache(1, x.shape[1] + len(fed) + 1)
-        out = [model.prefill(x, mask, cache)[0]]
-        for k, token in enumerate(fed.tolist()):
-            out.append(model.step(torch.tensor([token]), prompt_lens + k, cache)[0])
+        out = [decoder.prefill_logits([decoder.prepare(*inputs)], len(fed) + 1)[0]]
+        for k, token in enumerate(fed.tolist(), start=1):
+            decoder.k = k  # the step's position: what the decoder's own draws count
+            out.append(decoder.step_logits(torch.tensor([token]))[0])
+    decoder.reset()
     return torch.stack(out)
 
 
@@ -128,8 +130,10 @@ def test_bad_requests_are_refused(inputs):
 # decode step (decode_layers.py) and without, and FBGEMM's.
 @pytest.fixture(scope="module", params=["auto", "auto-unfused", "fbgemm"])
 def half_packed(request):
+    """The decoder the options give: fused (our kernel), module path (our kernel, or FBGEMM's)."""
     kernel, _, unfused = request.param.partition("-")
-    return pack_half(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"), kernel, fused=not unfused)
+    options = TorchGPTOptions(quant="fp16", half_matvec=kernel, fused_decode=not unfused)
+    return make_decoder(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"), options)
 
 
 @pytest.mark.parametrize("name", ["greedy_rp1.35", "sample_k15_p1_t1_rp1.35_seed777", "sample_k20_p0.6_t0.6_rp1.35_seed1234"])
@@ -147,8 +151,8 @@ def test_half_packed_steps_match_float32(fp32, half_packed, inputs):
     fed = generate(fp32, *inputs, SamplingParams(top_k=1, repetition_penalty=1.0, early_stop_num=20)).generated
     want, got = forced_logits(fp32, inputs, fed), forced_logits(half_packed, inputs, fed)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)  # summation order only
-    assert isinstance(half_packed.layers[0].qkv, HalfDecodeLinear)
-    assert half_packed.layers[0].qkv.weight.dtype == torch.float32  # kept for the prefill
+    assert isinstance(half_packed.model.layers[0].qkv, HalfDecodeLinear)
+    assert half_packed.model.layers[0].qkv.weight.dtype == torch.float32  # kept for the prefill
 
 
 def test_auto_mode_picks_lossless_half_only():
@@ -158,5 +162,5 @@ def test_auto_mode_picks_lossless_half_only():
         model.layers[0].qkv.weight[0, 0] += 1e-6  # no longer representable in float16
     assert resolve_mode(model, "auto") == "none"
     with pytest.raises(QuantizationError, match="float16 holds exactly"):
-        pack_half(model)
+        apply_quantization(model, "fp16")
     assert resolve_mode(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt", dtype=torch.float16), "auto") == "none"

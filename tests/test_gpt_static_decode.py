@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from dora_gpt_sovits.gpt.generate import StopReason, generate
+from dora_gpt_sovits.gpt.generate import StopReason, generate, generate_stream
 from dora_gpt_sovits.gpt.loader import load_gpt
-from dora_gpt_sovits.gpt.options import OptionError, TorchGPTOptions, prepare_decoder
-from dora_gpt_sovits.gpt.quantize import HalfDecodeLinear
+from dora_gpt_sovits.gpt.options import OptionError, TorchGPTOptions, describe, make_decoder, stream_function
+from dora_gpt_sovits.gpt.weights import HalfDecodeLinear
 from dora_gpt_sovits.gpt.sampling import SamplingParams
 from dora_gpt_sovits.gpt.static_decode import StaticDecoder, bucket_for
 
@@ -40,7 +40,7 @@ def inputs():
 
 
 def decode(decoder, inputs, params):
-    stream = decoder.stream(*inputs, params)
+    stream = generate_stream(decoder, *inputs, params)
     tokens = list(stream)
     assert stream.result is not None and tokens == stream.result.generated.tolist()
     return stream.result
@@ -73,7 +73,7 @@ def test_upstream_tokens_and_eos_inside_a_chunk(model, inputs):
 def test_reuse_reference_free_prepare_and_overflow(model, inputs):
     phones, bert, prompt = inputs
     decoder = StaticDecoder(model, capacity=256, bucket=64)
-    decoder.prepare()
+    decoder.prepare_buckets()
     params = RUNS["greedy_early_stop"]
     first = decode(decoder, inputs, params)
     free = decode(decoder, (phones[21:], bert[:, 21:], None), params)
@@ -98,12 +98,19 @@ def test_compiled_steps_match_eager(model, inputs, tmp_path, monkeypatch):
 def test_cuda_graphs_match_eager_on_gpu(inputs, read_every):
     gpu = load_gpt(FIXTURES / "gpt_v2_tiny.ckpt", device="cuda")
     decoder = StaticDecoder(gpu, capacity=256, bucket=64, read_every=read_every, cuda_graphs=True)
-    decoder.prepare()
+    decoder.prepare_buckets()
     assert len(decoder.graphs) == len(decoder.buckets())
     for params in (RUNS["greedy_eos_at_26"], RUNS["greedy_early_stop"]):
         assert_same(decode(decoder, inputs, params), generate(gpu, *inputs, params))
     sampled = decode(decoder, inputs, RUNS["sampled"])
     assert sampled.stop_reason in (StopReason.EOS, StopReason.EARLY_STOP) and int(sampled.generated.max()) < 1024
+
+
+def test_compile_picks_the_static_decoder_with_the_eager_fallback(monkeypatch):
+    monkeypatch.setattr(StaticDecoder, "prepare_buckets", lambda self: None)  # compiling is tested above
+    decoder = make_decoder(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"), TorchGPTOptions(compile=True))
+    assert decoder.name == "static" and decoder.fallback.name in ("fused", "module")
+    assert "torch.compile" in describe(decoder) and decoder.read_every == 12
 
 
 def test_options_from_env():
@@ -118,9 +125,12 @@ def test_options_from_env():
         TorchGPTOptions(cuda_graphs="1").use_cuda_graphs(torch.device("cpu"))
 
 
-def test_default_options_pack_half_weights_and_keep_tokens(inputs):
+def test_default_options_pack_half_weights_and_keep_tokens(inputs, caplog):
     model = load_gpt(FIXTURES / "gpt_v2_tiny.ckpt")
-    stream_fn = prepare_decoder(model, TorchGPTOptions())
+    with caplog.at_level("INFO", logger="gsv.gpt"):
+        decoder = make_decoder(model, TorchGPTOptions())
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("GPT decoder:")] == [f"GPT decoder: {describe(decoder)}"]
+    stream_fn = stream_function(decoder)
     assert isinstance(model.layers[0].qkv, HalfDecodeLinear)
     params = RUNS["greedy_eos_at_26"]
     stream = stream_fn(*inputs, params)

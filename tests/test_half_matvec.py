@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from dora_gpt_sovits.gpt import half_matvec as hm
 from dora_gpt_sovits.gpt.loader import load_gpt
 from dora_gpt_sovits.gpt.options import OptionError, TorchGPTOptions
-from dora_gpt_sovits.gpt.quantize import HalfDecodeLinear, QuantizationError, pack_half, weights_in_use
+from dora_gpt_sovits.gpt.weights import HalfDecodeLinear, QuantizationError, pack_half, weights_in_use
 
 from conftest import FIXTURES
 

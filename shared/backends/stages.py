@@ -51,33 +51,21 @@ def gpt_builders(source: Path, threads: int | None = None) -> dict[str, Callable
         import os
 
         from ..gpt.loader import load_gpt
-        from ..gpt.options import OptionError, TorchGPTOptions, prepare_decoder
-        from ..gpt.quantize import QuantizationError
+        from ..gpt.options import OptionError, TorchGPTOptions, make_decoder, stream_function
+        from ..gpt.weights import QuantizationError
 
-        device = torch_device(choice)
-        model = load_gpt(source, device=device, dtype=torch_dtype(choice))
+        model = load_gpt(source, device=torch_device(choice), dtype=torch_dtype(choice))
         try:  # GSV_GPT_QUANT, GSV_COMPILE, GSV_CUDA_GRAPHS...: see gpt/options.py; compiles before serving
-            options = TorchGPTOptions.from_env(os.environ)
-            stream = prepare_decoder(model, options)
+            return stream_function(make_decoder(model, TorchGPTOptions.from_env(os.environ)))
         except (OptionError, QuantizationError) as e:
             raise BackendError(str(e)) from None
-        log.info("GPT torch options: %s", options.describe(model))
-
-        @torch.inference_mode()
-        def decode(phone_ids, bert, prompt, params):
-            yield from stream(
-                torch.as_tensor(np.asarray(phone_ids)).to(device),
-                torch.as_tensor(bert).to(device, model.dtype),
-                None if prompt is None or len(prompt) == 0 else torch.as_tensor(np.asarray(prompt)).to(device),
-                params,
-            )
-
-        return decode
 
     def graph_gpt(choice: BackendChoice):
+        from ..gpt.options import make_decoder, stream_function
         from .gpt_runtime import GraphDecoder
 
-        return GraphDecoder.open(choice, source, threads, trt_options(choice, ("gpt_prefill", "gpt_step"), source)).stream
+        graph = GraphDecoder.open(choice, source, threads, trt_options(choice, ("gpt_prefill", "gpt_step"), source))
+        return stream_function(make_decoder(graph))
 
     return {"torch": torch_gpt, "onnxruntime": graph_gpt, "tensorrt": graph_gpt}
 

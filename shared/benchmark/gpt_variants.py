@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..gpt.loader import load_gpt
-from ..gpt.options import TorchGPTOptions, prepare_decoder
+from ..gpt.options import TorchGPTOptions, describe, make_decoder, stream_function
 from ..gpt.sampling import SamplingParams
 
 WORDS = ("none", "auto", "fp16", "int8", "compile", "graphs", "fbgemm", "unfused")
@@ -65,12 +65,13 @@ def compare_variants(gpt_path: Path, variants: list[Variant], device: torch.devi
     prompt = torch.randint(0, 1024, (prompt_len,), generator=generator).to(device)
     params = SamplingParams(early_stop_num=tokens, seed=seed)
 
-    streams, prepare_s = {}, {}
+    streams, prepare_s, decoders = {}, {}, {}
     for v in variants:
         model = load_gpt(gpt_path, device=device)
         started = time.perf_counter()
-        streams[v.name] = prepare_decoder(model, v.options)
+        decoder = make_decoder(model, v.options)
         prepare_s[v.name] = time.perf_counter() - started
+        streams[v.name], decoders[v.name] = stream_function(decoder), describe(decoder)
 
     def one_run(name: str) -> tuple[float, float, list[int]]:
         stamps, out = [], []
@@ -98,6 +99,7 @@ def compare_variants(gpt_path: Path, variants: list[Variant], device: torch.devi
                 "ms_per_token_median": round(statistics.median(r[0] for r in rs), 2),
                 "prefill_ms_median": round(statistics.median(r[1] for r in rs), 1),
                 "prepare_s": round(prepare_s[name], 2),
+                "decoder": decoders[name],
                 "same_tokens_as_first": rs[0][2] == reference,
                 "token_agreement_with_first": round(sum(a == b for a, b in zip(rs[0][2], reference)) / max(1, len(reference)), 3),
             }

@@ -59,7 +59,7 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
     from ..encoders.bert import load_bert
     from ..encoders.hubert import load_hubert
     from ..gpt.loader import load_gpt
-    from ..gpt.options import TorchGPTOptions, prepare_decoder
+    from ..gpt.options import TorchGPTOptions, describe, make_decoder, stream_function
     from ..sovits.loader import load_sovits
     from ..sovits.spectral_conv import spectral_convs_wanted
 
@@ -74,7 +74,8 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
     gpt = timed("gpt", lambda: load_gpt(paths.gpt, device=device, dtype=dtype))
     # The same decode the gpt node runs (GSV_GPT_QUANT=auto packs float16 weights on a CPU...).
     options = TorchGPTOptions.from_env(os.environ)
-    gpt_stream = timed("gpt_options", lambda: prepare_decoder(gpt, options))
+    decoder = timed("gpt_options", lambda: make_decoder(gpt, options))
+    gpt_stream = stream_function(decoder)
     sovits = timed("sovits", lambda: load_sovits(paths.sovits, device=device, dtype=dtype))
     # The vocoder node's convolutions (GSV_VOCODER_FFT=auto computes the long ones by FFT on a CPU).
     sovits.dec.use_spectral_convs(spectral_convs_wanted(os.environ, device, dtype))
@@ -85,7 +86,7 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
         from ..encoders.speaker_verification import load_speaker_verification
 
         sv = timed("sv", lambda: load_speaker_verification(paths.sv, device=device, dtype=dtype))
-    return Models(paths, device, dtype, gpt, gpt_stream, options.describe(gpt), sovits, bert, hubert, sv, load_s, rss_mib())
+    return Models(paths, device, dtype, gpt, gpt_stream, describe(decoder), sovits, bert, hubert, sv, load_s, rss_mib())
 
 
 @dataclass

@@ -6,9 +6,10 @@ is overhead: of ~11 ms per token on 2 cores, the 97 products took ~4.7 ms, PyTor
 small operations plus the Python between them the rest. The operator here runs the same layer
 arithmetic (DecoderLayer in model.py: packed float16 products, the new key/value written into the
 static cache, attention over the cached positions, residuals, ReLU, LayerNorms) with nothing in
-between. It is built with the product kernel (same library, same build) and used wherever that
-kernel is: float16 decode weights on CPU, a plain :class:`~.kv_cache.KVCache` without padding
-rows, outside ``torch.compile`` and ONNX tracing. Everything else takes the module path.
+between. It is built with the product kernel (same library, same build). :class:`FusedDecoder`
+(the default decoder on a CPU, options.make_decoder) runs its decode steps through it: float16
+decode weights by our kernel, a plain :class:`~.kv_cache.KVCache`; a left-padded batch (which
+needs the attention mask) steps through the modules instead.
 
 Results differ from the module path's by float32 summation order only (~1e-6); sampled tokens are
 upstream's (tests/test_gpt_quant.py, and the token hashes of scripts/bench.py).
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from .kv_cache import KVCache
+from .module_decoder import ModuleDecoder
 
 LANES = 8  # float32 lanes of an AVX2 vector: head and FFN widths must be multiples
 MAX_HEAD_DIM = 128  # the operator keeps one head's output in 16 vector registers
@@ -46,7 +48,7 @@ class FusedDecodeLayers:
 
     @classmethod
     def for_model(cls, model: nn.Module) -> FusedDecodeLayers | None:
-        """For a model whose layers all carry half_matvec weights (quantize.pack_half) and whose
+        """For a model whose layers all carry half_matvec weights (weights.pack_half) and whose
         widths the operator's 8-lane vectors divide; else None (the module path)."""
         linears = [getattr(layer, name) for layer in model.layers for name in ("qkv", "out_proj", "ffn_in", "ffn_out")]
         if not all(getattr(linear, "half_weight", None) is not None and linear.bias is not None for linear in linears):
@@ -77,3 +79,19 @@ class FusedDecodeLayers:
         out = torch.ops.gsv.decode_layers(x.contiguous(), self.weights, cache.k, cache.v, cache.length, self.eps)
         cache.advance(1)
         return out
+
+
+class FusedDecoder(ModuleDecoder):
+    """The module path's prefill, then decode steps through :class:`FusedDecodeLayers`."""
+
+    name = "fused"
+
+    def __init__(self, model: nn.Module, layers: FusedDecodeLayers) -> None:
+        super().__init__(model)
+        self.layers = layers
+
+    def step_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.model.embed_step(tokens, self.prompt_lens + (self.k - 1))
+        if not self.layers.accepts(x, self.cache):
+            return super().step_logits(tokens)
+        return self.model.ar_predict_layer(self.layers(x, self.cache))

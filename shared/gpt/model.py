@@ -8,6 +8,10 @@ One sequence is ``[text ; semantic]``:
 followed by ``n_layer`` post-norm transformer layers under a prefix-LM mask (text attends to all
 text; semantic attends to all text and causally to semantic) and a bias-free projection to the
 semantic vocabulary. Embeddings are not scaled by sqrt(d).
+
+This file is the math only. How products are computed (CPU weight formats and kernels: weights.py)
+and how a decode step runs (the module path, one fused C++ call, static shapes for compile/CUDA
+graphs, exported graphs) is the decoders' business (decoder.py).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from .config import GPTConfig
 from .kv_cache import KVCache
 
 PE_INITIAL_POSITIONS = 4096
-SPLIT_MAX_ROWS = 8  # products with at most this many rows count as matrix-vector; see linear()
 
 
 def sine_table(n_positions: int, dim: int) -> torch.Tensor:
@@ -58,43 +61,6 @@ def prefix_lm_mask(text_lens: torch.Tensor, semantic_lens: torch.Tensor, total: 
     return allowed[:, None]
 
 
-def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """``layer(x)``, taking the fastest route PyTorch offers on a CPU without half-precision units.
-
-    * float32 with few rows (a decode step): one matrix-vector product per weight, bound by how
-      fast the weights stream from memory. MKL runs it on a single core; as a batch of ``parts``
-      shorter products (``baddbmm``) it runs on every intra-op thread (~1.4x per step on 2 cores).
-    * float16/bfloat16 with many rows (the prefill): CPU half-precision GEMMs are ~7x slower than
-      upcasting the weight (one pass over it) and multiplying in float32.
-
-    Everything else, and every GPU product, is a plain ``F.linear``; a layer that is not an
-    ``nn.Linear`` (the packed layers of quantize.py) computes itself. Under ``torch.compile`` the
-    compiler picks the kernels: it gets the plain product.
-    """
-    if type(layer) is not nn.Linear:
-        return layer(x)
-    if torch.compiler.is_compiling():
-        return F.linear(x, layer.weight, layer.bias)
-    w, b = layer.weight, layer.bias
-    if torch.jit.is_tracing():
-        return F.linear(x, w, b)  # an exported graph gets the plain product; its runtime picks kernels
-    out, inp = w.shape
-    rows = x.numel() // inp
-    if x.device.type != "cpu":
-        return F.linear(x, w, b)
-    if w.dtype != torch.float32:
-        if rows <= SPLIT_MAX_ROWS:
-            return F.linear(x, w, b)  # PyTorch's own half matrix-vector kernel is fast (and threaded)
-        return F.linear(x.float(), w.float(), None if b is None else b.float()).to(x.dtype)
-    parts = math.gcd(out, torch.get_num_threads())
-    if rows > SPLIT_MAX_ROWS or parts == 1:
-        return F.linear(x, w, b)
-    blocks = w.view(parts, out // parts, inp).transpose(1, 2)
-    xs = x.reshape(1, rows, inp).expand(parts, rows, inp)
-    y = torch.bmm(xs, blocks) if b is None else torch.baddbmm(b.view(parts, 1, out // parts), xs, blocks)
-    return y.transpose(0, 1).reshape(*x.shape[:-1], out)
-
-
 class DecoderLayer(nn.Module):
     """Post-norm block: ``h = LN1(x + MHA(x))``, ``out = LN2(h + W2 relu(W1 h))``."""
 
@@ -111,11 +77,11 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache, index: int) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = linear(x, self.qkv).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         k, v = cache.write(index, k, v)
         attended = F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask).to(x.dtype)
-        h = self.norm1(x + linear(attended.transpose(1, 2).reshape(b, t, d), self.out_proj))
-        return self.norm2(h + linear(F.relu(linear(h, self.ffn_in)), self.ffn_out))
+        h = self.norm1(x + self.out_proj(attended.transpose(1, 2).reshape(b, t, d)))
+        return self.norm2(h + self.ffn_out(F.relu(self.ffn_in(h))))
 
 
 class Text2Semantic(nn.Module):
@@ -131,13 +97,12 @@ class Text2Semantic(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layer))
         self.ar_predict_layer = nn.Linear(d, cfg.vocab_size, bias=False)
         self.register_buffer("pe", sine_table(PE_INITIAL_POSITIONS, d), persistent=False)
-        self.fused_layers = None  # a FusedDecodeLayers (decode_layers.py) once float16 decode weights are packed
 
     @property
     def early_stop_num(self) -> int:
         return self.config.early_stop_num
 
-    # Read from an embedding: the linear layers may be replaced by packed int8 ones (quantize.py).
+    # Read from an embedding: the linear layers may be replaced by packed int8 ones (weights.py).
     @property
     def dtype(self) -> torch.dtype:
         return self.semantic_embedding.weight.dtype
@@ -165,7 +130,7 @@ class Text2Semantic(nn.Module):
         """``phone_ids [B, T]``, ``bert [B, bert_dim, T]`` -> ``[B, T, d]`` with text positions 0..T-1."""
         t = phone_ids.shape[1]
         self.ensure_positions(t)
-        x = self.text_embedding(phone_ids) + linear(bert.transpose(1, 2), self.bert_proj)
+        x = self.text_embedding(phone_ids) + self.bert_proj(bert.transpose(1, 2))
         return x + self.text_alpha * self.pe[:t]
 
     def embed_semantic(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -183,11 +148,13 @@ class Text2Semantic(nn.Module):
 
     def prefill(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Fill an empty cache with the embedded ``[text ; prompt]`` and return the next logits ``[B, V]``."""
-        return linear(self.transformer(x, mask, cache)[:, -1], self.ar_predict_layer)
+        return self.ar_predict_layer(self.transformer(x, mask, cache)[:, -1])
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Append one semantic token per row (``tokens [B]`` at semantic ``positions [B]``); logits ``[B, V]``."""
-        x = self.semantic_embedding(tokens) + self.semantic_alpha * self.pe[positions]
-        if self.fused_layers is not None and self.fused_layers.accepts(x, cache):
-            return linear(self.fused_layers(x, cache), self.ar_predict_layer)
-        return linear(self.transformer(x[:, None], cache.step_mask(), cache)[:, -1], self.ar_predict_layer)
+        x = self.embed_step(tokens, positions)
+        return self.ar_predict_layer(self.transformer(x[:, None], cache.step_mask(), cache)[:, -1])
+
+    def embed_step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """``tokens [B]`` at semantic ``positions [B]`` -> ``[B, d]``."""
+        return self.semantic_embedding(tokens) + self.semantic_alpha * self.pe[positions]

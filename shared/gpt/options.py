@@ -1,4 +1,5 @@
-"""The PyTorch GPT's speed options, read from the environment in this one place.
+"""The PyTorch GPT's speed options, read from the environment in this one place, and the factory
+that turns a model and its options into the decoder that runs (:func:`make_decoder`).
 
 ``GSV_GPT_QUANT``       auto (default) | none | fp16 | int8 — CPU weight formats (quantize.py):
                         auto = lossless fp16-packed weights where possible, else none
@@ -20,6 +21,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +29,16 @@ from typing import Callable, Mapping
 
 import torch
 
-from .generate import TokenStream, generate_stream
-from .model import Text2Semantic
+from .decode_layers import FusedDecodeLayers, FusedDecoder
+from .decoder import Decoder, TokenStream, stream
 from .half_matvec import KERNEL_CHOICES
-from .quantize import QUANT_MODES, apply_quantization, weights_in_use
+from .model import Text2Semantic
+from .module_decoder import ModuleDecoder
 from .sampling import SamplingParams
 from .static_decode import CAPACITY, StaticDecoder
+from .weights import QUANT_MODES, apply_quantization, weights_in_use
+
+log = logging.getLogger("gsv.gpt")
 
 # (phone_ids [T], bert [1024, T], prompt tokens or None, params) -> TokenStream
 StreamFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, SamplingParams], TokenStream]
@@ -88,14 +94,6 @@ class TorchGPTOptions:
             raise OptionError(f"GSV_CUDA_GRAPHS=1 needs a CUDA model, this one is on {device}")
         return device.type == "cuda" and self.cuda_graphs != "0"
 
-    def describe(self, model: Text2Semantic) -> str:
-        """After :func:`prepare_decoder`: what the decode steps run."""
-        fused = int(model.fused_layers is not None)
-        return (
-            f"weights={weights_in_use(model)} fused_layers={fused} compile={int(self.compile)} "
-            f"cuda_graphs={int(self.use_cuda_graphs(model.device))}"
-        )
-
 
 def use_compile_cache(folder: Path) -> Path:
     """Point Inductor's on-disk cache (compiled kernels and FX graphs) at ``folder`` unless the
@@ -106,17 +104,50 @@ def use_compile_cache(folder: Path) -> Path:
     return chosen
 
 
-def prepare_decoder(model: Text2Semantic, options: TorchGPTOptions) -> StreamFn:
-    """Apply ``options`` to ``model`` (in place) and return its streaming decode function.
+def make_decoder(model: Text2Semantic | Decoder, options: TorchGPTOptions = TorchGPTOptions()) -> Decoder:
+    """The decoder for ``model`` under ``options``, logged in one line ``GPT decoder: <impl> (<why>)``.
 
-    With compile or CUDA graphs, every bucket is compiled/captured here, before the first request.
+    A :class:`Text2Semantic` gets its weights prepared in place (``GSV_GPT_QUANT``,
+    ``GSV_HALF_MATVEC``) and then, in this order: the static decoder if ``GSV_COMPILE`` or CUDA
+    graphs are on (every bucket compiled/captured here, before the first request); the fused
+    decode step where our float16 kernel holds the weights and ``GSV_FUSED_DECODE=1``; else the
+    module path. A decoder already made (an exported graph: backends.gpt_runtime) is logged as is.
     """
-    apply_quantization(model, options.quant, options.half_matvec, options.fused_decode)  # auto: none off the CPU
+    if not isinstance(model, Text2Semantic):
+        decoder, why = model, getattr(model, "why", "")
+    else:
+        decoder, why = _torch_decoder(model, options)
+    decoder.why = why
+    log.info("GPT decoder: %s", describe(decoder))
+    return decoder
+
+
+def describe(decoder: Decoder) -> str:
+    return f"{decoder.name} ({decoder.why})"
+
+
+def _torch_decoder(model: Text2Semantic, options: TorchGPTOptions) -> tuple[Decoder, str]:
+    apply_quantization(model, options.quant, options.half_matvec)  # auto: none off the CPU
+    weights = f"weights {weights_in_use(model)}, {model.dtype} on {model.device}"
+    fused = FusedDecodeLayers.for_model(model) if options.fused_decode else None
+    if fused is not None:
+        eager, why = FusedDecoder(model, fused), f"{weights}; every layer of a step in one C++ call"
+    else:
+        reason = "GSV_FUSED_DECODE=0" if options.fused_decode is False else "no float16 weights for our kernel"
+        eager, why = ModuleDecoder(model), f"{weights}; one PyTorch call per operation ({reason})"
     graphs = options.use_cuda_graphs(model.device)
     if not (options.compile or graphs):
-        return lambda phone_ids, bert, prompt, params: generate_stream(model, phone_ids, bert, prompt, params)
+        return eager, why
     if options.compile:
         use_compile_cache(options.compile_cache)
-    decoder = StaticDecoder(model, options.capacity, options.read_every, cuda_graphs=graphs, compile=options.compile)
-    decoder.prepare()
-    return decoder.stream
+    decoder = StaticDecoder(model, options.capacity, options.read_every, cuda_graphs=graphs, compile=options.compile,
+                            fallback=eager)
+    decoder.prepare_buckets()
+    what = " + ".join(name for name, on in (("torch.compile", options.compile), ("CUDA graphs", graphs)) if on)
+    return decoder, (f"{weights}; {what} per {decoder.bucket}-position bucket, tokens read every "
+                     f"{options.read_every} steps; utterances over {decoder.capacity} positions: {eager.name}")
+
+
+def stream_function(decoder: Decoder) -> StreamFn:
+    """The stage callable of a gpt backend: one utterance per call, any decoder."""
+    return lambda phone_ids, bert, prompt, params: stream(decoder, phone_ids, bert, prompt, params)

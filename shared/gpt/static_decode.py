@@ -1,6 +1,6 @@
 """Static-shape decode loop: bucketed steps run as CUDA graphs or torch.compile'd, few host syncs.
 
-The eager loop (generate.decode_steps) launches ~20 kernels per layer per token from Python and
+The module path (module_decoder.py) launches ~20 kernels per layer per token from Python and
 reads every token back (``.tolist()``), so the GPU idles while Python works. Here:
 
 * **Static state.** One KV cache sized for the longest utterance (``capacity``), zeroed once and kept
@@ -20,31 +20,24 @@ reads every token back (``.tolist()``), so the GPU idles while Python works. Her
   in order, and stops at the first EOS; steps run past it within that chunk are discarded. Up to
   ``read_every - 1`` extra steps are spent after an EOS, in exchange for no per-token sync.
 
-On a CPU the same loop runs without capture: that is how the tests check that bucketing,
-device-side indexing and chunked EOS handling give the eager loop's tokens exactly.
+The generation loop (decoder.decode) is the one every decoder runs; this decoder only sets
+``read_every``. On a CPU the same steps run without capture: that is how the tests check that
+bucketing, device-side indexing and chunked EOS handling give the module path's tokens exactly.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Generator
+from typing import Sequence
 
 import torch
 
-from .generate import (
-    MAX_STEPS,
-    MIN_STEPS_BEFORE_EOS,
-    GenerationResult,
-    TokenStream,
-    _result,
-    _stop_reason,
-    _stream_one,
-    prefill_inputs,
-    prepare_utterance,
-)
+from .decoder import Decoder, Draw, Utterance
 from .model import Text2Semantic
-from .sampling import SamplingParams, sample
+from .module_decoder import ModuleDecoder, TorchDecoder, prefill_inputs
+from .sampling import SamplingParams
+from .stopping import MAX_STEPS
 
 log = logging.getLogger("gsv.gpt")
 
@@ -122,23 +115,32 @@ class _Graph:
     logits: torch.Tensor  # the step's static output
 
 
-class StaticDecoder:
+class StaticDecoder(TorchDecoder):
     """Single-utterance decoding for one model on one device; reuse it for every utterance.
 
     ``cuda_graphs``: capture each bucket's step (CUDA models only). ``compile``: run the step
     through ``torch.compile`` (one compiled graph per bucket; with CUDA graphs, the compiled step is
-    what gets captured).
+    what gets captured). An utterance longer than the cache holds is decoded by ``fallback``
+    (default: the module path) instead: same tokens, slower, with a warning.
     """
 
+    name = "static"
+    rows = 1
+
     def __init__(self, model: Text2Semantic, capacity: int = CAPACITY, read_every: int = 12,
-                 cuda_graphs: bool = False, compile: bool = False, bucket: int = BUCKET) -> None:
+                 cuda_graphs: bool = False, compile: bool = False, bucket: int = BUCKET,
+                 fallback: Decoder | None = None) -> None:
         if read_every < 1 or bucket < 1:
             raise ValueError(f"read_every and bucket must be >= 1, got {read_every} and {bucket}")
+        super().__init__(model)
         capacity = bucket_for(capacity, bucket)  # the last bucket must fit in the cache
-        self.model, self.capacity, self.read_every, self.bucket = model, capacity, read_every, bucket
+        self.capacity, self.bucket = capacity, bucket
+        self.chunk = self.read_every = read_every  # the eager fallback reads every step
         self.capture = cuda_graphs
         if cuda_graphs and model.device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA model, this one is on {model.device}")
+        self.fallback = fallback or ModuleDecoder(model)
+        self.active: Decoder = self  # the fallback while it decodes an utterance too long for the cache
         self._run_step = self._eager_step
         if compile:
             buckets = -(-capacity // bucket)
@@ -150,25 +152,53 @@ class StaticDecoder:
         self.cache = DeviceIndexedCache(cfg.n_layer, cfg.n_head, cfg.head_dim, capacity, model.cache_dtype, model.device)
         self.token = torch.zeros(1, dtype=torch.long, device=model.device)
         self.semantic_position = torch.zeros(1, dtype=torch.long, device=model.device)
+        self.prompt_len = 0
         self.graphs: dict[int, _Graph] = {}
 
-    def stream(self, phone_ids: torch.Tensor, bert: torch.Tensor, prompt_tokens: torch.Tensor | None,
-               params: SamplingParams = SamplingParams()) -> TokenStream:
-        """Same contract as generate.generate_stream. An utterance longer than the static cache
-        holds is decoded by the eager loop instead (same tokens, slower), with a warning."""
-        utterance = prepare_utterance(self.model, phone_ids, bert, prompt_tokens)
-        prompt = 0 if utterance.prompt is None else len(utterance.prompt)
-        needed = len(utterance.phone_ids) + prompt + _max_steps(self.model, params)
+    # -- the Decoder protocol: the fallback takes over an utterance too long for the cache --------
+
+    def prefill(self, utterances: Sequence[Utterance], params: SamplingParams, max_steps: int) -> Draw:
+        if len(utterances) != 1:
+            raise ValueError(f"the static decoder decodes one utterance at a time, got {len(utterances)}")
+        (u,) = utterances
+        needed = len(u.phone_ids) + (0 if u.prompt is None else len(u.prompt)) + max_steps
+        self.active = self
         if needed > self.capacity:
             log.warning("utterance needs %d cache positions, the static decoder holds %d: decoding it eagerly", needed, self.capacity)
-            return TokenStream(_stream_one(self.model, utterance, params))
-        return TokenStream(self._decode(utterance, params))
+            self.active = self.fallback
+            self.read_every = 1  # as the eager path reads
+            return self.fallback.prefill(utterances, params, max_steps)
+        self.read_every = self.chunk
+        return super().prefill(utterances, params, max_steps)
+
+    def step(self, tokens: torch.Tensor) -> Draw:
+        return super().step(tokens) if self.active is self else self.active.step(tokens)
+
+    def reset(self) -> None:
+        if self.active is not self:
+            self.active.reset()
+        self.active = self
+        self.read_every = self.chunk
+        super().reset()
+
+    # -- logits -----------------------------------------------------------------------------------
+
+    def prefill_logits(self, utterances: Sequence[Utterance], max_steps: int) -> torch.Tensor:
+        x, mask, prompt_lens, _ = prefill_inputs(self.model, utterances)
+        self.cache.reset()
+        self.prompt_len = int(prompt_lens[0])
+        return self.model.prefill(x, mask, self.cache)
+
+    def step_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.token.copy_(tokens)
+        self.semantic_position.fill_(self.prompt_len + self.k - 1)
+        return self._step(bucket_for(self.cache.length + 1, self.bucket))
 
     def buckets(self) -> list[int]:
         return list(range(self.bucket, bucket_for(self.capacity, self.bucket) + 1, self.bucket))
 
     @torch.inference_mode()
-    def prepare(self) -> None:
+    def prepare_buckets(self) -> None:
         """Compile and/or capture every bucket's step now (a node does it before serving), rather
         than in the middle of the first utterance long enough to need it."""
         for bucket in self.buckets():
@@ -209,53 +239,3 @@ class StaticDecoder:
             logits = self._run_step()
         self.cache.position.copy_(saved)
         return _Graph(graph, logits)
-
-    @torch.inference_mode()
-    def _decode(self, utterance, params: SamplingParams) -> Generator[int, None, GenerationResult]:
-        model, cache, cfg = self.model, self.cache, self.model.config
-        early_stop = model.early_stop_num if params.early_stop_num == -1 else params.early_stop_num
-        max_steps = _max_steps(model, params)
-        generator = None if params.seed is None else torch.Generator(model.device).manual_seed(params.seed)
-
-        x, mask, prompt_lens, _ = prefill_inputs(model, [utterance])
-        cache.reset()
-        seen = torch.zeros(1, cfg.vocab_size, dtype=torch.bool, device=x.device)
-        if utterance.prompt is not None:
-            seen[0, utterance.prompt] = True
-        outcomes = torch.empty(max_steps, dtype=torch.long, device=x.device)
-        prompt_len = int(prompt_lens[0])
-        generated: list[int] = []
-        read_from = 0
-
-        logits = model.prefill(x, mask, cache)
-        for k in range(max_steps):
-            if k > 0:
-                self.semantic_position.fill_(prompt_len + k - 1)
-                logits = self._step(bucket_for(cache.length + 1, self.bucket))
-            if k < MIN_STEPS_BEFORE_EOS:
-                logits = logits[:, : cfg.eos]
-            tokens = sample(logits, seen, params, generator)
-            seen.scatter_(1, tokens[:, None], True)
-            self.token.copy_(tokens)
-            ended = (logits.argmax(dim=-1) == cfg.eos) | (tokens == cfg.eos)
-            outcomes[k : k + 1] = torch.where(ended, -1, tokens)
-
-            over_budget = early_stop != -1 and k + 1 > early_stop
-            last = over_budget or k == max_steps - 1
-            if not last and (k + 1 - read_from) < self.read_every:
-                continue
-            for step, token in enumerate(outcomes[read_from : k + 1].tolist(), start=read_from):
-                eos = token < 0
-                if not eos:
-                    generated.append(token)
-                    yield token
-                reason = _stop_reason(eos, early_stop != -1 and step + 1 > early_stop, step == MAX_STEPS - 1)
-                if reason is not None:
-                    return _result(utterance.prompt, generated, step, reason)
-            read_from = k + 1
-        raise AssertionError("decoding ended without a result")
-
-
-def _max_steps(model: Text2Semantic, params: SamplingParams) -> int:
-    early_stop = model.early_stop_num if params.early_stop_num == -1 else params.early_stop_num
-    return MAX_STEPS if early_stop == -1 else min(MAX_STEPS, early_stop + 1)

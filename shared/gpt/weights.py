@@ -1,4 +1,11 @@
-"""Packed weight formats for the GPT's linear layers on CPU (``GSV_GPT_QUANT``).
+"""What multiplies by each of the GPT's linear layers on a CPU: weight formats and product kernels.
+
+Decoders choose (options.make_decoder; the model itself only calls its layers):
+
+* :func:`use_cpu_kernels` (every torch decoder): a plain float32 ``nn.Linear`` becomes
+  :class:`SplitRowsLinear` (a decode step's matrix-vector product split over the intra-op
+  threads), a half-precision one :class:`UpcastLinear` (the prefill's GEMM in float32).
+* :func:`apply_quantization` (``GSV_GPT_QUANT``), the formats below.
 
 * ``fp16``: the weights also kept as float16, used for decode steps (few rows) by our multi-thread
   kernel (half_matvec.py) or else FBGEMM's; products are computed in float32. Official
@@ -31,13 +38,13 @@ FBGEMM entry points deprecated; if a future release drops them, :func:`quantize_
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decode_layers import FusedDecodeLayers
 from .half_matvec import COLS, KernelUnavailable, half_matvec, load_kernel, pack_rows
 
 QUANT_MODES = ("auto", "none", "fp16", "int8")
@@ -159,12 +166,10 @@ def _pack_half_for_fbgemm(w: torch.Tensor) -> torch.Tensor:
         return pack(w)
 
 
-def pack_half(model: nn.Module, kernel: str = "auto", fused: bool = True) -> nn.Module:
+def pack_half(model: nn.Module, kernel: str = "auto") -> nn.Module:
     """Give, in place, every linear layer of the transformer stack and the logits projection a
     float16 copy of its weight for decode steps (:class:`HalfDecodeLinear`), read by the kernel
-    ``kernel`` chooses (``GSV_HALF_MATVEC``, half_matvec.load_kernel); with our kernel and
-    ``fused`` (``GSV_FUSED_DECODE``), decode steps run all layers in one call (decode_layers.py).
-    Returns ``model``."""
+    ``kernel`` chooses (``GSV_HALF_MATVEC``, half_matvec.load_kernel). Returns ``model``."""
     _check_cpu_float32(model, "fp16")
     try:
         native = load_kernel(kernel)
@@ -174,7 +179,6 @@ def pack_half(model: nn.Module, kernel: str = "auto", fused: bool = True) -> nn.
         for name in ("qkv", "out_proj", "ffn_in", "ffn_out"):
             HalfDecodeLinear.adopt(getattr(layer, name), native)
     HalfDecodeLinear.adopt(model.ar_predict_layer, native)
-    model.fused_layers = FusedDecodeLayers.for_model(model) if native and fused else None
     return model
 
 
@@ -221,11 +225,58 @@ def resolve_mode(model: nn.Module, mode: str) -> str:
     return "fp16" if usable and hasattr(torch, "fbgemm_pack_gemm_matrix_fp16") and half_is_lossless(model) else "none"
 
 
-def apply_quantization(model: nn.Module, mode: str, half_kernel: str = "auto", fused: bool = True) -> nn.Module:
+def apply_quantization(model: nn.Module, mode: str, half_kernel: str = "auto") -> nn.Module:
     """Apply ``mode`` (one of :data:`QUANT_MODES`, from ``GSV_GPT_QUANT``) in place, float16
-    products by ``half_kernel`` (``GSV_HALF_MATVEC``), fused decode layers if ``fused``
-    (``GSV_FUSED_DECODE``); returns the model."""
+    products by ``half_kernel`` (``GSV_HALF_MATVEC``); returns the model."""
     mode = resolve_mode(model, mode)
     if mode == "fp16":
-        return pack_half(model, half_kernel, fused)
+        return pack_half(model, half_kernel)
     return quantize_int8(model) if mode == "int8" else model
+
+
+SPLIT_MAX_ROWS = 8  # products with at most this many rows count as matrix-vector
+
+
+class SplitRowsLinear(nn.Linear):
+    """A float32 CPU ``nn.Linear`` whose few-row products (decode steps) run on every thread.
+
+    MKL runs a matrix-vector product on a single core; as a batch of ``parts`` shorter products
+    (``baddbmm``) it runs on every intra-op thread (~1.4x per step on 2 cores). Many rows (the
+    prefill), ``torch.compile`` (which picks its own kernels; ``get_num_threads`` would break its
+    graph) and ONNX tracing get the plain ``F.linear``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.weight, self.bias
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return F.linear(x, w, b)
+        out, inp = w.shape
+        rows = x.numel() // inp
+        parts = math.gcd(out, torch.get_num_threads())
+        if rows > SPLIT_MAX_ROWS or parts == 1:
+            return F.linear(x, w, b)
+        blocks = w.view(parts, out // parts, inp).transpose(1, 2)
+        xs = x.reshape(1, rows, inp).expand(parts, rows, inp)
+        y = torch.bmm(xs, blocks) if b is None else torch.baddbmm(b.view(parts, 1, out // parts), xs, blocks)
+        return y.transpose(0, 1).reshape(*x.shape[:-1], out)
+
+
+class UpcastLinear(nn.Linear):
+    """A float16/bfloat16 CPU ``nn.Linear``: many-row products (the prefill) upcast the weight and
+    multiply in float32 (CPU half-precision GEMMs are ~7x slower than one pass over the weight);
+    few rows keep PyTorch's own half matrix-vector kernel, which is fast and threaded."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.weight, self.bias
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or x.numel() // w.shape[1] <= SPLIT_MAX_ROWS:
+            return F.linear(x, w, b)
+        return F.linear(x.float(), w.float(), None if b is None else b.float()).to(x.dtype)
+
+
+def use_cpu_kernels(model: nn.Module) -> nn.Module:
+    """In place: every plain ``nn.Linear`` of a CPU model becomes :class:`SplitRowsLinear` (float32)
+    or :class:`UpcastLinear` (half precision); other devices and layers already packed keep theirs."""
+    for module in model.modules():
+        if type(module) is nn.Linear and module.weight.device.type == "cpu":
+            module.__class__ = SplitRowsLinear if module.weight.dtype == torch.float32 else UpcastLinear
+    return model
