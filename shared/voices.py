@@ -44,8 +44,10 @@ class Voice:
 
     def check_files(self) -> None:
         for what, path in (("gpt_weights", self.gpt_weights), ("sovits_weights", self.sovits_weights)):
-            if path is not None and not path.is_file():
+            if path is not None and not path.exists():
                 raise VoiceError(f"voice {self.name!r}: {what} {path} does not exist")
+            if path is not None and not path.is_file():  # a FIFO or device would block the loader
+                raise VoiceError(f"voice {self.name!r}: {what} {path} is not a regular file")
 
 
 def adhoc_voice(metadata: Mapping[str, object]) -> Voice | None:
