@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.usefixtures("torch_single_thread")
+pytestmark = [pytest.mark.usefixtures("torch_single_thread"), pytest.mark.slow]
 
 
 def test_bench_reports_every_stage_for_both_backends(exported_tiny_bundle, tmp_path):

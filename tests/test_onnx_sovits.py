@@ -23,7 +23,7 @@ from dora_gpt_sovits.sovits.streaming import decode_chunk, decode_in_chunks
 
 from conftest import FIXTURES, export_every_precision
 
-pytestmark = pytest.mark.usefixtures("torch_single_thread")
+pytestmark = [pytest.mark.usefixtures("torch_single_thread"), pytest.mark.slow]
 SOURCE = FIXTURES / "sovits_v2_tiny_pk_dict.pth"
 ATOL, MIN_SNR_DB = 1e-4, 60
 

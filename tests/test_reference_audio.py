@@ -194,6 +194,7 @@ def test_sample_rates_outside_8_to_384_khz_are_refused(tmp_path, sr, words):
     refused(write(tmp_path, "rate.wav", data, sr, subtype="FLOAT"), words)
 
 
+@pytest.mark.slow
 def test_a_coprime_rate_reference_is_resampled_through_the_bounded_path(tmp_path):
     # 44,101 Hz asked the exact resampler for an 11.3 GB filter bank; now it takes the direct path.
     sr = 44101

@@ -146,6 +146,7 @@ def test_direct_path_computes_the_same_filter(from_sr, to_sr):
     torch.testing.assert_close(direct, exact, atol=1e-6, rtol=0)  # float32 summation order only
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("from_sr", [44101, 44056, 8001, 383999])
 def test_coprime_rates_take_the_bounded_path_and_stay_accurate(from_sr):
     assert not exact_path_fits(from_sr, 32000)

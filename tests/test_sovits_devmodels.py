@@ -27,6 +27,7 @@ def decode_random(model, n_tokens: int = 30, seed: int = 0) -> torch.Tensor:
     return model.decode(codes, phones, [spec], noise_scale=0.5, sv_emb=sv, generator=g)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["v1", "v2", "v2Pro", "v2ProPlus"])
 def test_tiny_round_trip(tmp_path, version):
     path = tmp_path / f"{version}.pth"
@@ -58,6 +59,7 @@ def test_seed_decides_weights():
     assert not torch.equal(a["dec.conv_post.weight"], c["dec.conv_post.weight"])
 
 
+@pytest.mark.slow
 def test_header_choice(tmp_path):
     write_random_sovits(tmp_path / "v2.pth", "v2", "tiny", header="01")
     v = load_sovits(tmp_path / "v2.pth").version
@@ -89,6 +91,7 @@ def test_full_size_shapes_match_official_configs():
             assert tuple(state[name].shape) == shape, (version, name)
 
 
+@pytest.mark.slow
 def test_full_size_v2_loads_in_seconds(tmp_path):
     path = tmp_path / "s2G2333k.pth"
     write_random_sovits(path, "v2", "full")

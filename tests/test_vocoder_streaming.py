@@ -47,6 +47,7 @@ def stream(model, cond, phones, codes, sizes, held=()):
     return pieces
 
 
+@pytest.mark.slow
 def test_streamed_audio_matches_one_shot_and_joins_are_smooth(model_and_inputs):
     model, cond, phones, codes, spec = model_and_inputs
     pieces = stream(model, cond, phones, codes, [12, 40, 40, 28])
@@ -78,6 +79,7 @@ def recording_vocoder(**policy) -> tuple[SegmentVocoder, list[tuple[int, int, in
     return SegmentVocoder(decode, StreamPolicy(**policy)), runs
 
 
+@pytest.mark.slow
 def test_held_chunks_join_a_longer_run_with_the_same_audio_quality(model_and_inputs):
     model, cond, phones, codes, spec = model_and_inputs
     pieces = stream(model, cond, phones, codes, [12, 40, 40, 28], held={1, 2})  # the vocoder node's coalescing
