@@ -77,6 +77,13 @@ def float32_twin(module: nn.Module) -> nn.Module:
     return twin
 
 
+def require_finite(out: torch.Tensor, name: str) -> torch.Tensor:
+    """For engines without a float32 twin (exported graphs): the output, or NonFiniteOutput."""
+    if not all_finite(out):
+        raise NonFiniteOutput(f"{name}: output holds NaN or infinite values (broken weights or graph?)")
+    return out
+
+
 def _checked(out: torch.Tensor, name: str, precision: str) -> torch.Tensor:
     if not all_finite(out):
         raise NonFiniteOutput(f"{name}: output holds NaN or infinite values even in {precision} (broken weights?)")

@@ -108,3 +108,16 @@ def test_the_vocoder_stage_never_sends_nan_samples():
     audio = m.AudioChunk.from_event(sent[0].data, sent[0].metadata)
     assert audio.samples.size == 0 and audio.segment_final
     assert "NaN" in audio.error
+
+
+def test_hubert_features_from_an_exported_graph_are_checked_too():
+    from dora_gpt_sovits.encoders.hubert import hubert_features
+
+    class NaNGraph:  # the shape of backends.encoder_runtime.GraphHubert
+        device, dtype = torch.device("cpu"), torch.float32
+
+        def last_hidden(self, wav):
+            return torch.full((1, wav.shape[1] // 320, 768), float("nan"))
+
+    with pytest.raises(NonFiniteOutput, match=r"^CN-HuBERT \(exported graph\): output holds NaN"):
+        hubert_features(NaNGraph(), torch.zeros(16000))

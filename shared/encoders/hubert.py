@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..checkpoint_io import CheckpointError
+from ..finite_guard import require_finite, run_finite
 from .hf_checks import check_config, check_finite_weights, check_weight_files
 
 PROMPT_PAD_SAMPLES = int(32000 * 0.3)
@@ -83,10 +84,16 @@ def fold_parametrizations(model: torch.nn.Module) -> None:
 
 @torch.inference_mode()
 def hubert_features(model, wav16k: Tensor) -> Tensor:
-    """Prompt waveform [samples] at 16 kHz in [-1, 1] -> last hidden state [1, 768, frames] (50 Hz)."""
-    wav = wav16k.reshape(-1).to(model.device, model.dtype)
-    wav = torch.cat([wav, wav.new_zeros(PROMPT_PAD_SAMPLES)])
-    return last_hidden(model, wav.unsqueeze(0)).transpose(1, 2)
+    """Prompt waveform [samples] at 16 kHz in [-1, 1] -> last hidden state [1, 768, frames] (50 Hz).
+    Never NaN: a half-precision model that computes NaN is run in float32 from then on
+    (``finite_guard``); NaN even then raises ``NonFiniteOutput``."""
+    wav = wav16k.reshape(-1).float()
+    wav = torch.cat([wav, wav.new_zeros(PROMPT_PAD_SAMPLES)]).unsqueeze(0)
+    if isinstance(model, torch.nn.Module):
+        hidden = run_finite(model, lambda m: last_hidden(m, wav.to(m.device, m.dtype)), "CN-HuBERT", (wav,))
+    else:
+        hidden = require_finite(last_hidden(model, wav.to(model.device, model.dtype)), "CN-HuBERT (exported graph)")
+    return hidden.transpose(1, 2)
 
 
 def last_hidden(model, wav: Tensor) -> Tensor:
