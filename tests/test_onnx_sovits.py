@@ -81,6 +81,7 @@ def test_float16_graphs_load_and_stay_near_float32(model, graphs, voice):
     assert torch.isfinite(got).all() and snr > 20, float(snr)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("backend, provider", [("onnxruntime", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")])
 def test_gpu_providers_match_torch(model, graphs, voice, backend, provider):
     import onnxruntime

@@ -42,6 +42,7 @@ def test_building_engines_without_tensorrt_says_why(onnx_dir):
         build_engines(onnx_dir, "float32")
 
 
+@pytest.mark.gpu
 def test_engines_build_on_a_gpu(onnx_dir):
     import onnxruntime
     import torch
