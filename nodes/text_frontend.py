@@ -8,7 +8,8 @@ Outputs: ``phonemes`` (Int64[T] per segment, see docs/messages.md), ``voice_requ
          ``cancel_before``, fanned out directly to every later stage).
 
 Segments are emitted one at a time as soon as each is converted, so the GPT can start on the first
-sentence while later ones are still being processed. Text waits here until its voice's prompt text
+sentence while later ones are still being processed. Every segment fits BERT's 512 positions and
+the GPT's phone budget (``text.segment_limits``): text beyond them is cut further. Text waits here until its voice's prompt text
 is known. Flow control: with ``GSV_MAX_SEGMENTS_AHEAD`` = N > 0, at most N segments are out in the
 graph (released, not yet reported by the sink's ``segment_complete``); later ones wait here as text
 and are converted when a slot frees, so a 100,000-character text holds only N segments downstream.
@@ -32,11 +33,9 @@ import numpy as np
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
-from dora_gpt_sovits.text.errors import FrontendError
 from dora_gpt_sovits.text.frontend import PhoneSegment, text_to_phones
-from dora_gpt_sovits.text.language import check_language
 from dora_gpt_sovits.text.llm_stream import strip_tool_calls
-from dora_gpt_sovits.text.sentence_split import prepare_sentences
+from dora_gpt_sovits.text.segment_limits import segment_text
 from dora_gpt_sovits.voices import adhoc_voice
 
 log = logging.getLogger("gsv.text-frontend")
@@ -233,27 +232,18 @@ class TextFrontendStage(StageBase):
         metadata = self.stamped(metadata)
         language = str(metadata.get(m.LANGUAGE) or self.default_language)
         voice = str(metadata.get(m.VOICE, m.DEFAULT_VOICE))
-        try:
-            check_language(language)
-            pieces = prepare_sentences(text, language, self.split_method)
-        except FrontendError as e:
-            yield self.error_segment(self.key(metadata, 0, True), str(e))
-            return
-        if not pieces:
-            yield self.error_segment(self.key(metadata, 0, True), f"nothing to speak in {text[:40]!r}")
-            return
-        prompt = self.prompt_phones(voice)
-        for index, piece in enumerate(pieces):
-            key = self.key(metadata, index, index == len(pieces) - 1)
-            try:
-                runs = text_to_phones(piece, language, self.version)
-            except FrontendError as e:
-                log.error("utterance %s segment %d: %s", key.utterance_id, index, e)
-                if key.utterance_final:
+        index = 0  # segments sent: the sink reads a gap in the indices as lost audio
+        for segment in segment_text(text, language, self.version, self.split_method):
+            key = self.key(metadata, index, segment.final)
+            if segment.error:
+                log.error("utterance %s segment %d: %s", key.utterance_id, index, segment.error)
+                if segment.final:
                     # Close the utterance so downstream stages know nothing more is coming.
-                    yield self.error_segment(key, str(e))
+                    yield self.error_segment(key, segment.error)
                 continue
-            yield Outgoing(m.PHONEMES, *self.phoneme_segment(key, piece, prompt, runs).to_message())
+            index += 1
+            prompt = self.prompt_phones(voice)
+            yield Outgoing(m.PHONEMES, *self.phoneme_segment(key, segment.text, prompt, segment.runs).to_message())
 
     def prompt_phones(self, voice: str) -> list[PhoneSegment]:
         text, language = self.prompts[voice]

@@ -78,3 +78,20 @@ def test_segments_get_bert_or_zeros(bert):
 def test_expand_to_phones():
     rows = torch.arange(6.0).reshape(3, 2)
     assert expand_to_phones(rows, [1, 2, 0]).tolist() == [[0.0, 2.0, 2.0], [1.0, 3.0, 3.0]]
+
+
+def test_a_run_over_510_characters_is_encoded_in_windows_not_a_crash(bert):
+    # The frontend keeps runs within 510 characters; a longer one from elsewhere must not take the
+    # bert node (and every request in flight) down: the model itself has only 512 positions.
+    model, tokenizer = bert
+    text = "今天天气很好我们去公园散步吧" * 44  # 616 characters
+    word2ph = [2] * len(text)
+    with pytest.raises(Exception):
+        model(**tokenizer(text, return_tensors="pt"))
+    feats = bert_features(model, tokenizer, text, word2ph)
+    assert feats.shape == (FEATURE_DIM, 2 * len(text))
+    head = bert_features(model, tokenizer, text[:510], word2ph[:510])
+    tail = bert_features(model, tokenizer, text[510:], word2ph[510:])
+    assert torch.equal(feats, torch.cat([head, tail], dim=1))
+    (batched,) = bert_features_batch(model, tokenizer, [text], [word2ph])
+    assert torch.equal(batched, feats)

@@ -19,6 +19,10 @@ import torch
 
 FEATURE_DIM = 1024
 HIDDEN_STATE_INDEX = -3  # third from last: upstream's choice of layer
+# The model has 512 positions: [CLS] + at most 510 characters + [SEP]. The frontend keeps every
+# Chinese run within this (text.segment_limits); a longer run (another producer, an older frontend)
+# is encoded in windows of this size instead of crashing the node with every request in flight.
+MAX_CHARS = 510
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 
@@ -96,12 +100,18 @@ def expand_to_phones(char_features: torch.Tensor, word2ph: Sequence[int]) -> tor
     return char_features.repeat_interleave(repeats, dim=0).T
 
 
+def _char_rows(model: torch.nn.Module, tokenizer, text: str) -> torch.Tensor:
+    """[n_tokens, 1024] hidden rows of one text of at most MAX_CHARS characters, without CLS/SEP."""
+    inputs = tokenizer(text, return_tensors="pt").to(_model_device(model))
+    return selected_hidden(model, inputs)[0, 1:-1]
+
+
 @torch.inference_mode()
 def bert_features(model: torch.nn.Module, tokenizer, norm_text: str, word2ph: Sequence[int]) -> torch.Tensor:
     """Features [1024, sum(word2ph)] for one Chinese segment, in the model's dtype and device."""
-    inputs = tokenizer(norm_text, return_tensors="pt").to(_model_device(model))
-    hidden = selected_hidden(model, inputs)
-    chars = hidden[0, 1:-1]
+    windows = [norm_text[i:i + MAX_CHARS] for i in range(0, len(norm_text), MAX_CHARS)] or [norm_text]
+    rows = [_char_rows(model, tokenizer, window) for window in windows]
+    chars = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
     _check_alignment(norm_text, word2ph, chars.shape[0])
     return expand_to_phones(chars, word2ph)
 
@@ -112,6 +122,8 @@ def bert_features_batch(model: torch.nn.Module, tokenizer, texts: Sequence[str],
     """`bert_features` for several Chinese segments in one padded forward pass."""
     if not texts:
         return []
+    if any(len(t) > MAX_CHARS for t in texts):  # windows of their own: see MAX_CHARS
+        return [bert_features(model, tokenizer, t, w) for t, w in zip(texts, word2phs)]
     inputs = tokenizer(list(texts), return_tensors="pt", padding=True).to(_model_device(model))
     hidden = selected_hidden(model, inputs)
     lengths = inputs["attention_mask"].sum(dim=1).tolist()

@@ -10,6 +10,10 @@ DIGIT_CHARS = "零一二三四五六七八九"
 # Place units by power of ten; 万 and 亿 restart the count, so a long number is split at the
 # largest unit below its length and both halves are read recursively.
 PLACE_UNITS = {1: "十", 2: "百", 3: "千", 4: "万", 8: "亿"}
+# The largest quantity read with units: 16 digits, up to 九千九百九十九万亿 (< 10^16). Beyond it
+# upstream stacks 亿 (一万亿亿, 一亿亿亿...), which no listener parses, and its recursion fails
+# at a few thousand digits; such integers are read digit by digit (a deliberate departure).
+MAX_CARDINAL_DIGITS = 16
 
 
 def read_digits(digits: str, yao_for_one: bool = False) -> str:
@@ -39,7 +43,9 @@ def read_cardinal(digits: str) -> str:
     digits = digits.lstrip("0")
     if not digits:
         return DIGIT_CHARS[0]
-    parts = _cardinal_parts(digits)
+    if len(digits) > MAX_CARDINAL_DIGITS:
+        return read_digits(digits)
+    parts = _cardinal_parts(digits)  # recursion depth <= 3 within the bound
     if len(parts) >= 2 and parts[0] == DIGIT_CHARS[1] and parts[1] == PLACE_UNITS[1]:
         parts = parts[1:]
     return "".join(parts)

@@ -25,6 +25,26 @@ def number_words(n, **options) -> str:
     return _inflect().number_to_words(n, **options)
 
 
+# inflect names numbers below 10^36 (up to "nine hundred ninety-nine decillion ..."), upstream's
+# own limit: a longer integer raised from inflect there. Longer ones are read digit by digit, and
+# no int() is taken of them (Python refuses int() of over 4300 digits; a long one is slow).
+MAX_SPELLED_DIGITS = 36
+DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
+
+
+def cardinal_words(digits: str, **options) -> str:
+    """An integer written in digits, spelled: as a quantity by inflect, or digit by digit."""
+    significant = digits.lstrip("0")
+    if len(significant) > MAX_SPELLED_DIGITS:
+        return " ".join(DIGIT_WORDS[int(d)] for d in significant)
+    return number_words(int(significant or "0"), **options)
+
+
+def _int_text(digits: str) -> str:
+    """str(int(digits)) without int(): the digits without leading zeros."""
+    return digits.lstrip("0") or "0"
+
+
 def ordinal_of(n) -> str:
     return _inflect().ordinal(n)
 
@@ -80,8 +100,8 @@ def spell_time(m: re.Match) -> str:
 def spell_measurement(m: re.Match) -> str:
     unit = m.group(3)
     # Singular only for exactly "1"; "1.0" and "0.1" are plural.
-    amount = int(m.group(1).replace(unit, "").replace(".", ""))
-    singular = m.group(2) is None and amount == 1
+    amount = _int_text(m.group(1).replace(unit, "").replace(".", ""))
+    singular = m.group(2) is None and amount == "1"
     return m.group(1).replace(unit, " " + UNIT_NAMES[unit][0 if singular else 1])
 
 
@@ -97,13 +117,13 @@ def _money(amount: str, major: tuple[str, str], minor: tuple[str, str]) -> str:
     parts = amount.split(".")
     if len(parts) > 2:
         return f"{amount} {major[1]}"
-    whole = int(parts[0]) if parts[0] else 0
-    cents = int(parts[1].ljust(2, "0")) if len(parts) > 1 and parts[1] else 0
+    whole = _int_text(parts[0])
+    cents = _int_text(parts[1].ljust(2, "0")) if len(parts) > 1 and parts[1] else "0"
     spoken = []
-    if whole:
-        spoken.append(f"{whole} {major[0] if whole == 1 else major[1]}")
-    if cents:
-        spoken.append(f"{cents} {minor[0] if cents == 1 else minor[1]}")
+    if whole != "0":
+        spoken.append(f"{whole} {major[0] if whole == '1' else major[1]}")
+    if cents != "0":
+        spoken.append(f"{cents} {minor[0] if cents == '1' else minor[1]}")
     return " and ".join(spoken) if spoken else f"zero {major[1]}"
 
 
@@ -129,22 +149,28 @@ def spell_decimal(m: re.Match) -> str:
 
 
 def spell_fraction(m: re.Match) -> str:
-    numerator, denominator = map(int, m.group(0).split("/"))
-    top = number_words(numerator)
-    if denominator == 1:
+    numerator, denominator = map(_int_text, m.group(0).split("/"))
+    top = cardinal_words(numerator)
+    if denominator == "1":
         return top
-    if denominator == 2:
-        bottom = "half" if numerator == 1 else "halves"
+    if denominator == "2":
+        bottom = "half" if numerator == "1" else "halves"
     else:
-        bottom = ordinal_of(number_words(denominator)) + ("s" if numerator > 1 else "")
+        plural = numerator not in ("0", "1")
+        bottom = ordinal_of(cardinal_words(denominator)) + ("s" if plural else "")
     return f"{top} {bottom}"
 
 
 def spell_ordinal(m: re.Match) -> str:
+    digits = m.group(0)[:-2]
+    if len(digits.lstrip("0")) > MAX_SPELLED_DIGITS:
+        return ordinal_of(cardinal_words(digits))  # "one two ... ninth"
     return number_words(m.group(0))
 
 
 def spell_integer(m: re.Match) -> str:
+    if len(m.group(0).lstrip("0")) > MAX_SPELLED_DIGITS:
+        return cardinal_words(m.group(0))
     n = int(m.group(0))
     if 1000 < n < 3000:  # years are read in pairs: nineteen ninety-nine
         if n == 2000:

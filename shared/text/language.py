@@ -76,41 +76,54 @@ def script_of(char: str) -> str:
 
 def script_runs(text: str) -> list[list]:
     """[[script, text], ...] with neutral characters still separate ('' script)."""
-    runs: list[list] = []
+    runs: list[list] = []  # [script, characters]: joined at the end, so the cost stays linear
     for char in text:
         script = script_of(char)
         if runs and runs[-1][0] == script:
-            runs[-1][1] += char
+            runs[-1][1].append(char)
         else:
-            runs.append([script, char])
-    return runs
+            runs.append([script, [char]])
+    return [[script, "".join(chars)] for script, chars in runs]
 
 
 def _assign_neutral(runs: list[list], digits_as: str | None) -> list[list]:
     """Give digits and punctuation the script of a neighbouring run."""
-    out: list[list] = []
-    pending = ""  # neutral text before the first strong run
+    # The next strong (letter) script after each run, found in one backward pass.
+    next_strong: list[str | None] = [None] * len(runs)
+    following = None
+    for i in range(len(runs) - 1, -1, -1):
+        next_strong[i] = following
+        if runs[i][0] not in ("", "digit"):
+            following = runs[i][0]
+    out: list[list] = []  # [script, parts, last non-space character]: joined at the end
+    pending: list[str] = []  # neutral text before the first strong run
+
+    def extend(run: list, text: str) -> None:
+        run[1].append(text)
+        run[2] = text.rstrip()[-1:] or run[2]
+
     for i, (script, text) in enumerate(runs):
         if script == "digit" and digits_as:
             script = digits_as
         if script == "digit":
-            prev_ended = not out or out[-1][1].rstrip()[-1:] in SENTENCE_ENDS
-            nxt = next((r[0] for r in runs[i + 1:] if r[0] not in ("", "digit")), None)
+            prev_ended = not out or out[-1][2] in SENTENCE_ENDS
+            nxt = next_strong[i]
             script = nxt if (prev_ended and nxt) else (out[-1][0] if out else nxt or "zh")
         if script == "":
             if out:
-                out[-1][1] += text
+                extend(out[-1], text)
             else:
-                pending += text
+                pending.append(text)
             continue
         if out and out[-1][0] == script:
-            out[-1][1] += text
+            extend(out[-1], text)
         else:
-            out.append([script, pending + text])
-            pending = ""
+            out.append([script, [], ""])
+            extend(out[-1], "".join(pending) + text)
+            pending = []
     if pending:
-        out.append(["zh", pending])  # text with no letters at all
-    return out
+        out.append(["zh", ["".join(pending)], ""])  # text with no letters at all
+    return [[script, "".join(parts)] for script, parts, _ in out]
 
 
 # Full-width marks that end up in an English run (mixed text) would be dropped by the English
@@ -130,13 +143,13 @@ def split_languages(text: str, language: str) -> list[LanguageRun]:
         names = " and ".join(LANGUAGE_NAMES[s] for s in sorted(found))
         raise UnsupportedLanguageError(
             f"text contains {names}, which is not supported; supported: {', '.join(SUPPORTED_LANGUAGES)}")
-    merged: list[LanguageRun] = []
+    merged: list[tuple[str, list[str]]] = []
     for script, part in runs:
         lang = "en" if script == "en" else "zh"  # kana/hangul in zh mode: the Chinese frontend drops them
         if lang == "en":
             part = part.translate(FULLWIDTH_PUNCT_TO_ASCII)
-        if merged and merged[-1].language == lang:
-            merged[-1].text += part
+        if merged and merged[-1][0] == lang:
+            merged[-1][1].append(part)
         else:
-            merged.append(LanguageRun(lang, part))
-    return merged
+            merged.append((lang, [part]))
+    return [LanguageRun(lang, "".join(parts)) for lang, parts in merged]

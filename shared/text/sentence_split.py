@@ -3,7 +3,8 @@
 * `cut0`..`cut5`: upstream's text-splitting methods (each returns the pieces joined by
   newlines, as upstream does, so they can be compared one to one).
 * `prepare_sentences`: upstream `TextPreprocessor.pre_seg_text` — method, short-piece merging,
-  closing punctuation, and re-splitting of pieces too long for BERT.
+  closing punctuation, and re-splitting of pieces too long for BERT; a piece upstream cannot
+  re-split (no punctuation) is cut at the best boundary there is (`split_to_length`).
 * `StreamingSplitter`: for text that arrives in pieces (LLM tokens): releases a sentence as
   soon as its end is certain, holds back what may still continue, `flush()` ends the input.
 """
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 
 # Characters after which upstream's `split` cuts a sentence.
@@ -151,6 +153,100 @@ def split_big_text(text: str, max_len: int = MAX_BERT_CHARS) -> list[str]:
     return pieces
 
 
+# ---------------------------------------------------------------- cutting where upstream cannot
+
+def _is_token_char(c: str) -> bool:
+    """Characters of a number or a Latin word (ASCII or fullwidth letters and digits)."""
+    return (c.isascii() and c.isalnum()) or "０" <= c <= "９" or "Ａ" <= c <= "Ｚ" or "ａ" <= c <= "ｚ"
+
+
+_TOKEN_JOINERS = set(".,:/'-")  # inside a token: 3.5, 1,000, 12:30, 1/2, don't, e-mail
+
+
+def splits_token(text: str, k: int) -> bool:
+    """Whether a cut before text[k] would break a number or a Latin word (or separate a combining
+    mark from its base): the normaliser would then read "12345" as "12" + "345"."""
+    a, b = text[k - 1], text[k]
+    if unicodedata.category(b).startswith("M"):
+        return True
+    if _is_token_char(a) and _is_token_char(b):
+        return True
+    if a in _TOKEN_JOINERS and k >= 2 and _is_token_char(text[k - 2]) and _is_token_char(b):
+        return True
+    return b in _TOKEN_JOINERS and k + 1 < len(text) and _is_token_char(a) and _is_token_char(text[k + 1])
+
+
+def _is_pause_mark(c: str) -> bool:
+    # Any punctuation but an opening one: a cut after "“" or "(" would strand it.
+    return unicodedata.category(c) in ("Pc", "Pd", "Pe", "Pf", "Po")
+
+
+def _word_boundaries(text: str, lo: int, hi: int) -> list[int]:
+    """Chinese word boundaries in text[lo:hi] by jieba, found with a little context either side."""
+    from .jieba_seg import cut
+
+    start = max(0, lo - 8)
+    boundaries, at = [], start
+    for word in cut(text[start:hi + 8]):
+        at += len(word)
+        if lo <= at <= hi:
+            boundaries.append(at)
+    return boundaries
+
+
+def cut_point(text: str, start: int, limit: int, words: bool = True) -> int:
+    """End of the next piece of text[start:], at most `limit` characters long and at least half
+    that (so a long text becomes few pieces): after the last pause mark in that range, else after
+    the last whitespace, else at the last Chinese word boundary (`words`: needs jieba), else at the
+    last character boundary that keeps numbers and Latin words whole, else at `limit` itself."""
+    hi = start + limit
+    if hi >= len(text):
+        return len(text)
+    lo = start + max(1, limit // 2)
+    for accept in (lambda k: _is_pause_mark(text[k - 1]), lambda k: text[k - 1].isspace()):
+        for k in range(hi, lo - 1, -1):
+            if accept(k) and not splits_token(text, k):
+                return k
+    if words and any("\u4e00" <= c <= "\u9fff" for c in text[lo:hi]):
+        for k in reversed(_word_boundaries(text, lo, hi)):
+            if not splits_token(text, k):
+                return k
+    for k in range(hi, lo - 1, -1):
+        if not splits_token(text, k):
+            return k
+    return hi
+
+
+def split_to_length(text: str, limit: int) -> list[str]:
+    """`text` in pieces of at most `limit` characters, cut where `cut_point` finds best; the pieces
+    join back to `text`."""
+    pieces, start = [], 0
+    while start < len(text):
+        end = cut_point(text, start, limit)
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+def split_long_piece(piece: str, max_len: int = MAX_BERT_CHARS) -> list[str]:
+    """A piece over `max_len` characters: upstream's `split_big_text` at punctuation, then what it
+    leaves too long (unpunctuated text) by `split_to_length`. Also drops upstream's artefacts:
+    an empty first piece (when the first part alone is over the limit) and a lone closing mark
+    (the 。 appended to an unpunctuated piece), which would each be a segment with nothing to say."""
+    pieces: list[str] = []
+    for part in split_big_text(piece, max_len):
+        if not part:
+            continue
+        if pieces and not any(c.isalnum() for c in part):
+            pieces[-1] += part  # a few marks: they end the previous piece (re-cut below if too long)
+        else:
+            pieces.append(part)
+    out = []
+    for part in pieces:
+        out.extend(split_to_length(part, max_len) if len(part) > max_len else [part])
+    return out
+
+
 def first_clause(text: str) -> str:
     return re.split("[" + re.escape("".join(sorted(SPLIT_MARKS))) + "]", text)[0].strip()
 
@@ -180,7 +276,7 @@ def prepare_sentences(text: str, language: str = "zh", method: str = "cut1") -> 
             continue
         if piece[-1] not in SPLIT_MARKS:
             piece += end
-        sentences.extend(split_big_text(piece) if len(piece) > MAX_BERT_CHARS else [piece])
+        sentences.extend(split_long_piece(piece) if len(piece) > MAX_BERT_CHARS else [piece])
     return sentences
 
 
@@ -190,8 +286,11 @@ def prepare_sentences(text: str, language: str = "zh", method: str = "cut1") -> 
 STRONG_ENDS = set("。！？!?；;…\n")
 SOFT_ENDS = set("，,、：:")
 CLOSERS = set("”’\"')）」』】》")
+_MARK_RUN = STRONG_ENDS | {"."}
 # Words whose trailing '.' does not end a sentence.
 ABBREVIATIONS = frozenset("mr mrs ms dr prof st sr jr vs etc e.g i.e no fig approx".split())
+# Longer than any abbreviation: the word before a '.' is looked for in this many characters only.
+_ABBREVIATION_WINDOW = 16
 
 
 class StreamingSplitter:
@@ -201,7 +300,10 @@ class StreamingSplitter:
     quotes/brackets stay with it. A mark at the very end of the buffer is held until the next
     character shows it is final (a '.' may be a decimal point or an abbreviation, '…'/'!'
     may repeat). Segments shorter than `min_chars` are held and joined to the next one; when
-    the pending text exceeds `max_chars` without a sentence end it is cut at the last comma.
+    the pending text exceeds `max_chars` without a sentence end it is cut at the last comma, or
+    failing that at the last space or character boundary that keeps numbers and Latin words whole.
+    So pending text never outgrows `max_chars` (plus one slice of a delta), and the work per
+    character stays bounded however long the text runs without punctuation.
     """
 
     def __init__(self, min_chars: int = 5, max_chars: int = 80):
@@ -210,8 +312,13 @@ class StreamingSplitter:
         self.buffer = ""
 
     def push(self, text: str) -> list[str]:
-        self.buffer += text
-        return self._release()
+        # A long delta is taken in slices, so each scan of the buffer below is over a bounded text.
+        out: list[str] = []
+        step = max(self.max_chars, 256)
+        for i in range(0, len(text), step):
+            self.buffer += text[i:i + step]
+            out += self._release()
+        return out
 
     def flush(self) -> list[str]:
         rest, self.buffer = self.buffer.strip(), ""
@@ -244,7 +351,7 @@ class StreamingSplitter:
                 return self._past_closers(i + 1)
             if char in STRONG_ENDS:
                 j = i + 1
-                while j < len(text) and text[j] in STRONG_ENDS | {"."}:
+                while j < len(text) and text[j] in _MARK_RUN:
                     j += 1  # "?!", "……", "..." stay together
                 if j == len(text):
                     return None  # more marks may follow
@@ -256,7 +363,7 @@ class StreamingSplitter:
         if i + 1 >= len(text):
             return False  # "3." may become "3.5", "Dr." may be an abbreviation
         nxt = text[i + 1]
-        word = re.findall(r"[A-Za-z.]+$", text[:i])
+        word = re.findall(r"[A-Za-z.]+$", text[max(0, i - _ABBREVIATION_WINDOW):i])
         if word and word[0].lower() in ABBREVIATIONS:
             return False
         return nxt.isspace() or nxt in CLOSERS or not nxt.isascii()
@@ -267,7 +374,11 @@ class StreamingSplitter:
             j += 1
         return j
 
-    def _soft_cut(self) -> int | None:
+    def _soft_cut(self) -> int:
         window = self.buffer[: self.max_chars]
         positions = [i for i, c in enumerate(window) if c in SOFT_ENDS]
-        return positions[-1] + 1 if positions else None
+        if positions:
+            return positions[-1] + 1
+        # No jieba here (the operator would load its dictionary for this alone); the frontend
+        # cuts what it receives again where it must.
+        return cut_point(self.buffer, 0, self.max_chars, words=False)
