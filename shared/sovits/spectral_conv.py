@@ -1,8 +1,8 @@
 """The vocoder's long convolutions computed by FFT (overlap-save), on CPU in float32.
 
-Why: the HiFi-GAN generator is ~90% convolutions, and oneDNN already runs them at ~95% of this
-CPU's float32 peak (170-195 GFLOP/s on 2 cores, measured per layer: docs/performance.md); the
-only way left to go faster without losing precision is an algorithm that does less work. A kernel
+Why: the HiFi-GAN generator is mostly convolutions, and oneDNN already runs them near the CPU's
+float32 peak (the per-layer figures are in docs/performance.md); the only way left to go faster
+without losing precision is an algorithm that does less work. A kernel
 of ``r`` taps costs ``r`` multiply-adds per output and channel pair. By FFT, with blocks of ``N``
 samples of which ``N - r + 1`` are kept, it costs one complex product per frequency bin: about
 ``4 (N/2 + 1) / (N - r + 1)`` real multiply-adds, 2.4 for ``r = 11, N = 64`` — whatever ``r``.
@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # (channels, taps) -> (FFT block size, shortest input in frames), for the layers where FFT beat
-# oneDNN on a 2-core AVX2 CPU (1.3-2.3x per layer on long inputs). 64 channels and narrower, and
-# kernels of 3 taps, stayed as fast or faster direct. Short inputs go direct too: for the whole
-# generator FFT broke even at ~50 latent frames (1 s of audio) and lost below; the minimum is 64
-# latent frames (1.28 s) at each stage's rate (x10 at 256 channels, x80 at 128).
+# oneDNN when measured (docs/performance.md, "Vocoder: long convolutions by FFT", names the CPU);
+# narrower layers and 3-tap kernels stayed direct. Short inputs go direct too, below the measured
+# break-even of the whole generator: 64 latent frames (1.28 s) at each stage's rate (x10 at 256
+# channels, x80 at 128).
 FFT_PLAN = {(256, 7): (32, 640), (256, 11): (64, 640), (128, 7): (64, 5120), (128, 11): (64, 5120)}
-TILE_FRAMES = 8192  # output frames per transform tile: whole long inputs fell out of cache (up to 5x slower)
+TILE_FRAMES = 8192  # output frames per transform tile: untiled long inputs fall out of cache
 
 
 @dataclass(frozen=True)
