@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from dora_gpt_sovits.audio.playback_clock import PlaybackClock
 from dora_gpt_sovits.audio.wav import numbered_path, write_wav
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
+from dora_gpt_sovits.settings import SinkSettings, from_env_or_exit
 
 log = logging.getLogger("gsv.audio-sink")
 
@@ -281,9 +281,10 @@ def choose_mode(requested: str) -> str:
 
 
 def main() -> None:
+    settings = from_env_or_exit(SinkSettings)
     node = connect()  # first, so that the log bridge carries choose_mode's message
-    mode = choose_mode(os.environ.get("GSV_SINK", "auto"))
-    wav_path = os.environ.get("GSV_WAV_PATH", "out/speech.wav")
+    mode = choose_mode(settings.sink)
+    wav_path = str(settings.wav_path)
     log.info("audio sink: %s%s", mode, f" -> {Path(wav_path).resolve()}" if mode == "wav" else "")
     serve(node, AudioSinkStage(mode, wav_path))
 

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.node_runtime import connect
+from dora_gpt_sovits.settings import TextInputSettings, from_env_or_exit
 
 log = logging.getLogger("gsv.text-input")
 
@@ -47,22 +47,7 @@ DEFAULT_LISTEN_PORT = 9871
 MAX_LINE_CHARS = 1_000_000
 
 
-@dataclass
-class TextRequest:
-    text: str
-    language: str
-    voice: str
-    utterance_id: str = ""
-
-    output_id = m.TEXT
-
-    def to_message(self) -> tuple[Any, dict[str, Any]]:
-        return m.text_array(self.text), {
-            m.UTTERANCE_ID: self.utterance_id or m.new_utterance_id(),
-            m.LANGUAGE: self.language,
-            m.VOICE: self.voice,
-            m.TEXT_RECEIVED_AT: m.now(),
-        }
+TextRequest = m.TextRequest  # the text message (stamped with a new utterance_id and the time when sent)
 
 
 @dataclass
@@ -127,12 +112,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def batch_requests(env: dict[str, str]) -> list[TextRequest]:
-    language, voice = env.get("GSV_LANGUAGE", "auto"), env.get("GSV_VOICE", m.DEFAULT_VOICE)
-    if env.get("GSV_TEXT_FILE"):
-        lines = Path(env["GSV_TEXT_FILE"]).read_text(encoding="utf-8").splitlines()
+def batch_requests(settings: TextInputSettings | Mapping[str, str]) -> list[TextRequest]:
+    if not isinstance(settings, TextInputSettings):
+        settings = TextInputSettings.from_env(settings)
+    language, voice = settings.language, settings.voice
+    if settings.text_file is not None:
+        lines = Path(settings.text_file).read_text(encoding="utf-8").splitlines()
         return [r for line in lines if (r := TextRequest(line.strip(), language, voice)).text]
-    return [TextRequest(env.get("GSV_TEXT") or DEMO_TEXT, language, voice)]
+    return [TextRequest(settings.text or DEMO_TEXT, language, voice)]
 
 
 def handle_line(node: Any, line: str, language: str, voice: str) -> bool:
@@ -193,14 +180,13 @@ def bounded_lines(reader: Any, limit: int) -> Iterator[str]:
 
 
 def main() -> None:
-    env = dict(os.environ)
+    settings = from_env_or_exit(TextInputSettings)
     node = connect()
-    if env.get("GSV_TEXT_LISTEN"):
-        language, voice = env.get("GSV_LANGUAGE", "auto"), env.get("GSV_VOICE", m.DEFAULT_VOICE)
-        for line in listen_lines(node, parse_address(env["GSV_TEXT_LISTEN"])):
-            handle_line(node, line, language, voice)
+    if settings.listen:
+        for line in listen_lines(node, parse_address(settings.listen)):
+            handle_line(node, line, settings.language, settings.voice)
         return
-    for request in batch_requests(env):
+    for request in batch_requests(settings):
         try:
             data, metadata = request.to_message()
         except m.MessageError as e:  # e.g. GSV_TEXT with bytes that are not UTF-8

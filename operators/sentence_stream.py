@@ -24,6 +24,7 @@ from typing import Any
 from dora import DoraStatus
 
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.settings import SentenceStreamSettings
 from dora_gpt_sovits.text.llm_stream import TurnSentences
 
 log = logging.getLogger("gsv.sentence-stream")
@@ -66,21 +67,17 @@ class SentenceStream:
             index = self.sentences_sent
             self.sentences_sent += 1
             turn = self.metadata[m.TURN_ID]
-            out.append((sentence, self.metadata | {
-                m.SENTENCE_INDEX: index,
-                m.UTTERANCE_ID: f"{turn}.{index}",
-                m.TEXT_RECEIVED_AT: m.now(),
-            }))
+            request = m.TextRequest(sentence, utterance_id=f"{turn}.{index}", text_received_at=m.now(),
+                                    extra=self.metadata | {m.SENTENCE_INDEX: index})
+            out.append((sentence, request.metadata()))
             log.info("turn %s sentence %d released: %s", turn, index, sentence[:60])
         return out
 
 
 class Operator:
     def __init__(self) -> None:
-        self.stream = SentenceStream(
-            min_chars=int(os.environ.get("GSV_STREAM_MIN_CHARS", 5)),
-            max_chars=int(os.environ.get("GSV_STREAM_MAX_CHARS", 80)),
-        )
+        settings = SentenceStreamSettings.from_env(os.environ)  # a bad value: one line naming the variable
+        self.stream = SentenceStream(min_chars=settings.min_chars, max_chars=settings.max_chars)
 
     def on_event(self, dora_event: dict, send_output) -> DoraStatus:
         kind = dora_event["type"]

@@ -21,7 +21,7 @@ import uuid
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -274,6 +274,58 @@ class RequestOptions:
             )
         except (TypeError, ValueError, OverflowError) as e:
             raise MessageError(f"port '{port}': malformed request option ({e})") from None
+
+
+@dataclass
+class TextRequest:
+    """text-input, http-server, sentence-stream (anyone) -> text-frontend: one utterance's text.
+
+    ``to_message`` stamps what is unset: a new ``utterance_id``, ``text_received_at`` = now. An empty
+    ``language`` / ``voice`` is not sent (the frontend's ``GSV_LANGUAGE`` / the default voice).
+    ``options`` travel as their metadata keys; ``extra`` carries any other keys along (an ad-hoc
+    voice's ``ref_audio`` ..., sentence-stream's ``turn_id`` and the LLM turn's metadata)."""
+
+    text: str
+    language: str = ""
+    voice: str = ""
+    utterance_id: str = ""
+    text_received_at: float | None = None
+    options: RequestOptions = field(default_factory=RequestOptions)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    output_id: ClassVar[str] = TEXT
+
+    def metadata(self) -> dict[str, Any]:
+        md = dict(self.extra)
+        md[UTTERANCE_ID] = self.utterance_id or new_utterance_id()
+        if self.language:
+            md[LANGUAGE] = self.language
+        if self.voice:
+            md[VOICE] = self.voice
+        md[TEXT_RECEIVED_AT] = now() if self.text_received_at is None else float(self.text_received_at)
+        return md | self.options.metadata()
+
+    def to_message(self) -> tuple[pa.Array, dict[str, Any]]:
+        return text_array(self.text), self.metadata()
+
+    @classmethod
+    def from_event(cls, value: Any, md: Mapping[str, Any]) -> "TextRequest":
+        text = read_text(value, TEXT)
+        if not isinstance(md, Mapping):
+            raise MessageError(f"port '{TEXT}': metadata is {type(md).__name__}, not a mapping")
+        options = RequestOptions.from_metadata(md, TEXT)
+        known = {UTTERANCE_ID, LANGUAGE, VOICE, TEXT_RECEIVED_AT, *options.metadata()}
+        with decoding(TEXT):
+            received = md.get(TEXT_RECEIVED_AT)
+            return cls(
+                text,
+                language=str(md.get(LANGUAGE) or ""),
+                voice=str(md.get(VOICE) or ""),
+                utterance_id=str(md.get(UTTERANCE_ID) or ""),
+                text_received_at=None if not received else float(received),
+                options=options,
+                extra={k: v for k, v in md.items() if k not in known},
+            )
 
 
 @dataclass

@@ -16,6 +16,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Generic, TypeVar
 
+from .settings import MAX_MODELS
+
 log = logging.getLogger("gsv.models")
 
 Model = TypeVar("Model")
@@ -27,7 +29,7 @@ class ModelCache(Generic[Model]):
         self.load = load
         self.default = default
         self.default_path = Path(default_path).resolve() if default_path else None
-        self.capacity = max(0, capacity if capacity is not None else int(os.environ.get("GSV_MAX_MODELS", 2)))
+        self.capacity = max(0, capacity if capacity is not None else MAX_MODELS.read(os.environ))
         self.kind = kind
         self.loaded: OrderedDict[Path, Model] = OrderedDict()
         self.loads = 0  # how many times a file was read (tests and logs)

@@ -323,10 +323,13 @@ def connect() -> Any:
     """
     from dora import Node
 
+    from .settings import RuntimeSettings, from_env_or_exit
+
+    settings = from_env_or_exit(RuntimeSettings)
     node = Node()
     root = logging.getLogger()
     root.addHandler(DoraLogHandler(node))
-    root.setLevel(os.environ.get("GSV_LOG_LEVEL", "INFO").upper())
+    root.setLevel(settings.log_level)
     return node
 
 
@@ -338,14 +341,15 @@ def configure_threads() -> None:
     the next audible sample (the vocoder). ``OMP_WAIT_POLICY=PASSIVE`` must be set in the node's
     environment instead (the OpenMP runtime reads it when torch is imported, before this runs).
     """
-    threads = os.environ.get("GSV_THREADS")
-    if threads:
+    from .settings import RuntimeSettings, from_env_or_exit
+
+    settings = from_env_or_exit(RuntimeSettings)
+    if settings.threads:
         import torch
 
-        torch.set_num_threads(max(1, int(threads)))
-    nice = os.environ.get("GSV_NICE")
-    if nice:
-        os.nice(int(nice))
+        torch.set_num_threads(settings.threads)
+    if settings.nice:
+        os.nice(settings.nice)
 
 
 def fail(message: str) -> NoReturn:

@@ -2,38 +2,35 @@
 
 ``GSV_DEVICE``  cpu (default) or cuda / cuda:N — a missing GPU is an error, never a silent fallback.
 ``GSV_DTYPE``   float32 (default), float16 or bfloat16.
+Both are parsed by ``settings`` (``ModelNodeSettings``), the one device/precision parser.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, TypeVar
+from typing import Callable, Mapping, TypeVar
 
 import torch
 
 from .model_paths import ModelPaths, ModelsMissing, resolve
 from .node_runtime import fail
+from .settings import DTYPES, ModelNodeSettings, SettingsError
 
 log = logging.getLogger("dora_gpt_sovits")
 
 T = TypeVar("T")
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+__all__ = ["DTYPES", "device_and_dtype", "load_model_or_exit", "load_or_exit"]
 
 
-def device_and_dtype() -> tuple[torch.device, torch.dtype]:
-    device_name = os.environ.get("GSV_DEVICE", "cpu")
-    dtype_name = os.environ.get("GSV_DTYPE", "float32")
-    if dtype_name not in DTYPES:
-        fail(f"GSV_DTYPE={dtype_name!r} is not one of {sorted(DTYPES)}")
+def device_and_dtype(settings: ModelNodeSettings | None = None, env: Mapping[str, str] | None = None) -> tuple[torch.device, torch.dtype]:
+    """The node's torch device and dtype, or the node ends with one line naming the variable."""
     try:
-        device = torch.device(device_name)
-    except RuntimeError:
-        fail(f"GSV_DEVICE={device_name!r} is not a device (use cpu, cuda or cuda:N)")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        fail(f"GSV_DEVICE={device_name} but no CUDA GPU is available to this process")
-    return device, DTYPES[dtype_name]
+        settings = settings or ModelNodeSettings.from_env(env)
+        return settings.torch_device(), settings.torch_dtype()
+    except SettingsError as e:
+        fail(str(e))
 
 
 def load_or_exit(need: tuple[str, ...]) -> ModelPaths:

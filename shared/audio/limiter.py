@@ -49,10 +49,12 @@ class PeakLimiter:
 def limiter_from_env(env: dict[str, str]) -> PeakLimiter | None:
     """``GSV_PEAK_LIMIT`` (off when unset or 0) and ``GSV_OUTPUT_GAIN`` (default: the limit itself,
     so a full-scale model output lands at the knee's top rather than being squashed)."""
-    limit = float(env.get("GSV_PEAK_LIMIT") or 0)
+    from ..settings import VocoderSettings
+
+    limit = VocoderSettings.var("peak_limit").read(env)
     if limit <= 0:
         return None
-    return PeakLimiter(limit, gain=float(env.get("GSV_OUTPUT_GAIN") or limit))
+    return PeakLimiter(limit, gain=VocoderSettings.var("output_gain").read(env) or limit)
 
 
 def pyaudio_int16(samples: np.ndarray) -> np.ndarray:

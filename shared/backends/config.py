@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from ..settings import PRECISIONS, SettingsError
+from ..settings import parse_device as _parse_device
 from .errors import BackendError
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,11 @@ class BackendChoice:
 
 
 def parse_device(name: str) -> str:
-    name = name.strip().lower()
-    if name == "cpu":
-        return "cpu"
-    if name == "cuda":
-        return "cuda:0"
-    if name.startswith("cuda:") and name[5:].isdigit():
-        return name
-    raise BackendError(f"GSV_DEVICE={name!r} is not a device (use cpu, cuda or cuda:N)")
+    """``settings.parse_device`` (the one device parser), raising :class:`BackendError`."""
+    try:
+        return _parse_device(name)
+    except SettingsError as e:
+        raise BackendError(str(e)) from None
 
 
 def choice_from_env(env: Mapping[str, str] | None = None) -> BackendChoice:

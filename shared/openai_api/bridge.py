@@ -101,9 +101,10 @@ class GraphBridge:
 
     # ---- called from HTTP handlers (any thread) ----
     def start(self, utterance_id: str, request: SpeechRequest, received_at: float, deliver: Deliver) -> None:
-        data = m.text_array(request.input)  # before the route opens: a text that cannot be sent leaves none
+        # The message first, before the route opens: a text that cannot be sent leaves none.
+        data, metadata = request.text_request(utterance_id, received_at).to_message()
         self.router.open(utterance_id, deliver)
-        self.outbox.put((m.TEXT, data, request.text_metadata(utterance_id, received_at)))
+        self.outbox.put((m.TEXT, data, metadata))
 
     def unavailable(self) -> tuple[str, float | None] | None:
         """Why the graph cannot take a request now (and the seconds to wait), or None."""

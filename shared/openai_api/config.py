@@ -1,10 +1,11 @@
-"""The HTTP server's settings, from the environment (``GSV_HTTP_*``)."""
+"""The HTTP server's settings, from the environment (the ``GSV_HTTP_`` variables of ``settings.HTTPSettings``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Mapping
 
+from ..settings import HTTPSettings
 from .audio_encoding import OPENAI_PCM_RATE
 
 
@@ -21,14 +22,10 @@ class ServerConfig:
     restart_grace_seconds: float = 120.0
 
     @classmethod
+    def from_settings(cls, s: HTTPSettings) -> "ServerConfig":
+        return cls(s.host, s.port, s.sample_rate, s.max_input_chars, s.max_requests, s.timeout, s.restart_grace)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ServerConfig":
-        d = cls()
-        return cls(
-            host=env.get("GSV_HTTP_HOST", d.host),
-            port=int(env.get("GSV_HTTP_PORT", d.port)),
-            sample_rate=int(env.get("GSV_HTTP_SAMPLE_RATE", d.sample_rate)),
-            max_input_chars=int(env.get("GSV_HTTP_MAX_INPUT_CHARS", d.max_input_chars)),
-            max_active_requests=int(env.get("GSV_HTTP_MAX_REQUESTS", d.max_active_requests)),
-            chunk_timeout_seconds=float(env.get("GSV_HTTP_TIMEOUT", d.chunk_timeout_seconds)),
-            restart_grace_seconds=float(env.get("GSV_HTTP_RESTART_GRACE", d.restart_grace_seconds)),
-        )
+        """``settings.HTTPSettings``: a bad value raises ``SettingsError`` naming the variable."""
+        return cls.from_settings(HTTPSettings.from_env(env))

@@ -57,14 +57,13 @@ class SpeechRequest:
     language: str = "auto"
     options: m.RequestOptions = field(default_factory=m.RequestOptions)
 
+    def text_request(self, utterance_id: str, received_at: float) -> m.TextRequest:
+        """The ``text`` message that starts this request's utterance."""
+        return m.TextRequest(self.input, self.language, self.voice, utterance_id, received_at, self.options)
+
     def text_metadata(self, utterance_id: str, received_at: float) -> dict[str, Any]:
         """Metadata of the ``text`` message that starts this request's utterance."""
-        return {
-            m.UTTERANCE_ID: utterance_id,
-            m.VOICE: self.voice,
-            m.LANGUAGE: self.language,
-            m.TEXT_RECEIVED_AT: received_at,
-        } | self.options.metadata()
+        return self.text_request(utterance_id, received_at).metadata()
 
 
 def parse_speech_request(body: Any, voices: list[str], limits: Limits = Limits()) -> SpeechRequest:

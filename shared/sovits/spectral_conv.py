@@ -99,9 +99,9 @@ FFT_CHOICES = ("auto", "1", "0")
 def spectral_convs_wanted(env: Mapping[str, str], device: torch.device, dtype: torch.dtype) -> bool:
     """``GSV_VOCODER_FFT``: ``auto`` (default: on for a float32 model on CPU, where it was measured
     faster), ``1`` (on wherever the model is float32) or ``0`` (direct convolutions)."""
-    choice = env.get("GSV_VOCODER_FFT", "auto").strip().lower() or "auto"
-    if choice not in FFT_CHOICES:
-        raise ValueError(f"GSV_VOCODER_FFT={choice!r}: expected one of {', '.join(FFT_CHOICES)}")
+    from ..settings import VOCODER_FFT
+
+    choice = VOCODER_FFT.read(env)  # a SettingsError (ValueError) names the variable and the choices
     if choice == "1" and dtype != torch.float32:
         raise ValueError(f"GSV_VOCODER_FFT=1 needs a float32 model, this one is {dtype}")
     return choice == "1" or (choice == "auto" and device.type == "cpu" and dtype == torch.float32)
