@@ -60,6 +60,13 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"\n+", text)]
 
 
+# Number rules that start with a run of digits have (?<!\d) before it: tried at every digit of a
+# long run, each attempt would scan to the run's end (quadratic). A match starting inside a run
+# implies one from the run's start, which comes first, and none of these ends inside a run, so
+# what they match is unchanged (tests/test_text_scaling.py compares them with upstream's forms).
+# RE_TILDE_RANGE keeps its form: its units m2/m3 end in a digit. Pieces reach the normaliser at
+# most 510 characters long (sentence_split), which bounds what is left.
+
 # ---------------------------------------------------------------- dates and times
 
 RE_DATE = re.compile(r"(\d{4}|\d{2})年((0?[1-9]|1[0-2])月)?(((0?[1-9])|((1|2)[0-9])|30|31)([日号]))?")
@@ -105,7 +112,7 @@ def spell_time(m: re.Match) -> str:
 _NUMBER = r"((-?)((\d+)(\.\d+)?)|(\.(\d+)))"
 _RANGE_UNITS = r"(%|°C|℃|度|摄氏度|cm2|cm²|cm3|cm³|cm|db|ds|kg|km|m2|m²|m³|m3|ml|m|mm|s)"
 RE_TILDE_RANGE = re.compile(_NUMBER + _RANGE_UNITS + "~" + _NUMBER + _RANGE_UNITS)
-RE_TEMPERATURE = re.compile(r"(-?)(\d+(\.\d+)?)(°C|℃|度|摄氏度)")
+RE_TEMPERATURE = re.compile(r"(-?)(?<!\d)(\d+(\.\d+)?)(°C|℃|度|摄氏度)")
 
 # Order matters: longer spellings must be replaced before their prefixes.
 UNIT_NAMES = (
@@ -137,7 +144,7 @@ def spell_units(sentence: str) -> str:
 # ---------------------------------------------------------------- arithmetic
 
 _SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ"
-_OPERAND = rf"((-?)((\d+)(\.\d+)?[{_SUPERSCRIPTS}]*)|(\.\d+[{_SUPERSCRIPTS}]*)|([A-Za-z][{_SUPERSCRIPTS}]*))"
+_OPERAND = rf"((-?)(?<!\d)((\d+)(\.\d+)?[{_SUPERSCRIPTS}]*)|(\.\d+[{_SUPERSCRIPTS}]*)|([A-Za-z][{_SUPERSCRIPTS}]*))"
 RE_ARITHMETIC = re.compile(_OPERAND + r"([\+\-\×÷=])" + _OPERAND)
 OPERATOR_WORDS = {"+": "加", "-": "减", "×": "乘", "÷": "除", "=": "等于"}
 RE_POWER = re.compile(f"[{_SUPERSCRIPTS}]+")
@@ -161,8 +168,8 @@ def spell_arithmetic(sentence: str) -> str:
 
 # ---------------------------------------------------------------- fractions, percentages
 
-RE_FRACTION = re.compile(r"(-?)(\d+)/(\d+)")
-RE_PERCENTAGE = re.compile(r"(-?)(\d+(\.\d+)?)%")
+RE_FRACTION = re.compile(r"(-?)(?<!\d)(\d+)/(\d+)")
+RE_PERCENTAGE = re.compile(r"(-?)(?<!\d)(\d+(\.\d+)?)%")
 
 
 def spell_fraction(m: re.Match) -> str:
@@ -194,9 +201,9 @@ def spell_landline(m: re.Match) -> str:
 # ---------------------------------------------------------------- plain numbers
 
 RE_NUMBER = re.compile(r"(-?)((\d+)(\.\d+)?)|(\.(\d+))")
-RE_DECIMAL = re.compile(r"(-?)((\d+)(\.\d+))|(\.(\d+))")
+RE_DECIMAL = re.compile(r"(-?)(?<!\d)((\d+)(\.\d+))|(\.(\d+))")
 RE_NEGATIVE = re.compile(r"(-)(\d+)")
-RE_VERSION = re.compile(r"((\d+)(\.\d+)(\.\d+)?(\.\d+)+)")
+RE_VERSION = re.compile(r"(?<!\d)((\d+)(\.\d+)(\.\d+)?(\.\d+)+)")
 RE_NUMBER_RANGE = re.compile(r"(?<![\d\+\-\×÷=])((-?)((\d+)(\.\d+)?))[-~]((-?)((\d+)(\.\d+)?))(?![\d\+\-\×÷=])")
 RE_LONG_DIGITS = re.compile(r"\d{3}\d*")
 
@@ -212,7 +219,7 @@ SINGLE_MEASURE_WORDS = (
 )
 MULTI_MEASURE_WORDS = ("小时", "公分", "公斤", "公里", "美元", "微克", "微米")
 RE_QUANTITY = re.compile(
-    rf"(\d+)([多余几\+])?(?=[{SINGLE_MEASURE_WORDS}]|{'|'.join(MULTI_MEASURE_WORDS)})"
+    rf"(?<!\d)(\d+)([多余几\+])?(?=[{SINGLE_MEASURE_WORDS}]|{'|'.join(MULTI_MEASURE_WORDS)})"
 )
 
 

@@ -49,11 +49,17 @@ def ordinal_of(n) -> str:
     return _inflect().ordinal(n)
 
 
+# Regexes that start with a run of digits begin with (?<!\d) (or its [0-9] form): tried at every
+# digit of a long run, each attempt would scan to the run's end (quadratic; the money ones, with
+# two overlapping quantifiers, cubic). A match that starts inside a run implies one from the run's
+# start, which comes first, and no match of these ends inside a run, so what they match is
+# unchanged (tests/test_text_scaling.py compares them with upstream's forms).
+
 # ---------------------------------------------------------------- list numbering, arithmetic
 
 RE_LIST_NUMBER = re.compile(r"\b([0-9]+)\. ")  # "1. " at the start of an item -> "1st, "
 _SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ"
-_OPERAND = rf"((-?)((\d+)(\.\d+)?[{_SUPERSCRIPTS}]*)|(\.\d+[{_SUPERSCRIPTS}]*)|([A-Za-z][{_SUPERSCRIPTS}]*))"
+_OPERAND = rf"((-?)(?<!\d)((\d+)(\.\d+)?[{_SUPERSCRIPTS}]*)|(\.\d+[{_SUPERSCRIPTS}]*)|([A-Za-z][{_SUPERSCRIPTS}]*))"
 RE_ARITHMETIC = re.compile(_OPERAND + r"\s+([\+\-\×÷=])\s+" + _OPERAND)
 OPERATOR_WORDS = {"+": " plus ", "-": " minus ", "×": " times ", "÷": " divided by ", "=": " Equals "}
 RE_NEGATIVE = re.compile(r"(^|\s+)-(\d+)")
@@ -108,9 +114,9 @@ def spell_measurement(m: re.Match) -> str:
 # ---------------------------------------------------------------- money
 
 RE_POUNDS_BEFORE = re.compile(r"£([0-9\.\,]*[0-9]+)")
-RE_POUNDS_AFTER = re.compile(r"([0-9\.\,]*[0-9]+)£")
+RE_POUNDS_AFTER = re.compile(r"(?<![0-9\.\,])([0-9\.\,]*[0-9])£")
 RE_DOLLARS_BEFORE = re.compile(r"\$([0-9\.\,]*[0-9]+)")
-RE_DOLLARS_AFTER = re.compile(r"([(0-9\.\,]*[0-9]+)\$")
+RE_DOLLARS_AFTER = re.compile(r"(?<![(0-9\.\,])([(0-9\.\,]*[0-9])\$")
 
 
 def _money(amount: str, major: tuple[str, str], minor: tuple[str, str]) -> str:
@@ -137,9 +143,9 @@ def spell_dollars(m: re.Match) -> str:
 
 # ---------------------------------------------------------------- plain numbers
 
-RE_DECIMAL = re.compile(r"([0-9]+\.\s*[0-9]+)")
-RE_FRACTION = re.compile(r"([0-9]+/[0-9]+)")
-RE_ORDINAL = re.compile(r"[0-9]+(st|nd|rd|th)")
+RE_DECIMAL = re.compile(r"(?<![0-9])([0-9]+\.\s*[0-9]+)")
+RE_FRACTION = re.compile(r"(?<![0-9])([0-9]+/[0-9]+)")
+RE_ORDINAL = re.compile(r"(?<![0-9])[0-9]+(st|nd|rd|th)")
 RE_INTEGER = re.compile(r"[0-9]+")
 
 
