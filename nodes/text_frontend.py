@@ -17,13 +17,14 @@ Unset or 0 disables the window (for graphs whose sink sends no ``segment_complet
 As in dora-kokoro-tts, ``<tool_call>...</tool_call>`` blocks are removed and a message with nothing
 left (or an empty one) is skipped with a log line. A request picks its voice by name (metadata
 ``voice``) or brings its own (``ref_audio``, ``prompt_text``, ``prompt_language``).
-Environment: ``GSV_VERSION`` (symbol table), ``GSV_SPLIT_METHOD`` (cut0..cut5, default cut5).
+Environment (``settings.FrontendSettings``): ``GSV_VERSION`` (symbol table), ``GSV_SPLIT_METHOD``
+(cut0..cut5, default cut5), ``GSV_LANGUAGE``, ``GSV_MAX_SEGMENTS_AHEAD``. The conversion itself is
+``text.frontend_engine`` (shared with the benchmark).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -33,7 +34,10 @@ import numpy as np
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
+from dora_gpt_sovits.settings import FrontendSettings, from_env_or_exit
 from dora_gpt_sovits.text.frontend import PhoneSegment, text_to_phones
+from dora_gpt_sovits.text.frontend_engine import end_with_period as _end_with_period
+from dora_gpt_sovits.text.frontend_engine import symbol_version, warm_up
 from dora_gpt_sovits.text.llm_stream import strip_tool_calls
 from dora_gpt_sovits.text.segment_limits import segment_text
 from dora_gpt_sovits.voices import adhoc_voice
@@ -56,10 +60,6 @@ class HeldUtterance:
     utterance_id: str
     text_received_at: float
     segments: Iterator[Outgoing]  # converted lazily: text waits here, not phone ids
-
-
-def symbol_version(model_version: str) -> str:
-    return "v1" if model_version == "v1" else "v2"
 
 
 class TextFrontendStage(StageBase):
@@ -276,27 +276,9 @@ class TextFrontendStage(StageBase):
         return Outgoing(m.PHONEMES, *segment.to_message())
 
 
-def _end_with_period(text: str, language: str) -> str:
-    # Upstream appends a full stop to a prompt text lacking final punctuation so the prompt ends cleanly.
-    text = text.strip("\n")
-    if text and text[-1] not in "，。？！,.?!~:：—…":
-        text += "。" if language != "en" else "."
-    return text
-
-
-def warm_up(version: str) -> None:
-    """Load the segmenter and dictionaries now, not on the first request (seconds of TTFA)."""
-    text_to_phones("你好，世界。", "zh", version)
-    text_to_phones("Hello world, zorblatt.", "en", version)  # an out-of-vocabulary word loads the G2P model
-
-
 def main() -> None:
-    stage = TextFrontendStage(
-        model_version=os.environ.get("GSV_VERSION", "v2"),
-        split_method=os.environ.get("GSV_SPLIT_METHOD", "cut5"),
-        default_language=os.environ.get("GSV_LANGUAGE", "auto"),
-        max_segments_ahead=int(os.environ.get("GSV_MAX_SEGMENTS_AHEAD") or 0),
-    )
+    settings = from_env_or_exit(FrontendSettings)
+    stage = TextFrontendStage(settings.version, settings.split_method, settings.language, settings.max_segments_ahead)
     warm_up(stage.version)
     serve(connect(), stage)
 
