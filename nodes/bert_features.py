@@ -85,7 +85,9 @@ def main() -> None:
     from dora_gpt_sovits.encoders.bert import bert_features
     from dora_gpt_sovits.node_runtime import configure_threads
     from dora_gpt_sovits.runtime_config import load_or_exit
+    from dora_gpt_sovits.settings import BertSettings, from_env_or_exit
 
+    from_env_or_exit(BertSettings)  # GSV_DEVICE / GSV_DTYPE checked first: one line naming a bad value
     configure_threads()
     paths = load_or_exit(need=("bert",))
     (model, tokenizer), choice = open_or_exit("bert", bert_builders, paths.bert, paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
