@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.model_cache import model_choice
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
+from dora_gpt_sovits.settings import GPTSettings, from_env_or_exit
 
 log = logging.getLogger("gsv.gpt")
 
@@ -179,12 +179,9 @@ class GPTStage(StageBase):
         )
 
 
-def policy_from_env(env: dict[str, str]) -> ChunkPolicy:
-    return ChunkPolicy(
-        first_chunk_tokens=int(env.get("GSV_FIRST_CHUNK_TOKENS", ChunkPolicy.first_chunk_tokens)),
-        chunk_tokens=int(env.get("GSV_CHUNK_TOKENS", ChunkPolicy.chunk_tokens)),
-        growth=float(env.get("GSV_CHUNK_GROWTH", ChunkPolicy.growth)),
-    )
+def policy_from_env(env: dict[str, str] | GPTSettings) -> ChunkPolicy:
+    settings = env if isinstance(env, GPTSettings) else GPTSettings.from_env(env)
+    return ChunkPolicy(settings.first_chunk_tokens, settings.chunk_tokens, settings.chunk_growth)
 
 
 def main() -> None:
@@ -194,19 +191,14 @@ def main() -> None:
     from dora_gpt_sovits.node_runtime import configure_threads
     from dora_gpt_sovits.runtime_config import load_or_exit
 
-    env = dict(os.environ)
+    settings = from_env_or_exit(GPTSettings)
     configure_threads()
     paths = load_or_exit(need=("gpt",))
     stream, choice = open_or_exit("gpt", gpt_builders, paths.gpt, paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
-    base = SamplingParams(
-        top_k=int(env.get("GSV_TOP_K", 15)),
-        top_p=float(env.get("GSV_TOP_P", 1.0)),
-        temperature=float(env.get("GSV_TEMPERATURE", 1.0)),
-        repetition_penalty=float(env.get("GSV_REPETITION_PENALTY", 1.35)),
-    )
+    base = SamplingParams(**settings.sampling())
 
     # A voice's own weights open on the same backend (an ONNX backend needs their export: see docs/backends.md).
-    models = ModelCache(lambda p: gpt_builders(p)[choice.backend](choice), stream, paths.gpt, kind="GPT")
+    models = ModelCache(lambda p: gpt_builders(p)[choice.backend](choice), stream, paths.gpt, settings.max_models, kind="GPT")
 
     def decode(
         phone_ids: np.ndarray, features: np.ndarray, prompt: np.ndarray, seed: int | None, options: m.RequestOptions,
@@ -216,14 +208,14 @@ def main() -> None:
         features = m.tensor_view(np.asarray(features))  # [1024, T], shared with the message buffer
         yield from models.get(weights)(np.asarray(phone_ids), features, prompt if len(prompt) else None, params)
 
-    seed = int(env["GSV_SEED"]) if env.get("GSV_SEED") else None
+    seed = settings.seed
     # The first decode pays one-off costs (allocator, kernels): pay them before serving.
     ids = np.arange(8)
     for _ in stream(ids, np.zeros((m.FEATURE_DIM, 8), np.float32), ids, SamplingParams(early_stop_num=4, seed=0)):
         pass
     node = connect()
     log.info("GPT loaded from %s on %s", paths.gpt, choice.label)
-    serve(node, GPTStage(decode, policy_from_env(env), seed))
+    serve(node, GPTStage(decode, policy_from_env(settings), seed))
 
 
 if __name__ == "__main__":
