@@ -18,25 +18,15 @@ voice defined by a request (``ref_audio`` ... in the voice request's metadata) j
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import numpy as np
-
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.encoders.reference_encoder import VoiceFeatures
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 from dora_gpt_sovits.voices import Voice, VoiceError, adhoc_voice, find_voice
 
 log = logging.getLogger("gsv.reference")
-
-
-@dataclass
-class VoiceFeatures:
-    prompt_semantic: np.ndarray  # int64 [P]; empty for a reference-free voice
-    spectrogram: np.ndarray  # float32 [1025, F]
-    speaker_embedding: np.ndarray | None  # float32 [20480] for v2Pro/v2ProPlus
 
 
 class ReferenceStage(StageBase):
@@ -132,57 +122,31 @@ class ReferenceStage(StageBase):
 
 
 def main() -> None:
-    import torch
-    from dora_gpt_sovits.audio.reference_audio import content_hash, load_reference
-    from dora_gpt_sovits.audio.spectrogram import reference_spectrogram
+    from dora_gpt_sovits.audio.reference_audio import content_hash
     from dora_gpt_sovits.backends.stages import hubert_builders, open_or_exit
-    from dora_gpt_sovits.encoders.hubert import hubert_features
-    from dora_gpt_sovits.model_cache import ModelCache
-    from dora_gpt_sovits.node_runtime import configure_threads
+    from dora_gpt_sovits.encoders.reference_encoder import ReferenceEncoder, is_pro
+    from dora_gpt_sovits.node_runtime import configure_threads, fail
     from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
+    from dora_gpt_sovits.settings import ReferenceSettings, from_env_or_exit
     from dora_gpt_sovits.sovits.loader import load_sovits
     from dora_gpt_sovits.voices import load_registry
 
+    settings = from_env_or_exit(ReferenceSettings)
     configure_threads()
-    device, dtype = device_and_dtype()
+    device, dtype = device_and_dtype(settings)
     paths = load_or_exit(need=("sovits", "hubert"))
     sovits = load_model_or_exit(load_sovits, paths.sovits, device=device, dtype=dtype)
     # The SoVITS part used here (a projection and the codebook) is small: always torch. HuBERT is the
     # heavy encoder and follows GSV_BACKEND.
     hubert, choice = open_or_exit("hubert", hubert_builders, paths.hubert, paths.model_dir)
-    is_pro = sovits.version.model_version in ("v2Pro", "v2ProPlus")
-    sv_model = None
-    if is_pro:
-        from dora_gpt_sovits.encoders.speaker_verification import load_speaker_verification
-
+    if is_pro(sovits):
         paths = load_or_exit(need=("sovits", "hubert", "sv"))
-        sv_model = load_speaker_verification(paths.sv, device=device, dtype=dtype)
+    encoder = ReferenceEncoder.load(hubert, sovits, paths.sovits, paths.sv, device, dtype, settings.max_models)
     try:
         registry = load_registry(model_dir=paths.model_dir)
     except VoiceError as e:
-        from dora_gpt_sovits.node_runtime import fail
-
         fail(str(e))
-
-    sovits_models = ModelCache(lambda p: load_sovits(p, device=device, dtype=dtype), sovits, paths.sovits, kind="SoVITS")
-
-    @torch.inference_mode()
-    def encode(voice: Voice) -> VoiceFeatures:
-        audio = load_reference(voice.ref_audio)
-        spec = reference_spectrogram(audio.wav32k[None].float())[0]
-        tokens = np.zeros(0, dtype=np.int64)
-        if voice.prompt_text.strip():
-            ssl = hubert_features(hubert, audio.wav16k)
-            quantizer = sovits_models.get(voice.sovits_weights)
-            tokens = quantizer.extract_prompt_codes(ssl)[0, 0].cpu().numpy().astype(np.int64)
-        embedding = None
-        if sv_model is not None:
-            from dora_gpt_sovits.encoders.speaker_verification import speaker_embedding
-
-            embedding = speaker_embedding(sv_model, audio.wav16k.to(device)).float().cpu().numpy()
-        return VoiceFeatures(tokens, spec.float().cpu().numpy(), embedding)
-
-    stage = ReferenceStage(registry, encode, lambda voice: content_hash(voice.ref_audio))
+    stage = ReferenceStage(registry, encoder.encode, lambda voice: content_hash(voice.ref_audio))
     if m.DEFAULT_VOICE in registry:
         # Encode the default voice before joining, so the first text does not wait for it.
         try:
@@ -190,8 +154,8 @@ def main() -> None:
         except (ValueError, OSError) as e:
             log.warning("default voice unusable: %s", e)  # start() reports it to the frontend
     node = connect()
-    log.info("reference encoders loaded (SoVITS %s, CN-HuBERT on %s%s); voices: %s",
-             sovits.version.model_version, choice.label, ", speaker verification" if sv_model else "", sorted(registry))
+    log.info("reference encoders loaded (SoVITS %s, CN-HuBERT on %s%s); voices: %s", sovits.version.model_version,
+             choice.label, ", speaker verification" if encoder.sv_model else "", sorted(registry))
     serve(node, stage)
 
 

@@ -35,24 +35,23 @@ limit (``audio.limiter``).
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections import OrderedDict, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.audio.limiter import PeakLimiter
 from dora_gpt_sovits.audio.pacing import Pacer
 from dora_gpt_sovits.audio.playback_clock import PlaybackClock
-from dora_gpt_sovits.model_cache import model_choice
-from dora_gpt_sovits.audio.limiter import PeakLimiter, limiter_from_env
 from dora_gpt_sovits.audio.resample import StreamResampler
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.finite_guard import NonFiniteOutput, all_finite
+from dora_gpt_sovits.model_cache import model_choice
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 from dora_gpt_sovits.sovits.token_stream import ChunkDecoder, SegmentVocoder, StreamPolicy
 
@@ -387,63 +386,35 @@ class VocoderStage(StageBase):
 
 
 def main() -> None:
-    from dora_gpt_sovits.node_runtime import configure_threads
     from dora_gpt_sovits.backends.stages import open_or_exit, vocoder_builders
+    from dora_gpt_sovits.node_runtime import configure_threads
     from dora_gpt_sovits.runtime_config import load_or_exit
-    from dora_gpt_sovits.sovits.streaming import decode_chunk
-    from dora_gpt_sovits.model_cache import ModelCache
+    from dora_gpt_sovits.settings import VocoderSettings, from_env_or_exit
+    from dora_gpt_sovits.sovits.engine import VocoderEngine
 
-    env = dict(os.environ)
+    settings = from_env_or_exit(VocoderSettings)
     configure_threads()
     paths = load_or_exit(need=("sovits",))
     vocoder, choice = open_or_exit("vocoder", vocoder_builders, paths.sovits, paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
-    noise_scale = float(env.get("GSV_NOISE_SCALE", 0.5))
-    speed = float(env.get("GSV_SPEED", 1.0))
-
-    # A voice's own weights open on the same backend (an ONNX backend needs their export: see docs/backends.md).
-    models = ModelCache(lambda p: vocoder_builders(p)[choice.backend](choice), vocoder, paths.sovits, kind="SoVITS")
-
-    def condition(spec: np.ndarray, sv: np.ndarray | None, weights: str = "") -> Any:
-        voice = models.get(weights)
-        if voice.sampling_rate != vocoder.sampling_rate:
-            raise ValueError(f"{weights} runs at {voice.sampling_rate} Hz, this graph at {vocoder.sampling_rate} Hz")
-        return voice.chunks, voice.condition(spec, sv)
-
-    def make_decoder(voice: Any, phone_ids: np.ndarray, seed: int, request_speed: float | None = None) -> ChunkDecoder:
-        voice_model, cond = voice
-        phones = torch.from_numpy(phone_ids)[None]
-        segment_speed = speed if request_speed is None else request_speed
-
-        def decode(history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int):
-            out = decode_chunk(
-                voice_model, cond, phones, torch.from_numpy(history), torch.from_numpy(run), torch.from_numpy(lookahead),
-                position=position, speed=segment_speed, noise_scale=noise_scale, noise_seed=seed,
-            )
-            return out.samples.reshape(-1), out.tail.reshape(-1)
-
-        return decode
-
+    engine = VocoderEngine.for_backend(vocoder, choice, paths.sovits, settings.noise_scale, settings.speed, settings.max_models)
     stage = VocoderStage(
-        condition,
-        make_decoder,
-        sample_rate=vocoder.sampling_rate,
-        needs_speaker_embedding=vocoder.is_pro,
-        policy=StreamPolicy(lookahead_tokens=int(env.get("GSV_LOOKAHEAD_TOKENS", 4))),
-        max_chunk_seconds=float(env.get("GSV_MAX_CHUNK_SECONDS", 1.0)),
-        fragment_interval=float(env.get("GSV_FRAGMENT_INTERVAL", 0.3)),
-        seed=int(env["GSV_SEED"]) if env.get("GSV_SEED") else None,
+        engine.condition,
+        engine.make_decoder,
+        sample_rate=engine.sample_rate,
+        needs_speaker_embedding=engine.needs_speaker_embedding,
+        policy=StreamPolicy(lookahead_tokens=settings.lookahead_tokens),
+        max_chunk_seconds=settings.max_chunk_seconds,
+        fragment_interval=settings.fragment_interval,
+        seed=settings.seed,
         development_model=paths.development,
-        output_rate=int(env["GSV_OUTPUT_SAMPLE_RATE"]) if env.get("GSV_OUTPUT_SAMPLE_RATE") else None,
-        max_lead_seconds=float(env["GSV_MAX_LEAD_SECONDS"]) if env.get("GSV_MAX_LEAD_SECONDS") else None,
-        limiter=limiter_from_env(env),
-        coalesce_lead_seconds=float(env.get("GSV_COALESCE_LEAD_SECONDS", 1.0)),
+        output_rate=settings.output_sample_rate,
+        max_lead_seconds=settings.max_lead_seconds,
+        limiter=settings.limiter(),
+        coalesce_lead_seconds=settings.coalesce_lead_seconds,
     )
-    # The first decode pays one-off costs (allocator, kernels): pay them before serving.
-    spec = np.ones((1025, 50), np.float32)
-    make_decoder(condition(spec, np.zeros(20480, np.float32) if stage.needs_speaker_embedding else None),
-                 np.arange(1, 9), 0, None)(np.zeros(0, np.int64), np.arange(12), np.zeros(0, np.int64), 0)
+    engine.warm_up()
     node = connect()
-    log.info("SoVITS %s loaded from %s on %s", vocoder.model_version, paths.sovits, choice.label)
+    log.info("SoVITS %s loaded from %s on %s", engine.model_version, paths.sovits, choice.label)
     serve(node, stage)
 
 

@@ -11,7 +11,6 @@ Every stage object has the same shape whatever runs it, so the nodes never branc
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +31,9 @@ def torch_device(choice: BackendChoice) -> torch.device:
 
 
 def torch_dtype(choice: BackendChoice) -> torch.dtype:
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[choice.dtype]
+    from ..settings import torch_dtype as dtype_of
+
+    return dtype_of(choice.dtype)
 
 
 def trt_options(choice: BackendChoice, stages: tuple[str, ...], source: Path | None) -> dict | None:
@@ -84,12 +85,10 @@ class Vocoder:
 
 def vocoder_builders(source: Path, threads: int | None = None) -> dict[str, Callable[[BackendChoice], Vocoder]]:
     def torch_vocoder(choice: BackendChoice) -> Vocoder:
-        from ..sovits.loader import load_sovits
-        from ..sovits.spectral_conv import spectral_convs_wanted
+        from ..sovits.engine import load_torch_sovits
 
         device, dtype = torch_device(choice), torch_dtype(choice)
-        model = load_sovits(source, device=device, dtype=dtype)
-        model.dec.use_spectral_convs(spectral_convs_wanted(os.environ, device, dtype))
+        model = load_torch_sovits(source, device, dtype)  # GSV_VOCODER_FFT
 
         @torch.inference_mode()
         def condition(spec, sv):
