@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from ..model_paths import ModelsMissing, resolve
+from ..settings import DTYPES as SETTINGS_DTYPES
 from .export import write_graph
 
 STAGES = ("gpt", "vocoder", "bert", "hubert")
-DTYPES = {"float32": torch.float32, "float16": torch.float16}
+DTYPES = {name: SETTINGS_DTYPES[name] for name in ("float32", "float16")}  # what ONNX export supports
 log = logging.getLogger("gsv.export")
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..model_paths import ModelPaths, resolve
-from ..runtime_config import DTYPES
+from ..settings import DTYPES
 from .cases import LANGUAGES, LENGTHS, TextCase, select_cases, warmup_cases
 from .dataflow import DataflowError, DataflowResult, run_dataflow
 from .inprocess import SPLIT_METHOD, Pipeline, load_models, prepare_voice

@@ -20,15 +20,17 @@ import torch
 
 from ..gpt.sampling import SamplingParams
 from ..model_paths import ModelPaths
+from ..settings import FrontendSettings, VocoderSettings
 from ..text.frontend import PhoneSegment, text_to_phones
+from ..text.frontend_engine import symbol_version
 from ..text.sentence_split import prepare_sentences
 from ..voices import Voice
 from .cases import TextCase
 from .system import peak_gpu_mib, peak_rss_mib, reset_peak_gpu, reset_peak_rss, rss_mib, synchronize
 
-NOISE_SCALE = 0.5  # the vocoder node's default (upstream's)
-FRAGMENT_INTERVAL_S = 0.3  # silence the vocoder node appends to each segment (upstream's)
-SPLIT_METHOD = "cut5"  # the text-frontend node's default
+NOISE_SCALE = VocoderSettings.noise_scale  # the vocoder node's default (upstream's): 0.5
+FRAGMENT_INTERVAL_S = VocoderSettings.fragment_interval  # silence the vocoder node appends to each segment: 0.3
+SPLIT_METHOD = FrontendSettings.split_method  # the text-frontend node's default: cut5
 
 
 @dataclass
@@ -52,7 +54,7 @@ class Models:
 
     @property
     def symbol_version(self) -> str:
-        return "v1" if self.paths.version == "v1" else "v2"
+        return symbol_version(self.paths.version)
 
 
 def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> Models:
@@ -60,8 +62,7 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
     from ..encoders.hubert import load_hubert
     from ..gpt.loader import load_gpt
     from ..gpt.options import TorchGPTOptions, describe, make_decoder, stream_function
-    from ..sovits.loader import load_sovits
-    from ..sovits.spectral_conv import spectral_convs_wanted
+    from ..sovits.engine import load_torch_sovits
 
     load_s: dict[str, float] = {}
 
@@ -76,9 +77,8 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
     options = TorchGPTOptions.from_env(os.environ)
     decoder = timed("gpt_options", lambda: make_decoder(gpt, options))
     gpt_stream = stream_function(decoder)
-    sovits = timed("sovits", lambda: load_sovits(paths.sovits, device=device, dtype=dtype))
-    # The vocoder node's convolutions (GSV_VOCODER_FFT=auto computes the long ones by FFT on a CPU).
-    sovits.dec.use_spectral_convs(spectral_convs_wanted(os.environ, device, dtype))
+    # The vocoder node's model and convolutions (GSV_VOCODER_FFT=auto: the long ones by FFT on a CPU).
+    sovits = timed("sovits", lambda: load_torch_sovits(paths.sovits, device, dtype))
     bert = timed("bert", lambda: load_bert(paths.bert, device=device, dtype=dtype))
     hubert = timed("hubert", lambda: load_hubert(paths.hubert, device=device, dtype=dtype))
     sv = None
@@ -104,27 +104,22 @@ class VoicePrompt:
 
 @torch.inference_mode()
 def prepare_voice(models: Models, voice: Voice) -> VoicePrompt:
-    from ..audio.reference_audio import load_reference
-    from ..audio.spectrogram import reference_spectrogram
-    from ..encoders.hubert import hubert_features
-    from ..nodes.text_frontend import TextFrontendStage
+    from ..encoders.reference_encoder import ReferenceEncoder
+    from ..text.frontend_engine import prompt_phones
 
     started = time.perf_counter()
-    audio = load_reference(voice.ref_audio)
-    spec = reference_spectrogram(audio.wav32k[None].float()).to(models.device, models.dtype)
+    # The reference node's encoder (the graph's SoVITS quantizer for every voice, as before).
+    encoder = ReferenceEncoder(models.hubert, models.sovits, models.sv, models.device, open_sovits=lambda _: models.sovits)
+    features = encoder.encode(voice)
+    spec = torch.from_numpy(features.spectrogram)[None].to(models.device, models.dtype)
     tokens, runs = None, []
     if voice.prompt_text.strip():
-        ssl = hubert_features(models.hubert, audio.wav16k.to(models.device, models.dtype))
-        tokens = models.sovits.extract_prompt_codes(ssl)[0, 0].long()
+        tokens = torch.from_numpy(features.prompt_semantic).to(models.device)
         # The text-frontend node's own prompt preparation (final punctuation rule included).
-        frontend = TextFrontendStage(models.paths.version)
-        frontend.prompts[voice.name] = (voice.prompt_text, voice.prompt_language)
-        runs = frontend.prompt_phones(voice.name)
+        runs = prompt_phones(voice.prompt_text, voice.prompt_language, models.symbol_version)
     sv_emb = None
-    if models.sv is not None:
-        from ..encoders.speaker_verification import speaker_embedding
-
-        sv_emb = speaker_embedding(models.sv, audio.wav16k.to(models.device))[None].to(models.dtype)
+    if features.speaker_embedding is not None:
+        sv_emb = torch.from_numpy(features.speaker_embedding)[None].to(models.device, models.dtype)
     ids = torch.tensor([i for r in runs for i in r.phone_ids], dtype=torch.long, device=models.device)
     bert = run_features(models, runs)
     synchronize(models.device)

@@ -107,22 +107,26 @@ def long_text_frontend(chars: int = 100_000) -> dict[str, Any]:
     window the frontend holds the text and converts three segments ahead of playback."""
     import os
 
-    from .. import messages as m
-    from ..nodes.text_frontend import TextFrontendStage, warm_up
+    import numpy as np
+
+    from ..text.frontend_engine import FrontendEngine
     from .system import _status_kib, reset_peak_rss
 
-    stage = TextFrontendStage()
-    warm_up(stage.version)  # the node loads its dictionaries before serving, too
-    list(stage.handle(m.VOICE_PROMPT, *m.ReferencePart("default", "你好。", language="zh").to_message()))
+    engine = FrontendEngine()  # the text-frontend node's conversion (its defaults: v2, cut5)
+    engine.warm_up()  # the node loads its dictionaries before serving, too
+    prompt = engine.prompt_phones("你好。", "zh")
     text = ("今天天气很好，我们去公园散步吧。" * (chars // 30 + 1) + "Hello there, this is a long text. " * (chars // 60 + 1))[:chars]
     reset_peak_rss()
     rss_before = _status_kib(os.getpid(), "VmRSS") or 0
     started = time.perf_counter()
     first_s, segments = None, 0
-    for out in stage.handle(m.TEXT, m.text_array(text), {m.UTTERANCE_ID: "long"}):
-        if out.output_id == m.PHONEMES:
-            segments += 1
-            first_s = first_s if first_s is not None else time.perf_counter() - started
+    for segment in engine.segments(text, "auto"):
+        if segment.error:
+            continue
+        # What the node sends per segment: the prompt's phones, then the segment's.
+        np.concatenate([np.asarray(r.phone_ids, dtype=np.int64) for r in prompt + segment.runs])
+        segments += 1
+        first_s = first_s if first_s is not None else time.perf_counter() - started
     total_s = time.perf_counter() - started
     peak = _status_kib(os.getpid(), "VmHWM") or 0
     return {"chars": chars, "segments": segments, "first_segment_s": round(first_s or 0.0, 3),
