@@ -27,6 +27,7 @@ from dora_gpt_sovits.node_runtime import connect, fail
 from dora_gpt_sovits.openai_api.app import HttpServer, create_app
 from dora_gpt_sovits.openai_api.bridge import GraphBridge
 from dora_gpt_sovits.openai_api.config import ServerConfig
+from dora_gpt_sovits.settings import HTTPSettings, from_env_or_exit
 from dora_gpt_sovits.voices import VoiceError, load_registry
 
 log = logging.getLogger("gsv.http-server")
@@ -34,7 +35,7 @@ log = logging.getLogger("gsv.http-server")
 
 def main() -> None:
     env = dict(os.environ)
-    config = ServerConfig.from_env(env)
+    config = ServerConfig.from_settings(from_env_or_exit(HTTPSettings, env))
     try:
         paths = resolve(env)
         voices = load_registry(env, model_dir=paths.model_dir)

@@ -320,7 +320,7 @@ class ReferenceSettings(ModelNodeSettings):
     ref_audio: Path | None = setting(path("GSV_REF_AUDIO", None, "the default voice's recording", shown="model dir's `voices.yml`"))
     prompt_text: str = setting(string("GSV_PROMPT_TEXT", "", "what is said in GSV_REF_AUDIO"))
     prompt_language: str = setting(string("GSV_PROMPT_LANGUAGE", "zh", "its language"))
-    voices: Path | None = setting(path("GSV_VOICES", None, "a YAML file of voices"))
+    voices: Path | None = setting(path("GSV_VOICES", None, "a YAML file of voices", shown="unset"))
     max_models: int = setting(MAX_MODELS)
 
 
@@ -407,22 +407,22 @@ NODE_SETTINGS: tuple[type[Settings], ...] = (
 LIBRARY: tuple[tuple[str, Var], ...] = (
     ("model_paths", path("GSV_MODEL_DIR", None, "the model directory", shown="`~/.cache/dora-gpt-sovits/pretrained_models`")),
     ("model_paths", FrontendSettings.variables()[0]),  # GSV_VERSION
-    ("model_paths", path("GSV_GPT_PATH", None, "a GPT .ckpt (overrides the model directory's)")),
-    ("model_paths", path("GSV_SOVITS_PATH", None, "a SoVITS .pth (overrides)")),
-    ("model_paths", path("GSV_BERT_DIR", None, "a chinese-roberta directory (overrides)")),
-    ("model_paths", path("GSV_HUBERT_DIR", None, "a chinese-hubert directory (overrides)")),
-    ("model_paths", path("GSV_SV_PATH", None, "the speaker-verification .ckpt (overrides)")),
+    ("model_paths", path("GSV_GPT_PATH", None, "a GPT .ckpt (overrides the model directory's)", shown="the model directory's")),
+    ("model_paths", path("GSV_SOVITS_PATH", None, "a SoVITS .pth (overrides)", shown="the model directory's")),
+    ("model_paths", path("GSV_BERT_DIR", None, "a chinese-roberta directory (overrides)", shown="the model directory's")),
+    ("model_paths", path("GSV_HUBERT_DIR", None, "a chinese-hubert directory (overrides)", shown="the model directory's")),
+    ("model_paths", path("GSV_SV_PATH", None, "the speaker-verification .ckpt (overrides)", shown="the model directory's")),
     ("backends.config", choice("GSV_BACKEND", "torch", ("torch", "onnxruntime", "tensorrt"), "engine of the node")),
     ("backends.config", path("GSV_ONNX_DIR", None, "exported graphs", shown="`<GSV_MODEL_DIR>/onnx`")),
     ("backends.config", string("GSV_BACKEND_FALLBACK", None, "backend[@device] list tried when unavailable", shown="none")),
-    ("gpt.options", choice("GSV_GPT_QUANT", "auto", ("auto", "none", "fp16", "int8"), "GPT decode weight format")),
+    ("gpt.options", choice("GSV_GPT_QUANT", "auto", ("auto", "none", "fp16"), "GPT decode weight format")),
     ("gpt.options", choice("GSV_HALF_MATVEC", "auto", ("auto", "native", "fbgemm"), "float16 product kernel")),
     ("gpt.options", flag("GSV_FUSED_DECODE", True, "every layer of a decode step in one C++ call")),
     ("gpt.options", flag("GSV_COMPILE", False, "torch.compile the decode step (CUDA)")),
     ("gpt.options", choice("GSV_CUDA_GRAPHS", "auto", ("auto", "1", "0"), "CUDA graphs for the decode step")),
     ("gpt.options", integer("GSV_GPT_READ_EVERY", 12, "static decoder: steps between token reads", low=1)),
     ("gpt.options", integer("GSV_GPT_CAPACITY", 2524, "static decoder: positions of the device cache (1024 + the step cap)", low=1)),
-    ("gpt.options", path("GSV_COMPILE_CACHE", None, "Inductor's cache folder", shown="`~/.cache/dora-gpt-sovits/inductor`")),
+    ("gpt.options", path("GSV_COMPILE_CACHE", None, "Inductor's cache folder", shown="`~/.cache/dora-gpt-sovits/inductor/torch-<version>`")),
     ("text.g2pw", path("GSV_G2PW_DIR", None, "g2pW model (polyphone disambiguation); unset: dictionary rules")),
     ("text.g2pw", path("GSV_G2PW_TOKENIZER", None, "g2pW's tokenizer directory", shown="`GSV_BERT_DIR`")),
     ("benchmark", path("GSV_BENCH_METRICS", None, "the benchmark's metrics file (set by the benchmark)")),
