@@ -5,6 +5,7 @@ Public API (imported lazily so that `from dora_gpt_sovits.text.symbols import ..
     phones_to_ids, symbols_v1, symbols_v2                                  (symbols)
     prepare_sentences, StreamingSplitter, get_method                       (sentence_split)
     split_languages, SUPPORTED_LANGUAGES                                   (language)
+    segment_text, TextSegment, MAX_SEGMENT_PHONES                          (segment_limits)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _EXPORTS = {
     "get_method": "sentence_split",
     "split_languages": "language", "SUPPORTED_LANGUAGES": "language",
     "UnsupportedLanguageError": "language",
+    "segment_text": "segment_limits", "TextSegment": "segment_limits", "MAX_SEGMENT_PHONES": "segment_limits",
 }
 
 __all__ = sorted(_EXPORTS)
