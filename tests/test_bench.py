@@ -169,14 +169,16 @@ def test_gpt_variants_table(tiny_models, tmp_path):
     from dora_gpt_sovits.benchmark.gpt_variants import parse_variants
 
     main(["--model-dir", str(tiny_models), "--out", str(tmp_path), "--tokens", "5", "--repeats", "1",
-          "--gpt-variants", "none,fp16,int8"])
+          "--gpt-variants", "none,fp16,fp16+unfused"])
     doc = json.loads((tmp_path / "gpt_variants.json").read_text())
-    assert list(doc["variants"]) == ["none", "fp16", "int8"] and doc["tokens"] == 6
+    assert list(doc["variants"]) == ["none", "fp16", "fp16+unfused"] and doc["tokens"] == 6
     assert doc["variants"]["fp16"]["same_tokens_as_first"]  # lossless
     assert all(v["ms_per_token_median"] > 0 for v in doc["variants"].values())
-    assert "| int8 |" in (tmp_path / "gpt_variants.md").read_text()
+    assert [v["decoder"].split()[0] for v in doc["variants"].values()] == ["module", "fused", "module"]
+    assert "| fp16+unfused |" in (tmp_path / "gpt_variants.md").read_text()
     assert parse_variants("fp16+compile", 300)[0].options.compile
     assert [v.options.half_matvec for v in parse_variants("fp16,fp16+fbgemm", 300)] == ["auto", "fbgemm"]
     assert [v.options.fused_decode for v in parse_variants("fp16,fp16+unfused", 300)] == [True, False]
-    with pytest.raises(ValueError, match="not a variant"):
-        parse_variants("fp16+int8", 300)
+    for removed in ("fp16+int8", "int8"):  # int8 was removed (docs/performance.md)
+        with pytest.raises(ValueError, match="not a variant"):
+            parse_variants(removed, 300)

@@ -1,14 +1,15 @@
 """``bench.py --gpt-variants``: GPT decode speed per PyTorch option, one process, runs interleaved.
 
-A variant is ``+``-joined words: a weight format (``none`` = plain float32 ``F.linear``, ``fp16``,
-``int8``, ``auto``; gpt/quantize.py) and optionally ``compile`` and/or ``graphs``
-(gpt/static_decode.py) and/or ``fbgemm`` (float16 products by FBGEMM's kernel instead of ours,
+A variant is ``+``-joined words: a weight format (``none`` = float32 weights, ``fp16``, ``auto``;
+gpt/weights.py) and optionally ``compile`` and/or ``graphs`` (gpt/static_decode.py; CUDA only)
+and/or ``fbgemm`` (float16 products by FBGEMM's kernel instead of ours,
 gpt/half_matvec.py) and/or ``unfused`` (our kernel, one PyTorch call per operation instead of the
-fused decode step, gpt/decode_layers.py), e.g. ``none,fp16+fbgemm,fp16+unfused,fp16,int8``. Every variant decodes the same
+fused decode step, gpt/decode_layers.py), e.g. ``none,fp16+fbgemm,fp16+unfused,fp16``. Every variant decodes the same
 utterance (the default voice's prompt size, random phones) with the same seed; rounds go variant
 after variant so that all of them see the same machine load. Reported per variant: median ms/token
 over the rounds (decode only, prefill excluded), median prefill, the one-off preparation time
-(packing, or compiling every bucket), and whether its tokens equal the first variant's.
+(packing, or compiling every bucket), the decoder it ran (options.make_decoder's line), and
+whether its tokens equal the first variant's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..gpt.loader import load_gpt
 from ..gpt.options import TorchGPTOptions, describe, make_decoder, stream_function
 from ..gpt.sampling import SamplingParams
 
-WORDS = ("none", "auto", "fp16", "int8", "compile", "graphs", "fbgemm", "unfused")
+WORDS = ("none", "auto", "fp16", "compile", "graphs", "fbgemm", "unfused")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def parse_variants(text: str, capacity: int) -> list[Variant]:
     for name in filter(None, (v.strip() for v in text.split(","))):
         words = name.split("+")
         unknown = [w for w in words if w not in WORDS]
-        quant = [w for w in words if w in ("none", "auto", "fp16", "int8")]
+        quant = [w for w in words if w in ("none", "auto", "fp16")]
         if unknown or len(quant) > 1:
             raise ValueError(f"--gpt-variants: {name!r} is not a variant (words: {', '.join(WORDS)}; one weight format)")
         variants.append(Variant(name, TorchGPTOptions(

@@ -102,7 +102,7 @@ class Text2Semantic(nn.Module):
     def early_stop_num(self) -> int:
         return self.config.early_stop_num
 
-    # Read from an embedding: the linear layers may be replaced by packed int8 ones (weights.py).
+    # Read from an embedding: the linear layers may carry packed weights (weights.py).
     @property
     def dtype(self) -> torch.dtype:
         return self.semantic_embedding.weight.dtype

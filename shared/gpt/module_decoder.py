@@ -7,7 +7,7 @@ say how logits are computed: ``prefill_logits(utterances, max_steps)`` and ``ste
 :class:`ModuleDecoder` computes them with the model's modules (``Text2Semantic.prefill`` / ``step``
 over a :class:`~.kv_cache.KVCache` sized for the utterance), several utterances at once if asked
 (left-padded; finished rows are dropped from the cache). Its products run on whatever the model's
-linear layers are (weights.py: float16 decode weights, int8, or float32 split over the threads);
+linear layers are (weights.py: float16 decode weights, or float32 split over the threads);
 on a CPU it gives plain ``nn.Linear`` layers the float32/half-precision kernels of weights.py.
 """
 

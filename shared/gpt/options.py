@@ -1,14 +1,15 @@
 """The PyTorch GPT's speed options, read from the environment in this one place, and the factory
 that turns a model and its options into the decoder that runs (:func:`make_decoder`).
 
-``GSV_GPT_QUANT``       auto (default) | none | fp16 | int8 — CPU weight formats (quantize.py):
+``GSV_GPT_QUANT``       auto (default) | none | fp16 — CPU weight formats (weights.py):
                         auto = lossless fp16-packed weights where possible, else none
 ``GSV_HALF_MATVEC``     auto (default) | native | fbgemm — the fp16 weights' decode-step kernel:
                         ours on every thread (half_matvec.py; built on first use) or FBGEMM's
 ``GSV_FUSED_DECODE``    1 (default) | 0 — with our fp16 kernel, run a decode step's layers in one
                         C++ call (decode_layers.py); 0 = one PyTorch call per operation
-``GSV_COMPILE``         1 = ``torch.compile`` the decode step (static_decode.py), one graph per
-                        cache-length bucket, compiled before serving; 0 (default) = eager
+``GSV_COMPILE``         1 = ``torch.compile`` the decode step of a CUDA model (static_decode.py),
+                        one graph per cache-length bucket, compiled before serving; 0 (default).
+                        Refused on a CPU, where the fused float16 step is faster (docs/performance.md)
 ``GSV_COMPILE_CACHE``   folder for compiled kernels, reused across runs (default
                         ~/.cache/dora-gpt-sovits/inductor; an explicit TORCHINDUCTOR_CACHE_DIR wins)
 ``GSV_CUDA_GRAPHS``     auto (default: on for CUDA models) | 1 | 0 — capture each bucket's step
@@ -136,6 +137,9 @@ def _torch_decoder(model: Text2Semantic, options: TorchGPTOptions) -> tuple[Deco
         reason = "GSV_FUSED_DECODE=0" if options.fused_decode is False else "no float16 weights for our kernel"
         eager, why = ModuleDecoder(model), f"{weights}; one PyTorch call per operation ({reason})"
     graphs = options.use_cuda_graphs(model.device)
+    if options.compile and model.device.type != "cuda":
+        raise OptionError(f"GSV_COMPILE=1 compiles the static decoder of a CUDA model; this one is on {model.device}, "
+                          "where the default fused float16 step is faster (docs/performance.md)")
     if not (options.compile or graphs):
         return eager, why
     if options.compile:

@@ -9,7 +9,8 @@ reads every token back (``.tolist()``), so the GPU idles while Python works. Her
   holding every filled position plus the new one) under a key mask built on the GPU from the
   device-side length; its new keys/values are written at that length with ``index_copy_``. Shapes
   therefore depend on the bucket only, and each bucket's step is captured once as a CUDA graph
-  (``GSV_CUDA_GRAPHS``) and/or compiled once by ``torch.compile`` (``GSV_COMPILE``, CPU or GPU):
+  (``GSV_CUDA_GRAPHS``) and/or compiled once by ``torch.compile`` (``GSV_COMPILE``; CUDA models: on a
+  CPU the option is refused, the fused step being faster, but the tests compile it there too):
   the eager loop's step changes shape every token, which makes ``torch.compile`` recompile (or
   give up after its recompile limit and run slower than eager).
 * **Sampling and EOS on the GPU.** penalty -> top-p -> temperature -> top-k -> exponential race

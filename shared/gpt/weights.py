@@ -13,27 +13,10 @@ Decoders choose (options.make_decoder; the model itself only calls its layers):
   from float32 ``F.linear`` (~1e-6), and token sequences stay those of upstream. Half the bytes
   per step. The prefill (many rows) keeps MKL's float32 GEMM, which is faster there, so the
   float32 weights stay too (+50% weight memory). Refused for weights that float16 cannot hold.
-* ``int8``: lossy, ~4x faster products; see below.
 * ``auto`` (default): ``fp16`` where it is lossless and available (CPU, float32), else ``none``.
 
-int8. A decode step multiplies one row by ~77M weights: it is bound by how fast the weights stream from
-memory, so storing them in int8 (a quarter of float32's bytes) is most of the gain. The product
-runs in FBGEMM's int8 kernels (AVX2 is enough): each call quantises its activation row to 8 bits
-on the fly (dynamic quantisation), multiplies int8 x int8 into int32 and rescales to float32.
-
-Weights are quantised symmetrically per output row (real checkpoints have rows of very different
-magnitude): ``w[n] ~ q[n] * row_scale[n]``, and FBGEMM's product (which itself takes a single scale)
-runs on ``q`` with scale 1, the rows being rescaled afterwards in the same fused multiply-add that
-adds the bias. ``q`` uses 7 bits (|q| <= 63), not 8: without VNNI, AVX2 int8 products add pairs of
-uint8 x int8 products into int16, which saturates for full-range operands (measured: 16% relative
-error on a Gaussian input with 8-bit weights, 1% with 7-bit ones). ``torch.ao`` handles the same
-problem by giving the activations 7 bits instead (``reduce_range``).
-
-Chosen by measurement on an AVX2 CPU without VNNI (docs/performance.md): these kernels ran the 96
-decode-step products of the full-size model ~4x faster than float32 ``F.linear``, ahead of
-``torch.ao`` ``quantize_dynamic`` modules (~2x, same FBGEMM underneath plus quantised-tensor
-overhead) and of ``torch._weight_int8pack_mm`` (slower than float32 on AVX2). PyTorch marks these
-FBGEMM entry points deprecated; if a future release drops them, :func:`quantize_int8` says so.
+(An ``int8`` format, FBGEMM's dynamically quantised products on 7-bit per-row weights, was removed
+on 2026-12-06: lossy, and no faster than the fused float16 step any more; docs/performance.md.)
 """
 
 from __future__ import annotations
@@ -47,13 +30,12 @@ from torch import nn
 
 from .half_matvec import COLS, KernelUnavailable, half_matvec, load_kernel, pack_rows
 
-QUANT_MODES = ("auto", "none", "fp16", "int8")
-Q_MAX = 63  # 7-bit weights: see the module doc
+QUANT_MODES = ("auto", "none", "fp16")
 MAX_PACKED_ROWS = 8  # up to this many rows (decode steps) a product counts as matrix-vector
 
 
 class QuantizationError(RuntimeError):
-    """int8 was asked for where it cannot run (no FBGEMM kernels, not a CPU model, not float32)."""
+    """A weight format was asked for where it cannot run (no FBGEMM kernels, not a CPU model, not float32)."""
 
 
 def _fbgemm(name: str):
@@ -63,18 +45,8 @@ def _fbgemm(name: str):
     return op
 
 
-# FBGEMM's products as opaque custom ops, so that torch.compile (GSV_COMPILE) keeps them as calls
-# instead of tracing into kernels it cannot see (their packed operands are raw memory blobs).
-@torch.library.custom_op("gsv::int8_product", mutates_args=())
-def int8_product(x: torch.Tensor, q: torch.Tensor, packed: torch.Tensor, col_offsets: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
-    return torch.fbgemm_linear_int8_weight_fp32_activation(x, q, packed, col_offsets, 1.0, 0, zeros)
-
-
-@int8_product.register_fake
-def _(x, q, packed, col_offsets, zeros):
-    return x.new_empty(*x.shape[:-1], q.shape[0])
-
-
+# FBGEMM's product as an opaque custom op, so that torch.compile keeps it as a call instead of
+# tracing into a kernel it cannot see (its packed operand is a raw memory blob).
 @torch.library.custom_op("gsv::half_product", mutates_args=())
 def half_product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, out_features: int) -> torch.Tensor:
     return torch.fbgemm_linear_fp16_weight_fp32_activation(x, packed, bias)
@@ -83,37 +55,6 @@ def half_product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | Non
 @half_product.register_fake
 def _(x, packed, bias, out_features):
     return x.new_empty(*x.shape[:-1], out_features)
-
-
-class Int8Linear(nn.Module):
-    """``y = (x Q^T) * row_scale + bias`` with ``Q`` the int8 weight, packed once for FBGEMM."""
-
-    def __init__(self, layer: nn.Linear) -> None:
-        super().__init__()
-        pack = _fbgemm("fbgemm_pack_quantized_matrix")
-        _fbgemm("fbgemm_linear_int8_weight_fp32_activation")
-        w = layer.weight.detach().float()
-        peak = w.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-        self.q = torch.round(w / peak * Q_MAX).to(torch.int8)  # FBGEMM reads the shape from it
-        self.col_offsets = self.q.sum(dim=1, dtype=torch.int32)  # corrects for the activation's zero point
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the deprecation notice; see the module doc
-            self.packed = pack(self.q)
-        self.register_buffer("row_scale", (peak / Q_MAX).view(-1), persistent=False)
-        bias = layer.bias.detach().float() if layer.bias is not None else torch.zeros(w.shape[0])
-        self.register_buffer("bias", bias, persistent=False)
-        self.register_buffer("no_bias", torch.zeros_like(bias), persistent=False)
-        self.in_features, self.out_features = w.shape[1], w.shape[0]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PyTorch warns once per process, here rather than mid-decode
-            self(torch.zeros(1, self.in_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = int8_product(x.float(), self.q, self.packed, self.col_offsets, self.no_bias)
-        return torch.addcmul(self.bias, y, self.row_scale).to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-row"
 
 
 class HalfDecodeLinear(nn.Linear):
@@ -190,10 +131,8 @@ def _check_cpu_float32(model: nn.Module, mode: str) -> None:
 
 
 def weights_in_use(model: nn.Module) -> str:
-    """What decode steps multiply by: ``none``, ``int8``, ``fp16 (half_matvec)`` or ``fp16 (FBGEMM)``."""
+    """What decode steps multiply by: ``none``, ``fp16 (half_matvec)`` or ``fp16 (FBGEMM)``."""
     qkv = model.layers[0].qkv
-    if isinstance(qkv, Int8Linear):
-        return "int8"
     if isinstance(qkv, HalfDecodeLinear):
         return f"fp16 ({'FBGEMM' if qkv.half_weight is None else 'half_matvec'})"
     return "none"
@@ -201,18 +140,6 @@ def weights_in_use(model: nn.Module) -> str:
 
 def half_is_lossless(model: nn.Module) -> bool:
     return all(torch.equal(p.half().float(), p) for p in model.parameters() if p.dim() == 2)
-
-
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """Replace, in place, every linear layer of the transformer stack and the logits projection by
-    :class:`Int8Linear`; embeddings, LayerNorms and ``bert_proj`` (prefill only) stay float32.
-    Returns ``model``."""
-    _check_cpu_float32(model, "int8")
-    for layer in model.layers:
-        for name in ("qkv", "out_proj", "ffn_in", "ffn_out"):
-            setattr(layer, name, Int8Linear(getattr(layer, name)))
-    model.ar_predict_layer = Int8Linear(model.ar_predict_layer)
-    return model
 
 
 def resolve_mode(model: nn.Module, mode: str) -> str:
@@ -231,7 +158,7 @@ def apply_quantization(model: nn.Module, mode: str, half_kernel: str = "auto") -
     mode = resolve_mode(model, mode)
     if mode == "fp16":
         return pack_half(model, half_kernel)
-    return quantize_int8(model) if mode == "int8" else model
+    return model
 
 
 SPLIT_MAX_ROWS = 8  # products with at most this many rows count as matrix-vector
