@@ -2,8 +2,8 @@
 """TTFA, RTF and playback stalls through the service graph for several node settings.
 
     python scripts/bench_streaming.py --model-dir DEV_FULL \\
-        --setting defaults --setting int8:gpt.GSV_GPT_QUANT=int8 \\
-        --setting int8-la2:gpt.GSV_GPT_QUANT=int8,vocoder.GSV_LOOKAHEAD_TOKENS=2
+        --setting defaults --setting unfused:gpt.GSV_FUSED_DECODE=0 \\
+        --setting la2:vocoder.GSV_LOOKAHEAD_TOKENS=2
 
 A setting is ``name[:node.VARIABLE=value,...]`` (node ``*`` = every gsv node). Each starts the
 graph once and speaks the text ``--requests`` times (the first is a warm-up). Prints a markdown

@@ -1,7 +1,7 @@
 """Time to first audio, real-time factor and playback stalls through the graph, per node setting.
 
 A *setting* is a set of environment variables for the graph's own nodes (``gsv-*``), for one node
-(``gpt.GSV_GPT_QUANT=int8``) or for all of them (``*.GSV_THREADS=1``); a node's own entry wins over
+(``gpt.GSV_FUSED_DECODE=0``) or for all of them (``*.GSV_THREADS=1``); a node's own entry wins over
 ``*``. For each setting the service graph is started once, the same text is spoken ``requests``
 times one after another, and the first request (a warm-up) is left out of the medians.
 ``scripts/bench_streaming.py`` is the command; docs/performance.md ("Streaming through the graph")
@@ -33,7 +33,7 @@ class Setting:
         """``name`` or ``name:node.VAR=value,node.VAR=value`` (node ``*`` = every gsv node)."""
         name, _, assignments = text.partition(":")
         if not name:
-            raise ValueError(f"setting {text!r}: a name comes first, e.g. int8:gpt.GSV_GPT_QUANT=int8")
+            raise ValueError(f"setting {text!r}: a name comes first, e.g. unfused:gpt.GSV_FUSED_DECODE=0")
         env: dict[str, dict[str, str]] = {}
         for assignment in filter(None, assignments.split(",")):
             target, equals, value = assignment.partition("=")
