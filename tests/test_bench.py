@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO
 
 from dora_gpt_sovits.benchmark.cases import select_cases
 from dora_gpt_sovits.benchmark.cli import Options, run_benchmark, write_outputs
@@ -18,8 +19,6 @@ from dora_gpt_sovits.benchmark.inprocess import CaseRun, SegmentRun
 from dora_gpt_sovits.benchmark.report import to_markdown
 from dora_gpt_sovits.benchmark.results import CaseRecord, case_document, overall
 from dora_gpt_sovits.benchmark.upstream import UpstreamCaseRun
-
-from conftest import REPO
 
 TOKENS = 4  # early_stop_num: every segment decodes TOKENS + 1 tokens
 SUMMARY_KEYS = {"median", "p25", "p75", "min", "max", "n", "spread"}

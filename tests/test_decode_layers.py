@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import FIXTURES
 
 from dora_gpt_sovits.gpt import half_matvec as hm
 from dora_gpt_sovits.gpt.config import GPTConfig
@@ -19,8 +20,6 @@ from dora_gpt_sovits.gpt.model import Text2Semantic
 from dora_gpt_sovits.gpt.options import OptionError, TorchGPTOptions, describe, make_decoder
 from dora_gpt_sovits.gpt.sampling import SamplingParams
 from dora_gpt_sovits.gpt.weights import pack_half
-
-from conftest import FIXTURES
 
 
 @pytest.fixture(scope="module")

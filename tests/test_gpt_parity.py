@@ -11,9 +11,11 @@ the greedy runs the smallest best/second-best logit gap is 0.017.
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES  # noqa: E402
 
 from dora_gpt_sovits.gpt.generate import (
     StopReason,
@@ -26,7 +28,6 @@ from dora_gpt_sovits.gpt.generate import (
 from dora_gpt_sovits.gpt.loader import load_gpt
 from dora_gpt_sovits.gpt.sampling import SamplingParams
 
-from conftest import FIXTURES  # noqa: E402
 ATOL = 1e-4
 pytestmark = pytest.mark.usefixtures("torch_single_thread")  # tiny models; see conftest
 EARLY_STOP = 40  # the fixture runs' early_stop_num

@@ -11,14 +11,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES
 
 from dora_gpt_sovits.gpt.generate import as_decoder, generate
 from dora_gpt_sovits.gpt.loader import load_gpt
-from dora_gpt_sovits.gpt.weights import HalfDecodeLinear, QuantizationError, apply_quantization, resolve_mode
 from dora_gpt_sovits.gpt.options import TorchGPTOptions, make_decoder
 from dora_gpt_sovits.gpt.sampling import SamplingParams
-
-from conftest import FIXTURES
+from dora_gpt_sovits.gpt.weights import HalfDecodeLinear, QuantizationError, apply_quantization, resolve_mode
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES
 
 from dora_gpt_sovits.gpt.generate import StopReason, generate, generate_stream
 from dora_gpt_sovits.gpt.loader import load_gpt
 from dora_gpt_sovits.gpt.options import OptionError, TorchGPTOptions, describe, make_decoder, stream_function
-from dora_gpt_sovits.gpt.weights import HalfDecodeLinear
 from dora_gpt_sovits.gpt.sampling import SamplingParams
 from dora_gpt_sovits.gpt.static_decode import StaticDecoder, bucket_for
-
-from conftest import FIXTURES
+from dora_gpt_sovits.gpt.weights import HalfDecodeLinear
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 RUNS = {

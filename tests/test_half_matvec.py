@@ -12,13 +12,12 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import FIXTURES
 
 from dora_gpt_sovits.gpt import half_matvec as hm
 from dora_gpt_sovits.gpt.loader import load_gpt
 from dora_gpt_sovits.gpt.options import OptionError, TorchGPTOptions
 from dora_gpt_sovits.gpt.weights import HalfDecodeLinear, QuantizationError, pack_half, weights_in_use
-
-from conftest import FIXTURES
 
 
 @pytest.fixture(scope="module")

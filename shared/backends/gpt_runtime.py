@@ -13,8 +13,8 @@ Randomness: the ``Exp(1)`` draws come from torch's CPU generator in the same sha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -11,9 +11,10 @@ Every stage object has the same shape whatever runs it, so the nodes never branc
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

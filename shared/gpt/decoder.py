@@ -19,8 +19,9 @@ it applies upstream's stop rules (stopping.py) to what the decoder draws, the sa
 
 from __future__ import annotations
 
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generator, Iterator, NamedTuple, Protocol, Sequence
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch

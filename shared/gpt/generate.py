@@ -8,7 +8,7 @@ module path: left-padded rows that finish independently). Each takes a :class:`T
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

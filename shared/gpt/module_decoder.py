@@ -13,7 +13,7 @@ on a CPU it gives plain ``nn.Linear`` layers the float32/half-precision kernels 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -29,8 +29,8 @@ bucketing, device-side indexing and chunked EOS handling give the module path's 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
