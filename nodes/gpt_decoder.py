@@ -35,8 +35,8 @@ from dora_gpt_sovits.settings import GPTSettings, from_env_or_exit
 log = logging.getLogger("gsv.gpt")
 
 # (phone_ids [T], features [1024, T], prompt tokens [P] (empty = reference-free), seed,
-#  the request's sampling overrides) -> tokens
-TokenStream = Callable[[np.ndarray, np.ndarray, np.ndarray, int | None, m.RequestOptions], Iterator[int]]
+#  the request's sampling overrides) -> tokens as they are decoded: what the stage calls per segment
+DecodeTokens = Callable[[np.ndarray, np.ndarray, np.ndarray, int | None, m.RequestOptions], Iterator[int]]
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class GPTStage(StageBase):
     name = "gpt"
     primary_inputs = frozenset({m.PHONE_FEATURES})
 
-    def __init__(self, decode: TokenStream, policy: ChunkPolicy = ChunkPolicy(), seed: int | None = None):
+    def __init__(self, decode: DecodeTokens, policy: ChunkPolicy = ChunkPolicy(), seed: int | None = None):
         self.decode = decode
         self.policy = policy
         self.seed = seed

@@ -53,7 +53,7 @@ from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.finite_guard import NonFiniteOutput, all_finite
 from dora_gpt_sovits.model_cache import model_choice
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
-from dora_gpt_sovits.sovits.token_stream import ChunkDecoder, SegmentVocoder, StreamPolicy
+from dora_gpt_sovits.sovits.token_stream import RunDecoder, SegmentStream, StreamPolicy
 
 log = logging.getLogger("gsv.vocoder")
 
@@ -64,13 +64,13 @@ MAX_TRACKED_UTTERANCES = 64  # playback clocks kept for coalescing; older uttera
 Condition = Callable[[np.ndarray, np.ndarray | None], Any]
 # (conditioning, target phone ids [N], noise seed, the request's speed or None = node default)
 #   -> a decoder for one segment's token runs
-MakeDecoder = Callable[[Any, np.ndarray, int, float | None], ChunkDecoder]
+MakeDecoder = Callable[[Any, np.ndarray, int, float | None], RunDecoder]
 
 
 @dataclass
 class OpenSegment:
     key: m.SegmentKey
-    vocoder: SegmentVocoder
+    vocoder: SegmentStream
     resampler: StreamResampler
     audio_chunks_sent: int = 0
     samples: int = 0
@@ -301,7 +301,7 @@ class VocoderStage(StageBase):
             self.log_segment(segment)
         yield from self.slices(segment, self.to_output_rate(segment, wav, chunk.segment_final), chunk.segment_final)
 
-    def worth_holding(self, utterance_id: str, vocoder: SegmentVocoder, new_tokens: int) -> bool:
+    def worth_holding(self, utterance_id: str, vocoder: SegmentStream, new_tokens: int) -> bool:
         """Hold a non-final chunk for a longer run while the lead stays above the threshold even
         after vocoding everything held so far plus this chunk (at the measured cost per token)."""
         if self.coalesce_lead <= 0 or self.seconds_per_token is None:
@@ -345,7 +345,7 @@ class VocoderStage(StageBase):
         seed = random.randrange(2**31) if self.seed is None else self.seed + chunk.key.segment_index
         phones = np.asarray(chunk.phone_ids, dtype=np.int64)
         decoder = self.make_decoder(self.conditions[voice], phones, seed, chunk.key.options.speed)
-        segment = OpenSegment(chunk.key, SegmentVocoder(decoder, self.policy), StreamResampler(self.model_rate, self.sample_rate))
+        segment = OpenSegment(chunk.key, SegmentStream(decoder, self.policy), StreamResampler(self.model_rate, self.sample_rate))
         self.open[(chunk.key.utterance_id, chunk.key.segment_index)] = segment
         return segment
 

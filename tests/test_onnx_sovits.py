@@ -17,7 +17,7 @@ import torch
 
 from dora_gpt_sovits.backends.config import BackendChoice
 from dora_gpt_sovits.backends.sovits_graph import export_sovits
-from dora_gpt_sovits.backends.sovits_runtime import GraphChunkModel
+from dora_gpt_sovits.backends.sovits_runtime import GraphStreamingSynthesis
 from dora_gpt_sovits.sovits.loader import load_sovits
 from dora_gpt_sovits.sovits.streaming import decode_chunk, decode_in_chunks
 
@@ -54,7 +54,7 @@ def close(a: torch.Tensor, b: torch.Tensor) -> None:
 @pytest.mark.parametrize("noise_scale", [0.0, 0.5])
 def test_streamed_chunks_match_torch(model, graphs, voice, noise_scale):
     spec, phones, codes = voice
-    ort_model = GraphChunkModel.open(BackendChoice("onnxruntime", "cpu", "float32", graphs), SOURCE, threads=1)
+    ort_model = GraphStreamingSynthesis.open(BackendChoice("onnxruntime", "cpu", "float32", graphs), SOURCE, threads=1)
     torch_cond, ort_cond = model.global_condition([torch.from_numpy(spec)[None]]), ort_model.condition(spec, None)
     kwargs = dict(chunk_tokens=12, lookahead_tokens=4, noise_scale=noise_scale, noise_seed=7)
     expected = torch.cat(list(decode_in_chunks(model, torch_cond, phones, codes, **kwargs)), -1)
@@ -64,7 +64,7 @@ def test_streamed_chunks_match_torch(model, graphs, voice, noise_scale):
 
 def test_one_chunk_is_the_one_shot_decode(model, graphs, voice):
     spec, phones, codes = voice
-    ort_model = GraphChunkModel.open(BackendChoice("onnxruntime", "cpu", "float32", graphs), SOURCE, threads=1)
+    ort_model = GraphStreamingSynthesis.open(BackendChoice("onnxruntime", "cpu", "float32", graphs), SOURCE, threads=1)
     empty = codes[0, 0, :0]
     got = decode_chunk(ort_model, ort_model.condition(spec, None), phones, empty, codes, empty, noise_scale=0).samples
     close(model.decode(codes, phones, [torch.from_numpy(spec)[None]], noise_scale=0), got)
@@ -73,7 +73,7 @@ def test_one_chunk_is_the_one_shot_decode(model, graphs, voice):
 def test_float16_graphs_load_and_stay_near_float32(model, graphs, voice):
     """Half precision moves samples by ~1e-3 relative: checked as a loose SNR, not bit parity."""
     spec, phones, codes = voice
-    half = GraphChunkModel.open(BackendChoice("onnxruntime", "cpu", "float16", graphs), SOURCE, threads=1)
+    half = GraphStreamingSynthesis.open(BackendChoice("onnxruntime", "cpu", "float16", graphs), SOURCE, threads=1)
     empty = codes[0, 0, :0]
     got = decode_chunk(half, half.condition(spec, None), phones, empty, codes, empty, noise_scale=0).samples
     expected = model.decode(codes, phones, [torch.from_numpy(spec)[None]], noise_scale=0)
@@ -97,7 +97,7 @@ def test_gpu_providers_match_torch(model, graphs, voice, backend, provider):
 
         trt = options_for(graphs, STAGES, "float32", SOURCE)
     spec, phones, codes = voice
-    gpu = GraphChunkModel.open(BackendChoice(backend, "cuda:0", "float32", graphs), SOURCE, trt_options=trt)
+    gpu = GraphStreamingSynthesis.open(BackendChoice(backend, "cuda:0", "float32", graphs), SOURCE, trt_options=trt)
     torch_cond = model.global_condition([torch.from_numpy(spec)[None]])
     kwargs = dict(chunk_tokens=12, lookahead_tokens=4, noise_scale=0.5, noise_seed=7)
     expected = torch.cat(list(decode_in_chunks(model, torch_cond, phones, codes, **kwargs)), -1)

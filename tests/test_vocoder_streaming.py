@@ -1,4 +1,4 @@
-"""The vocoder node's streaming path (SegmentVocoder over decode_chunk) against a one-shot decode.
+"""The vocoder node's streaming path (SegmentStream over decode_chunk) against a one-shot decode.
 
 Token chunks arrive as the GPT node emits them (12 tokens, then 40 at a time). Bounds, on the
 upstream fixture model (random weights, signal RMS ~0.17):
@@ -18,7 +18,7 @@ import torch
 
 from dora_gpt_sovits.sovits import load_sovits
 from dora_gpt_sovits.sovits.streaming import decode_chunk
-from dora_gpt_sovits.sovits.token_stream import SegmentVocoder, StreamPolicy
+from dora_gpt_sovits.sovits.token_stream import SegmentStream, StreamPolicy
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def stream(model, cond, phones, codes, sizes, held=()):
                            torch.from_numpy(lookahead), position=position, noise_scale=0.0)
         return out.samples.reshape(-1), out.tail.reshape(-1)
 
-    vocoder = SegmentVocoder(decode, StreamPolicy(lookahead_tokens=4, min_run_tokens=8))
+    vocoder = SegmentStream(decode, StreamPolicy(lookahead_tokens=4, min_run_tokens=8))
     pieces, start = [], 0
     for i, size in enumerate(sizes):
         final = i == len(sizes) - 1
@@ -67,7 +67,7 @@ def test_streamed_audio_matches_one_shot_and_joins_are_smooth(model_and_inputs):
         assert (around[1:] - around[:-1]).abs().max().item() < 1.5 * worst_step
 
 
-def recording_vocoder(**policy) -> tuple[SegmentVocoder, list[tuple[int, int, int, int]]]:
+def recording_vocoder(**policy) -> tuple[SegmentStream, list[tuple[int, int, int, int]]]:
     """A segment vocoder over a stand-in decoder that records each run as
     ``(len(history), position, len(run), len(lookahead))``."""
     runs = []
@@ -76,7 +76,7 @@ def recording_vocoder(**policy) -> tuple[SegmentVocoder, list[tuple[int, int, in
         runs.append((len(history), position, len(run), len(lookahead)))
         return torch.zeros(len(run) * 640), torch.zeros(0)
 
-    return SegmentVocoder(decode, StreamPolicy(**policy)), runs
+    return SegmentStream(decode, StreamPolicy(**policy)), runs
 
 
 @pytest.mark.slow

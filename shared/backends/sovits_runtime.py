@@ -1,4 +1,4 @@
-"""``sovits.streaming.ChunkModel`` over the exported SoVITS graphs (ONNX Runtime CPU/CUDA/TensorRT)."""
+"""``sovits.streaming.StreamingSynthesis`` over the exported SoVITS graphs (ONNX Runtime CPU/CUDA/TensorRT)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .ort import open_session
 STAGES = ("sovits_condition", "sovits_content", "sovits_window")
 
 
-class GraphChunkModel:
+class GraphStreamingSynthesis:
     """Runs the three SoVITS graphs; tensors cross as numpy (small per chunk: tokens, content, audio)."""
 
     def __init__(self, sessions: dict, facts: dict, dtype: np.dtype):
@@ -31,7 +31,7 @@ class GraphChunkModel:
         self.np_dtype = dtype
 
     @classmethod
-    def open(cls, choice: BackendChoice, source: Path | None, threads: int | None = None, trt_options=None) -> GraphChunkModel:
+    def open(cls, choice: BackendChoice, source: Path | None, threads: int | None = None, trt_options=None) -> GraphStreamingSynthesis:
         precision = "float16" if choice.dtype == "float16" else "float32"
         sessions, facts = {}, {}
         for stage in STAGES:

@@ -3,7 +3,7 @@
 Every stage object has the same shape whatever runs it, so the nodes never branch on the backend:
 
 * gpt       ``decode(phone_ids, bert, prompt | None, params) -> TokenStream``
-* vocoder   :class:`Vocoder` (``condition(spec, sv)``, ``chunks``: a ``streaming.ChunkModel``)
+* vocoder   :class:`VocoderBackend` (``condition(spec, sv)``, ``chunks``: a ``streaming.StreamingSynthesis``)
 * bert      a model object for ``encoders.bert`` (HF model or :class:`GraphBert`)
 * hubert    a model object for ``encoders.hubert`` (HF model or :class:`GraphHubert`)
 """
@@ -76,16 +76,16 @@ def gpt_builders(source: Path, threads: int | None = None) -> dict[str, Callable
 
 
 @dataclass
-class Vocoder:
+class VocoderBackend:
     condition: Callable[[np.ndarray, np.ndarray | None], Any]  # (spec [1025, F], sv or None) -> conditioning
-    chunks: Any  # a sovits.streaming.ChunkModel (or a Synthesizer)
+    chunks: Any  # a sovits.streaming.StreamingSynthesis (or a Synthesizer)
     sampling_rate: int
     is_pro: bool
     model_version: str
 
 
-def vocoder_builders(source: Path, threads: int | None = None) -> dict[str, Callable[[BackendChoice], Vocoder]]:
-    def torch_vocoder(choice: BackendChoice) -> Vocoder:
+def vocoder_builders(source: Path, threads: int | None = None) -> dict[str, Callable[[BackendChoice], VocoderBackend]]:
+    def torch_vocoder(choice: BackendChoice) -> VocoderBackend:
         from ..sovits.engine import load_torch_sovits
 
         device, dtype = torch_device(choice), torch_dtype(choice)
@@ -97,13 +97,13 @@ def vocoder_builders(source: Path, threads: int | None = None) -> dict[str, Call
             return model.global_condition(specs, None if sv is None else [torch.from_numpy(np.asarray(sv)).to(device, dtype)[None]])
 
         version = model.version.model_version
-        return Vocoder(condition, model, model.config.sampling_rate, version in ("v2Pro", "v2ProPlus"), version)
+        return VocoderBackend(condition, model, model.config.sampling_rate, version in ("v2Pro", "v2ProPlus"), version)
 
-    def graph_vocoder(choice: BackendChoice) -> Vocoder:
-        from .sovits_runtime import STAGES, GraphChunkModel
+    def graph_vocoder(choice: BackendChoice) -> VocoderBackend:
+        from .sovits_runtime import STAGES, GraphStreamingSynthesis
 
-        model = GraphChunkModel.open(choice, source, threads, trt_options(choice, STAGES, source))
-        return Vocoder(model.condition, model, model.sampling_rate, model.is_pro, model.model_version)
+        model = GraphStreamingSynthesis.open(choice, source, threads, trt_options(choice, STAGES, source))
+        return VocoderBackend(model.condition, model, model.sampling_rate, model.is_pro, model.model_version)
 
     return {"torch": torch_vocoder, "onnxruntime": graph_vocoder, "tensorrt": graph_vocoder}
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..model_cache import ModelCache
-from .token_stream import ChunkDecoder
+from .token_stream import RunDecoder
 
 
 def load_torch_sovits(source: Path, device: torch.device, dtype: torch.dtype, env: Mapping[str, str] | None = None):
@@ -31,7 +31,7 @@ def load_torch_sovits(source: Path, device: torch.device, dtype: torch.dtype, en
 
 
 class VocoderEngine:
-    """A vocoder (``backends.stages.Vocoder``) plus the voices' own SoVITS weights (an LRU of
+    """A vocoder (``backends.stages.VocoderBackend``) plus the voices' own SoVITS weights (an LRU of
     ``max_models``, opened by ``open_weights`` on the same backend) and the decode knobs."""
 
     def __init__(self, vocoder: Any, open_weights: Callable[[Path], Any] | None = None, source: Path | None = None,
@@ -81,7 +81,7 @@ class VocoderEngine:
             raise ValueError(f"{weights} runs at {voice.sampling_rate} Hz, this graph at {self.vocoder.sampling_rate} Hz")
         return voice.chunks, voice.condition(spec, sv)
 
-    def make_decoder(self, voice: Any, phone_ids: np.ndarray, seed: int, request_speed: float | None = None) -> ChunkDecoder:
+    def make_decoder(self, voice: Any, phone_ids: np.ndarray, seed: int, request_speed: float | None = None) -> RunDecoder:
         """A decoder of one segment's token runs: (history, run, lookahead, position) -> (samples, tail)."""
         from .streaming import decode_chunk
 

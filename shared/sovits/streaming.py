@@ -76,8 +76,8 @@ def warp_frames(content: Tensor, first: int, stop: int, speed: float, content_st
     return content[..., lo] * (1 - w) + content[..., hi] * w
 
 
-class ChunkModel(Protocol):
-    """The two model calls a chunk needs; :class:`TorchChunkModel` runs them in PyTorch, the ONNX
+class StreamingSynthesis(Protocol):
+    """The two model calls a chunk needs; :class:`TorchStreamingSynthesis` runs them in PyTorch, the ONNX
     backends (``backends.sovits_runtime``) run the exported graphs. The frame arithmetic around
     them lives in :func:`decode_chunk` only."""
 
@@ -94,7 +94,7 @@ class ChunkModel(Protocol):
         generator on flow frames ``keep`` -> waveform [1, 1, (keep.stop - keep.start) * hop]."""
 
 
-class TorchChunkModel:
+class TorchStreamingSynthesis:
     def __init__(self, model: Synthesizer):
         self.model = model
         self.device = model.device
@@ -115,7 +115,7 @@ class TorchChunkModel:
 
 @torch.inference_mode()
 def decode_chunk(
-    model: Synthesizer | ChunkModel,
+    model: Synthesizer | StreamingSynthesis,
     cond: Conditioning,
     phone_ids: Tensor,
     history: Tensor,
@@ -140,7 +140,7 @@ def decode_chunk(
     ``[output_frame(position), output_frame(position + len(chunk)))``.
     """
     if isinstance(model, Synthesizer):
-        model = TorchChunkModel(model)
+        model = TorchStreamingSynthesis(model)
     history, chunk, lookahead = (t.reshape(-1).to(model.device) for t in (history, chunk, lookahead))
     if chunk.numel() == 0:
         raise ValueError("empty chunk")

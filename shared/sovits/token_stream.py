@@ -1,7 +1,7 @@
 """Vocoding a segment whose semantic tokens arrive a chunk at a time.
 
 The GPT streams tokens; waiting for the whole segment would delay the first sound by the full
-decode time. :class:`SegmentVocoder` decodes each run of new tokens as soon as enough of them are
+decode time. :class:`SegmentStream` decodes each run of new tokens as soon as enough of them are
 there, keeping ``lookahead_tokens`` back so the run's right edge is decoded with a glimpse of what
 follows (``streaming.decode_chunk``), and cross-fades every run into the previous one's tail.
 Joins are therefore inaudible and the concatenated pieces stay close to a one-shot decode
@@ -26,13 +26,19 @@ class StreamPolicy:
     min_run_tokens: int = 8  # later runs shorter than this wait for the next chunk (unless final)
 
 
-class ChunkDecoder(Protocol):
+class RunDecoder(Protocol):
+    """Decodes one run of a segment's tokens with its left and right context (a voice's SoVITS)."""
+
     def __call__(self, history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int) -> tuple[Tensor, Tensor]:
         """Audio [n] of ``run`` (tokens from global index ``position``) and the tail [k] after it."""
 
 
-class SegmentVocoder:
-    def __init__(self, decode: ChunkDecoder, policy: StreamPolicy = StreamPolicy()):
+class SegmentStream:
+    """One segment's semantic tokens in, its audio out while they arrive: picks each run (keeping
+    ``lookahead_tokens`` back, waiting for ``min_run_tokens``, holding when asked), has the
+    :class:`RunDecoder` decode it with its history, and cross-fades the joins."""
+
+    def __init__(self, decode: RunDecoder, policy: StreamPolicy = StreamPolicy()):
         self.decode = decode
         self.policy = policy
         self.tokens = np.zeros(0, dtype=np.int64)
