@@ -20,9 +20,10 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -165,7 +166,9 @@ class AudioSinkStage(StageBase):
         silent_at = self.clock()
         self.unplayed = [u for u in self.unplayed if not self.cancelled.cancels(u.done.key)]
         self.schedule_check()
-        for utt in [u for u in self.utterances.values() if self.cancelled.cancels_utterance(u.utterance_id, u.text_received_at)]:
+        for utt in [
+            u for u in self.utterances.values() if self.cancelled.cancels_utterance(u.utterance_id, u.text_received_at)
+        ]:
             stop_to_silence = max(0.0, silent_at - command.cancel_before)
             log.info("utterance %s cancelled: silent %.3f s after the stop", utt.utterance_id, stop_to_silence)
             if utt.last_key is not None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -47,9 +48,7 @@ class BertStage(StageBase):
             features = torch.zeros(m.FEATURE_DIM, 0)
         else:
             features = self.features(segment)
-        out = m.PhoneFeatures(
-            segment.key, features, segment.phone_ids.tolist(), segment.n_prompt_phones, segment.error
-        )
+        out = m.PhoneFeatures(segment.key, features, segment.phone_ids.tolist(), segment.n_prompt_phones, segment.error)
         yield Outgoing(m.PHONE_FEATURES, *out.to_message())
 
     def upstream_restarted(self, node: str, inputs: frozenset[str] | None = None) -> Iterable[Outgoing]:
@@ -90,7 +89,9 @@ def main() -> None:
     from_env_or_exit(BertSettings)  # GSV_DEVICE / GSV_DTYPE checked first: one line naming a bad value
     configure_threads()
     paths = load_or_exit(need=("bert",))
-    (model, tokenizer), choice = open_or_exit("bert", bert_builders, paths.bert, paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
+    (model, tokenizer), choice = open_or_exit(
+        "bert", bert_builders, paths.bert, paths.model_dir
+    )  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
 
     @torch.inference_mode()
     def encode(text: str, word2ph: list[int]) -> torch.Tensor:

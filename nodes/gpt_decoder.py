@@ -21,8 +21,9 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,9 @@ class GPTStage(StageBase):
         elif input_id == m.PHONE_FEATURES:
             segment = m.PhoneFeatures.from_event(value, metadata)
             if self.cancelled.cancels(segment.key):
-                log.info("utterance %s segment %d: cancelled, dropped", segment.key.utterance_id, segment.key.segment_index)
+                log.info(
+                    "utterance %s segment %d: cancelled, dropped", segment.key.utterance_id, segment.key.segment_index
+                )
             elif segment.error or segment.key.voice in self.prompts:
                 yield from self.decode_segment(segment)
             else:
@@ -156,7 +159,9 @@ class GPTStage(StageBase):
                 if self.cancelled.cancels(segment.key):
                     log.info(
                         "utterance %s segment %d: cancelled after %d tokens",
-                        segment.key.utterance_id, segment.key.segment_index, len(tokens),
+                        segment.key.utterance_id,
+                        segment.key.segment_index,
+                        len(tokens),
                     )
                     return  # later stages drop this utterance too: nothing needs closing
                 tokens.append(token)
@@ -164,7 +169,9 @@ class GPTStage(StageBase):
                     yield chunk(tokens[sent:], index, False)
                     sent, index, next_boundary = len(tokens), index + 1, next(boundaries)
         except Exception as e:  # a failing segment must still close, with the reason attached
-            log.exception("utterance %s segment %d: decoding failed", segment.key.utterance_id, segment.key.segment_index)
+            log.exception(
+                "utterance %s segment %d: decoding failed", segment.key.utterance_id, segment.key.segment_index
+            )
             yield chunk([], index, True, f"GPT decoding failed: {e}")
             return
         yield chunk(tokens[sent:], index, True)
@@ -194,14 +201,22 @@ def main() -> None:
     settings = from_env_or_exit(GPTSettings)
     configure_threads()
     paths = load_or_exit(need=("gpt",))
-    stream, choice = open_or_exit("gpt", gpt_builders, paths.gpt, paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
+    stream, choice = open_or_exit(
+        "gpt", gpt_builders, paths.gpt, paths.model_dir
+    )  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
     base = SamplingParams(**settings.sampling())
 
     # A voice's own weights open on the same backend (an ONNX backend needs their export: see docs/backends.md).
-    models = ModelCache(lambda p: gpt_builders(p)[choice.backend](choice), stream, paths.gpt, settings.max_models, kind="GPT")
+    models = ModelCache(
+        lambda p: gpt_builders(p)[choice.backend](choice), stream, paths.gpt, settings.max_models, kind="GPT"
+    )
 
     def decode(
-        phone_ids: np.ndarray, features: np.ndarray, prompt: np.ndarray, seed: int | None, options: m.RequestOptions,
+        phone_ids: np.ndarray,
+        features: np.ndarray,
+        prompt: np.ndarray,
+        seed: int | None,
+        options: m.RequestOptions,
         weights: str = "",
     ) -> Iterator[int]:
         params = dataclasses.replace(base, seed=seed, **options.sampling())

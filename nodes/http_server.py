@@ -42,7 +42,9 @@ def main() -> None:
     except (ModelsMissing, VoiceError) as e:
         fail(str(e))
     bridge = GraphBridge(restart_grace_seconds=config.restart_grace_seconds)
-    server = HttpServer(create_app(bridge, voices, config, development_model=paths.development), config.host, config.port)
+    server = HttpServer(
+        create_app(bridge, voices, config, development_model=paths.development), config.host, config.port
+    )
     # Joining the graph returns once every node has loaded its model, so the port opens when the
     # whole graph can serve: clients never wait on a request accepted during startup.
     node = connect()
@@ -50,8 +52,14 @@ def main() -> None:
         port = server.start()
     except OSError as e:
         fail(f"cannot listen on {config.host}:{config.port} ({e}); set GSV_HTTP_HOST/GSV_HTTP_PORT")
-    log.info("OpenAI-compatible speech API on http://%s:%d/v1 (page: http://%s:%d/), voices %s",
-             config.host, port, config.host, port, sorted(voices))
+    log.info(
+        "OpenAI-compatible speech API on http://%s:%d/v1 (page: http://%s:%d/), voices %s",
+        config.host,
+        port,
+        config.host,
+        port,
+        sorted(voices),
+    )
     try:
         bridge.run(node)
     finally:

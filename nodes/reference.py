@@ -18,8 +18,9 @@ voice defined by a request (``ref_audio`` ... in the voice request's metadata) j
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.encoders.reference_encoder import VoiceFeatures
@@ -74,7 +75,9 @@ class ReferenceStage(StageBase):
         yield from self.model_parts(name, voice, features, gpt=True, vocoder=True)
         gpt_weights, sovits_weights = str(voice.gpt_weights or ""), str(voice.sovits_weights or "")
         prompt = voice.prompt_text if len(features.prompt_semantic) else ""
-        self.announced[name] = Outgoing(m.VOICE_PROMPT, *m.ReferencePart(name, prompt, language=voice.prompt_language).to_message())
+        self.announced[name] = Outgoing(
+            m.VOICE_PROMPT, *m.ReferencePart(name, prompt, language=voice.prompt_language).to_message()
+        )
         yield self.announced[name]
         log.info(
             "voice %r ready: %d prompt tokens, %d spectrogram frames%s%s",
@@ -90,15 +93,25 @@ class ReferenceStage(StageBase):
         voice.check_files()
         return voice, self.features(voice)
 
-    def model_parts(self, name: str, voice: Voice, features: VoiceFeatures, gpt: bool, vocoder: bool) -> Iterator[Outgoing]:
+    def model_parts(
+        self, name: str, voice: Voice, features: VoiceFeatures, gpt: bool, vocoder: bool
+    ) -> Iterator[Outgoing]:
         """The voice's parts for the gpt (prompt tokens) and/or the vocoder (spectrogram, embedding)."""
         gpt_weights, sovits_weights = str(voice.gpt_weights or ""), str(voice.sovits_weights or "")
         if gpt:
-            yield Outgoing(m.PROMPT_SEMANTIC, *m.ReferencePart(name, features.prompt_semantic, weights=gpt_weights).to_message())
+            yield Outgoing(
+                m.PROMPT_SEMANTIC, *m.ReferencePart(name, features.prompt_semantic, weights=gpt_weights).to_message()
+            )
         if vocoder:
-            yield Outgoing(m.REFERENCE_SPECTROGRAM, *m.ReferencePart(name, features.spectrogram, weights=sovits_weights).to_message())
+            yield Outgoing(
+                m.REFERENCE_SPECTROGRAM,
+                *m.ReferencePart(name, features.spectrogram, weights=sovits_weights).to_message(),
+            )
             if features.speaker_embedding is not None:
-                yield Outgoing(m.SPEAKER_EMBEDDING, *m.ReferencePart(name, features.speaker_embedding, weights=sovits_weights).to_message())
+                yield Outgoing(
+                    m.SPEAKER_EMBEDDING,
+                    *m.ReferencePart(name, features.speaker_embedding, weights=sovits_weights).to_message(),
+                )
 
     def parts_for(self, input_id: str, name: str) -> Iterator[Outgoing]:
         """What a gpt or vocoder that lacks a voice (dora restarted it) asks for, or why it can't have it."""
@@ -154,8 +167,13 @@ def main() -> None:
         except (ValueError, OSError) as e:
             log.warning("default voice unusable: %s", e)  # start() reports it to the frontend
     node = connect()
-    log.info("reference encoders loaded (SoVITS %s, CN-HuBERT on %s%s); voices: %s", sovits.version.model_version,
-             choice.label, ", speaker verification" if encoder.sv_model else "", sorted(registry))
+    log.info(
+        "reference encoders loaded (SoVITS %s, CN-HuBERT on %s%s); voices: %s",
+        sovits.version.model_version,
+        choice.label,
+        ", speaker verification" if encoder.sv_model else "",
+        sorted(registry),
+    )
     serve(node, stage)
 
 

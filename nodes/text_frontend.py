@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -95,8 +96,13 @@ class TextFrontendStage(StageBase):
         elif input_id == m.SEGMENT_COMPLETE:
             done = m.SegmentComplete.from_event(value, metadata)
             freed = self.in_flight.pop((done.key.utterance_id, done.key.segment_index), None) is not None
-            log.debug("segment complete: %s %d (slot %s); in flight: %s", done.key.utterance_id,
-                      done.key.segment_index, "freed" if freed else "not held", sorted(self.in_flight))
+            log.debug(
+                "segment complete: %s %d (slot %s); in flight: %s",
+                done.key.utterance_id,
+                done.key.segment_index,
+                "freed" if freed else "not held",
+                sorted(self.in_flight),
+            )
             if done.error and done.key.utterance_final:
                 self.forget(done.key.utterance_id)  # failed as a whole (a node restarted mid-utterance)
         elif input_id == m.VOICE_PROMPT:
@@ -155,7 +161,9 @@ class TextFrontendStage(StageBase):
             if self.window:
                 md = message.metadata
                 self.in_flight[(md[m.UTTERANCE_ID], md[m.SEGMENT_INDEX])] = md[m.TEXT_RECEIVED_AT]
-                log.debug("released %s %d; in flight: %s", md[m.UTTERANCE_ID], md[m.SEGMENT_INDEX], sorted(self.in_flight))
+                log.debug(
+                    "released %s %d; in flight: %s", md[m.UTTERANCE_ID], md[m.SEGMENT_INDEX], sorted(self.in_flight)
+                )
             yield message
 
     def cancel(self, command: m.ControlCommand) -> None:
@@ -166,12 +174,15 @@ class TextFrontendStage(StageBase):
             self.held.remove(utt)
         for voice, texts in self.waiting.items():
             self.waiting[voice] = [
-                t for t in texts
+                t
+                for t in texts
                 if not self.cancelled.cancels_utterance(t.metadata[m.UTTERANCE_ID], t.metadata[m.TEXT_RECEIVED_AT])
             ]
         # In-flight segments need no report: every later stage drops them on the same stop.
         self.in_flight = {
-            k: received for k, received in self.in_flight.items() if not self.cancelled.cancels_utterance(k[0], received)
+            k: received
+            for k, received in self.in_flight.items()
+            if not self.cancelled.cancels_utterance(k[0], received)
         }
 
     def pending(self) -> bool:

@@ -30,9 +30,10 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.node_runtime import connect
@@ -84,7 +85,9 @@ def parse_line(line: str, language: str, voice: str) -> TextRequest | StopReques
     if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
         raise ValueError('a JSON request needs a string field "text"')
     return TextRequest(
-        _sendable(obj["text"], "the text"), _field(obj, "language", language), _field(obj, "voice", voice),
+        _sendable(obj["text"], "the text"),
+        _field(obj, "language", language),
+        _field(obj, "voice", voice),
         _field(obj, "utterance_id", ""),
     )
 

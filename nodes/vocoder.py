@@ -38,8 +38,9 @@ import logging
 import random
 import time
 from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -160,7 +161,9 @@ class VocoderStage(StageBase):
         elif input_id == m.SEMANTIC_TOKENS:
             chunk = m.SemanticChunk.from_event(value, metadata)
             if self.cancelled.cancels(chunk.key):
-                log.debug("utterance %s segment %d: cancelled, chunk dropped", chunk.key.utterance_id, chunk.key.segment_index)
+                log.debug(
+                    "utterance %s segment %d: cancelled, chunk dropped", chunk.key.utterance_id, chunk.key.segment_index
+                )
             elif chunk.error or self.ready(chunk.key.voice):
                 yield from self.vocode(chunk)
             else:
@@ -186,8 +189,13 @@ class VocoderStage(StageBase):
             for ident, segment in list(self.open.items()):
                 del self.open[ident]
                 self.forget_later_chunks(ident)
-                yield self.audio(segment.key, torch.zeros(0), segment.audio_chunks_sent, True,
-                                 f"node {node} restarted mid-segment; the rest of this segment was lost")
+                yield self.audio(
+                    segment.key,
+                    torch.zeros(0),
+                    segment.audio_chunks_sent,
+                    True,
+                    f"node {node} restarted mid-segment; the rest of this segment was lost",
+                )
             yield Outgoing(m.AUDIO, *m.restart_marker(node, "float32", **{m.SAMPLE_RATE: self.sample_rate}))
 
     def forget_later_chunks(self, ident: tuple[str, int]) -> None:
@@ -243,7 +251,13 @@ class VocoderStage(StageBase):
                 if chunk.segment_final:
                     yield self.audio(chunk.key, torch.zeros(0), 0, True, "the voice's reference never arrived")
         for segment in self.open.values():
-            yield self.audio(segment.key, torch.zeros(0), segment.audio_chunks_sent, True, "the GPT stopped before finishing this segment")
+            yield self.audio(
+                segment.key,
+                torch.zeros(0),
+                segment.audio_chunks_sent,
+                True,
+                "the GPT stopped before finishing this segment",
+            )
         self.waiting.clear()
         self.open.clear()
 
@@ -257,8 +271,13 @@ class VocoderStage(StageBase):
             # The segment's first tokens went to a process that no longer exists (this node restarted).
             if not chunk.segment_final:
                 self.forget_later_chunks(ident)
-            yield self.audio(chunk.key, torch.zeros(0), 0, True,
-                             f"the start of this segment was lost (token chunk {chunk.chunk_index} arrived first)")
+            yield self.audio(
+                chunk.key,
+                torch.zeros(0),
+                0,
+                True,
+                f"the start of this segment was lost (token chunk {chunk.chunk_index} arrived first)",
+            )
             return
         if chunk.error:
             segment = self.open.pop(ident, None)
@@ -267,19 +286,25 @@ class VocoderStage(StageBase):
         try:
             segment = self.open.get(ident) or self.open_segment(chunk)
         except Exception as e:  # e.g. a voice's own weights that cannot be loaded
-            log.exception("utterance %s segment %d: voice setup failed", chunk.key.utterance_id, chunk.key.segment_index)
+            log.exception(
+                "utterance %s segment %d: voice setup failed", chunk.key.utterance_id, chunk.key.segment_index
+            )
             if not chunk.segment_final:
                 self.forget_later_chunks(ident)
             yield self.audio(chunk.key, torch.zeros(0), 0, True, f"voice {chunk.key.voice!r} unusable: {e}")
             return
-        hold = not chunk.segment_final and self.worth_holding(chunk.key.utterance_id, segment.vocoder, len(chunk.tokens))
+        hold = not chunk.segment_final and self.worth_holding(
+            chunk.key.utterance_id, segment.vocoder, len(chunk.tokens)
+        )
         segment.chunks_held += hold
         started = time.perf_counter()
         decoded_before = segment.vocoder.decoded
         try:
             pieces = segment.vocoder.push(chunk.tokens, chunk.segment_final, hold)
             if not all(all_finite(p) for p in pieces):  # never NaN on the speaker (finite_guard)
-                raise NonFiniteOutput("the vocoder computed NaN/inf samples (broken weights, or a half-precision kernel defect: try GSV_DTYPE=float32)")
+                raise NonFiniteOutput(
+                    "the vocoder computed NaN/inf samples (broken weights, or a half-precision kernel defect: try GSV_DTYPE=float32)"
+                )
         except Exception as e:
             log.exception("utterance %s segment %d: vocoding failed", chunk.key.utterance_id, chunk.key.segment_index)
             del self.open[ident]
@@ -295,7 +320,9 @@ class VocoderStage(StageBase):
         if chunk.segment_final:
             del self.open[ident]
             if segment.vocoder.tokens.size == 0:
-                yield self.audio(chunk.key, torch.zeros(0), segment.audio_chunks_sent, True, "the GPT produced no semantic tokens")
+                yield self.audio(
+                    chunk.key, torch.zeros(0), segment.audio_chunks_sent, True, "the GPT produced no semantic tokens"
+                )
                 return
             wav = torch.cat([wav, self.silence])
             self.log_segment(segment)
@@ -345,7 +372,9 @@ class VocoderStage(StageBase):
         seed = random.randrange(2**31) if self.seed is None else self.seed + chunk.key.segment_index
         phones = np.asarray(chunk.phone_ids, dtype=np.int64)
         decoder = self.make_decoder(self.conditions[voice], phones, seed, chunk.key.options.speed)
-        segment = OpenSegment(chunk.key, SegmentStream(decoder, self.policy), StreamResampler(self.model_rate, self.sample_rate))
+        segment = OpenSegment(
+            chunk.key, SegmentStream(decoder, self.policy), StreamResampler(self.model_rate, self.sample_rate)
+        )
         self.open[(chunk.key.utterance_id, chunk.key.segment_index)] = segment
         return segment
 
@@ -395,8 +424,12 @@ def main() -> None:
     settings = from_env_or_exit(VocoderSettings)
     configure_threads()
     paths = load_or_exit(need=("sovits",))
-    vocoder, choice = open_or_exit("vocoder", vocoder_builders, paths.sovits, paths.model_dir)  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
-    engine = VocoderEngine.for_backend(vocoder, choice, paths.sovits, settings.noise_scale, settings.speed, settings.max_models)
+    vocoder, choice = open_or_exit(
+        "vocoder", vocoder_builders, paths.sovits, paths.model_dir
+    )  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
+    engine = VocoderEngine.for_backend(
+        vocoder, choice, paths.sovits, settings.noise_scale, settings.speed, settings.max_models
+    )
     stage = VocoderStage(
         engine.condition,
         engine.make_decoder,

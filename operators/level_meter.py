@@ -41,7 +41,12 @@ class Operator:
             utterance = str(metadata.get(m.UTTERANCE_ID, ""))
             if peak > PYAUDIO_SAFE_PEAK and utterance not in self.warned:
                 self.warned.add(utterance)
-                log.warning("utterance %s peaks at %.2f: above %.3f, dora-pyaudio would wrap it", utterance, peak, PYAUDIO_SAFE_PEAK)
+                log.warning(
+                    "utterance %s peaks at %.2f: above %.3f, dora-pyaudio would wrap it",
+                    utterance,
+                    peak,
+                    PYAUDIO_SAFE_PEAK,
+                )
             metadata.pop("timestamp", None)
             send_output("level", pa.array([peak, rms], type=pa.float32()), metadata)
         return DoraStatus.CONTINUE

@@ -67,8 +67,12 @@ class SentenceStream:
             index = self.sentences_sent
             self.sentences_sent += 1
             turn = self.metadata[m.TURN_ID]
-            request = m.TextRequest(sentence, utterance_id=f"{turn}.{index}", text_received_at=m.now(),
-                                    extra=self.metadata | {m.SENTENCE_INDEX: index})
+            request = m.TextRequest(
+                sentence,
+                utterance_id=f"{turn}.{index}",
+                text_received_at=m.now(),
+                extra=self.metadata | {m.SENTENCE_INDEX: index},
+            )
             out.append((sentence, request.metadata()))
             log.info("turn %s sentence %d released: %s", turn, index, sentence[:60])
         return out

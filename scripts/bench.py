@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: speed per stage and end to end, TTFA through the dataflow, side by side with upstream.
 
-    python scripts/bench.py --help
+python scripts/bench.py --help
 """
 
 from dora_gpt_sovits.benchmark.cli import main

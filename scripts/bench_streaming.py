@@ -39,8 +39,20 @@ def main() -> None:
     paths = resolve({"GSV_MODEL_DIR": a.model_dir}, need=("gpt", "sovits", "bert", "hubert"))
     rows = []
     for setting in a.setting or [Setting("defaults")]:
-        rows.append(probe(REPO, a.out / setting.name, paths, setting, case.text, case.language,
-                          a.requests, a.tokens, a.threads, progress=lambda m: print(m, file=sys.stderr)))
+        rows.append(
+            probe(
+                REPO,
+                a.out / setting.name,
+                paths,
+                setting,
+                case.text,
+                case.language,
+                a.requests,
+                a.tokens,
+                a.threads,
+                progress=lambda m: print(m, file=sys.stderr),
+            )
+        )
         print(markdown(rows[-1:]).splitlines()[-1], file=sys.stderr)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "streaming.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")

@@ -168,14 +168,18 @@ def record_sentence(sandhi, text: str) -> dict:
 
 def to_json(fixture: dict) -> str:
     """Indented JSON with each segmentation and each word on one line, to keep diffs readable."""
+
     def flat(value) -> str:
         return json.dumps(value, ensure_ascii=False)
 
     head = {k: v for k, v in fixture.items() if k != "cases"}
     lines = [json.dumps(head, ensure_ascii=False, indent=1)[:-2] + ',\n "cases": [']
     for n, case in enumerate(fixture["cases"]):
-        fields = [f'  "text": {flat(case["text"])}', f'  "segments": {flat(case["segments"])}',
-                  f'  "merged": {flat(case["merged"])}']
+        fields = [
+            f'  "text": {flat(case["text"])}',
+            f'  "segments": {flat(case["segments"])}',
+            f'  "merged": {flat(case["merged"])}',
+        ]
         if "upstream_log" in case:
             fields.append(f'  "upstream_log": {flat(case["upstream_log"])}')
         words = ",\n".join(f"   {flat(w)}" for w in case["words"])

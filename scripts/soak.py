@@ -38,8 +38,12 @@ def main() -> int:
     parser.add_argument("--utterances", type=int, default=100)
     parser.add_argument("--tokens", type=int, default=40, help="GPT token budget per segment (dev model)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "soak")
-    parser.add_argument("--long-text", type=int, metavar="CHARS",
-                        help="instead: time one CHARS-long text through the text frontend alone")
+    parser.add_argument(
+        "--long-text",
+        type=int,
+        metavar="CHARS",
+        help="instead: time one CHARS-long text through the text frontend alone",
+    )
     args = parser.parse_args()
     if args.long_text:
         from dora_gpt_sovits.benchmark.soak import long_text_frontend

@@ -36,8 +36,9 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, BinaryIO
 
 import torch
 
@@ -54,10 +55,20 @@ MAX_OBJECTS = 200_000  # official files hold < 3,000 (tensors, config entries, s
 # Layer counts above this are refused before any model is built (building is linear in layers,
 # and a config may claim anything); official models have 6 (SoVITS) and 24 (GPT, HuBERT, BERT).
 MAX_LAYERS = 128
-WEIGHT_DTYPES = frozenset({
-    torch.float16, torch.bfloat16, torch.float32, torch.float64,
-    torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool,
-})
+WEIGHT_DTYPES = frozenset(
+    {
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.int8,
+        torch.uint8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.bool,
+    }
+)
 
 
 class CheckpointError(ValueError):
@@ -302,6 +313,7 @@ def check_state_dict_keys(
     present = {k for k in state if not k.startswith(ignore_prefixes)}
     missing, unexpected = sorted(expected - present), sorted(present - expected)
     if missing or unexpected:
+
         def show(names: list[str]) -> str:
             return ", ".join(names[:8]) + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -44,8 +44,9 @@ def module_dtype(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
 
-def run_finite(module: nn.Module, forward: Callable[[nn.Module], torch.Tensor], name: str,
-               inputs: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+def run_finite(
+    module: nn.Module, forward: Callable[[nn.Module], torch.Tensor], name: str, inputs: tuple[torch.Tensor, ...] = ()
+) -> torch.Tensor:
     """``forward(module)``, or ``forward(float32 twin)`` cast back to the module's dtype when the
     module's own output is not finite. ``forward`` must cast its inputs to the dtype of the module
     it is given. ``inputs`` are checked first, so broken input is reported as such."""
@@ -65,7 +66,9 @@ def run_finite(module: nn.Module, forward: Callable[[nn.Module], torch.Tensor], 
     log.warning(
         "%s: %s output held NaN/inf on %s; running it in float32 from now on (a half-precision kernel "
         "defect, e.g. oneDNN's AMX bfloat16 convolution: docs/reliability.md)",
-        name, _short(dtype), _device(module),
+        name,
+        _short(dtype),
+        _device(module),
     )
     return _checked(forward(twin), name, "float32").to(dtype)
 

@@ -19,9 +19,10 @@ import math
 import time
 import uuid
 import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -179,9 +180,7 @@ def read_text(value: Any, port: str = TEXT) -> str:
     """The single string of a Utf8 message (kokoro contract: first element of a string array)."""
     if isinstance(value, pa.ChunkedArray):
         value = value.combine_chunks()
-    if not isinstance(value, pa.Array) or not (
-        pa.types.is_string(value.type) or pa.types.is_large_string(value.type)
-    ):
+    if not isinstance(value, pa.Array) or not (pa.types.is_string(value.type) or pa.types.is_large_string(value.type)):
         got = value.type if isinstance(value, pa.Array) else type(value).__name__
         raise MessageError(f"port '{port}': expected a Utf8 string array, got {got}")
     if len(value) == 0:
@@ -201,7 +200,9 @@ def unicode_problem(text: str) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        return f"it holds a lone surrogate (U+{ord(text[e.start]):04X}) at character {e.start}, which is not valid Unicode"
+        return (
+            f"it holds a lone surrogate (U+{ord(text[e.start]):04X}) at character {e.start}, which is not valid Unicode"
+        )
     return None
 
 
@@ -264,7 +265,7 @@ class RequestOptions:
         return {k: v for k, v in values.items() if v is not None}
 
     @classmethod
-    def from_metadata(cls, md: Mapping[str, Any], port: str) -> "RequestOptions":
+    def from_metadata(cls, md: Mapping[str, Any], port: str) -> RequestOptions:
         try:
             return cls(
                 top_k=None if md.get(TOP_K) is None else int(md[TOP_K]),
@@ -309,7 +310,7 @@ class TextRequest:
         return text_array(self.text), self.metadata()
 
     @classmethod
-    def from_event(cls, value: Any, md: Mapping[str, Any]) -> "TextRequest":
+    def from_event(cls, value: Any, md: Mapping[str, Any]) -> TextRequest:
         text = read_text(value, TEXT)
         if not isinstance(md, Mapping):
             raise MessageError(f"port '{TEXT}': metadata is {type(md).__name__}, not a mapping")
@@ -349,7 +350,7 @@ class SegmentKey:
         } | self.options.metadata()
 
     @classmethod
-    def from_metadata(cls, md: Mapping[str, Any], port: str) -> "SegmentKey":
+    def from_metadata(cls, md: Mapping[str, Any], port: str) -> SegmentKey:
         require(md, port, UTTERANCE_ID, SEGMENT_INDEX, UTTERANCE_FINAL)
         with decoding(port):
             return cls(
@@ -390,7 +391,7 @@ class PhonemeSegment:
         return arrow_from_numpy(np.asarray(self.phone_ids, dtype=np.int64)), md
 
     @classmethod
-    def from_event(cls, value: Any, md: Mapping[str, Any]) -> "PhonemeSegment":
+    def from_event(cls, value: Any, md: Mapping[str, Any]) -> PhonemeSegment:
         require(md, PHONEMES, N_PROMPT_PHONES, RUN_LANGUAGES, RUN_TEXTS, RUN_PHONE_COUNTS)
         ids = numpy_view(value, np.int64, PHONEMES)
         with decoding(PHONEMES):
@@ -437,7 +438,7 @@ class PhoneFeatures:
         return arrow_from_float32(self.features), md
 
     @classmethod
-    def from_event(cls, value: Any, md: Mapping[str, Any]) -> "PhoneFeatures":
+    def from_event(cls, value: Any, md: Mapping[str, Any]) -> PhoneFeatures:
         require(md, PHONE_FEATURES, SHAPE, PHONE_IDS, N_PROMPT_PHONES)
         flat = numpy_view(value, np.float32, PHONE_FEATURES)
         shape = tuple(read_shape(md, PHONE_FEATURES, flat.size))
@@ -479,7 +480,7 @@ class SemanticChunk:
         return arrow_from_numpy(np.asarray(self.tokens, dtype=np.int64)), md
 
     @classmethod
-    def from_event(cls, value: Any, md: Mapping[str, Any]) -> "SemanticChunk":
+    def from_event(cls, value: Any, md: Mapping[str, Any]) -> SemanticChunk:
         require(md, SEMANTIC_TOKENS, CHUNK_INDEX, SEGMENT_FINAL, PHONE_IDS)
         tokens = numpy_view(value, np.int64, SEMANTIC_TOKENS)
         with decoding(SEMANTIC_TOKENS):
@@ -517,14 +518,10 @@ class AudioChunk:
         return arrow_from_float32(self.samples), md
 
     @classmethod
-    def from_event(cls, value: Any, md: Mapping[str, Any]) -> "AudioChunk":
+    def from_event(cls, value: Any, md: Mapping[str, Any]) -> AudioChunk:
         require(md, AUDIO, SAMPLE_RATE)
         # Foreign producers (e.g. kokoro-style nodes) send no segment keys: treat as one utterance.
-        key = (
-            SegmentKey.from_metadata(md, AUDIO)
-            if UTTERANCE_ID in md
-            else SegmentKey("external", 0, False)
-        )
+        key = SegmentKey.from_metadata(md, AUDIO) if UTTERANCE_ID in md else SegmentKey("external", 0, False)
         samples = numpy_view(value, np.float32, AUDIO)
         with decoding(AUDIO):
             sample_rate = int(md[SAMPLE_RATE])
@@ -563,13 +560,13 @@ class ReferencePart:
         return arrow_from_numpy(self.payload), md
 
     @classmethod
-    def tokens_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> "ReferencePart":
+    def tokens_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> ReferencePart:
         tokens = numpy_view(value, np.int64, port)
         with decoding(port):
             return cls(str(md.get(VOICE, DEFAULT_VOICE)), tokens, weights=str(md.get(WEIGHTS, "")))
 
     @classmethod
-    def floats_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> "ReferencePart":
+    def floats_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> ReferencePart:
         require(md, port, SHAPE)
         flat = numpy_view(value, np.float32, port)
         shape = read_shape(md, port, flat.size)
@@ -577,7 +574,7 @@ class ReferencePart:
             return cls(str(md.get(VOICE, DEFAULT_VOICE)), flat.reshape(shape), shape, weights=str(md.get(WEIGHTS, "")))
 
     @classmethod
-    def text_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> "ReferencePart":
+    def text_from_event(cls, value: Any, md: Mapping[str, Any], port: str) -> ReferencePart:
         text = read_text(value, port)
         with decoding(port):
             return cls(str(md.get(VOICE, DEFAULT_VOICE)), text, language=str(md.get(LANGUAGE, "")))
@@ -608,7 +605,7 @@ class ControlCommand:
         return text_array(STOP), md
 
     @classmethod
-    def from_event(cls, value: Any, md: Mapping[str, Any], stamp: float | None = None) -> "ControlCommand":
+    def from_event(cls, value: Any, md: Mapping[str, Any], stamp: float | None = None) -> ControlCommand:
         """Parse a control message; ``stamp`` is used when the message carries no ``cancel_before``."""
         is_text = isinstance(value, (pa.Array, pa.ChunkedArray)) and (
             pa.types.is_string(value.type) or pa.types.is_large_string(value.type)
@@ -648,11 +645,13 @@ class SegmentComplete:
         return text_array("done"), md
 
     @classmethod
-    def from_event(cls, value: Any, md: Mapping[str, Any]) -> "SegmentComplete":
+    def from_event(cls, value: Any, md: Mapping[str, Any]) -> SegmentComplete:
         read_text(value, SEGMENT_COMPLETE)
         key = SegmentKey.from_metadata(md, SEGMENT_COMPLETE)
         with decoding(SEGMENT_COMPLETE):
             return cls(key, str(md.get(ERROR, "")), bool(md.get(CANCELLED, False)))
+
+
 # ---- restart markers ----------------------------------------------------------------------------
 # dora tells only the direct consumers of a restarted node (a NODE_RESTARTED event). They pass the
 # news down the data path as a marker: an empty payload of the port's type whose metadata names the

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from .settings import MAX_MODELS
 
@@ -24,8 +25,14 @@ Model = TypeVar("Model")
 
 
 class ModelCache(Generic[Model]):
-    def __init__(self, load: Callable[[Path], Model], default: Model, default_path: Path | None = None,
-                 capacity: int | None = None, kind: str = "model"):
+    def __init__(
+        self,
+        load: Callable[[Path], Model],
+        default: Model,
+        default_path: Path | None = None,
+        capacity: int | None = None,
+        kind: str = "model",
+    ):
         self.load = load
         self.default = default
         self.default_path = Path(default_path).resolve() if default_path else None

@@ -21,9 +21,9 @@ Environment variables (each optional):
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 DEVELOPMENT_MARKER = "DEVELOPMENT-MODEL.txt"
 HF_REPO = "lj1995/GPT-SoVITS"

@@ -38,8 +38,9 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 import pyarrow as pa
 
@@ -247,7 +248,9 @@ def announce_restart(loop: Loop) -> None:
     except AttributeError:  # test doubles without the restart API
         return
     if count:
-        log.warning("%s: restarted by dora (restart %d); in-flight work of the previous process is lost", loop.stage.name, count)
+        log.warning(
+            "%s: restarted by dora (restart %d); in-flight work of the previous process is lost", loop.stage.name, count
+        )
         loop.send_all(mark_ready(loop.stage.upstream_restarted(loop.stage.name, None), loop.stage.name))
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import torch
 
@@ -24,7 +25,9 @@ T = TypeVar("T")
 __all__ = ["DTYPES", "device_and_dtype", "load_model_or_exit", "load_or_exit"]
 
 
-def device_and_dtype(settings: ModelNodeSettings | None = None, env: Mapping[str, str] | None = None) -> tuple[torch.device, torch.dtype]:
+def device_and_dtype(
+    settings: ModelNodeSettings | None = None, env: Mapping[str, str] | None = None
+) -> tuple[torch.device, torch.dtype]:
     """The node's torch device and dtype, or the node ends with one line naming the variable."""
     try:
         settings = settings or ModelNodeSettings.from_env(env)

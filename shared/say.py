@@ -14,7 +14,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--address", default="127.0.0.1:9871", help="host:port of the text-input node")
     parser.add_argument("--language", help="language code (default: the node's GSV_LANGUAGE)")
     parser.add_argument("--voice", help="voice name (default: the node's GSV_VOICE)")
-    parser.add_argument("--id", help="utterance id for the text (default: made up by the node), or the one --stop cancels")
+    parser.add_argument(
+        "--id", help="utterance id for the text (default: made up by the node), or the one --stop cancels"
+    )
     parser.add_argument("--stop", action="store_true", help="barge-in: stop every utterance in flight (or only --id)")
     args = parser.parse_args(argv)
     if args.stop == bool(args.text):
@@ -30,7 +32,9 @@ def main(argv: list[str] | None = None) -> None:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5) as conn:
             conn.sendall(line)
     except OSError as e:
-        raise SystemExit(f"error: no text-input listening on {args.address} ({e}); start dataflows/service.yml") from None
+        raise SystemExit(
+            f"error: no text-input listening on {args.address} ({e}); start dataflows/service.yml"
+        ) from None
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 
 class SettingsError(ValueError):
@@ -122,7 +123,9 @@ def _one_of(value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _bounded(kind: Callable[[str], Any], low: float | None, high: float | None, low_open: bool = False) -> Callable[[str], Any]:
+def _bounded(
+    kind: Callable[[str], Any], low: float | None, high: float | None, low_open: bool = False
+) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         value = kind(text)
         if isinstance(value, float) and not math.isfinite(value):
@@ -146,13 +149,24 @@ def _range_words(noun: str, low: float | None, high: float | None, low_open: boo
     return noun
 
 
-def integer(name: str, default: int | None, doc: str, low: int | None = None, high: int | None = None, shown: str = "") -> Var:
+def integer(
+    name: str, default: int | None, doc: str, low: int | None = None, high: int | None = None, shown: str = ""
+) -> Var:
     return Var(name, default, doc, _bounded(int, low, high), _range_words("an integer", low, high), shown)
 
 
-def number(name: str, default: float | None, doc: str, low: float | None = None, high: float | None = None,
-           low_open: bool = False, shown: str = "") -> Var:
-    return Var(name, default, doc, _bounded(float, low, high, low_open), _range_words("a number", low, high, low_open), shown)
+def number(
+    name: str,
+    default: float | None,
+    doc: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    shown: str = "",
+) -> Var:
+    return Var(
+        name, default, doc, _bounded(float, low, high, low_open), _range_words("a number", low, high, low_open), shown
+    )
 
 
 def flag(name: str, default: bool, doc: str, shown: str = "") -> Var:
@@ -179,17 +193,31 @@ def string(name: str, default: str | None, doc: str, shown: str = "") -> Var:
 
 
 def path(name: str, default: Path | None, doc: str, shown: str = "") -> Var:
-    return Var(name, default, doc, lambda t: Path(t).expanduser(), "a path", shown or (f"`{default}`" if default else "unset"))
+    return Var(
+        name, default, doc, lambda t: Path(t).expanduser(), "a path", shown or (f"`{default}`" if default else "unset")
+    )
 
 
 def device_var(name: str = "GSV_DEVICE") -> Var:
-    return Var(name, "cpu", "torch device of the node's model (a missing GPU is an error, never a fallback)",
-               parse_device, "cpu, cuda or cuda:N", "`cpu`")
+    return Var(
+        name,
+        "cpu",
+        "torch device of the node's model (a missing GPU is an error, never a fallback)",
+        parse_device,
+        "cpu, cuda or cuda:N",
+        "`cpu`",
+    )
 
 
 def precision_var(name: str = "GSV_DTYPE") -> Var:
-    return Var(name, "float32", "precision of the node's model (bfloat16: torch only)", parse_dtype,
-               f"one of {', '.join(PRECISIONS)}", "`float32`")
+    return Var(
+        name,
+        "float32",
+        "precision of the node's model (bfloat16: torch only)",
+        parse_dtype,
+        f"one of {', '.join(PRECISIONS)}",
+        "`float32`",
+    )
 
 
 def setting(var: Var) -> Any:
@@ -237,10 +265,17 @@ def from_env_or_exit(cls: type[S], env: Mapping[str, str] | None = None) -> S:
 
 
 # ---- shared by several nodes ----------------------------------------------------------------------
-LOG_LEVEL = Var("GSV_LOG_LEVEL", "INFO", "Python log level forwarded into dora's log",
-                lambda t: _one_of(t.upper(), ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
-                "one of DEBUG, INFO, WARNING, ERROR, CRITICAL", "`INFO`")
-THREADS = integer("GSV_THREADS", None, "CPU threads of torch and ONNX Runtime (0 = their default)", low=0, shown="torch default")
+LOG_LEVEL = Var(
+    "GSV_LOG_LEVEL",
+    "INFO",
+    "Python log level forwarded into dora's log",
+    lambda t: _one_of(t.upper(), ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+    "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+    "`INFO`",
+)
+THREADS = integer(
+    "GSV_THREADS", None, "CPU threads of torch and ONNX Runtime (0 = their default)", low=0, shown="torch default"
+)
 NICE = integer("GSV_NICE", None, "scheduling priority (`os.nice`) of the node", low=-20, high=19, shown="0")
 LANGUAGE = string("GSV_LANGUAGE", "auto", "language of the text (auto, zh, en, all_zh)")
 SEED = integer("GSV_SEED", None, "sampling / noise seed (segment i: seed + i)", low=0, shown="random")
@@ -279,8 +314,12 @@ class ModelNodeSettings(Settings):
 # ---- the nodes ------------------------------------------------------------------------------------
 SPLIT_METHODS = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")
 SINK_MODES = ("auto", "speaker", "wav", "null")
-VOCODER_FFT = choice("GSV_VOCODER_FFT", "auto", ("auto", "1", "0"),
-                     "the generator's long convolutions by FFT (auto: on a CPU in float32)")
+VOCODER_FFT = choice(
+    "GSV_VOCODER_FFT",
+    "auto",
+    ("auto", "1", "0"),
+    "the generator's long convolutions by FFT (auto: on a CPU in float32)",
+)
 
 
 @dataclass(frozen=True)
@@ -302,9 +341,18 @@ class TextInputSettings(Settings):
 @dataclass(frozen=True)
 class FrontendSettings(Settings):
     node: ClassVar[str] = "text-frontend"
-    version: str = setting(choice("GSV_VERSION", "v2", ("v1", "v2", "v2Pro", "v2ProPlus"),
-                                  "GPT-SoVITS version (symbol table; which files in the model directory)", lower=False))
-    split_method: str = setting(choice("GSV_SPLIT_METHOD", "cut5", SPLIT_METHODS, "sentence splitting (upstream's cut0-cut5)"))
+    version: str = setting(
+        choice(
+            "GSV_VERSION",
+            "v2",
+            ("v1", "v2", "v2Pro", "v2ProPlus"),
+            "GPT-SoVITS version (symbol table; which files in the model directory)",
+            lower=False,
+        )
+    )
+    split_method: str = setting(
+        choice("GSV_SPLIT_METHOD", "cut5", SPLIT_METHODS, "sentence splitting (upstream's cut0-cut5)")
+    )
     language: str = setting(LANGUAGE)
     max_segments_ahead: int = setting(integer("GSV_MAX_SEGMENTS_AHEAD", 0, "flow-control window (0 = none)", low=0))
 
@@ -317,7 +365,9 @@ class BertSettings(ModelNodeSettings):
 @dataclass(frozen=True)
 class ReferenceSettings(ModelNodeSettings):
     node: ClassVar[str] = "reference"
-    ref_audio: Path | None = setting(path("GSV_REF_AUDIO", None, "the default voice's recording", shown="model dir's `voices.yml`"))
+    ref_audio: Path | None = setting(
+        path("GSV_REF_AUDIO", None, "the default voice's recording", shown="model dir's `voices.yml`")
+    )
     prompt_text: str = setting(string("GSV_PROMPT_TEXT", "", "what is said in GSV_REF_AUDIO"))
     prompt_language: str = setting(string("GSV_PROMPT_LANGUAGE", "zh", "its language"))
     voices: Path | None = setting(path("GSV_VOICES", None, "a YAML file of voices", shown="unset"))
@@ -330,7 +380,9 @@ class GPTSettings(ModelNodeSettings):
     top_k: int = setting(integer("GSV_TOP_K", 15, "sampling: top-k (0 = off)", low=0))
     top_p: float = setting(number("GSV_TOP_P", 1.0, "sampling: top-p", low=0.0, high=1.0))
     temperature: float = setting(number("GSV_TEMPERATURE", 1.0, "sampling: temperature", low=0.0, low_open=True))
-    repetition_penalty: float = setting(number("GSV_REPETITION_PENALTY", 1.35, "sampling: repetition penalty", low=0.0, low_open=True))
+    repetition_penalty: float = setting(
+        number("GSV_REPETITION_PENALTY", 1.35, "sampling: repetition penalty", low=0.0, low_open=True)
+    )
     seed: int | None = setting(SEED)
     first_chunk_tokens: int = setting(integer("GSV_FIRST_CHUNK_TOKENS", 8, "tokens in the first streamed chunk", low=1))
     chunk_growth: float = setting(number("GSV_CHUNK_GROWTH", 1.5, "growth factor of later chunks", low=1.0))
@@ -339,25 +391,38 @@ class GPTSettings(ModelNodeSettings):
 
     def sampling(self) -> dict[str, Any]:
         """Keyword arguments of ``gpt.sampling.SamplingParams``."""
-        return {"top_k": self.top_k, "top_p": self.top_p, "temperature": self.temperature,
-                "repetition_penalty": self.repetition_penalty}
+        return {
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "temperature": self.temperature,
+            "repetition_penalty": self.repetition_penalty,
+        }
 
 
 @dataclass(frozen=True)
 class VocoderSettings(ModelNodeSettings):
     node: ClassVar[str] = "vocoder"
     noise_scale: float = setting(number("GSV_NOISE_SCALE", 0.5, "SoVITS noise scale", low=0.0))
-    speed: float = setting(number("GSV_SPEED", 1.0, "speech speed (a request's speed overrides it)", low=0.0, low_open=True))
+    speed: float = setting(
+        number("GSV_SPEED", 1.0, "speech speed (a request's speed overrides it)", low=0.0, low_open=True)
+    )
     lookahead_tokens: int = setting(integer("GSV_LOOKAHEAD_TOKENS", 4, "tokens held back for smoother joins", low=0))
     fragment_interval: float = setting(number("GSV_FRAGMENT_INTERVAL", 0.3, "silence after each segment (s)", low=0.0))
-    max_chunk_seconds: float = setting(number("GSV_MAX_CHUNK_SECONDS", 1.0, "longest audio message (s)", low=0.0, low_open=True))
+    max_chunk_seconds: float = setting(
+        number("GSV_MAX_CHUNK_SECONDS", 1.0, "longest audio message (s)", low=0.0, low_open=True)
+    )
     seed: int | None = setting(SEED)
-    output_sample_rate: int | None = setting(integer("GSV_OUTPUT_SAMPLE_RATE", None, "output rate (resampled per chunk)", low=1,
-                                                     shown="model rate"))
+    output_sample_rate: int | None = setting(
+        integer("GSV_OUTPUT_SAMPLE_RATE", None, "output rate (resampled per chunk)", low=1, shown="model rate")
+    )
     max_lead_seconds: float | None = setting(number("GSV_MAX_LEAD_SECONDS", None, "real-time pacing lead (s)", low=0.0))
-    coalesce_lead_seconds: float = setting(number("GSV_COALESCE_LEAD_SECONDS", 1.0, "lead above which chunks are vocoded together", low=0.0))
+    coalesce_lead_seconds: float = setting(
+        number("GSV_COALESCE_LEAD_SECONDS", 1.0, "lead above which chunks are vocoded together", low=0.0)
+    )
     peak_limit: float = setting(number("GSV_PEAK_LIMIT", 0.0, "output peak limit (0 = off)", low=0.0, shown="off"))
-    output_gain: float | None = setting(number("GSV_OUTPUT_GAIN", None, "gain before the limit", low=0.0, low_open=True, shown="the limit"))
+    output_gain: float | None = setting(
+        number("GSV_OUTPUT_GAIN", None, "gain before the limit", low=0.0, low_open=True, shown="the limit")
+    )
     vocoder_fft: str = setting(VOCODER_FFT)
     max_models: int = setting(MAX_MODELS)
 
@@ -374,7 +439,9 @@ class VocoderSettings(ModelNodeSettings):
 class SinkSettings(Settings):
     node: ClassVar[str] = "audio-sink"
     sink: str = setting(choice("GSV_SINK", "auto", SINK_MODES, "speaker / wav / null (auto: speaker if any)"))
-    wav_path: Path = setting(path("GSV_WAV_PATH", Path("out/speech.wav"), "WAV file of the wav mode", shown="`out/speech.wav`"))
+    wav_path: Path = setting(
+        path("GSV_WAV_PATH", Path("out/speech.wav"), "WAV file of the wav mode", shown="`out/speech.wav`")
+    )
 
 
 @dataclass(frozen=True)
@@ -385,10 +452,12 @@ class HTTPSettings(Settings):
     sample_rate: int = setting(integer("GSV_HTTP_SAMPLE_RATE", 24000, "sample rate of the served audio", low=1))
     max_input_chars: int = setting(integer("GSV_HTTP_MAX_INPUT_CHARS", 4096, "longest request text", low=1))
     max_requests: int = setting(integer("GSV_HTTP_MAX_REQUESTS", 8, "requests served at once (more: 429)", low=1))
-    timeout: float = setting(number("GSV_HTTP_TIMEOUT", 300.0, "longest wait for the next audio (s)", low=0.0, low_open=True,
-                                    shown="300 s"))
-    restart_grace: float = setting(number("GSV_HTTP_RESTART_GRACE", 120.0, "longest 503 after a node restart (s)", low=0.0,
-                                          shown="120 s"))
+    timeout: float = setting(
+        number("GSV_HTTP_TIMEOUT", 300.0, "longest wait for the next audio (s)", low=0.0, low_open=True, shown="300 s")
+    )
+    restart_grace: float = setting(
+        number("GSV_HTTP_RESTART_GRACE", 120.0, "longest 503 after a node restart (s)", low=0.0, shown="120 s")
+    )
 
 
 @dataclass(frozen=True)
@@ -399,30 +468,67 @@ class SentenceStreamSettings(Settings):
 
 
 NODE_SETTINGS: tuple[type[Settings], ...] = (
-    RuntimeSettings, TextInputSettings, FrontendSettings, BertSettings, ReferenceSettings, GPTSettings,
-    VocoderSettings, SinkSettings, HTTPSettings, SentenceStreamSettings,
+    RuntimeSettings,
+    TextInputSettings,
+    FrontendSettings,
+    BertSettings,
+    ReferenceSettings,
+    GPTSettings,
+    VocoderSettings,
+    SinkSettings,
+    HTTPSettings,
+    SentenceStreamSettings,
 )
 
 # ---- read by library layers, not by one node's settings -------------------------------------------
 LIBRARY: tuple[tuple[str, Var], ...] = (
-    ("model_paths", path("GSV_MODEL_DIR", None, "the model directory", shown="`~/.cache/dora-gpt-sovits/pretrained_models`")),
+    (
+        "model_paths",
+        path("GSV_MODEL_DIR", None, "the model directory", shown="`~/.cache/dora-gpt-sovits/pretrained_models`"),
+    ),
     ("model_paths", FrontendSettings.variables()[0]),  # GSV_VERSION
-    ("model_paths", path("GSV_GPT_PATH", None, "a GPT .ckpt (overrides the model directory's)", shown="the model directory's")),
+    (
+        "model_paths",
+        path("GSV_GPT_PATH", None, "a GPT .ckpt (overrides the model directory's)", shown="the model directory's"),
+    ),
     ("model_paths", path("GSV_SOVITS_PATH", None, "a SoVITS .pth (overrides)", shown="the model directory's")),
-    ("model_paths", path("GSV_BERT_DIR", None, "a chinese-roberta directory (overrides)", shown="the model directory's")),
-    ("model_paths", path("GSV_HUBERT_DIR", None, "a chinese-hubert directory (overrides)", shown="the model directory's")),
-    ("model_paths", path("GSV_SV_PATH", None, "the speaker-verification .ckpt (overrides)", shown="the model directory's")),
+    (
+        "model_paths",
+        path("GSV_BERT_DIR", None, "a chinese-roberta directory (overrides)", shown="the model directory's"),
+    ),
+    (
+        "model_paths",
+        path("GSV_HUBERT_DIR", None, "a chinese-hubert directory (overrides)", shown="the model directory's"),
+    ),
+    (
+        "model_paths",
+        path("GSV_SV_PATH", None, "the speaker-verification .ckpt (overrides)", shown="the model directory's"),
+    ),
     ("backends.config", choice("GSV_BACKEND", "torch", ("torch", "onnxruntime", "tensorrt"), "engine of the node")),
     ("backends.config", path("GSV_ONNX_DIR", None, "exported graphs", shown="`<GSV_MODEL_DIR>/onnx`")),
-    ("backends.config", string("GSV_BACKEND_FALLBACK", None, "backend[@device] list tried when unavailable", shown="none")),
+    (
+        "backends.config",
+        string("GSV_BACKEND_FALLBACK", None, "backend[@device] list tried when unavailable", shown="none"),
+    ),
     ("gpt.options", choice("GSV_GPT_QUANT", "auto", ("auto", "none", "fp16"), "GPT decode weight format")),
     ("gpt.options", choice("GSV_HALF_MATVEC", "auto", ("auto", "native", "fbgemm"), "float16 product kernel")),
     ("gpt.options", flag("GSV_FUSED_DECODE", True, "every layer of a decode step in one C++ call")),
     ("gpt.options", flag("GSV_COMPILE", False, "torch.compile the decode step (CUDA)")),
     ("gpt.options", choice("GSV_CUDA_GRAPHS", "auto", ("auto", "1", "0"), "CUDA graphs for the decode step")),
     ("gpt.options", integer("GSV_GPT_READ_EVERY", 12, "static decoder: steps between token reads", low=1)),
-    ("gpt.options", integer("GSV_GPT_CAPACITY", 2524, "static decoder: positions of the device cache (1024 + the step cap)", low=1)),
-    ("gpt.options", path("GSV_COMPILE_CACHE", None, "Inductor's cache folder", shown="`~/.cache/dora-gpt-sovits/inductor/torch-<version>`")),
+    (
+        "gpt.options",
+        integer("GSV_GPT_CAPACITY", 2524, "static decoder: positions of the device cache (1024 + the step cap)", low=1),
+    ),
+    (
+        "gpt.options",
+        path(
+            "GSV_COMPILE_CACHE",
+            None,
+            "Inductor's cache folder",
+            shown="`~/.cache/dora-gpt-sovits/inductor/torch-<version>`",
+        ),
+    ),
     ("text.g2pw", path("GSV_G2PW_DIR", None, "g2pW model (polyphone disambiguation); unset: dictionary rules")),
     ("text.g2pw", path("GSV_G2PW_TOKENIZER", None, "g2pW's tokenizer directory", shown="`GSV_BERT_DIR`")),
     ("benchmark", path("GSV_BENCH_METRICS", None, "the benchmark's metrics file (set by the benchmark)")),

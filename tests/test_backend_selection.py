@@ -19,21 +19,39 @@ def test_defaults_are_torch_on_cpu_in_float32():
 
 
 def test_env_picks_backend_device_precision_and_ordered_fallbacks(tmp_path):
-    choice = choice_from_env({"GSV_BACKEND": "onnxruntime", "GSV_DEVICE": "cuda", "GSV_DTYPE": "float16",
-                              "GSV_ONNX_DIR": str(tmp_path), "GSV_BACKEND_FALLBACK": "onnxruntime@cpu, torch"})
-    assert (choice.backend, choice.device, choice.dtype, choice.onnx_dir) == ("onnxruntime", "cuda:0", "float16", tmp_path)
+    choice = choice_from_env(
+        {
+            "GSV_BACKEND": "onnxruntime",
+            "GSV_DEVICE": "cuda",
+            "GSV_DTYPE": "float16",
+            "GSV_ONNX_DIR": str(tmp_path),
+            "GSV_BACKEND_FALLBACK": "onnxruntime@cpu, torch",
+        }
+    )
+    assert (choice.backend, choice.device, choice.dtype, choice.onnx_dir) == (
+        "onnxruntime",
+        "cuda:0",
+        "float16",
+        tmp_path,
+    )
     assert [a.label for a in choice.alternatives()] == [
-        "onnxruntime@cuda:0/float16", "onnxruntime@cpu/float16", "torch@cuda:0/float16"]
+        "onnxruntime@cuda:0/float16",
+        "onnxruntime@cpu/float16",
+        "torch@cuda:0/float16",
+    ]
 
 
-@pytest.mark.parametrize("env, words", [
-    ({"GSV_BACKEND": "tensorflow"}, "GSV_BACKEND='tensorflow'"),
-    ({"GSV_DEVICE": "gpu"}, "GSV_DEVICE='gpu'"),
-    ({"GSV_DTYPE": "int4"}, "GSV_DTYPE='int4'"),
-    ({"GSV_BACKEND": "onnxruntime", "GSV_DTYPE": "bfloat16"}, "only supported by GSV_BACKEND=torch"),
-    ({"GSV_BACKEND": "tensorrt"}, "needs GSV_DEVICE=cuda"),
-    ({"GSV_BACKEND_FALLBACK": "torch@tpu"}, "GSV_BACKEND_FALLBACK entry 'torch@tpu'"),
-])
+@pytest.mark.parametrize(
+    "env, words",
+    [
+        ({"GSV_BACKEND": "tensorflow"}, "GSV_BACKEND='tensorflow'"),
+        ({"GSV_DEVICE": "gpu"}, "GSV_DEVICE='gpu'"),
+        ({"GSV_DTYPE": "int4"}, "GSV_DTYPE='int4'"),
+        ({"GSV_BACKEND": "onnxruntime", "GSV_DTYPE": "bfloat16"}, "only supported by GSV_BACKEND=torch"),
+        ({"GSV_BACKEND": "tensorrt"}, "needs GSV_DEVICE=cuda"),
+        ({"GSV_BACKEND_FALLBACK": "torch@tpu"}, "GSV_BACKEND_FALLBACK entry 'torch@tpu'"),
+    ],
+)
 def test_bad_values_name_the_variable(env, words):
     with pytest.raises(BackendError, match=words.replace("[", r"\[")):
         choice_from_env(env)
@@ -44,13 +62,23 @@ def missing(choice):
 
 
 def test_unavailable_backend_stops_without_fallback_and_says_how_to_allow_one():
-    with pytest.raises(BackendUnavailable, match="gpt: onnxruntime@cuda:0/float32: CUDAExecutionProvider.*GSV_BACKEND_FALLBACK"):
-        open_stage("gpt", choice_from_env({"GSV_BACKEND": "onnxruntime", "GSV_DEVICE": "cuda"}), {"onnxruntime": missing, "torch": lambda c: "torch"})
+    with pytest.raises(
+        BackendUnavailable, match="gpt: onnxruntime@cuda:0/float32: CUDAExecutionProvider.*GSV_BACKEND_FALLBACK"
+    ):
+        open_stage(
+            "gpt",
+            choice_from_env({"GSV_BACKEND": "onnxruntime", "GSV_DEVICE": "cuda"}),
+            {"onnxruntime": missing, "torch": lambda c: "torch"},
+        )
 
 
 def test_explicit_fallback_is_used_in_order_and_reported():
-    choice = choice_from_env({"GSV_BACKEND": "onnxruntime", "GSV_DEVICE": "cuda", "GSV_BACKEND_FALLBACK": "onnxruntime@cpu,torch@cpu"})
-    built, used = open_stage("gpt", choice, {"onnxruntime": lambda c: "ort" if c.device == "cpu" else missing(c), "torch": lambda c: "torch"})
+    choice = choice_from_env(
+        {"GSV_BACKEND": "onnxruntime", "GSV_DEVICE": "cuda", "GSV_BACKEND_FALLBACK": "onnxruntime@cpu,torch@cpu"}
+    )
+    built, used = open_stage(
+        "gpt", choice, {"onnxruntime": lambda c: "ort" if c.device == "cpu" else missing(c), "torch": lambda c: "torch"}
+    )
     assert (built, used.label) == ("ort", "onnxruntime@cpu/float32")
 
 
@@ -67,8 +95,10 @@ def test_missing_gpu_providers_are_clear_errors_not_a_cpu_run():
     import onnxruntime
 
     available = onnxruntime.get_available_providers()
-    for choice, provider in ((BackendChoice("onnxruntime", "cuda:0"), "CUDAExecutionProvider"),
-                             (BackendChoice("tensorrt", "cuda:0"), "TensorrtExecutionProvider")):
+    for choice, provider in (
+        (BackendChoice("onnxruntime", "cuda:0"), "CUDAExecutionProvider"),
+        (BackendChoice("tensorrt", "cuda:0"), "TensorrtExecutionProvider"),
+    ):
         if provider in available:
             continue  # a GPU build: checked by the GPU tests instead
         with pytest.raises(BackendUnavailable, match=f"{provider} is not available in onnxruntime"):
@@ -77,14 +107,16 @@ def test_missing_gpu_providers_are_clear_errors_not_a_cpu_run():
 
 
 def write_fake_export(tmp_path: Path) -> tuple[Path, Path]:
-    from dora_gpt_sovits.backends.export import write_graph
-    import onnx
     from onnx import TensorProto, helper
+
+    from dora_gpt_sovits.backends.export import write_graph
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])
-    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     source = tmp_path / "weights.ckpt"
     source.write_bytes(b"weights v1")
     graph = write_graph(model.SerializeToString(), tmp_path / "onnx", "vocoder", "float32", source, {"k": 1})

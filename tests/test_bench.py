@@ -35,8 +35,15 @@ def tiny_models(tmp_path_factory) -> Path:
 def bench(tiny_models, tmp_path_factory) -> tuple[dict, list[Path]]:
     out = tmp_path_factory.mktemp("bench")
     opts = Options(
-        out=out, model_dir=tiny_models, tokens=TOKENS, repeats=1, warmup=0, lengths=["short"],
-        upstream=out / "no-such-checkout", dataflow=False, progress=False,
+        out=out,
+        model_dir=tiny_models,
+        tokens=TOKENS,
+        repeats=1,
+        warmup=0,
+        lengths=["short"],
+        upstream=out / "no-such-checkout",
+        dataflow=False,
+        progress=False,
         chart=_has_matplotlib(),
     )
     doc = run_benchmark(opts)
@@ -67,8 +74,17 @@ def test_each_case_has_stage_times_rates_and_a_token_hash(bench):
         assert re.fullmatch(r"[0-9a-f]{12}", case["token_hash"]) and case["token_hash_stable"]
         ours = case["ours"]
         assert set(ours["stages_s"]) == {"frontend", "bert", "gpt_prefill", "gpt_decode", "vocoder"}
-        for key in ("gpt_prefill_ms_per_segment", "gpt_decode_tok_per_s", "gpt_decode_ms_per_token", "vocoder_rtf",
-                    "model_rtf", "e2e_rtf", "wall_s", "first_audio_s", "chars_per_s"):
+        for key in (
+            "gpt_prefill_ms_per_segment",
+            "gpt_decode_tok_per_s",
+            "gpt_decode_ms_per_token",
+            "vocoder_rtf",
+            "model_rtf",
+            "e2e_rtf",
+            "wall_s",
+            "first_audio_s",
+            "chars_per_s",
+        ):
             assert set(ours[key]) == SUMMARY_KEYS and ours[key]["n"] == 1
         assert ours["audio_s"] > ours["speech_s"] > 0  # played audio includes the inter-segment pauses
         assert ours["peak_rss_mib"] is None or ours["peak_rss_mib"] > 0
@@ -113,9 +129,19 @@ def fake_upstream(run: CaseRun, slower: float) -> UpstreamCaseRun:
 
 def fake_case_run(case: str) -> CaseRun:
     segment = SegmentRun(
-        text="x", target_phones=10, prompt_phones=5, prompt_tokens=20, frontend_s=0.01, bert_s=0.0,
-        gpt_prefill_s=0.1, gpt_decode_s=0.4, gpt_steps=TOKENS + 1, tokens=list(range(TOKENS + 1)),
-        vocoder_s=0.2, audio_s=0.2, audio=torch.zeros(6400),
+        text="x",
+        target_phones=10,
+        prompt_phones=5,
+        prompt_tokens=20,
+        frontend_s=0.01,
+        bert_s=0.0,
+        gpt_prefill_s=0.1,
+        gpt_decode_s=0.4,
+        gpt_steps=TOKENS + 1,
+        tokens=list(range(TOKENS + 1)),
+        vocoder_s=0.2,
+        audio_s=0.2,
+        audio=torch.zeros(6400),
     )
     return CaseRun(case, [segment, segment], split_s=0.001, wall_s=1.5, first_audio_s=0.8, peak_rss_mib=100.0)
 
@@ -137,9 +163,17 @@ def test_side_by_side_and_dataflow_sections(bench):
     assert document["ours"]["gpt_decode_tok_per_s"]["median"] == pytest.approx(TOKENS / 0.4)
     assert document["dataflow"]["ttfa_s"]["median"] == 0.5 and document["dataflow"]["ttfa_s"]["n"] == 1
 
-    doc = dict(bench[0], cases={case.name: document}, upstream={"checkout": "x", "commit": "y"},
-               dataflow={"startup_s": 1.0, "gpt_tokens_per_segment": TOKENS, "node_peak_rss_mib": {"gpt": 1.0},
-                         "total_peak_rss_mib": 1.0})
+    doc = dict(
+        bench[0],
+        cases={case.name: document},
+        upstream={"checkout": "x", "commit": "y"},
+        dataflow={
+            "startup_s": 1.0,
+            "gpt_tokens_per_segment": TOKENS,
+            "node_peak_rss_mib": {"gpt": 1.0},
+            "total_peak_rss_mib": 1.0,
+        },
+    )
     doc["overall"] = overall(doc["cases"])
     markdown = to_markdown(doc)
     assert "## Side by side with upstream GPT-SoVITS" in markdown and "2.00×" in markdown
@@ -167,8 +201,20 @@ def test_gpt_variants_table(tiny_models, tmp_path):
     from dora_gpt_sovits.benchmark.cli import main
     from dora_gpt_sovits.benchmark.gpt_variants import parse_variants
 
-    main(["--model-dir", str(tiny_models), "--out", str(tmp_path), "--tokens", "5", "--repeats", "1",
-          "--gpt-variants", "none,fp16,fp16+unfused"])
+    main(
+        [
+            "--model-dir",
+            str(tiny_models),
+            "--out",
+            str(tmp_path),
+            "--tokens",
+            "5",
+            "--repeats",
+            "1",
+            "--gpt-variants",
+            "none,fp16,fp16+unfused",
+        ]
+    )
     doc = json.loads((tmp_path / "gpt_variants.json").read_text())
     assert list(doc["variants"]) == ["none", "fp16", "fp16+unfused"] and doc["tokens"] == 6
     assert doc["variants"]["fp16"]["same_tokens_as_first"]  # lossless

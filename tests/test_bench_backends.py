@@ -14,7 +14,20 @@ pytestmark = [pytest.mark.usefixtures("torch_single_thread"), pytest.mark.slow]
 def test_bench_reports_every_stage_for_both_backends(exported_tiny_bundle, tmp_path):
     from dora_gpt_sovits.benchmark.backends import main
 
-    main(["--model-dir", str(exported_tiny_bundle), "--threads", "1", "--repeats", "1", "--tokens", "16", "--out", str(tmp_path)])
+    main(
+        [
+            "--model-dir",
+            str(exported_tiny_bundle),
+            "--threads",
+            "1",
+            "--repeats",
+            "1",
+            "--tokens",
+            "16",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     results = json.loads((tmp_path / "backends.json").read_text())["results"]
     assert set(results) == {"torch", "onnxruntime"}
     for figures in results.values():

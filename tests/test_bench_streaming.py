@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from dora_gpt_sovits.benchmark.streaming_settings import Setting, markdown, summarize
 
 

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURES  # noqa: E402
 
 from dora_gpt_sovits.checkpoint_io import CheckpointError, read_checkpoint
 from dora_gpt_sovits.encoders.hubert import load_hubert
 from dora_gpt_sovits.gpt import loader as gpt_loader
 from dora_gpt_sovits.gpt.loader import load_gpt
-from dora_gpt_sovits.sovits import loader as sovits_loader
 from dora_gpt_sovits.sovits import load_sovits
-
-from conftest import FIXTURES  # noqa: E402
+from dora_gpt_sovits.sovits import loader as sovits_loader
 
 GPT_FILE = FIXTURES / "gpt_v2_tiny.ckpt"
 SOVITS_FILE = FIXTURES / "sovits_v2_tiny_pk_dict.pth"
@@ -160,22 +159,28 @@ def test_a_compressed_bomb_is_refused_from_the_zip_directory(tmp_path):
     refused("gpt", path, "archive entries inflate to 32", "refusing a compressed bomb")
 
 
-@pytest.mark.parametrize("kind, section, key, value, needle", [
-    ("gpt", "model", "n_layer", 20_000, "n_layer is 20000, expected an integer in 1..128"),
-    ("sovits", "model", "n_layers", 20_000, "config n_layers is 20000, expected 1..128"),
-    ("gpt", "model", "head", 0, "n_head is 0"),
-    ("sovits", "model", "n_heads", 0, "config n_heads is 0, expected 1..64"),
-    ("sovits", "model", "kernel_size", -3, "config kernel_size is -3"),
-    ("sovits", "model", "resblock_kernel_sizes", [3, -7, 11], "an entry of resblock_kernel_sizes is -7"),
-    ("sovits", "model", "upsample_kernel_sizes", [16, 16, 8, 2, -2], "an entry of upsample_kernel_sizes is -2"),
-    ("sovits", "model", "resblock_dilation_sizes", [[1, 3, 5], [1, 0, 5], [1, 3, 5]], "a dilation is 0"),
-    ("sovits", "model", "hidden_channels", 192.0, "hidden_channels is 192.0 (float), expected an integer"),
-    ("sovits", "data", "filter_length", "2048", "filter_length is '2048' (str)"),
-    ("gpt", "data", "max_sec", float("nan"), "max_sec is nan, expected a finite number"),
-    ("gpt", "data", "max_sec", float("inf"), "max_sec is inf"),
-    ("gpt", "data", "max_sec", -1.0, "max_sec is -1.0"),
-], ids=lambda v: str(v)[:20])
-def test_config_values_are_typed_and_in_range_before_building(tmp_path, official, monkeypatch, kind, section, key, value, needle):
+@pytest.mark.parametrize(
+    "kind, section, key, value, needle",
+    [
+        ("gpt", "model", "n_layer", 20_000, "n_layer is 20000, expected an integer in 1..128"),
+        ("sovits", "model", "n_layers", 20_000, "config n_layers is 20000, expected 1..128"),
+        ("gpt", "model", "head", 0, "n_head is 0"),
+        ("sovits", "model", "n_heads", 0, "config n_heads is 0, expected 1..64"),
+        ("sovits", "model", "kernel_size", -3, "config kernel_size is -3"),
+        ("sovits", "model", "resblock_kernel_sizes", [3, -7, 11], "an entry of resblock_kernel_sizes is -7"),
+        ("sovits", "model", "upsample_kernel_sizes", [16, 16, 8, 2, -2], "an entry of upsample_kernel_sizes is -2"),
+        ("sovits", "model", "resblock_dilation_sizes", [[1, 3, 5], [1, 0, 5], [1, 3, 5]], "a dilation is 0"),
+        ("sovits", "model", "hidden_channels", 192.0, "hidden_channels is 192.0 (float), expected an integer"),
+        ("sovits", "data", "filter_length", "2048", "filter_length is '2048' (str)"),
+        ("gpt", "data", "max_sec", float("nan"), "max_sec is nan, expected a finite number"),
+        ("gpt", "data", "max_sec", float("inf"), "max_sec is inf"),
+        ("gpt", "data", "max_sec", -1.0, "max_sec is -1.0"),
+    ],
+    ids=lambda v: str(v)[:20],
+)
+def test_config_values_are_typed_and_in_range_before_building(
+    tmp_path, official, monkeypatch, kind, section, key, value, needle
+):
     content = copy.deepcopy(official[kind])
     content["config"][section][key] = value
     path = saved(tmp_path, content)
@@ -207,7 +212,9 @@ def test_a_fifo_or_device_is_refused_without_reading(tmp_path, kind):
     os.mkfifo(fifo)
     for path, words in ((fifo, "not a file (a FIFO"), (Path("/dev/zero"), "not a file (a character device)")):
         outcome: list = []
-        thread = threading.Thread(target=lambda: outcome.append(_error(LOADERS[kind], path)), daemon=True)
+        thread = threading.Thread(
+            target=lambda outcome=outcome, path=path: outcome.append(_error(LOADERS[kind], path)), daemon=True
+        )
         thread.start()
         thread.join(60)  # a guard against blocking for ever, not a timing: the refusal is immediate
         assert outcome, f"{path}: the loader blocked reading it"
@@ -238,11 +245,14 @@ def hubert_refused(directory: Path, needle: str) -> None:
     assert "\n" not in str(info.value) and str(directory) in str(info.value) and needle in str(info.value)
 
 
-@pytest.mark.parametrize("key, value, needle", [
-    ("num_hidden_layers", 20_000, "num_hidden_layers is 20000, expected an integer in 1..128"),
-    ("num_attention_heads", 0, "num_attention_heads is 0"),
-    ("conv_kernel", [10, 3, 3, 3, 3, -2, 2], "an entry of conv_kernel is -2"),
-])
+@pytest.mark.parametrize(
+    "key, value, needle",
+    [
+        ("num_hidden_layers", 20_000, "num_hidden_layers is 20000, expected an integer in 1..128"),
+        ("num_attention_heads", 0, "num_attention_heads is 0"),
+        ("conv_kernel", [10, 3, 3, 3, 3, -2, 2], "an entry of conv_kernel is -2"),
+    ],
+)
 def test_hubert_config_is_checked_before_building(hubert_copy, key, value, needle):
     config = json.loads((hubert_copy / "config.json").read_text())
     config[key] = value

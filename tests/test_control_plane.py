@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-
 from conftest import RecordingNode, closed_event, input_event
+
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.audio.pacing import Pacer
 from dora_gpt_sovits.audio.playback_clock import PlaybackClock
@@ -173,10 +173,12 @@ def test_frontend_named_stop_cancels_only_that_utterance():
 
 
 def test_frontend_treats_a_foreign_signal_as_stop_and_logs_unknown_words(caplog):
-    node = RecordingNode([
-        input_event(m.CONTROL, m.text_array("pause")),
-        input_event(m.CONTROL, pa.array([16000], pa.int64())),  # dora-vad's timestamp_start
-    ])
+    node = RecordingNode(
+        [
+            input_event(m.CONTROL, m.text_array("pause")),
+            input_event(m.CONTROL, pa.array([16000], pa.int64())),  # dora-vad's timestamp_start
+        ]
+    )
     serve(node, frontend())
     controls = node.outputs(m.CONTROL)
     assert len(controls) == 1 and m.read_text(controls[0][0]) == "stop" and m.UTTERANCE_ID not in controls[0][1]
@@ -248,7 +250,11 @@ def test_gpt_drops_held_segments_of_a_named_utterance():
     list(stage.handle(m.PHONE_FEATURES, *features("a", OLD)))  # waits for its voice's prompt
     list(stage.handle(m.PHONE_FEATURES, *features("b", OLD)))
     list(stage.handle(m.CONTROL, *stop("a")))
-    out = [o for o in stage.handle(m.PROMPT_SEMANTIC, *m.ReferencePart("default", np.array([1], np.int64)).to_message()) if o]
+    out = [
+        o
+        for o in stage.handle(m.PROMPT_SEMANTIC, *m.ReferencePart("default", np.array([1], np.int64)).to_message())
+        if o
+    ]
     assert {o.metadata[m.UTTERANCE_ID] for o in out} == {"b"}
 
 
@@ -262,7 +268,9 @@ def fake_make_decoder(cond, phone_ids, seed, speed):
 
 def vocoder(**kwargs) -> VocoderStage:
     stage = VocoderStage(lambda spec, sv: "cond", fake_make_decoder, SR, needs_speaker_embedding=False, **kwargs)
-    list(stage.handle(m.REFERENCE_SPECTROGRAM, *m.ReferencePart("default", np.ones((1025, 8), np.float32)).to_message()))
+    list(
+        stage.handle(m.REFERENCE_SPECTROGRAM, *m.ReferencePart("default", np.ones((1025, 8), np.float32)).to_message())
+    )
     return stage
 
 
@@ -283,7 +291,9 @@ def test_vocoder_cancel_drops_the_open_segment_and_flushes_the_next_utterance():
     first, *rest = audio_msgs(stage.handle(m.SEMANTIC_TOKENS, *tokens("new", NEW, 40, 0, True)))
     assert first.metadata[m.FLUSH] is True  # a real bool, as dora's get_bool_param reads it
     assert all(m.FLUSH not in o.metadata for o in rest)
-    assert all(m.FLUSH not in o.metadata for o in audio_msgs(stage.handle(m.SEMANTIC_TOKENS, *tokens("n2", NEW, 9, 0, True))))
+    assert all(
+        m.FLUSH not in o.metadata for o in audio_msgs(stage.handle(m.SEMANTIC_TOKENS, *tokens("n2", NEW, 9, 0, True)))
+    )
 
 
 def test_vocoder_named_stop_keeps_other_utterances_and_does_not_flush():
@@ -313,7 +323,9 @@ def test_vocoder_holds_chunks_for_longer_runs_while_it_has_audio_in_hand():
     assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=1))) == 0
     clock.t = 3.5  # 2.8 s: below the threshold, everything held goes out in one run (minus the lookahead)
     assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 2, False, segment=1))) == (60 - 4) * 640
-    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 10, 3, True, segment=1))) == 14 * 640 + int(0.3 * SR)
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 10, 3, True, segment=1))) == 14 * 640 + int(
+        0.3 * SR
+    )
     assert stage.open == {}
     # The next utterance starts with nothing in hand, however much the last one still has.
     assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("v", OLD, 20, 0, False))) == 16 * 640
@@ -399,7 +411,9 @@ class TimedNode(RecordingNode):
 def test_serve_paces_vocoder_audio_to_real_time_and_ends_after_the_last_release():
     clock = Clock(0.0)
     stage = vocoder(max_lead_seconds=0.5, clock=clock)
-    node = TimedNode([input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, 150, 0, True)), closed_event(m.SEMANTIC_TOKENS)], clock)
+    node = TimedNode(
+        [input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, 150, 0, True)), closed_event(m.SEMANTIC_TOKENS)], clock
+    )
     serve(node, stage, clock=clock, sleep=lambda s: None)
     durations = [len(d) / SR for d, _ in node.outputs(m.AUDIO)]
     assert durations == pytest.approx([1.0, 1.0, 1.0, 0.3])  # 150 tokens = 3 s, plus the 0.3 s pause
@@ -519,7 +533,12 @@ def test_serve_reports_segments_of_a_speaker_sink_as_they_finish_playing():
 
 def test_sink_in_null_mode_completes_each_segment_at_once_with_its_error():
     stage = AudioSinkStage("null", clock=Clock(0.0))
-    out = list(stage.handle(m.AUDIO, *m.AudioChunk(key("u", OLD, 0, False), np.zeros(0, np.float32), SR, 0, True, error="bad").to_message()))
+    out = list(
+        stage.handle(
+            m.AUDIO,
+            *m.AudioChunk(key("u", OLD, 0, False), np.zeros(0, np.float32), SR, 0, True, error="bad").to_message(),
+        )
+    )
     (done,) = outputs_of(out, m.SEGMENT_COMPLETE)
     assert done.metadata[m.ERROR] == "bad" and done.metadata[m.SEGMENT_INDEX] == 0
 

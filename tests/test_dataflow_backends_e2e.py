@@ -7,7 +7,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import REPO
 from test_dataflow_e2e import assert_plausible_speech_file, dora_run_batch_retrying_a_hang, log_records, node_env
 
@@ -33,7 +32,9 @@ def test_a_missing_export_stops_the_graph_with_the_reason(tmp_path):
 
     models = build_bundle(tmp_path / "dev-tiny", size="tiny", version="v2")  # no onnx/ folder
     env = node_env(models, GSV_TEXT="你好。", GSV_WAV_PATH=str(tmp_path / "x.wav"))
-    result = subprocess.run(["dora", "run", "dataflows/onnx-cpu.yml"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["dora", "run", "dataflows/onnx-cpu.yml"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "no gpt_prefill float32 graph at" in output and "scripts/export_onnx.py" in output, output[-3000:]

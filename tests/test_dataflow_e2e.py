@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import REPO
+
 from dora_gpt_sovits.benchmark.dataflow import processes_with_env as node_processes
 
 pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
@@ -86,8 +86,14 @@ def dora_run_batch(graph: str, env: dict[str, str], timeout: float) -> tuple[int
     stuck at exit, or dora waiting) from the CI log alone."""
     marker = ("GSV_WAV_PATH", env["GSV_WAV_PATH"])
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
-        process = subprocess.Popen(["dora", "run", graph, "--log-format", "json"], cwd=REPO, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            ["dora", "run", graph, "--log-format", "json"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -97,8 +103,10 @@ def dora_run_batch(graph: str, env: dict[str, str], timeout: float) -> tuple[int
             for pid in node_processes(*marker):
                 os.kill(pid, signal.SIGKILL)
             log.seek(0)
-            raise GraphHang(f"dora run {graph} did not end within {timeout} s; node processes still alive: "
-                            f"{alive or 'none'}; log tail: {log.read()[-3000:]}") from None
+            raise GraphHang(
+                f"dora run {graph} did not end within {timeout} s; node processes still alive: "
+                f"{alive or 'none'}; log tail: {log.read()[-3000:]}"
+            ) from None
         log.seek(0)
         return process.returncode, log.read()
 
@@ -110,7 +118,7 @@ def dora_run_batch_retrying_a_hang(graph: str, env: dict[str, str], timeout: flo
     try:
         return dora_run_batch(graph, env, timeout)
     except GraphHang as hang:
-        warnings.warn(f"retrying once after a graph hang: {hang}")
+        warnings.warn(f"retrying once after a graph hang: {hang}", stacklevel=2)
         return dora_run_batch(graph, env, timeout)
 
 
@@ -157,7 +165,12 @@ def test_default_dataflow_streams_every_sentence_to_a_wav_file(dev_models, tmp_p
 def test_missing_weights_stop_the_graph_with_one_clear_line(tmp_path):
     env = node_env(tmp_path / "no-models", GSV_TEXT="你好。", GSV_WAV_PATH=str(tmp_path / "x.wav"))
     result = subprocess.run(
-        ["dora", "run", "dataflow.yml", "--stop-after", "120s"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        ["dora", "run", "dataflow.yml", "--stop-after", "120s"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     log = result.stdout + result.stderr
     assert result.returncode != 0
@@ -199,7 +212,9 @@ def test_service_graph_speaks_on_request_and_stops_cleanly(dev_models, tmp_path)
 def test_distributed_graph_runs_gpt_and_vocoder_on_a_second_daemon(dev_models, tmp_path):
     """dora's multi-machine deployment, with both daemons on this machine."""
     wav_path = tmp_path / "distributed.wav"
-    env = node_env(dev_models, GSV_TEXT="你好，世界。这是第二句话。", GSV_WAV_PATH=str(wav_path), DORA_COORDINATOR_PORT="17013")
+    env = node_env(
+        dev_models, GSV_TEXT="你好，世界。这是第二句话。", GSV_WAV_PATH=str(wav_path), DORA_COORDINATOR_PORT="17013"
+    )
 
     def dora(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(["dora", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
@@ -207,7 +222,10 @@ def test_distributed_graph_runs_gpt_and_vocoder_on_a_second_daemon(dev_models, t
     assert dora("up").returncode == 0
     second = subprocess.Popen(
         ["dora", "daemon", "--machine-id", "accelerator", "--local-listen-port", "53399"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         time.sleep(3)  # let the second daemon register with the coordinator

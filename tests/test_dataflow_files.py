@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 STAGES = {"text-input", "text-frontend", "reference", "bert", "gpt", "vocoder", "audio-sink"}
@@ -95,7 +94,9 @@ def test_default_graph_wires_the_control_plane():
         assert nodes[stage]["inputs"]["control"]["source"] == "text-frontend/control", stage
     # Flow control: the sink's playback reports come back to the frontend's window, losslessly.
     assert frontend["inputs"]["segment_complete"] == {
-        "source": "audio-sink/segment_complete", "queue_size": 1000, "queue_policy": "backpressure"
+        "source": "audio-sink/segment_complete",
+        "queue_size": 1000,
+        "queue_policy": "backpressure",
     }
     assert int(frontend["env"]["GSV_MAX_SEGMENTS_AHEAD"]) > 0
 
@@ -200,8 +201,17 @@ def test_backend_variants_differ_only_by_the_model_nodes_backend_env(path):
 
 
 @pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
-@pytest.mark.parametrize("path", ["dataflow.yml", "dataflows/service.yml", "dataflows/distributed.yml",
-                                  "dataflows/openai-server.yml", "dataflows/voice-assistant.yml", *sorted(BACKEND_VARIANTS)])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "dataflow.yml",
+        "dataflows/service.yml",
+        "dataflows/distributed.yml",
+        "dataflows/openai-server.yml",
+        "dataflows/voice-assistant.yml",
+        *sorted(BACKEND_VARIANTS),
+    ],
+)
 def test_dora_validates_the_graphs(path):
     result = subprocess.run(["dora", "validate", path], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -52,7 +52,9 @@ def packed_pair(name: str) -> tuple[Text2Semantic, FusedDecodeLayers]:
     return model, fused
 
 
-def fused_step(model: Text2Semantic, fused: FusedDecodeLayers, tokens: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+def fused_step(
+    model: Text2Semantic, fused: FusedDecodeLayers, tokens: torch.Tensor, positions: torch.Tensor, cache
+) -> torch.Tensor:
     """What FusedDecoder.step_logits computes."""
     return model.ar_predict_layer(fused(model.embed_step(tokens, positions), cache))
 
@@ -65,10 +67,16 @@ def run_steps(model: Text2Semantic, fused: FusedDecodeLayers | None, rows: int =
     cache = model.new_cache(rows, context + steps + 1)
     logits = []
     with torch.inference_mode():
-        model.prefill(torch.randn(rows, context, d, generator=g), torch.ones(rows, 1, context, context, dtype=torch.bool), cache)
+        model.prefill(
+            torch.randn(rows, context, d, generator=g), torch.ones(rows, 1, context, context, dtype=torch.bool), cache
+        )
         for k in range(steps):
             tokens, positions = torch.randint(0, 1024, (rows,), generator=g), torch.full((rows,), k)
-            logits.append(model.step(tokens, positions, cache) if fused is None else fused_step(model, fused, tokens, positions, cache))
+            logits.append(
+                model.step(tokens, positions, cache)
+                if fused is None
+                else fused_step(model, fused, tokens, positions, cache)
+            )
     return torch.stack(logits), cache
 
 
@@ -96,7 +104,9 @@ def test_each_row_of_a_batch_decodes_as_it_would_alone(kernel):
         cache = model.new_cache(1, context + steps + 1)
         with torch.inference_mode():
             model.prefill(x[r : r + 1], torch.ones(1, 1, context, context, dtype=torch.bool), cache)
-            alone = torch.stack([fused_step(model, fused, t[r : r + 1], torch.full((1,), k), cache) for k, t in enumerate(tokens)])
+            alone = torch.stack(
+                [fused_step(model, fused, t[r : r + 1], torch.full((1,), k), cache) for k, t in enumerate(tokens)]
+            )
         # (The prefill's float32 GEMM may round a 2-row batch differently, hence not bit-equal.)
         torch.testing.assert_close(alone[:, 0], batch[:, r], atol=1e-5 * alone.abs().max().item(), rtol=0)
 
@@ -136,7 +146,9 @@ def test_a_left_padded_batch_decodes_through_the_modules(kernel):
 
     model, fused = packed_pair("fixture")
     expected = np.load(FIXTURES / "expected.npz")
-    phones, bert, prompt = (torch.from_numpy(expected[f"gpt_v2_tiny_{k}"]) for k in ("phone_ids", "bert", "prompt_semantic"))
+    phones, bert, prompt = (
+        torch.from_numpy(expected[f"gpt_v2_tiny_{k}"]) for k in ("phone_ids", "bert", "prompt_semantic")
+    )
     rows = ([phones, phones[:40]], [bert, bert[:, :40]], prompt)  # the second row is left-padded
     params = SamplingParams(top_k=1, early_stop_num=20)
     got = generate_batch(FusedDecoder(model, fused), *rows, params)

@@ -100,7 +100,9 @@ def test_the_vocoder_stage_never_sends_nan_samples():
         return decode
 
     stage = VocoderStage(lambda spec, sv: "cond", nan_decoder, 32000, needs_speaker_embedding=False)
-    list(stage.handle(m.REFERENCE_SPECTROGRAM, *m.ReferencePart("default", np.ones((1025, 8), np.float32)).to_message()))
+    list(
+        stage.handle(m.REFERENCE_SPECTROGRAM, *m.ReferencePart("default", np.ones((1025, 8), np.float32)).to_message())
+    )
     key = m.SegmentKey("u", 0, True, "default", 1.0)
     chunk = m.SemanticChunk(key, np.arange(20, dtype=np.int64), 0, True, [1, 2]).to_message()
     sent = [o for o in stage.handle(m.SEMANTIC_TOKENS, *chunk) if o is not None and o.output_id == m.AUDIO]

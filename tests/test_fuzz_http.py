@@ -16,12 +16,12 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_openai_server import VOICES, FakeGraph, Voice
 
 from dora_gpt_sovits.openai_api.app import HttpServer, create_app
 from dora_gpt_sovits.openai_api.bridge import GraphBridge
 from dora_gpt_sovits.openai_api.config import ServerConfig
 from dora_gpt_sovits.openai_api.schema import KNOWN_FIELDS
-from test_openai_server import VOICES, FakeGraph, Voice
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLIENT_TIMEOUT_S = 30  # "never a hang": a request that takes longer fails the test
@@ -29,7 +29,9 @@ CLIENT_TIMEOUT_S = 30  # "never a hang": a request that takes longer fails the t
 SURROGATES = st.sampled_from(["\ud800", "\udfff", "x\ud83d", "\udc80 hi"])
 TEXT = st.one_of(st.text(max_size=12), SURROGATES, st.builds(str.__add__, st.text(max_size=6), SURROGATES))
 NUMBERS = st.one_of(
-    st.integers(), st.builds(lambda e: 10**e, st.integers(19, 400)), st.builds(lambda e: -(10**e), st.integers(19, 60)),
+    st.integers(),
+    st.builds(lambda e: 10**e, st.integers(19, 400)),
+    st.builds(lambda e: -(10**e), st.integers(19, 60)),
     st.floats(allow_nan=True, allow_infinity=True),  # json.dumps writes NaN / Infinity, which Python's parser takes
 )
 JSON_VALUES = st.recursive(
@@ -53,8 +55,10 @@ PLAUSIBLE = {
 }
 FIELDS = st.fixed_dictionaries(
     {"input": st.one_of(PLAUSIBLE["input"], JSON_VALUES), "voice": PLAUSIBLE["voice"]},
-    optional={name: st.one_of(PLAUSIBLE.get(name, JSON_VALUES), JSON_VALUES)
-              for name in sorted(KNOWN_FIELDS - {"input", "voice"})},
+    optional={
+        name: st.one_of(PLAUSIBLE.get(name, JSON_VALUES), JSON_VALUES)
+        for name in sorted(KNOWN_FIELDS - {"input", "voice"})
+    },
 )
 BODIES = st.one_of(
     FIELDS.map(lambda body: json.dumps(body).encode()),  # ensure_ascii: a lone surrogate travels as \ud800
@@ -62,7 +66,9 @@ BODIES = st.one_of(
     JSON_VALUES.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=64),
     st.integers(1, 50_000).map(lambda depth: b"[" * depth + b"]" * depth),
-    st.integers(4301, 8000).map(lambda digits: b'{"input": "Hi.", "voice": "default", "speed": ' + b"1" * digits + b"}"),
+    st.integers(4301, 8000).map(
+        lambda digits: b'{"input": "Hi.", "voice": "default", "speed": ' + b"1" * digits + b"}"
+    ),
 )
 
 

@@ -11,7 +11,8 @@ parser, the other door into the graph, gets arbitrary lines and JSON. Bounded: a
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,14 +28,19 @@ KEY = m.SegmentKey("u1", 0, True, "default", 12.5, m.RequestOptions(top_k=5, spe
 
 # ---- arbitrary values ---------------------------------------------------------------------------
 SURROGATES = st.sampled_from(["\ud800", "\udfff", "a\ud83d", "\udc80x"])
-TEXT = st.one_of(st.text(max_size=12), st.builds(lambda a, s, b: a + s + b, st.text(max_size=4), SURROGATES, st.text(max_size=4)))
+TEXT = st.one_of(
+    st.text(max_size=12), st.builds(lambda a, s, b: a + s + b, st.text(max_size=4), SURROGATES, st.text(max_size=4))
+)
 NUMBERS = st.one_of(
-    st.integers(), st.integers(-(2**70), 2**70), st.builds(lambda e: 10**e, st.integers(19, 400)),
+    st.integers(),
+    st.integers(-(2**70), 2**70),
+    st.builds(lambda e: 10**e, st.integers(19, 400)),
     st.floats(allow_nan=True, allow_infinity=True),
 )
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, TEXT, st.binary(max_size=8))
 VALUES = st.recursive(
-    SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
     max_leaves=8,
 )
 JSON_VALUES = st.recursive(  # what a JSON text can hold (json.dumps writes non-finite floats as NaN/Infinity)
@@ -103,7 +109,10 @@ DECODERS: dict[str, tuple[Callable[[Any, dict], Any], type]] = {
     m.SEMANTIC_TOKENS: (m.SemanticChunk.from_event, m.SemanticChunk),
     m.AUDIO: (m.AudioChunk.from_event, m.AudioChunk),
     m.PROMPT_SEMANTIC: (lambda v, md: m.ReferencePart.tokens_from_event(v, md, m.PROMPT_SEMANTIC), m.ReferencePart),
-    m.REFERENCE_SPECTROGRAM: (lambda v, md: m.ReferencePart.floats_from_event(v, md, m.REFERENCE_SPECTROGRAM), m.ReferencePart),
+    m.REFERENCE_SPECTROGRAM: (
+        lambda v, md: m.ReferencePart.floats_from_event(v, md, m.REFERENCE_SPECTROGRAM),
+        m.ReferencePart,
+    ),
     m.SPEAKER_EMBEDDING: (lambda v, md: m.ReferencePart.floats_from_event(v, md, m.SPEAKER_EMBEDDING), m.ReferencePart),
     m.VOICE_PROMPT: (lambda v, md: m.ReferencePart.text_from_event(v, md, m.VOICE_PROMPT), m.ReferencePart),
     m.CONTROL: (lambda v, md: m.ControlCommand.from_event(v, md, stamp=None), m.ControlCommand),
@@ -179,12 +188,19 @@ class Sink:
         self.sent.append((output_id, data, metadata))
 
 
-REQUEST_FIELDS = st.fixed_dictionaries({}, optional={
-    "text": st.one_of(TEXT, JSON_VALUES), "language": st.one_of(TEXT, JSON_VALUES), "voice": st.one_of(TEXT, JSON_VALUES),
-    "utterance_id": st.one_of(TEXT, JSON_VALUES), "control": st.one_of(st.just("stop"), JSON_VALUES),
-})
+REQUEST_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "text": st.one_of(TEXT, JSON_VALUES),
+        "language": st.one_of(TEXT, JSON_VALUES),
+        "voice": st.one_of(TEXT, JSON_VALUES),
+        "utterance_id": st.one_of(TEXT, JSON_VALUES),
+        "control": st.one_of(st.just("stop"), JSON_VALUES),
+    },
+)
 LINES = st.one_of(
-    TEXT, st.text(max_size=30),
+    TEXT,
+    st.text(max_size=30),
     REQUEST_FIELDS.map(json.dumps),  # json.dumps writes a lone surrogate as \ud800: valid JSON
     JSON_VALUES.map(lambda v: json.dumps({"text": "hi", "extra": v})),
     st.integers(1, 3000).map(lambda depth: "{" + '"a":[' * depth + "1" + "]" * depth + "}"),

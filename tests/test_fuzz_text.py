@@ -15,7 +15,9 @@ from dora_gpt_sovits.text.segment_limits import MAX_BERT_CHARS, MAX_SEGMENT_PHON
 from dora_gpt_sovits.text.sentence_split import METHODS, StreamingSplitter, prepare_sentences
 
 LANGUAGES = ["zh", "all_zh", "en", "auto"]
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 any_char = st.characters(blacklist_categories=())  # surrogates (Cs) included
 chunks = st.one_of(
@@ -69,13 +71,15 @@ def test_prepared_sentences_fit_bert(text, language, method):
 
 
 @FUZZ
-@given(st.lists(st.one_of(chunks, st.sampled_from(["<tool_call>", "</tool_call>", "<tool", "_call>"])), max_size=12),
-       st.integers(1, 9))
+@given(
+    st.lists(st.one_of(chunks, st.sampled_from(["<tool_call>", "</tool_call>", "<tool", "_call>"])), max_size=12),
+    st.integers(1, 9),
+)
 def test_the_stream_splitters_take_any_deltas(deltas, step):
     text = "".join(deltas)
     splitter, out = StreamingSplitter(max_chars=80), []
     for i in range(0, len(text), step):
-        out += splitter.push(text[i:i + step])
+        out += splitter.push(text[i : i + step])
     out += splitter.flush()
     assert all(0 < len(s) <= 80 + 256 for s in out)
     alnum = [c for c in text if c.isalnum()]

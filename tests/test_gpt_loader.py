@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURES  # noqa: E402
 
 from dora_gpt_sovits.checkpoint_io import CheckpointError
 from dora_gpt_sovits.devmodels.gpt import write_random_gpt
@@ -15,7 +16,6 @@ from dora_gpt_sovits.gpt.generate import StopReason, generate
 from dora_gpt_sovits.gpt.loader import load_gpt
 from dora_gpt_sovits.gpt.sampling import SamplingParams
 
-from conftest import FIXTURES  # noqa: E402
 GPT_FILE = FIXTURES / "gpt_v2_tiny.ckpt"
 pytestmark = pytest.mark.usefixtures("torch_single_thread")  # tiny models; see conftest
 
@@ -140,5 +140,7 @@ def test_full_random_model_loads_in_seconds(tmp_path):
     assert (cfg.hidden_dim, cfg.n_head, cfg.n_layer, cfg.ffn_dim) == (512, 16, 24, 2048)
     assert sum(p.numel() for p in model.parameters()) == 77_606_402
     phones = torch.randint(0, 732, (20,))
-    result = generate(model, phones, torch.zeros(1024, 20), torch.randint(0, 1024, (25,)), SamplingParams(early_stop_num=3))
+    result = generate(
+        model, phones, torch.zeros(1024, 20), torch.randint(0, 1024, (25,)), SamplingParams(early_stop_num=3)
+    )
     assert len(result.generated) == 4

@@ -67,7 +67,9 @@ def half_packed(request):
     return make_decoder(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"), options)
 
 
-@pytest.mark.parametrize("name", ["greedy_rp1.35", "sample_k15_p1_t1_rp1.35_seed777", "sample_k20_p0.6_t0.6_rp1.35_seed1234"])
+@pytest.mark.parametrize(
+    "name", ["greedy_rp1.35", "sample_k15_p1_t1_rp1.35_seed777", "sample_k20_p0.6_t0.6_rp1.35_seed1234"]
+)
 def test_half_packed_reproduces_upstream_tokens(half_packed, inputs, name):
     from test_gpt_parity import params_of
 

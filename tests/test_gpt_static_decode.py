@@ -122,10 +122,17 @@ def test_cuda_picks_the_static_decoder_with_an_eager_fallback(monkeypatch):
 
 def test_options_from_env():
     assert TorchGPTOptions.from_env({}) == TorchGPTOptions()
-    chosen = TorchGPTOptions.from_env({"GSV_GPT_QUANT": "none", "GSV_COMPILE": "1", "GSV_CUDA_GRAPHS": "0", "GSV_GPT_READ_EVERY": "4"})
+    chosen = TorchGPTOptions.from_env(
+        {"GSV_GPT_QUANT": "none", "GSV_COMPILE": "1", "GSV_CUDA_GRAPHS": "0", "GSV_GPT_READ_EVERY": "4"}
+    )
     assert (chosen.quant, chosen.compile, chosen.cuda_graphs, chosen.read_every) == ("none", True, "0", 4)
-    for env, name in [({"GSV_GPT_QUANT": "int4"}, "GSV_GPT_QUANT"), ({"GSV_GPT_QUANT": "int8"}, "GSV_GPT_QUANT"), ({"GSV_COMPILE": "yes"}, "GSV_COMPILE"),
-                      ({"GSV_CUDA_GRAPHS": "on"}, "GSV_CUDA_GRAPHS"), ({"GSV_GPT_READ_EVERY": "0"}, "GSV_GPT_READ_EVERY")]:
+    for env, name in [
+        ({"GSV_GPT_QUANT": "int4"}, "GSV_GPT_QUANT"),
+        ({"GSV_GPT_QUANT": "int8"}, "GSV_GPT_QUANT"),
+        ({"GSV_COMPILE": "yes"}, "GSV_COMPILE"),
+        ({"GSV_CUDA_GRAPHS": "on"}, "GSV_CUDA_GRAPHS"),
+        ({"GSV_GPT_READ_EVERY": "0"}, "GSV_GPT_READ_EVERY"),
+    ]:
         with pytest.raises(OptionError, match=name):
             TorchGPTOptions.from_env(env)
     with pytest.raises(OptionError, match="needs a CUDA model"):
@@ -136,7 +143,9 @@ def test_default_options_pack_half_weights_and_keep_tokens(inputs, caplog):
     model = load_gpt(FIXTURES / "gpt_v2_tiny.ckpt")
     with caplog.at_level("INFO", logger="gsv.gpt"):
         decoder = make_decoder(model, TorchGPTOptions())
-    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("GPT decoder:")] == [f"GPT decoder: {describe(decoder)}"]
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("GPT decoder:")] == [
+        f"GPT decoder: {describe(decoder)}"
+    ]
     stream_fn = stream_function(decoder)
     assert isinstance(model.layers[0].qkv, HalfDecodeLinear)
     params = RUNS["greedy_eos_at_26"]

@@ -39,7 +39,9 @@ def test_products_match_float32_linear(kernel, n, k, rows):
     got = hm.half_matvec(x, hm.pack_rows(w), b, n)
     # Only the summation order differs from float32: errors grow like sqrt(k) * eps * |x||w|.
     torch.testing.assert_close(got, F.linear(x, w, b), atol=2e-5 * k**0.5, rtol=1e-5)
-    torch.testing.assert_close(hm.half_matvec(x, hm.pack_rows(w), None, n), F.linear(x, w), atol=2e-5 * k**0.5, rtol=1e-5)
+    torch.testing.assert_close(
+        hm.half_matvec(x, hm.pack_rows(w), None, n), F.linear(x, w), atol=2e-5 * k**0.5, rtol=1e-5
+    )
 
 
 def test_results_do_not_depend_on_the_thread_count(kernel):
@@ -136,7 +138,10 @@ def test_a_failed_build_is_reported_in_one_line(monkeypatch, tmp_path):
     monkeypatch.setattr(cpp_extension, "load", failing_load)
     hm._build.cache_clear()
     try:
-        assert hm._build() == (False, "building half_matvec.cpp, decode_layers.cpp failed: half_matvec.cpp:1: error: boom")
+        assert hm._build() == (
+            False,
+            "building half_matvec.cpp, decode_layers.cpp failed: half_matvec.cpp:1: error: boom",
+        )
     finally:
         hm._build.cache_clear()
 

@@ -9,21 +9,23 @@ far above this error).
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES  # noqa: E402
 
 from dora_gpt_sovits.checkpoint_io import CheckpointError
 from dora_gpt_sovits.devmodels.hubert import write_random_hubert
 from dora_gpt_sovits.encoders.hubert import PROMPT_PAD_SAMPLES, hubert_features, load_hubert
 from dora_gpt_sovits.sovits import load_sovits
 
-from conftest import FIXTURES  # noqa: E402
 HUBERT_DIR = FIXTURES / "hubert_tiny"
 
-pytestmark = [pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present"), pytest.mark.usefixtures("torch_single_thread")]
+pytestmark = [
+    pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present"),
+    pytest.mark.usefixtures("torch_single_thread"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,9 @@ def test_mismatched_weights_fail_clearly(tmp_path):
 def test_dev_hubert_tiny_round_trip(tmp_path):
     write_random_hubert(tmp_path / "h", size="tiny")
     assert {p.name for p in (tmp_path / "h").iterdir()} == {
-        "config.json", "preprocessor_config.json", "pytorch_model.bin"
+        "config.json",
+        "preprocessor_config.json",
+        "pytorch_model.bin",
     }
     stored = torch.load(tmp_path / "h" / "pytorch_model.bin", weights_only=True)
     assert "encoder.pos_conv_embed.conv.weight_g" in stored and all(v.dtype == torch.float16 for v in stored.values())

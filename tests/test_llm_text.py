@@ -19,7 +19,7 @@ def test_strip_tool_calls_in_whole_messages():
 
 @pytest.mark.parametrize("cut", [1, 2, 3, 5, 7])
 def test_tool_call_tags_split_across_deltas_are_still_removed(cut):
-    text = "Hello <tool_call>{\"a\": 1}</tool_call>world. <tool_ca is not a tag."
+    text = 'Hello <tool_call>{"a": 1}</tool_call>world. <tool_ca is not a tag.'
     filt = ToolCallFilter()
     out = "".join(filt.push(text[i : i + cut]) for i in range(0, len(text), cut)) + filt.end()
     assert out == "Hello world. <tool_ca is not a tag."
@@ -47,7 +47,7 @@ def test_sentence_stream_labels_sentences_and_ends_turns_on_each_signal():
     assert all(md[m.VOICE] == "alice" and md[m.TURN_ID] == "t1" and "timestamp" not in md for _, md in out)
     # An empty delta also ends a turn; the next delta starts a new one with its own id.
     assert [s for s, _ in stream.delta("Hello there", {})] == []
-    (sentence, md), = stream.delta("", {})
+    ((sentence, md),) = stream.delta("", {})
     assert sentence == "Hello there" and md[m.TURN_ID] != "t1" and md[m.SENTENCE_INDEX] == 0
     assert stream.end() == []  # nothing open: an extra end is harmless
 
@@ -72,7 +72,7 @@ def test_operator_flushes_on_the_end_input_and_on_close_and_skips_bad_deltas():
     assert sent[-1][1] == "最后一句"
 
 
-@pytest.mark.parametrize("text", ["", "   ", "<tool_call>{\"name\": \"lights\"}</tool_call>"])
+@pytest.mark.parametrize("text", ["", "   ", '<tool_call>{"name": "lights"}</tool_call>'])
 def test_frontend_skips_text_with_nothing_to_speak(text):
     stage = TextFrontendStage()
     list(stage.handle(m.VOICE_PROMPT, *m.ReferencePart("default", "你好。", language="zh").to_message()))
@@ -83,6 +83,6 @@ def test_frontend_skips_text_with_nothing_to_speak(text):
 def test_frontend_speaks_around_a_tool_call():
     stage = TextFrontendStage()
     list(stage.handle(m.VOICE_PROMPT, *m.ReferencePart("default", "", language="zh").to_message()))
-    out = list(stage.handle(m.TEXT, m.text_array("好的。<tool_call>{\"x\": 1}</tool_call>"), {}))
+    out = list(stage.handle(m.TEXT, m.text_array('好的。<tool_call>{"x": 1}</tool_call>'), {}))
     (segment,) = [m.PhonemeSegment.from_event(o.data, o.metadata) for o in out]
     assert "tool" not in segment.segment_text and not segment.error

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
-
 from conftest import RecordingNode, closed_event, input_event
+
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
 
@@ -35,7 +36,9 @@ def texts(node: RecordingNode) -> list[str]:
 
 def test_messages_queued_behind_an_input_close_are_still_processed():
     # dora may deliver INPUT_CLOSED before messages still queued for that input.
-    node = RecordingNode([closed_event("text"), input_event("text", m.text_array("a")), input_event("text", m.text_array("b"))])
+    node = RecordingNode(
+        [closed_event("text"), input_event("text", m.text_array("a")), input_event("text", m.text_array("b"))]
+    )
     stage = Echo(primary=frozenset({"text"}))
     serve(node, stage)
     assert texts(node) == ["hello", "a", "b", "bye"]
@@ -111,7 +114,9 @@ class Recorder(StageBase):
 
 
 def test_control_messages_overtake_data_queued_while_a_handler_runs():
-    events = [input_event("data", m.text_array(str(i))) for i in range(3)] + [input_event("control", m.text_array("stop"))]
+    events = [input_event("data", m.text_array(str(i))) for i in range(3)] + [
+        input_event("control", m.text_array("stop"))
+    ]
     stage = Recorder()
     serve(RecordingNode(events), stage)
     # While data 0 was being handled, the loop set data 1 and 2 aside and handled the stop at once.
@@ -160,8 +165,14 @@ class Forwarder(StageBase):
 def test_a_restarted_producer_does_not_end_the_node():
     """dora 1.1 keeps a restarting node's outputs open: its consumers get NODE_RESTARTED, no
     INPUT_CLOSED, so the primary input stays open and later texts are served."""
-    node = RecordingNode([input_event("text", m.text_array("a")), {"type": "NODE_RESTARTED", "id": "text-input"},
-                          input_event("text", m.text_array("b")), closed_event("text")])
+    node = RecordingNode(
+        [
+            input_event("text", m.text_array("a")),
+            {"type": "NODE_RESTARTED", "id": "text-input"},
+            input_event("text", m.text_array("b")),
+            closed_event("text"),
+        ]
+    )
     serve(node, Forwarder())
     sent = [d[0].as_py() if len(d) else m.restarted_node(md) for d, md in node.outputs("out")]
     # (the loop drains what is queued before it reacts to a restart: dora puts the event ahead of it)
@@ -173,7 +184,10 @@ def test_the_ready_tag_of_a_restart_marker_travels_through_a_stage_that_forwards
     ready = (down[0], down[1] | {m.RESTART_READY: True})
     node = RecordingNode([input_event("text", *down), input_event("text", *ready), closed_event("text")])
     serve(node, Forwarder())
-    assert [(m.restarted_node(md), m.restart_ready(md)) for _, md in node.outputs("out")] == [("gpt", False), ("gpt", True)]
+    assert [(m.restarted_node(md), m.restart_ready(md)) for _, md in node.outputs("out")] == [
+        ("gpt", False),
+        ("gpt", True),
+    ]
 
 
 def test_a_restarted_node_announces_itself_ready():

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import soundfile as sf
 import torch
@@ -32,7 +31,9 @@ def key(segment: int = 0, final: bool = True, utt: str = "u1") -> m.SegmentKey:
 def features_message(n_phones: int = 4, n_prompt: int = 1, segment: int = 0, final: bool = True, voice="default"):
     k = key(segment, final)
     k.voice = voice
-    return m.PhoneFeatures(k, torch.ones(m.FEATURE_DIM, n_phones), list(range(10, 10 + n_phones)), n_prompt).to_message()
+    return m.PhoneFeatures(
+        k, torch.ones(m.FEATURE_DIM, n_phones), list(range(10, 10 + n_phones)), n_prompt
+    ).to_message()
 
 
 def prompt_message(voice: str = "default"):
@@ -127,7 +128,9 @@ def spectrogram_message(voice="default"):
 
 
 def token_chunk(tokens, index, final, segment=0, utt_final=True, error=""):
-    return m.SemanticChunk(key(segment, utt_final), np.asarray(tokens, np.int64), index, final, [1, 2], error).to_message()
+    return m.SemanticChunk(
+        key(segment, utt_final), np.asarray(tokens, np.int64), index, final, [1, 2], error
+    ).to_message()
 
 
 def audio_of(outgoing):
@@ -180,7 +183,9 @@ class Clock:
 
 
 def audio_message(n, index, seg_final, segment=0, utt_final=True, utt="u1", error=""):
-    return m.AudioChunk(key(segment, utt_final, utt), np.full(n, 0.1, np.float32), SR, index, seg_final, error=error).to_message()
+    return m.AudioChunk(
+        key(segment, utt_final, utt), np.full(n, 0.1, np.float32), SR, index, seg_final, error=error
+    ).to_message()
 
 
 def metrics_of(outgoing):
@@ -262,7 +267,10 @@ def test_text_requests_from_lines_and_files(tmp_path: Path):
     assert parse_line("  ", "auto", "default") is None
     req = parse_line('{"text": "hi", "voice": "v2"}', "auto", "default")
     assert (req.text, req.language, req.voice) == ("hi", "auto", "v2")
-    assert parse_line('{"text": "hi", "utterance_id": "mine"}', "auto", "default").to_message()[1][m.UTTERANCE_ID] == "mine"
+    assert (
+        parse_line('{"text": "hi", "utterance_id": "mine"}', "auto", "default").to_message()[1][m.UTTERANCE_ID]
+        == "mine"
+    )
     with pytest.raises(ValueError, match="text"):
         parse_line('{"txt": 1}', "auto", "default")
     lines = tmp_path / "t.txt"
@@ -307,11 +315,14 @@ def test_frontend_reference_free_voice_has_no_prompt_phones():
     assert segment.n_prompt_phones == 0 and segment.key.utterance_final
 
 
-@pytest.mark.parametrize("text, language, expected", [
-    ("？！。", "zh", "nothing"),
-    ("こんにちは", "ja", "not supported"),
-    ("hello", "xx", "unknown language"),
-])
+@pytest.mark.parametrize(
+    "text, language, expected",
+    [
+        ("？！。", "zh", "nothing"),
+        ("こんにちは", "ja", "not supported"),
+        ("hello", "xx", "unknown language"),
+    ],
+)
 def test_frontend_turns_unspeakable_requests_into_error_segments(text, language, expected):
     stage = TextFrontendStage()
     list(stage.handle(m.VOICE_PROMPT, *voice_prompt_message()))
@@ -322,7 +333,9 @@ def test_frontend_turns_unspeakable_requests_into_error_segments(text, language,
 def test_frontend_reports_text_whose_voice_failed_or_never_came():
     stage = TextFrontendStage()
     list(stage.handle(m.TEXT, m.text_array("你好。"), {m.VOICE: "bad"}))
-    (segment,) = phoneme_segments(stage.handle(m.VOICE_PROMPT, *voice_prompt_message(voice="bad", error="file missing")))
+    (segment,) = phoneme_segments(
+        stage.handle(m.VOICE_PROMPT, *voice_prompt_message(voice="bad", error="file missing"))
+    )
     assert segment.error == "file missing"
     list(stage.handle(m.TEXT, m.text_array("你好。"), {m.VOICE: "ghost"}))
     (segment,) = phoneme_segments(stage.finish())
@@ -337,9 +350,15 @@ def test_vocoder_resamples_to_the_output_rate_across_chunks_without_seams():
 
         return decode
 
-    stage = VocoderStage(lambda spec, sv: "cond", sine_decoder, SR, needs_speaker_embedding=False,
-                         policy=StreamPolicy(lookahead_tokens=0, min_run_tokens=1), fragment_interval=0.0,
-                         output_rate=24000)
+    stage = VocoderStage(
+        lambda spec, sv: "cond",
+        sine_decoder,
+        SR,
+        needs_speaker_embedding=False,
+        policy=StreamPolicy(lookahead_tokens=0, min_run_tokens=1),
+        fragment_interval=0.0,
+        output_rate=24000,
+    )
     list(stage.handle(m.REFERENCE_SPECTROGRAM, *spectrogram_message()))
     out = []
     for i, final in enumerate([False, False, True]):

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES
+from roberta_fixture import tiny_roberta_dir  # noqa: F401  (fixture)
 
 from dora_gpt_sovits.backends.config import BackendChoice
 from dora_gpt_sovits.backends.encoder_graph import export_bert, export_hubert
@@ -17,9 +18,6 @@ from dora_gpt_sovits.backends.encoder_runtime import GraphBert, GraphHubert
 from dora_gpt_sovits.backends.export import write_graph
 from dora_gpt_sovits.encoders.bert import bert_features, load_bert
 from dora_gpt_sovits.encoders.hubert import hubert_features, load_hubert
-
-from conftest import FIXTURES
-from roberta_fixture import tiny_roberta_dir  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 ATOL = 1e-4

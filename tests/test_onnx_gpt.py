@@ -5,11 +5,10 @@ the graph receives the very Exp(1) draws torch's CPU generator gives ``gpt.sampl
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES, export_every_precision
 
 from dora_gpt_sovits.backends.config import BackendChoice
 from dora_gpt_sovits.backends.errors import BackendUnavailable
@@ -18,8 +17,6 @@ from dora_gpt_sovits.backends.gpt_runtime import GraphDecoder
 from dora_gpt_sovits.gpt.generate import generate
 from dora_gpt_sovits.gpt.loader import load_gpt
 from dora_gpt_sovits.gpt.sampling import SamplingParams
-
-from conftest import FIXTURES, export_every_precision
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 CKPT = FIXTURES / "gpt_v2_tiny.ckpt"

@@ -10,18 +10,16 @@ export bug met while writing this).
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES, export_every_precision
 
 from dora_gpt_sovits.backends.config import BackendChoice
 from dora_gpt_sovits.backends.sovits_graph import export_sovits
 from dora_gpt_sovits.backends.sovits_runtime import GraphStreamingSynthesis
 from dora_gpt_sovits.sovits.loader import load_sovits
 from dora_gpt_sovits.sovits.streaming import decode_chunk, decode_in_chunks
-
-from conftest import FIXTURES, export_every_precision
 
 pytestmark = [pytest.mark.usefixtures("torch_single_thread"), pytest.mark.slow]
 SOURCE = FIXTURES / "sovits_v2_tiny_pk_dict.pth"
@@ -82,7 +80,9 @@ def test_float16_graphs_load_and_stay_near_float32(model, graphs, voice):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend, provider", [("onnxruntime", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")])
+@pytest.mark.parametrize(
+    "backend, provider", [("onnxruntime", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")]
+)
 def test_gpu_providers_match_torch(model, graphs, voice, backend, provider):
     import onnxruntime
 

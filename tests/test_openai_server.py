@@ -32,33 +32,60 @@ SR = 32000
 # ---- schema -------------------------------------------------------------------------------------
 def test_a_full_request_becomes_text_metadata_with_the_options():
     request = parse_speech_request(
-        {"model": "tts-1", "input": "你好。", "voice": "narrator", "response_format": "pcm", "speed": 1.5,
-         "top_k": 5, "top_p": 0.9, "temperature": 0.8, "language": "zh"}, VOICES)
+        {
+            "model": "tts-1",
+            "input": "你好。",
+            "voice": "narrator",
+            "response_format": "pcm",
+            "speed": 1.5,
+            "top_k": 5,
+            "top_p": 0.9,
+            "temperature": 0.8,
+            "language": "zh",
+        },
+        VOICES,
+    )
     md = request.text_metadata("u1", 12.0)
-    assert md == {m.UTTERANCE_ID: "u1", m.VOICE: "narrator", m.LANGUAGE: "zh", m.TEXT_RECEIVED_AT: 12.0,
-                  m.TOP_K: 5, m.TOP_P: 0.9, m.TEMPERATURE: 0.8, m.SPEED: 1.5}
+    assert md == {
+        m.UTTERANCE_ID: "u1",
+        m.VOICE: "narrator",
+        m.LANGUAGE: "zh",
+        m.TEXT_RECEIVED_AT: 12.0,
+        m.TOP_K: 5,
+        m.TOP_P: 0.9,
+        m.TEMPERATURE: 0.8,
+        m.SPEED: 1.5,
+    }
     plain = parse_speech_request({"input": "hi", "voice": "default"}, VOICES)
     assert plain.response_format == "wav" and plain.options == m.RequestOptions()
 
 
-@pytest.mark.parametrize("body, param, code, words", [
-    ([1, 2], None, None, "JSON object"),
-    ({"input": "", "voice": "default"}, "input", "empty_input", "non-empty"),
-    ({"input": "   ", "voice": "default"}, "input", "empty_input", "non-empty"),
-    ({"input": 3, "voice": "default"}, "input", "invalid_type", "string"),
-    ({"input": "x" * 101, "voice": "default"}, "input", "input_too_long", "limit is 100"),
-    ({"input": "hi", "voice": "alloy"}, "voice", "unknown_voice", "['default', 'narrator']"),
-    ({"input": "hi"}, "voice", "missing_voice", "available voices"),
-    ({"input": "hi", "voice": "default", "response_format": "mp3"}, "response_format", "unsupported_format", "['wav', 'pcm']"),
-    ({"input": "hi", "voice": "default", "model": "whisper-1"}, "model", "model_not_found", "gpt-sovits"),
-    ({"input": "hi", "voice": "default", "speed": 9}, "speed", "out_of_range", "[0.25, 4.0]"),
-    ({"input": "hi", "voice": "default", "speed": "fast"}, "speed", "invalid_type", "number"),
-    ({"input": "hi", "voice": "default", "top_k": 2.5}, "top_k", "invalid_type", "integer"),
-    ({"input": "hi", "voice": "default", "top_p": 0}, "top_p", "out_of_range", "(0.0, 1.0]"),
-    ({"input": "hi", "voice": "default", "temperature": True}, "temperature", "invalid_type", "number"),
-    ({"input": "hi", "voice": "default", "language": "ja"}, "language", "unsupported_value", "supported"),
-    ({"input": "hi", "voice": "default", "stream": True}, "stream", "unknown_parameter", "unknown field"),
-])
+@pytest.mark.parametrize(
+    "body, param, code, words",
+    [
+        ([1, 2], None, None, "JSON object"),
+        ({"input": "", "voice": "default"}, "input", "empty_input", "non-empty"),
+        ({"input": "   ", "voice": "default"}, "input", "empty_input", "non-empty"),
+        ({"input": 3, "voice": "default"}, "input", "invalid_type", "string"),
+        ({"input": "x" * 101, "voice": "default"}, "input", "input_too_long", "limit is 100"),
+        ({"input": "hi", "voice": "alloy"}, "voice", "unknown_voice", "['default', 'narrator']"),
+        ({"input": "hi"}, "voice", "missing_voice", "available voices"),
+        (
+            {"input": "hi", "voice": "default", "response_format": "mp3"},
+            "response_format",
+            "unsupported_format",
+            "['wav', 'pcm']",
+        ),
+        ({"input": "hi", "voice": "default", "model": "whisper-1"}, "model", "model_not_found", "gpt-sovits"),
+        ({"input": "hi", "voice": "default", "speed": 9}, "speed", "out_of_range", "[0.25, 4.0]"),
+        ({"input": "hi", "voice": "default", "speed": "fast"}, "speed", "invalid_type", "number"),
+        ({"input": "hi", "voice": "default", "top_k": 2.5}, "top_k", "invalid_type", "integer"),
+        ({"input": "hi", "voice": "default", "top_p": 0}, "top_p", "out_of_range", "(0.0, 1.0]"),
+        ({"input": "hi", "voice": "default", "temperature": True}, "temperature", "invalid_type", "number"),
+        ({"input": "hi", "voice": "default", "language": "ja"}, "language", "unsupported_value", "supported"),
+        ({"input": "hi", "voice": "default", "stream": True}, "stream", "unknown_parameter", "unknown field"),
+    ],
+)
 def test_bad_requests_are_refused_with_the_field_named(body, param, code, words):
     with pytest.raises(ApiError) as caught:
         parse_speech_request(body, VOICES, Limits(max_input_chars=100))
@@ -147,7 +174,7 @@ class FakeGraph:
             wave = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
             for i, start in enumerate(range(0, n, step)):
                 time.sleep(self.delay)
-                self.emit(m.AudioChunk(key, wave[start:start + step], SR, i, start + step >= n))
+                self.emit(m.AudioChunk(key, wave[start : start + step], SR, i, start + step >= n))
 
     def emit(self, chunk: m.AudioChunk) -> None:
         data, md = chunk.to_message()
@@ -167,7 +194,9 @@ def served():
     node_thread = threading.Thread(target=bridge.run, args=(graph,), daemon=True)
     node_thread.start()
     config = ServerConfig(port=0, max_input_chars=200, max_active_requests=4)
-    server = HttpServer(create_app(bridge, {v: Voice(v) for v in VOICES}, config, development_model=True), "127.0.0.1", 0)
+    server = HttpServer(
+        create_app(bridge, {v: Voice(v) for v in VOICES}, config, development_model=True), "127.0.0.1", 0
+    )
     port = server.start()
     graph.bridge = bridge
     yield f"http://127.0.0.1:{port}", graph
@@ -216,7 +245,12 @@ def test_openai_client_streams_pcm_and_wav_with_options_in_the_text_metadata(ser
     wav, rate = sf.read(io.BytesIO(wav_bytes), dtype="float32")
     assert rate == 24000 and abs(len(wav) - 12000) <= 4
     status, last = http(base, "/v1/requests/last")
-    assert status == 200 and last["status"] == "completed" and last["rtf"] > 0 and last["audio_seconds"] == pytest.approx(0.5)
+    assert (
+        status == 200
+        and last["status"] == "completed"
+        and last["rtf"] > 0
+        and last["audio_seconds"] == pytest.approx(0.5)
+    )
 
 
 def test_listings_page_and_bad_requests_answer_json_and_the_server_keeps_serving(served):
@@ -238,7 +272,9 @@ def test_listings_page_and_bad_requests_answer_json_and_the_server_keeps_serving
     ]:
         got, error = http(base, "/v1/audio/speech", body)
         assert got == status and error["error"]["code"] == code, error
-    raw = urllib.request.Request(base + "/v1/audio/speech", data=b"{not json", headers={"Content-Type": "application/json"})
+    raw = urllib.request.Request(
+        base + "/v1/audio/speech", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     with pytest.raises(urllib.error.HTTPError) as bad_json:
         urllib.request.urlopen(raw, timeout=30)
     assert bad_json.value.code == 400 and json.loads(bad_json.value.read())["error"]["code"] == "invalid_json"
@@ -260,7 +296,11 @@ def test_a_request_the_graph_cannot_speak_gets_a_json_error(served):
     base, graph = served
     graph.fail_texts["Nope."] = "nothing to speak in 'Nope.'"
     status, error = http(base, "/v1/audio/speech", {"input": "Nope.", "voice": "default"})
-    assert status == 500 and error["error"]["code"] == "synthesis_failed" and "nothing to speak" in error["error"]["message"]
+    assert (
+        status == 500
+        and error["error"]["code"] == "synthesis_failed"
+        and "nothing to speak" in error["error"]["message"]
+    )
 
 
 def test_a_client_that_disconnects_cancels_its_utterance(served):
@@ -282,8 +322,11 @@ def test_an_error_after_audio_started_cuts_the_stream_instead_of_ending_it_clean
 
     base, graph = served
     graph.fail_texts["Fine. Broken."], graph.fail_from_segment = "GPT decoding failed: boom", 1
-    request = urllib.request.Request(base + "/v1/audio/speech", headers={"Content-Type": "application/json"},
-                                     data=json.dumps({"input": "Fine. Broken.", "voice": "default"}).encode())
+    request = urllib.request.Request(
+        base + "/v1/audio/speech",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"input": "Fine. Broken.", "voice": "default"}).encode(),
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 200
         with pytest.raises(IncompleteRead):
@@ -299,19 +342,28 @@ def assert_openai_error(status: int, body: dict, expected_status: int, code: str
     assert code is None or body["error"]["code"] == code, body
 
 
-@pytest.mark.parametrize("raw, code", [
-    (b'{"input": "hi", "voice": "default", "top_k": ' + b"9" * 5000 + b"}", "invalid_json"),  # Python's 4300-digit limit
-    (b"[" * 100_000 + b"]" * 100_000, "invalid_json"),  # RecursionError in the parser
-    (b'{"input": "hi", "voice": "default", "top_k": 1' + b"0" * 400 + b"}", "out_of_range"),  # float() would overflow
-    (b'{"input": "hi", "voice": "default", "top_p": 1e400}', "out_of_range"),  # inf
-    (b'{"input": "hi", "voice": "default", "speed": NaN}', "out_of_range"),
-    (b'{"input": "\\ud800 hello", "voice": "default"}', "invalid_unicode"),  # a lone surrogate, valid JSON
-    (b'{"input": "hi", "voice": "\\udfff"}', "unknown_voice"),
-    (b'{"input": "hi", "voice": {"id": "\\ud800"}}', "unknown_voice"),
-    (b'{"input": "hi", "voice": "default", "language": ["zh"]}', "unsupported_value"),  # unhashable
-    (b'{"\\ud800": 1, "input": "hi", "voice": "default"}', "unknown_parameter"),
-    (b'{"input": "\xff\xfe", "voice": "default"}', "invalid_json"),  # not UTF-8
-])
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        (
+            b'{"input": "hi", "voice": "default", "top_k": ' + b"9" * 5000 + b"}",
+            "invalid_json",
+        ),  # Python's 4300-digit limit
+        (b"[" * 100_000 + b"]" * 100_000, "invalid_json"),  # RecursionError in the parser
+        (
+            b'{"input": "hi", "voice": "default", "top_k": 1' + b"0" * 400 + b"}",
+            "out_of_range",
+        ),  # float() would overflow
+        (b'{"input": "hi", "voice": "default", "top_p": 1e400}', "out_of_range"),  # inf
+        (b'{"input": "hi", "voice": "default", "speed": NaN}', "out_of_range"),
+        (b'{"input": "\\ud800 hello", "voice": "default"}', "invalid_unicode"),  # a lone surrogate, valid JSON
+        (b'{"input": "hi", "voice": "\\udfff"}', "unknown_voice"),
+        (b'{"input": "hi", "voice": {"id": "\\ud800"}}', "unknown_voice"),
+        (b'{"input": "hi", "voice": "default", "language": ["zh"]}', "unsupported_value"),  # unhashable
+        (b'{"\\ud800": 1, "input": "hi", "voice": "default"}', "unknown_parameter"),
+        (b'{"input": "\xff\xfe", "voice": "default"}', "invalid_json"),  # not UTF-8
+    ],
+)
 def test_hostile_bodies_get_a_400_json_error_and_the_server_keeps_serving(served, raw, code):
     base, graph = served
     status, body = http(base, "/v1/audio/speech", raw)
@@ -327,8 +379,10 @@ def test_an_http_1_0_client_gets_the_whole_stream_without_chunked_encoding(serve
     host, port = base.removeprefix("http://").split(":")
     body = json.dumps({"input": "One. Two.", "voice": "default", "response_format": "pcm"}).encode()
     with socket.create_connection((host, int(port)), timeout=30) as conn:
-        conn.sendall(b"POST /v1/audio/speech HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        conn.sendall(
+            b"POST /v1/audio/speech HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
         reply = b""
         while chunk := conn.recv(65536):  # HTTP/1.0: the body ends where the server closes
             reply += chunk
@@ -362,12 +416,24 @@ def test_a_request_while_the_frontend_restarts_gets_a_503_until_it_echoes_a_prob
     wait_for(lambda: graph.controls, "a probe was sent")
     probe = graph.controls[-1][m.UTTERANCE_ID]
     assert probe.startswith("gsv-http-probe-")
-    graph.events.put({"type": "INPUT", "id": "frontend_control", "value": m.text_array("stop"),
-                      "metadata": {m.UTTERANCE_ID: "a client's stop", m.CANCEL_BEFORE: 1.0}})
+    graph.events.put(
+        {
+            "type": "INPUT",
+            "id": "frontend_control",
+            "value": m.text_array("stop"),
+            "metadata": {m.UTTERANCE_ID: "a client's stop", m.CANCEL_BEFORE: 1.0},
+        }
+    )
     time.sleep(0.05)  # an ordinary stop echoed by the frontend proves nothing
     assert bridge.unavailable() is not None
-    graph.events.put({"type": "INPUT", "id": "frontend_control", "value": m.text_array("stop"),
-                      "metadata": {m.UTTERANCE_ID: probe, m.CANCEL_BEFORE: 1.0}})
+    graph.events.put(
+        {
+            "type": "INPUT",
+            "id": "frontend_control",
+            "value": m.text_array("stop"),
+            "metadata": {m.UTTERANCE_ID: probe, m.CANCEL_BEFORE: 1.0},
+        }
+    )
     wait_for(lambda: bridge.unavailable() is None, "the echo ends the wait")
     assert len(np.frombuffer(stream_speech(base, "Back.")[0], "<i2")) > 0
 

@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import REPO
 from test_dataflow_e2e import node_env, node_processes
 
@@ -117,8 +115,10 @@ def test_openai_client_streams_speech_and_bad_requests_do_not_hurt_the_graph(ser
     with urllib.request.urlopen(server + "/v1/requests/last", timeout=30) as response:
         last = json.loads(response.read())
     assert last["status"] == "completed" and last["ttfa_seconds"] > 0 and last["rtf"] > 0
-    print(f"\nclient pcm: TTFA {ttfa:.3f} s, RTF {rtf:.3f}; wav: TTFA {wav_ttfa:.3f} s, RTF {wav_rtf:.3f}; "
-          f"server: TTFA {last['ttfa_seconds']:.3f} s, RTF {last['rtf']:.3f}, {last['audio_seconds']:.2f} s audio")
+    print(
+        f"\nclient pcm: TTFA {ttfa:.3f} s, RTF {rtf:.3f}; wav: TTFA {wav_ttfa:.3f} s, RTF {wav_rtf:.3f}; "
+        f"server: TTFA {last['ttfa_seconds']:.3f} s, RTF {last['rtf']:.3f}, {last['audio_seconds']:.2f} s audio"
+    )
     for fields in [{"input": ""}, {"voice": "nobody"}, {"response_format": "opus"}, {"extra_body": {"top_p": 7}}]:
         with pytest.raises(BadRequestError) as caught:
             _bad_request(server, fields)
@@ -173,15 +173,24 @@ class DevTools:
         return value
 
     async def click(self, selector: str) -> None:
-        box = await self.evaluate(f"(() => {{ const r = document.querySelector({selector!r}).getBoundingClientRect();"
-                                  " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        box = await self.evaluate(
+            f"(() => {{ const r = document.querySelector({selector!r}).getBoundingClientRect();"
+            " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
         for kind in ("mousePressed", "mouseReleased"):
             await self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
 
 
 def chromium_flags(profile: Path) -> list[str]:
-    flags = ["--headless", "--disable-gpu", "--mute-audio", "--autoplay-policy=no-user-gesture-required",
-             f"--user-data-dir={profile}", "--window-size=900,820", "--no-first-run"]
+    flags = [
+        "--headless",
+        "--disable-gpu",
+        "--mute-audio",
+        "--autoplay-policy=no-user-gesture-required",
+        f"--user-data-dir={profile}",
+        "--window-size=900,820",
+        "--no-first-run",
+    ]
     return flags + (["--no-sandbox"] if os.geteuid() == 0 else [])  # Chromium refuses root without it
 
 
@@ -191,7 +200,8 @@ def test_web_page_plays_a_request_in_headless_chromium(server, tmp_path):
     out.mkdir(exist_ok=True)
     browser = subprocess.Popen(
         [CHROMIUM, *chromium_flags(tmp_path / "profile"), "--remote-debugging-port=0", server + "/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         page = asyncio.run(drive_page(tmp_path / "profile", out))
@@ -203,8 +213,11 @@ def test_web_page_plays_a_request_in_headless_chromium(server, tmp_path):
     print(f"\nbrowser: TTFA {page['ttfaMs']:.0f} ms, RTF {page['rtf']:.3f}, {page['chunks']} chunks scheduled")
     # The page as a plain headless screenshot, for people to look at.
     shot = out / "openai-server-page.png"
-    subprocess.run([CHROMIUM, *chromium_flags(tmp_path / "shot-profile"), f"--screenshot={shot}", server + "/"],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [CHROMIUM, *chromium_flags(tmp_path / "shot-profile"), f"--screenshot={shot}", server + "/"],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.stat().st_size > 10_000
 
 
@@ -222,16 +235,20 @@ async def drive_page(profile: Path, out: Path) -> dict:
             target = next(t for t in await response.json() if t["type"] == "page")
         async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
             tools = DevTools(ws)
-            await tools.wait_for("document.querySelector('#voice') && document.querySelector('#voice').options.length > 0", 60)
+            await tools.wait_for(
+                "document.querySelector('#voice') && document.querySelector('#voice').options.length > 0", 60
+            )
             await tools.click("#text")
             await tools.evaluate("document.querySelector('#text').select()")
             await tools.call("Input.insertText", text=TWO_SENTENCES)
             assert await tools.evaluate("document.querySelector('#text').value") == TWO_SENTENCES
             await tools.click("#speak")
             await tools.wait_for("window.gsvPage.done", 300)
-            page = await tools.evaluate("JSON.stringify(Object.assign({}, window.gsvPage, {"
-                                        "ttfa_text: document.querySelector('#ttfa').textContent,"
-                                        "rtf_text: document.querySelector('#rtf').textContent}))")
+            page = await tools.evaluate(
+                "JSON.stringify(Object.assign({}, window.gsvPage, {"
+                "ttfa_text: document.querySelector('#ttfa').textContent,"
+                "rtf_text: document.querySelector('#rtf').textContent}))"
+            )
             shot = await tools.call("Page.captureScreenshot", format="png")
             (out / "openai-server-page-after-speak.png").write_bytes(base64.b64decode(shot["data"]))
     return json.loads(page)

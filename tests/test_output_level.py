@@ -61,15 +61,25 @@ def test_vocoder_with_a_peak_limit_sends_pyaudio_safe_chunks_of_at_most_one_seco
 
         return decode
 
-    stage = VocoderStage(lambda spec, sv: "cond", loud_decoder, SR, needs_speaker_embedding=False,
-                         policy=StreamPolicy(lookahead_tokens=0, min_run_tokens=1), output_rate=24000,
-                         limiter=PeakLimiter(0.45))
-    list(stage.handle(m.REFERENCE_SPECTROGRAM, *m.ReferencePart("default", np.ones((1025, 8), np.float32)).to_message()))
+    stage = VocoderStage(
+        lambda spec, sv: "cond",
+        loud_decoder,
+        SR,
+        needs_speaker_embedding=False,
+        policy=StreamPolicy(lookahead_tokens=0, min_run_tokens=1),
+        output_rate=24000,
+        limiter=PeakLimiter(0.45),
+    )
+    list(
+        stage.handle(m.REFERENCE_SPECTROGRAM, *m.ReferencePart("default", np.ones((1025, 8), np.float32)).to_message())
+    )
     key = m.SegmentKey("u", 0, True)
     out = []
     for i, final in enumerate([False, True]):
         chunk = m.SemanticChunk(key, np.arange(i * 40, (i + 1) * 40), i, final, [1, 2])
-        out += [m.AudioChunk.from_event(o.data, o.metadata) for o in stage.handle(m.SEMANTIC_TOKENS, *chunk.to_message())]
+        out += [
+            m.AudioChunk.from_event(o.data, o.metadata) for o in stage.handle(m.SEMANTIC_TOKENS, *chunk.to_message())
+        ]
     assert out and all(c.sample_rate == 24000 and len(c.samples) <= 24000 for c in out)
     wav = np.concatenate([c.samples for c in out])
     assert 0.3 < np.abs(wav).max() < 0.45  # loud, yet within what dora-pyaudio can play

@@ -173,7 +173,7 @@ def test_fifo_and_devices_are_refused_without_reading(tmp_path, call):
     link = tmp_path / "link.wav"
     link.symlink_to(fifo)
     for path, kind in ((fifo, "FIFO"), (link, "FIFO"), ("/dev/zero", "character device")):
-        error = finishes(lambda: call(path))
+        error = finishes(lambda path=path: call(path))
         assert isinstance(error, ReferenceAudioError), error
         assert "not a file" in str(error) and kind in str(error) and str(path) in str(error)
 
@@ -206,8 +206,12 @@ def test_a_coprime_rate_reference_is_resampled_through_the_bounded_path(tmp_path
 
 
 def test_a_dc_offset_is_not_a_voice(tmp_path):
-    refused(write(tmp_path, "dc.wav", np.full(16000 * 5, 0.5, np.float32), 16000, subtype="FLOAT"),
-            "constant level", "DC offset 0.5", "not a voice")
+    refused(
+        write(tmp_path, "dc.wav", np.full(16000 * 5, 0.5, np.float32), 16000, subtype="FLOAT"),
+        "constant level",
+        "DC offset 0.5",
+        "not a voice",
+    )
     clicks = np.full(16000 * 4, -0.4, np.float32)
     clicks[1000::8000] = 0.5  # an offset does not count as sound, so this is still a few clicks
     refused(write(tmp_path, "dcclick.wav", clicks, 16000, subtype="FLOAT"), "almost no sound")

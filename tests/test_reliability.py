@@ -19,8 +19,8 @@ import pyarrow as pa
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import RecordingNode, input_event
+
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.node_runtime import Loop, Outgoing, inputs_fed_by, serve
 from dora_gpt_sovits.nodes.audio_sink import AudioSinkStage
@@ -120,7 +120,9 @@ class Graph:
     def deliver(self, target: str, input_id: str, data: Any, metadata: dict[str, Any]) -> None:
         node = RecordingNode([])
         try:
-            Loop(node, self.stages[target]).dispatch({"type": "INPUT", "id": input_id, "value": data, "metadata": metadata})
+            Loop(node, self.stages[target]).dispatch(
+                {"type": "INPUT", "id": input_id, "value": data, "metadata": metadata}
+            )
         finally:  # what a dying process sent before it died is on its way
             self.send(target, [Outgoing(o, d, md) for o, d, md in node.sent])
 
@@ -141,7 +143,9 @@ class Graph:
         self.down = node
         consumers = {target for (src, _), targets in WIRES.items() if src == node for target, _ in targets}
         for consumer in sorted(consumers):
-            inputs = frozenset(i for (src, _), targets in WIRES.items() if src == node for t, i in targets if t == consumer)
+            inputs = frozenset(
+                i for (src, _), targets in WIRES.items() if src == node for t, i in targets if t == consumer
+            )
             self.send(consumer, self.stages[consumer].upstream_restarted(node, inputs))
         self.run()
         downtime()
@@ -172,15 +176,18 @@ def test_empty_text_is_skipped_with_a_log_line(graph, caplog, text):
     assert_spoken(graph.say("你好，世界。"))
 
 
-@pytest.mark.parametrize("text, language, expected", [
-    ("？！。……", "zh", "nothing"),
-    ("...!!!", "en", "nothing"),
-    ("😀🎉👍", "auto", "nothing"),
-    ("\x00\x07\x1b\x7f\u200b", "auto", "nothing"),
-    ("こんにちは", "ja", "not supported"),
-    ("안녕하세요", "auto", "Korean"),
-    ("hello", "xx", "unknown language"),
-])
+@pytest.mark.parametrize(
+    "text, language, expected",
+    [
+        ("？！。……", "zh", "nothing"),
+        ("...!!!", "en", "nothing"),
+        ("😀🎉👍", "auto", "nothing"),
+        ("\x00\x07\x1b\x7f\u200b", "auto", "nothing"),
+        ("こんにちは", "ja", "not supported"),
+        ("안녕하세요", "auto", "Korean"),
+        ("hello", "xx", "unknown language"),
+    ],
+)
 def test_unspeakable_text_ends_as_an_error_at_the_sink(graph, text, language, expected):
     report = graph.say(text, **{m.LANGUAGE: language})
     assert report is not None, "the utterance vanished"
@@ -188,12 +195,15 @@ def test_unspeakable_text_ends_as_an_error_at_the_sink(graph, text, language, ex
     assert_spoken(graph.say("你好，世界。"))  # and the graph keeps serving
 
 
-@pytest.mark.parametrize("text", [
-    "你好😀，世界🎉。",  # emoji among words are skipped
-    "你好\x07世界\x00。\tHello\r\nworld.",  # control characters
-    "今天是 Monday，我们 meet at 3 点。",  # mixed scripts
-    "Ünïcödé façade, naïve café.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "你好😀，世界🎉。",  # emoji among words are skipped
+        "你好\x07世界\x00。\tHello\r\nworld.",  # control characters
+        "今天是 Monday，我们 meet at 3 点。",  # mixed scripts
+        "Ünïcödé façade, naïve café.",
+    ],
+)
 def test_odd_but_speakable_text_is_spoken(graph, text):
     assert_spoken(graph.say(text))
 
@@ -229,7 +239,12 @@ def bad_messages():
         ("gpt", m.PHONE_FEATURES, pa.array([[1.0]], pa.list_(pa.float32())), key),
         ("gpt", m.PHONE_FEATURES, pa.array([1.0] * 1024, pa.float32()), key),  # no shape / phone ids
         ("gpt", m.PROMPT_SEMANTIC, pa.array([1.0], pa.float32()), {m.VOICE: "default"}),
-        ("vocoder", m.SEMANTIC_TOKENS, pa.array([1.5], pa.float64()), key | {m.CHUNK_INDEX: 0, m.SEGMENT_FINAL: True, m.PHONE_IDS: [1]}),
+        (
+            "vocoder",
+            m.SEMANTIC_TOKENS,
+            pa.array([1.5], pa.float64()),
+            key | {m.CHUNK_INDEX: 0, m.SEGMENT_FINAL: True, m.PHONE_IDS: [1]},
+        ),
         ("vocoder", m.SEMANTIC_TOKENS, pa.array([1, 2], pa.int64()), key),  # no chunk metadata
         ("vocoder", m.REFERENCE_SPECTROGRAM, pa.array([1.0], pa.float32()), {m.VOICE: "default"}),  # no shape
         ("audio-sink", m.AUDIO, pa.array([[0.1, 0.2]], pa.list_(pa.float32())), {m.SAMPLE_RATE: SR}),
@@ -267,13 +282,16 @@ def bad_reference(tmp_path: Path, case: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("missing", "not found"),
-    ("unreadable", "not a readable audio file"),
-    ("silent", "silent"),
-    ("too short", "too short"),
-    ("too long", "too long"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing", "not found"),
+        ("unreadable", "not a readable audio file"),
+        ("silent", "silent"),
+        ("too short", "too short"),
+        ("too long", "too long"),
+    ],
+)
 def test_an_unusable_reference_voice_fails_its_utterance_with_the_reason(tmp_path, case, expected):
     graph = Graph(tmp_path, {"bad": Voice("bad", bad_reference(tmp_path, case), "参考。", "zh")})
     report = graph.say("你好。", **{m.VOICE: "bad"})
@@ -307,10 +325,13 @@ def hostile_pickle(path: Path) -> Path:
 BAD_FILES = [("missing", "file not found"), ("truncated", ""), ("corrupt", ""), ("hostile", "")]
 
 
-@pytest.mark.parametrize("loader, case, expected", [
-    *[(loader, case, expected) for loader in ("gpt", "sovits") for case, expected in BAD_FILES],
-    ("sovits", "v3", "v3/v4 checkpoints are not supported"),  # v3/v4 are SoVITS versions; the GPT format is shared
-])
+@pytest.mark.parametrize(
+    "loader, case, expected",
+    [
+        *[(loader, case, expected) for loader in ("gpt", "sovits") for case, expected in BAD_FILES],
+        ("sovits", "v3", "v3/v4 checkpoints are not supported"),  # v3/v4 are SoVITS versions; the GPT format is shared
+    ],
+)
 def test_a_bad_checkpoint_stops_its_node_with_one_line(tmp_path, capsys, case, expected, loader):
     from dora_gpt_sovits.gpt.loader import load_gpt
     from dora_gpt_sovits.runtime_config import load_model_or_exit
@@ -378,7 +399,11 @@ def test_vocoder_restarted_mid_utterance_fails_it_and_asks_for_its_voice_again(g
 
 def test_bert_restart_closes_the_utterances_it_cut_short(graph):
     stage = graph.stages["bert"]
-    list(graph.stages["audio-sink"].handle(m.AUDIO, *m.AudioChunk(m.SegmentKey("open", 0, False), np.zeros(10, np.float32), SR, 0, True).to_message()))
+    list(
+        graph.stages["audio-sink"].handle(
+            m.AUDIO, *m.AudioChunk(m.SegmentKey("open", 0, False), np.zeros(10, np.float32), SR, 0, True).to_message()
+        )
+    )
     graph.restart("bert", stage)
     (failed,) = [r for r in graph.metrics if r["utterance_id"] == "open"]
     assert any("bert restarted mid-utterance" in e for e in failed["errors"])
@@ -398,12 +423,17 @@ def test_late_chunks_of_a_closed_utterance_and_lost_chunks_are_reported_not_play
     sink = AudioSinkStage("null")
 
     def audio(segment, index, seg_final, utt_final=False, utt="u"):
-        return m.AudioChunk(m.SegmentKey(utt, segment, utt_final), np.full(100, 0.1, np.float32), SR, index, seg_final).to_message()
+        return m.AudioChunk(
+            m.SegmentKey(utt, segment, utt_final), np.full(100, 0.1, np.float32), SR, index, seg_final
+        ).to_message()
 
     list(sink.handle(m.AUDIO, *audio(0, 0, False)))
     done, report, marker = sink.upstream_restarted("gpt", None)
     # The frontend learns the utterance failed as a whole (window slots freed) and resets its window.
-    assert done.output_id == m.SEGMENT_COMPLETE and m.SegmentComplete.from_event(done.data, done.metadata).key.utterance_final
+    assert (
+        done.output_id == m.SEGMENT_COMPLETE
+        and m.SegmentComplete.from_event(done.data, done.metadata).key.utterance_final
+    )
     assert report.output_id == m.METRICS and "gpt restarted" in m.read_text(report.data)
     assert marker.output_id == m.SEGMENT_COMPLETE and m.restarted_node(marker.metadata) == "gpt"
     (late,) = sink.handle(m.AUDIO, *audio(0, 1, True, utt_final=True))  # straggler: not played,
@@ -416,12 +446,18 @@ def test_late_chunks_of_a_closed_utterance_and_lost_chunks_are_reported_not_play
 
 def test_vocoder_reports_a_segment_whose_start_it_never_saw():
     vocoder = VocoderStage(lambda s, e: "cond", fake_make_decoder, SR, needs_speaker_embedding=False)
-    list(vocoder.handle(m.REFERENCE_SPECTROGRAM, *m.ReferencePart("default", np.ones((1025, 4), np.float32)).to_message()))
+    list(
+        vocoder.handle(
+            m.REFERENCE_SPECTROGRAM, *m.ReferencePart("default", np.ones((1025, 4), np.float32)).to_message()
+        )
+    )
     key = m.SegmentKey("u", 0, True)
     (err,) = vocoder.handle(m.SEMANTIC_TOKENS, *m.SemanticChunk(key, np.arange(20), 2, False, [1, 2]).to_message())
     chunk = m.AudioChunk.from_event(err.data, err.metadata)
     assert chunk.segment_final and "start of this segment was lost" in chunk.error
-    assert list(vocoder.handle(m.SEMANTIC_TOKENS, *m.SemanticChunk(key, np.arange(5), 3, True, [1, 2]).to_message())) == []
+    assert (
+        list(vocoder.handle(m.SEMANTIC_TOKENS, *m.SemanticChunk(key, np.arange(5), 3, True, [1, 2]).to_message())) == []
+    )
 
 
 def test_the_node_loop_turns_dora_restart_events_and_markers_into_the_stage_hook():
@@ -436,7 +472,10 @@ def test_the_node_loop_turns_dora_restart_events_and_markers_into_the_stage_hook
 
     probe = Probe()
     marker = m.restart_marker("gpt", "float32", **{m.SAMPLE_RATE: SR})
-    serve(RecordingNode([{"type": "NODE_RESTARTED", "id": "vocoder", "kind": "dora"}, input_event(m.AUDIO, *marker)]), probe)
+    serve(
+        RecordingNode([{"type": "NODE_RESTARTED", "id": "vocoder", "kind": "dora"}, input_event(m.AUDIO, *marker)]),
+        probe,
+    )
     # Messages already queued are handled before the restart event that dora put ahead of them.
     assert probe.calls == [("gpt", frozenset({m.AUDIO})), ("vocoder", None)]
 
@@ -444,7 +483,12 @@ def test_the_node_loop_turns_dora_restart_events_and_markers_into_the_stage_hook
 def test_inputs_fed_by_reads_the_node_config():
     class Node:
         def node_config(self):
-            return {"inputs": {"semantic_tokens": {"source": "gpt/semantic_tokens"}, "reference_spectrogram": "reference/reference_spectrogram"}}
+            return {
+                "inputs": {
+                    "semantic_tokens": {"source": "gpt/semantic_tokens"},
+                    "reference_spectrogram": "reference/reference_spectrogram",
+                }
+            }
 
     assert inputs_fed_by(Node(), "gpt") == frozenset({"semantic_tokens"})
     assert inputs_fed_by(Node(), "bert") == frozenset()
@@ -453,7 +497,6 @@ def test_inputs_fed_by_reads_the_node_config():
 
 def test_every_graph_restarts_crashed_nodes_and_wires_voice_requests_back():
     import yaml
-
     from conftest import REPO
 
     graphs = [REPO / "dataflow.yml", *sorted((REPO / "dataflows").glob("*.yml"))]
@@ -471,8 +514,12 @@ def test_every_graph_restarts_crashed_nodes_and_wires_voice_requests_back():
 def test_a_restart_downstream_resets_the_frontend_window_so_lost_segments_cannot_stall_it():
     frontend = TextFrontendStage(max_segments_ahead=1)
     list(frontend.handle(m.VOICE_PROMPT, *m.ReferencePart("default", "你好。", language="zh").to_message()))
-    (first,) = [o for o in frontend.handle(m.TEXT, m.text_array("第一句。"), {m.UTTERANCE_ID: "a"}) if o.output_id == m.PHONEMES]
-    assert [o for o in frontend.handle(m.TEXT, m.text_array("第二句。"), {m.UTTERANCE_ID: "b"}) if o.output_id == m.PHONEMES] == []
+    (first,) = [
+        o for o in frontend.handle(m.TEXT, m.text_array("第一句。"), {m.UTTERANCE_ID: "a"}) if o.output_id == m.PHONEMES
+    ]
+    assert [
+        o for o in frontend.handle(m.TEXT, m.text_array("第二句。"), {m.UTTERANCE_ID: "b"}) if o.output_id == m.PHONEMES
+    ] == []
     # "a" was lost in a crashed node: no segment_complete will ever come for its segment. The
     # frontend closes it with an error segment instead, which the sink reports and completes.
     (closing,) = frontend.upstream_restarted("gpt", frozenset({m.SEGMENT_COMPLETE}))
@@ -501,9 +548,16 @@ def test_a_segment_that_failed_mid_stream_is_reported_once():
         return decode
 
     vocoder = VocoderStage(lambda s, e: "cond", breaking, SR, needs_speaker_embedding=False)
-    list(vocoder.handle(m.REFERENCE_SPECTROGRAM, *m.ReferencePart("default", np.ones((1025, 4), np.float32)).to_message()))
+    list(
+        vocoder.handle(
+            m.REFERENCE_SPECTROGRAM, *m.ReferencePart("default", np.ones((1025, 4), np.float32)).to_message()
+        )
+    )
     key = m.SegmentKey("u", 0, True)
-    sent = [list(vocoder.handle(m.SEMANTIC_TOKENS, *m.SemanticChunk(key, np.arange(20), i, i == 2, [1, 2]).to_message())) for i in range(3)]
+    sent = [
+        list(vocoder.handle(m.SEMANTIC_TOKENS, *m.SemanticChunk(key, np.arange(20), i, i == 2, [1, 2]).to_message()))
+        for i in range(3)
+    ]
     assert [len(s) for s in sent] == [1, 0, 0]
     assert "out of memory" in m.AudioChunk.from_event(sent[0][0].data, sent[0][0].metadata).error
 

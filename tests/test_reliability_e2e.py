@@ -14,10 +14,14 @@ import signal
 import time
 
 import pytest
-
 from conftest import REPO
+
 from dora_gpt_sovits.benchmark.dataflow import (
-    GraphRun, budget_gpt_checkpoint, cpu_seconds, node_env, processes_with_env,
+    GraphRun,
+    budget_gpt_checkpoint,
+    cpu_seconds,
+    node_env,
+    processes_with_env,
 )
 from dora_gpt_sovits.benchmark.soak import soak
 from dora_gpt_sovits.model_paths import resolve
@@ -45,7 +49,9 @@ def dev_models(tmp_path_factory):
 
 def test_service_survives_bad_input_a_killed_gpt_and_a_burst_then_stops_on_ctrl_c(dev_models, tmp_path):
     paths = resolve({"GSV_MODEL_DIR": str(dev_models)}, need=("gpt", "sovits", "bert", "hubert"))
-    graph = GraphRun(REPO, tmp_path, node_env(paths, budget_gpt_checkpoint(paths, TOKENS, tmp_path), "cpu", "float32", 1, 0))
+    graph = GraphRun(
+        REPO, tmp_path, node_env(paths, budget_gpt_checkpoint(paths, TOKENS, tmp_path), "cpu", "float32", 1, 0)
+    )
     graph.start()
     try:
         # Bad texts between good ones, back to back: each bad one is reported, each good one is

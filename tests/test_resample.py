@@ -8,12 +8,20 @@ from dora_gpt_sovits.audio.resample import StreamResampler, polyphase_kernel, re
 # Reference values produced by torchaudio 2.8 ``transforms.Resample`` (default Hann sinc, width 6,
 # rolloff 0.99), which upstream GPT-SoVITS uses for the reference audio.
 TORCHAUDIO_KERNEL_48K_32K_PHASE1_EVERY4 = [
-    -0.0, 0.000489181955344975, 0.05090378597378731,
-    0.5438855886459351, 0.0033806809224188328, -0.0003660349757410586,
+    -0.0,
+    0.000489181955344975,
+    0.05090378597378731,
+    0.5438855886459351,
+    0.0033806809224188328,
+    -0.0003660349757410586,
 ]
 TORCHAUDIO_22K_16K_RAMP_EVERY37 = [
-    3.0277587939053774e-06, 0.09521105885505676, -0.31603556871414185,
-    0.5010893940925598, -0.47672465443611145, 0.15380531549453735,
+    3.0277587939053774e-06,
+    0.09521105885505676,
+    -0.31603556871414185,
+    0.5010893940925598,
+    -0.47672465443611145,
+    0.15380531549453735,
 ]
 
 
@@ -129,7 +137,23 @@ def test_stream_equal_rates_pass_through_and_accepts_tensors():
 
 from dora_gpt_sovits.audio.resample import direct_resample, exact_path_fits, polyphase_resample  # noqa: E402
 
-RECORDING_RATES = [8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000, 352800, 384000]
+RECORDING_RATES = [
+    8000,
+    11025,
+    12000,
+    16000,
+    22050,
+    24000,
+    32000,
+    44100,
+    48000,
+    88200,
+    96000,
+    176400,
+    192000,
+    352800,
+    384000,
+]
 
 
 @pytest.mark.parametrize("from_sr", RECORDING_RATES)
@@ -138,7 +162,9 @@ def test_every_recording_rate_keeps_the_exact_torchaudio_path(from_sr):
     assert exact_path_fits(from_sr, 32000) and exact_path_fits(32000, 16000)
 
 
-@pytest.mark.parametrize("from_sr,to_sr", [(44100, 32000), (22050, 16000), (8000, 32000), (11025, 32000), (32000, 16000)])
+@pytest.mark.parametrize(
+    "from_sr,to_sr", [(44100, 32000), (22050, 16000), (8000, 32000), (11025, 32000), (32000, 16000)]
+)
 def test_direct_path_computes_the_same_filter(from_sr, to_sr):
     x = 0.5 * torch.randn(2, from_sr // 2, generator=torch.Generator().manual_seed(3))
     exact, direct = polyphase_resample(x, from_sr, to_sr), direct_resample(x, from_sr, to_sr)

@@ -35,7 +35,11 @@ def test_every_setting_is_in_the_docs_table_with_its_default():
     variables = s.all_variables()
     missing = sorted(set(variables) - set(table))
     assert not missing, f"docs/architecture.md's configuration table lacks {missing}"
-    wrong = {name: (var.default_doc, table[name]) for name, (_, var) in variables.items() if var.default_doc not in table[name]}
+    wrong = {
+        name: (var.default_doc, table[name])
+        for name, (_, var) in variables.items()
+        if var.default_doc not in table[name]
+    }
     assert not wrong, f"defaults in the docs table differ from the settings classes: {wrong}"
     unknown = sorted(set(table) - set(variables))
     assert not unknown, f"the docs table lists variables no settings class declares: {unknown}"
@@ -47,7 +51,9 @@ def test_every_variable_the_code_names_is_declared():
         for path in (ROOT / folder).rglob("*.py"):
             named |= set(NAME.findall(path.read_text(encoding="utf-8")))
     undeclared = sorted(named - set(s.all_variables()))
-    assert not undeclared, f"GSV_* names in the code that shared/settings.py does not declare (nor the docs): {undeclared}"
+    assert not undeclared, (
+        f"GSV_* names in the code that shared/settings.py does not declare (nor the docs): {undeclared}"
+    )
 
 
 def test_defaults_match_what_the_nodes_used():
@@ -55,42 +61,76 @@ def test_defaults_match_what_the_nodes_used():
     assert (gpt.top_k, gpt.top_p, gpt.temperature, gpt.repetition_penalty, gpt.seed) == (15, 1.0, 1.0, 1.35, None)
     assert (gpt.first_chunk_tokens, gpt.chunk_growth, gpt.chunk_tokens, gpt.max_models) == (8, 1.5, 40, 2)
     voc = s.VocoderSettings.from_env({})
-    assert (voc.noise_scale, voc.speed, voc.lookahead_tokens, voc.fragment_interval, voc.max_chunk_seconds) == (0.5, 1.0, 4, 0.3, 1.0)
-    assert (voc.seed, voc.output_sample_rate, voc.max_lead_seconds, voc.coalesce_lead_seconds) == (None, None, None, 1.0)
+    assert (voc.noise_scale, voc.speed, voc.lookahead_tokens, voc.fragment_interval, voc.max_chunk_seconds) == (
+        0.5,
+        1.0,
+        4,
+        0.3,
+        1.0,
+    )
+    assert (voc.seed, voc.output_sample_rate, voc.max_lead_seconds, voc.coalesce_lead_seconds) == (
+        None,
+        None,
+        None,
+        1.0,
+    )
     assert voc.limiter() is None and voc.vocoder_fft == "auto"
     front = s.FrontendSettings.from_env({})
     assert (front.version, front.split_method, front.language, front.max_segments_ahead) == ("v2", "cut5", "auto", 0)
     assert s.SinkSettings.from_env({}) == s.SinkSettings("auto", Path("out/speech.wav"))
     assert s.TextInputSettings.from_env({}).voice == "default"
     http = s.HTTPSettings.from_env({})
-    assert (http.host, http.port, http.sample_rate, http.timeout, http.restart_grace) == ("127.0.0.1", 8880, 24000, 300.0, 120.0)
+    assert (http.host, http.port, http.sample_rate, http.timeout, http.restart_grace) == (
+        "127.0.0.1",
+        8880,
+        24000,
+        300.0,
+        120.0,
+    )
     assert s.RuntimeSettings.from_env({}) == s.RuntimeSettings("INFO", None, None)
 
 
 def test_values_are_parsed_and_empty_means_default():
-    voc = s.VocoderSettings.from_env({"GSV_SEED": "7", "GSV_OUTPUT_SAMPLE_RATE": "24000", "GSV_MAX_LEAD_SECONDS": "2.5",
-                                      "GSV_PEAK_LIMIT": "0.45", "GSV_NOISE_SCALE": " ", "GSV_DEVICE": "CUDA"})
-    assert (voc.seed, voc.output_sample_rate, voc.max_lead_seconds, voc.noise_scale, voc.device) == (7, 24000, 2.5, 0.5, "cuda:0")
+    voc = s.VocoderSettings.from_env(
+        {
+            "GSV_SEED": "7",
+            "GSV_OUTPUT_SAMPLE_RATE": "24000",
+            "GSV_MAX_LEAD_SECONDS": "2.5",
+            "GSV_PEAK_LIMIT": "0.45",
+            "GSV_NOISE_SCALE": " ",
+            "GSV_DEVICE": "CUDA",
+        }
+    )
+    assert (voc.seed, voc.output_sample_rate, voc.max_lead_seconds, voc.noise_scale, voc.device) == (
+        7,
+        24000,
+        2.5,
+        0.5,
+        "cuda:0",
+    )
     assert voc.limiter().limit == 0.45 and voc.limiter().gain == 0.45
     assert s.RuntimeSettings.from_env({"GSV_LOG_LEVEL": "debug"}).log_level == "DEBUG"
     assert s.SinkSettings.from_env({"GSV_SINK": "WAV"}).sink == "wav"
 
 
-@pytest.mark.parametrize("cls, env, words", [
-    (s.GPTSettings, {"GSV_TOP_P": "2"}, "GSV_TOP_P='2': expected a number in [0.0, 1.0]"),
-    (s.GPTSettings, {"GSV_TOP_K": "fifteen"}, "GSV_TOP_K='fifteen': expected an integer >= 0"),
-    (s.VocoderSettings, {"GSV_NOISE_SCALE": "0,5"}, "GSV_NOISE_SCALE='0,5': expected a number >= 0.0"),
-    (s.VocoderSettings, {"GSV_SPEED": "nan"}, "GSV_SPEED='nan'"),
-    (s.VocoderSettings, {"GSV_VOCODER_FFT": "fast"}, "GSV_VOCODER_FFT='fast': expected one of auto, 1, 0"),
-    (s.FrontendSettings, {"GSV_SPLIT_METHOD": "cut9"}, "GSV_SPLIT_METHOD='cut9': expected one of cut0"),
-    (s.FrontendSettings, {"GSV_MAX_SEGMENTS_AHEAD": "-1"}, "GSV_MAX_SEGMENTS_AHEAD='-1'"),
-    (s.SinkSettings, {"GSV_SINK": "speakers"}, "GSV_SINK='speakers': expected one of auto, speaker, wav, null"),
-    (s.HTTPSettings, {"GSV_HTTP_PORT": "99999"}, "GSV_HTTP_PORT='99999': expected an integer in [0, 65535]"),
-    (s.TextInputSettings, {"GSV_TEXT_LISTEN": "localhost:http"}, "GSV_TEXT_LISTEN='localhost:http'"),
-    (s.BertSettings, {"GSV_DEVICE": "gpu"}, "GSV_DEVICE='gpu' is not a device"),
-    (s.ReferenceSettings, {"GSV_DTYPE": "int4"}, "GSV_DTYPE='int4' is not one of float32, float16, bfloat16"),
-    (s.RuntimeSettings, {"GSV_THREADS": "many"}, "GSV_THREADS='many': expected an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "cls, env, words",
+    [
+        (s.GPTSettings, {"GSV_TOP_P": "2"}, "GSV_TOP_P='2': expected a number in [0.0, 1.0]"),
+        (s.GPTSettings, {"GSV_TOP_K": "fifteen"}, "GSV_TOP_K='fifteen': expected an integer >= 0"),
+        (s.VocoderSettings, {"GSV_NOISE_SCALE": "0,5"}, "GSV_NOISE_SCALE='0,5': expected a number >= 0.0"),
+        (s.VocoderSettings, {"GSV_SPEED": "nan"}, "GSV_SPEED='nan'"),
+        (s.VocoderSettings, {"GSV_VOCODER_FFT": "fast"}, "GSV_VOCODER_FFT='fast': expected one of auto, 1, 0"),
+        (s.FrontendSettings, {"GSV_SPLIT_METHOD": "cut9"}, "GSV_SPLIT_METHOD='cut9': expected one of cut0"),
+        (s.FrontendSettings, {"GSV_MAX_SEGMENTS_AHEAD": "-1"}, "GSV_MAX_SEGMENTS_AHEAD='-1'"),
+        (s.SinkSettings, {"GSV_SINK": "speakers"}, "GSV_SINK='speakers': expected one of auto, speaker, wav, null"),
+        (s.HTTPSettings, {"GSV_HTTP_PORT": "99999"}, "GSV_HTTP_PORT='99999': expected an integer in [0, 65535]"),
+        (s.TextInputSettings, {"GSV_TEXT_LISTEN": "localhost:http"}, "GSV_TEXT_LISTEN='localhost:http'"),
+        (s.BertSettings, {"GSV_DEVICE": "gpu"}, "GSV_DEVICE='gpu' is not a device"),
+        (s.ReferenceSettings, {"GSV_DTYPE": "int4"}, "GSV_DTYPE='int4' is not one of float32, float16, bfloat16"),
+        (s.RuntimeSettings, {"GSV_THREADS": "many"}, "GSV_THREADS='many': expected an integer >= 0"),
+    ],
+)
 def test_a_bad_value_is_one_line_naming_the_variable(cls, env, words):
     with pytest.raises(s.SettingsError) as caught:
         cls.from_env(env)
@@ -127,8 +167,11 @@ def _imports(path: Path) -> set[str]:
 def test_the_library_never_imports_the_nodes():
     offenders = {}
     for path in (ROOT / "shared").rglob("*.py"):
-        bad = {name for name in _imports(path)
-               if name.startswith("dora_gpt_sovits.nodes") or re.match(r"^\.+nodes(\.|$)", name)}
+        bad = {
+            name
+            for name in _imports(path)
+            if name.startswith("dora_gpt_sovits.nodes") or re.match(r"^\.+nodes(\.|$)", name)
+        }
         if bad:
             offenders[str(path.relative_to(ROOT))] = sorted(bad)
     assert not offenders, f"shared/ must not import nodes/: {offenders}"

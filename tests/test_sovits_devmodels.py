@@ -75,12 +75,23 @@ def test_header_choice(tmp_path):
 def test_full_size_shapes_match_official_configs():
     expected = {
         "v2": {
-            "dec.conv_pre.weight": (512, 192, 7), "dec.ups.0.weight": (512, 256, 16), "ref_enc.proj.weight": (512, 128)
+            "dec.conv_pre.weight": (512, 192, 7),
+            "dec.ups.0.weight": (512, 256, 16),
+            "ref_enc.proj.weight": (512, 128),
         },
-        "v2Pro": {"dec.ups.0.weight": (512, 256, 16), "sv_emb.weight": (1024, 20480), "ge_to512.weight": (512, 1024),
-                  "prelu.weight": (1024,), "ref_enc.proj.weight": (1024, 128)},
-        "v2ProPlus": {"dec.conv_pre.weight": (768, 192, 7), "dec.ups.0.weight": (768, 384, 20),
-                      "dec.conv_post.weight": (1, 24, 7), "flow.couplings.0.enc.cond_layer.weight": (1536, 1024, 1)},
+        "v2Pro": {
+            "dec.ups.0.weight": (512, 256, 16),
+            "sv_emb.weight": (1024, 20480),
+            "ge_to512.weight": (512, 1024),
+            "prelu.weight": (1024,),
+            "ref_enc.proj.weight": (1024, 128),
+        },
+        "v2ProPlus": {
+            "dec.conv_pre.weight": (768, 192, 7),
+            "dec.ups.0.weight": (768, 384, 20),
+            "dec.conv_post.weight": (1, 24, 7),
+            "flow.couplings.0.enc.cond_layer.weight": (1536, 1024, 1),
+        },
         "v1": {"enc_p.text_embedding.weight": (322, 192), "ref_enc.spectral_in.weight": (128, 1025)},
     }
     for version, shapes in expected.items():

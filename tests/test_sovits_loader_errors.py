@@ -8,15 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURES  # noqa: E402
 
 from dora_gpt_sovits.checkpoint_io import CheckpointError, read_checkpoint, write_tagged
 from dora_gpt_sovits.sovits import load_sovits
 from dora_gpt_sovits.sovits.version import UNSUPPORTED_MESSAGE
 
-from conftest import FIXTURES  # noqa: E402
 SOVITS = FIXTURES / "sovits_v2_tiny_pk_dict.pth"
 
-pytestmark = [pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present"), pytest.mark.usefixtures("torch_single_thread")]
+pytestmark = [
+    pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present"),
+    pytest.mark.usefixtures("torch_single_thread"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,21 @@ slope, padding or scale moves these values by >1e-2).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES  # noqa: E402
 
 from dora_gpt_sovits.audio.spectrogram import reference_spectrogram
 from dora_gpt_sovits.sovits import load_sovits
 
-from conftest import FIXTURES  # noqa: E402
 FILES = ("sovits_v2_tiny_pk_dict", "sovits_v2_tiny_01_hparams")
 PREFIX = "dec_sovits_v2_tiny_pk_dict"  # the decode expectations hold for both files
 
-pytestmark = [pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present"), pytest.mark.usefixtures("torch_single_thread")]
+pytestmark = [
+    pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present"),
+    pytest.mark.usefixtures("torch_single_thread"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,9 @@ def manifest():
 FIXTURE_FFT_PLANS = {(64, 7): (64, 0), (64, 11): (64, 0)}  # no minimum length: every decode goes by FFT
 
 
-@pytest.fixture(scope="module", params=[(name, fft) for name in FILES for fft in ("direct", "fft")], ids=lambda p: "-".join(p))
+@pytest.fixture(
+    scope="module", params=[(name, fft) for name in FILES for fft in ("direct", "fft")], ids=lambda p: "-".join(p)
+)
 def model(request):
     name, convs = request.param
     model = load_sovits(FIXTURES / f"{name}.pth")

@@ -17,11 +17,10 @@ Two sources of difference, tested separately:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES  # noqa: E402
 
 from dora_gpt_sovits.sovits import load_sovits
 from dora_gpt_sovits.sovits.streaming import (
@@ -32,9 +31,10 @@ from dora_gpt_sovits.sovits.streaming import (
     output_frame,
 )
 
-from conftest import FIXTURES  # noqa: E402
-
-pytestmark = [pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present"), pytest.mark.usefixtures("torch_single_thread")]
+pytestmark = [
+    pytest.mark.skipif(not FIXTURES.is_dir(), reason="upstream-v2 fixtures not present"),
+    pytest.mark.usefixtures("torch_single_thread"),
+]
 
 
 @pytest.fixture(scope="module")

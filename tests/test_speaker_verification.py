@@ -25,12 +25,28 @@ from dora_gpt_sovits.encoders.speaker_verification import (
 # torchaudio 2.8 ``compliance.kaldi.fbank(x, num_mel_bins=80, sample_frequency=16000, dither=0)`` of the
 # float64 chirp below (upstream's eres2net/kaldi.py is a copy of it): frame 1 bins ::8, frame 2 bins 3::8.
 TORCHAUDIO_FBANK_FRAME1 = [
-    -11.361204, -11.631664, -3.370039, -13.196519, -9.05524,
-    -1.328629, 3.580415, 5.478383, 4.265152, -9.79478,
+    -11.361204,
+    -11.631664,
+    -3.370039,
+    -13.196519,
+    -9.05524,
+    -1.328629,
+    3.580415,
+    5.478383,
+    4.265152,
+    -9.79478,
 ]
 TORCHAUDIO_FBANK_FRAME2 = [
-    -14.628514, -5.845797, -10.142409, -15.942385, -15.942385,
-    -13.138277, -6.207323, 4.026866, 6.375431, 0.06926,
+    -14.628514,
+    -5.845797,
+    -10.142409,
+    -15.942385,
+    -15.942385,
+    -13.138277,
+    -6.207323,
+    4.026866,
+    6.375431,
+    0.06926,
 ]
 
 

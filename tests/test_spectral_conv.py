@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import FIXTURES
 from torch import nn
 
 from dora_gpt_sovits.sovits.generator import conv
 from dora_gpt_sovits.sovits.loader import load_sovits
 from dora_gpt_sovits.sovits.spectral_conv import FFT_PLAN, SpectralKernel, spectral_conv, spectral_convs_wanted
-
-from conftest import FIXTURES
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

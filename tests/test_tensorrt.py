@@ -19,7 +19,14 @@ def onnx_dir(exported_tiny_bundle):
 def test_every_dynamic_input_has_an_ordered_profile(onnx_dir):
     graphs = sorted(onnx_dir.glob("*.float32.onnx"))
     assert {g.name.split(".")[0] for g in graphs} == {
-        "gpt_prefill", "gpt_step", "sovits_condition", "sovits_content", "sovits_window", "bert", "hubert"}
+        "gpt_prefill",
+        "gpt_step",
+        "sovits_condition",
+        "sovits_content",
+        "sovits_window",
+        "bert",
+        "hubert",
+    }
     for graph in graphs:
         manifest = Manifest.read(manifest_path(graph))
         low, opt, high = profiles(manifest.stage, manifest.facts)

@@ -11,10 +11,19 @@ from dora_gpt_sovits.text.pinyin_phones import pinyin_to_phones, split_syllable
 from dora_gpt_sovits.text.tone_sandhi import apply_tone_sandhi, merge_for_sandhi
 
 
-@pytest.mark.parametrize("digits, spoken", [
-    ("0", "零"), ("10", "十"), ("15", "十五"), ("105", "一百零五"), ("1050", "一千零五十"),
-    ("10000", "一万"), ("100000000", "一亿"), ("120003", "十二万零三"),
-])
+@pytest.mark.parametrize(
+    "digits, spoken",
+    [
+        ("0", "零"),
+        ("10", "十"),
+        ("15", "十五"),
+        ("105", "一百零五"),
+        ("1050", "一千零五十"),
+        ("10000", "一万"),
+        ("100000000", "一亿"),
+        ("120003", "十二万零三"),
+    ],
+)
 def test_read_cardinal(digits, spoken):
     assert read_cardinal(digits) == spoken
 
@@ -27,40 +36,58 @@ def test_read_number_and_digits():
     assert read_digits("110", yao_for_one=True) == "幺幺零"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("他有3个孩子", "他有三个孩子"),
-    ("他花了1500元买了2台电脑", "他花了一千五百元买了两台电脑"),
-    ("体重从60kg降到55.5kg", "体重从六十千克降到五十五点五千克"),
-    ("增长了-15%", "增长了负百分之十五"),
-    ("我有1/3的把握", "我有三分之一的把握"),
-    ("客服电话是13912345678", "客服电话是幺三九幺二三四五六七八"),
-    # QUIRKS kept from upstream: "-" between digits is read as minus before phone rules run,
-    # and 半 for a range end is decided by the start minute.
-    ("客服电话是400-123-4567", "客服电话是四零零减幺二三减四五六七"),
-    ("时间范围是08:00-09:30之间", "时间范围是八点至九点三十分之间"),
-    ("在2019.10.01那天", "在二零一九年十月一日那天"),
-    ("这是第1.2.3版", "这是第一点二点三版"),
-    ("120次列车", "幺二零次列车"),
-    ("价格在100~200元之间", "价格在一百到二百元之间"),
-    ("2+3=5", "二加三等于五"),
-    ("x²", "的二次方"),
-    ("零下-10°C", "零下零下十度"),
-    ("電話號碼", "电话号码"),
-    ("ＡＢＣ１２３", "幺二三"),
-    ("你好！！！真的？？", "你好!真的?"),
-    ("嗯，好吧~", "恩,好吧…"),
-    ("《三体》是一本书——很好看", "三体是一本书很好看"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("他有3个孩子", "他有三个孩子"),
+        ("他花了1500元买了2台电脑", "他花了一千五百元买了两台电脑"),
+        ("体重从60kg降到55.5kg", "体重从六十千克降到五十五点五千克"),
+        ("增长了-15%", "增长了负百分之十五"),
+        ("我有1/3的把握", "我有三分之一的把握"),
+        ("客服电话是13912345678", "客服电话是幺三九幺二三四五六七八"),
+        # QUIRKS kept from upstream: "-" between digits is read as minus before phone rules run,
+        # and 半 for a range end is decided by the start minute.
+        ("客服电话是400-123-4567", "客服电话是四零零减幺二三减四五六七"),
+        ("时间范围是08:00-09:30之间", "时间范围是八点至九点三十分之间"),
+        ("在2019.10.01那天", "在二零一九年十月一日那天"),
+        ("这是第1.2.3版", "这是第一点二点三版"),
+        ("120次列车", "幺二零次列车"),
+        ("价格在100~200元之间", "价格在一百到二百元之间"),
+        ("2+3=5", "二加三等于五"),
+        ("x²", "的二次方"),
+        ("零下-10°C", "零下零下十度"),
+        ("電話號碼", "电话号码"),
+        ("ＡＢＣ１２３", "幺二三"),
+        ("你好！！！真的？？", "你好!真的?"),
+        ("嗯，好吧~", "恩,好吧…"),
+        ("《三体》是一本书——很好看", "三体是一本书很好看"),
+    ],
+)
 def test_normalize(text, expected):
     assert normalize_chinese(text) == expected
 
 
-@pytest.mark.parametrize("syllable, split", [
-    ("zhi", ("zh", "ir")), ("zi", ("z", "i0")), ("ri", ("r", "ir")), ("yan", ("y", "En")),
-    ("ye", ("y", "E")), ("yu", ("y", "v")), ("juan", ("j", "van")), ("xue", ("x", "ve")),
-    ("wu", ("w", "u")), ("wei", ("w", "ei")), ("e", ("EE", "e")), ("er", ("EE", "er")),
-    ("ou", ("OO", "ou")), ("ang", ("AA", "ang")), ("lve", ("l", "ve")), ("dui", ("d", "ui")),
-])
+@pytest.mark.parametrize(
+    "syllable, split",
+    [
+        ("zhi", ("zh", "ir")),
+        ("zi", ("z", "i0")),
+        ("ri", ("r", "ir")),
+        ("yan", ("y", "En")),
+        ("ye", ("y", "E")),
+        ("yu", ("y", "v")),
+        ("juan", ("j", "van")),
+        ("xue", ("x", "ve")),
+        ("wu", ("w", "u")),
+        ("wei", ("w", "ei")),
+        ("e", ("EE", "e")),
+        ("er", ("EE", "er")),
+        ("ou", ("OO", "ou")),
+        ("ang", ("AA", "ang")),
+        ("lve", ("l", "ve")),
+        ("dui", ("d", "ui")),
+    ],
+)
 def test_split_syllable(syllable, split):
     assert split_syllable(syllable) == split
 

@@ -9,23 +9,29 @@ from dora_gpt_sovits.text.english_oov import neural_g2p, predictor_phonemes
 from dora_gpt_sovits.text.english_pos import context_tag
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("I have 3 cats.", "I have three cats."),
-    ("It costs $1.05 now", "It costs one dollar and five cents now"),
-    ("Only £3 left", "Only three pounds left"),
-    ("The 2nd and 103rd", "The second and one hundred and third"),
-    ("Meet at 14:00 today", "Meet at two o'clock p.m. today"),
-    ("About 1,234,567 people", "About one million, two hundred thirty-four thousand, five hundred sixty-seven people"),
-    ("In 2005 and 1900", "In two thousand five and nineteen hundred"),
-    ("Grow 7.5% per year", "Grow seven point five percent per year"),
-    ("Run 5km or 1h", "Run five kilometers or one hour"),
-    ("Add 3/4 cup", "Add three fourths cup"),
-    ("It was -5 outside", "It was negative five outside"),
-    ("Café naïve", "Cafe naive"),
-    ("Wait!!! Really??", "Wait! Really?"),
-    ("e.g. this", "for example this"),
-    ("He said: yes; ok", "He said yes ok"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("I have 3 cats.", "I have three cats."),
+        ("It costs $1.05 now", "It costs one dollar and five cents now"),
+        ("Only £3 left", "Only three pounds left"),
+        ("The 2nd and 103rd", "The second and one hundred and third"),
+        ("Meet at 14:00 today", "Meet at two o'clock p.m. today"),
+        (
+            "About 1,234,567 people",
+            "About one million, two hundred thirty-four thousand, five hundred sixty-seven people",
+        ),
+        ("In 2005 and 1900", "In two thousand five and nineteen hundred"),
+        ("Grow 7.5% per year", "Grow seven point five percent per year"),
+        ("Run 5km or 1h", "Run five kilometers or one hour"),
+        ("Add 3/4 cup", "Add three fourths cup"),
+        ("It was -5 outside", "It was negative five outside"),
+        ("Café naïve", "Cafe naive"),
+        ("Wait!!! Really??", "Wait! Really?"),
+        ("e.g. this", "for example this"),
+        ("He said: yes; ok", "He said yes ok"),
+    ],
+)
 def test_normalize(text, expected):
     assert normalize_english(text) == expected
 

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from roberta_fixture import tiny_roberta_dir  # noqa: F401  (fixture)
 
 from dora_gpt_sovits.text import g2pw
 from dora_gpt_sovits.text.frontend import clean_text
-from roberta_fixture import tiny_roberta_dir  # noqa: F401  (fixture)
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -20,22 +20,31 @@ def write_stand_in_g2pw(directory, preferred):
     polyphonic = [("行", "ㄏㄤ2"), ("行", "ㄒㄧㄥ2"), ("长", "ㄓㄤ3"), ("长", "ㄔㄤ2")]
     labels = sorted({p for _, p in polyphonic})
     scores = np.array([2.0 if label == preferred else 1.0 for label in labels], np.float32)
-    inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, ["N", "L"])
-              for name in ("input_ids", "token_type_ids", "attention_mask")]
-    inputs += [helper.make_tensor_value_info("phoneme_mask", TensorProto.FLOAT, ["N", len(labels)]),
-               helper.make_tensor_value_info("char_ids", TensorProto.INT64, ["N"]),
-               helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["N"])]
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.INT64, ["N", "L"])
+        for name in ("input_ids", "token_type_ids", "attention_mask")
+    ]
+    inputs += [
+        helper.make_tensor_value_info("phoneme_mask", TensorProto.FLOAT, ["N", len(labels)]),
+        helper.make_tensor_value_info("char_ids", TensorProto.INT64, ["N"]),
+        helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["N"]),
+    ]
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["phoneme_mask", "scores"], ["probs"])], "stand_in", inputs,
+        [helper.make_node("Mul", ["phoneme_mask", "scores"], ["probs"])],
+        "stand_in",
+        inputs,
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", len(labels)])],
-        [helper.make_tensor("scores", TensorProto.FLOAT, [len(labels)], scores)])
+        [helper.make_tensor("scores", TensorProto.FLOAT, [len(labels)], scores)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(directory / "g2pW.onnx"))
     (directory / "POLYPHONIC_CHARS.txt").write_text("\n".join(f"{c}\t{p}" for c, p in polyphonic), encoding="utf-8")
     (directory / "MONOPHONIC_CHARS.txt").write_text("银\tㄧㄣ2\n", encoding="utf-8")
     (directory / "bopomofo_to_pinyin_wo_tune_dict.json").write_text(
-        json.dumps({"ㄏㄤ": "hang", "ㄒㄧㄥ": "xing", "ㄓㄤ": "zhang", "ㄔㄤ": "chang", "ㄧㄣ": "yin"}), encoding="utf-8")
+        json.dumps({"ㄏㄤ": "hang", "ㄒㄧㄥ": "xing", "ㄓㄤ": "zhang", "ㄔㄤ": "chang", "ㄧㄣ": "yin"}),
+        encoding="utf-8",
+    )
     (directory / "config.py").write_text("use_mask = True\nuse_char_phoneme = False\n")
     return directory
 

@@ -13,7 +13,11 @@ def _runs(text, language):
 
 def test_mixed_chinese_english_runs():
     assert _runs("我用iPhone 15拍了3张照片，Very nice！", "zh") == [
-        ("zh", "我用"), ("en", "iPhone 15"), ("zh", "拍了3张照片，"), ("en", "Very nice!")]
+        ("zh", "我用"),
+        ("en", "iPhone 15"),
+        ("zh", "拍了3张照片，"),
+        ("en", "Very nice!"),
+    ]
     assert _runs("The price is 100元", "zh") == [("en", "The price is 100"), ("zh", "元")]
 
 
@@ -23,8 +27,7 @@ def test_all_zh_sends_digits_to_chinese_and_en_keeps_everything_english():
 
 
 def test_auto_detects_script():
-    assert _runs("今天是2024年。100 people came.", "auto") == [
-        ("zh", "今天是2024年。"), ("en", "100 people came.")]
+    assert _runs("今天是2024年。100 people came.", "auto") == [("zh", "今天是2024年。"), ("en", "100 people came.")]
 
 
 @pytest.mark.parametrize("language", ["ja", "ko", "yue", "all_ja", "auto_yue"])

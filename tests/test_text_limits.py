@@ -9,6 +9,7 @@ import re
 
 import pytest
 import torch
+from test_reliability import Graph, assert_spoken
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.nodes.bert_features import BertStage
@@ -18,7 +19,6 @@ from dora_gpt_sovits.text.english_normalize import MAX_SPELLED_DIGITS, normalize
 from dora_gpt_sovits.text.frontend import text_to_phones
 from dora_gpt_sovits.text.segment_limits import MAX_BERT_CHARS, MAX_SEGMENT_PHONES, segment_text
 from dora_gpt_sovits.text.sentence_split import StreamingSplitter, prepare_sentences
-from test_reliability import Graph, assert_spoken
 
 ZH = "今天天气很好我们去公园散步吧小明说他明天要去北京参加一个很重要的会议"
 
@@ -41,10 +41,13 @@ def bert_with_512_positions(text: str, word2ph: list[int]) -> torch.Tensor:
     return torch.zeros(m.FEATURE_DIM, sum(word2ph))
 
 
-@pytest.mark.parametrize("text", [
-    (ZH * 20)[:600],  # the case: crashed bert, then reported failed
-    " ".join(["the quick brown fox jumps over a lazy dog"] * 15),  # 600+ characters of English
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        (ZH * 20)[:600],  # the case: crashed bert, then reported failed
+        " ".join(["the quick brown fox jumps over a lazy dog"] * 15),  # 600+ characters of English
+    ],
+)
 def test_an_unpunctuated_600_character_text_is_spoken_and_reported_complete(tmp_path, text):
     graph = Graph(tmp_path)
     graph.stages["bert"] = BertStage(bert_with_512_positions)
@@ -55,18 +58,22 @@ def test_an_unpunctuated_600_character_text_is_spoken_and_reported_complete(tmp_
 
 
 # ---- segmentation ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, language", [
-    ("今天天气很好，我们去公园散步吧。小明说他明天要去北京，参加一个很重要的会议！", "zh"),
-    ("我用iPhone拍了3张照片，花了12.5元。", "zh"),
-    ("Hello there, this is a test. It has two sentences!", "en"),
-    ("今天是 Monday，我们 meet at 3 点。", "auto"),
-])
+@pytest.mark.parametrize(
+    "text, language",
+    [
+        ("今天天气很好，我们去公园散步吧。小明说他明天要去北京，参加一个很重要的会议！", "zh"),
+        ("我用iPhone拍了3张照片，花了12.5元。", "zh"),
+        ("Hello there, this is a test. It has two sentences!", "en"),
+        ("今天是 Monday，我们 meet at 3 点。", "auto"),
+    ],
+)
 def test_normal_text_is_segmented_exactly_as_upstream(text, language):
     segments = list(segment_text(text, language))
     assert [s.text for s in segments] == prepare_sentences(text, language, "cut5")
     for s in segments:
-        assert [(r.phones, r.norm_text) for r in s.runs] == \
-            [(r.phones, r.norm_text) for r in text_to_phones(s.text, language)]
+        assert [(r.phones, r.norm_text) for r in s.runs] == [
+            (r.phones, r.norm_text) for r in text_to_phones(s.text, language)
+        ]
     assert [s.final for s in segments] == [False] * (len(segments) - 1) + [True]
 
 
@@ -119,14 +126,19 @@ def test_no_segment_is_only_the_closing_mark_or_empty():
 
 # ---- numbers --------------------------------------------------------------------------------------
 def test_chinese_quantities_beyond_16_digits_are_read_digit_by_digit():
-    assert read_cardinal("9" * MAX_CARDINAL_DIGITS) == "九千九百九十九万" + "九千九百九十九亿" + "九千九百九十九万九千九百九十九"
+    assert (
+        read_cardinal("9" * MAX_CARDINAL_DIGITS)
+        == "九千九百九十九万" + "九千九百九十九亿" + "九千九百九十九万九千九百九十九"
+    )
     assert read_cardinal("1" + "0" * MAX_CARDINAL_DIGITS) == "一" + "零" * MAX_CARDINAL_DIGITS
     assert normalize_chinese("1" * 9000 + "个") == "一" * 9000 + "个"  # was a RecursionError
 
 
 def test_english_numbers_beyond_inflect_are_read_digit_by_digit():
     assert normalize_english("9" * MAX_SPELLED_DIGITS).startswith("nine hundred ninety-nine decillion")
-    assert normalize_english("1" + "0" * MAX_SPELLED_DIGITS) == "one" + " zero" * MAX_SPELLED_DIGITS  # was an inflect error
+    assert (
+        normalize_english("1" + "0" * MAX_SPELLED_DIGITS) == "one" + " zero" * MAX_SPELLED_DIGITS
+    )  # was an inflect error
     assert normalize_english("the " + "1" * 40 + "th") == "the " + "one " * 39 + "first"
     assert normalize_english("2/" + "3" * 40) == "two " + "three " * 39 + "thirds"
     assert normalize_english("$" + "5" * 5000).startswith("five five")  # int() of >4300 digits raised
@@ -138,7 +150,7 @@ def test_the_stream_splitter_cuts_unpunctuated_text_within_max_chars(text):
     splitter = StreamingSplitter(max_chars=80)
     out = []
     for i in range(0, len(text), 7):
-        out += splitter.push(text[i:i + 7])
+        out += splitter.push(text[i : i + 7])
         assert len(splitter.buffer) <= 80 + 7
     out += splitter.flush()
     assert all(len(s) <= 80 for s in out) and len(out) > 1

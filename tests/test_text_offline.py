@@ -24,8 +24,9 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_frontend_runs_offline_with_empty_nltk_data(tmp_path):
-    env = dict(os.environ, NLTK_DATA=str(tmp_path), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               HOME=str(tmp_path))  # no ~/nltk_data either
+    env = dict(
+        os.environ, NLTK_DATA=str(tmp_path), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HOME=str(tmp_path)
+    )  # no ~/nltk_data either
     done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     runs = json.loads(done.stdout)

@@ -53,12 +53,13 @@ def frontend(language: str):
     def run(text: str) -> None:
         segments = list(segment_text(text, language))
         assert segments and all(s.error is None for s in segments)
+
     return run
 
 
 def stream(text: str) -> None:
     turn = TurnSentences()
-    sentences = [s for i in range(0, len(text), 7) for s in turn.push(text[i:i + 7])] + turn.end()
+    sentences = [s for i in range(0, len(text), 7) for s in turn.push(text[i : i + 7])] + turn.end()
     assert len(sentences) > len(text) // 100
 
 
@@ -109,11 +110,17 @@ UPSTREAM_FORMS = [
     (zh_norm.RE_PERCENTAGE, r"(-?)(\d+(\.\d+)?)%"),
     (zh_norm.RE_DECIMAL, r"(-?)((\d+)(\.\d+))|(\.(\d+))"),
     (zh_norm.RE_VERSION, r"((\d+)(\.\d+)(\.\d+)?(\.\d+)+)"),
-    (zh_norm.RE_QUANTITY, rf"(\d+)([多余几\+])?(?=[{zh_norm.SINGLE_MEASURE_WORDS}]|{'|'.join(zh_norm.MULTI_MEASURE_WORDS)})"),
+    (
+        zh_norm.RE_QUANTITY,
+        rf"(\d+)([多余几\+])?(?=[{zh_norm.SINGLE_MEASURE_WORDS}]|{'|'.join(zh_norm.MULTI_MEASURE_WORDS)})",
+    ),
 ]
-number_text = st.lists(st.sampled_from(
-    list("0123456789") * 4 + list(".-,/%+=×÷ ($£a") + ["°C", "度", "个", "多", "小时", "st", "th", "²", "٣", "\t"]
-), max_size=40).map("".join)
+number_text = st.lists(
+    st.sampled_from(
+        list("0123456789") * 4 + list(".-,/%+=×÷ ($£a") + ["°C", "度", "个", "多", "小时", "st", "th", "²", "٣", "\t"]
+    ),
+    max_size=40,
+).map("".join)
 
 
 @settings(max_examples=300, deadline=None)

@@ -3,8 +3,18 @@
 import pytest
 
 from dora_gpt_sovits.text.sentence_split import (
-    StreamingSplitter, cut0, cut1, cut2, cut3, cut4, cut5, get_method, merge_short_pieces,
-    prepare_sentences, split_after_marks, split_big_text,
+    StreamingSplitter,
+    cut0,
+    cut1,
+    cut2,
+    cut3,
+    cut4,
+    cut5,
+    get_method,
+    merge_short_pieces,
+    prepare_sentences,
+    split_after_marks,
+    split_big_text,
 )
 
 FOUR = "你好，我是小明。你好，我是小红。你好，我是小刚。你好，我是小张。"
@@ -61,7 +71,7 @@ def _stream(text, step=3, **kwargs):
     splitter = StreamingSplitter(**kwargs)
     out = []
     for i in range(0, len(text), step):
-        out += splitter.push(text[i:i + step])
+        out += splitter.push(text[i : i + step])
     return out, splitter.flush()
 
 

@@ -1,13 +1,11 @@
 """Symbol tables: rebuilt exactly as upstream (ids are baked into checkpoints)."""
 
 import json
-from pathlib import Path
 
 import pytest
+from conftest import FIXTURES  # noqa: E402
 
 from dora_gpt_sovits.text.symbols import UNK, phones_to_ids, replace_unknown, symbols_v1, symbols_v2
-
-from conftest import FIXTURES  # noqa: E402
 
 
 def _fixture_list(name):

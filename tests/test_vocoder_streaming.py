@@ -34,8 +34,16 @@ def model_and_inputs(fixtures_dir):
 
 def stream(model, cond, phones, codes, sizes, held=()):
     def decode(history, run, lookahead, position):
-        out = decode_chunk(model, cond, phones, torch.from_numpy(history), torch.from_numpy(run),
-                           torch.from_numpy(lookahead), position=position, noise_scale=0.0)
+        out = decode_chunk(
+            model,
+            cond,
+            phones,
+            torch.from_numpy(history),
+            torch.from_numpy(run),
+            torch.from_numpy(lookahead),
+            position=position,
+            noise_scale=0.0,
+        )
         return out.samples.reshape(-1), out.tail.reshape(-1)
 
     vocoder = SegmentStream(decode, StreamPolicy(lookahead_tokens=4, min_run_tokens=8))

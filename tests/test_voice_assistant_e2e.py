@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 from test_dataflow_e2e import log_records, node_env
 
@@ -63,24 +62,39 @@ def derived_graph(llm_report: Path, sink_report: Path, adhoc_audio: Path) -> dic
         node["inputs"] = inputs
         nodes.append(node)
     adhoc = {"ref_audio": str(adhoc_audio), "prompt_text": "", "prompt_language": "zh"}  # reference-free
-    script = [{"sentences": TURN1}, {"sentences": TURN2, "metadata": {"voice": "second"}},
-              {"sentences": BARGED, "gap": 0.1, "barge_in_after": BARGE_IN_AFTER},
-              {"sentences": AFTER, "metadata": adhoc}]
+    script = [
+        {"sentences": TURN1},
+        {"sentences": TURN2, "metadata": {"voice": "second"}},
+        {"sentences": BARGED, "gap": 0.1, "barge_in_after": BARGE_IN_AFTER},
+        {"sentences": AFTER, "metadata": adhoc},
+    ]
     nodes += [
-        {"id": "dora-qwen", "path": str(HERE / "voice_assistant_nodes/scripted_llm.py"),
-         "outputs": ["text", "timestamp_start"],
-         "env": {"LLM_SCRIPT": json.dumps(script, ensure_ascii=False), "LLM_SENTENCE_GAP": str(GAP_SECONDS),
-                 "LLM_REPORT": str(llm_report)}},
-        {"id": "llm-sentences", "operator": {"python": str(REPO / "operators/sentence_stream.py"),
-                                             "inputs": {"text": {"source": "dora-qwen/text", "queue_size": 1000, "queue_policy": "backpressure"}},
-                                             "outputs": ["text"]}},
-        {"id": "dora-pyaudio", "path": str(HERE / "voice_assistant_nodes/pyaudio_contract_sink.py"),
-         "inputs": {"audio": audio_input(graph), "timestamp_start": "dora-qwen/timestamp_start"},
-         "env": {"SINK_REPORT": str(sink_report)}},
+        {
+            "id": "dora-qwen",
+            "path": str(HERE / "voice_assistant_nodes/scripted_llm.py"),
+            "outputs": ["text", "timestamp_start"],
+            "env": {
+                "LLM_SCRIPT": json.dumps(script, ensure_ascii=False),
+                "LLM_SENTENCE_GAP": str(GAP_SECONDS),
+                "LLM_REPORT": str(llm_report),
+            },
+        },
+        {
+            "id": "llm-sentences",
+            "operator": {
+                "python": str(REPO / "operators/sentence_stream.py"),
+                "inputs": {"text": {"source": "dora-qwen/text", "queue_size": 1000, "queue_policy": "backpressure"}},
+                "outputs": ["text"],
+            },
+        },
+        {
+            "id": "dora-pyaudio",
+            "path": str(HERE / "voice_assistant_nodes/pyaudio_contract_sink.py"),
+            "inputs": {"audio": audio_input(graph), "timestamp_start": "dora-qwen/timestamp_start"},
+            "env": {"SINK_REPORT": str(sink_report)},
+        },
     ]
     return {"nodes": nodes}
-
-
 
 
 @pytest.fixture(scope="module")
@@ -99,22 +113,41 @@ def two_voices(tmp_path_factory) -> tuple[Path, Path]:
     write_random_sovits(root / "second.pth", version="v2", size="tiny", seed=1)
     write_wav(root / "second.wav", speech_like_signal(3.0, 32000, f0=220.0, seed=1), 32000)
     voices = root / "voices.yml"
-    voices.write_text(yaml.safe_dump({"second": {
-        "ref_audio": "second.wav", "prompt_text": "第二个参考声音。", "prompt_language": "zh",
-        "gpt_weights": "second.ckpt", "sovits_weights": "second.pth",
-    }}, allow_unicode=True), encoding="utf-8")
+    voices.write_text(
+        yaml.safe_dump(
+            {
+                "second": {
+                    "ref_audio": "second.wav",
+                    "prompt_text": "第二个参考声音。",
+                    "prompt_language": "zh",
+                    "gpt_weights": "second.ckpt",
+                    "sovits_weights": "second.pth",
+                }
+            },
+            allow_unicode=True,
+        ),
+        encoding="utf-8",
+    )
     return base, voices
 
 
-def test_streamed_llm_text_is_spoken_early_in_the_kokoro_contract_switches_voice_and_stops_on_barge_in(two_voices, tmp_path):
+def test_streamed_llm_text_is_spoken_early_in_the_kokoro_contract_switches_voice_and_stops_on_barge_in(
+    two_voices, tmp_path
+):
     models, voices = two_voices
     llm_report, sink_report = tmp_path / "llm.json", tmp_path / "sink.json"
     graph = tmp_path / "voice-assistant-test.yml"
     spec = derived_graph(llm_report, sink_report, adhoc_audio=voices.parent / "second.wav")
     graph.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
     env = node_env(models, GSV_VOICES=str(voices))
-    result = subprocess.run(["dora", "run", str(graph), "--log-format", "json"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["dora", "run", str(graph), "--log-format", "json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     sent, received = json.loads(llm_report.read_text()), json.loads(sink_report.read_text())
@@ -147,12 +180,14 @@ def test_streamed_llm_text_is_spoken_early_in_the_kokoro_contract_switches_voice
     last_sentence_sent = max(s["at"] for s in sent if s.get("turn") == 0 and "sentence" in s)
     assert audible[0]["at"] < last_sentence_sent, (audible[0]["at"], last_sentence_sent)
     start = sent[0]["at"]
-    print(f"LLM started sentence 1 at 0 s; first audio at {audible[0]['at'] - start:.2f} s; "
-          f"last sentence of turn 1 sent at {last_sentence_sent - start:.2f} s; "
-          f"{len(received)} audio messages, peak {max(r['peak'] for r in audible):.3f}; "
-          f"turn 2: {sum(r['utterance_id'].startswith('t2.') for r in audible)} audio messages, the last "
-          f"{max([r['at'] for r in audible if r['utterance_id'].startswith('t2.')] or [barge_in]) - barge_in:+.2f} s "
-          f"from the barge-in; the reply's first audio {first_after['at'] - barge_in:.2f} s after it")
+    print(
+        f"LLM started sentence 1 at 0 s; first audio at {audible[0]['at'] - start:.2f} s; "
+        f"last sentence of turn 1 sent at {last_sentence_sent - start:.2f} s; "
+        f"{len(received)} audio messages, peak {max(r['peak'] for r in audible):.3f}; "
+        f"turn 2: {sum(r['utterance_id'].startswith('t2.') for r in audible)} audio messages, the last "
+        f"{max([r['at'] for r in audible if r['utterance_id'].startswith('t2.')] or [barge_in]) - barge_in:+.2f} s "
+        f"from the barge-in; the reply's first audio {first_after['at'] - barge_in:.2f} s after it"
+    )
 
     # The second voice's own weights were loaded in the running graph, in gpt and vocoder.
     records = log_records(output)

@@ -49,7 +49,9 @@ def test_model_cache_reports_a_file_that_cannot_load(tmp_path):
 def test_voices_yml_names_per_speaker_weights_relative_to_the_file(tmp_path):
     (tmp_path / "voices.yml").write_text(
         "alice: {ref_audio: a.wav, prompt_text: 你好, gpt_weights: w/alice.ckpt, sovits_weights: w/alice.pth}\n"
-        "bob: {ref_audio: b.wav}\n", encoding="utf-8")
+        "bob: {ref_audio: b.wav}\n",
+        encoding="utf-8",
+    )
     registry = load_registry({"GSV_VOICES": str(tmp_path / "voices.yml")})
     assert registry["alice"].gpt_weights == tmp_path / "w/alice.ckpt"
     assert registry["alice"].sovits_weights == tmp_path / "w/alice.pth"
@@ -144,8 +146,13 @@ def test_vocoder_conditions_each_voice_with_its_own_weights_and_reports_a_model_
     def make_decoder(cond, phone_ids, seed, speed=None):
         return lambda history, run, lookahead, position: (torch.full((len(run) * 640,), 0.1), torch.zeros(0))
 
-    stage = VocoderStage(condition, make_decoder, 32000, needs_speaker_embedding=False,
-                         policy=StreamPolicy(lookahead_tokens=0, min_run_tokens=1))
+    stage = VocoderStage(
+        condition,
+        make_decoder,
+        32000,
+        needs_speaker_embedding=False,
+        policy=StreamPolicy(lookahead_tokens=0, min_run_tokens=1),
+    )
     spec = np.ones((1025, 4), np.float32)
     for voice, weights in (("default", ""), ("alice", "/w/alice.pth"), ("broken", "/w/broken.pth")):
         list(stage.handle(m.REFERENCE_SPECTROGRAM, *m.ReferencePart(voice, spec, weights=weights).to_message()))
@@ -155,7 +162,10 @@ def test_vocoder_conditions_each_voice_with_its_own_weights_and_reports_a_model_
         out = []
         for i, final in enumerate([False, True]):
             chunk = m.SemanticChunk(key, np.arange(5), i, final, [1, 2])
-            out += [m.AudioChunk.from_event(o.data, o.metadata) for o in stage.handle(m.SEMANTIC_TOKENS, *chunk.to_message())]
+            out += [
+                m.AudioChunk.from_event(o.data, o.metadata)
+                for o in stage.handle(m.SEMANTIC_TOKENS, *chunk.to_message())
+            ]
         audio[voice] = out
     assert conditions == [None, "/w/alice.pth"]
     assert all(not c.error for c in audio["alice"]) and audio["alice"][-1].segment_final

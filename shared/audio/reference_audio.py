@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import BinaryIO
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -147,9 +147,7 @@ def check_duration(num_samples: int, sr: int, path: str) -> None:
     n16 = resample_length(num_samples, sr, ENCODER_SR)
     seconds = num_samples / sr
     if n16 < MIN_SECONDS * ENCODER_SR:
-        raise ReferenceAudioError(
-            f"{path}: reference audio is too short ({seconds:.2f} s); use 3-10 s of clean speech"
-        )
+        raise ReferenceAudioError(f"{path}: reference audio is too short ({seconds:.2f} s); use 3-10 s of clean speech")
     if n16 > MAX_SECONDS * ENCODER_SR:
         raise ReferenceAudioError(_too_long(path, seconds))
 
@@ -183,9 +181,7 @@ def check_not_silent(mono: np.ndarray, sr: int, path: str) -> None:
         )
     active = active_seconds(mono, sr)
     if active < MIN_ACTIVE_SECONDS:
-        raise ReferenceAudioError(
-            f"{path}: reference audio contains almost no sound ({active:.2f} s above -60 dBFS)"
-        )
+        raise ReferenceAudioError(f"{path}: reference audio contains almost no sound ({active:.2f} s above -60 dBFS)")
 
 
 def active_seconds(mono: np.ndarray, sr: int) -> float:

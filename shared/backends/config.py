@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from ..settings import PRECISIONS, SettingsError
 from ..settings import parse_device as _parse_device
@@ -79,7 +79,9 @@ def choice_from_env(env: Mapping[str, str] | None = None) -> BackendChoice:
     for item in filter(None, (s.strip() for s in env.get("GSV_BACKEND_FALLBACK", "").split(","))):
         name, _, dev = item.partition("@")
         try:
-            fallback.append(dataclasses.replace(first, backend=name.strip().lower(), device=parse_device(dev) if dev else device))
+            fallback.append(
+                dataclasses.replace(first, backend=name.strip().lower(), device=parse_device(dev) if dev else device)
+            )
         except BackendError as e:
             raise BackendError(f"GSV_BACKEND_FALLBACK entry {item!r}: {e}") from None
     return dataclasses.replace(first, fallback=tuple(fallback))

@@ -38,8 +38,16 @@ class HubertGraph(nn.Module):
 
 def _export(module, example, inputs, outputs, dynamic_axes) -> bytes:
     buffer = io.BytesIO()
-    torch.onnx.export(module, example, buffer, dynamo=False, opset_version=OPSET,
-                      input_names=inputs, output_names=outputs, dynamic_axes=dynamic_axes)
+    torch.onnx.export(
+        module,
+        example,
+        buffer,
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=inputs,
+        output_names=outputs,
+        dynamic_axes=dynamic_axes,
+    )
     return buffer.getvalue()
 
 
@@ -51,15 +59,24 @@ def export_bert(model, dtype: torch.dtype = torch.float32) -> dict[str, tuple[by
     model = _half_copy(model, dtype)
     ids = torch.tensor([[101, 872, 1962, 102]])
     with torch.no_grad():
-        data = _export(BertGraph(model), (ids, torch.ones_like(ids), torch.zeros_like(ids)),
-                       ["input_ids", "attention_mask", "token_type_ids"], ["hidden"],
-                       {n: {0: "batch", 1: "tokens"} for n in ("input_ids", "attention_mask", "token_type_ids", "hidden")})
+        data = _export(
+            BertGraph(model),
+            (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+            ["input_ids", "attention_mask", "token_type_ids"],
+            ["hidden"],
+            {n: {0: "batch", 1: "tokens"} for n in ("input_ids", "attention_mask", "token_type_ids", "hidden")},
+        )
     return {"bert": (data, {"hidden_size": model.config.hidden_size})}
 
 
 def export_hubert(model, dtype: torch.dtype = torch.float32) -> dict[str, tuple[bytes, dict]]:
     model = _half_copy(model, dtype)
     with torch.no_grad():
-        data = _export(HubertGraph(model), (torch.zeros(1, 16000, dtype=dtype),), ["wav"], ["hidden"],
-                       {"wav": {1: "samples"}, "hidden": {1: "frames"}})
+        data = _export(
+            HubertGraph(model),
+            (torch.zeros(1, 16000, dtype=dtype),),
+            ["wav"],
+            ["hidden"],
+            {"wav": {1: "samples"}, "hidden": {1: "frames"}},
+        )
     return {"hubert": (data, {"hidden_size": model.config.hidden_size})}

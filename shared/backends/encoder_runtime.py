@@ -33,7 +33,10 @@ class GraphBert(_Graph):
     stage = "bert"
 
     def selected_hidden(self, inputs) -> Tensor:
-        feed = {name: inputs[name].cpu().numpy().astype(np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+        feed = {
+            name: inputs[name].cpu().numpy().astype(np.int64)
+            for name in ("input_ids", "attention_mask", "token_type_ids")
+        }
         return torch.from_numpy(self.session.run(None, feed)[0])
 
 

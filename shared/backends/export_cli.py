@@ -56,7 +56,9 @@ def export_stage(stage: str, paths, out: Path, precision: str, max_positions: in
 
 
 def export_all(out: Path, stages=STAGES, precisions=("float32",), max_positions: int = 4096, env=None) -> list[Path]:
-    paths = resolve(env, need=tuple({"gpt": "gpt", "vocoder": "sovits", "bert": "bert", "hubert": "hubert"}[s] for s in stages))
+    paths = resolve(
+        env, need=tuple({"gpt": "gpt", "vocoder": "sovits", "bert": "bert", "hubert": "hubert"}[s] for s in stages)
+    )
     written = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
@@ -64,14 +66,24 @@ def export_all(out: Path, stages=STAGES, precisions=("float32",), max_positions:
             for stage in stages:
                 started = time.perf_counter()
                 files = export_stage(stage, paths, out, precision, max_positions)
-                log.info("%s %s: %s (%.1f s)", stage, precision, ", ".join(f.name for f in files), time.perf_counter() - started)
+                log.info(
+                    "%s %s: %s (%.1f s)",
+                    stage,
+                    precision,
+                    ", ".join(f.name for f in files),
+                    time.perf_counter() - started,
+                )
                 written += files
     return written
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, help="folder for the .onnx files and manifests (default: <model dir>/onnx, where the nodes look)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="folder for the .onnx files and manifests (default: <model dir>/onnx, where the nodes look)",
+    )
     parser.add_argument("--model-dir", type=Path, help="upstream pretrained_models folder (default: GSV_MODEL_DIR)")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--precision", nargs="+", choices=sorted(DTYPES), default=["float32"])

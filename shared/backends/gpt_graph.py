@@ -95,7 +95,9 @@ class SamplingInputs(nn.Module):
 
     def logits_and_sample(self, h, seen, noise, allow_eos, top_k, top_p, temperature, penalty):
         logits = nn.functional.linear(h[:, -1], self.model.ar_predict_layer.weight)
-        return sample_in_graph(logits, seen, noise, allow_eos, top_k, top_p, temperature, penalty, self.model.config.eos)
+        return sample_in_graph(
+            logits, seen, noise, allow_eos, top_k, top_p, temperature, penalty, self.model.config.eos
+        )
 
     def layers(self, x: torch.Tensor, mask: torch.Tensor | None, cache: GraphCache) -> torch.Tensor:
         for i, layer in enumerate(self.model.layers):
@@ -148,7 +150,9 @@ def sampling_example(vocab: int) -> tuple[torch.Tensor, ...]:
     )
 
 
-def export_gpt(model: Text2Semantic, max_positions: int, dtype: torch.dtype = torch.float32) -> dict[str, tuple[bytes, dict]]:
+def export_gpt(
+    model: Text2Semantic, max_positions: int, dtype: torch.dtype = torch.float32
+) -> dict[str, tuple[bytes, dict]]:
     """Trace the prefill and step graphs on the CPU; returns {graph name: (onnx bytes, facts)}.
 
     ``dtype`` float16 traces a half model: weights, ``bert`` and the cache are float16 in the graph
@@ -165,36 +169,58 @@ def export_gpt(model: Text2Semantic, max_positions: int, dtype: torch.dtype = to
     try:
         with torch.no_grad():
             t, p = 7, 5
-            example = (torch.zeros(1, t, dtype=torch.long), torch.zeros(1, cfg.bert_dim, t, dtype=dtype), torch.zeros(1, p, dtype=torch.long))
+            example = (
+                torch.zeros(1, t, dtype=torch.long),
+                torch.zeros(1, cfg.bert_dim, t, dtype=dtype),
+                torch.zeros(1, p, dtype=torch.long),
+            )
             graphs["gpt_prefill"] = _export(
-                PrefillGraph(model), example + sampling,
+                PrefillGraph(model),
+                example + sampling,
                 ["phone_ids", "bert", "prompt"] + SAMPLING_NAMES,
-                {"phone_ids": {1: "text"}, "bert": {2: "text"}, "prompt": {1: "prompt"}, **dyn_sampling,
-                 "new_k": {0: "positions"}, "new_v": {0: "positions"}},
+                {
+                    "phone_ids": {1: "text"},
+                    "bert": {2: "text"},
+                    "prompt": {1: "prompt"},
+                    **dyn_sampling,
+                    "new_k": {0: "positions"},
+                    "new_v": {0: "positions"},
+                },
             )
             past = torch.zeros(t + p, cfg.n_layer, 1, cfg.n_head, cfg.head_dim, dtype=dtype)
             example = (torch.zeros(1, dtype=torch.long), torch.tensor([p]), past, past.clone())
             graphs["gpt_step"] = _export(
-                StepGraph(model), example + sampling,
+                StepGraph(model),
+                example + sampling,
                 ["last_token", "position", "past_k", "past_v"] + SAMPLING_NAMES,
                 {"past_k": {0: "past"}, "past_v": {0: "past"}, **dyn_sampling},
             )
     finally:
         torch.set_num_threads(threads)
-    facts = {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "head_dim": cfg.head_dim, "vocab_size": cfg.vocab_size,
-             "eos": cfg.eos, "bert_dim": cfg.bert_dim, "phoneme_vocab_size": cfg.phoneme_vocab_size,
-             "early_stop_num": cfg.early_stop_num, "max_positions": max_positions}
+    facts = {
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "head_dim": cfg.head_dim,
+        "vocab_size": cfg.vocab_size,
+        "eos": cfg.eos,
+        "bert_dim": cfg.bert_dim,
+        "phoneme_vocab_size": cfg.phoneme_vocab_size,
+        "early_stop_num": cfg.early_stop_num,
+        "max_positions": max_positions,
+    }
     return {name: (data, facts) for name, data in graphs.items()}
 
 
 def _export(module: nn.Module, example: tuple, input_names: list[str], dynamic_axes: dict) -> bytes:
     buffer = io.BytesIO()
     torch.onnx.export(
-        module, example, buffer, dynamo=False, opset_version=OPSET,
-        input_names=input_names, output_names=OUTPUT_NAMES, dynamic_axes=dynamic_axes,
+        module,
+        example,
+        buffer,
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=input_names,
+        output_names=OUTPUT_NAMES,
+        dynamic_axes=dynamic_axes,
     )
     return buffer.getvalue()
-
-
-
-

@@ -38,12 +38,18 @@ class GraphDecoder:
         f = manifest.facts
         self.n_layer, self.n_head, self.head_dim = f["n_layer"], f["n_head"], f["head_dim"]
         self.vocab, self.eos, self.bert_dim = f["vocab_size"], f["eos"], f["bert_dim"]
-        self.phoneme_vocab, self.early_stop_num, self.max_positions = f["phoneme_vocab_size"], f["early_stop_num"], f["max_positions"]
+        self.phoneme_vocab, self.early_stop_num, self.max_positions = (
+            f["phoneme_vocab_size"],
+            f["early_stop_num"],
+            f["max_positions"],
+        )
         self.precision = manifest.precision
         self.dtype = torch.float16 if manifest.precision == "float16" else torch.float32  # bert and cache
 
     @classmethod
-    def open(cls, choice: BackendChoice, source: Path | None, threads: int | None = None, trt_options=None) -> GraphDecoder:
+    def open(
+        cls, choice: BackendChoice, source: Path | None, threads: int | None = None, trt_options=None
+    ) -> GraphDecoder:
         precision = "float16" if choice.dtype == "float16" else "float32"
         prefill_path, manifest = checked_graph(choice.onnx_dir, PREFILL, precision, source)
         step_path, _ = checked_graph(choice.onnx_dir, STEP, precision, source)
@@ -51,7 +57,9 @@ class GraphDecoder:
         if choice.is_cuda and not torch.cuda.is_available():
             from .errors import BackendUnavailable
 
-            raise BackendUnavailable(f"GSV_DEVICE={choice.device} but torch sees no CUDA GPU (the cache buffers live there)")
+            raise BackendUnavailable(
+                f"GSV_DEVICE={choice.device} but torch sees no CUDA GPU (the cache buffers live there)"
+            )
         options = (trt_options or {}).get
         decoder = cls(
             open_session(prefill_path, choice, threads, options(PREFILL)),
@@ -71,9 +79,12 @@ class GraphDecoder:
         self.why = f"exported prefill + step graphs, {self.precision}, on {choice.device}; sampling in the graph"
 
     def prepare(self, phone_ids: torch.Tensor, bert: torch.Tensor, prompt: torch.Tensor | None) -> Utterance:
-        bert = torch.as_tensor(np.asarray(bert, dtype=np.float32)) if not isinstance(bert, torch.Tensor) else bert.float()
-        phone_ids, bert, prompt = check_utterance(phone_ids, bert, prompt, phoneme_vocab=self.phoneme_vocab,
-                                                  bert_dim=self.bert_dim, eos=self.eos)
+        bert = (
+            torch.as_tensor(np.asarray(bert, dtype=np.float32)) if not isinstance(bert, torch.Tensor) else bert.float()
+        )
+        phone_ids, bert, prompt = check_utterance(
+            phone_ids, bert, prompt, phoneme_vocab=self.phoneme_vocab, bert_dim=self.bert_dim, eos=self.eos
+        )
         return Utterance(phone_ids.cpu(), bert.cpu(), None if prompt is None else prompt.cpu())
 
     def stream(self, phone_ids, bert, prompt, params: SamplingParams = SamplingParams()) -> TokenStream:
@@ -89,8 +100,10 @@ class GraphDecoder:
         phone_ids, bert, prompt = u.phone_ids, u.bert, u.prompt
         n_prompt = 0 if prompt is None else prompt.numel()
         if n_prompt + max_steps > self.max_positions:
-            raise ValueError(f"{n_prompt} prompt tokens + {max_steps} steps exceed the exported graph's "
-                             f"{self.max_positions} positions; export with a larger --max-positions")
+            raise ValueError(
+                f"{n_prompt} prompt tokens + {max_steps} steps exceed the exported graph's "
+                f"{self.max_positions} positions; export with a larger --max-positions"
+            )
         self.generator = None if params.seed is None else torch.Generator().manual_seed(params.seed)
         dev, host = self.device, torch.device("cpu")
         knobs = {
@@ -108,19 +121,35 @@ class GraphDecoder:
         shape = (self.n_context + max_steps, self.n_layer, 1, self.n_head, self.head_dim)
         self.cache_k = torch.empty(shape, dtype=self.dtype, device=dev)
         self.cache_v = torch.empty(shape, dtype=self.dtype, device=dev)
-        self.token, self.ended = torch.zeros(1, dtype=torch.long, device=host), torch.zeros(1, dtype=torch.bool, device=host)
+        self.token, self.ended = (
+            torch.zeros(1, dtype=torch.long, device=host),
+            torch.zeros(1, dtype=torch.bool, device=host),
+        )
         self.noise = torch.ones(1, self.vocab, dtype=torch.float32, device=host)
         self.position = torch.zeros(1, dtype=torch.long, device=host)
         self.k = 0
         prompt_row = torch.zeros(1, 0, dtype=torch.long) if prompt is None else prompt[None]
-        inputs = {"phone_ids": phone_ids[None].to(dev), "bert": bert[None].to(dev, self.dtype).contiguous(), "prompt": prompt_row.to(dev)}
+        inputs = {
+            "phone_ids": phone_ids[None].to(dev),
+            "bert": bert[None].to(dev, self.dtype).contiguous(),
+            "prompt": prompt_row.to(dev),
+        }
         return self._run(self.prefill_session, inputs, 0, self.n_context)
 
     def step(self, tokens: torch.Tensor) -> Draw:
         length = self.n_context + self.k - 1
         self.position[0] = self.n_prompt + self.k - 1
-        return self._run(self.step_session, {"last_token": tokens.to(self.device), "position": self.position.to(self.device),
-                                             "past_k": self.cache_k[:length], "past_v": self.cache_v[:length]}, length, 1)
+        return self._run(
+            self.step_session,
+            {
+                "last_token": tokens.to(self.device),
+                "position": self.position.to(self.device),
+                "past_k": self.cache_k[:length],
+                "past_v": self.cache_v[:length],
+            },
+            length,
+            1,
+        )
 
     def keep_rows(self, rows: list[int]) -> None:
         raise AssertionError("one utterance at a time: there are no rows to drop")
@@ -135,10 +164,21 @@ class GraphDecoder:
         n = self.vocab if eos_allowed(k) else self.vocab - 1
         self.noise[:, :n].exponential_(1, generator=self.generator)
         src, dst = self.seen[k % 2], self.seen[(k + 1) % 2]
-        for name, t in {**inputs, **self.knobs, "seen": src, "noise": self.noise.to(self.device), "allow_eos": self.allow[eos_allowed(k)]}.items():
+        for name, t in {
+            **inputs,
+            **self.knobs,
+            "seen": src,
+            "noise": self.noise.to(self.device),
+            "allow_eos": self.allow[eos_allowed(k)],
+        }.items():
             bind_input(binding, name, t)
-        for name, t in (("token", self.token), ("ended", self.ended), ("seen_out", dst),
-                        ("new_k", self.cache_k[start : start + n_new]), ("new_v", self.cache_v[start : start + n_new])):
+        for name, t in (
+            ("token", self.token),
+            ("ended", self.ended),
+            ("seen_out", dst),
+            ("new_k", self.cache_k[start : start + n_new]),
+            ("new_v", self.cache_v[start : start + n_new]),
+        ):
             bind_output(binding, name, t)
         session.run_with_iobinding(binding)
         self.k += 1

@@ -78,11 +78,15 @@ def checked_graph(onnx_dir: Path | None, stage: str, precision: str, source: Pat
     """The graph for ``stage``/``precision`` in ``onnx_dir``, after checking its manifest against the
     source checkpoint the node would otherwise load (``None``: only the graph's own integrity)."""
     if onnx_dir is None:
-        raise ExportMissing(f"GSV_ONNX_DIR is not set; export the graphs first (python scripts/export_onnx.py --out DIR)")
+        raise ExportMissing(
+            "GSV_ONNX_DIR is not set; export the graphs first (python scripts/export_onnx.py --out DIR)"
+        )
     graph = graph_path(onnx_dir, stage, precision)
     meta = manifest_path(graph)
     if not graph.is_file():
-        raise ExportMissing(f"no {stage} {precision} graph at {graph}; run python scripts/export_onnx.py --out {onnx_dir} --precision {precision}")
+        raise ExportMissing(
+            f"no {stage} {precision} graph at {graph}; run python scripts/export_onnx.py --out {onnx_dir} --precision {precision}"
+        )
     if not meta.is_file():
         raise ExportStale(f"{graph} has no manifest {meta.name}; export it again with scripts/export_onnx.py")
     try:

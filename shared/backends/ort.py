@@ -37,7 +37,9 @@ def providers_for(choice: BackendChoice, trt_options: dict[str, Any] | None = No
             "CUDAExecutionProvider": "install onnxruntime-gpu (and a CUDA runtime) on a machine with an NVIDIA GPU",
             "TensorrtExecutionProvider": "install onnxruntime-gpu with TensorRT libraries on a machine with an NVIDIA GPU",
         }.get(wanted, "")
-        raise BackendUnavailable(f"{wanted} is not available in onnxruntime {ort.__version__} (has: {', '.join(available)}){'; ' + hint if hint else ''}")
+        raise BackendUnavailable(
+            f"{wanted} is not available in onnxruntime {ort.__version__} (has: {', '.join(available)}){'; ' + hint if hint else ''}"
+        )
     if choice.backend == "tensorrt":
         options = {"device_id": choice.device_index, **(trt_options or {})}
         cuda = ("CUDAExecutionProvider", {"device_id": choice.device_index})
@@ -47,7 +49,9 @@ def providers_for(choice: BackendChoice, trt_options: dict[str, Any] | None = No
     return ["CPUExecutionProvider"]
 
 
-def open_session(graph: Path, choice: BackendChoice, threads: int | None = None, trt_options: dict[str, Any] | None = None):
+def open_session(
+    graph: Path, choice: BackendChoice, threads: int | None = None, trt_options: dict[str, Any] | None = None
+):
     ort = import_ort()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -61,5 +65,7 @@ def open_session(graph: Path, choice: BackendChoice, threads: int | None = None,
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(graph), options, providers=providers_for(choice, trt_options))
     if choice.is_cuda and session.get_providers()[0] == "CPUExecutionProvider":
-        raise BackendUnavailable(f"{graph.name}: onnxruntime could not start {providers_for(choice)[0]} (no usable GPU?)")
+        raise BackendUnavailable(
+            f"{graph.name}: onnxruntime could not start {providers_for(choice)[0]} (no usable GPU?)"
+        )
     return session

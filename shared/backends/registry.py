@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from .config import BackendChoice
 from .errors import BackendError, BackendUnavailable, ExportMissing, ExportStale

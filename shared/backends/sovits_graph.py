@@ -69,32 +69,60 @@ def export_sovits(model: Synthesizer, dtype: torch.dtype = torch.float32) -> dic
         ge, ge_text = ConditionGraph(model)(*cond_inputs)
         graphs = {
             "sovits_condition": _export(
-                ConditionGraph(model), cond_inputs, ["spec", "sv"][: len(cond_inputs)], ["ge", "ge_text"],
+                ConditionGraph(model),
+                cond_inputs,
+                ["spec", "sv"][: len(cond_inputs)],
+                ["ge", "ge_text"],
                 {"spec": {2: "frames"}},
             ),
             "sovits_content": _export(
                 ContentGraph(model),
                 (torch.randint(0, 1024, (1, 1, tokens)), torch.randint(1, 100, (1, phones)), ge_text),
-                ["codes", "phone_ids", "ge_text"], ["content"],
+                ["codes", "phone_ids", "ge_text"],
+                ["content"],
                 {"codes": {2: "tokens"}, "phone_ids": {1: "phones"}, "content": {2: "frames"}},
             ),
         }
-        content = ContentGraph(model)(torch.randint(0, 1024, (1, 1, tokens)), torch.randint(1, 100, (1, phones)), ge_text)
+        content = ContentGraph(model)(
+            torch.randint(0, 1024, (1, 1, tokens)), torch.randint(1, 100, (1, phones)), ge_text
+        )
         n = content.shape[-1]
         graphs["sovits_window"] = _export(
             WindowGraph(model),
-            (content, torch.zeros(1, c.inter_channels, n, dtype=dtype), torch.tensor(0.5), ge, torch.tensor(2), torch.tensor(n - 3)),
-            ["window", "eps", "noise_scale", "ge", "keep_start", "keep_stop"], ["wav"],
+            (
+                content,
+                torch.zeros(1, c.inter_channels, n, dtype=dtype),
+                torch.tensor(0.5),
+                ge,
+                torch.tensor(2),
+                torch.tensor(n - 3),
+            ),
+            ["window", "eps", "noise_scale", "ge", "keep_start", "keep_stop"],
+            ["wav"],
             {"window": {2: "frames"}, "eps": {2: "frames"}, "wav": {2: "samples"}},
         )
-    facts = {"model_version": model.version.model_version, "is_pro": is_pro, "sampling_rate": c.sampling_rate,
-             "samples_per_frame": c.samples_per_frame, "inter_channels": c.inter_channels, "hidden_channels": c.hidden_channels,
-             "receptive_field": model.flow.receptive_field}
+    facts = {
+        "model_version": model.version.model_version,
+        "is_pro": is_pro,
+        "sampling_rate": c.sampling_rate,
+        "samples_per_frame": c.samples_per_frame,
+        "inter_channels": c.inter_channels,
+        "hidden_channels": c.hidden_channels,
+        "receptive_field": model.flow.receptive_field,
+    }
     return {name: (data, facts) for name, data in graphs.items()}
 
 
 def _export(module, example, inputs, outputs, dynamic_axes) -> bytes:
     buffer = io.BytesIO()
-    torch.onnx.export(module, example, buffer, dynamo=False, opset_version=OPSET,
-                      input_names=inputs, output_names=outputs, dynamic_axes=dynamic_axes)
+    torch.onnx.export(
+        module,
+        example,
+        buffer,
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=inputs,
+        output_names=outputs,
+        dynamic_axes=dynamic_axes,
+    )
     return buffer.getvalue()

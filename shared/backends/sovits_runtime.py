@@ -31,7 +31,9 @@ class GraphStreamingSynthesis:
         self.np_dtype = dtype
 
     @classmethod
-    def open(cls, choice: BackendChoice, source: Path | None, threads: int | None = None, trt_options=None) -> GraphStreamingSynthesis:
+    def open(
+        cls, choice: BackendChoice, source: Path | None, threads: int | None = None, trt_options=None
+    ) -> GraphStreamingSynthesis:
         precision = "float16" if choice.dtype == "float16" else "float32"
         sessions, facts = {}, {}
         for stage in STAGES:
@@ -58,15 +60,25 @@ class GraphStreamingSynthesis:
         return Conditioning(torch.from_numpy(ge), torch.from_numpy(ge_text))
 
     def content(self, codes: Tensor, phone_ids: Tensor, cond: Conditioning) -> Tensor:
-        (content,) = self._run("sovits_content", codes=codes.cpu().numpy().astype(np.int64),
-                               phone_ids=phone_ids.cpu().numpy().astype(np.int64), ge_text=self._float(cond.ge_text))
+        (content,) = self._run(
+            "sovits_content",
+            codes=codes.cpu().numpy().astype(np.int64),
+            phone_ids=phone_ids.cpu().numpy().astype(np.int64),
+            ge_text=self._float(cond.ge_text),
+        )
         return torch.from_numpy(content)
 
-    def window_audio(self, window: Tensor, eps: Tensor | None, noise_scale: float, cond: Conditioning, keep: slice) -> Tensor:
+    def window_audio(
+        self, window: Tensor, eps: Tensor | None, noise_scale: float, cond: Conditioning, keep: slice
+    ) -> Tensor:
         eps = torch.zeros(1, self.inter_channels, window.shape[-1]) if eps is None else eps
         (wav,) = self._run(
-            "sovits_window", window=self._float(window), eps=self._float(eps),
-            noise_scale=np.array(noise_scale, dtype=np.float32), ge=self._float(cond.ge),
-            keep_start=np.array(keep.start, dtype=np.int64), keep_stop=np.array(keep.stop, dtype=np.int64),
+            "sovits_window",
+            window=self._float(window),
+            eps=self._float(eps),
+            noise_scale=np.array(noise_scale, dtype=np.float32),
+            ge=self._float(cond.ge),
+            keep_start=np.array(keep.start, dtype=np.int64),
+            keep_stop=np.array(keep.stop, dtype=np.int64),
         )
         return torch.from_numpy(wav).float()

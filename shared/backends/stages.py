@@ -94,7 +94,9 @@ def vocoder_builders(source: Path, threads: int | None = None) -> dict[str, Call
         @torch.inference_mode()
         def condition(spec, sv):
             specs = [torch.from_numpy(np.asarray(spec)).to(device, dtype)[None]]
-            return model.global_condition(specs, None if sv is None else [torch.from_numpy(np.asarray(sv)).to(device, dtype)[None]])
+            return model.global_condition(
+                specs, None if sv is None else [torch.from_numpy(np.asarray(sv)).to(device, dtype)[None]]
+            )
 
         version = model.version.model_version
         return VocoderBackend(condition, model, model.config.sampling_rate, version in ("v2Pro", "v2ProPlus"), version)
@@ -142,8 +144,12 @@ def hubert_builders(source: Path, threads: int | None = None) -> dict[str, Calla
     return {"torch": torch_hubert, "onnxruntime": graph_hubert, "tensorrt": graph_hubert}
 
 
-def open_or_exit(stage: str, make_builders: Callable[[Path], dict[str, Callable[[BackendChoice], Any]]], source: Path,
-                 model_dir: Path) -> tuple[Any, BackendChoice]:
+def open_or_exit(
+    stage: str,
+    make_builders: Callable[[Path], dict[str, Callable[[BackendChoice], Any]]],
+    source: Path,
+    model_dir: Path,
+) -> tuple[Any, BackendChoice]:
     """For a node's main(): ``stage`` from ``source`` on the configured backend, or exit with one
     clear line (a backend that cannot run, or an unusable model file). Exported graphs are looked
     for in ``GSV_ONNX_DIR``, by default ``<model dir>/onnx``."""
@@ -159,7 +165,11 @@ def open_or_exit(stage: str, make_builders: Callable[[Path], dict[str, Callable[
         choice = choice_from_env()
         if choice.onnx_dir is None:
             default = Path(model_dir) / "onnx"
-            choice = dataclasses.replace(choice, onnx_dir=default, fallback=tuple(dataclasses.replace(f, onnx_dir=default) for f in choice.fallback))
+            choice = dataclasses.replace(
+                choice,
+                onnx_dir=default,
+                fallback=tuple(dataclasses.replace(f, onnx_dir=default) for f in choice.fallback),
+            )
         return load_model_or_exit(lambda path: open_stage(stage, choice, make_builders(path)), source)
     except BackendError as e:
         fail(str(e))

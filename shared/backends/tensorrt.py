@@ -32,30 +32,45 @@ def _profile_string(shapes: dict[str, Shape]) -> str:
 def profiles(stage: str, facts: dict[str, Any]) -> tuple[dict[str, Shape], dict[str, Shape], dict[str, Shape]]:
     """(min, opt, max) shapes of the dynamic inputs of one exported graph."""
     if stage in ("gpt_prefill", "gpt_step"):
-        v, layers, heads, hd, bert = facts["vocab_size"], facts["n_layer"], facts["n_head"], facts["head_dim"], facts["bert_dim"]
+        v, layers, heads, hd, bert = (
+            facts["vocab_size"],
+            facts["n_layer"],
+            facts["n_head"],
+            facts["head_dim"],
+            facts["bert_dim"],
+        )
         fixed = {"seen": (1, v), "noise": (1, v)}
         if stage == "gpt_prefill":
+
             def at(t: int, p: int) -> dict[str, Shape]:
                 return {"phone_ids": (1, t), "bert": (1, bert, t), "prompt": (1, p), **fixed}
+
             return at(1, 0), at(64, 100), at(MAX_TEXT, MAX_PROMPT_TOKENS)
 
         def past(n: int) -> dict[str, Shape]:
             return {"past_k": (n, layers, 1, heads, hd), "past_v": (n, layers, 1, heads, hd), **fixed}
+
         return past(1), past(400), past(MAX_TEXT + MAX_PROMPT_TOKENS + MAX_STEPS)
     if stage == "sovits_condition":
         return ({"spec": (1, 1025, 1)}, {"spec": (1, 1025, 300)}, {"spec": (1, 1025, MAX_SPEC_FRAMES)})
     if stage == "sovits_content":
+
         def content(n: int, m: int) -> dict[str, Shape]:
             return {"codes": (1, 1, n), "phone_ids": (1, m)}
+
         return content(1, 1), content(60, 64), content(MAX_WINDOW_TOKENS, MAX_TEXT)
     if stage == "sovits_window":
         c = facts["inter_channels"]
+
         def window(f: int) -> dict[str, Shape]:
             return {"window": (1, facts["hidden_channels"], f), "eps": (1, c, f)}
+
         return window(1), window(160), window(2 * MAX_WINDOW_TOKENS + 64)
     if stage == "bert":
+
         def tokens(n: int) -> dict[str, Shape]:
             return {k: (1, n) for k in ("input_ids", "attention_mask", "token_type_ids")}
+
         return tokens(3), tokens(40), tokens(MAX_BERT_TOKENS)
     if stage == "hubert":
         return {"wav": (1, 16000)}, {"wav": (1, 16000 * 6)}, {"wav": (1, MAX_WAV_SAMPLES)}
@@ -79,14 +94,21 @@ def provider_options(onnx_dir: Path, stage: str, manifest: Manifest) -> dict[str
     }
 
 
-def options_for(onnx_dir: Path, stages: tuple[str, ...], precision: str, source: Path | None) -> dict[str, dict[str, Any]]:
+def options_for(
+    onnx_dir: Path, stages: tuple[str, ...], precision: str, source: Path | None
+) -> dict[str, dict[str, Any]]:
     """Provider options for every graph of a node (after checking each manifest)."""
     from .manifest import checked_graph
 
-    return {stage: provider_options(onnx_dir, stage, checked_graph(onnx_dir, stage, precision, source)[1]) for stage in stages}
+    return {
+        stage: provider_options(onnx_dir, stage, checked_graph(onnx_dir, stage, precision, source)[1])
+        for stage in stages
+    }
 
 
-def gpt_trt_options(onnx_dir: Path, source: Path | None = None, precision: str = "float32") -> dict[str, dict[str, Any]]:
+def gpt_trt_options(
+    onnx_dir: Path, source: Path | None = None, precision: str = "float32"
+) -> dict[str, dict[str, Any]]:
     return options_for(onnx_dir, ("gpt_prefill", "gpt_step"), precision, source)
 
 
@@ -130,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from .errors import BackendError
 
-    parser = argparse.ArgumentParser(description="Build TensorRT engines (explicit shape profiles) for exported graphs.")
+    parser = argparse.ArgumentParser(
+        description="Build TensorRT engines (explicit shape profiles) for exported graphs."
+    )
     parser.add_argument("--onnx-dir", type=Path, required=True)
     parser.add_argument("--precision", choices=("float32", "float16"), default="float16")
     parser.add_argument("--device", default="cuda:0")

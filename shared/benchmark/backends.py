@@ -15,7 +15,6 @@ every stage exactly as a node does (``backends.stages``), which is what a backen
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -62,8 +61,17 @@ class StageSet:
 
         def vocode() -> None:
             codes = torch.tensor(self.decoded, dtype=torch.long)
-            pieces = list(decode_in_chunks(self.vocoder.chunks, cond, torch.from_numpy(phones)[None], codes,
-                                           chunk_tokens=40, lookahead_tokens=4, history_tokens=25))
+            pieces = list(
+                decode_in_chunks(
+                    self.vocoder.chunks,
+                    cond,
+                    torch.from_numpy(phones)[None],
+                    codes,
+                    chunk_tokens=40,
+                    lookahead_tokens=4,
+                    history_tokens=25,
+                )
+            )
             self.audio_s = sum(p.shape[-1] for p in pieces) / self.vocoder.sampling_rate
 
         self.runs = {
@@ -81,7 +89,7 @@ def bench(choices: dict[str, BackendChoice], paths, tokens: int, repeats: int, t
     sets = {name: StageSet(choice, paths, tokens, threads) for name, choice in choices.items()}
     times: dict[str, dict[str, list[float]]] = {name: {} for name in sets}
     for stage in ("bert", "hubert", "gpt_prefill", "gpt", "vocoder"):
-        for name, stages in sets.items():
+        for stages in sets.values():
             stages.runs[stage]()  # warm-up (and the tokens the vocoder decodes)
         for _ in range(repeats):
             for name, stages in sets.items():
@@ -106,13 +114,21 @@ def bench(choices: dict[str, BackendChoice], paths, tokens: int, repeats: int, t
 
 
 def to_markdown(results: dict[str, dict[str, float]], meta: dict) -> str:
-    rows = [("BERT, one sentence (ms)", "bert_ms"), ("CN-HuBERT, 5 s clip (ms)", "hubert_ms_per_5s"),
-            ("GPT prefill (ms)", "gpt_prefill_ms"), ("GPT decode (ms/token)", "gpt_ms_per_token"),
-            ("Vocoder streaming (RTF)", "vocoder_rtf")]
+    rows = [
+        ("BERT, one sentence (ms)", "bert_ms"),
+        ("CN-HuBERT, 5 s clip (ms)", "hubert_ms_per_5s"),
+        ("GPT prefill (ms)", "gpt_prefill_ms"),
+        ("GPT decode (ms/token)", "gpt_ms_per_token"),
+        ("Vocoder streaming (RTF)", "vocoder_rtf"),
+    ]
     names = list(results)
-    lines = [f"Per-stage speed by backend — {meta['device']}/{meta['dtype']}, {meta['threads']} threads, "
-             f"median of {meta['repeats']}, model: {meta['model']}", "",
-             "| stage | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines = [
+        f"Per-stage speed by backend — {meta['device']}/{meta['dtype']}, {meta['threads']} threads, "
+        f"median of {meta['repeats']}, model: {meta['model']}",
+        "",
+        "| stage | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
     for label, key in rows:
         lines.append(f"| {label} | " + " | ".join(f"{results[n][key]:.3g}" for n in names) + " |")
     lines.append("| GPT greedy tokens (hash) | " + " | ".join(str(results[n]["gpt_tokens_hash"]) for n in names) + " |")
@@ -121,18 +137,24 @@ def to_markdown(results: dict[str, dict[str, float]], meta: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=("torch", "onnxruntime", "tensorrt"))
+    p.add_argument(
+        "--backends", nargs="+", default=["torch", "onnxruntime"], choices=("torch", "onnxruntime", "tensorrt")
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tokens", type=int, default=60)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--model-dir", type=Path, default=None, help="default: $GSV_MODEL_DIR, else models/dev-full (built if missing)")
+    p.add_argument(
+        "--model-dir", type=Path, default=None, help="default: $GSV_MODEL_DIR, else models/dev-full (built if missing)"
+    )
     p.add_argument("--out", type=Path, default=REPO / "out" / "bench")
     args = p.parse_args(argv)
 
     env = dict(os.environ)
-    model_dir = args.model_dir or (Path(env["GSV_MODEL_DIR"]) if env.get("GSV_MODEL_DIR") else REPO / "models" / "dev-full")
+    model_dir = args.model_dir or (
+        Path(env["GSV_MODEL_DIR"]) if env.get("GSV_MODEL_DIR") else REPO / "models" / "dev-full"
+    )
     if not model_dir.exists():
         from ..devmodels.bundle import build_bundle
 
@@ -146,10 +168,19 @@ def main(argv: list[str] | None = None) -> None:
         from ..backends.export_cli import export_all
 
         export_all(onnx_dir, precisions=(precision,), env=env)
-    choices = {b: BackendChoice(b, args.device if args.device != "cuda" else "cuda:0", args.dtype, onnx_dir) for b in args.backends}
+    choices = {
+        b: BackendChoice(b, args.device if args.device != "cuda" else "cuda:0", args.dtype, onnx_dir)
+        for b in args.backends
+    }
     results = bench(choices, paths, args.tokens, args.repeats, args.threads)
-    meta = {"device": args.device, "dtype": args.dtype, "threads": args.threads, "repeats": args.repeats,
-            "tokens": args.tokens, "model": str(model_dir)}
+    meta = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "tokens": args.tokens,
+        "model": str(model_dir),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "backends.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     (args.out / "backends.md").write_text(to_markdown(results, meta))

@@ -40,7 +40,13 @@ def stage_panel(ax, doc: dict[str, Any]) -> None:
         rows.append({k: _median(case["ours"]["stages_s"][k]) / audio for k in STAGE_COLOURS})
         labels.append(f"{name} ours")
         if "upstream" in case:
-            rows.append({k: _median(case["upstream"]["stages_s"].get(k)) / audio for k in STAGE_COLOURS if k in case["upstream"]["stages_s"]})
+            rows.append(
+                {
+                    k: _median(case["upstream"]["stages_s"].get(k)) / audio
+                    for k in STAGE_COLOURS
+                    if k in case["upstream"]["stages_s"]
+                }
+            )
             labels.append(f"{name} upstream*")
     y = list(range(len(rows)))[::-1]
     for stage, (label, colour) in STAGE_COLOURS.items():
@@ -65,12 +71,24 @@ def ttfa_panel(ax, doc: dict[str, Any]) -> None:
     x = range(len(names))
     width = 0.38
     inproc = [doc["cases"][n]["ours"]["first_audio_s"] for n in names]
-    ax.bar([i - width / 2 for i in x], [_median(s) for s in inproc], width, yerr=list(zip(*map(_errors, inproc))),
-           color="#6baed6", label="in-process: first segment's audio (whole-segment vocoding)")
+    ax.bar(
+        [i - width / 2 for i in x],
+        [_median(s) for s in inproc],
+        width,
+        yerr=list(zip(*map(_errors, inproc))),
+        color="#6baed6",
+        label="in-process: first segment's audio (whole-segment vocoding)",
+    )
     dataflow = [(doc["cases"][n].get("dataflow") or {}).get("ttfa_s") for n in names]
     if any(dataflow):
-        ax.bar([i + width / 2 for i in x], [_median(s) for s in dataflow], width, yerr=list(zip(*map(_errors, dataflow))),
-               color="#e6550d", label="dataflow: TTFA at the sink")
+        ax.bar(
+            [i + width / 2 for i in x],
+            [_median(s) for s in dataflow],
+            width,
+            yerr=list(zip(*map(_errors, dataflow))),
+            color="#e6550d",
+            label="dataflow: TTFA at the sink",
+        )
     ax.axhline(TTFA_TARGET_S, color="black", lw=1, ls="--")
     ax.text(len(names) - 0.5, TTFA_TARGET_S, f"target {TTFA_TARGET_S} s", fontsize=8, ha="right", va="bottom")
     ax.set_xticks(list(x), names, rotation=30, fontsize=8)
@@ -86,15 +104,32 @@ def rtf_panel(ax, doc: dict[str, Any]) -> None:
         series.append(("ours dataflow (sink)", "#e6550d", lambda c: (c.get("dataflow") or {}).get("rtf")))
     if any("upstream" in c for c in doc["cases"].values()):
         series.append(("ours GPT + vocoder", "#a1d99b", lambda c: c["ours"]["model_rtf"]))
-        series.append(("upstream BERT + GPT + vocoder (≤ its e2e)", "#969696", lambda c: (c.get("upstream") or {}).get("e2e_rtf_lower_bound") or (c.get("upstream") or {}).get("model_rtf")))
+        series.append(
+            (
+                "upstream BERT + GPT + vocoder (≤ its e2e)",
+                "#969696",
+                lambda c: (
+                    (c.get("upstream") or {}).get("e2e_rtf_lower_bound") or (c.get("upstream") or {}).get("model_rtf")
+                ),
+            )
+        )
     width = 0.8 / len(series)
     for k, (label, colour, pick) in enumerate(series):
         values = [pick(doc["cases"][n]) for n in names]
         xs = [i - 0.4 + width * (k + 0.5) for i in range(len(names))]
-        ax.bar(xs, [_median(v) for v in values], width, yerr=list(zip(*map(_errors, values))), color=colour, label=label)
+        ax.bar(
+            xs, [_median(v) for v in values], width, yerr=list(zip(*map(_errors, values))), color=colour, label=label
+        )
     ax.axhline(1.0, color="black", lw=1, ls="--")
     ax.axhline(UPSTREAM_E2E_RTF_ANCHOR, color="#636363", lw=1, ls=":")
-    ax.text(len(names) - 0.5, UPSTREAM_E2E_RTF_ANCHOR, f"upstream e2e anchor {UPSTREAM_E2E_RTF_ANCHOR}", fontsize=8, ha="right", va="bottom")
+    ax.text(
+        len(names) - 0.5,
+        UPSTREAM_E2E_RTF_ANCHOR,
+        f"upstream e2e anchor {UPSTREAM_E2E_RTF_ANCHOR}",
+        fontsize=8,
+        ha="right",
+        va="bottom",
+    )
     ax.text(-0.5, 1.0, "real time", fontsize=8, ha="left", va="top")
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
     ax.set_ylabel("real-time factor (lower is faster)")

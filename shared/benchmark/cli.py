@@ -62,39 +62,81 @@ class Options:
 
 
 def parse_args(argv: list[str] | None) -> Options:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[1:]))
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[1:]),
+    )
     p.add_argument("--out", type=Path, default=Options.out, help="folder for bench.json, bench.md, bench.png")
-    p.add_argument("--model-dir", type=Path, default=None,
-                   help="model directory (default: $GSV_MODEL_DIR, else a development model under models/)")
-    p.add_argument("--size", choices=("full", "tiny"), default="full", help="size of the development model built when needed")
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="model directory (default: $GSV_MODEL_DIR, else a development model under models/)",
+    )
+    p.add_argument(
+        "--size", choices=("full", "tiny"), default="full", help="size of the development model built when needed"
+    )
     p.add_argument("--version", default=os.environ.get("GSV_VERSION", "v2"), help="GPT-SoVITS version (GSV_VERSION)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    p.add_argument("--tokens", type=int, default=60, help="GPT early_stop_num per segment: N gives N+1 tokens (default 60)")
+    p.add_argument(
+        "--tokens", type=int, default=60, help="GPT early_stop_num per segment: N gives N+1 tokens (default 60)"
+    )
     p.add_argument("--repeats", type=int, default=3, help="measured runs per case (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first, over the shortest text of each language (default 1)")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="unmeasured rounds first, over the shortest text of each language (default 1)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--languages", default=",".join(LANGUAGES), help="comma-separated subset of zh,en")
     p.add_argument("--lengths", default=",".join(LENGTHS), help="comma-separated subset of short,medium,long")
     p.add_argument("--upstream", type=Path, default=None, help="a checkout of upstream GPT-SoVITS: run it side by side")
-    p.add_argument("--upstream-python", default=None, help="interpreter with upstream's requirements (default: this one)")
+    p.add_argument(
+        "--upstream-python", default=None, help="interpreter with upstream's requirements (default: this one)"
+    )
     p.add_argument("--skip-dataflow", action="store_true", help="do not measure TTFA through `dora run`")
     p.add_argument("--no-chart", action="store_true", help="do not draw bench.png")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--gpt-variants", default=None, metavar="LIST",
-                   help="only compare GPT decode speed of PyTorch options, e.g. none,fp16,int8,fp16+compile "
-                        "(benchmark/gpt_variants.py); writes gpt_variants.json/.md")
-    p.add_argument("--render", type=Path, default=None, metavar="JSON",
-                   help="measure nothing: redraw bench.md and bench.png from an earlier bench.json into --out")
+    p.add_argument(
+        "--gpt-variants",
+        default=None,
+        metavar="LIST",
+        help="only compare GPT decode speed of PyTorch options, e.g. none,fp16,int8,fp16+compile "
+        "(benchmark/gpt_variants.py); writes gpt_variants.json/.md",
+    )
+    p.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="measure nothing: redraw bench.md and bench.png from an earlier bench.json into --out",
+    )
     a = p.parse_args(argv)
     return Options(
-        out=a.out, model_dir=a.model_dir, size=a.size, version=a.version, device=a.device, dtype=a.dtype,
-        threads=a.threads, tokens=a.tokens, repeats=a.repeats, warmup=a.warmup, seed=a.seed,
-        languages=[x for x in a.languages.split(",") if x], lengths=[x for x in a.lengths.split(",") if x],
-        upstream=a.upstream, upstream_python=a.upstream_python, dataflow=not a.skip_dataflow,
-        chart=not a.no_chart, progress=not a.no_progress, render=a.render, gpt_variants=a.gpt_variants,
+        out=a.out,
+        model_dir=a.model_dir,
+        size=a.size,
+        version=a.version,
+        device=a.device,
+        dtype=a.dtype,
+        threads=a.threads,
+        tokens=a.tokens,
+        repeats=a.repeats,
+        warmup=a.warmup,
+        seed=a.seed,
+        languages=[x for x in a.languages.split(",") if x],
+        lengths=[x for x in a.lengths.split(",") if x],
+        upstream=a.upstream,
+        upstream_python=a.upstream_python,
+        dataflow=not a.skip_dataflow,
+        chart=not a.no_chart,
+        progress=not a.no_progress,
+        render=a.render,
+        gpt_variants=a.gpt_variants,
     )
 
 
@@ -191,8 +233,14 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
 
 
 def measure_in_process(
-    opts: Options, paths: ModelPaths, device: torch.device, dtype: torch.dtype, cases: list[TextCase],
-    workdir: Path, load: LoadSampler, progress: Progress,
+    opts: Options,
+    paths: ModelPaths,
+    device: torch.device,
+    dtype: torch.dtype,
+    cases: list[TextCase],
+    workdir: Path,
+    load: LoadSampler,
+    progress: Progress,
 ) -> tuple[dict[str, CaseRecord], dict[str, Any]]:
     """Warm-up rounds, then measured rounds; in each round every case runs on ours, then on upstream."""
     from ..voices import find_voice, load_registry
@@ -246,8 +294,11 @@ def start_upstream(
 ) -> tuple[Upstream | None, dict[str, Any]]:
     if opts.upstream is None:
         return None, {}
-    doc: dict[str, Any] = {"checkout": str(opts.upstream), "commit": checkout_commit(opts.upstream),
-                           "python": opts.upstream_python or sys.executable}
+    doc: dict[str, Any] = {
+        "checkout": str(opts.upstream),
+        "commit": checkout_commit(opts.upstream),
+        "python": opts.upstream_python or sys.executable,
+    }
     upstream = None
     try:
         upstream = Upstream(opts.upstream, opts.upstream_python, workdir, pipeline, cases)
@@ -263,7 +314,9 @@ def start_upstream(
 
 def checkout_commit(checkout: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or "unknown (not a git checkout)"
@@ -278,8 +331,19 @@ def run_graph(
     commit = git_commit(REPO)  # the nodes run the code as it is now, which may differ from the start's
     load.sample()
     try:
-        result = run_dataflow(REPO, workdir, paths, cases, opts.repeats, opts.tokens, opts.device, opts.dtype,
-                              threads, opts.seed, progress=lambda label: progress.step(label, advance="starting" not in label))
+        result = run_dataflow(
+            REPO,
+            workdir,
+            paths,
+            cases,
+            opts.repeats,
+            opts.tokens,
+            opts.device,
+            opts.dtype,
+            threads,
+            opts.seed,
+            progress=lambda label: progress.step(label, advance="starting" not in label),
+        )
     except DataflowError as e:
         return None, {"error": str(e)[-1500:]}
     load.sample()
@@ -293,7 +357,11 @@ def run_graph(
         "total_peak_rss_mib": round(sum(result.node_peak_rss_mib.values()), 1) or None,
         "log": result.log_path,
         "requests": [  # every request's own figures: the medians above hide bimodal latencies
-            {"case": r.case, "warmup": r.warmup, **{k: r.metrics.get(k) for k in ("ttfa_s", "wall_s", "audio_s", "rtf", "errors")}}
+            {
+                "case": r.case,
+                "warmup": r.warmup,
+                **{k: r.metrics.get(k) for k in ("ttfa_s", "wall_s", "audio_s", "rtf", "errors")},
+            }
             for r in result.requests
         ],
     }

@@ -21,9 +21,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -75,13 +76,15 @@ def write_graph(repo: Path, workdir: Path, port: int, metrics_path: Path) -> Pat
         operator = node.get("operator")
         if operator and "python" in operator:
             operator["python"] = str((repo / "dataflows" / operator["python"]).resolve())
-    graph["nodes"].append({
-        "id": "bench-metrics",
-        "path": sys.executable,
-        "args": "-m dora_gpt_sovits.benchmark.metrics_collector",
-        "inputs": {"metrics": {"source": "audio-sink/metrics", "queue_size": 1000, "queue_policy": "backpressure"}},
-        "env": {"GSV_BENCH_METRICS": str(metrics_path)},
-    })
+    graph["nodes"].append(
+        {
+            "id": "bench-metrics",
+            "path": sys.executable,
+            "args": "-m dora_gpt_sovits.benchmark.metrics_collector",
+            "inputs": {"metrics": {"source": "audio-sink/metrics", "queue_size": 1000, "queue_policy": "backpressure"}},
+            "env": {"GSV_BENCH_METRICS": str(metrics_path)},
+        }
+    )
     path = workdir / "bench-graph.yml"
     path.write_text(yaml.safe_dump(graph, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
@@ -154,7 +157,9 @@ def processes_with_env(key: str, value: str) -> list[int]:
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cmdline = (proc / "cmdline").read_bytes()
-            if (b"gsv-" in cmdline or b"start_runtime" in cmdline) and needle in (proc / "environ").read_bytes().split(b"\0"):
+            if (b"gsv-" in cmdline or b"start_runtime" in cmdline) and needle in (proc / "environ").read_bytes().split(
+                b"\0"
+            ):
                 found.append(int(proc.name))
         except OSError:
             continue  # exited, or not ours to read
@@ -202,8 +207,12 @@ class GraphRun:
         started = time.perf_counter()
         self.log = open(self.log_path, "w", encoding="utf-8")
         self.process = subprocess.Popen(
-            ["dora", "run", str(self.graph)], cwd=self.workdir, env=self.env,
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            ["dora", "run", str(self.graph)],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         while not self.listening():
             self.check_alive("starting")
@@ -270,12 +279,20 @@ class GraphRun:
         return self.log_path.read_text(encoding="utf-8", errors="replace")[-n:]
 
 
-def node_env(paths: ModelPaths, gpt_path: Path | None, device: str, dtype: str, threads: int, seed: int) -> dict[str, str]:
+def node_env(
+    paths: ModelPaths, gpt_path: Path | None, device: str, dtype: str, threads: int, seed: int
+) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # gsv-* and dora
     env.update(
-        GSV_MODEL_DIR=str(paths.model_dir), GSV_VERSION=paths.version, GSV_SINK="null", GSV_SEED=str(seed),
-        GSV_THREADS=str(threads), GSV_DEVICE=device, GSV_DTYPE=dtype, HF_HUB_OFFLINE="1",
+        GSV_MODEL_DIR=str(paths.model_dir),
+        GSV_VERSION=paths.version,
+        GSV_SINK="null",
+        GSV_SEED=str(seed),
+        GSV_THREADS=str(threads),
+        GSV_DEVICE=device,
+        GSV_DTYPE=dtype,
+        HF_HUB_OFFLINE="1",
     )
     if gpt_path is not None:
         env["GSV_GPT_PATH"] = str(gpt_path)

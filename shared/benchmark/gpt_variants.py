@@ -44,12 +44,23 @@ def parse_variants(text: str, capacity: int) -> list[Variant]:
         unknown = [w for w in words if w not in WORDS]
         quant = [w for w in words if w in ("none", "auto", "fp16")]
         if unknown or len(quant) > 1:
-            raise ValueError(f"--gpt-variants: {name!r} is not a variant (words: {', '.join(WORDS)}; one weight format)")
-        variants.append(Variant(name, TorchGPTOptions(
-            quant=quant[0] if quant else "none", compile="compile" in words,
-            cuda_graphs="1" if "graphs" in words else "0", capacity=capacity,
-            half_matvec="fbgemm" if "fbgemm" in words else "auto", fused_decode="unfused" not in words,
-            read_every=1)))  # tokens timed as they are sampled, as the eager loop yields them
+            raise ValueError(
+                f"--gpt-variants: {name!r} is not a variant (words: {', '.join(WORDS)}; one weight format)"
+            )
+        variants.append(
+            Variant(
+                name,
+                TorchGPTOptions(
+                    quant=quant[0] if quant else "none",
+                    compile="compile" in words,
+                    cuda_graphs="1" if "graphs" in words else "0",
+                    capacity=capacity,
+                    half_matvec="fbgemm" if "fbgemm" in words else "auto",
+                    fused_decode="unfused" not in words,
+                    read_every=1,
+                ),
+            )
+        )  # tokens timed as they are sampled, as the eager loop yields them
     if not variants:
         raise ValueError("--gpt-variants: no variant given")
     return variants
@@ -58,8 +69,16 @@ def parse_variants(text: str, capacity: int) -> list[Variant]:
 TEXT_LEN, PROMPT_LEN = 60, 120  # phones (prompt text + target) and prompt tokens of the utterance
 
 
-def compare_variants(gpt_path: Path, variants: list[Variant], device: torch.device, tokens: int, repeats: int,
-                     seed: int = 0, text_len: int = TEXT_LEN, prompt_len: int = PROMPT_LEN) -> dict[str, Any]:
+def compare_variants(
+    gpt_path: Path,
+    variants: list[Variant],
+    device: torch.device,
+    tokens: int,
+    repeats: int,
+    seed: int = 0,
+    text_len: int = TEXT_LEN,
+    prompt_len: int = PROMPT_LEN,
+) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(seed)
     phones = torch.randint(0, 700, (text_len,), generator=generator).to(device)
     bert = (torch.randn(1024, text_len, generator=generator) * 0.1).to(device)
@@ -102,7 +121,9 @@ def compare_variants(gpt_path: Path, variants: list[Variant], device: torch.devi
                 "prepare_s": round(prepare_s[name], 2),
                 "decoder": decoders[name],
                 "same_tokens_as_first": rs[0][2] == reference,
-                "token_agreement_with_first": round(sum(a == b for a, b in zip(rs[0][2], reference)) / max(1, len(reference)), 3),
+                "token_agreement_with_first": round(
+                    sum(a == b for a, b in zip(rs[0][2], reference)) / max(1, len(reference)), 3
+                ),
             }
             for name, rs in runs.items()
         },
@@ -121,5 +142,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
     for name, v in doc["variants"].items():
         ms = v["ms_per_token_median"]
         same = "yes" if v["same_tokens_as_first"] else f"{100 * v['token_agreement_with_first']:.0f}% positions"
-        lines.append(f"| {name} | {ms:.1f} | {1000 / ms:.1f} | {v['prefill_ms_median']:.0f} | {v['prepare_s']:.1f} | {same} |")
+        lines.append(
+            f"| {name} | {ms:.1f} | {1000 / ms:.1f} | {v['prefill_ms_median']:.0f} | {v['prepare_s']:.1f} | {same} |"
+        )
     return "\n".join(lines) + "\n"

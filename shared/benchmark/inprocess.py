@@ -109,7 +109,9 @@ def prepare_voice(models: Models, voice: Voice) -> VoicePrompt:
 
     started = time.perf_counter()
     # The reference node's encoder (the graph's SoVITS quantizer for every voice, as before).
-    encoder = ReferenceEncoder(models.hubert, models.sovits, models.sv, models.device, open_sovits=lambda _: models.sovits)
+    encoder = ReferenceEncoder(
+        models.hubert, models.sovits, models.sv, models.device, open_sovits=lambda _: models.sovits
+    )
     features = encoder.encode(voice)
     spec = torch.from_numpy(features.spectrogram)[None].to(models.device, models.dtype)
     tokens, runs = None, []
@@ -204,8 +206,14 @@ class Pipeline:
     rarely emit EOS, and a fixed budget makes every run decode the same number of steps. Segment
     ``i`` of a text is sampled with seed ``seed + i``, as the gpt node does with ``GSV_SEED``."""
 
-    def __init__(self, models: Models, voice: VoicePrompt, tokens_per_segment: int, seed: int,
-                 params: SamplingParams = SamplingParams()):
+    def __init__(
+        self,
+        models: Models,
+        voice: VoicePrompt,
+        tokens_per_segment: int,
+        seed: int,
+        params: SamplingParams = SamplingParams(),
+    ):
         self.models = models
         self.voice = voice
         self.tokens_per_segment = tokens_per_segment
@@ -242,17 +250,24 @@ class Pipeline:
             runs = text_to_phones(piece, case.language, self.models.symbol_version)
             target = torch.tensor([i for r in runs for i in r.phone_ids], dtype=torch.long)
             bert = torch.cat([self.voice.prompt_bert, run_features(self.models, runs)], dim=1)
-            segments.append({
-                "phone_ids": torch.cat([self.voice.prompt_ids.cpu(), target]),
-                "bert": bert.float().cpu(),
-                "target_ids": target,
-                # What upstream's BERT step gets per run: normalised text and phones per character (zh),
-                # else only the phone count (its features are zeros).
-                "bert_runs": [
-                    {"language": r.language, "norm_text": r.norm_text, "word2ph": list(r.word2ph or []), "phones": len(r.phone_ids)}
-                    for r in runs
-                ],
-            })
+            segments.append(
+                {
+                    "phone_ids": torch.cat([self.voice.prompt_ids.cpu(), target]),
+                    "bert": bert.float().cpu(),
+                    "target_ids": target,
+                    # What upstream's BERT step gets per run: normalised text and phones per character (zh),
+                    # else only the phone count (its features are zeros).
+                    "bert_runs": [
+                        {
+                            "language": r.language,
+                            "norm_text": r.norm_text,
+                            "word2ph": list(r.word2ph or []),
+                            "phones": len(r.phone_ids),
+                        }
+                        for r in runs
+                    ],
+                }
+            )
         return segments
 
     def segment(self, piece: str, language: str, seed: int) -> SegmentRun:

@@ -46,7 +46,11 @@ def conditions(doc: dict[str, Any]) -> list[str]:
         " (upstream's worker and every dataflow node: the same)"
         + (f"; our GPT: {cfg['gpt_options']}" if cfg.get("gpt_options") else ""),
         f"* Model: {cfg['model_version']} from {cfg['model_dir']}"
-        + (" — DEVELOPMENT MODEL (random weights, full size): speed is real, audio is noise" if cfg["development_model"] else ""),
+        + (
+            " — DEVELOPMENT MODEL (random weights, full size): speed is real, audio is noise"
+            if cfg["development_model"]
+            else ""
+        ),
         f"* GPT budget: early_stop_num = {cfg['tokens_per_segment']} → {cfg['tokens_per_segment'] + 1} tokens per segment "
         f"({(cfg['tokens_per_segment'] + 1) / 25:.2f} s of speech); sampling top_k {cfg['sampling']['top_k']}, "
         f"top_p {cfg['sampling']['top_p']}, temperature {cfg['sampling']['temperature']}, repetition penalty "
@@ -58,17 +62,37 @@ def conditions(doc: dict[str, Any]) -> list[str]:
 
 
 def ours_table(doc: dict[str, Any]) -> list[str]:
-    header = ["case", "segs", "chars", "prefill ms/seg", "decode ms/tok", "decode tok/s", "vocoder RTF",
-              "e2e RTF", "first segment's audio s", "chars/s", "peak RSS MiB"]
+    header = [
+        "case",
+        "segs",
+        "chars",
+        "prefill ms/seg",
+        "decode ms/tok",
+        "decode tok/s",
+        "vocoder RTF",
+        "e2e RTF",
+        "first segment's audio s",
+        "chars/s",
+        "peak RSS MiB",
+    ]
     rows = []
     for name, c in doc["cases"].items():
         o = c["ours"]
-        rows.append([
-            name, str(c["segments"]), str(c["chars"]), cell(o["gpt_prefill_ms_per_segment"], digits=0),
-            cell(o["gpt_decode_ms_per_token"], digits=1), cell(o["gpt_decode_tok_per_s"], digits=1, spread=False),
-            cell(o["vocoder_rtf"], digits=3), cell(o["e2e_rtf"], digits=3), cell(o["first_audio_s"]),
-            cell(o["chars_per_s"], digits=1, spread=False), plain(o["peak_rss_mib"], 0),
-        ])
+        rows.append(
+            [
+                name,
+                str(c["segments"]),
+                str(c["chars"]),
+                cell(o["gpt_prefill_ms_per_segment"], digits=0),
+                cell(o["gpt_decode_ms_per_token"], digits=1),
+                cell(o["gpt_decode_tok_per_s"], digits=1, spread=False),
+                cell(o["vocoder_rtf"], digits=3),
+                cell(o["e2e_rtf"], digits=3),
+                cell(o["first_audio_s"]),
+                cell(o["chars_per_s"], digits=1, spread=False),
+                plain(o["peak_rss_mib"], 0),
+            ]
+        )
     return table(header, rows)
 
 
@@ -77,32 +101,52 @@ def stage_table(doc: dict[str, Any]) -> list[str]:
     rows = []
     for name, c in doc["cases"].items():
         st = c["ours"]["stages_s"]
-        rows.append([name] + [cell(st[k], digits=3, spread=False) for k in ("frontend", "bert", "gpt_prefill", "gpt_decode", "vocoder")]
-                    + [cell(c["ours"]["wall_s"], digits=2, spread=False), plain(c["ours"]["audio_s"])])
+        rows.append(
+            [name]
+            + [
+                cell(st[k], digits=3, spread=False)
+                for k in ("frontend", "bert", "gpt_prefill", "gpt_decode", "vocoder")
+            ]
+            + [cell(c["ours"]["wall_s"], digits=2, spread=False), plain(c["ours"]["audio_s"])]
+        )
     return table(header, rows)
 
 
 def upstream_table(doc: dict[str, Any]) -> list[str]:
-    header = ["case", "prefill ms/seg ours / upstream", "decode ms/tok ours / upstream", "vocoder RTF ours / upstream",
-              "GPT+vocoder RTF ours / upstream", "e2e RTF ours / upstream (≥, no frontend)",
-              "speed-up prefill / decode / vocoder / GPT+vocoder / e2e (≥)", "same tokens", "audio max |Δ|", "BERT max |Δ|"]
+    header = [
+        "case",
+        "prefill ms/seg ours / upstream",
+        "decode ms/tok ours / upstream",
+        "vocoder RTF ours / upstream",
+        "GPT+vocoder RTF ours / upstream",
+        "e2e RTF ours / upstream (≥, no frontend)",
+        "speed-up prefill / decode / vocoder / GPT+vocoder / e2e (≥)",
+        "same tokens",
+        "audio max |Δ|",
+        "BERT max |Δ|",
+    ]
     rows = []
     for name, c in doc["cases"].items():
         if "upstream" not in c:
             continue
         o, u, r = c["ours"], c["upstream"], c["speedup_vs_upstream"]
-        rows.append([
-            name,
-            f"{cell(o['gpt_prefill_ms_per_segment'], digits=0, spread=False)} / {cell(u['gpt_prefill_ms_per_segment'], digits=0, spread=False)}",
-            f"{cell(o['gpt_decode_ms_per_token'], digits=1, spread=False)} / {cell(u['gpt_decode_ms_per_token'], digits=1, spread=False)}",
-            f"{cell(o['vocoder_rtf'], digits=3, spread=False)} / {cell(u['vocoder_rtf'], digits=3, spread=False)}",
-            f"{cell(o['model_rtf'], digits=3, spread=False)} / {cell(u['model_rtf'], digits=3, spread=False)}",
-            f"{cell(o['e2e_rtf'], digits=3, spread=False)} / {cell(u.get('e2e_rtf_lower_bound'), digits=3, spread=False)}",
-            " / ".join(plain(r.get(k), 2, "×") for k in ("gpt_prefill", "gpt_decode", "vocoder", "gpt_plus_vocoder", "end_to_end_at_least")),
-            "yes" if u["tokens_equal_ours"] else "no",
-            plain(u["audio_max_abs_diff"], 7) if u["audio_max_abs_diff"] is not None else "—",
-            plain(u.get("bert_max_abs_diff"), 7) if u.get("bert_max_abs_diff") is not None else "—",
-        ])
+        rows.append(
+            [
+                name,
+                f"{cell(o['gpt_prefill_ms_per_segment'], digits=0, spread=False)} / {cell(u['gpt_prefill_ms_per_segment'], digits=0, spread=False)}",
+                f"{cell(o['gpt_decode_ms_per_token'], digits=1, spread=False)} / {cell(u['gpt_decode_ms_per_token'], digits=1, spread=False)}",
+                f"{cell(o['vocoder_rtf'], digits=3, spread=False)} / {cell(u['vocoder_rtf'], digits=3, spread=False)}",
+                f"{cell(o['model_rtf'], digits=3, spread=False)} / {cell(u['model_rtf'], digits=3, spread=False)}",
+                f"{cell(o['e2e_rtf'], digits=3, spread=False)} / {cell(u.get('e2e_rtf_lower_bound'), digits=3, spread=False)}",
+                " / ".join(
+                    plain(r.get(k), 2, "×")
+                    for k in ("gpt_prefill", "gpt_decode", "vocoder", "gpt_plus_vocoder", "end_to_end_at_least")
+                ),
+                "yes" if u["tokens_equal_ours"] else "no",
+                plain(u["audio_max_abs_diff"], 7) if u["audio_max_abs_diff"] is not None else "—",
+                plain(u.get("bert_max_abs_diff"), 7) if u.get("bert_max_abs_diff") is not None else "—",
+            ]
+        )
     return table(header, rows)
 
 
@@ -113,7 +157,9 @@ def dataflow_table(doc: dict[str, Any]) -> list[str]:
         d = c.get("dataflow")
         if d is None:
             continue
-        rows.append([name, cell(d["ttfa_s"], digits=3), cell(d["rtf"], digits=3), cell(d["wall_s"]), plain(d["audio_s"])])
+        rows.append(
+            [name, cell(d["ttfa_s"], digits=3), cell(d["rtf"], digits=3), cell(d["wall_s"]), plain(d["audio_s"])]
+        )
     return table(header, rows)
 
 
@@ -121,52 +167,97 @@ def hashes_table(doc: dict[str, Any]) -> list[str]:
     header = ["case", "segments", "target phones", "prompt phones + tokens", "tokens/segment", "token hash", "stable"]
     rows = []
     for name, c in doc["cases"].items():
-        rows.append([name, str(c["segments"]), ",".join(map(str, c["target_phones"])),
-                     f"{c['prompt_phones']} + {c['prompt_tokens']}", ",".join(sorted(set(map(str, c["tokens_per_segment"])))),
-                     f"`{c['token_hash']}`", "yes" if c["token_hash_stable"] else "NO"])
+        rows.append(
+            [
+                name,
+                str(c["segments"]),
+                ",".join(map(str, c["target_phones"])),
+                f"{c['prompt_phones']} + {c['prompt_tokens']}",
+                ",".join(sorted(set(map(str, c["tokens_per_segment"])))),
+                f"`{c['token_hash']}`",
+                "yes" if c["token_hash_stable"] else "NO",
+            ]
+        )
     return table(header, rows)
 
 
 def to_markdown(doc: dict[str, Any]) -> str:
-    lines = ["# dora-gpt-sovits benchmark", "", *conditions(doc), "", SPREAD_NOTE, "",
-             "## Ours, in-process (text → frontend → BERT → GPT → vocoder)", "",
-             "Each segment is decoded whole, then vocoded whole (no streaming inside a segment).", "",
-             *ours_table(doc), "",
-             "Stage breakdown (medians, seconds per text):", "", *stage_table(doc), ""]
+    lines = [
+        "# dora-gpt-sovits benchmark",
+        "",
+        *conditions(doc),
+        "",
+        SPREAD_NOTE,
+        "",
+        "## Ours, in-process (text → frontend → BERT → GPT → vocoder)",
+        "",
+        "Each segment is decoded whole, then vocoded whole (no streaming inside a segment).",
+        "",
+        *ours_table(doc),
+        "",
+        "Stage breakdown (medians, seconds per text):",
+        "",
+        *stage_table(doc),
+        "",
+    ]
     if any("upstream" in c for c in doc["cases"].values()):
         up = doc.get("upstream", {})
-        lines += ["## Side by side with upstream GPT-SoVITS", "",
-                  f"Upstream checkout {up.get('checkout')} (commit {up.get('commit')}), its own "
-                  "`Text2SemanticDecoder.infer_panel_naive` and `SynthesizerTrn.decode` on the same checkpoint files, "
-                  "inputs, seeds and thread count, interleaved with ours case by case. Its vocoder decodes our tokens. "
-                  "Its BERT step: the `transformers` calls of its `get_bert_feature` on the same text. Its text "
-                  "frontend is not run, so its end to end is at least the e2e column's figure. "
-                  "Speed-up = upstream time / our time (> 1: ours is faster).", "",
-                  *upstream_table(doc), ""]
+        lines += [
+            "## Side by side with upstream GPT-SoVITS",
+            "",
+            f"Upstream checkout {up.get('checkout')} (commit {up.get('commit')}), its own "
+            "`Text2SemanticDecoder.infer_panel_naive` and `SynthesizerTrn.decode` on the same checkpoint files, "
+            "inputs, seeds and thread count, interleaved with ours case by case. Its vocoder decodes our tokens. "
+            "Its BERT step: the `transformers` calls of its `get_bert_feature` on the same text. Its text "
+            "frontend is not run, so its end to end is at least the e2e column's figure. "
+            "Speed-up = upstream time / our time (> 1: ours is faster).",
+            "",
+            *upstream_table(doc),
+            "",
+        ]
     elif doc.get("upstream", {}).get("error"):
-        lines += ["## Side by side with upstream GPT-SoVITS", "", f"Not run: {first_line(doc['upstream']['error'])}", ""]
+        lines += [
+            "## Side by side with upstream GPT-SoVITS",
+            "",
+            f"Not run: {first_line(doc['upstream']['error'])}",
+            "",
+        ]
     if any(c.get("dataflow") for c in doc["cases"].values()):
         df = doc["dataflow"]
-        lines += ["## Through the dataflow (`dora run`, service graph, sink = null)", "",
-                  f"Code at commit {df.get('git_commit')}. Startup (dora run → text-input listening): {df['startup_s']:.1f} s. "
-                  f"GPT budget in the graph: {df['gpt_tokens_per_segment'] or 'the model’s own (EOS)'} tokens per segment. "
-                  f"Peak RSS, sum over nodes: {plain(df.get('total_peak_rss_mib'), 0)} MiB.", "",
-                  *dataflow_table(doc), ""]
+        lines += [
+            "## Through the dataflow (`dora run`, service graph, sink = null)",
+            "",
+            f"Code at commit {df.get('git_commit')}. Startup (dora run → text-input listening): {df['startup_s']:.1f} s. "
+            f"GPT budget in the graph: {df['gpt_tokens_per_segment'] or 'the model’s own (EOS)'} tokens per segment. "
+            f"Peak RSS, sum over nodes: {plain(df.get('total_peak_rss_mib'), 0)} MiB.",
+            "",
+            *dataflow_table(doc),
+            "",
+        ]
         if df.get("error"):
             lines += [f"**Stopped early:** {first_line(df['error'])} (the requests before it are in the table).", ""]
         if df.get("node_peak_rss_mib"):
-            lines += ["Peak RSS per node (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(df["node_peak_rss_mib"].items())), ""]
+            lines += [
+                "Peak RSS per node (MiB): "
+                + ", ".join(f"{k} {v:.0f}" for k, v in sorted(df["node_peak_rss_mib"].items())),
+                "",
+            ]
     elif doc.get("dataflow", {}).get("error"):
         lines += ["## Through the dataflow", "", f"Not run: {first_line(doc['dataflow']['error'])}", ""]
     lines += ["## Inputs and token hashes", "", *hashes_table(doc), ""]
     o = doc["overall"].get("ours", {})
-    lines += ["## Overall (median across cases)", "",
-              f"* GPT decode {plain(o.get('gpt_decode_ms_per_token'), 1)} ms/token "
-              f"({plain(o.get('gpt_decode_tok_per_s'), 1)} tok/s), prefill {plain(o.get('gpt_prefill_ms_per_segment'), 0)} ms/segment",
-              f"* Vocoder RTF {plain(o.get('vocoder_rtf'), 3)}, end-to-end RTF {plain(o.get('e2e_rtf'), 3)}, "
-              f"{plain(o.get('chars_per_s'), 1)} chars/s"]
+    lines += [
+        "## Overall (median across cases)",
+        "",
+        f"* GPT decode {plain(o.get('gpt_decode_ms_per_token'), 1)} ms/token "
+        f"({plain(o.get('gpt_decode_tok_per_s'), 1)} tok/s), prefill {plain(o.get('gpt_prefill_ms_per_segment'), 0)} ms/segment",
+        f"* Vocoder RTF {plain(o.get('vocoder_rtf'), 3)}, end-to-end RTF {plain(o.get('e2e_rtf'), 3)}, "
+        f"{plain(o.get('chars_per_s'), 1)} chars/s",
+    ]
     if doc["overall"].get("dataflow"):
-        lines.append(f"* Dataflow TTFA {plain(doc['overall']['dataflow'].get('ttfa_s'), 3)} s, RTF {plain(doc['overall']['dataflow'].get('rtf'), 3)}")
+        lines.append(
+            f"* Dataflow TTFA {plain(doc['overall']['dataflow'].get('ttfa_s'), 3)} s, RTF {plain(doc['overall']['dataflow'].get('rtf'), 3)}"
+        )
     if doc["overall"].get("speedup_vs_upstream"):
         s = doc["overall"]["speedup_vs_upstream"]
         lines.append("* Speed-up vs upstream: " + ", ".join(f"{k} {v:.2f}×" for k, v in s.items()))

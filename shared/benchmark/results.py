@@ -55,10 +55,15 @@ def ours_metrics(runs: list[CaseRun], chars: int) -> dict[str, Any]:
         "gpt_decode_tok_per_s": _s(summarize(decode_tok_s)),
         "gpt_decode_ms_per_token": _s(summarize([1000 / t for t in decode_tok_s])),
         "vocoder_rtf": _s(summarize([r.stage_seconds()["vocoder"] / a for r, a in zip(runs, speech)])),
-        "model_rtf": _s(summarize([
-            (r.stage_seconds()["gpt_prefill"] + r.stage_seconds()["gpt_decode"] + r.stage_seconds()["vocoder"]) / r.audio_s
-            for r in runs
-        ])),
+        "model_rtf": _s(
+            summarize(
+                [
+                    (r.stage_seconds()["gpt_prefill"] + r.stage_seconds()["gpt_decode"] + r.stage_seconds()["vocoder"])
+                    / r.audio_s
+                    for r in runs
+                ]
+            )
+        ),
         "e2e_rtf": _s(summarize([r.wall_s / r.audio_s for r in runs])),
         "wall_s": _s(summarize([r.wall_s for r in runs])),
         "first_audio_s": _s(summarize([r.first_audio_s for r in runs])),
@@ -71,7 +76,10 @@ def ours_metrics(runs: list[CaseRun], chars: int) -> dict[str, Any]:
 
 
 def upstream_metrics(runs: list[UpstreamCaseRun], ours: list[CaseRun]) -> dict[str, Any]:
-    stages = {name: summarize([r.stage_seconds()[name] for r in runs]) for name in ("bert", "gpt_prefill", "gpt_decode", "vocoder")}
+    stages = {
+        name: summarize([r.stage_seconds()[name] for r in runs])
+        for name in ("bert", "gpt_prefill", "gpt_decode", "vocoder")
+    }
     decode_tok_s = [sum(n - 1 for n in r.steps) / sum(r.decode_s) for r in runs]
     played = ours[0].audio_s  # same tokens -> same audio length as ours (checked below)
     hashes = {r.token_hash() for r in runs}
@@ -102,7 +110,9 @@ def side_by_side(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, floa
         return None if v is None else Summary(**{k: v[k] for k in ("median", "p25", "p75", "min", "max", "n")})
 
     return {
-        "gpt_prefill": _round(ratio(sm(ours, "gpt_prefill_ms_per_segment"), sm(theirs, "gpt_prefill_ms_per_segment")), 3),
+        "gpt_prefill": _round(
+            ratio(sm(ours, "gpt_prefill_ms_per_segment"), sm(theirs, "gpt_prefill_ms_per_segment")), 3
+        ),
         "gpt_decode": _round(ratio(sm(ours, "gpt_decode_ms_per_token"), sm(theirs, "gpt_decode_ms_per_token")), 3),
         "vocoder": _round(ratio(sm(ours, "vocoder_rtf"), sm(theirs, "vocoder_rtf")), 3),
         "gpt_plus_vocoder": _round(ratio(sm(ours, "model_rtf"), sm(theirs, "model_rtf")), 3),
@@ -160,10 +170,24 @@ def overall(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return round(statistics.median(values), 4) if values else None
 
     summary: dict[str, Any] = defaultdict(dict)
-    for key in ("gpt_prefill_ms_per_segment", "gpt_decode_ms_per_token", "gpt_decode_tok_per_s", "vocoder_rtf",
-                "model_rtf", "e2e_rtf", "first_audio_s", "chars_per_s"):
+    for key in (
+        "gpt_prefill_ms_per_segment",
+        "gpt_decode_ms_per_token",
+        "gpt_decode_tok_per_s",
+        "vocoder_rtf",
+        "model_rtf",
+        "e2e_rtf",
+        "first_audio_s",
+        "chars_per_s",
+    ):
         summary["ours"][key] = across("ours", key)
-    for key in ("gpt_prefill_ms_per_segment", "gpt_decode_ms_per_token", "gpt_decode_tok_per_s", "vocoder_rtf", "model_rtf"):
+    for key in (
+        "gpt_prefill_ms_per_segment",
+        "gpt_decode_ms_per_token",
+        "gpt_decode_tok_per_s",
+        "vocoder_rtf",
+        "model_rtf",
+    ):
         value = across("upstream", key)
         if value is not None:
             summary["upstream"][key] = value

@@ -83,7 +83,7 @@ def soak(graph: GraphRun, n: int, tokens_per_segment: int, timeout_s: float = 60
     result.rss_end_mib = node_rss_mib(graph.process.pid)
     result.in_order = [r["utterance_id"] for r in reports] == ids
     by_id = {r["utterance_id"]: r for r in reports}
-    for (text, segments), u in zip(texts, ids):
+    for (_text, segments), u in zip(texts, ids):
         report = by_id.get(u)
         if report is None:
             result.failed.append(f"{u}: no report")
@@ -95,7 +95,9 @@ def soak(graph: GraphRun, n: int, tokens_per_segment: int, timeout_s: float = 60
         result.audio_s += report["audio_s"]
         low, high = audio_bounds(segments, tokens_per_segment)
         if not low <= report["audio_s"] <= high:
-            result.implausible.append(f"{u}: {report['audio_s']} s for {segments} segment(s), expected {low:.2f}-{high:.2f}")
+            result.implausible.append(
+                f"{u}: {report['audio_s']} s for {segments} segment(s), expected {low:.2f}-{high:.2f}"
+            )
     result.audio_s = round(result.audio_s, 1)
     return result
 
@@ -115,7 +117,10 @@ def long_text_frontend(chars: int = 100_000) -> dict[str, Any]:
     engine = FrontendEngine()  # the text-frontend node's conversion (its defaults: v2, cut5)
     engine.warm_up()  # the node loads its dictionaries before serving, too
     prompt = engine.prompt_phones("你好。", "zh")
-    text = ("今天天气很好，我们去公园散步吧。" * (chars // 30 + 1) + "Hello there, this is a long text. " * (chars // 60 + 1))[:chars]
+    text = (
+        "今天天气很好，我们去公园散步吧。" * (chars // 30 + 1)
+        + "Hello there, this is a long text. " * (chars // 60 + 1)
+    )[:chars]
     reset_peak_rss()
     rss_before = _status_kib(os.getpid(), "VmRSS") or 0
     started = time.perf_counter()
@@ -129,5 +134,10 @@ def long_text_frontend(chars: int = 100_000) -> dict[str, Any]:
         first_s = first_s if first_s is not None else time.perf_counter() - started
     total_s = time.perf_counter() - started
     peak = _status_kib(os.getpid(), "VmHWM") or 0
-    return {"chars": chars, "segments": segments, "first_segment_s": round(first_s or 0.0, 3),
-            "total_s": round(total_s, 1), "peak_rss_growth_mib": round((peak - rss_before) / 1024, 1)}
+    return {
+        "chars": chars,
+        "segments": segments,
+        "first_segment_s": round(first_s or 0.0, 3),
+        "total_s": round(total_s, 1),
+        "peak_rss_growth_mib": round((peak - rss_before) / 1024, 1),
+    }

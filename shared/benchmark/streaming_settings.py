@@ -11,9 +11,10 @@ has the figures.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -72,8 +73,16 @@ def summarize(name: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def probe(
-    repo: Path, workdir: Path, paths: ModelPaths, setting: Setting, text: str, language: str,
-    requests: int, tokens_per_segment: int, threads: int, seed: int = 0,
+    repo: Path,
+    workdir: Path,
+    paths: ModelPaths,
+    setting: Setting,
+    text: str,
+    language: str,
+    requests: int,
+    tokens_per_segment: int,
+    threads: int,
+    seed: int = 0,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -93,8 +102,16 @@ def probe(
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| setting | env | TTFA median s | RTF median | stall s per utterance | requests |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| setting | env | TTFA median s | RTF median | stall s per utterance | requests |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        env = "; ".join(f"{node}: " + ", ".join(f"{k}={v}" for k, v in vs.items()) for node, vs in r["env"].items()) or "graph defaults"
-        lines.append(f"| {r['setting']} | {env} | {r['ttfa_s']:.3f} | {r['rtf']:.3f} | {r['stall_s']:.2f} | {r['requests']} |")
+        env = (
+            "; ".join(f"{node}: " + ", ".join(f"{k}={v}" for k, v in vs.items()) for node, vs in r["env"].items())
+            or "graph defaults"
+        )
+        lines.append(
+            f"| {r['setting']} | {env} | {r['ttfa_s']:.3f} | {r['rtf']:.3f} | {r['stall_s']:.2f} | {r['requests']} |"
+        )
     return "\n".join(lines)

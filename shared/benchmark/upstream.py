@@ -63,8 +63,12 @@ class UpstreamCaseRun:
         return token_hash(self.tokens)
 
     def stage_seconds(self) -> dict[str, float]:
-        return {"bert": sum(self.bert_s), "gpt_prefill": sum(self.prefill_s), "gpt_decode": sum(self.decode_s),
-                "vocoder": sum(self.vocoder_s)}
+        return {
+            "bert": sum(self.bert_s),
+            "gpt_prefill": sum(self.prefill_s),
+            "gpt_decode": sum(self.decode_s),
+            "vocoder": sum(self.vocoder_s),
+        }
 
 
 @dataclass
@@ -181,14 +185,23 @@ class Upstream:
         params = self.pipeline.params
         bert = self.worker.call("bert", case=case.name)
         gpt = self.worker.call(
-            "gpt", case=case.name, seeds=seeds, early_stop_num=self.pipeline.tokens_per_segment,
-            top_k=params.top_k, top_p=params.top_p, temperature=params.temperature,
+            "gpt",
+            case=case.name,
+            seeds=seeds,
+            early_stop_num=self.pipeline.tokens_per_segment,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            temperature=params.temperature,
             repetition_penalty=params.repetition_penalty,
         )
         compare = measured and case.name not in self.compared
         vocoder = self.worker.call(
-            "vocoder", case=case.name, seeds=seeds, noise_scale=NOISE_SCALE,
-            tokens=[s.tokens for s in ours.segments], save_audio=str(self.audio_path) if compare else "",
+            "vocoder",
+            case=case.name,
+            seeds=seeds,
+            noise_scale=NOISE_SCALE,
+            tokens=[s.tokens for s in ours.segments],
+            save_audio=str(self.audio_path) if compare else "",
         )
         run = UpstreamCaseRun(
             case=case.name,
@@ -215,6 +228,8 @@ class Upstream:
 def audio_difference(ours: CaseRun, theirs: list[torch.Tensor]) -> float | None:
     """Largest sample difference over segments of equal length (None if no lengths match)."""
     diffs = [
-        float((s.audio - t).abs().max()) for s, t in zip(ours.segments, theirs) if s.audio.numel() == t.numel() and t.numel()
+        float((s.audio - t).abs().max())
+        for s, t in zip(ours.segments, theirs)
+        if s.audio.numel() == t.numel() and t.numel()
     ]
     return max(diffs) if diffs else None

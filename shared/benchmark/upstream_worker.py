@@ -95,7 +95,7 @@ class Upstream:
         # Text2SemanticLightningModule holds the decoder as ``self.model`` with top_k = 3.
         model = Text2SemanticDecoder(config=dict_s1["config"], top_k=3)
         prefix = "model."
-        weights = {k[len(prefix):]: v for k, v in dict_s1["weight"].items() if k.startswith(prefix)}
+        weights = {k[len(prefix) :]: v for k, v in dict_s1["weight"].items() if k.startswith(prefix)}
         result = model.load_state_dict(weights, strict=True)
         self.t2s = model.to(self.device, self.dtype).eval()
         return {"gpt_missing_keys": list(result.missing_keys), "gpt_unexpected_keys": list(result.unexpected_keys)}
@@ -139,14 +139,20 @@ class Upstream:
                 if run["language"] != "zh":
                     columns.append(torch.zeros(1024, run["phones"], dtype=self.dtype, device=self.device))
                     continue
-                inputs = {k: v.to(self.device) for k, v in self.bert_tokenizer(run["norm_text"], return_tensors="pt").items()}
+                inputs = {
+                    k: v.to(self.device) for k, v in self.bert_tokenizer(run["norm_text"], return_tensors="pt").items()
+                }
                 hidden = self.bert_model(**inputs, output_hidden_states=True)["hidden_states"][-3][0, 1:-1]
-                columns.append(torch.repeat_interleave(hidden, torch.tensor(run["word2ph"], device=self.device), dim=0).T)
+                columns.append(
+                    torch.repeat_interleave(hidden, torch.tensor(run["word2ph"], device=self.device), dim=0).T
+                )
             features = torch.cat(columns, dim=1)
             self.sync()
             elapsed = time.perf_counter() - started
-            ours = seg["bert"][:, seg["bert"].shape[1] - features.shape[1]:].to(features)
-            segments.append({"bert_s": elapsed, "max_abs_diff": float((features - ours).abs().max()) if features.numel() else 0.0})
+            ours = seg["bert"][:, seg["bert"].shape[1] - features.shape[1] :].to(features)
+            segments.append(
+                {"bert_s": elapsed, "max_abs_diff": float((features - ours).abs().max()) if features.numel() else 0.0}
+            )
         return {"segments": segments}
 
     @torch.inference_mode()
@@ -161,9 +167,9 @@ class Upstream:
         for index, seg in enumerate(data):
             marks: list[float] = []
 
-            def timed_step(*args, **kwargs):  # noqa: ANN002 - upstream's signature
-                if not marks:
-                    marks.append(time.perf_counter())  # prefill and the first sample are done
+            def timed_step(*args, _marks=marks, **kwargs):  # upstream's signature; _marks: this segment's list
+                if not _marks:
+                    _marks.append(time.perf_counter())  # prefill and the first sample are done
                 return original(*args, **kwargs)
 
             transformer.decode_next_token = timed_step
@@ -188,12 +194,14 @@ class Upstream:
             prefix = 0 if prompt is None else prompt.numel()
             tokens = y[0, prefix:].tolist()
             first = marks[0] if marks else ended
-            segments.append({
-                "prefill_s": first - started,
-                "decode_s": ended - first,
-                "steps": int(idx) + 1,
-                "tokens": tokens,
-            })
+            segments.append(
+                {
+                    "prefill_s": first - started,
+                    "decode_s": ended - first,
+                    "steps": int(idx) + 1,
+                    "tokens": tokens,
+                }
+            )
         return {"segments": segments, "peak_rss_mib": peak_rss_mib()}
 
     @torch.inference_mode()
@@ -208,7 +216,9 @@ class Upstream:
             codes = torch.tensor(tokens, dtype=torch.long, device=self.device)[None, None]
             torch.manual_seed(int(cmd["seeds"][index]))  # the prior noise: randn_like on the global stream
             started = time.perf_counter()
-            wav = self.vits.decode(codes, seg["target_ids"][None], refer, noise_scale=cmd["noise_scale"], speed=1.0, sv_emb=sv_emb)
+            wav = self.vits.decode(
+                codes, seg["target_ids"][None], refer, noise_scale=cmd["noise_scale"], speed=1.0, sv_emb=sv_emb
+            )
             samples = wav.detach()[0, 0, :].float().cpu()
             segments.append({"vocoder_s": time.perf_counter() - started, "samples": samples.numel()})
             audio.append(samples)

@@ -38,7 +38,9 @@ def build_bundle(out: Path, size: str = "tiny", version: str = "v2", seed: int =
     gpt_path, sovits_path = out / files["gpt"], out / files["sovits"]
     gpt_path.parent.mkdir(parents=True, exist_ok=True)
     sovits_path.parent.mkdir(parents=True, exist_ok=True)
-    write_random_gpt(gpt_path, size=size, phoneme_vocab_size=512 if version == "v1" else 732, seed=seed, max_sec=MAX_SEC[size])
+    write_random_gpt(
+        gpt_path, size=size, phoneme_vocab_size=512 if version == "v1" else 732, seed=seed, max_sec=MAX_SEC[size]
+    )
     write_random_sovits(sovits_path, version=version, size=size, seed=seed)
     write_random_roberta(out / BERT_DIR, size=size)
     write_random_hubert(out / HUBERT_DIR, size=size)

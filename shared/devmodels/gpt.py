@@ -30,12 +30,25 @@ def official_config(size: str, phoneme_vocab_size: int, max_sec: float) -> dict:
     """The training config as upstream stores it: ``s1longer-v2.yaml`` parsed into nested dicts."""
     dims = SIZES[size]
     return {
-        "train": {"seed": 1234, "epochs": 15, "batch_size": 8, "save_every_n_epoch": 5,
-                  "precision": "16-mixed", "gradient_clip": 1.0},
+        "train": {
+            "seed": 1234,
+            "epochs": 15,
+            "batch_size": 8,
+            "save_every_n_epoch": 5,
+            "precision": "16-mixed",
+            "gradient_clip": 1.0,
+        },
         "optimizer": {"lr": 0.01, "lr_init": 1e-05, "lr_end": 0.0001, "warmup_steps": 2000, "decay_steps": 40000},
         "data": {"max_eval_sample": 8, "max_sec": max_sec, "num_workers": 4, "pad_val": 1024},
-        "model": {"vocab_size": 1025, "phoneme_vocab_size": phoneme_vocab_size, **dims,
-                  "linear_units": 4 * dims["hidden_dim"], "dropout": 0, "EOS": 1024, "random_bert": 0},
+        "model": {
+            "vocab_size": 1025,
+            "phoneme_vocab_size": phoneme_vocab_size,
+            **dims,
+            "linear_units": 4 * dims["hidden_dim"],
+            "dropout": 0,
+            "EOS": 1024,
+            "random_bert": 0,
+        },
         "inference": {"top_k": 15},
     }
 

@@ -21,13 +21,23 @@ import torch
 SIZES: dict[str, dict] = {
     # chinese-hubert-base (TencentGameMate): HuBERT-base geometry.
     "full": {
-        "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-        "conv_dim": [512] * 7, "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "conv_dim": [512] * 7,
+        "num_conv_pos_embeddings": 128,
+        "num_conv_pos_embedding_groups": 16,
     },
     # Like the parity fixture hubert_tiny/: hidden stays 768 because SoVITS' ssl_proj needs it.
     "tiny": {
-        "hidden_size": 768, "num_hidden_layers": 1, "num_attention_heads": 12, "intermediate_size": 256,
-        "conv_dim": [64] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 16,
+        "hidden_size": 768,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 12,
+        "intermediate_size": 256,
+        "conv_dim": [64] * 7,
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 16,
     },
 }
 COMMON = {

@@ -19,10 +19,8 @@ from pathlib import Path
 
 import torch
 
-FULL = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-            vocab_size=21128)
-TINY = dict(hidden_size=1024, num_hidden_layers=3, num_attention_heads=16, intermediate_size=256,
-            vocab_size=3000)
+FULL = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, vocab_size=21128)
+TINY = dict(hidden_size=1024, num_hidden_layers=3, num_attention_heads=16, intermediate_size=256, vocab_size=3000)
 SPECIAL_TOKENS = ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Punctuation the Chinese frontend keeps, plus common full-width marks.
 EXTRA_CHARS = "…—“”‘’、。，！？：；（）《》【】·～￥"
@@ -77,11 +75,19 @@ TOKENIZER_CONFIG = {
     "strip_accents": None,
     "model_max_length": 512,
     "tokenizer_class": "BertTokenizer",
-    "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+    "unk_token": "[UNK]",
+    "sep_token": "[SEP]",
+    "pad_token": "[PAD]",
+    "cls_token": "[CLS]",
     "mask_token": "[MASK]",
 }
-SPECIAL_TOKENS_MAP = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
-                      "cls_token": "[CLS]", "mask_token": "[MASK]"}
+SPECIAL_TOKENS_MAP = {
+    "unk_token": "[UNK]",
+    "sep_token": "[SEP]",
+    "pad_token": "[PAD]",
+    "cls_token": "[CLS]",
+    "mask_token": "[MASK]",
+}
 
 
 def write_random_roberta(directory: str | os.PathLike, size: str = "tiny", seed: int = 0) -> Path:

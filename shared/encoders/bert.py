@@ -46,8 +46,9 @@ def missing_files(directory: str | os.PathLike) -> list[str]:
     return missing
 
 
-def load_bert(directory: str | os.PathLike, device: str | torch.device = "cpu",
-              dtype: torch.dtype = torch.float32) -> Bert:
+def load_bert(
+    directory: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Bert:
     """Load chinese-roberta-wwm-ext-large (or a same-format dev model) from a local directory."""
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
@@ -90,8 +91,7 @@ def _check_alignment(norm_text: str, word2ph: Sequence[int], n_tokens: int) -> N
     if len(word2ph) != len(norm_text):
         raise ValueError(f"word2ph has {len(word2ph)} entries for {len(norm_text)} characters")
     if n_tokens != len(norm_text):
-        raise ValueError(
-            f"tokenizer split {norm_text!r} into {n_tokens} tokens, expected one per character")
+        raise ValueError(f"tokenizer split {norm_text!r} into {n_tokens} tokens, expected one per character")
 
 
 def expand_to_phones(char_features: torch.Tensor, word2ph: Sequence[int]) -> torch.Tensor:
@@ -109,7 +109,7 @@ def _char_rows(model: torch.nn.Module, tokenizer, text: str) -> torch.Tensor:
 @torch.inference_mode()
 def bert_features(model: torch.nn.Module, tokenizer, norm_text: str, word2ph: Sequence[int]) -> torch.Tensor:
     """Features [1024, sum(word2ph)] for one Chinese segment, in the model's dtype and device."""
-    windows = [norm_text[i:i + MAX_CHARS] for i in range(0, len(norm_text), MAX_CHARS)] or [norm_text]
+    windows = [norm_text[i : i + MAX_CHARS] for i in range(0, len(norm_text), MAX_CHARS)] or [norm_text]
     rows = [_char_rows(model, tokenizer, window) for window in windows]
     chars = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
     _check_alignment(norm_text, word2ph, chars.shape[0])
@@ -117,8 +117,9 @@ def bert_features(model: torch.nn.Module, tokenizer, norm_text: str, word2ph: Se
 
 
 @torch.inference_mode()
-def bert_features_batch(model: torch.nn.Module, tokenizer, texts: Sequence[str],
-                        word2phs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+def bert_features_batch(
+    model: torch.nn.Module, tokenizer, texts: Sequence[str], word2phs: Sequence[Sequence[int]]
+) -> list[torch.Tensor]:
     """`bert_features` for several Chinese segments in one padded forward pass."""
     if not texts:
         return []
@@ -129,14 +130,15 @@ def bert_features_batch(model: torch.nn.Module, tokenizer, texts: Sequence[str],
     lengths = inputs["attention_mask"].sum(dim=1).tolist()
     out = []
     for row, text, word2ph, length in zip(hidden, texts, word2phs, lengths):
-        chars = row[1:int(length) - 1]
+        chars = row[1 : int(length) - 1]
         _check_alignment(text, word2ph, chars.shape[0])
         out.append(expand_to_phones(chars, word2ph))
     return out
 
 
-def zero_features(n_phones: int, dtype: torch.dtype = torch.float32,
-                  device: str | torch.device = "cpu") -> torch.Tensor:
+def zero_features(
+    n_phones: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """Features of a non-Chinese segment: upstream uses zeros."""
     return torch.zeros(FEATURE_DIM, n_phones, dtype=dtype, device=device)
 
@@ -145,8 +147,9 @@ def segment_features(model: torch.nn.Module, tokenizer, segments: Sequence) -> l
     """Features for each frontend segment (objects with language, norm_text, word2ph, phones):
     BERT for Chinese ones (batched), zeros for the rest, all in the model's dtype."""
     chinese = [i for i, s in enumerate(segments) if s.language == "zh"]
-    computed = bert_features_batch(model, tokenizer, [segments[i].norm_text for i in chinese],
-                                   [segments[i].word2ph for i in chinese])
+    computed = bert_features_batch(
+        model, tokenizer, [segments[i].norm_text for i in chinese], [segments[i].word2ph for i in chinese]
+    )
     features = [zero_features(len(s.phones), model.dtype, model.device) for s in segments]
     for i, feats in zip(chinese, computed):
         features[i] = feats

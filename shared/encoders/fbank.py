@@ -83,9 +83,7 @@ def mel_filterbank(opts: FbankOptions = DEFAULT_OPTIONS) -> torch.Tensor:
     """Triangular filters ``[num_mel_bins, fft_size // 2 + 1]`` (float32, CPU); the last column is zero."""
     nyquist = opts.sample_rate / 2
     if not (0 <= opts.low_freq < opts.upper_freq <= nyquist) or opts.num_mel_bins < 4:
-        raise ValueError(
-            f"bad mel range {opts.low_freq}..{opts.upper_freq} Hz for {opts.sample_rate} Hz audio"
-        )
+        raise ValueError(f"bad mel range {opts.low_freq}..{opts.upper_freq} Hz for {opts.sample_rate} Hz audio")
     mel_lo, mel_hi = mel_scale(opts.low_freq), mel_scale(opts.upper_freq)
     step = (mel_hi - mel_lo) / (opts.num_mel_bins + 1)  # +1: outer filters spread past the edges
     edges = mel_lo + step * torch.arange(opts.num_mel_bins + 2, dtype=torch.float64)
@@ -104,9 +102,7 @@ def frame_signal(wav: torch.Tensor, opts: FbankOptions = DEFAULT_OPTIONS) -> tor
     if wav.dim() != 1:
         raise ValueError(f"fbank expects a 1-D waveform, got shape {tuple(wav.shape)}")
     if wav.numel() < opts.window_size:
-        raise ValueError(
-            f"waveform of {wav.numel()} samples is shorter than one {opts.window_size}-sample frame"
-        )
+        raise ValueError(f"waveform of {wav.numel()} samples is shorter than one {opts.window_size}-sample frame")
     frames = wav.unfold(0, opts.window_size, opts.window_shift)
     frames = frames - frames.mean(dim=1, keepdim=True)
     previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import os
 import zipfile
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -51,7 +52,9 @@ def check_config(config: Any, directory: str) -> None:
         if name in values:
             entries = values[name]
             if not isinstance(entries, (list, tuple)) or not 1 <= len(entries) <= 16:
-                raise CheckpointError(f"{directory}: config.json {name} is {entries!r}, expected a list of 1..16 integers")
+                raise CheckpointError(
+                    f"{directory}: config.json {name} is {entries!r}, expected a list of 1..16 integers"
+                )
             for entry in entries:
                 _check_int(entry, (1, 1 << 14), f"an entry of {name}", directory)
     eps = values.get("layer_norm_eps", 1e-5)
@@ -83,4 +86,6 @@ def check_finite_weights(model: torch.nn.Module, directory: str) -> None:
     for name, tensor in tensors:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise CheckpointError(f"{directory}: {name} holds {bad} NaN/inf values of {tensor.numel()}; the weights are corrupt")
+            raise CheckpointError(
+                f"{directory}: {name} holds {bad} NaN/inf values of {tensor.numel()}; the weights are corrupt"
+            )

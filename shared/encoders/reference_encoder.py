@@ -13,9 +13,10 @@ benchmark calls it directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,18 +41,35 @@ class ReferenceEncoder:
     ``sovits``: the graph's SoVITS model (its quantizer makes the prompt tokens); ``sv_model``: the
     speaker-verification model (v2Pro/v2ProPlus) or None."""
 
-    def __init__(self, hubert: Any, sovits: Any, sv_model: Any = None, device: torch.device = torch.device("cpu"),
-                 sovits_path: Path | None = None, open_sovits: Callable[[Path], Any] | None = None,
-                 max_models: int | None = None):
+    def __init__(
+        self,
+        hubert: Any,
+        sovits: Any,
+        sv_model: Any = None,
+        device: torch.device = torch.device("cpu"),
+        sovits_path: Path | None = None,
+        open_sovits: Callable[[Path], Any] | None = None,
+        max_models: int | None = None,
+    ):
         self.hubert = hubert
         self.sovits = sovits
         self.sv_model = sv_model
         self.device = device
-        self.sovits_models = ModelCache(open_sovits or _no_own_weights, sovits, sovits_path, capacity=max_models, kind="SoVITS")
+        self.sovits_models = ModelCache(
+            open_sovits or _no_own_weights, sovits, sovits_path, capacity=max_models, kind="SoVITS"
+        )
 
     @classmethod
-    def load(cls, hubert: Any, sovits: Any, sovits_path: Path, sv_path: Path | None, device: torch.device,
-             dtype: torch.dtype, max_models: int | None = None) -> ReferenceEncoder:
+    def load(
+        cls,
+        hubert: Any,
+        sovits: Any,
+        sovits_path: Path,
+        sv_path: Path | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        max_models: int | None = None,
+    ) -> ReferenceEncoder:
         """The encoder over loaded models; loads the speaker-verification model when ``sovits`` is a
         v2Pro/v2ProPlus model (``sv_path``), and a voice's own SoVITS weights on first use."""
         from ..sovits.loader import load_sovits
@@ -61,8 +79,15 @@ class ReferenceEncoder:
             from .speaker_verification import load_speaker_verification
 
             sv_model = load_speaker_verification(sv_path, device=device, dtype=dtype)
-        return cls(hubert, sovits, sv_model, device, sovits_path,
-                   lambda p: load_sovits(p, device=device, dtype=dtype), max_models)
+        return cls(
+            hubert,
+            sovits,
+            sv_model,
+            device,
+            sovits_path,
+            lambda p: load_sovits(p, device=device, dtype=dtype),
+            max_models,
+        )
 
     @torch.inference_mode()
     def encode(self, voice: Voice) -> VoiceFeatures:

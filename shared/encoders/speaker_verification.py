@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -103,9 +103,7 @@ class Res2NetBlock(nn.Module):
             nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False) for _ in range(cfg.scale)
         )
         self.bns = nn.ModuleList(nn.BatchNorm2d(width) for _ in range(cfg.scale))
-        self.fuse_models = (
-            nn.ModuleList(AFF(width, cfg.aff_reduction) for _ in range(cfg.scale - 1)) if fused else None
-        )
+        self.fuse_models = nn.ModuleList(AFF(width, cfg.aff_reduction) for _ in range(cfg.scale - 1)) if fused else None
         self.conv3 = nn.Conv2d(width * cfg.scale, out_planes, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_planes)
         self.shortcut = nn.Sequential()
@@ -246,7 +244,7 @@ def load_speaker_verification(
     with torch.device("meta"):  # parameters come from the file, so skip random initialisation
         model = ERes2NetV2(cfg)
     trunk = {k: v.float() for k, v in state.items() if k not in HEAD_KEYS}
-    for name, buffer in model.named_buffers():
+    for name, _ in model.named_buffers():
         if _is_counter(name):
             trunk[name] = torch.zeros((), dtype=torch.long)  # training-only counters
     model.load_state_dict(trunk, strict=True, assign=True)

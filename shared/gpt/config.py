@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..checkpoint_io import MAX_LAYERS
 
@@ -61,10 +62,14 @@ class GPTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"{name} is {value!r}, expected an integer in {low}..{high}")
-        if isinstance(self.max_sec, bool) or not isinstance(self.max_sec, (int, float)) or not (
-            math.isfinite(self.max_sec) and 0 < self.max_sec <= MAX_SEC_LIMIT
+        if (
+            isinstance(self.max_sec, bool)
+            or not isinstance(self.max_sec, (int, float))
+            or not (math.isfinite(self.max_sec) and 0 < self.max_sec <= MAX_SEC_LIMIT)
         ):
-            raise ConfigError(f"max_sec is {self.max_sec!r}, expected a finite number of seconds in (0, {MAX_SEC_LIMIT:g}]")
+            raise ConfigError(
+                f"max_sec is {self.max_sec!r}, expected a finite number of seconds in (0, {MAX_SEC_LIMIT:g}]"
+            )
         if self.embedding_dim != self.hidden_dim:
             # The embeddings feed the transformer directly; upstream has no projection between them.
             raise ConfigError(f"embedding_dim {self.embedding_dim} != hidden_dim {self.hidden_dim}")
@@ -90,7 +95,9 @@ class GPTConfig:
                 raise ConfigError(f"config[{where!r}] has no {key!r}")
             value = section[key]
             if isinstance(value, bool) or not isinstance(value, kind):
-                raise ConfigError(f"config[{where!r}][{key!r}] is {value!r}, expected {'an integer' if kind is int else 'a number'}")
+                raise ConfigError(
+                    f"config[{where!r}][{key!r}] is {value!r}, expected {'an integer' if kind is int else 'a number'}"
+                )
             return value
 
         return cls(

@@ -146,7 +146,9 @@ def stream(decoder: Decoder, phone_ids, bert, prompt, params: SamplingParams = S
     """Decode one utterance: ``phone_ids [T]``, ``bert [bert_dim, T]``, ``prompt [P]`` (None or empty
     = reference-free), torch tensors or arrays. Yields each kept token the moment the host reads it;
     ``stream.result`` tells how it ended."""
-    utterance = decoder.prepare(as_tensor(phone_ids), as_tensor(bert), None if prompt is None or len(prompt) == 0 else as_tensor(prompt))
+    utterance = decoder.prepare(
+        as_tensor(phone_ids), as_tensor(bert), None if prompt is None or len(prompt) == 0 else as_tensor(prompt)
+    )
     return TokenStream(_one_row(decode(decoder, [utterance], params)))
 
 
@@ -163,8 +165,15 @@ def check_ids(ids: torch.Tensor, name: str, limit: int) -> torch.Tensor:
     return ids.long()
 
 
-def check_utterance(phone_ids: torch.Tensor, bert: torch.Tensor, prompt: torch.Tensor | None, *,
-                    phoneme_vocab: int, bert_dim: int, eos: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def check_utterance(
+    phone_ids: torch.Tensor,
+    bert: torch.Tensor,
+    prompt: torch.Tensor | None,
+    *,
+    phoneme_vocab: int,
+    bert_dim: int,
+    eos: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The checks every decoder's ``prepare`` makes; returns the ids as int64."""
     phone_ids = check_ids(phone_ids, "phone_ids", phoneme_vocab)
     if phone_ids.numel() == 0:

@@ -104,7 +104,10 @@ def _build() -> tuple[bool, str | None]:
         _load_or_build(_build_folder())
     except Exception as err:  # compiler errors arrive as RuntimeError/CalledProcessError/OSError
         detail = str(err).strip().splitlines()
-        return False, f"building {', '.join(path.name for path in SOURCES)} failed: {detail[-1] if detail else type(err).__name__}"
+        return (
+            False,
+            f"building {', '.join(path.name for path in SOURCES)} failed: {detail[-1] if detail else type(err).__name__}",
+        )
     elapsed = time.perf_counter() - started
     if elapsed > 5:
         log.info("built the float16 decode kernel in %.0f s (cached in %s)", elapsed, _build_folder())

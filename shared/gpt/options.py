@@ -138,18 +138,23 @@ def _torch_decoder(model: Text2Semantic, options: TorchGPTOptions) -> tuple[Deco
         eager, why = ModuleDecoder(model), f"{weights}; one PyTorch call per operation ({reason})"
     graphs = options.use_cuda_graphs(model.device)
     if options.compile and model.device.type != "cuda":
-        raise OptionError(f"GSV_COMPILE=1 compiles the static decoder of a CUDA model; this one is on {model.device}, "
-                          "where the default fused float16 step is faster (docs/performance.md)")
+        raise OptionError(
+            f"GSV_COMPILE=1 compiles the static decoder of a CUDA model; this one is on {model.device}, "
+            "where the default fused float16 step is faster (docs/performance.md)"
+        )
     if not (options.compile or graphs):
         return eager, why
     if options.compile:
         use_compile_cache(options.compile_cache)
-    decoder = StaticDecoder(model, options.capacity, options.read_every, cuda_graphs=graphs, compile=options.compile,
-                            fallback=eager)
+    decoder = StaticDecoder(
+        model, options.capacity, options.read_every, cuda_graphs=graphs, compile=options.compile, fallback=eager
+    )
     decoder.prepare_buckets()
     what = " + ".join(name for name, on in (("torch.compile", options.compile), ("CUDA graphs", graphs)) if on)
-    return decoder, (f"{weights}; {what} per {decoder.bucket}-position bucket, tokens read every "
-                     f"{options.read_every} steps; utterances over {decoder.capacity} positions: {eager.name}")
+    return decoder, (
+        f"{weights}; {what} per {decoder.bucket}-position bucket, tokens read every "
+        f"{options.read_every} steps; utterances over {decoder.capacity} positions: {eager.name}"
+    )
 
 
 def stream_function(decoder: Decoder) -> StreamFn:

@@ -70,8 +70,9 @@ class DeviceIndexedCache:
     batch = 1
     visible = None  # no padding: one utterance
 
-    def __init__(self, n_layer: int, n_head: int, head_dim: int, max_len: int, dtype: torch.dtype,
-                 device: torch.device | str) -> None:
+    def __init__(
+        self, n_layer: int, n_head: int, head_dim: int, max_len: int, dtype: torch.dtype, device: torch.device | str
+    ) -> None:
         shape = (1, n_head, max_len, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
@@ -128,9 +129,16 @@ class StaticDecoder(TorchDecoder):
     name = "static"
     rows = 1
 
-    def __init__(self, model: Text2Semantic, capacity: int = CAPACITY, read_every: int = 12,
-                 cuda_graphs: bool = False, compile: bool = False, bucket: int = BUCKET,
-                 fallback: Decoder | None = None) -> None:
+    def __init__(
+        self,
+        model: Text2Semantic,
+        capacity: int = CAPACITY,
+        read_every: int = 12,
+        cuda_graphs: bool = False,
+        compile: bool = False,
+        bucket: int = BUCKET,
+        fallback: Decoder | None = None,
+    ) -> None:
         if read_every < 1 or bucket < 1:
             raise ValueError(f"read_every and bucket must be >= 1, got {read_every} and {bucket}")
         super().__init__(model)
@@ -150,7 +158,9 @@ class StaticDecoder(TorchDecoder):
             self._run_step = torch.compile(self._eager_step, dynamic=False, fullgraph=True)
         cfg = model.config
         model.ensure_positions(capacity)  # before capture: graphs hold the sine table's address
-        self.cache = DeviceIndexedCache(cfg.n_layer, cfg.n_head, cfg.head_dim, capacity, model.cache_dtype, model.device)
+        self.cache = DeviceIndexedCache(
+            cfg.n_layer, cfg.n_head, cfg.head_dim, capacity, model.cache_dtype, model.device
+        )
         self.token = torch.zeros(1, dtype=torch.long, device=model.device)
         self.semantic_position = torch.zeros(1, dtype=torch.long, device=model.device)
         self.prompt_len = 0
@@ -165,7 +175,11 @@ class StaticDecoder(TorchDecoder):
         needed = len(u.phone_ids) + (0 if u.prompt is None else len(u.prompt)) + max_steps
         self.active = self
         if needed > self.capacity:
-            log.warning("utterance needs %d cache positions, the static decoder holds %d: decoding it eagerly", needed, self.capacity)
+            log.warning(
+                "utterance needs %d cache positions, the static decoder holds %d: decoding it eagerly",
+                needed,
+                self.capacity,
+            )
             self.active = self.fallback
             self.read_every = 1  # as the eager path reads
             return self.fallback.prefill(utterances, params, max_steps)

@@ -91,7 +91,9 @@ class HalfDecodeLinear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         if self.half_weight is None:
             return half_product(x, self.packed, self.bias, self.out_features)
-        y = half_matvec(x.reshape(rows, self.in_features).contiguous(), self.half_weight, self.decode_bias, self.out_features)
+        y = half_matvec(
+            x.reshape(rows, self.in_features).contiguous(), self.half_weight, self.decode_bias, self.out_features
+        )
         return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
@@ -148,7 +150,11 @@ def resolve_mode(model: nn.Module, mode: str) -> str:
         raise QuantizationError(f"GSV_GPT_QUANT={mode!r}: expected one of {', '.join(QUANT_MODES)}")
     if mode != "auto":
         return mode
-    usable = model.device.type == "cpu" and model.dtype == torch.float32 and "fbgemm" in torch.backends.quantized.supported_engines
+    usable = (
+        model.device.type == "cpu"
+        and model.dtype == torch.float32
+        and "fbgemm" in torch.backends.quantized.supported_engines
+    )
     return "fp16" if usable and hasattr(torch, "fbgemm_pack_gemm_matrix_fp16") and half_is_lossless(model) else "none"
 
 

@@ -49,19 +49,22 @@ class VoiceInfo(Protocol):
     prompt_language: str
 
 
-def create_app(engine: Engine, voices: dict[str, VoiceInfo], config: ServerConfig = ServerConfig(),
-               development_model: bool = False) -> web.Application:
+def create_app(
+    engine: Engine, voices: dict[str, VoiceInfo], config: ServerConfig = ServerConfig(), development_model: bool = False
+) -> web.Application:
     api = SpeechApi(engine, voices, config, development_model)
     app = web.Application(middlewares=[json_errors], client_max_size=1024 * 1024)
-    app.add_routes([
-        web.get("/", api.page),
-        web.get("/v1/models", api.models),
-        web.get("/v1/models/{model}", api.model),
-        web.get("/v1/audio/voices", api.voices_list),
-        web.post("/v1/audio/speech", api.speech),
-        web.get("/v1/requests/last", api.last_request),
-        web.get("/v1/requests/{id}", api.request_metrics),
-    ])
+    app.add_routes(
+        [
+            web.get("/", api.page),
+            web.get("/v1/models", api.models),
+            web.get("/v1/models/{model}", api.model),
+            web.get("/v1/audio/voices", api.voices_list),
+            web.post("/v1/audio/speech", api.speech),
+            web.get("/v1/requests/last", api.last_request),
+            web.get("/v1/requests/{id}", api.request_metrics),
+        ]
+    )
     return app
 
 
@@ -76,8 +79,13 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         if e.status < 400:
             raise
         kind = "invalid_request_error" if e.status < 500 else "server_error"
-        error = ApiError(e.status, f"{request.method} {ascii(request.path)[1:-1]}: {e.reason}", None,
-                         e.reason.lower().replace(" ", "_"), kind)
+        error = ApiError(
+            e.status,
+            f"{request.method} {ascii(request.path)[1:-1]}: {e.reason}",
+            None,
+            e.reason.lower().replace(" ", "_"),
+            kind,
+        )
         return web.json_response(error.body(), status=e.status)
     except (asyncio.CancelledError, ConnectionError):
         raise  # the client left: nobody to answer
@@ -114,8 +122,13 @@ class SpeechApi:
 
     async def voices_list(self, request: web.Request) -> web.Response:
         data = [
-            {"id": v.name, "object": "voice", "name": v.name, "language": v.prompt_language,
-             "reference_free": not v.prompt_text.strip()}
+            {
+                "id": v.name,
+                "object": "voice",
+                "name": v.name,
+                "language": v.prompt_language,
+                "reference_free": not v.prompt_text.strip(),
+            }
             for v in sorted(self.voices.values(), key=lambda v: v.name)
         ]
         return web.json_response({"object": "list", "data": data, "development_model": self.development_model})
@@ -142,8 +155,13 @@ class SpeechApi:
             headers = {} if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
             raise ApiError(503, reason, None, "service_unavailable", "server_error", headers)
         if self.active >= self.config.max_active_requests:
-            raise ApiError(429, f"the server is busy ({self.active} requests in progress); retry shortly",
-                           None, "too_many_requests", "rate_limit_error")
+            raise ApiError(
+                429,
+                f"the server is busy ({self.active} requests in progress); retry shortly",
+                None,
+                "too_many_requests",
+                "rate_limit_error",
+            )
         self.active += 1
         try:
             return await self.stream(request, speech, received_at)
@@ -157,12 +175,20 @@ class SpeechApi:
         events: asyncio.Queue[AudioEvent] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         try:
-            self.engine.start(utterance_id, speech, received_at, lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
+            self.engine.start(
+                utterance_id, speech, received_at, lambda e: loop.call_soon_threadsafe(events.put_nowait, e)
+            )
         except Exception:
             metrics.finish("failed", "the request could not be sent into the graph")
             self.engine.cancel(utterance_id)  # never leave its route open
             raise
-        log.info("request %s: %d characters, voice %r, %s", utterance_id, len(speech.input), speech.voice, speech.response_format)
+        log.info(
+            "request %s: %d characters, voice %r, %s",
+            utterance_id,
+            len(speech.input),
+            speech.voice,
+            speech.response_format,
+        )
         encoder = StreamEncoder(speech.response_format, self.config.sample_rate)
         response: web.StreamResponse | None = None
         errors: list[str] = []
@@ -198,26 +224,37 @@ class SpeechApi:
             return response
         if response is None:  # the graph ended the utterance without any audio
             metrics.finish("failed", "; ".join(errors) or "no audio was produced")
-            raise ApiError(500, f"speech synthesis failed: {metrics.error}", "input", "synthesis_failed", "server_error")
+            raise ApiError(
+                500, f"speech synthesis failed: {metrics.error}", "input", "synthesis_failed", "server_error"
+            )
         metrics.finish("failed" if errors else "completed", "; ".join(errors))
-        log.info("request %s: %.2f s of audio, TTFA %.3f s, RTF %s%s", utterance_id, metrics.audio_seconds,
-                 metrics.ttfa_seconds, f"{metrics.rtf:.3f}" if metrics.rtf else "-", f", errors: {metrics.error}" if errors else "")
+        log.info(
+            "request %s: %.2f s of audio, TTFA %.3f s, RTF %s%s",
+            utterance_id,
+            metrics.audio_seconds,
+            metrics.ttfa_seconds,
+            f"{metrics.rtf:.3f}" if metrics.rtf else "-",
+            f", errors: {metrics.error}" if errors else "",
+        )
         if errors:
             _abort(request)  # part of the text is missing: a cut stream tells the client, a clean end would not
             return response
         await response.write_eof()
         return response
 
-    async def start_response(self, request: web.Request, utterance_id: str, encoder: StreamEncoder,
-                             metrics: RequestMetrics) -> web.StreamResponse:
-        response = web.StreamResponse(headers={
-            "Content-Type": encoder.content_type,
-            "X-Request-Id": utterance_id,
-            "X-Sample-Rate": str(encoder.sample_rate),
-            "X-Time-To-First-Audio": f"{metrics.ttfa_seconds:.4f}",
-            "X-Development-Model": "true" if self.development_model else "false",
-            "Cache-Control": "no-store",
-        })
+    async def start_response(
+        self, request: web.Request, utterance_id: str, encoder: StreamEncoder, metrics: RequestMetrics
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": encoder.content_type,
+                "X-Request-Id": utterance_id,
+                "X-Sample-Rate": str(encoder.sample_rate),
+                "X-Time-To-First-Audio": f"{metrics.ttfa_seconds:.4f}",
+                "X-Development-Model": "true" if self.development_model else "false",
+                "Cache-Control": "no-store",
+            }
+        )
         # No Content-Length (the length is unknown until the end): aiohttp then streams HTTP/1.1 in
         # chunks and HTTP/1.0, which has no chunked encoding, up to the connection's close.
         if request.version < HttpVersion11:
@@ -232,13 +269,18 @@ class SpeechApi:
         while True:
             try:
                 return await asyncio.wait_for(events.get(), DISCONNECT_CHECK_SECONDS)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if request.transport is None or request.transport.is_closing():
                 raise ConnectionResetError("client disconnected")
             if time.monotonic() > deadline:
-                raise ApiError(504, f"no audio from the dataflow for {self.config.chunk_timeout_seconds:g} s",
-                               None, "timeout", "server_error")
+                raise ApiError(
+                    504,
+                    f"no audio from the dataflow for {self.config.chunk_timeout_seconds:g} s",
+                    None,
+                    "timeout",
+                    "server_error",
+                )
 
 
 def parse_json(raw: bytes, charset: str | None) -> Any:

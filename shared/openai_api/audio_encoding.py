@@ -24,9 +24,13 @@ def wav_header(sample_rate: int, channels: int = 1, bits: int = 16) -> bytes:
     """A 44-byte PCM WAV header whose sizes say "unknown": the data runs to the end of the stream."""
     block = channels * bits // 8
     return (
-        b"RIFF" + struct.pack("<I", UNKNOWN_SIZE) + b"WAVE"
-        + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, bits)
-        + b"data" + struct.pack("<I", UNKNOWN_SIZE)
+        b"RIFF"
+        + struct.pack("<I", UNKNOWN_SIZE)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, bits)
+        + b"data"
+        + struct.pack("<I", UNKNOWN_SIZE)
     )
 
 

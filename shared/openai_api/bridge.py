@@ -23,7 +23,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from dora_gpt_sovits import messages as m
 
@@ -75,20 +76,30 @@ class Availability:
             now = self.clock()
             for node, since in list(self._down.items()):
                 if now - since > self.grace_seconds:
-                    log.warning("node %s gave no sign of serving again within %g s: taking requests again",
-                                node, self.grace_seconds)
+                    log.warning(
+                        "node %s gave no sign of serving again within %g s: taking requests again",
+                        node,
+                        self.grace_seconds,
+                    )
                     del self._down[node]
             if self._down:
-                return (f"node {', '.join(sorted(self._down))} of the dataflow is restarting; retry shortly",
-                        RETRY_AFTER_SECONDS)
+                return (
+                    f"node {', '.join(sorted(self._down))} of the dataflow is restarting; retry shortly",
+                    RETRY_AFTER_SECONDS,
+                )
         return None
 
 
 class GraphBridge:
     """Speech requests into the graph, their audio back out; the engine the HTTP app uses."""
 
-    def __init__(self, router: UtteranceRouter | None = None, poll_seconds: float = 0.005,
-                 restart_grace_seconds: float = 120.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        router: UtteranceRouter | None = None,
+        poll_seconds: float = 0.005,
+        restart_grace_seconds: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.router = router or UtteranceRouter()
         self.poll_seconds = poll_seconds
         self.outbox: queue.SimpleQueue[tuple[str, Any, dict[str, Any]]] = queue.SimpleQueue()
@@ -173,8 +184,11 @@ class GraphBridge:
     def on_frontend_control(self, metadata: dict[str, Any]) -> None:
         """The frontend's fan-out of a stop: our probe's echo means it serves again; others are ignored."""
         probe = str(metadata.get(m.UTTERANCE_ID) or "")
-        if probe.startswith(PROBE_PREFIX) and probe[len(PROBE_PREFIX):].isdigit() \
-                and int(probe[len(PROBE_PREFIX):]) >= self.first_valid_probe:
+        if (
+            probe.startswith(PROBE_PREFIX)
+            and probe[len(PROBE_PREFIX) :].isdigit()
+            and int(probe[len(PROBE_PREFIX) :]) >= self.first_valid_probe
+        ):
             self.availability.came_back(FRONTEND)
 
     def on_audio(self, event: dict[str, Any]) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from ..settings import HTTPSettings
 from .audio_encoding import OPENAI_PCM_RATE
@@ -22,10 +22,10 @@ class ServerConfig:
     restart_grace_seconds: float = 120.0
 
     @classmethod
-    def from_settings(cls, s: HTTPSettings) -> "ServerConfig":
+    def from_settings(cls, s: HTTPSettings) -> ServerConfig:
         return cls(s.host, s.port, s.sample_rate, s.max_input_chars, s.max_requests, s.timeout, s.restart_grace)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "ServerConfig":
+    def from_env(cls, env: Mapping[str, str]) -> ServerConfig:
         """``settings.HTTPSettings``: a bad value raises ``SettingsError`` naming the variable."""
         return cls.from_settings(HTTPSettings.from_env(env))

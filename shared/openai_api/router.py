@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -58,7 +58,9 @@ class UtteranceRouter:
         """Hand one chunk to its request; False when nobody waits for that utterance (any more)."""
         final = chunk.key.utterance_final and chunk.segment_final
         with self._lock:
-            deliver = self._routes.pop(chunk.key.utterance_id, None) if final else self._routes.get(chunk.key.utterance_id)
+            deliver = (
+                self._routes.pop(chunk.key.utterance_id, None) if final else self._routes.get(chunk.key.utterance_id)
+            )
         if deliver is None:
             log.debug("audio for utterance %s, which no request waits for: dropped", chunk.key.utterance_id)
             return False

@@ -13,8 +13,9 @@ compared as they came (a 400-digit integer or ``1e400`` is out of range, not an 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.text.language import SUPPORTED_LANGUAGES as LANGUAGES
@@ -27,15 +28,33 @@ SPEED_RANGE = (0.25, 4.0)  # OpenAI's range; passed to the vocoder as upstream's
 TOP_P_RANGE = (0.0, 1.0)
 TEMPERATURE_RANGE = (0.0, 2.0)
 TOP_K_RANGE = (0, 1025)  # 0 = no top-k; the semantic vocabulary has 1025 entries
-KNOWN_FIELDS = {"model", "input", "voice", "response_format", "speed", "instructions", "stream_format",
-                "top_k", "top_p", "temperature", "language"}
+KNOWN_FIELDS = {
+    "model",
+    "input",
+    "voice",
+    "response_format",
+    "speed",
+    "instructions",
+    "stream_format",
+    "top_k",
+    "top_p",
+    "temperature",
+    "language",
+}
 
 
 class ApiError(Exception):
     """A request the server refuses, with the HTTP status and OpenAI's error fields."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error", headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+        headers: Mapping[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
         self.headers = dict(headers or {})  # e.g. Retry-After on a 503
@@ -72,29 +91,55 @@ def parse_speech_request(body: Any, voices: list[str], limits: Limits = Limits()
         raise ApiError(400, "the request body must be a JSON object")
     unknown = sorted(set(body) - KNOWN_FIELDS)
     if unknown:
-        raise ApiError(400, f"unknown field(s) {_short(unknown)}; accepted: {sorted(KNOWN_FIELDS)}", _ascii(unknown[0]),
-                       "unknown_parameter")
+        raise ApiError(
+            400,
+            f"unknown field(s) {_short(unknown)}; accepted: {sorted(KNOWN_FIELDS)}",
+            _ascii(unknown[0]),
+            "unknown_parameter",
+        )
     model = body.get("model", MODEL_ID)
     if model not in (MODEL_ID, *MODEL_ALIASES):
-        raise ApiError(400, f"unknown model {_short(model)}; available: {[MODEL_ID, *MODEL_ALIASES]}", "model", "model_not_found")
+        raise ApiError(
+            400, f"unknown model {_short(model)}; available: {[MODEL_ID, *MODEL_ALIASES]}", "model", "model_not_found"
+        )
     text = body.get("input")
     if not isinstance(text, str) or not text.strip():
-        raise ApiError(400, "'input' must be a non-empty string", "input", "empty_input" if isinstance(text, str) else "invalid_type")
+        raise ApiError(
+            400,
+            "'input' must be a non-empty string",
+            "input",
+            "empty_input" if isinstance(text, str) else "invalid_type",
+        )
     if len(text) > limits.max_input_chars:
-        raise ApiError(400, f"'input' has {len(text)} characters; the limit is {limits.max_input_chars}", "input", "input_too_long")
+        raise ApiError(
+            400, f"'input' has {len(text)} characters; the limit is {limits.max_input_chars}", "input", "input_too_long"
+        )
     if (problem := m.unicode_problem(text)) is not None:
         raise ApiError(400, f"'input' cannot be spoken: {problem}", "input", "invalid_unicode")
     voice = _voice(body.get("voice"), voices)
     response_format = body.get("response_format", "wav")
     if response_format not in FORMATS:
-        raise ApiError(400, f"response_format {_short(response_format)} is not supported; supported: {list(FORMATS)}",
-                       "response_format", "unsupported_format")
+        raise ApiError(
+            400,
+            f"response_format {_short(response_format)} is not supported; supported: {list(FORMATS)}",
+            "response_format",
+            "unsupported_format",
+        )
     if body.get("stream_format", "audio") != "audio":
-        raise ApiError(400, "only stream_format 'audio' is supported (raw audio bytes, streamed)", "stream_format", "unsupported_value")
+        raise ApiError(
+            400,
+            "only stream_format 'audio' is supported (raw audio bytes, streamed)",
+            "stream_format",
+            "unsupported_value",
+        )
     language = body.get("language", "auto")
     if language not in LANGUAGES:
-        raise ApiError(400, f"language {_short(language)} is not supported; supported: {list(LANGUAGES)}", "language",
-                       "unsupported_value")
+        raise ApiError(
+            400,
+            f"language {_short(language)} is not supported; supported: {list(LANGUAGES)}",
+            "language",
+            "unsupported_value",
+        )
     options = m.RequestOptions(
         top_k=_number(body, "top_k", TOP_K_RANGE, integer=True),
         top_p=_number(body, "top_p", TOP_P_RANGE, open_low=True),
@@ -108,8 +153,12 @@ def _voice(voice: Any, voices: list[str]) -> str:
     if isinstance(voice, Mapping):  # OpenAI's custom-voice form {"id": ...}
         voice = voice.get("id")
     if not voices:
-        raise ApiError(400, "no voice is configured on the server (GSV_VOICES, GSV_REF_AUDIO or the model "
-                       "directory's voices.yml)", "voice", "no_voices")
+        raise ApiError(
+            400,
+            "no voice is configured on the server (GSV_VOICES, GSV_REF_AUDIO or the model directory's voices.yml)",
+            "voice",
+            "no_voices",
+        )
     if not isinstance(voice, str) or not voice:
         raise ApiError(400, f"'voice' is required; available voices: {voices}", "voice", "missing_voice")
     if voice not in voices:  # registry names are valid Unicode, so this also refuses a lone surrogate
@@ -117,19 +166,28 @@ def _voice(voice: Any, voices: list[str]) -> str:
     return voice
 
 
-def _number(body: Mapping[str, Any], name: str, bounds: tuple[float, float], integer: bool = False,
-            open_low: bool = False) -> Any:
+def _number(
+    body: Mapping[str, Any], name: str, bounds: tuple[float, float], integer: bool = False, open_low: bool = False
+) -> Any:
     """An optional number within ``bounds`` (``open_low``: the lower bound itself is excluded)."""
     value = body.get(name)
     if value is None:
         return None
     wanted = "an integer" if integer else "a number"
     # An int is checked as an int: float() of a 400-digit integer raises OverflowError.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            integer and isinstance(value, float) and not value.is_integer()):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (integer and isinstance(value, float) and not value.is_integer())
+    ):
         raise ApiError(400, f"'{name}' must be {wanted}, got {_short(value)}", name, "invalid_type")
     low, high = bounds
-    if (isinstance(value, float) and not math.isfinite(value)) or value > high or value < low or (open_low and value == low):
+    if (
+        (isinstance(value, float) and not math.isfinite(value))
+        or value > high
+        or value < low
+        or (open_low and value == low)
+    ):
         interval = f"{'(' if open_low else '['}{low}, {high}]"
         raise ApiError(400, f"'{name}' must be in {interval}, got {_short(value)}", name, "out_of_range")
     return int(value) if integer else float(value)
@@ -141,7 +199,7 @@ def _short(value: Any, limit: int = 80) -> str:
     if isinstance(value, int) and value.bit_length() > 256:
         return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
     text = ascii(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _ascii(value: Any) -> str:

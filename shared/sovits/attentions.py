@@ -117,9 +117,7 @@ class AttentionEncoder(nn.Module):
         super().__init__()
         self.attn_layers = nn.ModuleList(RelativeSelfAttention(channels, n_heads) for _ in range(n_layers))
         self.norm_layers_1 = nn.ModuleList(ChannelLayerNorm(channels) for _ in range(n_layers))
-        self.ffn_layers = nn.ModuleList(
-            FeedForward(channels, filter_channels, kernel_size) for _ in range(n_layers)
-        )
+        self.ffn_layers = nn.ModuleList(FeedForward(channels, filter_channels, kernel_size) for _ in range(n_layers))
         self.norm_layers_2 = nn.ModuleList(ChannelLayerNorm(channels) for _ in range(n_layers))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from ..checkpoint_io import MAX_LAYERS, CheckpointError, to_plain
 from .version import V1_SYMBOL_COUNT, V2_SYMBOL_COUNT, SoVITSVersion
@@ -89,7 +90,7 @@ class SoVITSConfig:
         return 2 * self.samples_per_frame
 
     @classmethod
-    def from_checkpoint(cls, config: Any, version: SoVITSVersion, path: str = "<config>") -> "SoVITSConfig":
+    def from_checkpoint(cls, config: Any, version: SoVITSVersion, path: str = "<config>") -> SoVITSConfig:
         """Build from a checkpoint's ``config`` (nested dict or pickled HParams) and detected version."""
         config = to_plain(config)
         try:
@@ -116,9 +117,13 @@ class SoVITSConfig:
         """Types and ranges first (so the arithmetic below is safe), then the fields' agreement."""
         self.check_types_and_ranges(path)
         if self.win_length > self.filter_length or self.hop_length > self.filter_length:
-            raise CheckpointError(f"{path}: win_length and hop_length must not exceed filter_length {self.filter_length}")
+            raise CheckpointError(
+                f"{path}: win_length and hop_length must not exceed filter_length {self.filter_length}"
+            )
         if len(self.upsample_kernel_sizes) != len(self.upsample_rates):
-            raise CheckpointError(f"{path}: {len(self.upsample_rates)} upsample rates but {len(self.upsample_kernel_sizes)} kernel sizes")
+            raise CheckpointError(
+                f"{path}: {len(self.upsample_rates)} upsample rates but {len(self.upsample_kernel_sizes)} kernel sizes"
+            )
         if len(self.resblock_dilation_sizes) != len(self.resblock_kernel_sizes):
             raise CheckpointError(
                 f"{path}: {len(self.resblock_kernel_sizes)} resblock kernel sizes but {len(self.resblock_dilation_sizes)} dilation lists"
@@ -169,6 +174,7 @@ def _freeze(value: Any) -> Any:
 
 def config_dict(config: SoVITSConfig) -> Mapping[str, Any]:
     """The ``model`` section as upstream writes it (lists, not tuples)."""
+
     def thaw(v: Any) -> Any:
         return [thaw(x) for x in v] if isinstance(v, tuple) else v
 

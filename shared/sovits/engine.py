@@ -9,8 +9,9 @@ per-segment streaming decoders of token runs.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,16 +35,24 @@ class VocoderEngine:
     """A vocoder (``backends.stages.VocoderBackend``) plus the voices' own SoVITS weights (an LRU of
     ``max_models``, opened by ``open_weights`` on the same backend) and the decode knobs."""
 
-    def __init__(self, vocoder: Any, open_weights: Callable[[Path], Any] | None = None, source: Path | None = None,
-                 noise_scale: float = 0.5, speed: float = 1.0, max_models: int | None = None):
+    def __init__(
+        self,
+        vocoder: Any,
+        open_weights: Callable[[Path], Any] | None = None,
+        source: Path | None = None,
+        noise_scale: float = 0.5,
+        speed: float = 1.0,
+        max_models: int | None = None,
+    ):
         self.vocoder = vocoder
         self.noise_scale = noise_scale
         self.speed = speed
         self.models = ModelCache(open_weights or _no_own_weights, vocoder, source, capacity=max_models, kind="SoVITS")
 
     @classmethod
-    def open(cls, source: Path, choice: Any, noise_scale: float = 0.5, speed: float = 1.0,
-             max_models: int | None = None) -> tuple[VocoderEngine, Any]:
+    def open(
+        cls, source: Path, choice: Any, noise_scale: float = 0.5, speed: float = 1.0, max_models: int | None = None
+    ) -> tuple[VocoderEngine, Any]:
         """The vocoder of ``source`` on ``choice`` (a ``BackendChoice``, fallbacks included); returns
         the engine and the choice that was used. Raises ``BackendError`` with the reason."""
         from ..backends.registry import open_stage
@@ -53,13 +62,22 @@ class VocoderEngine:
         return cls.for_backend(vocoder, used, source, noise_scale, speed, max_models), used
 
     @classmethod
-    def for_backend(cls, vocoder: Any, choice: Any, source: Path, noise_scale: float = 0.5, speed: float = 1.0,
-                    max_models: int | None = None) -> VocoderEngine:
+    def for_backend(
+        cls,
+        vocoder: Any,
+        choice: Any,
+        source: Path,
+        noise_scale: float = 0.5,
+        speed: float = 1.0,
+        max_models: int | None = None,
+    ) -> VocoderEngine:
         """An engine over an opened vocoder; a voice's own weights open on the same backend (an ONNX
         backend needs their export: docs/backends.md)."""
         from ..backends.stages import vocoder_builders
 
-        return cls(vocoder, lambda p: vocoder_builders(p)[choice.backend](choice), source, noise_scale, speed, max_models)
+        return cls(
+            vocoder, lambda p: vocoder_builders(p)[choice.backend](choice), source, noise_scale, speed, max_models
+        )
 
     @property
     def sample_rate(self) -> int:
@@ -78,10 +96,14 @@ class VocoderEngine:
         SoVITS file]) -> what :meth:`make_decoder` takes."""
         voice = self.models.get(weights)
         if voice.sampling_rate != self.vocoder.sampling_rate:
-            raise ValueError(f"{weights} runs at {voice.sampling_rate} Hz, this graph at {self.vocoder.sampling_rate} Hz")
+            raise ValueError(
+                f"{weights} runs at {voice.sampling_rate} Hz, this graph at {self.vocoder.sampling_rate} Hz"
+            )
         return voice.chunks, voice.condition(spec, sv)
 
-    def make_decoder(self, voice: Any, phone_ids: np.ndarray, seed: int, request_speed: float | None = None) -> RunDecoder:
+    def make_decoder(
+        self, voice: Any, phone_ids: np.ndarray, seed: int, request_speed: float | None = None
+    ) -> RunDecoder:
         """A decoder of one segment's token runs: (history, run, lookahead, position) -> (samples, tail)."""
         from .streaming import decode_chunk
 
@@ -92,8 +114,16 @@ class VocoderEngine:
 
         def decode(history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int):
             out = decode_chunk(
-                voice_model, cond, phones, torch.from_numpy(history), torch.from_numpy(run), torch.from_numpy(lookahead),
-                position=position, speed=segment_speed, noise_scale=noise_scale, noise_seed=seed,
+                voice_model,
+                cond,
+                phones,
+                torch.from_numpy(history),
+                torch.from_numpy(run),
+                torch.from_numpy(lookahead),
+                position=position,
+                speed=segment_speed,
+                noise_scale=noise_scale,
+                noise_seed=seed,
             )
             return out.samples.reshape(-1), out.tail.reshape(-1)
 
@@ -103,7 +133,9 @@ class VocoderEngine:
         """The first decode pays one-off costs (allocator, kernels): pay them before serving."""
         spec = np.ones((1025, 50), np.float32)
         voice = self.condition(spec, np.zeros(20480, np.float32) if self.needs_speaker_embedding else None)
-        self.make_decoder(voice, np.arange(1, 9), 0, None)(np.zeros(0, np.int64), np.arange(12), np.zeros(0, np.int64), 0)
+        self.make_decoder(voice, np.arange(1, 9), 0, None)(
+            np.zeros(0, np.int64), np.arange(12), np.zeros(0, np.int64), 0
+        )
 
 
 def _no_own_weights(path: Path) -> Any:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -143,11 +144,11 @@ def refuse_gpt_checkpoint(content: Any, path: str) -> None:
     if not isinstance(content, Mapping):
         return
     weight, config = content.get("weight"), content.get("config")
-    gpt_names = isinstance(weight, Mapping) and any(
-        isinstance(k, str) and k.startswith("model.ar_") for k in weight
-    )
-    gpt_config = isinstance(config, Mapping) and isinstance(config.get("model"), Mapping) and (
-        "phoneme_vocab_size" in config["model"]
+    gpt_names = isinstance(weight, Mapping) and any(isinstance(k, str) and k.startswith("model.ar_") for k in weight)
+    gpt_config = (
+        isinstance(config, Mapping)
+        and isinstance(config.get("model"), Mapping)
+        and ("phoneme_vocab_size" in config["model"])
     )
     if gpt_names or gpt_config:
         raise CheckpointError(

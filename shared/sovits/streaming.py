@@ -23,8 +23,9 @@ A chunk decoded with no history and no lookahead is exactly a one-shot decode.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -89,7 +90,9 @@ class StreamingSynthesis(Protocol):
     def content(self, codes: Tensor, phone_ids: Tensor, cond: Conditioning) -> Tensor:
         """codes [1, 1, N] -> text-encoder content [1, C, 2N] (50 Hz)."""
 
-    def window_audio(self, window: Tensor, eps: Tensor | None, noise_scale: float, cond: Conditioning, keep: slice) -> Tensor:
+    def window_audio(
+        self, window: Tensor, eps: Tensor | None, noise_scale: float, cond: Conditioning, keep: slice
+    ) -> Tensor:
         """Content frames [1, C, F] -> prior (+ eps * exp(logs) * noise_scale) -> flow -> the
         generator on flow frames ``keep`` -> waveform [1, 1, (keep.stop - keep.start) * hop]."""
 
@@ -105,7 +108,9 @@ class TorchStreamingSynthesis:
     def content(self, codes: Tensor, phone_ids: Tensor, cond: Conditioning) -> Tensor:
         return self.model.enc_p.content(self.model.semantic_frames(codes), phone_ids, cond.ge_text)
 
-    def window_audio(self, window: Tensor, eps: Tensor | None, noise_scale: float, cond: Conditioning, keep: slice) -> Tensor:
+    def window_audio(
+        self, window: Tensor, eps: Tensor | None, noise_scale: float, cond: Conditioning, keep: slice
+    ) -> Tensor:
         model = self.model
         m, logs, _ = model.enc_p.prior(window)
         if eps is not None:
@@ -202,8 +207,14 @@ def decode_in_chunks(
         stop = min(start + chunk_tokens, codes.numel())
         h0 = 0 if history_tokens is None else max(0, start - history_tokens)
         out = decode_chunk(
-            model, cond, phone_ids, codes[h0:start], codes[start:stop], codes[stop : stop + lookahead_tokens],
-            position=start, **chunk_kwargs,
+            model,
+            cond,
+            phone_ids,
+            codes[h0:start],
+            codes[start:stop],
+            codes[stop : stop + lookahead_tokens],
+            position=start,
+            **chunk_kwargs,
         )
         yield crossfade(tail, out.samples)
         tail = out.tail

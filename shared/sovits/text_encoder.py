@@ -72,10 +72,7 @@ class TextEncoder(nn.Module):
         m, logs = stats.split(self.out_channels, dim=1)
         return m, logs, mask
 
-    def forward(
-        self, semantic: Tensor, phone_ids: Tensor, ge: Tensor, speed: float = 1.0
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, semantic: Tensor, phone_ids: Tensor, ge: Tensor, speed: float = 1.0) -> tuple[Tensor, Tensor]:
         """Single utterance (no padding): -> (m, logs)."""
         m, logs, _ = self.prior(self.content(semantic, phone_ids, ge), speed)
         return m, logs
-

@@ -29,7 +29,9 @@ class StreamPolicy:
 class RunDecoder(Protocol):
     """Decodes one run of a segment's tokens with its left and right context (a voice's SoVITS)."""
 
-    def __call__(self, history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int
+    ) -> tuple[Tensor, Tensor]:
         """Audio [n] of ``run`` (tokens from global index ``position``) and the tail [k] after it."""
 
 

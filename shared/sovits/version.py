@@ -13,8 +13,8 @@ One addition: a state dict holding ``sv_emb.weight`` is a Pro model whatever ste
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from ..checkpoint_io import HEADER_TAGS, CheckpointError, RawCheckpoint
 
@@ -72,7 +72,9 @@ def detect_version(raw: RawCheckpoint, state: Mapping[str, object]) -> SoVITSVer
     if embedding is None:
         raise CheckpointError(f"{raw.path}: not a SoVITS v1/v2 model (no enc_p.text_embedding.weight)")
     if embedding.dim() != 2:
-        raise CheckpointError(f"{raw.path}: enc_p.text_embedding.weight has shape {list(embedding.shape)}, expected 2 axes")
+        raise CheckpointError(
+            f"{raw.path}: enc_p.text_embedding.weight has shape {list(embedding.shape)}, expected 2 axes"
+        )
     n_symbols = embedding.shape[0]
     if n_symbols not in (V1_SYMBOL_COUNT, V2_SYMBOL_COUNT):
         raise CheckpointError(f"{raw.path}: phone embedding has {n_symbols} rows, expected 322 (v1) or 732 (v2)")

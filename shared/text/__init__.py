@@ -13,16 +13,26 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "text_to_phones": "frontend", "clean_text": "frontend", "PhoneSegment": "frontend",
-    "CleanedText": "frontend", "joined_phone_ids": "frontend", "joined_norm_text": "frontend",
+    "text_to_phones": "frontend",
+    "clean_text": "frontend",
+    "PhoneSegment": "frontend",
+    "CleanedText": "frontend",
+    "joined_phone_ids": "frontend",
+    "joined_norm_text": "frontend",
     "FrontendError": "errors",
-    "phones_to_ids": "symbols", "cleaned_text_to_sequence": "symbols", "symbols_v1": "symbols",
+    "phones_to_ids": "symbols",
+    "cleaned_text_to_sequence": "symbols",
+    "symbols_v1": "symbols",
     "symbols_v2": "symbols",
-    "prepare_sentences": "sentence_split", "StreamingSplitter": "sentence_split",
+    "prepare_sentences": "sentence_split",
+    "StreamingSplitter": "sentence_split",
     "get_method": "sentence_split",
-    "split_languages": "language", "SUPPORTED_LANGUAGES": "language",
+    "split_languages": "language",
+    "SUPPORTED_LANGUAGES": "language",
     "UnsupportedLanguageError": "language",
-    "segment_text": "segment_limits", "TextSegment": "segment_limits", "MAX_SEGMENT_PHONES": "segment_limits",
+    "segment_text": "segment_limits",
+    "TextSegment": "segment_limits",
+    "MAX_SEGMENT_PHONES": "segment_limits",
 }
 
 __all__ = sorted(_EXPORTS)

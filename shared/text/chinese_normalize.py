@@ -116,10 +116,23 @@ RE_TEMPERATURE = re.compile(r"(-?)(?<!\d)(\d+(\.\d+)?)(°C|℃|度|摄氏度)")
 
 # Order matters: longer spellings must be replaced before their prefixes.
 UNIT_NAMES = (
-    ("cm2", "平方厘米"), ("cm²", "平方厘米"), ("cm3", "立方厘米"), ("cm³", "立方厘米"),
-    ("cm", "厘米"), ("db", "分贝"), ("ds", "毫秒"), ("kg", "千克"), ("km", "千米"),
-    ("m2", "平方米"), ("m²", "平方米"), ("m³", "立方米"), ("m3", "立方米"), ("ml", "毫升"),
-    ("m", "米"), ("mm", "毫米"), ("s", "秒"),
+    ("cm2", "平方厘米"),
+    ("cm²", "平方厘米"),
+    ("cm3", "立方厘米"),
+    ("cm³", "立方厘米"),
+    ("cm", "厘米"),
+    ("db", "分贝"),
+    ("ds", "毫秒"),
+    ("kg", "千克"),
+    ("km", "千米"),
+    ("m2", "平方米"),
+    ("m²", "平方米"),
+    ("m³", "立方米"),
+    ("m3", "立方米"),
+    ("ml", "毫升"),
+    ("m", "米"),
+    ("mm", "毫米"),
+    ("s", "秒"),
 )
 
 
@@ -218,9 +231,7 @@ SINGLE_MEASURE_WORDS = (
     "身堂课丝忽寻常铺程撮勺合叠笼盆碟斛簋卮盏箩煲啖钵纪更春夏秋冬辈丸泡幢"
 )
 MULTI_MEASURE_WORDS = ("小时", "公分", "公斤", "公里", "美元", "微克", "微米")
-RE_QUANTITY = re.compile(
-    rf"(?<!\d)(\d+)([多余几\+])?(?=[{SINGLE_MEASURE_WORDS}]|{'|'.join(MULTI_MEASURE_WORDS)})"
-)
+RE_QUANTITY = re.compile(rf"(?<!\d)(\d+)([多余几\+])?(?=[{SINGLE_MEASURE_WORDS}]|{'|'.join(MULTI_MEASURE_WORDS)})")
 
 
 def spell_range(m: re.Match) -> str:
@@ -256,12 +267,41 @@ def spell_long_digits(m: re.Match) -> str:
 
 CIRCLED_NUMBERS = {chr(0x2460 + i): c for i, c in enumerate("一二三四五六七八九十")}
 GREEK_LETTERS = {
-    "α": "阿尔法", "β": "贝塔", "γ": "伽马", "Γ": "伽马", "δ": "德尔塔", "Δ": "德尔塔",
-    "ε": "艾普西隆", "ζ": "泽塔", "η": "伊塔", "θ": "西塔", "Θ": "西塔", "ι": "约塔",
-    "κ": "卡帕", "λ": "兰姆达", "Λ": "兰姆达", "μ": "缪", "ν": "纽", "ξ": "克西", "Ξ": "克西",
-    "ο": "奥密克戎", "π": "派", "Π": "派", "ρ": "柔", "σ": "西格玛", "ς": "西格玛",
-    "Σ": "西格玛", "τ": "陶", "υ": "宇普西隆", "φ": "斐", "Φ": "斐", "χ": "希",
-    "ψ": "普西", "Ψ": "普西", "ω": "欧米伽", "Ω": "欧米伽",
+    "α": "阿尔法",
+    "β": "贝塔",
+    "γ": "伽马",
+    "Γ": "伽马",
+    "δ": "德尔塔",
+    "Δ": "德尔塔",
+    "ε": "艾普西隆",
+    "ζ": "泽塔",
+    "η": "伊塔",
+    "θ": "西塔",
+    "Θ": "西塔",
+    "ι": "约塔",
+    "κ": "卡帕",
+    "λ": "兰姆达",
+    "Λ": "兰姆达",
+    "μ": "缪",
+    "ν": "纽",
+    "ξ": "克西",
+    "Ξ": "克西",
+    "ο": "奥密克戎",
+    "π": "派",
+    "Π": "派",
+    "ρ": "柔",
+    "σ": "西格玛",
+    "ς": "西格玛",
+    "Σ": "西格玛",
+    "τ": "陶",
+    "υ": "宇普西隆",
+    "φ": "斐",
+    "Φ": "斐",
+    "χ": "希",
+    "ψ": "普西",
+    "Ψ": "普西",
+    "ω": "欧米伽",
+    "Ω": "欧米伽",
 }
 LEFTOVER_SYMBOL_WORDS = {"/": "每", "+": "加", "-": "减", "×": "乘", "÷": "除", "=": "等"}
 DROPPED_AFTER_NORMALIZE = re.compile(r"[-—《》【】<=>{}()（）#&@“”^_|\\]")
@@ -274,6 +314,7 @@ def spell_leftover_symbols(sentence: str) -> str:
 
 
 # ---------------------------------------------------------------- the pipeline
+
 
 def normalize_sentence(sentence: str) -> str:
     """All number/symbol rules, in upstream's order (each rule sees the previous' output)."""
@@ -303,8 +344,21 @@ def normalize_sentence(sentence: str) -> str:
 
 # Punctuation the phone set can voice; everything else is mapped onto these or dropped.
 PUNCTUATION_MAP = {
-    "：": ",", "；": ",", "，": ",", "。": ".", "！": "!", "？": "?", "\n": ".", "·": ",",
-    "、": ",", "...": "…", "$": ".", "/": ",", "—": "-", "~": "…", "～": "…",
+    "：": ",",
+    "；": ",",
+    "，": ",",
+    "。": ".",
+    "！": "!",
+    "？": "?",
+    "\n": ".",
+    "·": ",",
+    "、": ",",
+    "...": "…",
+    "$": ".",
+    "/": ",",
+    "—": "-",
+    "~": "…",
+    "～": "…",
 }
 RE_PUNCTUATION_MAP = re.compile("|".join(re.escape(k) for k in PUNCTUATION_MAP))
 _KEPT_PUNCTUATION = "".join(re.escape(p) for p in PUNCTUATION)

@@ -31,8 +31,7 @@ SPELLED_ACRONYMS = ("ae", "ai", "ar", "ios", "hud", "os")
 # (so a bare VB, e.g. after "to", also counts), and "complex" is the adjective reading.
 HOMOGRAPH_FIXES = {
     "read": (["R", "IY1", "D"], ["R", "EH1", "D"], "VBP"),
-    "complex": (["K", "AH0", "M", "P", "L", "EH1", "K", "S"],
-                ["K", "AA1", "M", "P", "L", "EH0", "K", "S"], "JJ"),
+    "complex": (["K", "AH0", "M", "P", "L", "EH1", "K", "S"], ["K", "AA1", "M", "P", "L", "EH0", "K", "S"], "JJ"),
 }
 
 

@@ -83,11 +83,17 @@ def spell_negative(m: re.Match) -> str:
 RE_COMMA_NUMBER = re.compile(r"([0-9][0-9\,]+[0-9])")
 RE_TIME = re.compile(r"\b([01]?[0-9]|2[0-3]):([0-5][0-9])\b")
 UNIT_NAMES = {
-    "m": ("meter", "meters"), "km": ("kilometer", "kilometers"),
-    "km/h": ("kilometer per hour", "kilometers per hour"), "ft": ("feet", "feet"),
-    "L": ("liter", "liters"), "tbsp": ("tablespoon", "tablespoons"),
-    "tsp": ("teaspoon", "teaspoons"), "h": ("hour", "hours"), "min": ("minute", "minutes"),
-    "s": ("second", "seconds"), "°C": ("degree celsius", "degrees celsius"),
+    "m": ("meter", "meters"),
+    "km": ("kilometer", "kilometers"),
+    "km/h": ("kilometer per hour", "kilometers per hour"),
+    "ft": ("feet", "feet"),
+    "L": ("liter", "liters"),
+    "tbsp": ("tablespoon", "tablespoons"),
+    "tsp": ("teaspoon", "teaspoons"),
+    "h": ("hour", "hours"),
+    "min": ("minute", "minutes"),
+    "s": ("second", "seconds"),
+    "°C": ("degree celsius", "degrees celsius"),
     "°F": ("degree fahrenheit", "degrees fahrenheit"),
 }
 RE_MEASUREMENT = re.compile(r"\b([0-9]+(\.[0-9]+)?(m|km|km/h|ft|L|tbsp|tsp|h|min|s|°C|°F))\b")

@@ -48,7 +48,7 @@ class GruWeights:
         gh = h @ self.w_hh.T + self.b_hh
         size = h.shape[-1]
         reset, update = np.split(_sigmoid(gi[:, : 2 * size] + gh[:, : 2 * size]), 2, axis=-1)
-        candidate = np.tanh(gi[:, 2 * size:] + reset * gh[:, 2 * size:])
+        candidate = np.tanh(gi[:, 2 * size :] + reset * gh[:, 2 * size :])
         return (1 - update) * candidate + update * h
 
 

@@ -27,6 +27,7 @@ MIN_PHONES = 6  # shorter inputs get a leading "." (upstream: stabilises very sh
 
 class CleanedText(NamedTuple):
     """Upstream `clean_text` result; unpacks as (phones, word2ph, norm_text)."""
+
     phones: list[str]
     word2ph: list[int] | None
     norm_text: str
@@ -100,8 +101,9 @@ def _segments(text: str, language: str, version: str) -> list[PhoneSegment]:
     return segments
 
 
-def text_to_phones(text: str, language: str = "zh", version: str = "v2",
-                   min_phones: int = MIN_PHONES) -> list[PhoneSegment]:
+def text_to_phones(
+    text: str, language: str = "zh", version: str = "v2", min_phones: int = MIN_PHONES
+) -> list[PhoneSegment]:
     """Mixed-language text → one PhoneSegment per language run (upstream
     `get_phones_and_bert` minus the BERT part). Raises FrontendError for empty or
     unspeakable text and for unknown or unsupported language codes."""

@@ -128,8 +128,9 @@ class G2pw:
             self.char_labels.setdefault(char, []).append(label)
         self.char_ids = {c: i for i, c in enumerate(sorted(self.char_labels))}
         self.queried = set(self.char_labels) - NOT_QUERIED
-        self.monophonic = {c: p for c, p in _read_pairs(os.path.join(model_dir, "MONOPHONIC_CHARS.txt"))
-                           if c not in NOT_MONOPHONIC}
+        self.monophonic = {
+            c: p for c, p in _read_pairs(os.path.join(model_dir, "MONOPHONIC_CHARS.txt")) if c not in NOT_MONOPHONIC
+        }
         with open(os.path.join(model_dir, "bopomofo_to_pinyin_wo_tune_dict.json"), encoding="utf-8") as handle:
             self.bopomofo_to_pinyin = json.load(handle)
         self.overrides = read_overrides(os.path.join(model_dir, "polyphonic.rep"))
@@ -177,7 +178,10 @@ class G2pw:
             return []
         rows = [self._model_row(q) for q in queries]
         width = max(len(r["ids"]) for r in rows)
-        pad = lambda seq: seq + [0] * (width - len(seq))
+
+        def pad(seq: list[int]) -> list[int]:
+            return seq + [0] * (width - len(seq))
+
         feeds = {
             "input_ids": np.array([pad(r["ids"]) for r in rows], np.int64),
             "token_type_ids": np.zeros((len(rows), width), np.int64),
@@ -190,7 +194,7 @@ class G2pw:
         probs = self.session.run(None, {k: v for k, v in feeds.items() if k in names})[0]
         return np.argmax(probs, axis=1).tolist()
 
-    @functools.lru_cache(maxsize=256)
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one G2PW per process, the cache lives as long as it
     def _tokens(self, window: str):
         tokens, char_token = tokenize_with_offsets(self.tokenizer, window)
         return tokens, char_token
@@ -200,12 +204,15 @@ class G2pw:
         position = char_token[query.window_char]
         if len(tokens) > MAX_TOKENS - 2:  # keep a token window centred on the query
             start = max(0, min(position - (MAX_TOKENS - 2) // 2, len(tokens) - (MAX_TOKENS - 2)))
-            tokens, position = tokens[start:start + MAX_TOKENS - 2], position - start
+            tokens, position = tokens[start : start + MAX_TOKENS - 2], position - start
         ids = self.tokenizer.convert_tokens_to_ids(["[CLS]"] + tokens + ["[SEP]"])
         char = query.window[query.window_char]
         allowed = self.char_labels[char]
-        mask = [1.0 if i in allowed else 0.0 for i in range(len(self.labels))] if self.flags["use_mask"] \
+        mask = (
+            [1.0 if i in allowed else 0.0 for i in range(len(self.labels))]
+            if self.flags["use_mask"]
             else [1.0] * len(self.labels)
+        )
         return {"ids": list(ids), "mask": mask, "char_id": self.char_ids[char], "position": position + 1}
 
     def correct(self, word: str, pinyins: list[str]) -> list[str]:

@@ -44,9 +44,9 @@ def check_language(language: str) -> str:
     if language in UNSUPPORTED_LANGUAGES:
         name = LANGUAGE_NAMES.get(base, base)
         raise UnsupportedLanguageError(
-            f"language {language!r} ({name}) is not supported; supported: {', '.join(SUPPORTED_LANGUAGES)}")
-    raise UnsupportedLanguageError(
-        f"unknown language code {language!r}; supported: {', '.join(SUPPORTED_LANGUAGES)}")
+            f"language {language!r} ({name}) is not supported; supported: {', '.join(SUPPORTED_LANGUAGES)}"
+        )
+    raise UnsupportedLanguageError(f"unknown language code {language!r}; supported: {', '.join(SUPPORTED_LANGUAGES)}")
 
 
 # ---------------------------------------------------------------- character classes
@@ -128,8 +128,7 @@ def _assign_neutral(runs: list[list], digits_as: str | None) -> list[list]:
 
 # Full-width marks that end up in an English run (mixed text) would be dropped by the English
 # normaliser; their ASCII forms keep the pause.
-FULLWIDTH_PUNCT_TO_ASCII = str.maketrans({"，": ",", "。": ".", "！": "!", "？": "?", "；": ",",
-                                          "：": ",", "、": ","})
+FULLWIDTH_PUNCT_TO_ASCII = str.maketrans({"，": ",", "。": ".", "！": "!", "？": "?", "；": ",", "：": ",", "、": ","})
 
 
 def split_languages(text: str, language: str) -> list[LanguageRun]:
@@ -142,7 +141,8 @@ def split_languages(text: str, language: str) -> list[LanguageRun]:
     if language == "auto" and found:
         names = " and ".join(LANGUAGE_NAMES[s] for s in sorted(found))
         raise UnsupportedLanguageError(
-            f"text contains {names}, which is not supported; supported: {', '.join(SUPPORTED_LANGUAGES)}")
+            f"text contains {names}, which is not supported; supported: {', '.join(SUPPORTED_LANGUAGES)}"
+        )
     merged: list[tuple[str, list[str]]] = []
     for script, part in runs:
         lang = "en" if script == "en" else "zh"  # kana/hangul in zh mode: the Chinese frontend drops them

@@ -43,17 +43,17 @@ class ToolCallFilter:
             if self.in_call:
                 end = text.find(TOOL_CALL_CLOSE)
                 if end < 0:
-                    self.held = text[len(text) - _partial_tag(text, TOOL_CALL_CLOSE):]
+                    self.held = text[len(text) - _partial_tag(text, TOOL_CALL_CLOSE) :]
                     return "".join(out)
-                text, self.in_call = text[end + len(TOOL_CALL_CLOSE):], False
+                text, self.in_call = text[end + len(TOOL_CALL_CLOSE) :], False
             start = text.find(TOOL_CALL_OPEN)
             if start < 0:
                 hold = _partial_tag(text, TOOL_CALL_OPEN)
                 out.append(text[: len(text) - hold])
-                self.held = text[len(text) - hold:]
+                self.held = text[len(text) - hold :]
                 return "".join(out)
             out.append(text[:start])
-            text, self.in_call = text[start + len(TOOL_CALL_OPEN):], True
+            text, self.in_call = text[start + len(TOOL_CALL_OPEN) :], True
 
     def end(self) -> str:
         rest = "" if self.in_call else self.held

@@ -45,7 +45,7 @@ def split_syllable(syllable: str) -> tuple[str, str] | None:
         return _ZERO_INITIAL_MARKERS[syllable[0]], _known_final(syllable)
     else:
         return None
-    rest = syllable[len(initial):]
+    rest = syllable[len(initial) :]
     if rest == "i" and initial in _RETROFLEX:
         final = "ir"
     elif rest == "i" and initial in _DENTAL_SIBILANTS:

@@ -59,8 +59,9 @@ class TextSegment:
         return sum(len(r) for r in self.runs)
 
 
-def overflow(runs: list[PhoneSegment], max_phones: int = MAX_SEGMENT_PHONES,
-             max_bert_chars: int = MAX_BERT_CHARS) -> float:
+def overflow(
+    runs: list[PhoneSegment], max_phones: int = MAX_SEGMENT_PHONES, max_bert_chars: int = MAX_BERT_CHARS
+) -> float:
     """How many times over its tightest limit a converted segment is (<= 1: it fits)."""
     phones = sum(len(r) for r in runs) / max_phones
     bert = max((len(r.norm_text) for r in runs if r.language == "zh"), default=0) / max_bert_chars
@@ -83,8 +84,13 @@ def _estimated_phones(piece: str) -> int:
 _CLEARLY_OVER = 1.25
 
 
-def fit_piece(piece: str, language: str, version: str = "v2", max_phones: int = MAX_SEGMENT_PHONES,
-              max_bert_chars: int = MAX_BERT_CHARS) -> list[tuple[str, list[PhoneSegment]]]:
+def fit_piece(
+    piece: str,
+    language: str,
+    version: str = "v2",
+    max_phones: int = MAX_SEGMENT_PHONES,
+    max_bert_chars: int = MAX_BERT_CHARS,
+) -> list[tuple[str, list[PhoneSegment]]]:
     """(text, runs) of `piece`, re-cut until every part fits the limits. Parts with nothing to
     speak are skipped; FrontendError only if no part of the piece can be spoken."""
     estimate = _estimated_phones(piece) / max_phones
@@ -97,8 +103,9 @@ def fit_piece(piece: str, language: str, version: str = "v2", max_phones: int = 
     return _fit_parts(piece, over, language, version, max_phones, max_bert_chars)
 
 
-def _fit_parts(piece: str, over: float, language: str, version: str, max_phones: int,
-               max_bert_chars: int) -> list[tuple[str, list[PhoneSegment]]]:
+def _fit_parts(
+    piece: str, over: float, language: str, version: str, max_phones: int, max_bert_chars: int
+) -> list[tuple[str, list[PhoneSegment]]]:
     """`piece`, `over` times too long, cut into parts sized to fit, each fitted in turn."""
     limit = max(1, min(len(piece) - 1, math.floor(len(piece) * _SAFETY / over)))
     fitted: list[tuple[str, list[PhoneSegment]]] = []
@@ -115,8 +122,9 @@ def _fit_parts(piece: str, over: float, language: str, version: str, max_phones:
     return fitted
 
 
-def segment_text(text: str, language: str = "zh", version: str = "v2", method: str = "cut5",
-                 max_phones: int = MAX_SEGMENT_PHONES) -> Iterator[TextSegment]:
+def segment_text(
+    text: str, language: str = "zh", version: str = "v2", method: str = "cut5", max_phones: int = MAX_SEGMENT_PHONES
+) -> Iterator[TextSegment]:
     """A whole text as synthesis segments, converted one at a time as they are asked for (so a
     long text is never held as phones). Every segment fits `max_phones` and BERT's positions.
     Failures are segments with `error`: text with nothing to speak, an unsupported language, a

@@ -35,7 +35,7 @@ def split_after_marks(text: str) -> list[str]:
     pieces, start = [], 0
     for i, char in enumerate(text):
         if char in SPLIT_MARKS:
-            pieces.append(text[start:i + 1])
+            pieces.append(text[start : i + 1])
             start = i + 1
     return pieces
 
@@ -109,7 +109,12 @@ def cut5(text: str) -> str:
 
 
 METHODS: dict[str, Callable[[str], str]] = {
-    "cut0": cut0, "cut1": cut1, "cut2": cut2, "cut3": cut3, "cut4": cut4, "cut5": cut5,
+    "cut0": cut0,
+    "cut1": cut1,
+    "cut2": cut2,
+    "cut3": cut3,
+    "cut4": cut4,
+    "cut5": cut5,
 }
 
 
@@ -155,6 +160,7 @@ def split_big_text(text: str, max_len: int = MAX_BERT_CHARS) -> list[str]:
 
 # ---------------------------------------------------------------- cutting where upstream cannot
 
+
 def _is_token_char(c: str) -> bool:
     """Characters of a number or a Latin word (ASCII or fullwidth letters and digits)."""
     return (c.isascii() and c.isalnum()) or "０" <= c <= "９" or "Ａ" <= c <= "Ｚ" or "ａ" <= c <= "ｚ"
@@ -187,7 +193,7 @@ def _word_boundaries(text: str, lo: int, hi: int) -> list[int]:
 
     start = max(0, lo - 8)
     boundaries, at = [], start
-    for word in cut(text[start:hi + 8]):
+    for word in cut(text[start : hi + 8]):
         at += len(word)
         if lo <= at <= hi:
             boundaries.append(at)
@@ -316,7 +322,7 @@ class StreamingSplitter:
         out: list[str] = []
         step = max(self.max_chars, 256)
         for i in range(0, len(text), step):
-            self.buffer += text[i:i + step]
+            self.buffer += text[i : i + step]
             out += self._release()
         return out
 
@@ -363,7 +369,7 @@ class StreamingSplitter:
         if i + 1 >= len(text):
             return False  # "3." may become "3.5", "Dr." may be an abbreviation
         nxt = text[i + 1]
-        word = re.findall(r"[A-Za-z.]+$", text[max(0, i - _ABBREVIATION_WINDOW):i])
+        word = re.findall(r"[A-Za-z.]+$", text[max(0, i - _ABBREVIATION_WINDOW) : i])
         if word and word[0].lower() in ABBREVIATIONS:
             return False
         return nxt.isspace() or nxt in CLOSERS or not nxt.isascii()

@@ -9,7 +9,7 @@ Nothing here is typed as an id.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 PAD = "_"
 UNK = "UNK"
@@ -19,24 +19,148 @@ SILENCES = ("SP", "SP2", "SP3")
 
 # Mandarin initials as the opencpop-style tables split syllables; AA/EE/OO mark zero-initial
 # syllables beginning with a/e/o, y/w the ones beginning with i/ü/u.
-ZH_INITIALS = ("AA", "EE", "OO", "b", "c", "ch", "d", "f", "g", "h", "j", "k", "l", "m", "n",
-               "p", "q", "r", "s", "sh", "t", "w", "x", "y", "z", "zh")
+ZH_INITIALS = (
+    "AA",
+    "EE",
+    "OO",
+    "b",
+    "c",
+    "ch",
+    "d",
+    "f",
+    "g",
+    "h",
+    "j",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "q",
+    "r",
+    "s",
+    "sh",
+    "t",
+    "w",
+    "x",
+    "y",
+    "z",
+    "zh",
+)
 # Finals without tone; i0 is the apical vowel after z/c/s, ir after zh/ch/sh/r,
 # E is the "e" of ye/-ie written separately for y-syllables, En the "an" of yan.
-ZH_FINALS = ("E", "En", "a", "ai", "an", "ang", "ao", "e", "ei", "en", "eng", "er", "i", "i0",
-             "ia", "ian", "iang", "iao", "ie", "in", "ing", "iong", "ir", "iu", "o", "ong", "ou",
-             "u", "ua", "uai", "uan", "uang", "ui", "un", "uo", "v", "van", "ve", "vn")
+ZH_FINALS = (
+    "E",
+    "En",
+    "a",
+    "ai",
+    "an",
+    "ang",
+    "ao",
+    "e",
+    "ei",
+    "en",
+    "eng",
+    "er",
+    "i",
+    "i0",
+    "ia",
+    "ian",
+    "iang",
+    "iao",
+    "ie",
+    "in",
+    "ing",
+    "iong",
+    "ir",
+    "iu",
+    "o",
+    "ong",
+    "ou",
+    "u",
+    "ua",
+    "uai",
+    "uan",
+    "uang",
+    "ui",
+    "un",
+    "uo",
+    "v",
+    "van",
+    "ve",
+    "vn",
+)
 ZH_TONES = "12345"  # 5 = neutral tone
 
 # Japanese phonemes of pyopenjtalk (v1 table carries them even though we never emit them).
-JA_PHONEMES = ("I", "N", "U", "a", "b", "by", "ch", "cl", "d", "dy", "e", "f", "g", "gy", "h",
-               "hy", "i", "j", "k", "ky", "m", "my", "n", "ny", "o", "p", "py", "r", "ry", "s",
-               "sh", "t", "ts", "u", "v", "w", "y", "z")
+JA_PHONEMES = (
+    "I",
+    "N",
+    "U",
+    "a",
+    "b",
+    "by",
+    "ch",
+    "cl",
+    "d",
+    "dy",
+    "e",
+    "f",
+    "g",
+    "gy",
+    "h",
+    "hy",
+    "i",
+    "j",
+    "k",
+    "ky",
+    "m",
+    "my",
+    "n",
+    "ny",
+    "o",
+    "p",
+    "py",
+    "r",
+    "ry",
+    "s",
+    "sh",
+    "t",
+    "ts",
+    "u",
+    "v",
+    "w",
+    "y",
+    "z",
+)
 
-ARPA_CONSONANTS = ("B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N", "NG", "P", "R",
-                   "S", "SH", "T", "TH", "V", "W", "Y", "Z", "ZH")
-ARPA_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH",
-               "UW")
+ARPA_CONSONANTS = (
+    "B",
+    "CH",
+    "D",
+    "DH",
+    "F",
+    "G",
+    "HH",
+    "JH",
+    "K",
+    "L",
+    "M",
+    "N",
+    "NG",
+    "P",
+    "R",
+    "S",
+    "SH",
+    "T",
+    "TH",
+    "V",
+    "W",
+    "Y",
+    "Z",
+    "ZH",
+)
+ARPA_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW")
 # Upstream's ARPAbet set also holds two stressless vowels; they take ids, so keep them.
 ARPA_STRESSLESS_EXTRAS = ("ER", "IH")
 
@@ -45,13 +169,67 @@ KO_JAMO = "ㄱㄴㄷㄹㅁㅂㅅㅇㅈㅊㅋㅌㅍㅎㄲㄸㅃㅆㅉㅏㅓㅗㅜ
 KO_SPECIAL = ("空", "停")  # space and "anything else" in the Korean frontend
 
 # Cantonese (Jyutping) pieces, every symbol prefixed by "Y" to keep it apart from Mandarin.
-YUE_INITIALS = ("b", "c", "d", "f", "g", "gw", "h", "j", "k", "kw", "l", "m", "n", "ng", "p", "s",
-                "t", "w", "z")
-YUE_TONED_FINALS = ("a", "aa", "aai", "aak", "aam", "aan", "aang", "aap", "aat", "aau", "ai", "ak",
-                    "am", "an", "ang", "ap", "at", "au", "e", "ei", "ek", "eng", "eoi", "eon",
-                    "eot", "g", "i", "ik", "im", "in", "ing", "ip", "it", "iu", "k", "m", "n", "o",
-                    "oe", "oek", "oeng", "oi", "ok", "on", "ong", "ot", "ou", "p", "t", "u", "ui",
-                    "uk", "un", "ung", "ut", "yu", "yun", "yut")
+YUE_INITIALS = ("b", "c", "d", "f", "g", "gw", "h", "j", "k", "kw", "l", "m", "n", "ng", "p", "s", "t", "w", "z")
+YUE_TONED_FINALS = (
+    "a",
+    "aa",
+    "aai",
+    "aak",
+    "aam",
+    "aan",
+    "aang",
+    "aap",
+    "aat",
+    "aau",
+    "ai",
+    "ak",
+    "am",
+    "an",
+    "ang",
+    "ap",
+    "at",
+    "au",
+    "e",
+    "ei",
+    "ek",
+    "eng",
+    "eoi",
+    "eon",
+    "eot",
+    "g",
+    "i",
+    "ik",
+    "im",
+    "in",
+    "ing",
+    "ip",
+    "it",
+    "iu",
+    "k",
+    "m",
+    "n",
+    "o",
+    "oe",
+    "oek",
+    "oeng",
+    "oi",
+    "ok",
+    "on",
+    "ong",
+    "ot",
+    "ou",
+    "p",
+    "t",
+    "u",
+    "ui",
+    "uk",
+    "un",
+    "ung",
+    "ut",
+    "yu",
+    "yun",
+    "yut",
+)
 # Finals that also appear without a tone digit in upstream's table.
 YUE_TONELESS_FINALS = ("a", "aa", "ai", "ak", "au", "e", "o", "oi", "ok", "on", "ou", "uk")
 YUE_TONES = "123456"
@@ -79,17 +257,17 @@ def korean_symbols() -> list[str]:
     return list(KO_JAMO) + list(KO_SPECIAL)
 
 
-@lru_cache(maxsize=None)
+@cache
 def symbols_v1() -> tuple[str, ...]:
-    base = ([PAD] + mandarin_symbols() + list(JA_PHONEMES) + list(PUNCTUATION) + list(SILENCES)
-            + [UNK] + arpabet_symbols())
+    base = (
+        [PAD] + mandarin_symbols() + list(JA_PHONEMES) + list(PUNCTUATION) + list(SILENCES) + [UNK] + arpabet_symbols()
+    )
     return tuple(sorted(set(base)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def symbols_v2() -> tuple[str, ...]:
-    return (symbols_v1() + JA_PITCH_MARKS + tuple(sorted(korean_symbols()))
-            + tuple(sorted(set(cantonese_symbols()))))
+    return symbols_v1() + JA_PITCH_MARKS + tuple(sorted(korean_symbols())) + tuple(sorted(set(cantonese_symbols())))
 
 
 def table_version(version: str) -> str:
@@ -101,7 +279,7 @@ def symbols_for(version: str) -> tuple[str, ...]:
     return symbols_v1() if table_version(version) == "v1" else symbols_v2()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _symbol_ids(table: str) -> dict[str, int]:
     return {s: i for i, s in enumerate(symbols_for(table))}
 

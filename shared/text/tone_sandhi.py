@@ -55,11 +55,12 @@ def split_in_two(word: str) -> list[str]:
     """Split a word around its shortest search-mode sub-word: 蒙古包 -> [蒙古, 包]."""
     shortest = min(cut_for_search(word), key=len)  # first of the shortest, like a stable sort
     if word.find(shortest) == 0:
-        return [shortest, word[len(shortest):]]
+        return [shortest, word[len(shortest) :]]
     return [word[: -len(shortest)], shortest]
 
 
 # ---------------------------------------------------------------- per-word rules
+
 
 def bu_sandhi(word: str, finals: list[str]) -> list[str]:
     if len(word) == 3 and word[1] == "不":  # 看不懂: the middle 不 is neutral
@@ -146,7 +147,7 @@ def third_tone_sandhi(word: str, finals: list[str]) -> list[str]:
         finals = _third_tone_trisyllable(word, finals)
     elif len(word) == 4:  # idioms: two pairs
         for start in (0, 2):
-            if all_third_tone(finals[start:start + 2]):
+            if all_third_tone(finals[start : start + 2]):
                 finals[start] = set_tone(finals[start], "2")
     return finals
 
@@ -165,8 +166,12 @@ def _third_tone_trisyllable(word: str, finals: list[str]) -> list[str]:
     for i, group in enumerate(groups):
         if all_third_tone(group) and len(group) == 2:  # 所有/人
             group[0] = set_tone(group[0], "2")
-        elif i == 1 and not all_third_tone(group) and group and groups[0] and (
-            tone_of(group[0]) == "3" and tone_of(groups[0][-1]) == "3"
+        elif (
+            i == 1
+            and not all_third_tone(group)
+            and group
+            and groups[0]
+            and (tone_of(group[0]) == "3" and tone_of(groups[0][-1]) == "3")
         ):  # 好/喜欢
             groups[0][-1] = set_tone(groups[0][-1], "2")
     return groups[0] + groups[1]
@@ -181,6 +186,7 @@ def apply_tone_sandhi(word: str, pos: str, finals: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------- merging jieba words
+
 
 def merge_bu(words: list[Word]) -> list[Word]:
     """不 joins the word after it (jieba often leaves it alone)."""
@@ -237,8 +243,13 @@ def _merge_third_tone_runs(words: list[Word], joinable) -> list[Word]:
     merged_into_previous = [False] * len(words)
     for i, (text, pos) in enumerate(words):
         prev = words[i - 1][0] if i else ""
-        if (i and joinable(finals[i - 1], finals[i]) and not merged_into_previous[i - 1]
-                and not _is_reduplication(prev) and len(prev) + len(text) <= 3):
+        if (
+            i
+            and joinable(finals[i - 1], finals[i])
+            and not merged_into_previous[i - 1]
+            and not _is_reduplication(prev)
+            and len(prev) + len(text) <= 3
+        ):
             out[-1][0] += text
             merged_into_previous[i] = True
         else:

@@ -32,10 +32,14 @@ def check(value, metadata) -> dict:
     if peak > PYAUDIO_SAFE_PEAK or not np.isfinite(samples).all():
         record["problems"].append(f"peak {peak:.3f} wraps in dora-pyaudio's int16 cast")
     record.update(
-        samples=int(samples.size), sample_rate=rate, peak=peak,
+        samples=int(samples.size),
+        sample_rate=rate,
+        peak=peak,
         rms=float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0,
-        utterance_id=str(metadata.get("utterance_id", "")), voice=str(metadata.get("voice", "")),
-        error=str(metadata.get("error", "")), flush=bool(metadata.get("flush", False)),
+        utterance_id=str(metadata.get("utterance_id", "")),
+        voice=str(metadata.get("voice", "")),
+        error=str(metadata.get("error", "")),
+        flush=bool(metadata.get("flush", False)),
     )
     return record
 
