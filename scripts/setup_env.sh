@@ -21,7 +21,7 @@ if [ ! -f "$stamp" ]; then
   if [ "${1:-run}" = "test" ]; then
     python -m pip install --quiet -e "$repo[test]"
   else
-    python -m pip install --quiet -e "$repo"
+    python -m pip install --quiet -e "$repo[all-languages]"  # ja, ko, yue (docs/languages.md)
   fi
   touch "$stamp"
 fi
