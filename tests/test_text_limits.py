@@ -109,6 +109,7 @@ def test_a_long_punctuated_piece_over_the_phone_budget_is_cut_at_its_punctuation
     assert "".join(s.text for s in segments) == text
 
 
+@pytest.mark.slow
 def test_a_100k_character_text_is_within_the_limits_and_keeps_every_character():
     text = (ZH * 3000)[:100_000]
     segments = list(segment_text(text, "zh"))

@@ -23,6 +23,8 @@ from dora_gpt_sovits.text import english_normalize as en_norm
 from dora_gpt_sovits.text.llm_stream import TurnSentences
 from dora_gpt_sovits.text.segment_limits import segment_text
 
+pytestmark = pytest.mark.slow  # 1k/10k/100k-character runs: seconds each
+
 ZH = "今天天气很好我们去公园散步吧小明说他明天要去北京参加一个很重要的会议"
 EN_WORDS = "the quick brown fox jumps over a lazy dog while seven people watch from far away".split()
 SIZES = (1_000, 10_000, 100_000)
