@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from dora_gpt_sovits.text import cantonese
-from dora_gpt_sovits.text.chinese_normalize import to_simplified
 from dora_gpt_sovits.text.errors import FrontendError, MissingLanguagePackage
 from dora_gpt_sovits.text.symbols import phones_to_ids, replace_unknown
 
@@ -18,15 +17,6 @@ FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "upstream_text_yue.js
 CASES = FIXTURE["cases"]
 SPOKEN = [c for c in CASES if "error" not in c]
 FAILING = [c for c in CASES if "error" in c]
-
-# Traditional characters upstream's zh_normalization/char_convert.py maps differently from our shared
-# table (chinese_normalize.to_simplified, OpenCC's): what upstream makes of each. While ours differs,
-# the cases holding them are expected failures; once the shared table follows upstream they pass.
-UPSTREAM_SIMPLIFIED = {"閒": "閒", "糉": "糉", "乾": "乾", "於": "於", "麼": "麽"}
-
-
-def _shared_table_diverges(text: str) -> bool:
-    return any(c in UPSTREAM_SIMPLIFIED and to_simplified(c) != UPSTREAM_SIMPLIFIED[c] for c in text)
 
 
 @pytest.fixture(autouse=True)
@@ -67,8 +57,6 @@ def test_g2p_matches_upstream(case):
 @pytest.mark.parametrize("case", SPOKEN, ids=[c["text"] for c in SPOKEN])
 def test_text_to_ids_matches_upstream(case):
     pytest.importorskip("ToJyutping")
-    if _shared_table_diverges(case["text"]):
-        pytest.xfail("chinese_normalize's traditional→simplified table differs from upstream's char_convert")
     norm = cantonese.normalize(case["text"])
     assert norm == case["norm_text"]
     phones, word2ph = cantonese.g2p(norm, "v2")

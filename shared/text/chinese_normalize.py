@@ -9,11 +9,10 @@ Some of its odd behaviours are kept on purpose and marked QUIRK.
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 import string
 
+from . import traditional_to_simplified
 from .chinese_numbers import read_cardinal, read_clock_number, read_digits, read_number
 from .symbols import PUNCTUATION
 
@@ -23,27 +22,15 @@ FULLWIDTH_TO_ASCII = {ord(c) + 0xFEE0: ord(c) for c in string.ascii_letters + st
 FULLWIDTH_TO_ASCII[0x3000] = ord(" ")
 
 
-@functools.lru_cache(maxsize=1)
 def traditional_to_simplified_table() -> dict[int, str]:
-    """Character-level traditional→simplified map from OpenCC's TSCharacters dictionary
-    (shipped by the `opencc-python-reimplemented` package); the first candidate wins.
-    Missing package → no conversion (simplified input is unaffected)."""
-    try:
-        import opencc
-    except ImportError:
-        return {}
-    path = os.path.join(os.path.dirname(opencc.__file__), "dictionary", "TSCharacters.txt")
-    table: dict[int, str] = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            source, _, targets = line.rstrip("\n").partition("\t")
-            if len(source) == 1 and targets:
-                table[ord(source)] = targets.split(" ")[0]
-    return table
+    """Upstream's own character table (zh_normalization/char_convert.py, kept as data in
+    traditional_to_simplified), not OpenCC's: the two disagree on over a thousand characters."""
+    return traditional_to_simplified.table()
 
 
 def to_simplified(text: str) -> str:
-    return text.translate(traditional_to_simplified_table())
+    # The first step of upstream's normalize_sentence, before the full-width fold.
+    return traditional_to_simplified.to_simplified(text)
 
 
 # ---------------------------------------------------------------- sentence splitting
