@@ -277,7 +277,11 @@ THREADS = integer(
     "GSV_THREADS", None, "CPU threads of torch and ONNX Runtime (0 = their default)", low=0, shown="torch default"
 )
 NICE = integer("GSV_NICE", None, "scheduling priority (`os.nice`) of the node", low=-20, high=19, shown="0")
-LANGUAGE = string("GSV_LANGUAGE", "auto", "language of the text (auto, zh, en, all_zh)")
+LANGUAGE = string(
+    "GSV_LANGUAGE",
+    "auto",
+    "language of the text (auto, auto_yue, zh, en, ja, ko, yue, all_zh, all_ja, all_ko, all_yue)",
+)
 SEED = integer("GSV_SEED", None, "sampling / noise seed (segment i: seed + i)", low=0, shown="random")
 MAX_MODELS = integer("GSV_MAX_MODELS", 2, "voices' own weights kept loaded besides the graph's model (LRU)", low=0)
 

