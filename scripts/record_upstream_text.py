@@ -4,7 +4,7 @@
 Writes tests/fixtures/upstream_text_ja.json (``text.cleaner.clean_text(text, "ja", version)``:
 normalised text, phones, ids, word2ph) and tests/fixtures/upstream_text_auto.json (how
 ``TextPreprocessor.get_phones_and_bert`` cuts a text into language runs for a language code, and
-the cleaned phones of its Japanese runs), from upstream's own source at a given commit.
+the cleaned phones of its Japanese runs; and upstream's cut0-cut5 on Japanese and Korean text), from upstream's own source at a given commit.
 
 Upstream's source is imported from a plain copy of its tree (no checkout of models needed):
 
@@ -117,6 +117,14 @@ AUTO_CASES = [
     ("ずっと待っていたよ。We waited for a long time.", "auto"),
     ("すみません、駅はどこですか？Where is the station?", "auto"),
     ("日本語を勉強しています。It is difficult but fun.", "all_ja"),
+]
+
+# Sentence cutting (cut0-cut5) on Japanese and Korean punctuation.
+CUT_TEXTS = [
+    "「こんにちは」と彼は言った。今日はいい天気ですね！散歩に行きませんか？はい、行きましょう…また明日。",
+    "ねえ、知ってる？僕は天文学を勉強してるんだ。君の瞳が星空みたいにキラキラしてるからさ。それでね、来年は留学するつもり。",
+    "안녕하세요. 만나서 반갑습니다! 오늘 날씨가 정말 좋네요? 네, 그렇습니다… 내일 또 만나요.",
+    "価格は3.5万円です。えっ！？本当に……すごいですね、ありがとう。",
 ]
 
 
@@ -238,8 +246,12 @@ def main() -> None:
         runs.clear()
         processor.get_phones_and_bert(text, language, "v2")
         auto_cases.append({"text": text, "language": language, "version": "v2", "runs": list(runs)})
+    from TTS_infer_pack.text_segmentation_method import get_method
+
+    cuts = [{"text": t, "method": f"cut{i}", "result": get_method(f"cut{i}")(t)} for t in CUT_TEXTS for i in range(6)]
     OUT_AUTO.write_text(
-        json.dumps({"source": source, "cases": auto_cases}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+        json.dumps({"source": source, "cases": auto_cases, "cuts": cuts}, ensure_ascii=False, indent=1) + "\n",
+        encoding="utf-8",
     )
     print(f"wrote {len(ja_cases)} Japanese cases to {OUT_JA} and {len(auto_cases)} split cases to {OUT_AUTO}")
 

@@ -90,3 +90,26 @@ def test_user_dictionary_is_compiled_once_and_used(tmp_path):
         assert japanese.g2p("主殿")[0] == ["a", "[", "r", "u", "j", "i", "]", "d", "o", "n", "o"]
     finally:
         pyopenjtalk.unset_user_dict()
+
+
+@pytest.mark.parametrize("case", AUTO["cuts"], ids=lambda c: f"{c['method']}-{c['text'][:8]}")
+def test_cut_methods_match_upstream_on_japanese_and_korean(case):
+    from dora_gpt_sovits.text.sentence_split import get_method
+
+    assert get_method(case["method"])(case["text"]) == case["result"]
+
+
+def test_streaming_splitter_cuts_japanese_and_korean_sentences():
+    from dora_gpt_sovits.text.sentence_split import StreamingSplitter
+
+    splitter = StreamingSplitter()
+    text = "「こんにちは」と彼は言った。今日はいい天気ですね！散歩に行きませんか？안녕하세요. 반갑습니다! 終わり…"
+    out = [s for ch in text for s in splitter.push(ch)] + splitter.flush()
+    assert out == [
+        "「こんにちは」と彼は言った。",
+        "今日はいい天気ですね！",
+        "散歩に行きませんか？",
+        "안녕하세요.",
+        "반갑습니다!",
+        "終わり…",
+    ]
