@@ -20,6 +20,8 @@ from dora_gpt_sovits.benchmark.report import to_markdown
 from dora_gpt_sovits.benchmark.results import CaseRecord, case_document, overall
 from dora_gpt_sovits.benchmark.upstream import UpstreamCaseRun
 
+pytestmark = pytest.mark.slow  # builds and exports models once per module (seconds)
+
 TOKENS = 4  # early_stop_num: every segment decodes TOKENS + 1 tokens
 SUMMARY_KEYS = {"median", "p25", "p75", "min", "max", "n", "spread"}
 

@@ -82,6 +82,7 @@ def test_reuse_reference_free_prepare_and_overflow(model, inputs):
     assert_same(decode(small, inputs, params), first)
 
 
+@pytest.mark.slow  # torch.compile: ~17 s
 def test_compiled_steps_match_eager(model, inputs, tmp_path, monkeypatch):
     """One bucket, so one compile (~10 s on 2 cores); the whole-size compile is measured in docs/performance.md."""
     # A fresh Inductor cache: torch's default (/tmp/torchinductor_<user>) may hold another torch

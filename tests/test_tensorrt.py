@@ -10,6 +10,8 @@ from dora_gpt_sovits.backends.errors import BackendUnavailable
 from dora_gpt_sovits.backends.manifest import Manifest, manifest_path
 from dora_gpt_sovits.backends.tensorrt import build_engines, profiles
 
+pytestmark = pytest.mark.slow  # builds and exports models once per module (seconds)
+
 
 @pytest.fixture(scope="module")
 def onnx_dir(exported_tiny_bundle):
