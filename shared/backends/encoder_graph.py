@@ -7,14 +7,12 @@ last hidden state, with dynamic length.
 from __future__ import annotations
 
 import copy
-import io
 
 import torch
 from torch import nn
 
 from ..encoders.bert import selected_hidden
-
-OPSET = 17
+from .export import onnx_bytes
 
 
 class BertGraph(nn.Module):
@@ -36,21 +34,6 @@ class HubertGraph(nn.Module):
         return self.model(wav).last_hidden_state
 
 
-def _export(module, example, inputs, outputs, dynamic_axes) -> bytes:
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        module,
-        example,
-        buffer,
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=inputs,
-        output_names=outputs,
-        dynamic_axes=dynamic_axes,
-    )
-    return buffer.getvalue()
-
-
 def _half_copy(model, dtype):
     return copy.deepcopy(model).to("cpu", dtype).eval()
 
@@ -59,7 +42,7 @@ def export_bert(model, dtype: torch.dtype = torch.float32) -> dict[str, tuple[by
     model = _half_copy(model, dtype)
     ids = torch.tensor([[101, 872, 1962, 102]])
     with torch.no_grad():
-        data = _export(
+        data = onnx_bytes(
             BertGraph(model),
             (ids, torch.ones_like(ids), torch.zeros_like(ids)),
             ["input_ids", "attention_mask", "token_type_ids"],
@@ -72,7 +55,7 @@ def export_bert(model, dtype: torch.dtype = torch.float32) -> dict[str, tuple[by
 def export_hubert(model, dtype: torch.dtype = torch.float32) -> dict[str, tuple[bytes, dict]]:
     model = _half_copy(model, dtype)
     with torch.no_grad():
-        data = _export(
+        data = onnx_bytes(
             HubertGraph(model),
             (torch.zeros(1, 16000, dtype=dtype),),
             ["wav"],

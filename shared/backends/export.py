@@ -1,4 +1,4 @@
-"""Writing exported graphs: the .onnx file and its manifest."""
+"""Exporting graphs: a module traced to ONNX bytes, and the .onnx file with its manifest."""
 
 from __future__ import annotations
 
@@ -9,6 +9,30 @@ from .errors import BackendError
 from .manifest import EXPORT_FORMAT, Manifest, TensorSpec, graph_path, manifest_path, sha256_of
 
 ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 9: "bool", 6: "int32"}
+
+
+OPSET = 17  # one opset for every stage's graph
+
+
+def onnx_bytes(module, example: tuple, inputs: list[str], outputs: list[str], dynamic_axes: dict) -> bytes:
+    """``module`` traced on ``example`` with the TorchScript exporter (the graphs' loops and shapes
+    are written for it), as the bytes of an ONNX model."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        module,
+        example,
+        buffer,
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=inputs,
+        output_names=outputs,
+        dynamic_axes=dynamic_axes,
+    )
+    return buffer.getvalue()
 
 
 def _specs(values) -> list[TensorSpec]:

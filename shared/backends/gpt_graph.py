@@ -17,15 +17,13 @@ repetition-penalty mask leave the graph.
 from __future__ import annotations
 
 import copy
-import io
 
 import torch
 from torch import nn
 
 from ..gpt.model import Text2Semantic, prefix_lm_mask
 from ..gpt.sampling import penalised, top_p_filter
-
-OPSET = 17
+from .export import onnx_bytes
 
 
 def sample_in_graph(
@@ -174,7 +172,7 @@ def export_gpt(
                 torch.zeros(1, cfg.bert_dim, t, dtype=dtype),
                 torch.zeros(1, p, dtype=torch.long),
             )
-            graphs["gpt_prefill"] = _export(
+            graphs["gpt_prefill"] = _export_gpt(
                 PrefillGraph(model),
                 example + sampling,
                 ["phone_ids", "bert", "prompt"] + SAMPLING_NAMES,
@@ -189,7 +187,7 @@ def export_gpt(
             )
             past = torch.zeros(t + p, cfg.n_layer, 1, cfg.n_head, cfg.head_dim, dtype=dtype)
             example = (torch.zeros(1, dtype=torch.long), torch.tensor([p]), past, past.clone())
-            graphs["gpt_step"] = _export(
+            graphs["gpt_step"] = _export_gpt(
                 StepGraph(model),
                 example + sampling,
                 ["last_token", "position", "past_k", "past_v"] + SAMPLING_NAMES,
@@ -211,16 +209,5 @@ def export_gpt(
     return {name: (data, facts) for name, data in graphs.items()}
 
 
-def _export(module: nn.Module, example: tuple, input_names: list[str], dynamic_axes: dict) -> bytes:
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        module,
-        example,
-        buffer,
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=input_names,
-        output_names=OUTPUT_NAMES,
-        dynamic_axes=dynamic_axes,
-    )
-    return buffer.getvalue()
+def _export_gpt(module, example: tuple, input_names: list[str], dynamic_axes: dict) -> bytes:
+    return onnx_bytes(module, example, input_names, OUTPUT_NAMES, dynamic_axes)

@@ -14,14 +14,13 @@ A one-shot decode is one chunk with no history or lookahead, so these graphs ser
 from __future__ import annotations
 
 import copy
-import io
 
 import torch
 from torch import nn
 
 from ..sovits.synthesizer import Synthesizer
+from .export import onnx_bytes
 
-OPSET = 17
 SV_DIM = 20480
 
 
@@ -68,14 +67,14 @@ def export_sovits(model: Synthesizer, dtype: torch.dtype = torch.float32) -> dic
         cond_inputs = (spec, torch.zeros(1, SV_DIM, dtype=dtype)) if is_pro else (spec,)
         ge, ge_text = ConditionGraph(model)(*cond_inputs)
         graphs = {
-            "sovits_condition": _export(
+            "sovits_condition": onnx_bytes(
                 ConditionGraph(model),
                 cond_inputs,
                 ["spec", "sv"][: len(cond_inputs)],
                 ["ge", "ge_text"],
                 {"spec": {2: "frames"}},
             ),
-            "sovits_content": _export(
+            "sovits_content": onnx_bytes(
                 ContentGraph(model),
                 (torch.randint(0, 1024, (1, 1, tokens)), torch.randint(1, 100, (1, phones)), ge_text),
                 ["codes", "phone_ids", "ge_text"],
@@ -87,7 +86,7 @@ def export_sovits(model: Synthesizer, dtype: torch.dtype = torch.float32) -> dic
             torch.randint(0, 1024, (1, 1, tokens)), torch.randint(1, 100, (1, phones)), ge_text
         )
         n = content.shape[-1]
-        graphs["sovits_window"] = _export(
+        graphs["sovits_window"] = onnx_bytes(
             WindowGraph(model),
             (
                 content,
@@ -111,18 +110,3 @@ def export_sovits(model: Synthesizer, dtype: torch.dtype = torch.float32) -> dic
         "receptive_field": model.flow.receptive_field,
     }
     return {name: (data, facts) for name, data in graphs.items()}
-
-
-def _export(module, example, inputs, outputs, dynamic_axes) -> bytes:
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        module,
-        example,
-        buffer,
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=inputs,
-        output_names=outputs,
-        dynamic_axes=dynamic_axes,
-    )
-    return buffer.getvalue()
