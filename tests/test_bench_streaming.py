@@ -14,9 +14,9 @@ def service_graph() -> dict:
 
 
 def test_a_setting_reads_node_and_all_node_variables():
-    setting = Setting.parse("int8-t1:gpt.GSV_GPT_QUANT=int8,*.GSV_THREADS=1,gpt.GSV_THREADS=2")
-    assert setting.name == "int8-t1"
-    assert setting.env == {"gpt": {"GSV_GPT_QUANT": "int8", "GSV_THREADS": "2"}, "*": {"GSV_THREADS": "1"}}
+    setting = Setting.parse("fp16-t1:gpt.GSV_GPT_QUANT=fp16,*.GSV_THREADS=1,gpt.GSV_THREADS=2")
+    assert setting.name == "fp16-t1"
+    assert setting.env == {"gpt": {"GSV_GPT_QUANT": "fp16", "GSV_THREADS": "2"}, "*": {"GSV_THREADS": "1"}}
     assert Setting.parse("defaults") == Setting("defaults", {})
 
 
