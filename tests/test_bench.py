@@ -61,6 +61,10 @@ def test_document_records_conditions_and_every_case(bench):
     assert doc["schema"] == 1
     for key in ("date", "cpu_model", "torch", "threads", "device", "dtype", "load_average"):
         assert key in doc["host"]
+    assert all(gbs > 0 for gbs in doc["host"]["read_bandwidth_gbs"].values())  # measured on a CPU run
+    assert set(doc["host"]["read_bandwidth_gbs"]) == {"1", str(doc["host"]["threads"])}
+    decode = doc["overall"]["gpt_decode_bandwidth"]  # weights per token / time per token, against the machine
+    assert decode["used_gbs"] > 0 and decode["weight_mb"] > 0 and decode["vs_floor"] > 0
     cfg = doc["config"]
     assert cfg["backend"] == "torch" and cfg["development_model"] is True
     assert cfg["tokens_per_segment"] == TOKENS and cfg["repeats"] == 1

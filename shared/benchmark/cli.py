@@ -29,7 +29,7 @@ from .cases import LANGUAGES, LENGTHS, TextCase, select_cases, warmup_cases
 from .dataflow import DataflowError, DataflowResult, run_dataflow
 from .inprocess import SPLIT_METHOD, Pipeline, load_models, prepare_voice
 from .report import to_markdown
-from .results import CaseRecord, case_document, overall
+from .results import CaseRecord, case_document, decode_bandwidth, overall
 from .system import LoadSampler, git_commit, host_info
 from .upstream import Upstream, UpstreamError
 
@@ -229,6 +229,14 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
         "cases": {name: case_document(rec, dataflow_result) for name, rec in records.items()},
     }
     doc["overall"] = overall(doc["cases"])
+    bandwidth = decode_bandwidth(
+        in_process.get("gpt_decode_weight_bytes", 0),
+        doc["overall"]["ours"].get("gpt_decode_ms_per_token"),
+        host.read_bandwidth_gbs,
+        host.threads,
+    )
+    if bandwidth:
+        doc["overall"]["gpt_decode_bandwidth"] = bandwidth
     return doc
 
 
@@ -281,6 +289,7 @@ def measure_in_process(
         "gpt_options": models.gpt_options,
         "load_s": models.load_s,
         "rss_after_load_mib": models.rss_after_load_mib,
+        "gpt_decode_weight_bytes": models.gpt_decode_weight_bytes,
         "voice_encode_s": round(voice.encode_s, 3),
         "load_average": load.summary(),
         "sampling": {k: getattr(pipeline.params, k) for k in ("top_k", "top_p", "temperature", "repetition_penalty")},

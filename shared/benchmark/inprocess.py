@@ -47,6 +47,7 @@ class Models:
     sv: torch.nn.Module | None
     load_s: dict[str, float]
     rss_after_load_mib: float | None
+    gpt_decode_weight_bytes: int = 0  # what one decode step reads of weights (decode_weight_bytes)
 
     @property
     def sample_rate(self) -> int:
@@ -86,7 +87,25 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
         from ..encoders.speaker_verification import load_speaker_verification
 
         sv = timed("sv", lambda: load_speaker_verification(paths.sv, device=device, dtype=dtype))
-    return Models(paths, device, dtype, gpt, gpt_stream, describe(decoder), sovits, bert, hubert, sv, load_s, rss_mib())
+    return Models(
+        paths, device, dtype, gpt, gpt_stream, describe(decoder), sovits, bert, hubert, sv, load_s, rss_mib(),
+        decode_weight_bytes(gpt),
+    )  # fmt: skip
+
+
+def decode_weight_bytes(gpt: torch.nn.Module) -> int:
+    """Bytes of weights one GPT decode step streams: the decoder layers' and the logits projection's
+    products, in the format the step reads them (the float16 copy where there is one). The step's
+    time floor is this over the machine's read bandwidth (the cached keys/values add 2 x layers x
+    width x 4 bytes per cached position, not counted here)."""
+    total = 0
+    for module in [*gpt.layers.modules(), *gpt.ar_predict_layer.modules()]:
+        half = getattr(module, "half_weight", None)
+        if half is not None:
+            total += half.numel() * half.element_size()
+        elif isinstance(module, torch.nn.Linear):
+            total += module.weight.numel() * module.weight.element_size()
+    return total
 
 
 @dataclass

@@ -28,6 +28,16 @@ def plain(value: float | None, digits: int = 2, suffix: str = "") -> str:
     return "—" if value is None else f"{value:.{digits}f}{suffix}"
 
 
+def bandwidth_lines(b: dict[str, Any] | None) -> list[str]:
+    if not b:
+        return []
+    return [
+        f"* GPT decode bandwidth used / available: {b['used_gbs']:.1f} / {b['available_gbs']:.1f} GB/s "
+        f"({100 * b['used_fraction']:.0f}%, {b['threads']} threads; {b['weight_mb']:.0f} MB of weights per token); "
+        f"floor {b['floor_ms_per_token']:.2f} ms/token, decode {b['vs_floor']:.2f}x the floor"
+    ]
+
+
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -40,6 +50,14 @@ def conditions(doc: dict[str, Any]) -> list[str]:
         f"* Date: {host['date']}; commit {host['git_commit']}",
         f"* Host: {host['cpu_model']}, {host['logical_cpus']} logical CPUs, {host['memory_gib']} GiB"
         + (f"; GPU {host['gpu']}" if host.get("gpu") else ""),
+        *(
+            [
+                f"* CPU extensions: {', '.join(host.get('cpu_flags') or []) or 'unknown'}; read bandwidth "
+                + ", ".join(f"{gbs} GB/s on {n} thread(s)" for n, gbs in host["read_bandwidth_gbs"].items())
+            ]
+            if host.get("read_bandwidth_gbs")
+            else []
+        ),
         f"* Load average (1 min) during the run: {load_text(doc['load_during_run'])}; at start {host['load_average'][0]:.1f}",
         f"* Python {host['python']}, torch {host['torch']}, dora-rs {host['dora_rs']}, numpy {host['numpy']}",
         f"* Backend {cfg['backend']}, device {host['device']}, dtype {host['dtype']}, {host['threads']} torch threads"
@@ -251,6 +269,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
         "",
         f"* GPT decode {plain(o.get('gpt_decode_ms_per_token'), 1)} ms/token "
         f"({plain(o.get('gpt_decode_tok_per_s'), 1)} tok/s), prefill {plain(o.get('gpt_prefill_ms_per_segment'), 0)} ms/segment",
+        *bandwidth_lines(doc["overall"].get("gpt_decode_bandwidth")),
         f"* Vocoder RTF {plain(o.get('vocoder_rtf'), 3)}, end-to-end RTF {plain(o.get('e2e_rtf'), 3)}, "
         f"{plain(o.get('chars_per_s'), 1)} chars/s",
     ]

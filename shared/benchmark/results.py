@@ -203,3 +203,25 @@ def overall(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if speedups:
         summary["speedup_vs_upstream"] = {k: round(statistics.median(v), 3) for k, v in speedups.items()}
     return dict(summary)
+
+
+def decode_bandwidth(
+    weight_bytes: int, ms_per_token: float | None, available: dict[str, float], threads: int
+) -> dict[str, Any] | None:
+    """The GPT decode step against the memory floor: its weights read once per token in
+    ``ms_per_token`` -> GB/s used, against the machine's read bandwidth at the run's thread count
+    (system.read_bandwidth_gbs); the floor is weight bytes / that bandwidth (cache reads excluded)."""
+    gbs = available.get(str(threads))
+    if not weight_bytes or not ms_per_token or not gbs:
+        return None
+    used = weight_bytes / (ms_per_token / 1000) / 1e9
+    floor_ms = weight_bytes / (gbs * 1e9) * 1000
+    return {
+        "weight_mb": round(weight_bytes / 1e6, 1),
+        "threads": threads,
+        "used_gbs": round(used, 1),
+        "available_gbs": gbs,
+        "used_fraction": round(used / gbs, 3),
+        "floor_ms_per_token": round(floor_ms, 2),
+        "vs_floor": round(ms_per_token / floor_ms, 2),
+    }

@@ -6,7 +6,7 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ class HostInfo:
     dtype: str
     gpu: str | None
     git_commit: str | None
+    cpu_flags: list[str] = field(default_factory=list)  # the vector/matrix extensions the kernels could use
+    read_bandwidth_gbs: dict[str, float] = field(default_factory=dict)  # threads -> GB/s (read_bandwidth_gbs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +51,47 @@ def cpu_model() -> tuple[str, float | None]:
     except OSError:
         pass
     return model, mhz
+
+
+NOTABLE_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+def cpu_flags() -> list[str]:
+    """Which of :data:`NOTABLE_FLAGS` the CPU reports (``/proc/cpuinfo``; empty where unreadable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags":
+                present = set(value.split())
+                return [flag for flag in NOTABLE_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def read_bandwidth_gbs(threads: list[int], mib: int = 256, rounds: int = 8) -> dict[str, float]:
+    """How fast this machine streams memory into the cores: ``tensor.sum()`` over a float32 buffer of
+    ``mib`` MiB (beyond any last-level cache), best of ``rounds``, at each thread count; GB/s by
+    thread count. A decode step streams its weights once per token, so weight bytes / this is the
+    step's floor (docs/performance.md, "Decode against the bandwidth floor")."""
+    buffer = torch.ones(mib * 2**20 // 4, dtype=torch.float32)
+    before = torch.get_num_threads()
+    result: dict[str, float] = {}
+    try:
+        for n in threads:
+            torch.set_num_threads(n)
+            buffer.sum()  # first touch and thread start-up outside the timing
+            best = min(_timed(buffer.sum) for _ in range(rounds))
+            result[str(n)] = round(buffer.numel() * 4 / best / 1e9, 1)
+    finally:
+        torch.set_num_threads(before)
+    return result
+
+
+def _timed(call: Any) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
 
 
 def memory_gib() -> float:
@@ -93,6 +136,8 @@ def host_info(device: torch.device, dtype: torch.dtype, repo: Path) -> HostInfo:
     import numpy
 
     model, mhz = cpu_model()
+    threads = torch.get_num_threads()
+    bandwidth = read_bandwidth_gbs(sorted({1, threads})) if device.type == "cpu" else {}
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return HostInfo(
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -110,6 +155,8 @@ def host_info(device: torch.device, dtype: torch.dtype, repo: Path) -> HostInfo:
         dtype=str(dtype).removeprefix("torch."),
         gpu=gpu,
         git_commit=git_commit(repo),
+        cpu_flags=cpu_flags(),
+        read_bandwidth_gbs=bandwidth,
     )
 
 

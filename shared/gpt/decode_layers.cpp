@@ -7,7 +7,13 @@
 // throughout; only summation orders differ, as between any two float32 kernels.
 #include <torch/extension.h>
 
+#include <omp.h>
+
+#include <atomic>
 #include <cmath>
+#include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "half_blocks.h"
@@ -90,6 +96,40 @@ void attend(const float* q, const float* keys, const float* values, int64_t leng
   for (int64_t i = 0; i < lanes; ++i) _mm256_storeu_ps(out + 8 * i, _mm256_mul_ps(acc[i], inverse));
 }
 
+// The threads of one step meet here between its phases (products, attention). A step used to open
+// one OpenMP region per phase, 5 per layer: ~120 per token, and under OMP_WAIT_POLICY=PASSIVE (our
+// graphs) every region woke the sleeping pool threads through the kernel (docs/performance.md,
+// "One parallel region per step"). Now a step is one region; its phases are separated by this
+// barrier, which spins briefly (a phase lasts microseconds) and then yields the core, so a thread
+// descheduled on a busy machine does not leave the others burning theirs.
+class SpinBarrier {
+ public:
+  void wait(int threads) {
+    if (threads == 1) return;
+    const int generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == threads - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
+      if (spins < kSpins)
+        _mm_pause();
+      else
+        std::this_thread::yield();
+    }
+  }
+
+ private:
+  static constexpr int kSpins = 20000;  // ~0.1-1 ms of pause instructions, then yield
+  std::atomic<int> arrived_{0}, generation_{0};
+};
+
+// The share [first, last) of `total` items that thread `t` of `threads` takes: contiguous, even.
+inline std::pair<int64_t, int64_t> share(int64_t total, int t, int threads) {
+  return {total * t / threads, total * (t + 1) / threads};
+}
+
 at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList weights, at::Tensor& k_cache, at::Tensor& v_cache,
                          int64_t position, double eps) {
   TORCH_CHECK(x_in.dim() == 2 && x_in.scalar_type() == at::kFloat && x_in.is_contiguous() && x_in.device().is_cpu(),
@@ -109,40 +149,60 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList weights, at::Ten
   std::vector<Layer> layers;
   for (int64_t l = 0; l < n_layer; ++l) layers.push_back(layer_at(weights, l, d, ffn_dim));
 
-  at::Tensor x = x_in.clone();
+  at::Tensor x = at::empty_like(x_in);
+  const int requested = at::in_parallel_region() ? 1 : std::max(1, at::get_num_threads());
   std::vector<float> qkv(R * 3 * d), attended(R * d), projected(R * d), hidden(R * ffn_dim), scores(R * H * (position + 1));
+  std::vector<float> rows(static_cast<size_t>(requested) * R * d);  // each thread's copy of x (the LayerNorms run on every thread)
+  const float* x0 = x_in.data_ptr<float>();
   float* xp = x.data_ptr<float>();
   float* kp = k_cache.data_ptr<float>();
   float* vp = v_cache.data_ptr<float>();
   const int64_t row_stride = H * max_len * hd, layer_stride = k_cache.size(1) * row_stride;
   const int64_t length = position + 1;
+  const int64_t qkv_blocks = (3 * d + gsv::kRows - 1) / gsv::kRows, d_blocks = (d + gsv::kRows - 1) / gsv::kRows,
+                ffn_blocks = (ffn_dim + gsv::kRows - 1) / gsv::kRows;
+  SpinBarrier barrier;
 
-  for (int64_t l = 0; l < n_layer; ++l) {
-    const Layer& p = layers[l];
-    gsv::half_matvec_into(xp, R, d, p.qkv, 3 * d, p.qkv_b, qkv.data());
-    float* k_layer = kp + l * layer_stride;
-    float* v_layer = vp + l * layer_stride;
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t slot = r * row_stride + (h * max_len + position) * hd;
-        std::copy_n(qkv.data() + r * 3 * d + d + h * hd, hd, k_layer + slot);
-        std::copy_n(qkv.data() + r * 3 * d + 2 * d + h * hd, hd, v_layer + slot);
-      }
-    at::parallel_for(0, R * H, 1, [&](int64_t first, int64_t last) {
+  // One parallel region for the whole step. Every product's output rows are split between the
+  // threads by whole blocks and each output is one thread's sum in a fixed order, so results do
+  // not depend on the thread count; the LayerNorms (d values) run on every thread, on its own copy
+  // of x, the same arithmetic giving the same values.
+#pragma omp parallel num_threads(requested)
+  {
+    const int t = omp_get_thread_num(), threads = omp_get_num_threads();
+    float* xt = rows.data() + static_cast<size_t>(t) * R * d;
+    std::copy_n(x0, R * d, xt);
+    for (int64_t l = 0; l < n_layer; ++l) {
+      const Layer& p = layers[l];
+      auto [first, last] = share(qkv_blocks, t, threads);
+      gsv::product_blocks(xt, R, d, p.qkv, 3 * d, p.qkv_b, qkv.data(), first, last);
+      barrier.wait(threads);
+      float* k_layer = kp + l * layer_stride;
+      float* v_layer = vp + l * layer_stride;
+      std::tie(first, last) = share(R * H, t, threads);
       for (int64_t task = first; task < last; ++task) {
         const int64_t r = task / H, h = task % H, base = r * row_stride + h * max_len * hd;
+        std::copy_n(qkv.data() + r * 3 * d + d + h * hd, hd, k_layer + base + position * hd);
+        std::copy_n(qkv.data() + r * 3 * d + 2 * d + h * hd, hd, v_layer + base + position * hd);
         attend(qkv.data() + r * 3 * d + h * hd, k_layer + base, v_layer + base, length, hd,
                scores.data() + task * length, attended.data() + r * d + h * hd);
       }
-    });
-    gsv::half_matvec_into(attended.data(), R, d, p.out, d, p.out_b, projected.data());
-    for (int64_t r = 0; r < R; ++r)
-      add_layer_norm(xp + r * d, projected.data() + r * d, p.norm1_w, p.norm1_b, d, eps, xp + r * d);
-    gsv::half_matvec_into(xp, R, d, p.ffn_in, ffn_dim, p.ffn_in_b, hidden.data());
-    for (float& v : hidden) v = std::max(v, 0.f);
-    gsv::half_matvec_into(hidden.data(), R, ffn_dim, p.ffn_out, d, p.ffn_out_b, projected.data());
-    for (int64_t r = 0; r < R; ++r)
-      add_layer_norm(xp + r * d, projected.data() + r * d, p.norm2_w, p.norm2_b, d, eps, xp + r * d);
+      barrier.wait(threads);
+      std::tie(first, last) = share(d_blocks, t, threads);
+      gsv::product_blocks(attended.data(), R, d, p.out, d, p.out_b, projected.data(), first, last);
+      barrier.wait(threads);
+      for (int64_t r = 0; r < R; ++r)
+        add_layer_norm(xt + r * d, projected.data() + r * d, p.norm1_w, p.norm1_b, d, eps, xt + r * d);
+      std::tie(first, last) = share(ffn_blocks, t, threads);
+      gsv::product_blocks(xt, R, d, p.ffn_in, ffn_dim, p.ffn_in_b, hidden.data(), first, last, /*relu=*/true);
+      barrier.wait(threads);
+      std::tie(first, last) = share(d_blocks, t, threads);
+      gsv::product_blocks(hidden.data(), R, ffn_dim, p.ffn_out, d, p.ffn_out_b, projected.data(), first, last);
+      barrier.wait(threads);
+      for (int64_t r = 0; r < R; ++r)
+        add_layer_norm(xt + r * d, projected.data() + r * d, p.norm2_w, p.norm2_b, d, eps, xt + r * d);
+    }
+    if (t == 0) std::copy_n(xt, R * d, xp);
   }
   return x;
 }

@@ -21,6 +21,11 @@ namespace gsv {
 constexpr int64_t kRows = 8;    // output rows per block
 constexpr int64_t kCols = 8;    // columns per packed group (one 8-lane vector)
 constexpr int64_t kGrain = 16;  // blocks per thread at least: small products stay on one thread
+// How far ahead of its product each thread asks for the weights (_mm_prefetch, bytes): the
+// hardware prefetcher alone left a 2-core Xeon at ~19 GB/s of the ~23 that sum() reads; 4 KiB
+// ahead cut a decode step by ~15% (docs/performance.md, "Decode against the bandwidth floor";
+// 1 KiB helped less, 8 and 16 KiB no more).
+constexpr int64_t kPrefetch = 4096;
 
 inline float lane_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -36,6 +41,8 @@ inline void dot_block(const float* x, const uint16_t* block, int64_t K, float ou
   for (int64_t k = 0; k < K; k += kCols) {
     const __m256 xv = _mm256_loadu_ps(x + k);
     const uint16_t* group = block + k * kRows;
+    _mm_prefetch(reinterpret_cast<const char*>(group) + kPrefetch, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(group) + kPrefetch + 64, _MM_HINT_T0);
     for (int64_t r = 0; r < kRows; ++r) {
       const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(group + r * kCols));
       acc[r] = _mm256_fmadd_ps(xv, _mm256_cvtph_ps(h), acc[r]);
@@ -44,19 +51,28 @@ inline void dot_block(const float* x, const uint16_t* block, int64_t K, float ou
   for (int64_t r = 0; r < kRows; ++r) out[r] = lane_sum(acc[r]);
 }
 
+// Blocks [first, last) of y [R, N] = x [R, K] W^T + b (b may be null), W packed; ReLU applied to the
+// outputs when `relu`. Each output is written by whichever thread owns its block, whole.
+inline void product_blocks(const float* x, int64_t R, int64_t K, const uint16_t* w, int64_t N, const float* b,
+                           float* y, int64_t first, int64_t last, bool relu = false) {
+  float dots[kRows];
+  for (int64_t blk = first; blk < last; ++blk) {
+    const int64_t n = blk * kRows, rows = std::min(kRows, N - n);
+    for (int64_t r = 0; r < R; ++r) {
+      dot_block(x + r * K, w + blk * K * kRows, K, dots);
+      for (int64_t i = 0; i < rows; ++i) {
+        const float v = dots[i] + (b != nullptr ? b[n + i] : 0.f);
+        y[r * N + n + i] = relu ? std::max(v, 0.f) : v;
+      }
+    }
+  }
+}
+
 // y [R, N] = x [R, K] W^T + b (b may be null), W packed; on PyTorch's intra-op threads.
 inline void half_matvec_into(const float* x, int64_t R, int64_t K, const uint16_t* w, int64_t N, const float* b,
                              float* y) {
-  at::parallel_for(0, (N + kRows - 1) / kRows, kGrain, [&](int64_t first, int64_t last) {
-    float dots[kRows];
-    for (int64_t blk = first; blk < last; ++blk) {
-      const int64_t n = blk * kRows, rows = std::min(kRows, N - n);
-      for (int64_t r = 0; r < R; ++r) {
-        dot_block(x + r * K, w + blk * K * kRows, K, dots);
-        for (int64_t i = 0; i < rows; ++i) y[r * N + n + i] = dots[i] + (b != nullptr ? b[n + i] : 0.f);
-      }
-    }
-  });
+  at::parallel_for(0, (N + kRows - 1) / kRows, kGrain,
+                   [&](int64_t first, int64_t last) { product_blocks(x, R, K, w, N, b, y, first, last); });
 }
 
 }  // namespace gsv
