@@ -99,7 +99,7 @@ void attend(const float* q, const float* keys, const float* values, int64_t leng
 // The threads of one step meet here between its phases (products, attention). A step used to open
 // one OpenMP region per phase, 5 per layer: ~120 per token, and under OMP_WAIT_POLICY=PASSIVE (our
 // graphs) every region woke the sleeping pool threads through the kernel (docs/performance.md,
-// "One parallel region per step"). Now a step is one region; its phases are separated by this
+// "Decode against the bandwidth floor"). Now a step is one region; its phases are separated by this
 // barrier, which spins briefly (a phase lasts microseconds) and then yields the core, so a thread
 // descheduled on a busy machine does not leave the others burning theirs.
 class SpinBarrier {
