@@ -143,7 +143,7 @@ def parse_args(argv: list[str] | None) -> Options:
 def model_paths(opts: Options) -> ModelPaths:
     env = dict(os.environ)
     if opts.model_dir is not None:
-        env["GSV_MODEL_DIR"] = str(opts.model_dir)
+        env["GSV_MODEL_DIR"] = str(Path(opts.model_dir).resolve())  # the graph's nodes run in another folder
     env["GSV_VERSION"] = opts.version
     if not env.get("GSV_MODEL_DIR"):
         env["GSV_MODEL_DIR"] = str(development_model(opts))
