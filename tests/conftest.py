@@ -32,7 +32,16 @@ def pytest_collection_modifyitems(config, items):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    report = outcome.get_result()
+    _fail_a_strict_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield  # a whole module skipped at import (pytest.importorskip) counts too
+    _fail_a_strict_skip(outcome.get_result())
+
+
+def _fail_a_strict_skip(report) -> None:
     if STRICT and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         if not any(allowed in reason for allowed in SKIPS_ALLOWED_IN_STRICT_MODE):
