@@ -93,7 +93,7 @@ def test_compiled_steps_match_eager(model, inputs, tmp_path, monkeypatch):
     assert_same(decode(decoder, inputs, params), generate(model, *inputs, params))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu
 @pytest.mark.parametrize("read_every", [1, 12])
 def test_cuda_graphs_match_eager_on_gpu(inputs, read_every):
     gpu = load_gpt(FIXTURES / "gpt_v2_tiny.ckpt", device="cuda")
@@ -113,7 +113,7 @@ def test_compile_is_refused_on_a_cpu():
         make_decoder(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt"), TorchGPTOptions(compile=True))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu
 def test_cuda_picks_the_static_decoder_with_an_eager_fallback(monkeypatch):
     monkeypatch.setattr(StaticDecoder, "prepare_buckets", lambda self: None)
     decoder = make_decoder(load_gpt(FIXTURES / "gpt_v2_tiny.ckpt", device="cuda"), TorchGPTOptions())

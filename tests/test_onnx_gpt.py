@@ -97,6 +97,7 @@ def gpu_backend_or_skip(backend: str) -> BackendChoice:
     return BackendChoice(backend, "cuda:0", "float32")
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
 def test_gpu_providers_decode_the_same_greedy_tokens(model, onnx_dir, inputs, backend):
     import dataclasses
