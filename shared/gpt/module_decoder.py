@@ -13,6 +13,7 @@ on a CPU it gives plain ``nn.Linear`` layers the float32/half-precision kernels 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -25,7 +26,7 @@ from .stopping import eos_allowed
 from .weights import use_cpu_kernels
 
 
-class TorchDecoder:
+class TorchDecoder(ABC):
     """Sampling state of the rows being decoded, and the Decoder calls built on the logits."""
 
     name = "torch"
@@ -67,11 +68,13 @@ class TorchDecoder:
 
     # -- what subclasses implement ----------------------------------------------------------------
 
+    @abstractmethod
     def prefill_logits(self, utterances: Sequence[Utterance], max_steps: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Logits ``[rows, V]`` of the first step, the utterances' caches filled."""
 
+    @abstractmethod
     def step_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Logits ``[rows, V]`` after feeding each row's last token ``tokens [rows]``."""
 
     # ---------------------------------------------------------------------------------------------
 
