@@ -14,7 +14,7 @@ import string
 
 from . import traditional_to_simplified
 from .chinese_numbers import read_cardinal, read_clock_number, read_digits, read_number
-from .symbols import PUNCTUATION
+from .symbols import CJK_MARK_PHONES, PUNCTUATION
 
 # ---------------------------------------------------------------- character conversions
 
@@ -331,15 +331,7 @@ def normalize_sentence(sentence: str) -> str:
 
 # Punctuation the phone set can voice; everything else is mapped onto these or dropped.
 PUNCTUATION_MAP = {
-    "：": ",",
-    "；": ",",
-    "，": ",",
-    "。": ".",
-    "！": "!",
-    "？": "?",
-    "\n": ".",
-    "·": ",",
-    "、": ",",
+    **CJK_MARK_PHONES,
     "...": "…",
     "$": ".",
     "/": ",",

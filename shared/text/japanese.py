@@ -27,6 +27,7 @@ from functools import cache
 from pathlib import Path
 
 from .errors import MissingLanguagePackage
+from .symbols import CJK_MARK_PHONES
 
 # Characters OpenJTalk reads (upstream's class, verbatim ranges): ASCII letters and digits, 々,
 # kana, CJK ideographs, full-width 1-9 (not 0) and letters, half-width katakana.
@@ -34,7 +35,7 @@ _JA_CHARS = r"A-Za-z\d\u3005\u3040-\u30ff\u4e00-\u9fff\uff11-\uff19\uff21-\uff3a
 RE_NOT_JA = re.compile(f"[^{_JA_CHARS}]")
 RE_JA_START = re.compile(f"[{_JA_CHARS}]")
 SYMBOL_READINGS = (("％", "パーセント"),)
-MARK_TO_PHONE = {"：": ",", "；": ",", "，": ",", "。": ".", "！": "!", "？": "?", "\n": ".", "·": ",", "、": ","}
+MARK_TO_PHONE = CJK_MARK_PHONES
 # Upstream's punctuation list (text/symbols.py): a run of them collapses to its first.
 RE_REPEATED_PUNCT = re.compile(r"([!?…,.\-])([!?…,.\-])+")
 

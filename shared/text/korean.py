@@ -24,7 +24,7 @@ import threading
 from types import SimpleNamespace
 
 from .errors import FrontendError
-from .symbols import replace_unknown, symbol_to_id, table_version
+from .symbols import CJK_MARK_PHONES, replace_unknown, symbol_to_id, table_version
 
 try:
     from .errors import MissingLanguagePackage
@@ -88,18 +88,7 @@ VOWEL_SPLITS = {
 
 # Characters turned into a symbol before the table lookup (upstream: post_replace_ph's rep_map).
 # Upstream's map also has "..." -> "…", which never applies: the lookup is one character at a time.
-PHONE_REPLACEMENTS = {
-    "：": ",",
-    "；": ",",
-    "，": ",",
-    "。": ".",
-    "！": "!",
-    "？": "?",
-    "\n": ".",
-    "·": ",",
-    "、": ",",
-    " ": "空",
-}
+PHONE_REPLACEMENTS = {**CJK_MARK_PHONES, " ": "空"}
 UNKNOWN_PHONE = "停"  # anything not in the v2 table
 
 # g2pk2 leaves an "ㄹ" after the particle 을/를 and a space where it should be "ㄴ": upstream

@@ -15,6 +15,9 @@ PAD = "_"
 UNK = "UNK"
 # The only punctuation the Chinese/English frontends keep; "-" stands for dashes/apostrophes.
 PUNCTUATION = ("!", "?", "…", ",", ".", "-")
+# Full-width and other marks read as the phone set's punctuation: the map upstream repeats in its
+# Chinese, Japanese and Korean frontends (each file's rep_map; the Chinese one adds a few entries).
+CJK_MARK_PHONES = {"：": ",", "；": ",", "，": ",", "。": ".", "！": "!", "？": "?", "\n": ".", "·": ",", "、": ","}
 SILENCES = ("SP", "SP2", "SP3")
 
 # Mandarin initials as the opencpop-style tables split syllables; AA/EE/OO mark zero-initial
