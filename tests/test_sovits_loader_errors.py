@@ -12,7 +12,6 @@ from conftest import FIXTURES  # noqa: E402
 
 from dora_gpt_sovits.checkpoint_io import CheckpointError, read_checkpoint, write_tagged
 from dora_gpt_sovits.sovits import load_sovits
-from dora_gpt_sovits.sovits.version import UNSUPPORTED_MESSAGE
 
 SOVITS = FIXTURES / "sovits_v2_tiny_pk_dict.pth"
 
@@ -75,14 +74,22 @@ def test_wrong_top_level(tmp_path):
     refused(tmp_path / "dict.pth", "missing top-level keys")
 
 
-def test_v3_v4_refused(tmp_path, content):
+def test_v3_v4_marks_without_flow_matching_weights(tmp_path, content):
     write_tagged(content, tmp_path / "v3.pth", b"02")
-    refused(tmp_path / "v3.pth", UNSUPPORTED_MESSAGE)
+    refused(tmp_path / "v3.pth", "marked v3 by tag:02 but holds no flow-matching")
     write_tagged(content, tmp_path / "v4lora.pth", b"04")
-    refused(tmp_path / "v4lora.pth", UNSUPPORTED_MESSAGE)
+    refused(tmp_path / "v4lora.pth", "marked v4 LoRA by tag:04 but holds no flow-matching")
+
+
+def test_unmarked_flow_matching_file_needs_a_version(tmp_path, content):
     weights = dict(content["weight"], **{"cfm.estimator.proj_out.weight": torch.zeros(100, 1024)})
     torch.save({**content, "weight": weights}, tmp_path / "cfm.pth")
-    refused(tmp_path / "cfm.pth", UNSUPPORTED_MESSAGE)
+    refused(tmp_path / "cfm.pth", "set GSV_VERSION=v3 or GSV_VERSION=v4")
+
+
+def test_v2_file_expected_as_v3(tmp_path):
+    with pytest.raises(CheckpointError, match="this is a SoVITS v2 model .*not v3"):
+        load_sovits(SOVITS, expected_version="v3")
 
 
 def test_missing_and_unexpected_tensors(tmp_path, content):

@@ -1,4 +1,5 @@
-"""Load an official SoVITS ``.pth`` (v1/v2/v2Pro/v2ProPlus) into :class:`Synthesizer`.
+"""Load an official SoVITS ``.pth``: v1/v2/v2Pro/v2ProPlus into :class:`Synthesizer`, v3/v4 (and
+their LoRA fine-tunes, merged into the base model) into :class:`MelSynthesizer`.
 
 File layout: ``{"weight": fp16 state dict without enc_q.*, "config": dict or HParams, "info": str}``,
 weight-normed convolutions stored as ``weight_g``/``weight_v`` pairs. Loading is strict: apart
@@ -28,8 +29,10 @@ from ..checkpoint_io import (
     require_keys,
 )
 from .config import SoVITSConfig
+from .lora import lora_rank, merge_lora
+from .mel_synthesizer import MelDecoderDims, MelSynthesizer
 from .synthesizer import Synthesizer
-from .version import detect_version
+from .version import SoVITSVersion, detect_version
 
 # (prefix in the file, prefix in our modules)
 FILE_TO_MODULE_PREFIXES: tuple[tuple[str, str], ...] = (
@@ -50,6 +53,7 @@ MODULE_CODEBOOK = "quantizer.embed"
 # Stored by the training code, unused at inference.
 TRAINING_ONLY_PREFIXES = (
     "enc_q.",
+    "linear_mel.",  # v3/v4: an auxiliary mel head of the training loss
     "quantizer.vq.layers.0._codebook.embed_avg",
     "quantizer.vq.layers.0._codebook.cluster_size",
     "quantizer.vq.layers.0._codebook.inited",
@@ -58,7 +62,7 @@ TRAINING_ONLY_PREFIXES = (
 # File names of the convolutions the training code wraps in weight norm (stored as _g/_v pairs).
 WEIGHT_NORMED = re.compile(
     r"^(dec\.ups\.\d+|dec\.resblocks\.\d+\.convs[12]\.\d+"
-    r"|flow\.flows\.\d+\.enc\.(in_layers\.\d+|res_skip_layers\.\d+|cond_layer))\.weight$"
+    r"|(flow\.flows\.\d+|wns1)\.enc\.(in_layers\.\d+|res_skip_layers\.\d+|cond_layer))\.weight$"
 )
 
 
@@ -81,30 +85,37 @@ def module_key_to_file_key(name: str) -> str:
 
 
 def load_sovits(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> Synthesizer:
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    expected_version: str | None = None,
+    lora_base: str | os.PathLike[str] | None = None,
+) -> Synthesizer | MelSynthesizer:
     """Read, detect the version, build, fold weight norm, check strictly, move to device/dtype.
 
-    The returned model has ``.config`` (:class:`SoVITSConfig`), ``.version``
-    (:class:`SoVITSVersion`) and ``.load_seconds``. Every problem with the file is a one-line
-    :class:`CheckpointError` naming it.
+    ``expected_version`` (``GSV_VERSION``) is checked against the file and names the version of a
+    v3/v4 file that carries no mark; ``lora_base`` is the pretrained model a v3/v4 LoRA file
+    fine-tunes (upstream's s2Gv3.pth / s2Gv4.pth). The returned model has ``.config``
+    (:class:`SoVITSConfig`), ``.version`` (:class:`SoVITSVersion`) and ``.load_seconds``. Every
+    problem with a file is a one-line :class:`CheckpointError` naming it.
     """
     start = time.perf_counter()
     path = os.fspath(path)
     raw = read_checkpoint(path)
     content = raw.content
-    refuse_gpt_checkpoint(content, path)
-    require_keys(content, ("weight", "config"), path, "SoVITS")
-    state = content["weight"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: not a SoVITS checkpoint ('weight' is not a dict of tensors)")
-
-    version = detect_version(raw, state)
+    state = sovits_state(content, path)
+    version = detect_version(raw, state, content["config"], expected_version)
+    if version.is_lora:
+        state = merge_lora(base_state(lora_base, version, path), state, lora_rank(content, path), path)
     config = SoVITSConfig.from_checkpoint(content["config"], version, path)
 
     # Built on the meta device (no throw-away random init) and handed the loaded tensors.
     with torch.device("meta"):
-        model = Synthesizer(config)
+        model = (
+            MelSynthesizer(config, MelDecoderDims.from_state_dict(state, path))
+            if version.is_flow_matching
+            else Synthesizer(config)
+        )
     expected = model.state_dict()
     check_file_shapes(state, expected, path)  # before folding or casting allocates anything
     state = model_state(state, path)
@@ -115,6 +126,36 @@ def load_sovits(
     model.version = version
     model.load_seconds = time.perf_counter() - start
     return model
+
+
+def sovits_state(content: Any, path: str) -> Mapping[str, torch.Tensor]:
+    """The ``weight`` dict of a SoVITS file (a GPT file or anything else is named as such)."""
+    refuse_gpt_checkpoint(content, path)
+    require_keys(content, ("weight", "config"), path, "SoVITS")
+    state = content["weight"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a SoVITS checkpoint ('weight' is not a dict of tensors)")
+    return state
+
+
+def base_state(
+    base: str | os.PathLike[str] | None, version: SoVITSVersion, lora_path: str
+) -> Mapping[str, torch.Tensor]:
+    """The pretrained weights a LoRA file fine-tunes, checked to be that version and not a LoRA itself."""
+    official = "s2Gv3.pth" if version.model_version == "v3" else "gsv-v4-pretrained/s2Gv4.pth"
+    if base is None or not os.path.exists(base):
+        raise CheckpointError(
+            f"{lora_path}: a SoVITS {version.model_version} LoRA fine-tune needs its base model "
+            f"({official}){f' at {os.fspath(base)}' if base is not None else ''}; "
+            "run `gsv-download --version " + version.model_version + "` or set GSV_SOVITS_BASE_PATH"
+        )
+    base = os.fspath(base)
+    raw = read_checkpoint(base)
+    state = sovits_state(raw.content, base)
+    base_version = detect_version(raw, state, raw.content["config"], version.model_version)
+    if base_version.is_lora:
+        raise CheckpointError(f"{lora_path}: its base model {base} is itself a LoRA fine-tune")
+    return state
 
 
 def check_file_shapes(file_state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], path: str) -> None:

@@ -8,6 +8,13 @@
 
 One addition: a state dict holding ``sv_emb.weight`` is a Pro model whatever steps 1-3 said
 (upstream would crash on such a file; we can read it).
+
+Flow-matching models (v3, v4: ``cfm.*`` tensors) share one architecture and differ only in the
+feature upsampling and the vocoder, so the weights cannot tell them apart. Upstream knows the
+pretrained files by hash and fine-tunes by tag (``02`` v3, ``03`` v3 LoRA, ``04`` v4 LoRA); a file
+with neither (a v4 base that is not the official one, a development model) is read by its config's
+``model.version`` or, failing that, the version the caller expects (``GSV_VERSION``). A file marked
+one way and expected the other is refused: a v3 model vocoded as v4 is noise, not an error.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from ..checkpoint_io import HEADER_TAGS, CheckpointError, RawCheckpoint
+from ..checkpoint_io import HEADER_TAGS, CheckpointError, RawCheckpoint, to_plain
 
 # MD5 of the first 8192 bytes of the official pretrained SoVITS files -> (symbols, model, lora).
 KNOWN_FILE_HASHES: dict[str, tuple[str, str, bool]] = {
@@ -31,21 +39,25 @@ KNOWN_FILE_HASHES: dict[str, tuple[str, str, bool]] = {
 V1_SIZE_LIMIT = 82978 * 1024
 V2_SIZE_LIMIT = 700 * 1024 * 1024
 V1_SYMBOL_COUNT, V2_SYMBOL_COUNT = 322, 732
-SUPPORTED_MODEL_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")
-UNSUPPORTED_MESSAGE = "SoVITS v3/v4 checkpoints are not supported yet"
+SUPPORTED_MODEL_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus", "v3", "v4")
+FLOW_MATCHING_VERSIONS = ("v3", "v4")
 
 
 @dataclass(frozen=True)
 class SoVITSVersion:
     symbol_version: str  # "v1" (322 phone symbols) or "v2" (732)
-    model_version: str  # "v1" | "v2" | "v2Pro" | "v2ProPlus"
-    is_lora: bool
+    model_version: str  # "v1" | "v2" | "v2Pro" | "v2ProPlus" | "v3" | "v4"
+    is_lora: bool  # v3/v4 LoRA fine-tune: merged into its base model's weights at load
     header_or_hash_version: str  # model version from steps 1-3 alone (before looking at weights)
     source: str  # which rule decided steps 1-3: "hash", "tag:05", "size"
 
     @property
     def is_pro(self) -> bool:
         return self.model_version in ("v2Pro", "v2ProPlus")
+
+    @property
+    def is_flow_matching(self) -> bool:
+        return self.model_version in FLOW_MATCHING_VERSIONS
 
 
 def version_from_file(raw: RawCheckpoint) -> tuple[str, str, bool, str]:
@@ -62,11 +74,14 @@ def version_from_file(raw: RawCheckpoint) -> tuple[str, str, bool, str]:
     return "v2", "v3", False, "size"
 
 
-def detect_version(raw: RawCheckpoint, state: Mapping[str, object]) -> SoVITSVersion:
-    """All four steps; refuses v3/v4 (and LoRA) files with a one-line :class:`CheckpointError`."""
+def detect_version(
+    raw: RawCheckpoint, state: Mapping[str, object], config: Any = None, expected: str | None = None
+) -> SoVITSVersion:
+    """All four steps. ``config`` is the file's config (for ``model.version``); ``expected`` the
+    version the caller was told to serve (``GSV_VERSION``), checked against what the file says."""
     _, file_model_version, is_lora, source = version_from_file(raw)
-    if is_lora or file_model_version in ("v3", "v4") or any(k.startswith("cfm.") for k in state):
-        raise CheckpointError(f"{raw.path}: {UNSUPPORTED_MESSAGE} (detected {file_model_version} by {source})")
+    if is_lora or file_model_version in FLOW_MATCHING_VERSIONS or any(k.startswith("cfm.") for k in state):
+        return flow_matching_version(raw, state, config, expected, file_model_version, is_lora, source)
 
     embedding = state.get("enc_p.text_embedding.weight")
     if embedding is None:
@@ -83,7 +98,58 @@ def detect_version(raw: RawCheckpoint, state: Mapping[str, object]) -> SoVITSVer
     model_version = file_model_version if "Pro" in file_model_version else symbol_version
     if "sv_emb.weight" in state and "Pro" not in model_version:
         model_version = pro_variant(state)
+    if expected in FLOW_MATCHING_VERSIONS:
+        raise CheckpointError(f"{raw.path}: this is a SoVITS {model_version} model (no cfm.* weights), not {expected}")
     return SoVITSVersion(symbol_version, model_version, is_lora, file_model_version, source)
+
+
+def flow_matching_version(
+    raw: RawCheckpoint,
+    state: Mapping[str, object],
+    config: Any,
+    expected: str | None,
+    file_model_version: str,
+    is_lora: bool,
+    source: str,
+) -> SoVITSVersion:
+    """v3 or v4: the hash or tag if there is one, else the config's ``model.version``, else
+    ``expected``; any two that disagree are refused with the file's claim and where it came from."""
+    if not any(k.startswith("cfm.") for k in state):
+        raise CheckpointError(
+            f"{raw.path}: marked {file_model_version}{' LoRA' if is_lora else ''} by {source} "
+            "but holds no flow-matching (cfm.*) weights"
+        )
+    claims = []
+    if source != "size" and file_model_version in FLOW_MATCHING_VERSIONS:
+        claims.append((file_model_version, source))
+    config_version = _config_model_version(config)
+    if config_version in FLOW_MATCHING_VERSIONS:
+        claims.append((config_version, "config model.version"))
+    if source == "size" and file_model_version in FLOW_MATCHING_VERSIONS:
+        claims.append((file_model_version, "size"))  # upstream's last resort: > 700 MiB is v3
+    if not claims:
+        if expected not in FLOW_MATCHING_VERSIONS:
+            raise CheckpointError(
+                f"{raw.path}: a flow-matching SoVITS model (v3 or v4) with no version mark; "
+                "set GSV_VERSION=v3 or GSV_VERSION=v4"
+            )
+        claims.append((expected, "GSV_VERSION"))
+    version, why = claims[0]
+    if expected in FLOW_MATCHING_VERSIONS and expected != version:
+        raise CheckpointError(f"{raw.path}: this is a SoVITS {version} model (by {why}), not {expected}")
+    if expected is not None and expected not in FLOW_MATCHING_VERSIONS and expected in SUPPORTED_MODEL_VERSIONS:
+        raise CheckpointError(f"{raw.path}: this is a SoVITS {version} model (by {why}), not {expected}")
+    if is_lora and "lora_rank" not in (raw.content if isinstance(raw.content, Mapping) else {}):
+        raise CheckpointError(f"{raw.path}: marked as a {version} LoRA fine-tune by {source} but has no lora_rank")
+    return SoVITSVersion("v2", version, is_lora, file_model_version, why if source == "size" else source)
+
+
+def _config_model_version(config: Any) -> str | None:
+    try:
+        version = to_plain(config)["model"]["version"]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return version if isinstance(version, str) else None
 
 
 def pro_variant(state: Mapping[str, object]) -> str:
