@@ -130,35 +130,54 @@ inline std::pair<int64_t, int64_t> share(int64_t total, int t, int threads) {
   return {total * t / threads, total * (t + 1) / threads};
 }
 
-at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList weights, at::Tensor& k_cache, at::Tensor& v_cache,
-                         int64_t position, double eps) {
+// Where one row's keys and values live: [n_layer, heads, max_len, head_dim] with `layer_stride`
+// floats between layers (a row of a batch cache, or a single-row cache of its own), and the
+// position its new key/value goes to. Rows of one step may have different lengths.
+struct RowCache {
+  float *k, *v;
+  int64_t layer_stride, max_len, position;
+};
+
+void check_operands(const at::Tensor& x_in, at::TensorList weights) {
   TORCH_CHECK(x_in.dim() == 2 && x_in.scalar_type() == at::kFloat && x_in.is_contiguous() && x_in.device().is_cpu(),
               "gsv::decode_layers: x must be a contiguous float32 CPU matrix [rows, d]");
   TORCH_CHECK(!weights.empty() && weights.size() % kPerLayer == 0,
               "gsv::decode_layers: expected ", kPerLayer, " tensors per layer, got ", weights.size());
-  const int64_t n_layer = weights.size() / kPerLayer, R = x_in.size(0), d = x_in.size(1);
+}
+
+void check_cache(const at::Tensor& k_cache, const at::Tensor& v_cache) {
   TORCH_CHECK(k_cache.dim() == 5 && k_cache.scalar_type() == at::kFloat && k_cache.is_contiguous() &&
                   v_cache.sizes() == k_cache.sizes() && v_cache.scalar_type() == at::kFloat && v_cache.is_contiguous(),
               "gsv::decode_layers: the caches must be contiguous float32 [n_layer, batch, heads, max_len, head_dim]");
+}
+
+void check_fits(const at::Tensor& k_cache, int64_t n_layer, int64_t rows, int64_t d, int64_t position) {
   const int64_t H = k_cache.size(2), max_len = k_cache.size(3), hd = k_cache.size(4);
-  TORCH_CHECK(k_cache.size(0) >= n_layer && k_cache.size(1) >= R && H * hd == d && hd % gsv::kCols == 0 && hd <= 128,
-              "gsv::decode_layers: cache ", k_cache.sizes(), " does not fit ", n_layer, " layers of ", R, " rows of ", d);
+  TORCH_CHECK(k_cache.size(0) >= n_layer && k_cache.size(1) >= rows && H * hd == d && hd % gsv::kCols == 0 && hd <= 128,
+              "gsv::decode_layers: cache ", k_cache.sizes(), " does not fit ", n_layer, " layers of ", rows, " rows of ", d);
   TORCH_CHECK(position >= 0 && position < max_len, "gsv::decode_layers: position ", position, " outside the cache (",
               max_len, ")");
+}
+
+// The step itself: x [R, d] -> [R, d] through every layer, row r's key/value written at its own
+// position and attended over its own length. Each row's arithmetic is the same whatever the other
+// rows are (products per row in a fixed order, attention and LayerNorms per row), so a row decodes
+// the same values in a batch as alone: what continuous batching (batching.py) relies on.
+at::Tensor step(const at::Tensor& x_in, at::TensorList weights, const std::vector<RowCache>& caches, int64_t H,
+                int64_t hd, double eps) {
+  const int64_t n_layer = weights.size() / kPerLayer, R = x_in.size(0), d = x_in.size(1);
   const int64_t ffn_dim = weights[6].size(0) * gsv::kRows;  // the ffn_in bias check refuses a width that is not a multiple of 8
   std::vector<Layer> layers;
   for (int64_t l = 0; l < n_layer; ++l) layers.push_back(layer_at(weights, l, d, ffn_dim));
+  int64_t longest = 0;
+  for (const RowCache& c : caches) longest = std::max(longest, c.position + 1);
 
   at::Tensor x = at::empty_like(x_in);
   const int requested = at::in_parallel_region() ? 1 : std::max(1, at::get_num_threads());
-  std::vector<float> qkv(R * 3 * d), attended(R * d), projected(R * d), hidden(R * ffn_dim), scores(R * H * (position + 1));
+  std::vector<float> qkv(R * 3 * d), attended(R * d), projected(R * d), hidden(R * ffn_dim), scores(R * H * longest);
   std::vector<float> rows(static_cast<size_t>(requested) * R * d);  // each thread's copy of x (the LayerNorms run on every thread)
   const float* x0 = x_in.data_ptr<float>();
   float* xp = x.data_ptr<float>();
-  float* kp = k_cache.data_ptr<float>();
-  float* vp = v_cache.data_ptr<float>();
-  const int64_t row_stride = H * max_len * hd, layer_stride = k_cache.size(1) * row_stride;
-  const int64_t length = position + 1;
   const int64_t qkv_blocks = (3 * d + gsv::kRows - 1) / gsv::kRows, d_blocks = (d + gsv::kRows - 1) / gsv::kRows,
                 ffn_blocks = (ffn_dim + gsv::kRows - 1) / gsv::kRows;
   SpinBarrier barrier;
@@ -177,15 +196,16 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList weights, at::Ten
       auto [first, last] = share(qkv_blocks, t, threads);
       gsv::product_blocks(xt, R, d, p.qkv, 3 * d, p.qkv_b, qkv.data(), first, last);
       barrier.wait(threads);
-      float* k_layer = kp + l * layer_stride;
-      float* v_layer = vp + l * layer_stride;
       std::tie(first, last) = share(R * H, t, threads);
       for (int64_t task = first; task < last; ++task) {
-        const int64_t r = task / H, h = task % H, base = r * row_stride + h * max_len * hd;
-        std::copy_n(qkv.data() + r * 3 * d + d + h * hd, hd, k_layer + base + position * hd);
-        std::copy_n(qkv.data() + r * 3 * d + 2 * d + h * hd, hd, v_layer + base + position * hd);
-        attend(qkv.data() + r * 3 * d + h * hd, k_layer + base, v_layer + base, length, hd,
-               scores.data() + task * length, attended.data() + r * d + h * hd);
+        const int64_t r = task / H, h = task % H;
+        const RowCache& c = caches[r];
+        float* keys = c.k + l * c.layer_stride + h * c.max_len * hd;
+        float* values = c.v + l * c.layer_stride + h * c.max_len * hd;
+        std::copy_n(qkv.data() + r * 3 * d + d + h * hd, hd, keys + c.position * hd);
+        std::copy_n(qkv.data() + r * 3 * d + 2 * d + h * hd, hd, values + c.position * hd);
+        attend(qkv.data() + r * 3 * d + h * hd, keys, values, c.position + 1, hd, scores.data() + task * longest,
+               attended.data() + r * d + h * hd);
       }
       barrier.wait(threads);
       std::tie(first, last) = share(d_blocks, t, threads);
@@ -207,12 +227,52 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList weights, at::Ten
   return x;
 }
 
+// A batch sharing one cache [n_layer, batch, heads, max_len, head_dim] and one position.
+at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList weights, at::Tensor& k_cache, at::Tensor& v_cache,
+                         int64_t position, double eps) {
+  check_operands(x_in, weights);
+  check_cache(k_cache, v_cache);
+  const int64_t n_layer = weights.size() / kPerLayer, R = x_in.size(0), d = x_in.size(1);
+  check_fits(k_cache, n_layer, R, d, position);
+  const int64_t H = k_cache.size(2), max_len = k_cache.size(3), hd = k_cache.size(4);
+  const int64_t row_stride = H * max_len * hd, layer_stride = k_cache.size(1) * row_stride;
+  std::vector<RowCache> caches;
+  for (int64_t r = 0; r < R; ++r)
+    caches.push_back({k_cache.data_ptr<float>() + r * row_stride, v_cache.data_ptr<float>() + r * row_stride,
+                      layer_stride, max_len, position});
+  return step(x_in, weights, caches, H, hd, eps);
+}
+
+// Rows of different utterances, each with a single-row cache of its own and its own position.
+at::Tensor decode_rows(const at::Tensor& x_in, at::TensorList weights, at::TensorList k_caches, at::TensorList v_caches,
+                       at::IntArrayRef positions, double eps) {
+  check_operands(x_in, weights);
+  const int64_t n_layer = weights.size() / kPerLayer, R = x_in.size(0), d = x_in.size(1);
+  TORCH_CHECK(static_cast<int64_t>(k_caches.size()) == R && static_cast<int64_t>(v_caches.size()) == R &&
+                  static_cast<int64_t>(positions.size()) == R,
+              "gsv::decode_rows: one key cache, value cache and position per row of x");
+  TORCH_CHECK(R > 0, "gsv::decode_rows: no rows");
+  const int64_t H = k_caches[0].size(2), hd = k_caches[0].size(4);
+  std::vector<RowCache> caches;
+  for (int64_t r = 0; r < R; ++r) {
+    check_cache(k_caches[r], v_caches[r]);
+    check_fits(k_caches[r], n_layer, 1, d, positions[r]);
+    TORCH_CHECK(k_caches[r].size(2) == H && k_caches[r].size(4) == hd, "gsv::decode_rows: rows of different widths");
+    const int64_t max_len = k_caches[r].size(3);
+    caches.push_back({k_caches[r].data_ptr<float>(), v_caches[r].data_ptr<float>(),
+                      k_caches[r].size(1) * H * max_len * hd, max_len, positions[r]});
+  }
+  return step(x_in, weights, caches, H, hd, eps);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(gsv, m) {
   m.def("decode_layers(Tensor x, Tensor[] weights, Tensor(a!) k_cache, Tensor(b!) v_cache, int position, float eps) -> Tensor");
+  m.def("decode_rows(Tensor x, Tensor[] weights, Tensor(a!)[] k_caches, Tensor(b!)[] v_caches, int[] positions, float eps) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(gsv, CPU, m) {
   m.impl("decode_layers", &decode_layers);
+  m.impl("decode_rows", &decode_rows);
 }

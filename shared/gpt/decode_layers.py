@@ -9,7 +9,10 @@ static cache, attention over the cached positions, residuals, ReLU, LayerNorms) 
 between. It is built with the product kernel (same library, same build). :class:`FusedDecoder`
 (the default decoder on a CPU, options.make_decoder) runs its decode steps through it: float16
 decode weights by our kernel, a plain :class:`~.kv_cache.KVCache`; a left-padded batch (which
-needs the attention mask) steps through the modules instead.
+needs the attention mask) steps through the modules instead. Rows of different utterances, each
+with a cache and length of its own (continuous batching, batching.py), step together through
+``torch.ops.gsv.decode_rows``: the weights are read once for all rows, and a row's arithmetic is
+the same as alone.
 
 Results differ from the module path's by float32 summation order only (~1e-6); sampled tokens are
 upstream's (tests/test_gpt_quant.py, and the token hashes of scripts/bench.py).
@@ -80,6 +83,20 @@ class FusedDecodeLayers:
         cache.advance(1)
         return out
 
+    def rows(self, x: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+        """``x [B, d]``, row ``b`` at the next position of its own single-row cache ``caches[b]``
+        (rows of different utterances and lengths) -> ``[B, d]``; writes and advances every cache."""
+        for cache in caches:
+            if cache.length >= cache.max_len:
+                raise RuntimeError(f"KV cache full: {cache.length + 1} positions needed, {cache.max_len} allocated")
+        positions = [cache.length for cache in caches]
+        out = torch.ops.gsv.decode_rows(
+            x.contiguous(), self.weights, [c.k for c in caches], [c.v for c in caches], positions, self.eps
+        )
+        for cache in caches:
+            cache.advance(1)
+        return out
+
 
 class FusedDecoder(ModuleDecoder):
     """The module path's prefill, then decode steps through :class:`FusedDecodeLayers`."""
@@ -95,3 +112,9 @@ class FusedDecoder(ModuleDecoder):
         if not self.layers.accepts(x, self.cache):
             return super().step_logits(tokens)
         return self.model.ar_predict_layer(self.layers(x, self.cache))
+
+    def rows_logits(self, tokens: torch.Tensor, positions: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+        x = self.model.embed_step(tokens, positions)
+        if not all(self.layers.accepts(x[:1], cache) for cache in caches):
+            return super().rows_logits(tokens, positions, caches)
+        return self.model.ar_predict_layer(self.layers.rows(x, caches))

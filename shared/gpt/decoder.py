@@ -63,6 +63,11 @@ class Decoder(Protocol):
     def reset(self) -> None:
         """Forget the current utterances (releases what a decoder allocates per utterance)."""
 
+    # Optional (``joins_rows`` True: the module and fused decoders): rows of different utterances
+    # that join and leave at any step, each with its own cache, sampling settings and generator —
+    # ``prefill_row(utterance, params, max_steps) -> row`` and ``step_rows(rows)`` (module_decoder.Row),
+    # at most ``max_rows`` at once. batching.Scheduler decodes the others one utterance at a time.
+
 
 class TokenStream(Iterator[int]):
     """Iterator over generated tokens; ``.result`` is set once it is exhausted."""
@@ -85,6 +90,21 @@ class TokenStream(Iterator[int]):
         self._steps.close()
 
 
+class KeptTokens:
+    """One row's kept tokens under its stop rules: what the loop (and batching.py) records per draw."""
+
+    def __init__(self, prompt: torch.Tensor | None, rules: StopRules) -> None:
+        self.prompt, self.rules = prompt, rules
+        self.generated: list[int] = []
+
+    def add(self, step: int, token: int) -> GenerationResult | None:
+        """Record step ``step``'s draw (``token < 0``: EOS, dropped); the row's result once it stops."""
+        if token >= 0:
+            self.generated.append(token)
+        reason = self.rules.stop_reason(step, eos=token < 0)
+        return None if reason is None else finish(self.prompt, self.generated, step, reason)
+
+
 @torch.inference_mode()
 def decode(
     decoder: Decoder, utterances: Sequence[Utterance], params: SamplingParams
@@ -93,7 +113,7 @@ def decode(
     read it, returns every row's result (input order). Rows finish independently."""
     rules = StopRules.of(params.early_stop_num, decoder.early_stop_num)
     results: list[GenerationResult | None] = [None] * len(utterances)
-    generated: list[list[int]] = [[] for _ in utterances]
+    kept = [KeptTokens(u.prompt, rules) for u in utterances]
     rows = list(range(len(utterances)))  # the utterance of each live decoder row
     unread: list[torch.Tensor] = []  # per step not yet read: token, or -1 for EOS, per row
     try:
@@ -110,12 +130,11 @@ def decode(
             running = []
             for i, row in enumerate(rows):
                 for step, token in enumerate(outcomes[i], start=read_from):
+                    result = kept[row].add(step, token)
                     if token >= 0:
-                        generated[row].append(token)
                         yield row, token
-                    reason = rules.stop_reason(step, eos=token < 0)
-                    if reason is not None:
-                        results[row] = finish(utterances[row].prompt, generated[row], step, reason)
+                    if result is not None:
+                        results[row] = result
                         break
                 else:
                     running.append(i)

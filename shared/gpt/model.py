@@ -76,12 +76,31 @@ class DecoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d, eps=cfg.norm_eps)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache, index: int) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        k, v = cache.write(index, k, v)
-        attended = F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask).to(x.dtype)
-        h = self.norm1(x + self.out_proj(attended.transpose(1, 2).reshape(b, t, d)))
+        q, k, v = self.heads(x)
+        return self.mix(x, attend(q, *cache.write(index, k, v), mask))
+
+    def forward_rows(self, x: torch.Tensor, caches: list[KVCache], index: int) -> torch.Tensor:
+        """One position per row, ``x [B, 1, d]``, each row over a cache of its own (own length):
+        products for all rows at once, attention row by row, as each row runs alone."""
+        q, k, v = self.heads(x)
+        rows = range(len(caches))
+        return self.mix(
+            x, torch.cat([attend(q[r : r + 1], *caches[r].write(index, k[r : r + 1], v[r : r + 1])) for r in rows])
+        )
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values ``[B, n_head, t, head_dim]`` of ``x [B, t, d]``."""
+        b, t, _ = x.shape
+        return self.qkv(x).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+
+    def mix(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The rest of the block after attention: ``attended [B, n_head, t, head_dim]``."""
+        h = self.norm1(x + self.out_proj(attended.transpose(1, 2).reshape(x.shape).to(x.dtype)))
         return self.norm2(h + self.ffn_out(F.relu(self.ffn_in(h))))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask)
 
 
 class Text2Semantic(nn.Module):
@@ -154,6 +173,15 @@ class Text2Semantic(nn.Module):
         """Append one semantic token per row (``tokens [B]`` at semantic ``positions [B]``); logits ``[B, V]``."""
         x = self.embed_step(tokens, positions)
         return self.ar_predict_layer(self.transformer(x[:, None], cache.step_mask(), cache)[:, -1])
+
+    def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+        """:meth:`step` for rows with caches of their own (rows of different utterances and lengths)."""
+        x = self.embed_step(tokens, positions)[:, None]
+        for i, layer in enumerate(self.layers):
+            x = layer.forward_rows(x, caches, i)
+        for cache in caches:
+            cache.advance(1)
+        return self.ar_predict_layer(x[:, -1])
 
     def embed_step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """``tokens [B]`` at semantic ``positions [B]`` -> ``[B, d]``."""

@@ -6,7 +6,9 @@ say how logits are computed: ``prefill_logits(utterances, max_steps)`` and ``ste
 
 :class:`ModuleDecoder` computes them with the model's modules (``Text2Semantic.prefill`` / ``step``
 over a :class:`~.kv_cache.KVCache` sized for the utterance), several utterances at once if asked
-(left-padded; finished rows are dropped from the cache). Its products run on whatever the model's
+(left-padded; finished rows are dropped from the cache). It also decodes rows of different
+utterances that joined at different steps (:class:`Row`: a cache, step count, sampling settings
+and random generator of its own; batching.py schedules them). Its products run on whatever the model's
 linear layers are (weights.py: float16 decode weights, or float32 split over the threads);
 on a CPU it gives plain ``nn.Linear`` layers the float32/half-precision kernels of weights.py.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -23,7 +26,7 @@ from .kv_cache import KVCache
 from .model import Text2Semantic, prefix_lm_mask
 from .sampling import SamplingParams, sample
 from .stopping import eos_allowed
-from .weights import use_cpu_kernels
+from .weights import MAX_PACKED_ROWS, use_cpu_kernels
 
 
 class TorchDecoder(ABC):
@@ -47,13 +50,9 @@ class TorchDecoder(ABC):
     # -- the Decoder protocol -------------------------------------------------------------------
 
     def prefill(self, utterances: Sequence[Utterance], params: SamplingParams, max_steps: int) -> Draw:
-        model = self.model
         self.params, self.rows, self.k = params, len(utterances), 0
-        self.generator = None if params.seed is None else torch.Generator(model.device).manual_seed(params.seed)
-        self.seen = torch.zeros(len(utterances), model.config.vocab_size, dtype=torch.bool, device=model.device)
-        for row, u in enumerate(utterances):
-            if u.prompt is not None:
-                self.seen[row, u.prompt] = True
+        self.generator = new_generator(params.seed, self.model.device)
+        self.seen = seen_of(self.model, utterances)
         return self.draw(self.prefill_logits(utterances, max_steps))
 
     def step(self, tokens: torch.Tensor) -> Draw:
@@ -80,20 +79,55 @@ class TorchDecoder(ABC):
 
     def draw(self, logits: torch.Tensor) -> Draw:
         """Upstream's sampling of step ``self.k`` from ``logits [rows, V]`` (penalised in place)."""
-        eos = self.model.config.eos
-        if not eos_allowed(self.k):
-            logits = logits[:, :eos]
-        tokens = sample(logits, self.seen, self.params, self.generator)
-        self.seen.scatter_(1, tokens[:, None], True)
-        ended = (logits.argmax(dim=-1) == eos) | (tokens == eos)
+        drawn = draw_next(logits, self.seen, self.k, self.params, self.generator, self.model.config.eos)
         self.k += 1
-        return Draw(tokens, ended)
+        return drawn
+
+    # -- rows of different utterances (batching.py) -----------------------------------------------
+
+    joins_rows = False  # whether prefill_row/step_rows work: decoders with a shared static state cannot
+    max_rows = 1
+
+    def prefill_row(self, utterance: Utterance, params: SamplingParams, max_steps: int) -> Row:
+        """Prefill one utterance on its own into a :class:`Row` holding its first draw."""
+        logits, cache, prompt_lens = prefill_cache(self.model, [utterance], max_steps)
+        row = Row(
+            cache,
+            int(prompt_lens[0]),
+            params,
+            new_generator(params.seed, self.model.device),
+            seen_of(self.model, [utterance]),
+        )
+        return self.draw_row(row, logits)
+
+    def step_rows(self, rows: Sequence[Row]) -> None:
+        """One decode step for every row: feed each its last token, draw its next (``row.draw``)."""
+        tokens = torch.cat([row.draw.tokens for row in rows])
+        positions = torch.tensor([row.prompt_len + row.k - 1 for row in rows], device=tokens.device)
+        logits = self.rows_logits(tokens, positions, [row.cache for row in rows])
+        for i, row in enumerate(rows):
+            self.draw_row(row, logits[i : i + 1])
+
+    def rows_logits(self, tokens: torch.Tensor, positions: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+        """Logits ``[rows, V]`` after feeding each row its token at its semantic position, over its own cache."""
+        raise NotImplementedError(f"the {self.name} decoder does not decode rows of different utterances")
+
+    def draw_row(self, row: Row, logits: torch.Tensor) -> Row:
+        """Draw a row's next token from its logits ``[1, V]``: the same operations as a one-row decode."""
+        row.draw = draw_next(logits, row.seen, row.k, row.params, row.generator, self.model.config.eos)
+        row.k += 1
+        return row
 
 
 class ModuleDecoder(TorchDecoder):
     """The model's modules, one PyTorch call per operation; batches of rows."""
 
     name = "module"
+
+    joins_rows = True
+    # Up to this many rows a step's products read the float16 weights through our kernel, whose
+    # per-row sums do not depend on the other rows (weights.MAX_PACKED_ROWS): rows stay exact.
+    max_rows = MAX_PACKED_ROWS
 
     def __init__(self, model: Text2Semantic) -> None:
         super().__init__(model)
@@ -102,13 +136,11 @@ class ModuleDecoder(TorchDecoder):
         self.prompt_lens: torch.Tensor | None = None
 
     def prefill_logits(self, utterances: Sequence[Utterance], max_steps: int) -> torch.Tensor:
-        model = self.model
-        x, mask, self.prompt_lens, pad = prefill_inputs(model, utterances)
-        model.ensure_positions(max(self.prompt_lens.tolist()) + max_steps)
-        self.cache = model.new_cache(len(utterances), x.shape[1] + max_steps)
-        if pad is not None:
-            self.cache.mark_padding(pad)
-        return model.prefill(x, mask, self.cache)
+        logits, self.cache, self.prompt_lens = prefill_cache(self.model, utterances, max_steps)
+        return logits
+
+    def rows_logits(self, tokens: torch.Tensor, positions: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+        return self.model.step_rows(tokens, positions, caches)
 
     def step_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         # step k feeds the token drawn at step k - 1, at semantic position prompt + k - 1
@@ -122,6 +154,63 @@ class ModuleDecoder(TorchDecoder):
     def reset(self) -> None:
         super().reset()
         self.cache = self.prompt_lens = None
+
+
+@dataclass
+class Row:
+    """One utterance decoded among others: its own cache, step, sampling settings and random stream."""
+
+    cache: KVCache
+    prompt_len: int
+    params: SamplingParams
+    generator: torch.Generator | None
+    seen: torch.Tensor  # [1, V] bool: prompt and drawn ids (the repetition penalty's)
+    k: int = 0  # decode step of the next draw
+    draw: Draw | None = None  # the last draw (still on the device)
+
+
+def draw_next(
+    logits: torch.Tensor,
+    seen: torch.Tensor,
+    step: int,
+    params: SamplingParams,
+    generator: torch.Generator | None,
+    eos: int,
+) -> Draw:
+    """Upstream's sampling of decode step ``step`` from ``logits [rows, V]`` (penalised in place);
+    marks the drawn ids in ``seen``."""
+    if not eos_allowed(step):
+        logits = logits[:, :eos]
+    tokens = sample(logits, seen, params, generator)
+    seen.scatter_(1, tokens[:, None], True)
+    ended = (logits.argmax(dim=-1) == eos) | (tokens == eos)
+    return Draw(tokens, ended)
+
+
+def new_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    return None if seed is None else torch.Generator(device).manual_seed(seed)
+
+
+def seen_of(model: Text2Semantic, utterances: Sequence[Utterance]) -> torch.Tensor:
+    """``[rows, V]`` bool: each row's prompt tokens, which the repetition penalty counts as seen."""
+    seen = torch.zeros(len(utterances), model.config.vocab_size, dtype=torch.bool, device=model.device)
+    for row, u in enumerate(utterances):
+        if u.prompt is not None:
+            seen[row, u.prompt] = True
+    return seen
+
+
+def prefill_cache(
+    model: Text2Semantic, utterances: Sequence[Utterance], max_steps: int
+) -> tuple[torch.Tensor, KVCache, torch.Tensor]:
+    """The first logits ``[B, V]``, a cache holding the utterances with room for ``max_steps`` more
+    positions, and the prompt lengths ``[B]``."""
+    x, mask, prompt_lens, pad = prefill_inputs(model, utterances)
+    model.ensure_positions(max(prompt_lens.tolist()) + max_steps)
+    cache = model.new_cache(len(utterances), x.shape[1] + max_steps)
+    if pad is not None:
+        cache.mark_padding(pad)
+    return model.prefill(x, mask, cache), cache, prompt_lens
 
 
 def prepare_utterance(

@@ -1,0 +1,202 @@
+"""Continuous batching: segments of different utterances decoded together, each as it would be alone.
+
+A :class:`Scheduler` holds a FIFO of waiting :class:`Job` s and the rows being decoded. Each
+:meth:`Scheduler.step`
+
+1. admits the oldest waiting job whose group (an utterance) has nothing running, if a row is free:
+   its ``[text ; prompt]`` is prefilled on its own (a prefill is compute-bound: batching prefills of
+   unequal length would buy nothing) and its first token drawn;
+2. runs one decode step for every running row at once (``decoder.step_rows``: the fused CPU step
+   reads the weights once for all rows, and a CPU decode step is bound by reading them);
+3. reports each row's token, and takes a finished row out at once.
+
+Every row keeps its own cache and length, sampling settings, random generator and stop rules
+(module_decoder.Row, decoder.KeptTokens), and its arithmetic does not depend on the other rows, so
+**a row draws exactly the tokens it draws alone with the same seed** (tests/test_batching.py).
+Jobs of one group run one after another in submission order (an utterance's segments must reach the
+vocoder in order); jobs of other groups pass a blocked one, so nothing waits behind a group that is
+busy, and the oldest admissible job always goes first, so nothing starves.
+
+Decoders that cannot join rows (``joins_rows`` False: the static CUDA-graph decoder, the ONNX and
+TensorRT graphs, whose state is one utterance's) are run one job at a time through the ordinary
+loop (decoder.decode); the scheduler logs that once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Generator, Hashable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+
+from .decoder import Decoder, KeptTokens, Utterance, decode
+from .module_decoder import Row
+from .sampling import SamplingParams
+from .stopping import GenerationResult, StopRules
+
+log = logging.getLogger("gsv.gpt")
+
+
+@dataclass(eq=False)
+class Job:
+    """One utterance (a segment) to decode; ``key`` is the caller's, ``group`` orders jobs (see above)."""
+
+    key: Hashable
+    group: Hashable
+    utterance: Utterance
+    params: SamplingParams = SamplingParams()
+
+
+class Token(NamedTuple):
+    job: Job
+    token: int
+
+
+class Done(NamedTuple):
+    job: Job
+    result: GenerationResult
+
+
+class Failed(NamedTuple):
+    job: Job
+    error: Exception
+
+
+Event = Token | Done | Failed
+
+
+@dataclass(eq=False)
+class BatchRow:
+    """A running job of a decoder that joins rows: its row state and its kept tokens."""
+
+    job: Job
+    row: Row
+    kept: KeptTokens
+
+    def outcome(self) -> tuple[int, int]:
+        """The step of the row's last draw and its token (-1 = EOS), still on the device."""
+        return self.row.k - 1, torch.where(self.row.draw.ended, -1, self.row.draw.tokens)
+
+
+@dataclass(eq=False)
+class SoloRow:
+    """A running job of a decoder that decodes one utterance at a time: the generation loop."""
+
+    job: Job
+    steps: Generator[tuple[int, int], None, list[GenerationResult]] = field(repr=False)
+
+
+class Scheduler:
+    """Decodes jobs of different groups together on one decoder, at most ``max_rows`` at once."""
+
+    def __init__(self, decoder: Decoder, max_rows: int = 4) -> None:
+        self.decoder = decoder
+        self.joins = bool(getattr(decoder, "joins_rows", False))
+        self.max_rows = max(1, min(max_rows, getattr(decoder, "max_rows", 1))) if self.joins else 1
+        if max_rows > 1 and not self.joins:
+            log.info("GPT decoder %s cannot join rows of different utterances: one segment at a time", decoder.name)
+        self.waiting: deque[Job] = deque()
+        self.running: list[BatchRow | SoloRow] = []
+
+    def submit(self, job: Job) -> None:
+        self.waiting.append(job)
+
+    def busy(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def cancel(self, drop: Callable[[Job], bool]) -> list[Job]:
+        """Remove the waiting and running jobs ``drop`` names, at once; returns them."""
+        dropped = [job for job in self.waiting if drop(job)]
+        self.waiting = deque(job for job in self.waiting if not drop(job))
+        for lane in [lane for lane in self.running if drop(lane.job)]:
+            self.leave(lane)
+            dropped.append(lane.job)
+        return dropped
+
+    @torch.inference_mode()
+    def step(self) -> list[Event]:
+        """Admit at most one waiting job, then one decode step for every running row."""
+        events: list[Event] = []
+        job = self.admissible()
+        if job is not None:
+            self.waiting.remove(job)
+            events += self.admit(job)
+        if self.joins:
+            events += self.step_batch([lane for lane in self.running if lane.job is not job])
+        elif self.running and job is None:
+            events += self.step_solo(self.running[0])
+        return events
+
+    def admissible(self) -> Job | None:
+        """The oldest waiting job whose group has nothing running, if a row is free."""
+        if len(self.running) >= self.max_rows:
+            return None
+        busy = {lane.job.group for lane in self.running}
+        return next((job for job in self.waiting if job.group not in busy), None)
+
+    def admit(self, job: Job) -> list[Event]:
+        if not self.joins:
+            self.running.append(SoloRow(job, decode(self.decoder, [job.utterance], job.params)))
+            return self.step_solo(self.running[-1])
+        rules = StopRules.of(job.params.early_stop_num, self.decoder.early_stop_num)
+        try:
+            lane = BatchRow(
+                job,
+                self.decoder.prefill_row(job.utterance, job.params, rules.max_steps),
+                KeptTokens(job.utterance.prompt, rules),
+            )
+        except Exception as error:  # this job's inputs or state: the running rows are untouched
+            return [Failed(job, error)]
+        self.running.append(lane)
+        return self.read([lane])
+
+    def step_batch(self, lanes: list[BatchRow]) -> list[Event]:
+        if not lanes:
+            return []
+        before = [lane.row.k for lane in lanes]
+        try:
+            self.decoder.step_rows([lane.row for lane in lanes])
+        except Exception as error:
+            if len(lanes) == 1:
+                self.leave(lanes[0])
+                return [Failed(lanes[0].job, error)]
+            # Which row failed? Rows that drew keep their draw; the others step alone, and only a
+            # failing one leaves (a step writes its key/value at the row's position: a retry rewrites it).
+            events = self.read([lane for lane, k in zip(lanes, before) if lane.row.k > k])
+            for lane in [lane for lane, k in zip(lanes, before) if lane.row.k == k]:
+                events += self.step_batch([lane])
+            return events
+        return self.read(lanes)
+
+    def read(self, lanes: list[BatchRow]) -> list[Event]:
+        """The lanes' last draws as events (one host read for all); finished lanes leave."""
+        if not lanes:
+            return []
+        steps, tokens = zip(*(lane.outcome() for lane in lanes))
+        events: list[Event] = []
+        for lane, step, token in zip(lanes, steps, torch.stack(tokens).view(-1).tolist()):
+            result = lane.kept.add(step, token)
+            if token >= 0:
+                events.append(Token(lane.job, token))
+            if result is not None:
+                events.append(Done(lane.job, result))
+                self.leave(lane)
+        return events
+
+    def step_solo(self, lane: SoloRow) -> list[Event]:
+        try:
+            return [Token(lane.job, next(lane.steps)[1])]
+        except StopIteration as stop:
+            self.running.remove(lane)
+            return [Done(lane.job, stop.value[0])]
+        except Exception as error:
+            self.leave(lane)
+            return [Failed(lane.job, error)]
+
+    def leave(self, lane: BatchRow | SoloRow) -> None:
+        self.running.remove(lane)
+        if isinstance(lane, SoloRow):
+            lane.steps.close()  # the loop's finally resets the decoder
