@@ -1,9 +1,11 @@
-"""HiFi-GAN generator: decoder latent at 50 Hz -> 32 kHz waveform.
+"""HiFi-GAN generator: decoder latent at 50 Hz -> 32 kHz waveform (v1/v2), or log-mel -> 48 kHz (v4).
 
 conv_pre (+ speaker bias) -> per stage: leaky-ReLU(0.1), transposed-conv upsampler, mean of three
-multi-receptive-field residual blocks -> leaky-ReLU(0.01) -> conv_post (no bias) -> tanh.
+multi-receptive-field residual blocks -> leaky-ReLU(0.01) -> conv_post -> tanh.
 The final slope of 0.01 (PyTorch's default, not the 0.1 used elsewhere) is what the pretrained
-weights expect.
+weights expect. The SoVITS decoders are conditioned on the speaker (``gin_channels`` > 0) and their
+conv_post has no bias; the v4 mel vocoder (mel_vocoders.py) is the same network without
+conditioning (``gin_channels=0``) and with a conv_post bias.
 
 Speed: the upsampling stages run as 2-D convolutions over ``[B, C, 1, T]`` tensors in
 channels-last memory layout. The weights stay ordinary ``Conv1d`` parameters (so checkpoints load
@@ -84,12 +86,13 @@ class Generator(nn.Module):
         resblock_kernel_sizes: tuple[int, ...],
         resblock_dilation_sizes: tuple[tuple[int, ...], ...],
         gin_channels: int,
+        post_bias: bool = False,
     ):
         super().__init__()
         u = upsample_initial_channel
         self.n_kernels = len(resblock_kernel_sizes)
         self.conv_pre = nn.Conv1d(in_channels, u, 7, padding=3)
-        self.cond = nn.Conv1d(gin_channels, u, 1)
+        self.cond = nn.Conv1d(gin_channels, u, 1) if gin_channels > 0 else None
         self.ups = nn.ModuleList(
             nn.ConvTranspose1d(u >> i, u >> (i + 1), k, r, padding=(k - r) // 2)
             for i, (r, k) in enumerate(zip(upsample_rates, upsample_kernel_sizes))
@@ -99,11 +102,13 @@ class Generator(nn.Module):
             for i in range(len(upsample_rates))
             for k, d in zip(resblock_kernel_sizes, resblock_dilation_sizes)
         )
-        self.conv_post = nn.Conv1d(u >> len(upsample_rates), 1, 7, padding=3, bias=False)
+        self.conv_post = nn.Conv1d(u >> len(upsample_rates), 1, 7, padding=3, bias=post_bias)
 
-    def forward(self, z: Tensor, g: Tensor) -> Tensor:
-        """z [B, C, T] (already masked), g [B, gin, 1] -> wav [B, 1, T * prod(upsample_rates)]."""
-        x = self.conv_pre(z) + self.cond(g)
+    def forward(self, z: Tensor, g: Tensor | None = None) -> Tensor:
+        """z [B, C, T] (already masked), g [B, gin, 1] (None without conditioning) -> wav [B, 1, T * prod(upsample_rates)]."""
+        x = self.conv_pre(z)
+        if self.cond is not None:
+            x = x + self.cond(g)
         x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
         for i, up in enumerate(self.ups):
             x = conv_transpose(F.leaky_relu(x, LRELU_SLOPE), up)
