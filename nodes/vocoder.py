@@ -55,6 +55,7 @@ from dora_gpt_sovits.finite_guard import NonFiniteOutput, all_finite
 from dora_gpt_sovits.model_cache import model_choice
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 from dora_gpt_sovits.sovits.token_stream import RunDecoder, SegmentStream, StreamPolicy
+from dora_gpt_sovits.sovits.version import FLOW_MATCHING_VERSIONS
 
 log = logging.getLogger("gsv.vocoder")
 
@@ -99,6 +100,7 @@ class VocoderStage(StageBase):
         clock: Callable[[], float] = time.monotonic,
         limiter: PeakLimiter | None = None,
         coalesce_lead_seconds: float = 0.0,
+        extra_voice_ports: tuple[str, ...] = (),
     ):
         self.condition = condition
         self.make_decoder = make_decoder
@@ -113,6 +115,8 @@ class VocoderStage(StageBase):
         self.limiter = limiter
         self.spectrograms: dict[str, np.ndarray] = {}
         self.embeddings: dict[str, np.ndarray] = {}
+        # v3/v4: the prompt tokens and reference mel of each voice (port -> voice -> payload).
+        self.extra_parts: dict[str, dict[str, np.ndarray]] = {port: {} for port in extra_voice_ports}
         self.conditions: dict[str, Any] = {}
         self.weights: dict[str, str] = {}  # voice -> its own SoVITS weights ("" = the graph's model)
         self.open: dict[tuple[str, int], OpenSegment] = {}
@@ -141,7 +145,7 @@ class VocoderStage(StageBase):
             yield from self.pace(message)
 
     def route(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterator[Outgoing | None]:
-        if input_id in (m.REFERENCE_SPECTROGRAM, m.SPEAKER_EMBEDDING) and metadata.get(m.ERROR):
+        if input_id in (m.REFERENCE_SPECTROGRAM, m.SPEAKER_EMBEDDING, *self.extra_parts) and metadata.get(m.ERROR):
             # The reference cannot provide this voice: its waiting segments end with the reason.
             for chunk in self.waiting.pop(str(metadata.get(m.VOICE, m.DEFAULT_VOICE)), []):
                 if chunk.segment_final:
@@ -156,6 +160,15 @@ class VocoderStage(StageBase):
         elif input_id == m.SPEAKER_EMBEDDING:
             part = m.ReferencePart.floats_from_event(value, metadata, input_id)
             self.embeddings[part.voice] = np.array(part.payload)
+            self.conditions.pop(part.voice, None)
+            yield from self.release(part.voice)
+        elif input_id in self.extra_parts:
+            part = (
+                m.ReferencePart.tokens_from_event(value, metadata, input_id)
+                if input_id == m.PROMPT_SEMANTIC
+                else m.ReferencePart.floats_from_event(value, metadata, input_id)
+            )
+            self.extra_parts[input_id][part.voice] = np.array(part.payload)
             self.conditions.pop(part.voice, None)
             yield from self.release(part.voice)
         elif input_id == m.SEMANTIC_TOKENS:
@@ -178,7 +191,7 @@ class VocoderStage(StageBase):
         return Outgoing(m.VOICE_REQUEST, m.text_array(voice), {m.VOICE: voice})
 
     def upstream_restarted(self, node: str, inputs: frozenset[str] | None = None) -> Iterable[Outgoing]:
-        if inputs is None or inputs & {m.REFERENCE_SPECTROGRAM, m.SPEAKER_EMBEDDING}:
+        if inputs is None or inputs & {m.REFERENCE_SPECTROGRAM, m.SPEAKER_EMBEDDING, *self.extra_parts}:
             # A restarted reference may have lost our request: ask again for what we wait on.
             yield from (self.voice_request(voice) for voice, chunks in self.waiting.items() if chunks)
         if inputs is None or m.SEMANTIC_TOKENS in inputs:
@@ -204,7 +217,11 @@ class VocoderStage(StageBase):
             self.lost.popitem(last=False)
 
     def ready(self, voice: str) -> bool:
-        return voice in self.spectrograms and (not self.needs_speaker_embedding or voice in self.embeddings)
+        return (
+            voice in self.spectrograms
+            and (not self.needs_speaker_embedding or voice in self.embeddings)
+            and all(voice in parts for parts in self.extra_parts.values())
+        )
 
     def release(self, voice: str) -> Iterator[Outgoing]:
         if self.ready(voice):
@@ -366,12 +383,17 @@ class VocoderStage(StageBase):
     def open_segment(self, chunk: m.SemanticChunk) -> OpenSegment:
         voice = chunk.key.voice
         if voice not in self.conditions:
+            extra = {port: parts[voice] for port, parts in self.extra_parts.items()}
             self.conditions[voice] = self.condition(
-                self.spectrograms[voice], self.embeddings.get(voice), **model_choice(self.weights.get(voice))
+                self.spectrograms[voice], self.embeddings.get(voice), **model_choice(self.weights.get(voice)), **extra
             )
         seed = random.randrange(2**31) if self.seed is None else self.seed + chunk.key.segment_index
         phones = np.asarray(chunk.phone_ids, dtype=np.int64)
-        decoder = self.make_decoder(self.conditions[voice], phones, seed, chunk.key.options.speed)
+        options = chunk.key.options
+        mel_inputs = {"prompt_phone_ids": chunk.prompt_phone_ids, "sample_steps": options.sample_steps}
+        decoder = self.make_decoder(
+            self.conditions[voice], phones, seed, options.speed, **(mel_inputs if self.extra_parts else {})
+        )
         segment = OpenSegment(
             chunk.key, SegmentStream(decoder, self.policy), StreamResampler(self.model_rate, self.sample_rate)
         )
@@ -415,27 +437,25 @@ class VocoderStage(StageBase):
 
 
 def main() -> None:
-    from dora_gpt_sovits.backends.stages import open_or_exit, vocoder_builders
     from dora_gpt_sovits.node_runtime import configure_threads
     from dora_gpt_sovits.runtime_config import load_or_exit
     from dora_gpt_sovits.settings import VocoderSettings, from_env_or_exit
-    from dora_gpt_sovits.sovits.engine import VocoderEngine
 
     settings = from_env_or_exit(VocoderSettings)
     configure_threads()
     paths = load_or_exit(need=("sovits",))
-    vocoder, choice = open_or_exit(
-        "vocoder", vocoder_builders, paths.sovits, paths.model_dir
-    )  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
-    engine = VocoderEngine.for_backend(
-        vocoder, choice, paths.sovits, settings.noise_scale, settings.speed, settings.max_models
-    )
+    flow_matching = paths.version in FLOW_MATCHING_VERSIONS
+    if flow_matching:
+        paths = load_or_exit(need=("sovits", "vocoder"))
+    engine, label = open_mel_engine(paths, settings) if flow_matching else open_engine(paths, settings)
+    # A v3/v4 stream takes a run without lookahead as the segment's end: keep at least one token back.
+    lookahead = max(1, settings.lookahead_tokens) if flow_matching else settings.lookahead_tokens
     stage = VocoderStage(
         engine.condition,
         engine.make_decoder,
         sample_rate=engine.sample_rate,
         needs_speaker_embedding=engine.needs_speaker_embedding,
-        policy=StreamPolicy(lookahead_tokens=settings.lookahead_tokens),
+        policy=StreamPolicy(lookahead_tokens=lookahead),
         max_chunk_seconds=settings.max_chunk_seconds,
         fragment_interval=settings.fragment_interval,
         seed=settings.seed,
@@ -444,11 +464,55 @@ def main() -> None:
         max_lead_seconds=settings.max_lead_seconds,
         limiter=settings.limiter(),
         coalesce_lead_seconds=settings.coalesce_lead_seconds,
+        extra_voice_ports=engine.extra_voice_ports,
     )
     engine.warm_up()
     node = connect()
-    log.info("SoVITS %s loaded from %s on %s", engine.model_version, paths.sovits, choice.label)
+    log.info("SoVITS %s loaded from %s on %s", engine.model_version, paths.sovits, label)
     serve(node, stage)
+
+
+def open_engine(paths: Any, settings: Any) -> tuple[Any, str]:
+    """v1/v2/v2Pro/v2ProPlus: the SoVITS vocoder on the configured backend (GSV_BACKEND/DEVICE/DTYPE)."""
+    from dora_gpt_sovits.backends.stages import open_or_exit, vocoder_builders
+    from dora_gpt_sovits.sovits.engine import VocoderEngine
+
+    vocoder, choice = open_or_exit("vocoder", vocoder_builders, paths.sovits, paths.model_dir)
+    engine = VocoderEngine.for_backend(
+        vocoder, choice, paths.sovits, settings.noise_scale, settings.speed, settings.max_models
+    )
+    return engine, choice.label
+
+
+def open_mel_engine(paths: Any, settings: Any) -> tuple[Any, str]:
+    """v3/v4: SoVITS + its mel vocoder on torch (GSV_DEVICE/GSV_DTYPE); exported graphs are not used yet."""
+    from dora_gpt_sovits.backends.config import choice_from_env
+    from dora_gpt_sovits.backends.errors import BackendError
+    from dora_gpt_sovits.node_runtime import fail
+    from dora_gpt_sovits.runtime_config import load_model_or_exit
+    from dora_gpt_sovits.settings import torch_dtype
+    from dora_gpt_sovits.sovits.mel_engine import MelVocoderEngine
+
+    try:
+        choice = choice_from_env()
+    except BackendError as e:
+        fail(str(e))
+    if choice.backend != "torch":
+        fail(f"SoVITS {paths.version} runs on GSV_BACKEND=torch only (got {choice.backend})")
+    engine = load_model_or_exit(
+        lambda p: MelVocoderEngine.load(
+            p,
+            paths.vocoder,
+            paths.version,
+            torch.device(choice.device),
+            torch_dtype(choice.dtype),
+            lora_base=paths.sovits_base,
+            sample_steps=settings.sample_steps,
+            speed=settings.speed,
+        ),
+        paths.sovits,
+    )
+    return engine, f"torch {choice.device} {choice.dtype}, {engine.sample_steps} flow-matching steps"
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ PHONE_FEATURES = "phone_features"  # Float32[1024*T]: BERT per phone   bert -> g
 PROMPT_SEMANTIC = "prompt_semantic"  # Int64[P]: reference tokens    reference -> gpt
 REFERENCE_SPECTROGRAM = "reference_spectrogram"  # Float32[1025*F]  reference -> vocoder
 SPEAKER_EMBEDDING = "speaker_embedding"  # Float32[20480] (v2Pro*)  reference -> vocoder
+REFERENCE_MEL = "reference_mel"  # Float32[100*F] (v3/v4)  reference -> vocoder
 SEMANTIC_TOKENS = "semantic_tokens"  # Int64[n]: a chunk of tokens      gpt -> vocoder
 AUDIO = "audio"  # Float32[n] mono in [-1, 1], sample_rate metadata   vocoder -> sink
 METRICS = "metrics"  # Utf8[1] JSON: per-utterance timing            sink -> anyone
@@ -81,6 +82,7 @@ VOICE = "voice"  # str: voice name (a reference audio + its prompt text)
 LANGUAGE = "language"  # str: language code of the request or segment
 SHAPE = "shape"  # list[int]: shape of a flattened 2-D payload
 PHONE_IDS = "phone_ids"  # list[int]: target phone ids (vocoder needs them with the tokens)
+PROMPT_PHONE_IDS = "prompt_phone_ids"  # list[int]: the prompt text's phone ids (v3/v4 vocoders)
 N_PROMPT_PHONES = "n_prompt_phones"  # int: leading phones that belong to the prompt text
 RUN_LANGUAGES = "run_languages"  # list[str]: language of each run inside a segment
 RUN_TEXTS = "run_texts"  # list[str]: normalised text of each run
@@ -97,6 +99,8 @@ TOP_K = "top_k"  # int: GPT top-k sampling
 TOP_P = "top_p"  # float: GPT nucleus sampling
 TEMPERATURE = "temperature"  # float: GPT sampling temperature
 SPEED = "speed"  # float: vocoder speaking rate (1.0 = natural)
+SAMPLE_STEPS = "sample_steps"  # int: v3/v4 flow-matching steps (more = slower, finer)
+MAX_SAMPLE_STEPS = 128
 CANCEL_BEFORE = "cancel_before"  # float: a stop cancels utterances whose text arrived before this
 CANCELLED = "cancelled"  # bool: the segment was cut short by a stop
 FLUSH = "flush"  # bool: dora drops what is still queued at the receiver's input (new turn after a stop)
@@ -254,9 +258,16 @@ class RequestOptions:
     top_p: float | None = None
     temperature: float | None = None
     speed: float | None = None
+    sample_steps: int | None = None
 
     def metadata(self) -> dict[str, Any]:
-        values = {TOP_K: self.top_k, TOP_P: self.top_p, TEMPERATURE: self.temperature, SPEED: self.speed}
+        values = {
+            TOP_K: self.top_k,
+            TOP_P: self.top_p,
+            TEMPERATURE: self.temperature,
+            SPEED: self.speed,
+            SAMPLE_STEPS: self.sample_steps,
+        }
         return {k: v for k, v in values.items() if v is not None}
 
     def sampling(self) -> dict[str, Any]:
@@ -272,9 +283,19 @@ class RequestOptions:
                 top_p=None if md.get(TOP_P) is None else float(md[TOP_P]),
                 temperature=None if md.get(TEMPERATURE) is None else float(md[TEMPERATURE]),
                 speed=None if md.get(SPEED) is None else float(md[SPEED]),
+                sample_steps=None if md.get(SAMPLE_STEPS) is None else sample_steps(md[SAMPLE_STEPS]),
             )
         except (TypeError, ValueError, OverflowError) as e:
             raise MessageError(f"port '{port}': malformed request option ({e})") from None
+
+
+def sample_steps(value: Any) -> int:
+    """A flow-matching step count: an integer 1..MAX_SAMPLE_STEPS (4.0 is accepted as 4, 4.5 is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"sample_steps must be an integer, got {value!r}")
+    if not 1 <= int(value) <= MAX_SAMPLE_STEPS:
+        raise ValueError(f"sample_steps must be 1..{MAX_SAMPLE_STEPS}, got {value!r}")
+    return int(value)
 
 
 @dataclass
@@ -468,6 +489,7 @@ class SemanticChunk:
     segment_final: bool
     phone_ids: list[int]  # target phones of the segment (the vocoder's text input)
     error: str = ""
+    prompt_phone_ids: list[int] = field(default_factory=list)  # the voice's prompt phones (v3/v4 vocoders)
 
     def to_message(self) -> tuple[pa.Array, dict[str, Any]]:
         md = self.key.metadata() | {
@@ -475,6 +497,8 @@ class SemanticChunk:
             SEGMENT_FINAL: self.segment_final,
             PHONE_IDS: [int(i) for i in self.phone_ids],
         }
+        if self.prompt_phone_ids:
+            md[PROMPT_PHONE_IDS] = [int(i) for i in self.prompt_phone_ids]
         if self.error:
             md[ERROR] = self.error
         return arrow_from_numpy(np.asarray(self.tokens, dtype=np.int64)), md
@@ -491,6 +515,7 @@ class SemanticChunk:
                 segment_final=bool(md[SEGMENT_FINAL]),
                 phone_ids=[int(i) for i in _items(md[PHONE_IDS])],
                 error=str(md.get(ERROR, "")),
+                prompt_phone_ids=[int(i) for i in _items(md.get(PROMPT_PHONE_IDS, []))],
             )
 
 

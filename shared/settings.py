@@ -391,6 +391,9 @@ class GPTSettings(ModelNodeSettings):
     first_chunk_tokens: int = setting(integer("GSV_FIRST_CHUNK_TOKENS", 8, "tokens in the first streamed chunk", low=1))
     chunk_growth: float = setting(number("GSV_CHUNK_GROWTH", 1.5, "growth factor of later chunks", low=1.0))
     chunk_tokens: int = setting(integer("GSV_CHUNK_TOKENS", 40, "largest chunk", low=1))
+    max_batch: int = setting(
+        integer("GSV_MAX_BATCH", 4, "segments of concurrent utterances decoded together (1 = one at a time)", low=1)
+    )
     max_models: int = setting(MAX_MODELS)
 
     def sampling(self) -> dict[str, Any]:
@@ -429,6 +432,16 @@ class VocoderSettings(ModelNodeSettings):
     )
     vocoder_fft: str = setting(VOCODER_FFT)
     max_models: int = setting(MAX_MODELS)
+    sample_steps: int | None = setting(
+        integer(
+            "GSV_SAMPLE_STEPS",
+            None,
+            "v3/v4 flow-matching steps, 1..128 (a request's sample_steps overrides it)",
+            low=1,
+            high=128,
+            shown="32 (v3), 8 (v4)",
+        )
+    )
 
     def limiter(self) -> Any:
         """The output limiter (``audio.limiter.PeakLimiter``), or None when GSV_PEAK_LIMIT is off."""

@@ -35,6 +35,8 @@ class VocoderEngine:
     """A vocoder (``backends.stages.VocoderBackend``) plus the voices' own SoVITS weights (an LRU of
     ``max_models``, opened by ``open_weights`` on the same backend) and the decode knobs."""
 
+    extra_voice_ports: tuple[str, ...] = ()  # a voice needs only its spectrogram (+ embedding for Pro)
+
     def __init__(
         self,
         vocoder: Any,

@@ -1,0 +1,146 @@
+"""The v3/v4 vocoder stage as a library engine: SoVITS v3/v4 + its mel vocoder -> per-segment streams.
+
+Same contract as :class:`engine.VocoderEngine` (``condition`` per voice, ``make_decoder`` per
+segment returning a ``token_stream.RunDecoder``), so ``nodes/vocoder.py`` serves either. What a
+v3/v4 voice needs beyond the v2 spectrogram: the reference's prompt tokens and its mel
+(``voice_ports``), and per segment the prompt text's phones (they ride on the token chunks). The
+prepared prompt (``mel_synthesis.MelVoice``) is cached per (voice, prompt phones).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import messages as m
+from .mel_synthesis import CHUNK_PLANS, DEFAULT_STEPS, MelStream, MelVoice, prepare_voice
+from .mel_synthesizer import MelSynthesizer
+from .token_stream import RunDecoder
+
+MAX_PROMPTS_PER_VOICE = 4
+
+
+@dataclass
+class MelVoiceInputs:
+    """What the reference node sent for one voice, plus the prompts prepared from it so far."""
+
+    spectrogram: torch.Tensor  # [1, 1025, F]
+    prompt_codes: torch.Tensor  # [1, 1, P]
+    reference_mel: torch.Tensor  # [1, 100, F'] normalised
+    prompts: OrderedDict[tuple[int, ...], MelVoice] = field(default_factory=OrderedDict)
+
+
+class MelVocoderEngine:
+    # Beyond the spectrogram, a voice needs these from the reference node (keyword arguments of condition).
+    extra_voice_ports = (m.PROMPT_SEMANTIC, m.REFERENCE_MEL)
+    needs_speaker_embedding = False
+
+    def __init__(
+        self, model: MelSynthesizer, vocoder: torch.nn.Module, sample_steps: int | None = None, speed: float = 1.0
+    ):
+        self.model = model
+        self.vocoder = vocoder
+        self.version = model.config.model_version
+        self.sample_steps = DEFAULT_STEPS[self.version] if sample_steps is None else m.sample_steps(sample_steps)
+        self.speed = speed
+
+    @classmethod
+    def load(
+        cls,
+        sovits: Path,
+        vocoder: Path,
+        version: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        lora_base: Path | None = None,
+        sample_steps: int | None = None,
+        speed: float = 1.0,
+    ) -> MelVocoderEngine:
+        from .loader import load_sovits
+        from .mel_vocoders import load_mel_vocoder
+
+        model = load_sovits(sovits, device, dtype, expected_version=version, lora_base=lora_base)
+        return cls(model, load_mel_vocoder(version, vocoder, device, dtype), sample_steps, speed)
+
+    @property
+    def sample_rate(self) -> int:
+        return CHUNK_PLANS[self.version].sample_rate
+
+    @property
+    def model_version(self) -> str:
+        return self.version
+
+    def condition(
+        self,
+        spec: np.ndarray,
+        sv: np.ndarray | None = None,
+        weights: str = "",
+        prompt_semantic: np.ndarray | None = None,
+        reference_mel: np.ndarray | None = None,
+    ) -> MelVoiceInputs:
+        if weights:
+            raise ValueError(f"{weights}: a voice's own SoVITS weights are not supported for {self.version} yet")
+        if prompt_semantic is None or len(prompt_semantic) == 0:
+            raise ValueError(
+                f"SoVITS {self.version} needs a voice with prompt text (reference-free voices are v2 only)"
+            )
+        if reference_mel is None:
+            raise ValueError(f"SoVITS {self.version} needs the reference mel (reference node too old?)")
+        return MelVoiceInputs(
+            torch.from_numpy(np.asarray(spec, np.float32))[None],
+            torch.from_numpy(np.asarray(prompt_semantic, np.int64)).view(1, 1, -1),
+            torch.from_numpy(np.asarray(reference_mel, np.float32))[None],
+        )
+
+    def prompt(self, voice: MelVoiceInputs, prompt_phone_ids: tuple[int, ...]) -> MelVoice:
+        if prompt_phone_ids not in voice.prompts:
+            phones = torch.tensor(prompt_phone_ids, dtype=torch.long).view(1, -1)
+            voice.prompts[prompt_phone_ids] = prepare_voice(
+                self.model, voice.prompt_codes, phones, voice.spectrogram, voice.reference_mel
+            )
+            while len(voice.prompts) > MAX_PROMPTS_PER_VOICE:
+                voice.prompts.popitem(last=False)
+        return voice.prompts[prompt_phone_ids]
+
+    def make_decoder(
+        self,
+        voice: MelVoiceInputs,
+        phone_ids: np.ndarray,
+        seed: int,
+        request_speed: float | None = None,
+        prompt_phone_ids: list[int] | None = None,
+        sample_steps: int | None = None,
+    ) -> RunDecoder:
+        """A decoder of one segment's token runs (in order): (history, run, lookahead, position) ->
+        (samples, tail). The history is not needed: the stream keeps every token it was given."""
+        if not prompt_phone_ids:
+            raise ValueError(f"SoVITS {self.version} needs the prompt text's phones with the tokens")
+        stream = MelStream(
+            self.model,
+            self.vocoder,
+            self.prompt(voice, tuple(int(i) for i in prompt_phone_ids)),
+            torch.from_numpy(np.asarray(phone_ids, np.int64)),
+            self.sample_steps if sample_steps is None else sample_steps,
+            self.speed if request_speed is None else request_speed,
+            torch.Generator().manual_seed(seed),
+        )
+
+        def decode(history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int):
+            if position != len(stream.tokens):
+                raise ValueError(f"runs out of order: run at token {position}, {len(stream.tokens)} decoded")
+            return stream.decode(torch.from_numpy(np.asarray(run)), torch.from_numpy(np.asarray(lookahead)))
+
+        return decode
+
+    def warm_up(self) -> None:
+        """One short decode pays the one-off costs (allocator, kernels) before serving."""
+        frames = 200
+        voice = MelVoiceInputs(
+            torch.ones(1, 1025, 100), torch.zeros(1, 1, 40, dtype=torch.long), torch.zeros(1, 100, frames)
+        )
+        decode = self.make_decoder(voice, np.arange(1, 9), 0, None, list(range(1, 9)), sample_steps=1)
+        decode(np.zeros(0, np.int64), np.arange(12), np.zeros(0, np.int64), 0)
