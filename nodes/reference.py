@@ -112,6 +112,10 @@ class ReferenceStage(StageBase):
                     m.SPEAKER_EMBEDDING,
                     *m.ReferencePart(name, features.speaker_embedding, weights=sovits_weights).to_message(),
                 )
+            if features.reference_mel is not None:  # v3/v4: the vocoder also needs the prompt tokens
+                yield Outgoing(m.REFERENCE_MEL, *m.ReferencePart(name, features.reference_mel).to_message())
+                if not gpt:  # else already sent above, and the vocoder listens to that port too
+                    yield Outgoing(m.PROMPT_SEMANTIC, *m.ReferencePart(name, features.prompt_semantic).to_message())
 
     def parts_for(self, input_id: str, name: str) -> Iterator[Outgoing]:
         """What a gpt or vocoder that lacks a voice (dora restarted it) asks for, or why it can't have it."""
@@ -148,7 +152,14 @@ def main() -> None:
     configure_threads()
     device, dtype = device_and_dtype(settings)
     paths = load_or_exit(need=("sovits", "hubert"))
-    sovits = load_model_or_exit(load_sovits, paths.sovits, device=device, dtype=dtype)
+    sovits = load_model_or_exit(
+        load_sovits,
+        paths.sovits,
+        device=device,
+        dtype=dtype,
+        expected_version=paths.version,
+        lora_base=paths.sovits_base,
+    )
     # The SoVITS part used here (a projection and the codebook) is small: always torch. HuBERT is the
     # heavy encoder and follows GSV_BACKEND.
     hubert, choice = open_or_exit("hubert", hubert_builders, paths.hubert, paths.model_dir)

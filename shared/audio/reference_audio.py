@@ -73,6 +73,7 @@ class ReferenceAudio:
     wav16k: torch.Tensor  # float32 [n16], resampled from wav32k
     duration_s: float  # of the source recording
     source_sr: int
+    mono: torch.Tensor  # float32 [n]: the channel mean at source_sr, as decoded (v3/v4 reference mels)
 
 
 def load_reference(path: str | os.PathLike[str]) -> ReferenceAudio:
@@ -86,7 +87,7 @@ def load_reference(path: str | os.PathLike[str]) -> ReferenceAudio:
     check_not_silent(mono, sr, path)
     wav32k = normalise_peak(resample(torch.from_numpy(mono), sr, MODEL_SR))
     wav16k = resample(wav32k, MODEL_SR, ENCODER_SR)
-    return ReferenceAudio(wav32k.contiguous(), wav16k.contiguous(), len(data) / sr, sr)
+    return ReferenceAudio(wav32k.contiguous(), wav16k.contiguous(), len(data) / sr, sr, torch.from_numpy(mono).float())
 
 
 def open_reference(path: str) -> BinaryIO:

@@ -5,7 +5,9 @@ embedding (the reference node's model work, as a library engine).
   (its own weights when the voice names them; an LRU of ``max_models``); none for a reference-free
   voice (empty prompt text);
 * spectrogram: the linear STFT of the 32 kHz recording, [1025, F] float32;
-* speaker embedding: ERes2NetV2 [20480] for v2Pro/v2ProPlus, else None.
+* speaker embedding: ERes2NetV2 [20480] for v2Pro/v2ProPlus, else None;
+* reference mel (v3/v4): the normalised 100-band log-mel the flow-matching model is prompted
+  with, from the recording at its own rate (24 kHz mels for v3, 32 kHz for v4), else None.
 
 ``nodes/reference.py`` serves :meth:`ReferenceEncoder.encode` (cached by content there); the
 benchmark calls it directly.
@@ -30,10 +32,15 @@ class VoiceFeatures:
     prompt_semantic: np.ndarray  # int64 [P]; empty for a reference-free voice
     spectrogram: np.ndarray  # float32 [1025, F]
     speaker_embedding: np.ndarray | None  # float32 [20480] for v2Pro/v2ProPlus
+    reference_mel: np.ndarray | None = None  # float32 [100, F] for v3/v4
 
 
 def is_pro(sovits: Any) -> bool:
     return sovits.version.model_version in ("v2Pro", "v2ProPlus")
+
+
+def is_flow_matching(sovits: Any) -> bool:
+    return sovits.version.is_flow_matching
 
 
 class ReferenceEncoder:
@@ -107,7 +114,12 @@ class ReferenceEncoder:
             from .speaker_verification import speaker_embedding
 
             embedding = speaker_embedding(self.sv_model, audio.wav16k.to(self.device)).float().cpu().numpy()
-        return VoiceFeatures(tokens, spec.float().cpu().numpy(), embedding)
+        mel = None
+        if is_flow_matching(self.sovits):
+            from ..sovits.mel_synthesis import reference_mel
+
+            mel = reference_mel(audio.mono, audio.source_sr, self.sovits.version.model_version)[0].numpy()
+        return VoiceFeatures(tokens, spec.float().cpu().numpy(), embedding, mel)
 
     __call__ = encode
 
