@@ -59,6 +59,7 @@ class Options:
     progress: bool = True
     render: Path | None = None
     gpt_variants: str | None = None
+    sample_steps: list[int] | None = None
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -109,6 +110,13 @@ def parse_args(argv: list[str] | None) -> Options:
         "(benchmark/gpt_variants.py); writes gpt_variants.json/.md",
     )
     p.add_argument(
+        "--sample-steps",
+        default=None,
+        metavar="LIST",
+        help="v3/v4 only: speed per flow-matching step count, e.g. 4,8,16,32 (benchmark/flow_matching.py); "
+        "writes flow_matching.json/.md",
+    )
+    p.add_argument(
         "--render",
         type=Path,
         default=None,
@@ -137,7 +145,19 @@ def parse_args(argv: list[str] | None) -> Options:
         progress=not a.no_progress,
         render=a.render,
         gpt_variants=a.gpt_variants,
+        sample_steps=parse_steps(a.sample_steps, a.version),
     )
+
+
+def parse_steps(text: str | None, version: str) -> list[int] | None:
+    if text is None:
+        return None
+    if version not in ("v3", "v4"):
+        raise SystemExit(f"error: --sample-steps is for --version v3 or v4 (flow matching), not {version}")
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise SystemExit(f"error: --sample-steps takes integers, e.g. 4,8,16,32 (got {text!r})") from None
 
 
 def model_paths(opts: Options) -> ModelPaths:
@@ -147,7 +167,8 @@ def model_paths(opts: Options) -> ModelPaths:
     env["GSV_VERSION"] = opts.version
     if not env.get("GSV_MODEL_DIR"):
         env["GSV_MODEL_DIR"] = str(development_model(opts))
-    return resolve(env, need=("gpt", "sovits", "bert", "hubert") + (("sv",) if "Pro" in opts.version else ()))
+    extra = ("sv",) if "Pro" in opts.version else ("vocoder",) if opts.version in ("v3", "v4") else ()
+    return resolve(env, need=("gpt", "sovits", "bert", "hubert") + extra)
 
 
 def development_model(opts: Options) -> Path:
@@ -411,11 +432,37 @@ def run_gpt_variants(opts: Options) -> None:
     print(markdown)
 
 
+def run_flow_matching_sweep(opts: Options) -> None:
+    from ..voices import find_voice, load_registry
+    from . import flow_matching
+
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device, dtype = torch.device(opts.device), DTYPES[opts.dtype]
+    paths = model_paths(opts)
+    models = load_models(paths, device, dtype)
+    voice = prepare_voice(models, find_voice("default", load_registry(model_dir=paths.model_dir)))
+    cases = select_cases(opts.languages, opts.lengths)
+    doc = flow_matching.sweep(models, voice, cases, opts.sample_steps or [], opts.tokens, opts.seed, opts.repeats)
+    host = host_info(device, dtype, REPO)
+    doc["host"] = host.to_dict()
+    doc["development_model"] = paths.development
+    opts.out.mkdir(parents=True, exist_ok=True)
+    (opts.out / "flow_matching.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    markdown = flow_matching.to_markdown(doc, f"{host.cpu_model}, {torch.get_num_threads()} threads, {opts.dtype}")
+    (opts.out / "flow_matching.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+
+
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
     if opts.gpt_variants:
         run_gpt_variants(opts)
+        return
+    if opts.sample_steps:
+        run_flow_matching_sweep(opts)
         return
     doc = json.loads(opts.render.read_text(encoding="utf-8")) if opts.render else run_benchmark(opts)
     written = write_outputs(doc, opts)

@@ -21,6 +21,8 @@ import torch
 from ..gpt.sampling import SamplingParams
 from ..model_paths import ModelPaths
 from ..settings import FrontendSettings, VocoderSettings
+from ..sovits.mel_synthesis import MelVoice
+from ..sovits.version import FLOW_MATCHING_VERSIONS
 from ..text.frontend import PhoneSegment, text_to_phones
 from ..text.frontend_engine import symbol_version
 from ..text.sentence_split import prepare_sentences
@@ -48,9 +50,18 @@ class Models:
     load_s: dict[str, float]
     rss_after_load_mib: float | None
     gpt_decode_weight_bytes: int = 0  # what one decode step reads of weights (decode_weight_bytes)
+    mel_vocoder: torch.nn.Module | None = None  # v3/v4: BigVGAN / the v4 HiFi-GAN after the flow matching
+
+    @property
+    def flow_matching(self) -> bool:
+        return self.mel_vocoder is not None
 
     @property
     def sample_rate(self) -> int:
+        if self.flow_matching:
+            from ..sovits.mel_synthesis import CHUNK_PLANS
+
+            return CHUNK_PLANS[self.paths.version].sample_rate
         return self.sovits.config.sampling_rate
 
     @property
@@ -78,8 +89,20 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
     options = TorchGPTOptions.from_env(os.environ)
     decoder = timed("gpt_options", lambda: make_decoder(gpt, options))
     gpt_stream = stream_function(decoder)
-    # The vocoder node's model and convolutions (GSV_VOCODER_FFT=auto: the long ones by FFT on a CPU).
-    sovits = timed("sovits", lambda: load_torch_sovits(paths.sovits, device, dtype))
+    mel_vocoder = None
+    if paths.version in FLOW_MATCHING_VERSIONS:  # the vocoder node's v3/v4 engine (sovits.mel_engine)
+        from ..sovits.loader import load_sovits
+        from ..sovits.mel_vocoders import load_mel_vocoder
+
+        sovits = timed(
+            "sovits",
+            lambda: load_sovits(
+                paths.sovits, device, dtype, expected_version=paths.version, lora_base=paths.sovits_base
+            ),
+        )
+        mel_vocoder = timed("vocoder", lambda: load_mel_vocoder(paths.version, paths.vocoder, device, dtype))
+    else:  # the vocoder node's model and convolutions (GSV_VOCODER_FFT=auto: the long ones by FFT on a CPU)
+        sovits = timed("sovits", lambda: load_torch_sovits(paths.sovits, device, dtype))
     bert = timed("bert", lambda: load_bert(paths.bert, device=device, dtype=dtype))
     hubert = timed("hubert", lambda: load_hubert(paths.hubert, device=device, dtype=dtype))
     sv = None
@@ -89,7 +112,7 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
         sv = timed("sv", lambda: load_speaker_verification(paths.sv, device=device, dtype=dtype))
     return Models(
         paths, device, dtype, gpt, gpt_stream, describe(decoder), sovits, bert, hubert, sv, load_s, rss_mib(),
-        decode_weight_bytes(gpt),
+        decode_weight_bytes(gpt), mel_vocoder,
     )  # fmt: skip
 
 
@@ -119,6 +142,7 @@ class VoicePrompt:
     spectrogram: torch.Tensor  # [1, 1025, F]
     sv_emb: torch.Tensor | None  # [1, 20480] for v2Pro/v2ProPlus
     encode_s: float
+    mel_voice: MelVoice | None = None  # v3/v4: the reference's (features, mel) prompt
 
 
 @torch.inference_mode()
@@ -143,8 +167,16 @@ def prepare_voice(models: Models, voice: Voice) -> VoicePrompt:
         sv_emb = torch.from_numpy(features.speaker_embedding)[None].to(models.device, models.dtype)
     ids = torch.tensor([i for r in runs for i in r.phone_ids], dtype=torch.long, device=models.device)
     bert = run_features(models, runs)
+    mel_voice = None
+    if models.flow_matching:
+        from ..sovits.mel_synthesis import prepare_voice as prepare_mel_voice
+
+        if tokens is None:
+            raise ValueError(f"SoVITS {models.paths.version} needs a voice with prompt text")
+        mel = torch.from_numpy(features.reference_mel)[None]
+        mel_voice = prepare_mel_voice(models.sovits, tokens.view(1, 1, -1), ids[None], spec, mel)
     synchronize(models.device)
-    return VoicePrompt(runs, ids, bert, tokens, spec, sv_emb, time.perf_counter() - started)
+    return VoicePrompt(runs, ids, bert, tokens, spec, sv_emb, time.perf_counter() - started, mel_voice)
 
 
 def run_features(models: Models, runs: list[PhoneSegment]) -> torch.Tensor:
@@ -223,7 +255,8 @@ def token_hash(segments: list[list[int]]) -> str:
 class Pipeline:
     """``tokens_per_segment`` caps every segment's decoding (``early_stop_num``): random-weight GPTs
     rarely emit EOS, and a fixed budget makes every run decode the same number of steps. Segment
-    ``i`` of a text is sampled with seed ``seed + i``, as the gpt node does with ``GSV_SEED``."""
+    ``i`` of a text is sampled with seed ``seed + i``, as the gpt node does with ``GSV_SEED``.
+    ``sample_steps``: the v3/v4 flow-matching steps (None: the version's default)."""
 
     def __init__(
         self,
@@ -232,12 +265,14 @@ class Pipeline:
         tokens_per_segment: int,
         seed: int,
         params: SamplingParams = SamplingParams(),
+        sample_steps: int | None = None,
     ):
         self.models = models
         self.voice = voice
         self.tokens_per_segment = tokens_per_segment
         self.seed = seed
         self.params = params
+        self.sample_steps = sample_steps
 
     def sampling(self, seed: int) -> SamplingParams:
         return dataclasses.replace(self.params, early_stop_num=self.tokens_per_segment, seed=seed)
@@ -305,16 +340,23 @@ class Pipeline:
         t4 = time.perf_counter()
         assert stream.result is not None
         generator = torch.Generator(device).manual_seed(seed)
-        wav = m.sovits.decode(
-            torch.tensor(tokens, dtype=torch.long, device=device)[None, None],
-            target[None],
-            [voice.spectrogram],
-            noise_scale=NOISE_SCALE,
-            speed=1.0,
-            sv_emb=None if voice.sv_emb is None else [voice.sv_emb],
-            generator=generator,
-        )
-        samples = wav[0, 0].float().cpu()  # the vocoder node hands numpy audio to dora: include the copy
+        codes = torch.tensor(tokens, dtype=torch.long, device=device)
+        if m.flow_matching:
+            from ..sovits.mel_synthesis import DEFAULT_STEPS, synthesize
+
+            steps = self.sample_steps or DEFAULT_STEPS[m.paths.version]
+            wav = synthesize(m.sovits, m.mel_vocoder, voice.mel_voice, codes, target[None], steps, generator=generator)
+        else:
+            wav = m.sovits.decode(
+                codes[None, None],
+                target[None],
+                [voice.spectrogram],
+                noise_scale=NOISE_SCALE,
+                speed=1.0,
+                sv_emb=None if voice.sv_emb is None else [voice.sv_emb],
+                generator=generator,
+            )
+        samples = wav.reshape(-1).float().cpu()  # the vocoder node hands numpy audio to dora: include the copy
         t5 = time.perf_counter()
         return SegmentRun(
             text=piece,
