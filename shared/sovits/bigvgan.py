@@ -78,33 +78,34 @@ REACH = 3  # up reads offsets -3..2 (p = 0) / -2..3 (p = 1); down reads -2..3 of
 SPAN = 2 * REACH + 1
 
 
-def polyphase_taps(h: Tensor) -> tuple[Tensor, Tensor]:
-    """(up [2, SPAN], down [2, SPAN]) from the low-pass ``h [K]``: row p holds phase p's taps by offset."""
-    taps = h.shape[-1]
-    if taps != RESAMPLE_TAPS:
-        raise ValueError(f"the 2x resampler needs a {RESAMPLE_TAPS}-tap low-pass, not {taps}")
-    up, down = h.new_zeros(2, SPAN), h.new_zeros(2, SPAN)
-    for p in range(2):
-        for offset in range(-REACH, REACH + 1):
-            k = (taps - 2) // 2 + p - 2 * offset
-            if 0 <= k < taps:
-                up[p, offset + REACH] = 2 * h[k]
-            k = 2 * offset + p + taps // 2 - 1
-            if 0 <= k < taps:
-                down[p, offset + REACH] = h[k]
-    return up, down
+def _tap_index(phase_offset: int, step: int) -> Tensor:
+    """[2, SPAN] indices k = step * offset + phase + phase_offset into a low-pass, RESAMPLE_TAPS where
+    k falls outside it (that entry reads the zero appended by :func:`polyphase_taps`)."""
+    phase = torch.arange(2)[:, None]
+    offset = torch.arange(-REACH, REACH + 1)[None, :]
+    k = step * offset + phase + phase_offset
+    return torch.where((k >= 0) & (k < RESAMPLE_TAPS), k, RESAMPLE_TAPS)
 
 
-def _snake_edges(z: Tensor, length: int) -> Tensor:
+UP_TAPS = _tap_index((RESAMPLE_TAPS - 2) // 2, -2)
+DOWN_TAPS = _tap_index(RESAMPLE_TAPS // 2 - 1, 2)
+
+
+def polyphase_taps(h: Tensor, index: Tensor) -> Tensor:
+    """``[2, SPAN]``: row p holds phase p's taps by offset, gathered from the low-pass ``h [K]``."""
+    return F.pad(h, (0, 1))[index]
+
+
+def _snake_edges(z: Tensor) -> Tensor:
     """Overwrite the REACH columns beyond each end of the phase pair ``z [B, 2C, 1, T + 2 REACH]`` with
     what edge replication of the interleaved high-rate signal holds there: its first sample (phase 0,
     position 0) on the left, its last (phase 1, position T - 1) on the right."""
     first = z[:, 0::2, :, REACH : REACH + 1]
-    last = z[:, 1::2, :, REACH + length - 1 : REACH + length]
+    last = z[:, 1::2, :, -REACH - 1 : -REACH]
     z[:, 0::2, :, :REACH] = first
     z[:, 1::2, :, :REACH] = first
-    z[:, 0::2, :, REACH + length :] = last
-    z[:, 1::2, :, REACH + length :] = last
+    z[:, 0::2, :, -REACH:] = last
+    z[:, 1::2, :, -REACH:] = last
     return z
 
 
@@ -117,6 +118,7 @@ class AntiAliasedSnake(nn.Module):
 
     def __init__(self, channels: int, log_scale: bool):
         super().__init__()
+        self.channels = channels  # a Python int: ONNX export needs the filter shapes known
         self.log_scale = log_scale
         self.alpha = nn.Parameter(torch.zeros(channels) if log_scale else torch.ones(channels))
         self.beta = nn.Parameter(torch.zeros(channels) if log_scale else torch.ones(channels))
@@ -129,9 +131,9 @@ class AntiAliasedSnake(nn.Module):
         return a, 1.0 / (b + SNAKE_EPS)
 
     def forward(self, x: Tensor) -> Tensor:
-        channels, length = x.shape[1], x.shape[-1]
-        up, _ = polyphase_taps(self.up_filter)
-        _, down = polyphase_taps(self.down_filter)
+        channels = self.channels
+        up = 2 * polyphase_taps(self.up_filter, UP_TAPS)  # the upsampler's gain of 2 in its taps
+        down = polyphase_taps(self.down_filter, DOWN_TAPS)
         a, inv_b = (c.repeat_interleave(2).view(1, -1, 1, 1) for c in self.snake_coefficients())
 
         # Both phases of the 2x signal at positions -REACH..T+REACH-1 (the outer REACH columns are
@@ -141,7 +143,7 @@ class AntiAliasedSnake(nn.Module):
         # snake: y + sin²(a y) / b, in place on fresh tensors
         s = torch.mul(y, a).sin_()
         z = y.addcmul_(s.mul_(s), inv_b)
-        z = _snake_edges(z, length)
+        z = _snake_edges(z)
         return F.conv2d(z, down.repeat(channels, 1).view(channels, 2, 1, SPAN), groups=channels)
 
 

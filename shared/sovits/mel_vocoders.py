@@ -8,7 +8,9 @@ Both map a natural-log mel spectrogram ``[B, 100, T]`` -- the CFM's output *afte
   24 kHz, hop 256 for the official release.
 * v4: our HiFi-GAN :class:`Generator` without conditioning and with a conv_post bias, from
   ``vocoder.pth`` (a plain state dict: upstream strips weight norm from the module before loading it);
-  48 kHz, hop 480. Its architecture is fixed in code (upstream hard-codes it too).
+  48 kHz, hop 480. Its architecture is fixed in code as upstream hard-codes it, except the width
+  (``upsample_initial_channel``, 512 in the release), which is read from ``conv_pre.weight`` so that
+  narrow test models load too.
 
 Rules shared with the other loaders: files are read by :func:`read_checkpoint` (restricted
 unpickler, size and content budgets, finite weights), every shape is checked against the config
@@ -34,6 +36,7 @@ from .generator import Generator
 BIGVGAN_CONFIG_FILE = "config.json"
 BIGVGAN_WEIGHTS_FILE = "bigvgan_generator.pt"
 V4_SAMPLE_RATE = 48_000
+MAX_V4_WIDTH = 4096
 V4_VOCODER = dict(
     in_channels=100,
     upsample_initial_channel=512,
@@ -61,8 +64,8 @@ def load_mel_vocoder(
     raise ValueError(f"SoVITS {version!r} has no mel vocoder (only v3 and v4 do)")
 
 
-def build_v4_vocoder() -> Generator:
-    return Generator(**V4_VOCODER)
+def build_v4_vocoder(upsample_initial_channel: int = V4_VOCODER["upsample_initial_channel"]) -> Generator:
+    return Generator(**{**V4_VOCODER, "upsample_initial_channel": upsample_initial_channel})
 
 
 def load_v4_vocoder(
@@ -71,8 +74,16 @@ def load_v4_vocoder(
     start = time.perf_counter()
     path = os.fspath(path)
     state = _tensor_dict(read_checkpoint(path).content, path, "v4 vocoder")
+    width = state.get("conv_pre.weight")
+    stages = len(V4_VOCODER["upsample_rates"])
+    if width is None or width.dim() != 3 or not 0 < width.shape[0] <= MAX_V4_WIDTH or width.shape[0] % (1 << stages):
+        shape = None if width is None else tuple(width.shape)
+        raise CheckpointError(
+            f"{path}: not a v4 vocoder (conv_pre.weight is {shape}; expected [width, 100, 7] with a width "
+            f"divisible by {1 << stages}, at most {MAX_V4_WIDTH})"
+        )
     with torch.device("meta"):
-        model = build_v4_vocoder()
+        model = build_v4_vocoder(width.shape[0])
     model = _adopt(model, state, {}, path)
     model.sample_rate, model.hop_length = V4_SAMPLE_RATE, 480
     return _finish(model, device, dtype, start)
