@@ -2,6 +2,8 @@
 
 Files come from the HuggingFace repository ``lj1995/GPT-SoVITS`` and land in the same layout as
 upstream's ``GPT_SoVITS/pretrained_models`` (which is what every node reads; see model_paths).
+v3 adds the BigVGAN folder ``models--nvidia--bigvgan_v2_24khz_100band_256x/`` (``config.json``,
+``bigvgan_generator.pt``), v4 ``gsv-v4-pretrained/vocoder.pth``; both take the GPT ``s1v3.ckpt``.
 """
 
 from __future__ import annotations
@@ -10,14 +12,30 @@ import argparse
 import sys
 from pathlib import Path
 
-from .model_paths import BERT_DIR, HF_REPO, HUBERT_DIR, OFFICIAL_FILES, default_model_dir
+from .model_paths import (
+    BERT_DIR,
+    BIGVGAN_FILES,
+    HF_REPO,
+    HUBERT_DIR,
+    OFFICIAL_FILES,
+    VOCODER_FOLDER_VERSIONS,
+    default_model_dir,
+)
 
 BERT_FILES = ["config.json", "tokenizer.json", "pytorch_model.bin"]
 HUBERT_FILES = ["config.json", "preprocessor_config.json", "pytorch_model.bin"]
 
 
 def files_for(version: str) -> list[str]:
-    files = list(dict.fromkeys(OFFICIAL_FILES[version].values()))
+    """Every file of ``version`` as a path in the repository (a vocoder folder expands to its files)."""
+    official = OFFICIAL_FILES[version]
+    files = []
+    for part, name in official.items():
+        if part == "vocoder" and version in VOCODER_FOLDER_VERSIONS:
+            files += [f"{name}/{f}" for f in BIGVGAN_FILES]
+        else:
+            files.append(name)
+    files = list(dict.fromkeys(files))
     files += [f"{BERT_DIR}/{f}" for f in BERT_FILES]
     files += [f"{HUBERT_DIR}/{f}" for f in HUBERT_FILES]
     return files
