@@ -1,7 +1,8 @@
 """The speech request of OpenAI's audio API, checked: what we accept and the 4xx errors we give.
 
 OpenAI's body is ``{model, input, voice, response_format, speed, instructions}``; we add the
-engine's own sampling knobs (``top_k``, ``top_p``, ``temperature``) and ``language``. Every refusal
+engine's own sampling knobs (``top_k``, ``top_p``, ``temperature``), ``language``, and for v3/v4
+models ``sample_steps`` (flow-matching steps; a v1/v2 graph has none and ignores it). Every refusal
 is an :class:`ApiError` that the app turns into OpenAI's error JSON
 ``{"error": {"message", "type", "param", "code"}}``.
 
@@ -28,6 +29,7 @@ SPEED_RANGE = (0.25, 4.0)  # OpenAI's range; passed to the vocoder as upstream's
 TOP_P_RANGE = (0.0, 1.0)
 TEMPERATURE_RANGE = (0.0, 2.0)
 TOP_K_RANGE = (0, 1025)  # 0 = no top-k; the semantic vocabulary has 1025 entries
+SAMPLE_STEPS_RANGE = (1, m.MAX_SAMPLE_STEPS)
 KNOWN_FIELDS = {
     "model",
     "input",
@@ -40,6 +42,7 @@ KNOWN_FIELDS = {
     "top_p",
     "temperature",
     "language",
+    "sample_steps",
 }
 
 
@@ -145,6 +148,7 @@ def parse_speech_request(body: Any, voices: list[str], limits: Limits = Limits()
         top_p=_number(body, "top_p", TOP_P_RANGE, open_low=True),
         temperature=_number(body, "temperature", TEMPERATURE_RANGE, open_low=True),
         speed=_number(body, "speed", SPEED_RANGE),
+        sample_steps=_number(body, "sample_steps", SAMPLE_STEPS_RANGE, integer=True),
     )
     return SpeechRequest(text, voice, response_format, language, options)
 
