@@ -13,6 +13,12 @@ random); a segment's ``top_k``/``top_p``/``temperature`` metadata (set per reque
 docs/messages.md) override them for that segment. Segments whose voice has no prompt tokens yet
 wait here until they arrive. A voice with its own GPT weights (metadata ``weights`` on its prompt
 tokens) is decoded with them (``model_cache``).
+
+Concurrent utterances (``GSV_MAX_BATCH``, default 4; 1 = one segment after another): segments of
+different utterances decode together, continuously batched (gpt/batching.py): a new segment is
+prefilled and joins the running rows at the next step, a finished one leaves at once, and each row
+draws the tokens it would draw alone. Decoding then runs in ``tick`` one step at a time, so new
+segments and stops are read between steps; segments of one utterance still decode in order.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import numpy as np
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.cancellation import Cancellations
+from dora_gpt_sovits.gpt.batching import Event, Failed, Job, Scheduler, Token
 from dora_gpt_sovits.model_cache import model_choice
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
 from dora_gpt_sovits.settings import GPTSettings, from_env_or_exit
@@ -70,14 +77,22 @@ class GPTStage(StageBase):
     name = "gpt"
     primary_inputs = frozenset({m.PHONE_FEATURES})
 
-    def __init__(self, decode: DecodeTokens, policy: ChunkPolicy = ChunkPolicy(), seed: int | None = None):
-        self.decode = decode
+    def __init__(
+        self,
+        decode: DecodeTokens | None,
+        policy: ChunkPolicy = ChunkPolicy(),
+        seed: int | None = None,
+        batch: BatchedDecode | None = None,
+    ):
+        self.decode = decode  # one segment at a time, inside handle (when batch is None)
+        self.batch = batch  # continuous batching: segments decode in tick, a step at a time
         self.policy = policy
         self.seed = seed
         self.prompts: dict[str, np.ndarray] = {}
         self.weights: dict[str, str] = {}  # voice -> its own GPT weights ("" = the graph's model)
         self.waiting: dict[str, list[m.PhoneFeatures]] = defaultdict(list)
         self.cancelled = Cancellations()
+        self.decoding: dict[Job, ChunkedSegment] = {}  # batched mode: submitted segments
 
     def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing | None]:
         if input_id == m.CONTROL:
@@ -114,6 +129,10 @@ class GPTStage(StageBase):
         self.cancelled.apply(command)
         for voice, segments in self.waiting.items():
             self.waiting[voice] = [s for s in segments if not self.cancelled.cancels(s.key)]
+        if self.batch is not None:
+            for job in self.batch.cancel(lambda job: self.cancelled.cancels(job.key)):
+                segment = self.decoding.pop(job)
+                log.info("utterance %s segment %d: cancelled after %d tokens", *segment.name, len(segment.tokens))
 
     @staticmethod
     def voice_request(voice: str) -> Outgoing:
@@ -127,7 +146,23 @@ class GPTStage(StageBase):
             yield Outgoing(m.SEMANTIC_TOKENS, *m.restart_marker(node, "int64"))
 
     def pending(self) -> bool:
-        return any(self.waiting.values())
+        return any(self.waiting.values()) or bool(self.decoding)
+
+    def next_deadline(self) -> float | None:
+        # Batched decoding is always due: the loop runs a step, reads what arrived, runs the next.
+        return time.monotonic() if self.decoding else None
+
+    def tick(self) -> Iterator[Outgoing | None]:
+        """One batched decode step: admit a waiting segment, step every row, send full chunks."""
+        for event in self.batch.step():
+            segment = self.decoding.get(event.job)
+            if segment is None:
+                continue  # cancelled while this step's messages were being sent
+            if isinstance(event, Token):
+                yield segment.add(event.token)
+            else:
+                del self.decoding[event.job]
+                yield segment.close(event.error) if isinstance(event, Failed) else segment.close()
 
     def finish(self) -> Iterable[Outgoing]:
         for voice, segments in self.waiting.items():
@@ -137,53 +172,122 @@ class GPTStage(StageBase):
         self.waiting.clear()
 
     def decode_segment(self, segment: m.PhoneFeatures) -> Iterator[Outgoing | None]:
-        target_phones = segment.phone_ids[segment.n_prompt_phones :]
-
-        def chunk(tokens: list[int], index: int, final: bool, error: str = "") -> Outgoing:
-            msg = m.SemanticChunk(segment.key, np.asarray(tokens, dtype=np.int64), index, final, target_phones, error)
-            return Outgoing(m.SEMANTIC_TOKENS, *msg.to_message())
-
+        chunks = ChunkedSegment(segment, self.policy)
         if segment.error:
-            yield chunk([], 0, True, segment.error)
+            yield chunks.error(segment.error)
             return
         seed = None if self.seed is None else self.seed + segment.key.segment_index
         prompt = self.prompts[segment.key.voice]
         phone_ids = np.asarray(segment.phone_ids, dtype=np.int64)
-        started, tokens, sent, index = time.perf_counter(), [], 0, 0
-        boundaries = self.policy.boundaries()
-        next_boundary = next(boundaries)
+        voice_model = model_choice(self.weights.get(segment.key.voice))
+        if self.batch is not None:
+            yield from self.submit(chunks, phone_ids, prompt, seed, voice_model)
+            return
         try:
-            voice_model = model_choice(self.weights.get(segment.key.voice))
             for token in self.decode(phone_ids, segment.features, prompt, seed, segment.key.options, **voice_model):
                 yield None  # a poll point: a stop that arrived meanwhile is handled now
                 if self.cancelled.cancels(segment.key):
-                    log.info(
-                        "utterance %s segment %d: cancelled after %d tokens",
-                        segment.key.utterance_id,
-                        segment.key.segment_index,
-                        len(tokens),
-                    )
+                    log.info("utterance %s segment %d: cancelled after %d tokens", *chunks.name, len(chunks.tokens))
                     return  # later stages drop this utterance too: nothing needs closing
-                tokens.append(token)
-                if len(tokens) == next_boundary:
-                    yield chunk(tokens[sent:], index, False)
-                    sent, index, next_boundary = len(tokens), index + 1, next(boundaries)
+                yield chunks.add(token)
         except Exception as e:  # a failing segment must still close, with the reason attached
-            log.exception(
-                "utterance %s segment %d: decoding failed", segment.key.utterance_id, segment.key.segment_index
-            )
-            yield chunk([], index, True, f"GPT decoding failed: {e}")
+            yield chunks.close(e)
             return
-        yield chunk(tokens[sent:], index, True)
-        elapsed = time.perf_counter() - started
+        yield chunks.close()
+
+    def submit(self, chunks: ChunkedSegment, phone_ids, prompt, seed, voice_model) -> Iterator[Outgoing]:
+        """Batched mode: queue the segment for tick (its features copied: they outlive the event)."""
+        segment = chunks.segment
+        try:
+            job = self.batch.job(segment.key, phone_ids, np.array(segment.features), prompt, seed, **voice_model)
+        except Exception as e:  # malformed inputs, or its voice's weights failed to load
+            yield chunks.close(e)
+            return
+        self.decoding[job] = chunks
+
+
+class ChunkedSegment:
+    """One segment's tokens cut into chunks by the policy, as :class:`Outgoing` messages."""
+
+    def __init__(self, segment: m.PhoneFeatures, policy: ChunkPolicy) -> None:
+        self.segment = segment
+        self.name = (segment.key.utterance_id, segment.key.segment_index)
+        self.tokens: list[int] = []
+        self.sent = self.index = 0
+        self.boundaries = policy.boundaries()
+        self.next_boundary = next(self.boundaries)
+        self.started = time.perf_counter()
+
+    def add(self, token: int) -> Outgoing | None:
+        """Keep a token; the chunk it completes, if any."""
+        self.tokens.append(token)
+        if len(self.tokens) < self.next_boundary:
+            return None
+        chunk = self.chunk(False)
+        self.next_boundary = next(self.boundaries)
+        return chunk
+
+    def close(self, failure: Exception | None = None) -> Outgoing:
+        """The final chunk: the tokens not sent yet, or (``failure``) the reason the segment failed."""
+        if failure is not None:
+            log.error("utterance %s segment %d: decoding failed: %s", *self.name, failure, exc_info=failure)
+            return self.error(f"GPT decoding failed: {failure}")
+        elapsed = time.perf_counter() - self.started
+        n = len(self.tokens)
         log.info(
             "utterance %s segment %d: %d tokens in %.2f s (%.1f ms/token)",
-            segment.key.utterance_id,
-            segment.key.segment_index,
-            len(tokens),
+            *self.name,
+            n,
             elapsed,
-            1000 * elapsed / max(1, len(tokens)),
+            1000 * elapsed / max(1, n),
         )
+        return self.chunk(True)
+
+    def error(self, reason: str) -> Outgoing:
+        return self.chunk(True, reason, tokens=[])
+
+    def chunk(self, final: bool, error: str = "", tokens: list[int] | None = None) -> Outgoing:
+        tokens = self.tokens[self.sent :] if tokens is None else tokens
+        target_phones = self.segment.phone_ids[self.segment.n_prompt_phones :]
+        msg = m.SemanticChunk(
+            self.segment.key, np.asarray(tokens, dtype=np.int64), self.index, final, target_phones, error
+        )
+        self.sent, self.index = len(self.tokens), self.index + 1
+        return Outgoing(m.SEMANTIC_TOKENS, *msg.to_message())
+
+
+class BatchedDecode:
+    """Batched mode's model side: a segment's job on the scheduler of its model (voices with GPT
+    weights of their own have their own model), and the steps of every scheduler."""
+
+    def __init__(self, model: Callable[[str], Any], base: Any, max_rows: int) -> None:
+        self.model = model  # weights ("" = the graph's model) -> its Decoder
+        self.base = base  # SamplingParams from the settings
+        self.max_rows = max_rows
+        self.schedulers: dict[str, Scheduler] = {}
+
+    def job(self, key: m.SegmentKey, phone_ids, features, prompt, seed, weights: str = "") -> Job:
+        import torch
+
+        decoder = self.model(weights)
+        scheduler = self.schedulers.get(weights)
+        if scheduler is None or (scheduler.decoder is not decoder and not scheduler.busy()):
+            scheduler = self.schedulers[weights] = Scheduler(decoder, self.max_rows)
+        params = dataclasses.replace(self.base, seed=seed, **key.options.sampling())
+        tensors = (
+            torch.as_tensor(phone_ids),
+            torch.as_tensor(features),
+            torch.as_tensor(prompt) if len(prompt) else None,
+        )
+        job = Job(key, key.utterance_id, scheduler.decoder.prepare(*tensors), params)
+        scheduler.submit(job)
+        return job
+
+    def step(self) -> list[Event]:
+        return [event for scheduler in self.schedulers.values() if scheduler.busy() for event in scheduler.step()]
+
+    def cancel(self, drop: Callable[[Job], bool]) -> list[Job]:
+        return [job for scheduler in self.schedulers.values() for job in scheduler.cancel(drop)]
 
 
 def policy_from_env(env: dict[str, str] | GPTSettings) -> ChunkPolicy:
@@ -228,9 +332,13 @@ def main() -> None:
     ids = np.arange(8)
     for _ in stream(ids, np.zeros((m.FEATURE_DIM, 8), np.float32), ids, SamplingParams(early_stop_num=4, seed=0)):
         pass
+    # GSV_MAX_BATCH > 1: segments of concurrent utterances decode together (gpt/batching.py).
+    batch = BatchedDecode(lambda w: models.get(w).decoder, base, settings.max_batch) if settings.max_batch > 1 else None
     node = connect()
-    log.info("GPT loaded from %s on %s", paths.gpt, choice.label)
-    serve(node, GPTStage(decode, policy_from_env(settings), seed))
+    log.info(
+        "GPT loaded from %s on %s; up to %d segments decoded together", paths.gpt, choice.label, settings.max_batch
+    )
+    serve(node, GPTStage(decode, policy_from_env(settings), seed, batch))
 
 
 if __name__ == "__main__":

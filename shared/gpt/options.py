@@ -157,6 +157,16 @@ def _torch_decoder(model: Text2Semantic, options: TorchGPTOptions) -> tuple[Deco
     )
 
 
-def stream_function(decoder: Decoder) -> StreamFn:
-    """The stage callable of a gpt backend: one utterance per call, any decoder."""
-    return lambda phone_ids, bert, prompt, params: stream(decoder, phone_ids, bert, prompt, params)
+class StreamFunction:
+    """The stage callable of a gpt backend: one utterance per call, any decoder; ``.decoder`` is
+    the decoder itself (the gpt node's continuous batching schedules its rows: batching.py)."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+
+    def __call__(self, phone_ids, bert, prompt, params: SamplingParams) -> TokenStream:
+        return stream(self.decoder, phone_ids, bert, prompt, params)
+
+
+def stream_function(decoder: Decoder) -> StreamFunction:
+    return StreamFunction(decoder)
