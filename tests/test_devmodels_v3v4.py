@@ -209,6 +209,7 @@ def test_v4_vocoder_is_a_plain_state_dict(tiny):
     state = torch.load(tiny["v4-vocoder"], weights_only=True)
     assert all(isinstance(v, torch.Tensor) and v.dtype == torch.float32 for v in state.values())
     assert "conv_post.bias" in state and not any("weight_g" in k or "weight_v" in k for k in state)
+    assert state["conv_pre.weight"].shape == (64, 100, 7)  # tiny: 64 wide (the release: 512)
     vocoder = load_mel_vocoder("v4", tiny["v4-vocoder"])
     assert (vocoder.sample_rate, vocoder.hop_length) == (48000, 480)
 

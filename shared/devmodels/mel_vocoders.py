@@ -17,8 +17,9 @@ tenths of full scale).
 
 * v4, ``gsv-v4-pretrained/vocoder.pth``: a plain float32 state dict of upstream's HiFi-GAN
   ``Generator`` (100 mel bins in, 512 channels, rates [10,6,2,2,2], kernels [20,12,4,4,4], resblock
-  kernels [3,7,11], conv_post with bias, weight norm already removed). Its architecture is fixed
-  in code (upstream's and ours: ``mel_vocoders.V4_VOCODER``), so ``tiny`` is the full size too.
+  kernels [3,7,11], conv_post with bias, weight norm already removed). The architecture is fixed
+  in code (upstream's and ours: ``mel_vocoders.V4_VOCODER``) except the width, which the loader
+  reads from ``conv_pre.weight``: ``tiny`` is 64 channels wide instead of 512.
 
     python -m dora_gpt_sovits.devmodels.mel_vocoders OUT --version v3 --size tiny
 """
@@ -39,6 +40,7 @@ from ..sovits.mel_vocoders import BIGVGAN_CONFIG_FILE, BIGVGAN_WEIGHTS_FILE, V4_
 
 SIZES = ("tiny", "full")
 BIGVGAN_CHANNELS = {"tiny": 128, "full": 1536}
+V4_CHANNELS = {"tiny": 64, "full": V4_VOCODER["upsample_initial_channel"]}
 # conv_post gains that put the output of a speech-level log-mel at a few tenths of full scale
 # (BigVGAN's snakes keep more energy than HiFi-GAN's leaky ReLUs).
 BIGVGAN_POST_GAIN = 0.15
@@ -180,19 +182,19 @@ def write_random_bigvgan(folder: str | os.PathLike[str], size: str = "tiny", see
     return folder
 
 
-def random_v4_vocoder_state(seed: int) -> dict[str, torch.Tensor]:
+def random_v4_vocoder_state(size: str, seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
-        shapes = {k: v.shape for k, v in build_v4_vocoder().state_dict().items()}
+        shapes = {k: v.shape for k, v in build_v4_vocoder(V4_CHANNELS[size]).state_dict().items()}
     rates = V4_VOCODER["upsample_rates"]
     return {name: conv_tensor(name, shape, g, rates, V4_POST_GAIN) for name, shape in shapes.items()}
 
 
 def write_random_v4_vocoder(path: str | os.PathLike[str], size: str = "tiny", seed: int = 0) -> None:
-    """Write ``vocoder.pth``: a plain float32 state dict (``size`` is accepted for symmetry; see the module doc)."""
+    """Write ``vocoder.pth``: a plain float32 state dict."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
-    torch.save(random_v4_vocoder_state(seed), path)
+    torch.save(random_v4_vocoder_state(size, seed), path)
 
 
 def write_random_mel_vocoder(path: str | os.PathLike[str], version: str, size: str = "tiny", seed: int = 0) -> None:
