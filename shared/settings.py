@@ -349,7 +349,7 @@ class FrontendSettings(Settings):
         choice(
             "GSV_VERSION",
             "v2",
-            ("v1", "v2", "v2Pro", "v2ProPlus"),
+            ("v1", "v2", "v2Pro", "v2ProPlus", "v3", "v4"),
             "GPT-SoVITS version (symbol table; which files in the model directory)",
             lower=False,
         )
@@ -509,6 +509,24 @@ LIBRARY: tuple[tuple[str, Var], ...] = (
         path("GSV_GPT_PATH", None, "a GPT .ckpt (overrides the model directory's)", shown="the model directory's"),
     ),
     ("model_paths", path("GSV_SOVITS_PATH", None, "a SoVITS .pth (overrides)", shown="the model directory's")),
+    (
+        "model_paths",
+        path(
+            "GSV_VOCODER_PATH",
+            None,
+            "the v3/v4 mel vocoder: BigVGAN folder (v3) or vocoder.pth (v4) (overrides)",
+            shown="the model directory's",
+        ),
+    ),
+    (
+        "model_paths",
+        path(
+            "GSV_SOVITS_BASE_PATH",
+            None,
+            "the pretrained v3/v4 SoVITS a LoRA fine-tune is merged into (overrides)",
+            shown="the model directory's",
+        ),
+    ),
     (
         "model_paths",
         path("GSV_BERT_DIR", None, "a chinese-roberta directory (overrides)", shown="the model directory's"),

@@ -38,7 +38,7 @@ MAX_DILATION = 64
 
 @dataclass(frozen=True)
 class SoVITSConfig:
-    model_version: str = "v2"  # v1 | v2 | v2Pro | v2ProPlus
+    model_version: str = "v2"  # v1 | v2 | v2Pro | v2ProPlus | v3 | v4
     symbol_version: str = "v2"  # v1 | v2
     # data
     sampling_rate: int = 32000
