@@ -125,7 +125,8 @@ class GPTStage(StageBase):
                 self.waiting[segment.key.voice].append(segment)
 
     def cancel(self, command: m.ControlCommand) -> None:
-        """Drop held segments now; the segment being decoded stops at its next token."""
+        """Drop held segments now; a segment being decoded stops at its next token (batched: its
+        row and its utterance's queued segments leave the scheduler at once)."""
         self.cancelled.apply(command)
         for voice, segments in self.waiting.items():
             self.waiting[voice] = [s for s in segments if not self.cancelled.cancels(s.key)]
