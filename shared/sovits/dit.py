@@ -18,6 +18,11 @@ code. That is how the official weights were trained, so it is reproduced as is.
 
 Module and parameter names follow the official state dict under ``cfm.estimator.``, so a file's
 tensors load with a plain ``load_state_dict``.
+
+Cost (official size, T = 600, float32, CPU): about 3 s of one core per step, 65% in the linear
+layers and 17% in attention. Fused q/k/v, fused modulation (LayerNorm affine, addcmul), in-place
+rotary and contiguous attention inputs were measured and gave nothing beyond noise, so the code
+stays the plain computation, which equals the reference bit for bit.
 """
 
 from __future__ import annotations
@@ -228,6 +233,9 @@ class InputEmbedding(nn.Module):
 
 class RotaryEmbedding(nn.Module):
     """Rotary position code over ``width`` channels, adjacent pairs (2i, 2i+1) rotated by p * f_i.
+
+    Adjacent pairs, not the two halves: that is the layout of x-transformers >= 1.31, the library
+    the weights were trained with (older releases rotated halves; the outputs differ).
 
     ``inv_freq`` is a stored buffer because the files carry it (rounded to float16 in official
     ones, and the reference uses the rounded values); a state dict without it keeps the exact one.
