@@ -82,7 +82,9 @@ def test_one_call_is_upstreams_chunk_loop(setup, reference):
         voice = long_reference_voice(model)
         assert voice.mel.shape[-1] == ms.CHUNK_PLANS[model.config.model_version].max_prompt_frames
     codes, phones = torch.randint(0, 1024, (400,)), torch.randint(1, 700, (1, 30))
-    ours = ms.synthesize(model, vocoder, voice, codes, phones, 2, generator=torch.Generator().manual_seed(5))
+    ours = ms.synthesize(
+        model, vocoder, voice, codes, phones, 2, noise=ms.upstream_noise(torch.Generator().manual_seed(5))
+    )
 
     torch.manual_seed(5)  # upstream draws its noise from the global stream
     fea_todo = model.features(codes.view(1, 1, -1), phones, voice.ge)
@@ -104,8 +106,8 @@ def test_one_call_is_upstreams_chunk_loop(setup, reference):
 def test_streamed_runs_cover_the_segment_and_stay_finite(setup):
     model, vocoder, voice = setup
     codes, phones = torch.randint(0, 1024, (60,)), torch.randint(1, 700, (1, 20))
-    one_shot = ms.synthesize(model, vocoder, voice, codes, phones, 2, generator=torch.Generator().manual_seed(1))
-    stream = ms.MelStream(model, vocoder, voice, phones, 2, generator=torch.Generator().manual_seed(1))
+    one_shot = ms.synthesize(model, vocoder, voice, codes, phones, 2, noise=ms.frame_noise(1))
+    stream = ms.MelStream(model, vocoder, voice, phones, 2, noise=ms.frame_noise(1))
     pieces = []
     for start in range(0, 60, 10):
         lookahead = codes[start + 10 : start + 14]
@@ -181,3 +183,17 @@ def test_lora_errors_are_one_line_naming_the_file():
         merge_lora(base, {**lora, "enc_p.unknown": torch.zeros(1)}, 2, "ft.pth")
     with pytest.raises(CheckpointError, match="without any lora_A/lora_B"):
         merge_lora(base, {"bridge.0.weight": torch.zeros(3)}, 2, "ft.pth")
+
+
+def test_frame_noise_is_the_same_for_a_frame_whichever_call_draws_it():
+    draw = ms.frame_noise(7)
+    whole = draw(3, 0, 200)
+    assert whole.shape == (1, 100, 203) and torch.equal(whole[..., :3], torch.zeros(1, 100, 3))
+    torch.testing.assert_close(draw(5, 60, 130)[..., 5:], whole[..., 63:133], rtol=0, atol=0)
+    assert not torch.equal(ms.frame_noise(8)(0, 0, 10), draw(0, 0, 10))
+
+
+def test_upstream_noise_is_one_draw_of_the_calls_shape():
+    torch.manual_seed(3)
+    expected = torch.randn([1, 100, 50])
+    torch.testing.assert_close(ms.upstream_noise(torch.Generator().manual_seed(3))(20, 0, 30), expected)

@@ -64,7 +64,7 @@ def sweep(
 @torch.inference_mode()
 def streamed_first_audio(pipeline: Pipeline, case: TextCase) -> float:
     """Text in -> the first streamed audio out: frontend, BERT, the GPT's first chunk, its first run."""
-    from ..sovits.mel_synthesis import MelStream
+    from ..sovits.mel_synthesis import MelStream, frame_noise
 
     m, voice = pipeline.models, pipeline.voice
     started = time.perf_counter()
@@ -82,7 +82,7 @@ def streamed_first_audio(pipeline: Pipeline, case: TextCase) -> float:
         voice.mel_voice,
         target,
         pipeline.sample_steps,
-        generator=torch.Generator().manual_seed(0),
+        noise=frame_noise(0),
     )
     cut = max(1, len(tokens) - LOOKAHEAD_TOKENS)
     samples, _ = mel.decode(torch.tensor(tokens[:cut]), torch.tensor(tokens[cut:]))
@@ -96,7 +96,7 @@ def streamed_first_audio(pipeline: Pipeline, case: TextCase) -> float:
 def streamed_vs_one_shot(pipeline: Pipeline, case: TextCase) -> dict[str, Any]:
     """The first segment of ``case`` vocoded in one go and in runs of STREAM_RUN_TOKENS (the token
     stream cross-faded as the vocoder node does): SNR of streamed against one-shot, and their peaks."""
-    from ..sovits.mel_synthesis import MelStream
+    from ..sovits.mel_synthesis import MelStream, frame_noise
     from ..sovits.streaming import crossfade
 
     m, voice = pipeline.models, pipeline.voice
@@ -113,7 +113,7 @@ def streamed_vs_one_shot(pipeline: Pipeline, case: TextCase) -> dict[str, Any]:
             voice.mel_voice,
             target,
             pipeline.sample_steps,
-            generator=torch.Generator().manual_seed(1),
+            noise=frame_noise(1),
         )
         pieces, tail = [], None
         for start in range(0, len(codes), run_tokens):

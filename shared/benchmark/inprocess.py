@@ -342,10 +342,11 @@ class Pipeline:
         generator = torch.Generator(device).manual_seed(seed)
         codes = torch.tensor(tokens, dtype=torch.long, device=device)
         if m.flow_matching:
-            from ..sovits.mel_synthesis import DEFAULT_STEPS, synthesize
+            from ..sovits.mel_synthesis import DEFAULT_STEPS, synthesize, upstream_noise
 
             steps = self.sample_steps or DEFAULT_STEPS[m.paths.version]
-            wav = synthesize(m.sovits, m.mel_vocoder, voice.mel_voice, codes, target[None], steps, generator=generator)
+            noise = upstream_noise(generator, device)  # upstream's draws: its audio can be compared with ours
+            wav = synthesize(m.sovits, m.mel_vocoder, voice.mel_voice, codes, target[None], steps, noise=noise)
         else:
             wav = m.sovits.decode(
                 codes[None, None],

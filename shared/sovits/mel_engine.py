@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import messages as m
-from .mel_synthesis import CHUNK_PLANS, DEFAULT_STEPS, MelStream, MelVoice, prepare_voice
+from .mel_synthesis import CHUNK_PLANS, DEFAULT_STEPS, MelStream, MelVoice, frame_noise, prepare_voice
 from .mel_synthesizer import MelSynthesizer
 from .token_stream import RunDecoder
 
@@ -126,7 +126,7 @@ class MelVocoderEngine:
             torch.from_numpy(np.asarray(phone_ids, np.int64)),
             self.sample_steps if sample_steps is None else sample_steps,
             self.speed if request_speed is None else request_speed,
-            torch.Generator().manual_seed(seed),
+            frame_noise(seed),
         )
 
         def decode(history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int):

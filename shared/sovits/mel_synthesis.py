@@ -16,14 +16,19 @@ recurrence on runs of tokens as the GPT produces them, so audio starts after the
 * The vocoder runs on the run's mel plus ``margin`` frames of context on each side (the mel
   already made on the left, the lookahead's on the right) and keeps the run's samples; the audio
   just past the run comes back as ``tail`` for the caller's cross-fade.
+* The starting noise of the ODE is a function of the frame (:func:`frame_noise`: fixed blocks
+  seeded by (seed, block)), so a frame starts from the same noise however the segment is cut into
+  runs; streamed and one-shot audio then differ only by what each frame's DiT call could see.
 
-A segment decoded in one call with no lookahead is exactly upstream's one-shot synthesis
-(same chunks, same noise draws from the same seed, one vocoder pass).
+With :func:`upstream_noise` instead (one ``torch.randn`` per call from a generator, in upstream's
+layout), a segment decoded in one call with no lookahead is exactly upstream's one-shot synthesis
+(same chunks, same noise draws from the same seed, one vocoder pass): what the parity tests use.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +50,8 @@ class ChunkPlan:
     sample_rate: int  # vocoder output rate
 
 
+MEL_BINS = 100
+
 CHUNK_PLANS = {
     "v3": ChunkPlan(max_prompt_frames=468, chunk_frames=934, samples_per_frame=256, sample_rate=24000),
     "v4": ChunkPlan(max_prompt_frames=500, chunk_frames=1000, samples_per_frame=480, sample_rate=48000),
@@ -52,6 +59,37 @@ CHUNK_PLANS = {
 DEFAULT_STEPS = {"v3": 32, "v4": 8}  # upstream's web UI defaults
 VOCODER_MARGIN_FRAMES = 8
 TAIL_SECONDS = 0.02
+NOISE_BLOCK_FRAMES = 64
+
+# (prompt frames P, first generated frame, stop frame) -> starting noise [1, 100, P + stop - first].
+NoiseSource = Callable[[int, int, int], Tensor]
+
+
+def upstream_noise(generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> NoiseSource:
+    """Upstream's draws: one ``randn`` of the call's whole shape (prompt frames included) per call."""
+
+    def draw(prompt: int, first: int, stop: int) -> Tensor:
+        return torch.randn([1, MEL_BINS, prompt + stop - first], generator=generator, device=device)
+
+    return draw
+
+
+def frame_noise(seed: int) -> NoiseSource:
+    """Noise by segment frame: blocks of NOISE_BLOCK_FRAMES seeded by (seed, block), the same for a
+    frame whichever call draws it (the prompt's frames are held at zero by the sampler anyway)."""
+
+    def block(index: int) -> Tensor:
+        return torch.randn(MEL_BINS, NOISE_BLOCK_FRAMES, generator=torch.Generator().manual_seed((seed << 20) + index))
+
+    def draw(prompt: int, first: int, stop: int) -> Tensor:
+        frames = torch.zeros(MEL_BINS, 0)
+        if stop > first:
+            lo, hi = first // NOISE_BLOCK_FRAMES, (stop - 1) // NOISE_BLOCK_FRAMES
+            blocks = torch.cat([block(b) for b in range(lo, hi + 1)], -1)
+            frames = blocks[:, first - lo * NOISE_BLOCK_FRAMES : stop - lo * NOISE_BLOCK_FRAMES]
+        return torch.cat([torch.zeros(MEL_BINS, prompt), frames], -1)[None]
+
+    return draw
 
 
 @dataclass(frozen=True)
@@ -105,14 +143,14 @@ class MelStream:
         phone_ids: Tensor,
         n_steps: int,
         speed: float = 1.0,
-        generator: torch.Generator | None = None,
+        noise: NoiseSource | None = None,
         margin_frames: int = VOCODER_MARGIN_FRAMES,
     ):
         self.model, self.vocoder, self.voice = model, vocoder, voice
         self.phone_ids = phone_ids.reshape(1, -1)
         self.n_steps = check_steps(n_steps)
         self.speed = speed
-        self.generator = generator
+        self.noise = frame_noise(0) if noise is None else noise
         self.margin = margin_frames
         self.plan = CHUNK_PLANS[model.config.model_version]
         self.tokens = torch.zeros(0, dtype=torch.long)
@@ -141,12 +179,13 @@ class MelStream:
         a = self.frames_done
         b = total if last else self.boundary(len(self.tokens), total)
         c = total if last else self.boundary(len(window), total)
-        mel = self.generate(features[..., a:b], features[..., b:c])
+        mel = self.generate(a, features[..., a:b], features[..., b:c])
         self.frames_done = b
         return self.vocode(mel[..., : b - a], mel[..., b - a :])
 
-    def generate(self, run_features: Tensor, lookahead_features: Tensor) -> Tensor:
-        """Normalised mel of the run's frames then the lookahead's: [1, 100, run + lookahead]."""
+    def generate(self, first: int, run_features: Tensor, lookahead_features: Tensor) -> Tensor:
+        """Normalised mel of the run's frames (from segment frame ``first``) then the lookahead's:
+        [1, 100, run + lookahead]."""
         new_per_call = self.plan.chunk_frames - self.prompt_frames
         pieces, lookahead_mel = [], run_features[..., :0]
         run_frames = run_features.shape[-1]
@@ -154,22 +193,21 @@ class MelStream:
             chunk = run_features[..., i : i + new_per_call]
             final_piece = i + new_per_call >= run_frames
             extra = lookahead_features if final_piece else lookahead_features[..., :0]
-            mel = self.sample(torch.cat([chunk, extra], -1))
+            mel = self.sample(first + i, torch.cat([chunk, extra], -1))
             pieces.append(mel[..., : chunk.shape[-1]])
             self.remember(chunk, mel[..., : chunk.shape[-1]])
             if final_piece:
                 lookahead_mel = mel[..., chunk.shape[-1] :]
         return torch.cat([*pieces, lookahead_mel], -1)
 
-    def sample(self, features: Tensor) -> Tensor:
-        """One CFM call prompted by the context: -> normalised mel of ``features``' frames."""
+    def sample(self, first: int, features: Tensor) -> Tensor:
+        """One CFM call prompted by the context: -> normalised mel of ``features``' frames (segment
+        frames from ``first``)."""
         if features.shape[-1] == 0:
             return features.new_zeros(1, self.context_mel.shape[1], 0)
         prompt_features, prompt_mel = self.context_features, self.context_mel
         cond = torch.cat([prompt_features, features], -1).transpose(1, 2)
-        noise = torch.randn(
-            [1, prompt_mel.shape[1], cond.shape[1]], generator=self.generator, device=cond.device, dtype=cond.dtype
-        )
+        noise = self.noise(prompt_mel.shape[-1], first, first + features.shape[-1]).to(cond)
         out = sample_mel(self.model.estimator, cond, prompt_mel, self.n_steps, noise=noise)
         return out[..., prompt_mel.shape[-1] :]
 
@@ -205,10 +243,11 @@ def synthesize(
     phone_ids: Tensor,
     n_steps: int,
     speed: float = 1.0,
-    generator: torch.Generator | None = None,
+    noise: NoiseSource | None = None,
 ) -> Tensor:
-    """One segment in one go (upstream's synthesis): codes [T25] -> waveform [samples]."""
-    samples, _ = MelStream(model, vocoder, voice, phone_ids, n_steps, speed, generator).decode(
+    """One segment in one go: codes [T25] -> waveform [samples]. With ``upstream_noise(generator)``
+    this is upstream's synthesis, draw for draw."""
+    samples, _ = MelStream(model, vocoder, voice, phone_ids, n_steps, speed, noise).decode(
         codes.reshape(-1), codes.new_zeros(0)
     )
     return samples
