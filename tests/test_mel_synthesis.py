@@ -197,3 +197,18 @@ def test_upstream_noise_is_one_draw_of_the_calls_shape():
     torch.manual_seed(3)
     expected = torch.randn([1, 100, 50])
     torch.testing.assert_close(ms.upstream_noise(torch.Generator().manual_seed(3))(20, 0, 30), expected)
+
+
+def test_a_bfloat16_dit_integrates_in_float32_and_stays_near_float32(setup):
+    """GSV_DTYPE=bfloat16 on a CPU: only the DiT is bfloat16 (mel_engine); the ODE state stays float32."""
+    model, _, voice = setup
+    features = torch.cat([voice.features, voice.features[..., :40]], -1).transpose(1, 2)
+    noise = ms.frame_noise(3)(voice.mel.shape[-1], 0, 40)
+    exact = sample_mel(model.estimator, features, voice.mel, 4, noise=noise)
+    half = tiny_model(model.config.model_version)
+    half.load_state_dict(model.state_dict())
+    half.cfm.estimator.to(torch.bfloat16)
+    fast = sample_mel(half.estimator, features, voice.mel, 4, noise=noise)
+    assert fast.dtype == torch.float32
+    error = (fast - exact).pow(2).mean() / exact.pow(2).mean()
+    assert 0 < error < 1e-3, error

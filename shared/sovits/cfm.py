@@ -55,7 +55,7 @@ def sample_mel(
     frames per item when the batch is padded (None: all T); noise [B, mel_dim, T] the starting
     point (None: drawn with :func:`draw_noise`; a given one is used as is, temperature ignored).
 
-    Returns [B, mel_dim, T]; the first P frames are zero.
+    Returns [B, mel_dim, T] float32; the first P frames are zero.
     """
     n_steps = check_steps(n_steps)
     batch, length, text_dim = features.shape
@@ -71,11 +71,16 @@ def sample_mel(
     if lengths is not None and (lengths.shape != (batch,) or bool((lengths < 1).any() or (lengths > length).any())):
         raise ValueError(f"lengths must be [{batch}] values in 1..{length}")
 
-    # Time-major inside the loop, as the estimator takes it.
+    # Time-major inside the loop, as the estimator takes it. The state x is integrated in float32
+    # whatever the estimator computes in (a bfloat16 DiT on a CPU's matrix units): a 1/n-sized
+    # update added in 8 mantissa bits would lose most of itself. For a float32 estimator the casts
+    # are no-ops and the arithmetic is the reference's.
+    compute = next(estimator.parameters()).dtype
+    features = features.to(compute)
     n_prompt = prompt.shape[2]
     cond = features.new_zeros(batch, length, mel_dim)
     cond[:, :n_prompt] = prompt.transpose(1, 2)
-    x = noise.to(features.dtype).transpose(1, 2).clone()
+    x = noise.float().transpose(1, 2).clone()
     x[:, :n_prompt] = 0
 
     dt = 1.0 / n_steps
@@ -83,8 +88,8 @@ def sample_mel(
     step = estimator.embed_step(features.new_full((batch,), dt))
     t = 0.0
     for _ in range(n_steps):
-        v = estimator.velocity(x, cond, text, features.new_full((batch,), t), step, lengths)
-        x = x + dt * v
+        v = estimator.velocity(x.to(compute), cond, text, features.new_full((batch,), t), step, lengths)
+        x = x + dt * v.float()
         x[:, :n_prompt] = 0
         t = t + dt  # accumulated, not j * dt: the reference's float times, bit for bit
     return x.transpose(1, 2)

@@ -63,8 +63,15 @@ class MelVocoderEngine:
         from .loader import load_sovits
         from .mel_vocoders import load_mel_vocoder
 
-        model = load_sovits(sovits, device, dtype, expected_version=version, lora_base=lora_base)
-        return cls(model, load_mel_vocoder(version, vocoder, device, dtype), sample_steps, speed)
+        # On a CPU only the DiT takes a half dtype: it is where the time goes (its products run on
+        # the matrix units: ~3x in bfloat16 on AMX), while oneDNN's half-precision convolutions are
+        # where kernel defects were seen (docs/reliability.md) and the small parts cost little.
+        on_cpu = torch.device(device).type == "cpu"
+        base = torch.float32 if on_cpu else dtype
+        model = load_sovits(sovits, device, base, expected_version=version, lora_base=lora_base)
+        if dtype != base:
+            model.cfm.estimator.to(dtype)
+        return cls(model, load_mel_vocoder(version, vocoder, device, base), sample_steps, speed)
 
     @property
     def sample_rate(self) -> int:

@@ -226,12 +226,16 @@ class MelStream:
         left = self.vocoded_mel[..., self.vocoded_mel.shape[-1] - min(self.margin, self.vocoded_mel.shape[-1]) :]
         right = lookahead_mel[..., : self.margin]
         mel = denormalise_mel(torch.cat([left, run_mel, right], -1))
-        wav = self.vocoder(mel.to(self.model.dtype)).reshape(-1).float()
+        wav = self.vocoder(mel.to(module_dtype(self.vocoder))).reshape(-1).float()
         up = self.plan.samples_per_frame
         begin, end = left.shape[-1] * up, (left.shape[-1] + run_mel.shape[-1]) * up
         tail = wav[end : end + int(TAIL_SECONDS * self.plan.sample_rate)]
         self.vocoded_mel = torch.cat([self.vocoded_mel, run_mel], -1)[..., -self.margin :]
         return wav[begin:end], tail
+
+
+def module_dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters(), torch.empty(0)).dtype
 
 
 @torch.inference_mode()
