@@ -90,17 +90,16 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
     decoder = timed("gpt_options", lambda: make_decoder(gpt, options))
     gpt_stream = stream_function(decoder)
     mel_vocoder = None
-    if paths.version in FLOW_MATCHING_VERSIONS:  # the vocoder node's v3/v4 engine (sovits.mel_engine)
-        from ..sovits.loader import load_sovits
-        from ..sovits.mel_vocoders import load_mel_vocoder
+    if paths.version in FLOW_MATCHING_VERSIONS:  # the vocoder node's v3/v4 engine, loaded as it loads it
+        from ..sovits.mel_engine import MelVocoderEngine
 
-        sovits = timed(
-            "sovits",
-            lambda: load_sovits(
-                paths.sovits, device, dtype, expected_version=paths.version, lora_base=paths.sovits_base
+        engine = timed(
+            "sovits+vocoder",
+            lambda: MelVocoderEngine.load(
+                paths.sovits, paths.vocoder, paths.version, device, dtype, lora_base=paths.sovits_base
             ),
         )
-        mel_vocoder = timed("vocoder", lambda: load_mel_vocoder(paths.version, paths.vocoder, device, dtype))
+        sovits, mel_vocoder = engine.model, engine.vocoder
     else:  # the vocoder node's model and convolutions (GSV_VOCODER_FFT=auto: the long ones by FFT on a CPU)
         sovits = timed("sovits", lambda: load_torch_sovits(paths.sovits, device, dtype))
     bert = timed("bert", lambda: load_bert(paths.bert, device=device, dtype=dtype))
