@@ -265,6 +265,19 @@ def test_other_variants_load(tmp_path, variant):
         torch.testing.assert_close(loaded(mel(8)), model(mel(8)), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("which", ["v3", "v4"])
+def test_fft_convolutions_match_direct(which):
+    model = tiny_bigvgan(seed=9) if which == "v3" else tiny_v4(seed=9)
+    plans = {(16, 5): (16, 0), (8, 5): (16, 0)} if which == "v3" else {(32, 7): (16, 0), (16, 11): (32, 0)}
+    x = mel(30, seed=4)
+    with torch.no_grad():
+        want = model(x)
+        assert model.use_spectral_convs(True, plans) == (8 if which == "v3" else 12)
+        got = model(x)
+        model.use_spectral_convs(False)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
 # ---- the v4 vocoder ----------------------------------------------------------------------------
 
 

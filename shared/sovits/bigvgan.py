@@ -11,12 +11,13 @@ then tanh or a clamp to [-1, 1] (config.json says which; the 24 kHz v2 release c
 Speed (CPU): like generator.py, tensors flow as channels-last ``[B, C, 1, T]`` and convolutions run
 as 2-D ones (the same helpers, so the long residual convolutions can also go by FFT). The
 resampling is done polyphase: the 2× upsampler's even and odd outputs are each a 7-tap filter of the
-input, so one depthwise convolution with two outputs per channel yields both phases side by side
-(``[B, 2C, 1, T]``, channel ``2c + phase``); the snake is elementwise and does not care about the
-order; the decimating low-pass reads both phases in one grouped convolution. Nothing is interleaved,
-padded or cropped at 2T, and the upsampler's gain of 2 is folded into its taps. Upstream pads with
-edge replication before each filter; :func:`_snake_edges` writes the values that padding would have
-read, so the result equals the direct evaluation up to float rounding (~1e-6).
+input, the snake is elementwise so it runs on each phase as it is, and the decimating low-pass is a
+7-tap filter of each phase, summed. Nothing is zero-stuffed, interleaved or cropped at 2T, and the
+upsampler's gain of 2 is folded into its taps. All four filters are plain depthwise convolutions
+(one filter per channel): oneDNN has a fast kernel for exactly that, while a grouped convolution
+with two channels per group (both phases in one call) ran 2-4x slower. Upstream pads with edge
+replication before each filter; :meth:`AntiAliasedSnake.forward` writes the values that padding
+would have read, so the result equals the direct evaluation up to float rounding (~1e-6).
 """
 
 from __future__ import annotations
@@ -33,12 +34,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..regular_file import open_regular_file
-from .generator import conv, conv_transpose
+from .generator import conv, conv_transpose, use_spectral_convs
 
 RESAMPLE_TAPS = 12  # low-pass length of every anti-aliased activation (fixed in BigVGAN)
 SNAKE_EPS = 1e-9  # added to the magnitude before dividing, as in training
 MAX_CONFIG_BYTES = 1 << 20
 MAX_STAGES = 16
+# (channels, taps) -> (FFT block size, shortest input in frames) for the residual convolutions
+# computed by FFT (spectral_conv.py) when enabled: where it measured faster than oneDNN on the
+# full-size model's first two stages (768 and 384 channels; docs in the report of issue #17). The
+# 7-tap layers at 384 channels and everything narrower stayed direct (no gain, or under 1.25x).
+BIGVGAN_FFT_PLAN = {(768, 7): (32, 512), (768, 11): (32, 512), (384, 11): (64, 2048)}
 MAX_CHANNELS = 1 << 14
 
 
@@ -96,17 +102,11 @@ def polyphase_taps(h: Tensor, index: Tensor) -> Tensor:
     return F.pad(h, (0, 1))[index]
 
 
-def _snake_edges(z: Tensor) -> Tensor:
-    """Overwrite the REACH columns beyond each end of the phase pair ``z [B, 2C, 1, T + 2 REACH]`` with
-    what edge replication of the interleaved high-rate signal holds there: its first sample (phase 0,
-    position 0) on the left, its last (phase 1, position T - 1) on the right."""
-    first = z[:, 0::2, :, REACH : REACH + 1]
-    last = z[:, 1::2, :, -REACH - 1 : -REACH]
-    z[:, 0::2, :, :REACH] = first
-    z[:, 1::2, :, :REACH] = first
-    z[:, 0::2, :, -REACH:] = last
-    z[:, 1::2, :, -REACH:] = last
-    return z
+def depthwise(x: Tensor, taps: Tensor, channels: int, padding: int = 0) -> Tensor:
+    """The filter ``taps [SPAN]`` along time in every channel of a channels-last ``[B, C, 1, T]``
+    (``channels`` = C as a Python int: ONNX export needs the weight's shape known)."""
+    weight = taps.expand(channels, SPAN).reshape(channels, 1, 1, SPAN)
+    return F.conv2d(x, weight, padding=(0, padding), groups=channels)
 
 
 class AntiAliasedSnake(nn.Module):
@@ -118,7 +118,7 @@ class AntiAliasedSnake(nn.Module):
 
     def __init__(self, channels: int, log_scale: bool):
         super().__init__()
-        self.channels = channels  # a Python int: ONNX export needs the filter shapes known
+        self.channels = channels
         self.log_scale = log_scale
         self.alpha = nn.Parameter(torch.zeros(channels) if log_scale else torch.ones(channels))
         self.beta = nn.Parameter(torch.zeros(channels) if log_scale else torch.ones(channels))
@@ -131,20 +131,26 @@ class AntiAliasedSnake(nn.Module):
         return a, 1.0 / (b + SNAKE_EPS)
 
     def forward(self, x: Tensor) -> Tensor:
-        channels = self.channels
+        c = self.channels
         up = 2 * polyphase_taps(self.up_filter, UP_TAPS)  # the upsampler's gain of 2 in its taps
         down = polyphase_taps(self.down_filter, DOWN_TAPS)
-        a, inv_b = (c.repeat_interleave(2).view(1, -1, 1, 1) for c in self.snake_coefficients())
+        a, inv_b = (k.view(1, c, 1, 1) for k in self.snake_coefficients())
 
-        # Both phases of the 2x signal at positions -REACH..T+REACH-1 (the outer REACH columns are
-        # scratch, overwritten by _snake_edges); x's own ends are replicated as upstream pads them.
+        # Each phase of the 2x signal at positions -REACH..T+REACH-1: x's ends replicated as upstream
+        # pads them, and REACH scratch columns each side (zero-padded, overwritten below).
         x = F.pad(x, (REACH, REACH, 0, 0), mode="replicate")
-        y = F.conv2d(x, up.repeat(channels, 1).view(2 * channels, 1, 1, SPAN), padding=(0, REACH), groups=channels)
-        # snake: y + sin²(a y) / b, in place on fresh tensors
-        s = torch.mul(y, a).sin_()
-        z = y.addcmul_(s.mul_(s), inv_b)
-        z = _snake_edges(z)
-        return F.conv2d(z, down.repeat(channels, 1).view(channels, 2, 1, SPAN), groups=channels)
+        phases = []
+        for p in range(2):
+            y = depthwise(x, up[p], c, padding=REACH)
+            s = torch.mul(y, a).sin_()
+            phases.append(y.addcmul_(s.mul_(s), inv_b))  # snake: y + sin²(a y) / b
+        z0, z1 = phases
+        # What edge replication of the interleaved 2x signal reads beyond its ends: its first sample
+        # (phase 0, position 0) on the left, its last (phase 1, position T - 1) on the right.
+        first, last = z0[..., REACH : REACH + 1], z1[..., -REACH - 1 : -REACH]
+        z0[..., :REACH], z1[..., :REACH] = first, first
+        z0[..., -REACH:], z1[..., -REACH:] = last, last
+        return depthwise(z0, down[0], c).add_(depthwise(z1, down[1], c))
 
 
 class AMPBlock(nn.Module):
@@ -306,6 +312,12 @@ class BigVGAN(nn.Module):
         last = u >> len(c.upsample_rates)
         self.activation_post = AntiAliasedSnake(last, c.snake_logscale)
         self.conv_post = nn.Conv1d(last, 1, 7, padding=3, bias=c.use_bias_at_final)
+
+    def use_spectral_convs(
+        self, enabled: bool, plans: Mapping[tuple[int, int], tuple[int, int]] = BIGVGAN_FFT_PLAN
+    ) -> int:
+        """As :meth:`Generator.use_spectral_convs` (float32 on CPU; call after moving the model)."""
+        return use_spectral_convs(self.resblocks, enabled, plans)
 
     def forward(self, mel: Tensor) -> Tensor:
         """mel [B, num_mels, T] (natural-log magnitude, not normalised) -> wav [B, 1, T * hop] in [-1, 1]."""

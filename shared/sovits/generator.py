@@ -124,8 +124,15 @@ class Generator(nn.Module):
         returns how many convolutions go by FFT. Their spectra take memory (~210 MB for v2) and
         stay where the weights were: call it after moving the model.
         ``plans``: (channels, taps) -> (FFT block size, shortest input) of the layers to compute by FFT."""
-        layers = [c for block in self.resblocks for c in (*block.convs1, *block.convs2)]
-        for layer in layers:
-            plan = SpectralKernel.plan(layer, plans) if enabled else None
-            layer.spectral = None if plan is None else SpectralKernel.of(layer, *plan)
-        return sum(layer.spectral is not None for layer in layers)
+        return use_spectral_convs(self.resblocks, enabled, plans)
+
+
+def use_spectral_convs(
+    resblocks: nn.ModuleList, enabled: bool, plans: Mapping[tuple[int, int], tuple[int, int]]
+) -> int:
+    """Generator.use_spectral_convs for any residual blocks holding ``convs1``/``convs2`` lists."""
+    layers = [c for block in resblocks for c in (*block.convs1, *block.convs2)]
+    for layer in layers:
+        plan = SpectralKernel.plan(layer, plans) if enabled else None
+        layer.spectral = None if plan is None else SpectralKernel.of(layer, *plan)
+    return sum(layer.spectral is not None for layer in layers)
