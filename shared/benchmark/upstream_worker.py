@@ -10,6 +10,15 @@ its Lightning wrapper does, decoding with ``infer_panel_naive``, what ``TTS_infe
 for batch size 1) and ``module.models.SynthesizerTrn`` (built and loaded as ``TTS.init_vits_weights``
 does for v1/v2/v2Pro/v2ProPlus, decoding with ``.decode``).
 
+For v3/v4 (``model_version`` v3 or v4) the SoVITS side is upstream's ``TTS_infer_pack/TTS.py`` itself:
+``TTS.init_vits_weights`` (``SynthesizerTrnV3``, LoRA merged by peft, ``TTS.init_vocoder``: BigVGAN for
+v3, the v4 ``Generator``), ``TTS._get_ref_spec`` on the reference recording and, per segment,
+``TTS.using_vocoder_synthesis(tokens, phones, speed=1, sample_steps=N)`` after
+``torch.manual_seed(seed)`` (its flow-matching noise comes from the global stream). These methods run
+on a small stand-in object and TTS.py is imported with stand-ins for its heavy imports, exactly as
+``scripts/record_upstream_v3v4.py`` (which recorded the parity fixtures) does: its helpers are
+imported from that script, not copied (see :func:`recording_script`).
+
 Upstream's BERT step is the one stage not run through its own module: ``TextPreprocessor`` imports
 the whole text frontend (jieba, g2pW, a language detector fetched at run time). :meth:`Upstream.bert`
 makes the same ``transformers`` calls its ``get_bert_feature`` makes (model loaded as
@@ -22,16 +31,49 @@ Everything upstream prints (its tqdm bar included) goes to stderr.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
+import types
 from pathlib import Path
 
 import torch
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+FLOW_MATCHING = ("v3", "v4")
+# Where TTS.init_vocoder reads the vocoders from (relative to TTS.py's ``now_dir``).
+VOCODER_PATHS = {
+    "v3": "GPT_SoVITS/pretrained_models/models--nvidia--bigvgan_v2_24khz_100band_256x",
+    "v4": "GPT_SoVITS/pretrained_models/gsv-v4-pretrained/vocoder.pth",
+}
+RECORDING_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "record_upstream_v3v4.py"
+
+
+def recording_script() -> types.ModuleType:
+    """scripts/record_upstream_v3v4.py as a module: its ``import_upstream`` (TTS.py with stand-ins for
+    the imports whose code is not run), ``make_tts_self`` (the stand-in ``self``), ``patched`` and the
+    tiny-model builders of the fixture files. It imports only numpy and torch at the top."""
+    if "record_upstream_v3v4" not in sys.modules:
+        if not RECORDING_SCRIPT.is_file():
+            raise FileNotFoundError(f"{RECORDING_SCRIPT}: needed for the v3/v4 side by side (run from a checkout)")
+        spec = importlib.util.spec_from_file_location("record_upstream_v3v4", RECORDING_SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["record_upstream_v3v4"]
+
+
+def read_audio(path: str) -> tuple[torch.Tensor, int]:
+    """What ``torchaudio.load`` returns ([channels, samples] float32, rate); torchaudio's own loader
+    needs its compiled extension (see the recording script's notes), soundfile decodes the same."""
+    import soundfile
+
+    data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    return torch.from_numpy(data.T.copy()), rate
 
 
 def reset_peak_rss() -> None:
@@ -59,6 +101,8 @@ class Upstream:
         self.vits = None
         self.is_pro = False
         self.inputs: dict = {}
+        self.tts = None  # v3/v4: the stand-in ``self`` upstream's TTS methods run on
+        self.tts_class = None
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -70,18 +114,24 @@ class Upstream:
         torch.set_num_threads(int(cmd["threads"]))
         self.device = torch.device(cmd["device"])
         self.dtype = DTYPES[cmd["dtype"]]
-        started = time.perf_counter()
-        t2s_report = self.load_t2s(cmd["gpt_path"])
-        t2s_s = time.perf_counter() - started
-        started = time.perf_counter()
-        vits_report = self.load_vits(cmd["sovits_path"], cmd["model_version"])
-        vits_s = time.perf_counter() - started
-        started = time.perf_counter()
-        self.load_bert(cmd["bert_path"])
-        bert_s = time.perf_counter() - started
         self.inputs = torch.load(cmd["inputs_path"], map_location=self.device, weights_only=True)
+        load_s, t2s_report = {}, {}
+        started = time.perf_counter()
+        if cmd.get("gpt_path"):  # first: the v3/v4 stand-ins replace the AR package's name (see load_tts)
+            t2s_report = self.load_t2s(cmd["gpt_path"])
+            load_s["gpt"] = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+        if cmd["model_version"] in FLOW_MATCHING:
+            vits_report = self.load_tts(cmd)
+        else:
+            vits_report = self.load_vits(cmd["sovits_path"], cmd["model_version"])
+        load_s["sovits"] = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+        if cmd.get("bert_path"):
+            self.load_bert(cmd["bert_path"])
+            load_s["bert"] = round(time.perf_counter() - started, 3)
         return {
-            "load_s": {"gpt": round(t2s_s, 3), "sovits": round(vits_s, 3), "bert": round(bert_s, 3)},
+            "load_s": load_s,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             **t2s_report,
@@ -121,6 +171,67 @@ class Upstream:
         self.vits = model.to(self.device, self.dtype).eval()
         missing = [k for k in result.missing_keys if not k.startswith("enc_q.")]
         return {"sovits_missing_keys": missing, "sovits_unexpected_keys": list(result.unexpected_keys)}
+
+    def load_tts(self, cmd: dict) -> dict:
+        """v3/v4: upstream's TTS.init_vits_weights (+ init_vocoder) and _get_ref_spec on a stand-in ``self``.
+
+        ``cmd``: sovits_path, model_version, vocoder_path, ref_audio, checkout; sovits_base_path (the
+        base of a LoRA fine-tune); tiny_fixture (the test fixtures' tiny shapes, built as the recording
+        script built them)."""
+        rec = recording_script()
+        version, path = cmd["model_version"], cmd["sovits_path"]
+        real = {name: module for name, module in sys.modules.items() if name == "AR" or name.startswith("AR.")}
+        up = rec.import_upstream(Path(cmd["checkout"]))
+        sys.modules.update(real)  # keep the real AR package (the GPT above) beside TTS.py's stand-in
+        tts_module, pc = up.TTS, up.process_ckpt
+        if cmd.get("tiny_fixture"):
+            tts_module.SynthesizerTrnV3 = rec.make_tiny_builder(up)
+            tts_module.Generator = lambda **kw: up.models.Generator(
+                **{**kw, "upsample_initial_channel": rec.V4_VOCODER_CH}
+            )
+        # TTS.init_vocoder reads the vocoder at fixed paths under now_dir: link the given one there.
+        root = Path(tempfile.mkdtemp(prefix="upstream-v3v4-"))
+        link = root / VOCODER_PATHS[version]
+        link.parent.mkdir(parents=True)
+        os.symlink(Path(cmd["vocoder_path"]).resolve(), link)
+        tts_module.now_dir = str(root)
+        detected = list(pc.get_sovits_version_from_path_fast(path))
+        registered = False
+        if detected[1] != version:
+            with open(path, "rb") as f:
+                untagged = f.read(2) == b"PK"
+            if not untagged:
+                raise ValueError(f"{path}: upstream reads this file as {detected[1]}, not {version}")
+            # An untagged base (a v4 base that is not the official file): upstream knows the official
+            # ones by md5 only, so it is told, as the recording script tells it.
+            pc.hash_pretrained_dict[pc.get_hash_from_file(path)] = ["v2", version, False]
+            registered = True
+        tts = rec.make_tts_self(up, {version: {"vits_weights_path": cmd.get("sovits_base_path") or path}})
+        tts.configs.device = self.device
+        tts.configs.is_half = self.dtype == torch.float16
+        tts.precision = self.dtype
+        self.tts_class = tts_module.TTS
+        self.tts_class.init_vits_weights(tts, path)
+        if tts.configs.version != version:
+            raise ValueError(f"{path}: upstream loaded it as {tts.configs.version}, not {version}")
+        fake_torchaudio = types.SimpleNamespace(load=read_audio, transforms=tts_module.torchaudio.transforms)
+        with rec.patched(tts_module, "torchaudio", fake_torchaudio):
+            spec, _ = self.tts_class._get_ref_spec(tts, cmd["ref_audio"])
+        tts.prompt_cache["refer_spec"] = [(spec, None)]
+        tts.prompt_cache["prompt_semantic"] = self.inputs["prompt_tokens"]
+        tts.prompt_cache["phones"] = self.inputs["prompt_phones"].tolist()
+        self.tts = tts
+        ours = self.inputs.get("spectrogram")
+        spec_diff = None
+        if ours is not None and ours.shape[-1] == spec.shape[-1]:
+            spec_diff = float((spec.float().cpu() - ours.float().cpu()).abs().max())
+        return {
+            "sovits_version_detected": detected,
+            "sovits_md5_registered": registered,
+            "vocoder": type(tts.vocoder).__name__,
+            "vocoder_configs": dict(tts.vocoder_configs),
+            "ref_spec_max_abs_diff": spec_diff,
+        }
 
     def load_bert(self, path: str) -> None:
         from transformers import AutoModelForMaskedLM, AutoTokenizer
@@ -206,6 +317,8 @@ class Upstream:
 
     @torch.inference_mode()
     def vocoder(self, cmd: dict) -> dict:
+        if self.tts is not None:
+            return self.mel_vocoder(cmd)
         data = self.inputs["cases"][cmd["case"]]
         refer = [self.inputs["spectrogram"].to(self.dtype)]
         sv = self.inputs.get("sv_emb")
@@ -220,6 +333,28 @@ class Upstream:
                 codes, seg["target_ids"][None], refer, noise_scale=cmd["noise_scale"], speed=1.0, sv_emb=sv_emb
             )
             samples = wav.detach()[0, 0, :].float().cpu()
+            segments.append({"vocoder_s": time.perf_counter() - started, "samples": samples.numel()})
+            audio.append(samples)
+        if cmd.get("save_audio"):
+            torch.save(audio, cmd["save_audio"])
+        return {"segments": segments, "peak_rss_mib": peak_rss_mib()}
+
+
+    @torch.inference_mode()
+    def mel_vocoder(self, cmd: dict) -> dict:
+        """v3/v4: TTS.using_vocoder_synthesis per segment (features, chunked flow matching, vocoder)."""
+        data = self.inputs["cases"][cmd["case"]]
+        segments, audio = [], []
+        reset_peak_rss()
+        for index, (seg, tokens) in enumerate(zip(data, cmd["tokens"])):
+            codes = torch.tensor(tokens, dtype=torch.long, device=self.device)[None, None]
+            phones = seg["target_ids"][None].to(self.device)
+            torch.manual_seed(int(cmd["seeds"][index]))  # CFM.inference draws its noise with torch.randn
+            started = time.perf_counter()
+            wav = self.tts_class.using_vocoder_synthesis(
+                self.tts, codes, phones, speed=1.0, sample_steps=int(cmd["sample_steps"])
+            )
+            samples = wav.detach().reshape(-1).float().cpu()
             segments.append({"vocoder_s": time.perf_counter() - started, "samples": samples.numel()})
             audio.append(samples)
         if cmd.get("save_audio"):

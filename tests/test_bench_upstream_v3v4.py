@@ -1,0 +1,105 @@
+"""The benchmark's upstream worker for v3/v4 (shared/benchmark/upstream_worker.py), on the tiny parity
+fixtures (tests/fixtures/upstream-v3v4): ``load`` builds upstream's SynthesizerTrnV3 + vocoder through
+its own ``TTS.init_vits_weights`` and reference spectrogram, ``vocoder`` runs its
+``using_vocoder_synthesis`` with the given seed and step count, and the waveform is the one upstream
+recorded for the same inputs (``v3/v4_synth_s8_wav``).
+
+Needs an interpreter with upstream's requirements and an upstream tree at 48b1a01 (see
+scripts/record_upstream_v3v4.py): ``GSV_UPSTREAM_V3V4_PYTHON`` (default /tmp/upstream-v3v4-venv/bin/python)
+and ``GSV_UPSTREAM_V3V4_TREE`` (default /tmp/up48); skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from dora_gpt_sovits.benchmark.upstream import UpstreamWorker
+
+pytestmark = pytest.mark.slow  # a subprocess that imports upstream's TTS.py and runs its synthesis (~10 s)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "upstream-v3v4"
+PYTHON = Path(os.environ.get("GSV_UPSTREAM_V3V4_PYTHON", "/tmp/upstream-v3v4-venv/bin/python"))
+TREE = Path(os.environ.get("GSV_UPSTREAM_V3V4_TREE", "/tmp/up48"))
+FILES = {
+    "v3": ("sovits_v3_tiny_02.pth", "bigvgan_tiny"),
+    "v4": ("sovits_v4_tiny_pk.pth", "vocoder_v4_tiny.pth"),
+}
+
+
+def missing_upstream() -> str | None:
+    if not PYTHON.is_file():
+        return f"no upstream v3/v4 interpreter at {PYTHON} (GSV_UPSTREAM_V3V4_PYTHON)"
+    if not (TREE / "GPT_SoVITS" / "TTS_infer_pack" / "TTS.py").is_file():
+        return f"no upstream tree at {TREE} (GSV_UPSTREAM_V3V4_TREE)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def expected():
+    reason = missing_upstream()
+    if reason:
+        pytest.skip(reason)
+    with np.load(FIXTURES / "expected.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.mark.parametrize("version", ["v3", "v4"])
+def test_worker_runs_upstream_v3v4_synthesis(version, expected, tmp_path):
+    manifest = json.loads((FIXTURES / "manifest.json").read_text())
+    run = manifest["synthesis_runs"][f"{version}_s8"]
+    wav = tmp_path / "ref.wav"  # the recorded reference, on its 16-bit grid: read back exactly
+    sf.write(wav, np.round(expected["ref_wav32k"] * 32768).astype(np.int16), 32000, subtype="PCM_16")
+    inputs = tmp_path / "inputs.pt"
+    torch.save(
+        {
+            "cases": {"fixture": [{"target_ids": torch.from_numpy(expected["target_phones"])}]},
+            "prompt_tokens": torch.from_numpy(expected["prompt_codes"]),
+            "prompt_phones": torch.from_numpy(expected["prompt_phones"]),
+            "spectrogram": torch.from_numpy(expected["ref_spec"])[None],
+        },
+        inputs,
+    )
+    sovits, vocoder = FILES[version]
+    worker = UpstreamWorker(TREE.resolve(), str(PYTHON), tmp_path)
+    worker.start()
+    try:
+        info = worker.call(
+            "load",
+            sovits_path=str(FIXTURES / sovits),
+            model_version=version,
+            vocoder_path=str(FIXTURES / vocoder),
+            ref_audio=str(wav),
+            checkout=str(TREE.resolve()),
+            tiny_fixture=True,
+            threads=1,
+            device="cpu",
+            dtype="float32",
+            inputs_path=str(inputs),
+        )
+        assert info["vocoder"] == ("BigVGAN" if version == "v3" else "Generator")
+        assert info["vocoder_configs"]["sr"] == (24000 if version == "v3" else 48000)
+        assert info["sovits_md5_registered"] == (version == "v4")  # the untagged v4 base is told, as upstream must be
+        assert info["ref_spec_max_abs_diff"] == 0.0
+        audio = tmp_path / "audio.pt"
+        reply = worker.call(
+            "vocoder",
+            case="fixture",
+            seeds=[run["seed"]],
+            tokens=[expected["target_codes"].tolist()],
+            sample_steps=run["sample_steps"],
+            save_audio=str(audio),
+        )
+    finally:
+        worker.close()
+    (segment,) = reply["segments"]
+    assert segment["vocoder_s"] > 0 and segment["samples"] == run["wav_samples"]
+    (samples,) = torch.load(audio, weights_only=True)
+    recorded = torch.from_numpy(expected[f"{version}_synth_s8_wav"]).reshape(-1)
+    assert float((samples - recorded).abs().max()) <= 1e-4
