@@ -5,7 +5,7 @@ activation against a direct evaluation of its definition, weight-norm folding, c
 missing files, hostile pickles, ONNX export. With the recorded fixtures
 (tests/fixtures/upstream-v3v4/, scripts/record_upstream_v3v4.py): each vocoder's waveform on the
 recorded mel against upstream's, ``ATOL`` 1e-4 (measured ~3e-7 on random tiny models, ~2e-6 on the
-full-size BigVGAN: float summation order).
+full-size BigVGAN: float summation order; 3.1e-6 / 1.4e-6 on the recorded tiny v3 / v4).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FIXTURES
 from torch import nn
 
 from dora_gpt_sovits.checkpoint_io import CheckpointError
@@ -34,7 +33,7 @@ from dora_gpt_sovits.sovits.generator import Generator
 from dora_gpt_sovits.sovits.mel_vocoders import V4_VOCODER, load_mel_vocoder
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
-UPSTREAM = FIXTURES / "upstream-v3v4"
+UPSTREAM = Path(__file__).parent / "fixtures" / "upstream-v3v4"  # in the repository
 ATOL = 1e-4
 
 # upstream's kaiser_sinc_filter1d(0.25, 0.3, 12), printed with repr()
