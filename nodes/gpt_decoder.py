@@ -249,9 +249,15 @@ class ChunkedSegment:
 
     def chunk(self, final: bool, error: str = "", tokens: list[int] | None = None) -> Outgoing:
         tokens = self.tokens[self.sent :] if tokens is None else tokens
-        target_phones = self.segment.phone_ids[self.segment.n_prompt_phones :]
+        split = self.segment.n_prompt_phones
         msg = m.SemanticChunk(
-            self.segment.key, np.asarray(tokens, dtype=np.int64), self.index, final, target_phones, error
+            self.segment.key,
+            np.asarray(tokens, dtype=np.int64),
+            self.index,
+            final,
+            self.segment.phone_ids[split:],
+            error,
+            prompt_phone_ids=self.segment.phone_ids[:split],  # what a v3/v4 vocoder prompts with
         )
         self.sent, self.index = len(self.tokens), self.index + 1
         return Outgoing(m.SEMANTIC_TOKENS, *msg.to_message())

@@ -497,7 +497,7 @@ class SemanticChunk:
             SEGMENT_FINAL: self.segment_final,
             PHONE_IDS: [int(i) for i in self.phone_ids],
         }
-        if self.prompt_phone_ids:
+        if len(self.prompt_phone_ids):
             md[PROMPT_PHONE_IDS] = [int(i) for i in self.prompt_phone_ids]
         if self.error:
             md[ERROR] = self.error
