@@ -98,6 +98,10 @@ class Scheduler:
         self.max_rows = max(1, min(max_rows, getattr(decoder, "max_rows", 1))) if self.joins else 1
         if max_rows > 1 and not self.joins:
             log.info("GPT decoder %s cannot join rows of different utterances: one segment at a time", decoder.name)
+        elif max_rows > self.max_rows:
+            log.info(
+                "GPT decoder %s decodes at most %d rows together (asked: %d)", decoder.name, self.max_rows, max_rows
+            )
         self.waiting: deque[Job] = deque()
         self.running: list[BatchRow | SoloRow] = []
 

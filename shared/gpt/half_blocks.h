@@ -34,36 +34,60 @@ inline float lane_sum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// One activation row times one packed block: the 8 dot products, into `out`.
-inline void dot_block(const float* x, const uint16_t* block, int64_t K, float out[kRows]) {
-  __m256 acc[kRows];
-  for (int64_t r = 0; r < kRows; ++r) acc[r] = _mm256_setzero_ps();
+// `In` activation rows (x, row stride K) times output rows [o, o + Out) of one packed block:
+// out[j][o + i] = x_j . w_{o+i}. Each float16 group is widened once for all `In` rows — with several
+// rows (continuous batching) the widening, not the memory, bounds the product — and (Out, In) is
+// (8, 1), (4, 2) or (2, 4): 8 accumulators plus the row vectors fit AVX2's 16 registers. Every
+// output is the same sum in the same order whatever the tile (lane k mod 8 over k, then the lane
+// sum), so a row's values do not depend on the rows beside it.
+template <int Out, int In>
+inline void dot_tile(const float* x, int64_t K, const uint16_t* block, int o, float out[][kRows]) {
+  __m256 acc[In][Out];
+  for (int j = 0; j < In; ++j)
+    for (int i = 0; i < Out; ++i) acc[j][i] = _mm256_setzero_ps();
   for (int64_t k = 0; k < K; k += kCols) {
-    const __m256 xv = _mm256_loadu_ps(x + k);
     const uint16_t* group = block + k * kRows;
     _mm_prefetch(reinterpret_cast<const char*>(group) + kPrefetch, _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(group) + kPrefetch + 64, _MM_HINT_T0);
-    for (int64_t r = 0; r < kRows; ++r) {
-      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(group + r * kCols));
-      acc[r] = _mm256_fmadd_ps(xv, _mm256_cvtph_ps(h), acc[r]);
+    __m256 xv[In];
+    for (int j = 0; j < In; ++j) xv[j] = _mm256_loadu_ps(x + j * K + k);
+    for (int i = 0; i < Out; ++i) {
+      const __m256 w = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group + (o + i) * kCols)));
+      for (int j = 0; j < In; ++j) acc[j][i] = _mm256_fmadd_ps(xv[j], w, acc[j][i]);
     }
   }
-  for (int64_t r = 0; r < kRows; ++r) out[r] = lane_sum(acc[r]);
+  for (int j = 0; j < In; ++j)
+    for (int i = 0; i < Out; ++i) out[j][o + i] = lane_sum(acc[j][i]);
+}
+
+// Rows [r, r + In) of x times one packed block: every output row of the block, tile by tile.
+template <int In>
+inline void dot_rows(const float* x, int64_t K, const uint16_t* block, float out[][kRows]) {
+  constexpr int Out = kRows / In;
+  for (int o = 0; o < kRows; o += Out) dot_tile<Out, In>(x, K, block, o, out);
 }
 
 // Blocks [first, last) of y [R, N] = x [R, K] W^T + b (b may be null), W packed; ReLU applied to the
 // outputs when `relu`. Each output is written by whichever thread owns its block, whole.
 inline void product_blocks(const float* x, int64_t R, int64_t K, const uint16_t* w, int64_t N, const float* b,
                            float* y, int64_t first, int64_t last, bool relu = false) {
-  float dots[kRows];
+  float dots[4][kRows];
   for (int64_t blk = first; blk < last; ++blk) {
-    const int64_t n = blk * kRows, rows = std::min(kRows, N - n);
-    for (int64_t r = 0; r < R; ++r) {
-      dot_block(x + r * K, w + blk * K * kRows, K, dots);
-      for (int64_t i = 0; i < rows; ++i) {
-        const float v = dots[i] + (b != nullptr ? b[n + i] : 0.f);
-        y[r * N + n + i] = relu ? std::max(v, 0.f) : v;
-      }
+    const int64_t n = blk * kRows, outputs = std::min(kRows, N - n);
+    const uint16_t* block = w + blk * K * kRows;
+    for (int64_t r = 0; r < R;) {
+      const int64_t in = R - r >= 4 ? 4 : R - r >= 2 ? 2 : 1;
+      if (in == 4)
+        dot_rows<4>(x + r * K, K, block, dots);
+      else if (in == 2)
+        dot_rows<2>(x + r * K, K, block, dots);
+      else
+        dot_rows<1>(x + r * K, K, block, dots);
+      for (int64_t j = 0; j < in; ++j, ++r)
+        for (int64_t i = 0; i < outputs; ++i) {
+          const float v = dots[j][i] + (b != nullptr ? b[n + i] : 0.f);
+          y[r * N + n + i] = relu ? std::max(v, 0.f) : v;
+        }
     }
   }
 }
