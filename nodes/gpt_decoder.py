@@ -14,7 +14,7 @@ docs/messages.md) override them for that segment. Segments whose voice has no pr
 wait here until they arrive. A voice with its own GPT weights (metadata ``weights`` on its prompt
 tokens) is decoded with them (``model_cache``).
 
-Concurrent utterances (``GSV_MAX_BATCH``, default 4; 1 = one segment after another): segments of
+Concurrent utterances (``GSV_MAX_BATCH`` > 1; the default 1 decodes one segment after another): segments of
 different utterances decode together, continuously batched (gpt/batching.py): a new segment is
 prefilled and joins the running rows at the next step, a finished one leaves at once, and each row
 draws the tokens it would draw alone. Decoding then runs in ``tick`` one step at a time, so new

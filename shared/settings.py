@@ -392,7 +392,7 @@ class GPTSettings(ModelNodeSettings):
     chunk_growth: float = setting(number("GSV_CHUNK_GROWTH", 1.5, "growth factor of later chunks", low=1.0))
     chunk_tokens: int = setting(integer("GSV_CHUNK_TOKENS", 40, "largest chunk", low=1))
     max_batch: int = setting(
-        integer("GSV_MAX_BATCH", 4, "segments of concurrent utterances decoded together (1 = one at a time)", low=1)
+        integer("GSV_MAX_BATCH", 1, "segments of concurrent utterances decoded together (1 = one at a time)", low=1)
     )
     max_models: int = setting(MAX_MODELS)
 
