@@ -133,11 +133,14 @@ def test_polyphase_activation_equals_its_definition(length):
 # ---- BigVGAN: config and files -----------------------------------------------------------------
 
 
-def test_output_length_and_range():
+def test_output_length_range_and_batch():
     model = tiny_bigvgan()
+    batch = torch.cat([mel(9, seed=1), mel(9, seed=2)])
     with torch.no_grad():
-        wav = model(mel(9))
-    assert wav.shape == (1, 1, 9 * 16) and float(wav.abs().max()) <= 1.0
+        wav = model(batch)
+        rows = [model(row[None]) for row in batch]
+    assert wav.shape == (2, 1, 9 * 16) and float(wav.abs().max()) <= 1.0
+    torch.testing.assert_close(wav, torch.cat(rows), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ from .generator import Generator
 
 BIGVGAN_CONFIG_FILE = "config.json"
 BIGVGAN_WEIGHTS_FILE = "bigvgan_generator.pt"
+V3_SAMPLE_RATE = 24_000
 V4_SAMPLE_RATE = 48_000
 MAX_V4_WIDTH = 4096
 V4_VOCODER = dict(
@@ -121,7 +122,8 @@ def load_bigvgan(
     # Checkpoints carry the resampling filters; a file without them gets the designed ones.
     filters = {k: default_resample_filter() for k in model.state_dict() if k.endswith("_filter")}
     model = _adopt(model, state, filters, weights_path)
-    model.sample_rate, model.hop_length = config.sampling_rate, config.hop_length
+    # upstream assumes 24 kHz whatever the folder holds; a config that states its rate is believed
+    model.sample_rate, model.hop_length = config.sampling_rate or V3_SAMPLE_RATE, config.hop_length
     return _finish(model, device, dtype, start)
 
 
