@@ -40,20 +40,20 @@ RESAMPLE_TAPS = 12  # low-pass length of every anti-aliased activation (fixed in
 SNAKE_EPS = 1e-9  # added to the magnitude before dividing, as in training
 MAX_CONFIG_BYTES = 1 << 20
 MAX_STAGES = 16
+MAX_CHANNELS = 1 << 14
 # (channels, taps) -> (FFT block size, shortest input in frames) for the residual convolutions
 # computed by FFT (spectral_conv.py) when enabled: the layers where it measured faster than oneDNN
 # (one thread, CPU time: 768 ch x 11 taps 2.4x, 768 x 7 1.6x, 384 x 11 1.8x). The spectra take
 # ~1.1 GB for the full-size model (480 MB of it for the 768 x 7 layers, which buy ~3% of the total);
 # 384 x 7 and 192 x 11 gained only 1.3x and stay direct, as does everything narrower or 3-tap.
 BIGVGAN_FFT_PLAN = {(768, 7): (32, 512), (768, 11): (32, 512), (384, 11): (64, 2048)}
-MAX_CHANNELS = 1 << 14
 
 
 def kaiser_sinc_lowpass(cutoff: float, half_width: float, taps: int) -> Tensor:
     """A windowed-sinc low-pass ``[taps]`` with unit DC gain (Kaiser window sized by Kaiser's formulas).
 
-    ``cutoff`` and ``half_width`` (of the transition band) are fractions of the sample rate. The
-    float32 evaluation order follows the one the pretrained weights were trained with.
+    ``cutoff`` and ``half_width`` (of the transition band) are fractions of the sample rate. Evaluated
+    in the float32 order of BigVGAN's own design, so the taps equal the ones its checkpoints carry.
     """
     half = taps // 2
     attenuation = 2.285 * (half - 1) * math.pi * (4 * half_width) + 7.95  # dB
