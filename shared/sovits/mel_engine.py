@@ -9,6 +9,7 @@ prepared prompt (``mel_synthesis.MelVoice``) is cached per (voice, prompt phones
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ class MelVocoderEngine:
     ) -> MelVocoderEngine:
         from .loader import load_sovits
         from .mel_vocoders import load_mel_vocoder
+        from .spectral_conv import spectral_convs_wanted
 
         # On a CPU only the DiT takes a half dtype: it is where the time goes (its products run on
         # the matrix units: ~3x in bfloat16 on AMX), while oneDNN's half-precision convolutions are
@@ -71,7 +73,10 @@ class MelVocoderEngine:
         model = load_sovits(sovits, device, base, expected_version=version, lora_base=lora_base)
         if dtype != base:
             model.cfm.estimator.to(dtype)
-        return cls(model, load_mel_vocoder(version, vocoder, device, base), sample_steps, speed)
+        mel_vocoder = load_mel_vocoder(version, vocoder, device, base)
+        # GSV_VOCODER_FFT as for v1/v2: the long residual convolutions by FFT on a CPU in float32.
+        mel_vocoder.use_spectral_convs(spectral_convs_wanted(os.environ, torch.device(device), base))
+        return cls(model, mel_vocoder, sample_steps, speed)
 
     @property
     def sample_rate(self) -> int:

@@ -27,11 +27,7 @@ from .attentions import apply_mask
 from .config import SoVITSConfig
 from .dit import DiT, DiTConfig
 from .flow import WaveNet
-from .quantizer import SemanticCodebook
-from .style_encoder import MelStyleEncoder
-from .synthesizer import SSL_DIM
-from .text_encoder import TextEncoder
-from .version import SoVITSVersion
+from .front import SoVITSFront
 
 # Mel frames per 50 Hz content frame (nearest upsampling), and the feature length upstream
 # passes to the WaveNet mask per 25 Hz token: a little more than the real length, so the mask
@@ -88,33 +84,16 @@ class FlowMatchingDecoder(nn.Module):
         self.estimator = DiT(dit)
 
 
-class MelSynthesizer(nn.Module):
+class MelSynthesizer(SoVITSFront):
     def __init__(self, config: SoVITSConfig, dims: MelDecoderDims):
-        super().__init__()
         if config.model_version not in MEL_FRAMES_PER_CONTENT_FRAME:
             raise ValueError(f"MelSynthesizer serves v3/v4, not {config.model_version}")
-        self.config = config
+        super().__init__(config)
         self.dims = dims
-        self.version: SoVITSVersion | None = None  # set by the loader
-        self.load_seconds: float | None = None  # set by the loader
         c = config
-        self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, 2, stride=2)
-        self.quantizer = SemanticCodebook(1024, SSL_DIM)
-        self.enc_p = TextEncoder(
-            c.inter_channels, c.hidden_channels, c.filter_channels, c.n_heads, c.n_layers, c.kernel_size, c.n_symbols
-        )
-        self.ref_enc = MelStyleEncoder(c.ref_enc_bins, c.gin_channels)
         self.bridge = nn.Sequential(nn.Conv1d(c.inter_channels, dims.channels, 1), nn.LeakyReLU())
         self.wns1 = FeatureEncoder(dims.channels, WNS1_KERNEL, dims.wavenet_layers, c.gin_channels)
         self.cfm = FlowMatchingDecoder(dims.dit)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.ssl_proj.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.ssl_proj.weight.device
 
     @property
     def estimator(self) -> DiT:
@@ -128,11 +107,6 @@ class MelSynthesizer(nn.Module):
     def speaker_vector(self, spec: Tensor) -> Tensor:
         """Reference spectrogram [1, 1025, F] (32 kHz STFT) -> ge [1, gin, 1]."""
         return self.ref_enc(spec.to(self.device, self.dtype))
-
-    def semantic_frames(self, codes: Tensor) -> Tensor:
-        """codes [1, 1, T25] -> codebook vectors at 50 Hz [1, 768, 2*T25]."""
-        vectors = self.quantizer.decode(codes.to(self.device))
-        return vectors.unsqueeze(-1).expand(*vectors.shape, 2).reshape(*vectors.shape[:-1], -1)
 
     @torch.inference_mode()
     def features(self, codes: Tensor, phone_ids: Tensor, ge: Tensor, speed: float = 1.0) -> Tensor:
@@ -149,8 +123,3 @@ class MelSynthesizer(nn.Module):
         per_token = MASK_FRAMES_PER_TOKEN[self.config.model_version]
         valid = int(tokens * per_token) if speed == 1 else int(tokens * per_token / speed) + 1
         return (torch.arange(frames, device=self.device) < valid).view(1, 1, -1)
-
-    @torch.inference_mode()
-    def extract_prompt_codes(self, hubert_features: Tensor) -> Tensor:
-        """HuBERT last hidden state [1, 768, F] (50 Hz) -> semantic ids [1, 1, F // 2] (25 Hz)."""
-        return self.quantizer.encode(self.ssl_proj(hubert_features.to(self.device, self.dtype)))

@@ -21,13 +21,9 @@ from torch import Tensor, nn
 
 from .config import SoVITSConfig
 from .flow import ResidualCouplingFlow
+from .front import SoVITSFront
 from .generator import Generator
-from .quantizer import SemanticCodebook
-from .style_encoder import MelStyleEncoder
-from .text_encoder import TextEncoder
-from .version import SoVITSVersion
 
-SSL_DIM = 768
 SV_DIM = 20480
 MRTE_GE_DIM = 512
 
@@ -40,19 +36,10 @@ class Conditioning:
     ge_text: Tensor  # [1, 512, 1] for MRTE inside the text encoder
 
 
-class Synthesizer(nn.Module):
+class Synthesizer(SoVITSFront):
     def __init__(self, config: SoVITSConfig):
-        super().__init__()
-        self.config = config
-        self.version: SoVITSVersion | None = None  # set by the loader
-        self.load_seconds: float | None = None  # set by the loader
+        super().__init__(config)
         c = config
-        self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, 2, stride=2)
-        self.quantizer = SemanticCodebook(1024, SSL_DIM)
-        self.enc_p = TextEncoder(
-            c.inter_channels, c.hidden_channels, c.filter_channels, c.n_heads, c.n_layers, c.kernel_size, c.n_symbols
-        )
-        self.ref_enc = MelStyleEncoder(c.ref_enc_bins, c.gin_channels)
         self.flow = ResidualCouplingFlow(c.inter_channels, c.hidden_channels, c.gin_channels)
         self.dec = Generator(
             c.inter_channels,
@@ -67,14 +54,6 @@ class Synthesizer(nn.Module):
             self.sv_emb = nn.Linear(SV_DIM, c.gin_channels)
             self.prelu = nn.PReLU(c.gin_channels)
             self.ge_to512 = nn.Linear(c.gin_channels, MRTE_GE_DIM)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.ssl_proj.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.ssl_proj.weight.device
 
     # -- conditioning ---------------------------------------------------------------------------
 
@@ -126,13 +105,6 @@ class Synthesizer(nn.Module):
 
     # -- decoding -------------------------------------------------------------------------------
 
-    def semantic_frames(self, codes: Tensor) -> Tensor:
-        """codes [1, 1, T25] -> codebook vectors at 50 Hz [1, 768, 2*T25] (each token held for 2 frames)."""
-        vectors = self.quantizer.decode(codes.to(self.device))  # [1, 768, T25]
-        # = repeat_interleave(vectors, 2, dim=-1), written as expand+reshape: the ONNX export of
-        # repeat_interleave came out wrong once combined with the text encoder.
-        return vectors.unsqueeze(-1).expand(*vectors.shape, 2).reshape(*vectors.shape[:-1], -1)
-
     def prior(self, codes: Tensor, phone_ids: Tensor, cond: Conditioning, speed: float = 1.0) -> tuple[Tensor, Tensor]:
         """-> (m_p, logs_p), each [1, inter, T'] with T' = 2*T25, or int(2*T25/speed)+1."""
         content = self.enc_p.content(self.semantic_frames(codes), phone_ids.to(self.device), cond.ge_text)
@@ -159,12 +131,6 @@ class Synthesizer(nn.Module):
         cond = self.global_condition(refer_specs, sv_emb)
         m, logs = self.prior(codes, phone_ids, cond, speed)
         return self.vocode(sample_prior(m, logs, noise_scale, generator), cond)
-
-    @torch.inference_mode()
-    def extract_prompt_codes(self, hubert_features: Tensor) -> Tensor:
-        """HuBERT last hidden state [1, 768, F] (50 Hz) -> semantic ids [1, 1, F // 2] (25 Hz)."""
-        x = self.ssl_proj(hubert_features.to(self.device, self.dtype))
-        return self.quantizer.encode(x)
 
 
 def sample_prior(m: Tensor, logs: Tensor, noise_scale: float, generator: torch.Generator | None = None) -> Tensor:
