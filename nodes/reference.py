@@ -160,6 +160,8 @@ def main() -> None:
         expected_version=paths.version,
         lora_base=paths.sovits_base,
     )
+    if sovits.version.is_flow_matching:  # v3/v4: only the codebook is used here (prompt tokens)
+        sovits.keep_prompt_encoder_only()
     # The SoVITS part used here (a projection and the codebook) is small: always torch. HuBERT is the
     # heavy encoder and follows GSV_BACKEND.
     hubert, choice = open_or_exit("hubert", hubert_builders, paths.hubert, paths.model_dir)

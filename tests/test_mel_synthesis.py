@@ -212,3 +212,12 @@ def test_a_bfloat16_dit_integrates_in_float32_and_stays_near_float32(setup):
     assert fast.dtype == torch.float32
     error = (fast - exact).pow(2).mean() / exact.pow(2).mean()
     assert 0 < error < 1e-3, error
+
+
+def test_the_reference_node_keeps_only_the_prompt_encoder():
+    model = tiny_model("v3")
+    hubert = torch.randn(1, 768, 40)
+    codes = model.extract_prompt_codes(hubert)
+    model.keep_prompt_encoder_only()
+    assert not hasattr(model, "cfm") and not hasattr(model, "wns1")
+    assert torch.equal(model.extract_prompt_codes(hubert), codes)

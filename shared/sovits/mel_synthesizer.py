@@ -123,3 +123,9 @@ class MelSynthesizer(SoVITSFront):
         per_token = MASK_FRAMES_PER_TOKEN[self.config.model_version]
         valid = int(tokens * per_token) if speed == 1 else int(tokens * per_token / speed) + 1
         return (torch.arange(frames, device=self.device) < valid).view(1, 1, -1)
+
+    def keep_prompt_encoder_only(self) -> MelSynthesizer:
+        """Free the DiT, bridge and ``wns1`` (~1.3 GB in float32 at full size) for a process that only
+        turns reference audio into prompt tokens (the reference node); decoding is impossible after."""
+        del self.cfm, self.bridge, self.wns1
+        return self
