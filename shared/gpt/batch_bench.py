@@ -5,7 +5,8 @@
 ``--alone-only`` times only the one-utterance loop (decoder.stream), which older versions of the
 library also have: run with ``PYTHONPATH`` pointing at an older checkout to compare batch 1
 before/after a change. Prints one JSON line per case: medians over the measured steps (the steps
-with every row running; prefills are not counted).
+with every row running; prefills are not counted), wall-clock and this process's CPU time (on a
+machine shared with other work, CPU time per step at one thread is the steadier comparison).
 """
 
 from __future__ import annotations
@@ -36,16 +37,18 @@ def inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     )
 
 
-def alone(decoder, tokens: int, seed: int) -> list[float]:
-    """Seconds between successive tokens of one utterance (the first, after the prefill, excluded)."""
-    times = []
-    for _ in stream(decoder, *inputs(seed), SamplingParams(early_stop_num=tokens, seed=seed)):
-        times.append(time.perf_counter())
-    return [b - a for a, b in zip(times, times[1:])]
+def now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
 
 
-def batched(decoder, rows: int, tokens: int, seed: int) -> list[float]:
-    """Seconds per scheduler step while all ``rows`` rows run."""
+def alone(decoder, tokens: int, seed: int) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds between successive tokens of one utterance (the first, after the prefill, excluded)."""
+    times = [now() for _ in stream(decoder, *inputs(seed), SamplingParams(early_stop_num=tokens, seed=seed))]
+    return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(times, times[1:])]
+
+
+def batched(decoder, rows: int, tokens: int, seed: int) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds per scheduler step while all ``rows`` rows run."""
     from dora_gpt_sovits.gpt.batching import Job, Scheduler
 
     scheduler = Scheduler(decoder, max_rows=rows)
@@ -55,10 +58,11 @@ def batched(decoder, rows: int, tokens: int, seed: int) -> list[float]:
     steps = []
     while scheduler.busy():
         full = len(scheduler.running) == rows and not scheduler.waiting
-        started = time.perf_counter()
+        started = now()
         scheduler.step()
         if full and len(scheduler.running) == rows:
-            steps.append(time.perf_counter() - started)
+            ended = now()
+            steps.append((ended[0] - started[0], ended[1] - started[1]))
     return steps
 
 
@@ -82,10 +86,10 @@ def main() -> None:
         for repeat in range(args.repeats):
             seed = 100 * repeat
             steps += alone(decoder, args.tokens, seed) if kind == "alone" else batched(decoder, rows, args.tokens, seed)
-        ms = statistics.median(steps) * 1000
+        wall, cpu = (statistics.median(t) * 1000 for t in zip(*steps))
         print(json.dumps({"case": kind, "rows": rows, "decoder": decoder.name, "threads": torch.get_num_threads(),
-                          "steps": len(steps), "median_step_ms": round(ms, 2),
-                          "ms_per_token": round(ms / rows, 2)}), flush=True)  # fmt: skip
+                          "steps": len(steps), "step_ms": round(wall, 2), "step_cpu_ms": round(cpu, 2),
+                          "ms_per_token": round(wall / rows, 2), "cpu_ms_per_token": round(cpu / rows, 2)}), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
