@@ -134,6 +134,8 @@ def test_openai_server_graph_is_the_default_graph_with_the_server_as_text_source
     assert nodes["text-frontend"]["inputs"]["text"].pop("source") == "http-server/text"
     # OpenAI's pcm is 24 kHz: the vocoder emits it, so the server streams without converting.
     assert nodes["vocoder"]["env"].pop("GSV_OUTPUT_SAMPLE_RATE") == "24000"
+    # Each request streams its own audio: concurrent requests' segments decode together.
+    assert str(nodes["gpt"]["env"].pop("GSV_MAX_BATCH")) == "4"
     reference = without_control_plane({n["id"]: n for n in default["nodes"] if n["id"] in nodes})
     reference["text-frontend"]["inputs"]["text"].pop("source")
     assert nodes == reference
