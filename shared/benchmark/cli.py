@@ -60,6 +60,7 @@ class Options:
     render: Path | None = None
     gpt_variants: str | None = None
     sample_steps: list[int] | None = None
+    concurrency: list[int] | None = None
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -117,6 +118,13 @@ def parse_args(argv: list[str] | None) -> Options:
         "writes flow_matching.json/.md",
     )
     p.add_argument(
+        "--concurrency",
+        default=None,
+        metavar="LIST",
+        help="only concurrent streams through the OpenAI server graph, e.g. 1,2,4,8 (benchmark/concurrency.py); "
+        "--repeats rounds per level; writes concurrency.json/.md",
+    )
+    p.add_argument(
         "--render",
         type=Path,
         default=None,
@@ -146,6 +154,7 @@ def parse_args(argv: list[str] | None) -> Options:
         render=a.render,
         gpt_variants=a.gpt_variants,
         sample_steps=parse_steps(a.sample_steps, a.version),
+        concurrency=[int(x) for x in a.concurrency.split(",") if x] if a.concurrency else None,
     )
 
 
@@ -463,6 +472,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if opts.sample_steps:
         run_flow_matching_sweep(opts)
+        return
+    if opts.concurrency:
+        from . import concurrency
+
+        concurrency.run_from_options(opts, model_paths(opts), REPO)
         return
     doc = json.loads(opts.render.read_text(encoding="utf-8")) if opts.render else run_benchmark(opts)
     written = write_outputs(doc, opts)
