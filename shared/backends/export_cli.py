@@ -2,6 +2,9 @@
 
     python scripts/export_onnx.py [--out DIR] [--precision float32 float16] [--stages gpt vocoder bert hubert]
 
+For ``GSV_VERSION=v3``/``v4`` the vocoder stage is the DiT (three graphs) and the mel vocoder
+(backends/mel_graph.py).
+
 Model files are found exactly as the nodes find them (``GSV_MODEL_DIR``, ``GSV_VERSION``,
 ``GSV_GPT_PATH``...; ``--model-dir`` sets ``GSV_MODEL_DIR``). The default ``--out`` is
 ``<model dir>/onnx``, where the nodes look unless ``GSV_ONNX_DIR`` says otherwise. Exports are traced on the CPU; float16 graphs from a half-precision copy of the model.
@@ -25,6 +28,8 @@ from .export import write_graph
 
 STAGES = ("gpt", "vocoder", "bert", "hubert")
 DTYPES = {name: SETTINGS_DTYPES[name] for name in ("float32", "float16")}  # what ONNX export supports
+# the model files each stage's export reads ("vocoder" and "sovits_base" exist for v3/v4 only)
+NEEDS = {"gpt": ("gpt",), "vocoder": ("sovits", "vocoder", "sovits_base"), "bert": ("bert",), "hubert": ("hubert",)}
 log = logging.getLogger("gsv.export")
 
 
@@ -35,6 +40,10 @@ def export_stage(stage: str, paths, out: Path, precision: str, max_positions: in
         from .gpt_graph import export_gpt
 
         source, graphs = paths.gpt, export_gpt(load_gpt(paths.gpt), max_positions, dtype)
+    elif stage == "vocoder" and paths.vocoder is not None:  # v3/v4: the DiT's graphs and the mel vocoder's
+        from .mel_graph import export_mel
+
+        return export_mel(paths, out, precision, dtype)
     elif stage == "vocoder":
         from ..sovits.loader import load_sovits
         from .sovits_graph import export_sovits
@@ -56,9 +65,7 @@ def export_stage(stage: str, paths, out: Path, precision: str, max_positions: in
 
 
 def export_all(out: Path, stages=STAGES, precisions=("float32",), max_positions: int = 4096, env=None) -> list[Path]:
-    paths = resolve(
-        env, need=tuple({"gpt": "gpt", "vocoder": "sovits", "bert": "bert", "hubert": "hubert"}[s] for s in stages)
-    )
+    paths = resolve(env, need=tuple(part for s in stages for part in NEEDS[s]))
     written = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes

@@ -78,6 +78,32 @@ class MelVocoderEngine:
         mel_vocoder.use_spectral_convs(spectral_convs_wanted(os.environ, torch.device(device), base))
         return cls(model, mel_vocoder, sample_steps, speed)
 
+    @classmethod
+    def open(
+        cls,
+        sovits: Path,
+        vocoder: Path,
+        version: str,
+        choice,
+        lora_base: Path | None = None,
+        sample_steps: int | None = None,
+        speed: float = 1.0,
+        threads: int | None = None,
+        trt_options: dict | None = None,
+    ) -> MelVocoderEngine:
+        """The DiT and the vocoder on exported graphs (``choice``: a ``backends.config.BackendChoice``
+        for onnxruntime or tensorrt); the SoVITS feature part stays torch float32 on the choice's
+        device (a few % of the time). ``trt_options``: TensorRT provider options per graph."""
+        from ..backends.mel_runtime import open_graph_dit, open_graph_vocoder
+        from .loader import load_sovits
+
+        # Graphs first: a missing or stale export fails (and may fall back) before the load.
+        dit = open_graph_dit(choice, sovits, lora_base, threads, trt_options)
+        graph_vocoder = open_graph_vocoder(choice, vocoder, version, threads, trt_options)
+        model = load_sovits(sovits, choice.device, torch.float32, expected_version=version, lora_base=lora_base)
+        model.cfm.estimator = dit  # the torch DiT's weights are dropped here
+        return cls(model, graph_vocoder, sample_steps, speed)
+
     @property
     def sample_rate(self) -> int:
         return CHUNK_PLANS[self.version].sample_rate
