@@ -485,34 +485,17 @@ def open_engine(paths: Any, settings: Any) -> tuple[Any, str]:
 
 
 def open_mel_engine(paths: Any, settings: Any) -> tuple[Any, str]:
-    """v3/v4: SoVITS + its mel vocoder on torch (GSV_DEVICE/GSV_DTYPE); exported graphs are not used yet."""
-    from dora_gpt_sovits.backends.config import choice_from_env
-    from dora_gpt_sovits.backends.errors import BackendError
-    from dora_gpt_sovits.node_runtime import fail
-    from dora_gpt_sovits.runtime_config import load_model_or_exit
-    from dora_gpt_sovits.settings import torch_dtype
-    from dora_gpt_sovits.sovits.mel_engine import MelVocoderEngine
+    """v3/v4: SoVITS + its mel vocoder on the configured backend (GSV_BACKEND/DEVICE/DTYPE): torch, or
+    the exported DiT and vocoder graphs (gsv-export-onnx) with the SoVITS feature part on torch."""
+    import dataclasses
 
-    try:
-        choice = choice_from_env()
-    except BackendError as e:
-        fail(str(e))
-    if choice.backend != "torch":
-        fail(f"SoVITS {paths.version} runs on GSV_BACKEND=torch only (got {choice.backend})")
-    engine = load_model_or_exit(
-        lambda p: MelVocoderEngine.load(
-            p,
-            paths.vocoder,
-            paths.version,
-            torch.device(choice.device),
-            torch_dtype(choice.dtype),
-            lora_base=paths.sovits_base,
-            sample_steps=settings.sample_steps,
-            speed=settings.speed,
-        ),
-        paths.sovits,
-    )
-    return engine, f"torch {choice.device} {choice.dtype}, {engine.sample_steps} flow-matching steps"
+    from dora_gpt_sovits.backends.stages import mel_vocoder_builders, open_or_exit
+
+    def builders(sovits: Any):
+        return mel_vocoder_builders(dataclasses.replace(paths, sovits=sovits), settings)
+
+    engine, choice = open_or_exit("vocoder", builders, paths.sovits, paths.model_dir)
+    return engine, f"{choice.label}, {engine.sample_steps} flow-matching steps"
 
 
 if __name__ == "__main__":

@@ -172,3 +172,30 @@ def test_cuda_provider_missing_is_an_error(onnx_dir, version):
         pytest.skip("a CUDA machine: test_gpu_backends_match_torch covers it")
     with pytest.raises(BackendUnavailable):
         open_graph_dit(dataclasses.replace(cpu(onnx_dir), device="cuda:0"), BASE[version])
+
+
+def test_tensorrt_profiles_come_from_the_manifests(version, onnx_dir):
+    """The TensorRT provider options (profiles, cache, precision) a GPU node would use, built here."""
+    from dora_gpt_sovits.backends.stages import trt_options
+
+    choice = dataclasses.replace(cpu(onnx_dir), backend="tensorrt", device="cuda:0")
+    options = trt_options(choice, DIT_STAGES, BASE[version])
+    assert options["mel_dit_velocity"]["trt_profile_max_shapes"].startswith("x:1x1536x100,cond:1x1536x100")
+    assert trt_options(choice, (VOCODER_STAGE,), VOCODER[version])[VOCODER_STAGE]["trt_profile_opt_shapes"] == (
+        "mel:1x100x200"
+    )
+
+
+def test_a_missing_export_falls_back_to_torch_as_configured(version, tmp_path):
+    from types import SimpleNamespace
+
+    from dora_gpt_sovits.backends.registry import open_stage
+    from dora_gpt_sovits.backends.stages import mel_vocoder_builders
+
+    paths = SimpleNamespace(sovits=BASE[version], vocoder=VOCODER[version], version=version, sovits_base=None)
+    settings = SimpleNamespace(sample_steps=4, speed=1.0)
+    choice = dataclasses.replace(cpu(tmp_path), fallback=(BackendChoice("torch", "cpu", "float32"),))
+    engine, used = open_stage("vocoder", choice, mel_vocoder_builders(paths, settings))
+    assert used.backend == "torch" and isinstance(engine.model.estimator, torch.nn.Module)
+    with pytest.raises(BackendUnavailable, match="no mel_dit_text float32 graph"):
+        open_stage("vocoder", cpu(tmp_path), mel_vocoder_builders(paths, settings))

@@ -134,7 +134,17 @@ def export_dit(estimator: nn.Module, dtype: torch.dtype = torch.float32) -> dict
 def export_mel_vocoder(
     vocoder: nn.Module, version: str, dtype: torch.dtype = torch.float32
 ) -> dict[str, tuple[bytes, dict]]:
-    """The ``mel_vocoder`` graph of a v3/v4 vocoder (``sovits.mel_vocoders.load_mel_vocoder``)."""
+    """The ``mel_vocoder`` graph of a v3/v4 vocoder (``sovits.mel_vocoders.load_mel_vocoder``).
+
+    BigVGAN (v3) is traced in float32 for either precision: the TorchScript exporter turns its
+    snake's in-place float16 arithmetic into float32 Casts that meet float16 convolutions, a graph
+    ONNX Runtime refuses. The torch path keeps the vocoders float32 on a CPU too; the manifest's
+    input dtype says what the graph takes, and the runtime reads it from there.
+    """
+    from ..sovits.bigvgan import BigVGAN
+
+    if isinstance(vocoder, BigVGAN):
+        dtype = torch.float32
     reference = copy.deepcopy(vocoder).to("cpu", torch.float32).eval()
     model = copy.deepcopy(vocoder).to("cpu", dtype).eval()
     # Log-mels of speech lie in about [-12, 2]; random values there exercise the whole range.

@@ -138,5 +138,5 @@ def open_graph_vocoder(
     if manifest.facts.get("model_version") != version:
         raise ExportStale(f"{path} is stale: it holds the {manifest.facts.get('model_version')} vocoder, not {version}")
     session = open_session(path, choice, threads, (trt_options or {}).get(VOCODER_STAGE))
-    dtype = torch.float16 if precision == "float16" else torch.float32
+    dtype = torch.float16 if manifest.inputs[0].dtype == "float16" else torch.float32  # v3: float32 (mel_graph)
     return GraphMelVocoder(session, manifest, dtype, torch.device(choice.device))

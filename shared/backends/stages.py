@@ -3,7 +3,8 @@
 Every stage object has the same shape whatever runs it, so the nodes never branch on the backend:
 
 * gpt       ``decode(phone_ids, bert, prompt | None, params) -> TokenStream``
-* vocoder   :class:`VocoderBackend` (``condition(spec, sv)``, ``chunks``: a ``streaming.StreamingSynthesis``)
+* vocoder   :class:`VocoderBackend` (``condition(spec, sv)``, ``chunks``: a ``streaming.StreamingSynthesis``);
+            for v3/v4 a ``sovits.mel_engine.MelVocoderEngine`` (:func:`mel_vocoder_builders`)
 * bert      a model object for ``encoders.bert`` (HF model or :class:`GraphBert`)
 * hubert    a model object for ``encoders.hubert`` (HF model or :class:`GraphHubert`)
 """
@@ -108,6 +109,50 @@ def vocoder_builders(source: Path, threads: int | None = None) -> dict[str, Call
         return VocoderBackend(model.condition, model, model.sampling_rate, model.is_pro, model.model_version)
 
     return {"torch": torch_vocoder, "onnxruntime": graph_vocoder, "tensorrt": graph_vocoder}
+
+
+# -- v3/v4 vocoder (flow matching) ----------------------------------------------------------------
+
+
+def mel_vocoder_builders(paths, settings, threads: int | None = None) -> dict[str, Callable[[BackendChoice], Any]]:
+    """v3/v4: a ``sovits.mel_engine.MelVocoderEngine`` on torch, or with its DiT and vocoder on the
+    exported graphs (backends/mel_graph.py); ``paths`` a ``model_paths.ModelPaths``, ``settings``
+    the vocoder node's (sample_steps, speed)."""
+    from ..sovits.mel_engine import MelVocoderEngine
+
+    def torch_engine(choice: BackendChoice):
+        return MelVocoderEngine.load(
+            paths.sovits,
+            paths.vocoder,
+            paths.version,
+            torch_device(choice),
+            torch_dtype(choice),
+            lora_base=paths.sovits_base,
+            sample_steps=settings.sample_steps,
+            speed=settings.speed,
+        )
+
+    def graph_engine(choice: BackendChoice):
+        from .mel_graph import DIT_STAGES, VOCODER_STAGE
+
+        # The DiT's graphs were exported from the SoVITS file, the vocoder's from the vocoder file.
+        options = {
+            **(trt_options(choice, DIT_STAGES, paths.sovits) or {}),
+            **(trt_options(choice, (VOCODER_STAGE,), paths.vocoder) or {}),
+        }
+        return MelVocoderEngine.open(
+            paths.sovits,
+            paths.vocoder,
+            paths.version,
+            choice,
+            paths.sovits_base,
+            settings.sample_steps,
+            settings.speed,
+            threads,
+            options,
+        )
+
+    return {"torch": torch_engine, "onnxruntime": graph_engine, "tensorrt": graph_engine}
 
 
 # -- encoders ---------------------------------------------------------------------------------------

@@ -31,6 +31,11 @@ def _profile_string(shapes: dict[str, Shape]) -> str:
 
 def profiles(stage: str, facts: dict[str, Any]) -> tuple[dict[str, Shape], dict[str, Shape], dict[str, Shape]]:
     """(min, opt, max) shapes of the dynamic inputs of one exported graph."""
+    from .mel_graph import MEL_STAGES
+    from .mel_graph import profiles as mel_profiles
+
+    if stage in MEL_STAGES:  # v3/v4: the DiT's graphs and the mel vocoder
+        return mel_profiles(stage, facts)
     if stage in ("gpt_prefill", "gpt_step"):
         v, layers, heads, hd, bert = (
             facts["vocab_size"],
