@@ -5,12 +5,22 @@ flow matching, vocoder: ``inprocess.Pipeline``), and the streamed time to first 
 as the graph produces it: the GPT's first chunk (``GSV_FIRST_CHUNK_TOKENS``) and the vocoder's first
 run of it (``GSV_LOOKAHEAD_TOKENS`` held back) through ``mel_synthesis.MelStream``. Also measured:
 how far the streamed audio of the whole first case is from its one-shot synthesis.
+
+Beside upstream (``--upstream PATH``): each measured run of ours is followed by upstream's own code on
+the same files, text inputs, seeds and step count (:mod:`.upstream`: its BERT step, its GPT, and
+``TTS.using_vocoder_synthesis`` decoding *our* tokens), and each row gains upstream's RTF, characters
+per second and vocoder-stage seconds, how many times faster ours is, and the largest sample
+difference between the two one-shot waveforms (ours draws upstream's noise, so they should agree to
+float rounding). Upstream has no frontend here and cannot stream: its time is BERT + GPT + synthesis
+(a lower bound of its end to end) and its first audio comes when the first segment is synthesised.
+Upstream runs float32 on a CPU whatever ``--dtype`` says for ours.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,45 +29,136 @@ from ..settings import GPTSettings, VocoderSettings
 from ..text.frontend import text_to_phones
 from ..text.sentence_split import prepare_sentences
 from .cases import TextCase
-from .inprocess import SPLIT_METHOD, Models, Pipeline, VoicePrompt, run_features
+from .inprocess import SPLIT_METHOD, CaseRun, Models, Pipeline, VoicePrompt, run_features
+from .upstream import Upstream, UpstreamCaseRun, UpstreamError
 
 FIRST_CHUNK_TOKENS = GPTSettings.first_chunk_tokens
 LOOKAHEAD_TOKENS = max(1, VocoderSettings.lookahead_tokens)
 STREAM_RUN_TOKENS = 25  # later runs of the streamed-vs-one-shot comparison (one GPT chunk ~ 1 s)
 
+# (pipeline) -> (the started upstream side or None, its document: checkout, worker info or error);
+# benchmark.cli.start_upstream with the options bound.
+StartUpstream = Callable[[Pipeline], tuple[Upstream | None, dict[str, Any]]]
+
 
 def sweep(
-    models: Models, voice: VoicePrompt, cases: list[TextCase], steps: list[int], tokens: int, seed: int, repeats: int
+    models: Models,
+    voice: VoicePrompt,
+    cases: list[TextCase],
+    steps: list[int],
+    tokens: int,
+    seed: int,
+    repeats: int,
+    upstream: StartUpstream | None = None,
 ) -> dict[str, Any]:
+    """Every case at every step count, ``repeats`` measured runs each after one warm-up run (the
+    first case, before the first step count: the shapes do not depend on the step count)."""
     rows = []
-    for n_steps in steps:
-        pipeline = Pipeline(models, voice, tokens, seed, sample_steps=n_steps)
-        pipeline.run(cases[0])  # warm-up (allocator, kernels at this length)
-        for case in cases:
-            runs = [pipeline.run(case) for _ in range(repeats)]
-            wall = statistics.median(r.wall_s for r in runs)
-            audio = runs[0].audio_s
-            vocoder = statistics.median(sum(s.vocoder_s for s in r.segments) for r in runs)
-            rows.append(
-                {
-                    "sample_steps": n_steps,
-                    "case": case.name,
-                    "characters": len(case.text),
-                    "audio_s": round(audio, 3),
-                    "wall_s": round(wall, 3),
-                    "rtf": round(wall / audio, 3),
-                    "characters_per_s": round(len(case.text) / wall, 1),
-                    "vocoder_rtf": round(vocoder / audio, 3),
-                    "streamed_ttfa_s": round(streamed_first_audio(pipeline, case), 3),
-                }
-            )
+    pipelines = {n: Pipeline(models, voice, tokens, seed, sample_steps=n) for n in steps}
+    side, upstream_doc = upstream(pipelines[steps[0]]) if upstream is not None else (None, {})
+    try:
+        warm = pipelines[steps[0]].run(cases[0])  # allocator, kernels at these lengths
+        if side is not None:
+            side, upstream_doc = guarded(side, upstream_doc, cases[0], warm, measured=False)
+        for n_steps in steps:
+            pipeline = pipelines[n_steps]
+            if side is not None:
+                side.pipeline = pipeline  # its vocoder runs at the pipeline's step count
+            for case in cases:
+                runs, theirs = [], []
+                for _ in range(repeats):
+                    runs.append(pipeline.run(case))
+                    if side is not None:
+                        side, upstream_doc = guarded(side, upstream_doc, case, runs[-1], measured=True, out=theirs)
+                row = ours_row(n_steps, case, runs)
+                row["streamed_ttfa_s"] = round(streamed_first_audio(pipeline, case), 3)
+                if theirs and len(theirs) == len(runs):
+                    row["upstream"] = upstream_row(case, runs, theirs)
+                rows.append(row)
+    finally:
+        if side is not None:
+            side.close()
+    if upstream_doc.get("error"):  # a partial comparison would mislead: drop it
+        for row in rows:
+            row.pop("upstream", None)
     first = cases[0]
-    return {
+    doc = {
         "version": models.paths.version,
+        "dtype": str(models.dtype).removeprefix("torch."),
         "rows": rows,
         "streamed_vs_one_shot": streamed_vs_one_shot(
             Pipeline(models, voice, tokens, seed, sample_steps=steps[0]), first
         ),
+    }
+    if upstream is not None:
+        doc["upstream"] = upstream_doc
+    return doc
+
+
+def guarded(
+    side: Upstream,
+    doc: dict[str, Any],
+    case: TextCase,
+    ours: CaseRun,
+    measured: bool,
+    out: list[UpstreamCaseRun] | None = None,
+) -> tuple[Upstream | None, dict[str, Any]]:
+    """One upstream run; on failure the side is closed and the error kept in ``doc``."""
+    try:
+        run = side.run(case, ours, measured=measured)
+    except UpstreamError as e:
+        doc["error"] = f"failed on {case.name} at {side.pipeline.sample_steps} steps: {e}"
+        side.close()
+        return None, doc
+    if out is not None:
+        out.append(run)
+    return side, doc
+
+
+def ours_row(n_steps: int, case: TextCase, runs: list[CaseRun]) -> dict[str, Any]:
+    wall = statistics.median(r.wall_s for r in runs)
+    audio = runs[0].audio_s
+    vocoder = statistics.median(sum(s.vocoder_s for s in r.segments) for r in runs)
+    return {
+        "sample_steps": n_steps,
+        "case": case.name,
+        "characters": len(case.text),
+        "segments": len(runs[0].segments),
+        "audio_s": round(audio, 3),
+        "wall_s": round(wall, 3),
+        "rtf": round(wall / audio, 3),
+        "characters_per_s": round(len(case.text) / wall, 1),
+        "vocoder_s": round(vocoder, 3),
+        "vocoder_rtf": round(vocoder / audio, 3),
+        "first_audio_one_shot_s": round(statistics.median(r.first_audio_s or 0.0 for r in runs), 3),
+    }
+
+
+def upstream_row(case: TextCase, ours: list[CaseRun], theirs: list[UpstreamCaseRun]) -> dict[str, Any]:
+    """Upstream's figures for a row, on ours' played duration (the same tokens give the same length)."""
+    played = ours[0].audio_s
+    wall = statistics.median(sum(r.stage_seconds().values()) for r in theirs)
+    vocoder = statistics.median(sum(r.vocoder_s) for r in theirs)
+    gpt = statistics.median(sum(r.prefill_s) + sum(r.decode_s) for r in theirs)
+    first = statistics.median(r.bert_s[0] + r.prefill_s[0] + r.decode_s[0] + r.vocoder_s[0] for r in theirs)
+    ours_wall = statistics.median(r.wall_s for r in ours)
+    ours_vocoder = statistics.median(sum(s.vocoder_s for s in r.segments) for r in ours)
+    return {
+        "wall_s": round(wall, 3),  # BERT + GPT + synthesis: no frontend (a lower bound of its end to end)
+        "rtf": round(wall / played, 3),
+        "characters_per_s": round(len(case.text) / wall, 1),
+        "bert_s": round(statistics.median(sum(r.bert_s) for r in theirs), 3),
+        "gpt_s": round(gpt, 3),
+        "vocoder_s": round(vocoder, 3),
+        "vocoder_rtf": round(vocoder / played, 3),
+        "first_audio_s": round(first, 3),  # no streaming: the first segment whole
+        # > 1: ours is faster. End to end: ours whole against upstream without its frontend.
+        "speedup_end_to_end_at_least": round(wall / ours_wall, 3),
+        "speedup_vocoder": round(vocoder / ours_vocoder, 3),
+        "tokens_equal_ours": all(r.token_hash() == ours[0].token_hash() for r in theirs),
+        "audio_samples_equal_ours": all(r.samples == [s.audio.numel() for s in ours[0].segments] for r in theirs),
+        "audio_max_abs_diff": next((r.audio_max_abs_diff for r in theirs if r.audio_max_abs_diff is not None), None),
+        "peak_rss_mib": max((r.peak_rss_mib for r in theirs if r.peak_rss_mib), default=None),
     }
 
 
@@ -144,13 +245,13 @@ def to_markdown(doc: dict[str, Any], host: str) -> str:
     lines = [
         f"# SoVITS {doc['version']}: speed per flow-matching step count ({host})",
         "",
-        "| steps | case | audio s | wall s | RTF | chars/s | vocoder stage RTF | streamed TTFA s |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| steps | case | audio s | wall s | RTF | chars/s | vocoder stage s | vocoder stage RTF | streamed TTFA s |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in doc["rows"]:
         lines.append(
             f"| {r['sample_steps']} | {r['case']} | {r['audio_s']} | {r['wall_s']} | {r['rtf']} | "
-            f"{r['characters_per_s']} | {r['vocoder_rtf']} | {r['streamed_ttfa_s']} |"
+            f"{r['characters_per_s']} | {r.get('vocoder_s', '')} | {r['vocoder_rtf']} | {r['streamed_ttfa_s']} |"
         )
     s = doc["streamed_vs_one_shot"]
     lines += [
@@ -158,4 +259,36 @@ def to_markdown(doc: dict[str, Any], host: str) -> str:
         f"Streamed (runs of {s['run_tokens']} tokens, {s['lookahead_tokens']} of lookahead) against one-shot, "
         f"{s['case']}, {s['tokens']} tokens: SNR {s['snr_db']} dB, max |Δ| {s['max_abs_diff']} (peak {s['peak']}).",
     ]
+    lines += upstream_markdown(doc)
     return "\n".join(lines) + "\n"
+
+
+def upstream_markdown(doc: dict[str, Any]) -> list[str]:
+    if "upstream" not in doc:
+        return []
+    up = doc["upstream"]
+    lines = ["", "## Side by side with upstream GPT-SoVITS", ""]
+    if up.get("error"):
+        return lines + [f"Not run: {up['error'].splitlines()[0]}"]
+    worker = up.get("worker", {})
+    lines += [
+        f"Upstream {up.get('commit') or up.get('checkout')} (torch {worker.get('torch')}, "
+        f"{worker.get('threads')} threads, float32) on the same files, inputs, seeds and step counts; its "
+        f"synthesis decodes our tokens. Ours: {doc.get('dtype', 'float32')}. Upstream's time is BERT + GPT + "
+        "synthesis (no frontend: a lower bound); it cannot stream, its first audio is its first segment whole. "
+        "Speedup = upstream time / ours (> 1: ours faster).",
+        "",
+        "| steps | case | upstream wall s | upstream RTF | upstream chars/s | upstream vocoder stage s | "
+        "upstream first audio s | speedup e2e (at least) | speedup vocoder stage | same tokens | max abs diff one-shot |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in doc["rows"]:
+        u = r.get("upstream")
+        if u is None:
+            continue
+        lines.append(
+            f"| {r['sample_steps']} | {r['case']} | {u['wall_s']} | {u['rtf']} | {u['characters_per_s']} | "
+            f"{u['vocoder_s']} | {u['first_audio_s']} | {u['speedup_end_to_end_at_least']}× | "
+            f"{u['speedup_vocoder']}× | {'yes' if u['tokens_equal_ours'] else 'no'} | {u['audio_max_abs_diff']} |"
+        )
+    return lines

@@ -6,6 +6,12 @@ count, the same phone ids, BERT features, prompt tokens and reference spectrogra
 built, and the same seeds. Its vocoder decodes *our* tokens, so both vocoders do identical work and
 their audio can be compared sample for sample.
 
+v3/v4: upstream's SoVITS side is its ``TTS.py`` (``init_vits_weights``, ``init_vocoder``,
+``_get_ref_spec`` on the voice's reference recording, ``using_vocoder_synthesis`` with
+``sample_steps``), on the same SoVITS, vocoder and reference files, our prompt tokens and prompt
+phones, and the seeds our pipeline draws its flow-matching noise with (``mel_synthesis.upstream_noise``
+follows upstream's draws), so its audio is comparable sample for sample here too.
+
 What is not run on upstream's side: its text frontend (it needs g2pW and language-detection models
 fetched at run time). Its BERT step is re-enacted in the worker (the same ``transformers`` calls, see
 :mod:`.upstream_worker`), so upstream's measured pipeline is BERT + GPT + vocoder: a lower bound of
@@ -133,12 +139,25 @@ class UpstreamWorker:
 class Upstream:
     """Our pipeline's inputs in, upstream's timings and tokens out."""
 
-    def __init__(self, checkout: Path, python: str | None, workdir: Path, pipeline: Pipeline, cases: list[TextCase]):
+    def __init__(
+        self,
+        checkout: Path,
+        python: str | None,
+        workdir: Path,
+        pipeline: Pipeline,
+        cases: list[TextCase],
+        ref_audio: Path | None = None,
+    ):
+        """``ref_audio``: the voice's recording (v3/v4: upstream computes its reference spectrogram and
+        mel from it itself; default: the registry's "default" voice, the one the benchmark prepares).
+        ``sample_steps`` (v3/v4) is the pipeline's, read at each run."""
         self.pipeline = pipeline
+        self.ref_audio = ref_audio
+        workdir = workdir.resolve()  # the worker runs in the checkout: it is given absolute paths only
         self.worker = UpstreamWorker(checkout.resolve(), python or sys.executable, workdir)
         self.inputs_path = workdir / "upstream-inputs.pt"
         self.audio_path = workdir / "upstream-audio.pt"
-        self.compared: set[str] = set()
+        self.compared: set[tuple[str, int | None]] = set()
         self.write_inputs(cases)
 
     def write_inputs(self, cases: list[TextCase]) -> None:
@@ -147,6 +166,7 @@ class Upstream:
             {
                 "cases": {case.name: self.pipeline.inputs(case) for case in cases},
                 "prompt_tokens": None if voice.prompt_tokens is None else voice.prompt_tokens.cpu(),
+                "prompt_phones": voice.prompt_ids.cpu(),
                 "spectrogram": voice.spectrogram.float().cpu(),
                 "sv_emb": None if voice.sv_emb is None else voice.sv_emb.float().cpu(),
             },
@@ -165,16 +185,32 @@ class Upstream:
         return self.worker.info
 
     def load(self, models) -> dict[str, Any]:  # noqa: ANN001 - inprocess.Models
+        extra: dict[str, Any] = {}
+        dtype = str(models.dtype).removeprefix("torch.")
+        if models.flow_matching:
+            if self.ref_audio is None:  # the voice both benchmarks prepare: the registry's "default"
+                from ..voices import find_voice, load_registry
+
+                self.ref_audio = find_voice("default", load_registry(model_dir=models.paths.model_dir)).ref_audio
+            extra = {
+                "vocoder_path": absolute(models.paths.vocoder),
+                "sovits_base_path": None if models.paths.sovits_base is None else absolute(models.paths.sovits_base),
+                "ref_audio": absolute(self.ref_audio),
+                "checkout": str(self.worker.checkout),
+            }
+            if models.device.type == "cpu":
+                dtype = "float32"  # upstream runs half precision on a GPU only (TTS_Config: is_half off on CPU)
         return self.worker.call(
             "load",
-            gpt_path=str(models.paths.gpt),
-            sovits_path=str(models.paths.sovits),
+            gpt_path=absolute(models.paths.gpt),
+            sovits_path=absolute(models.paths.sovits),
             model_version=models.sovits.version.model_version,
             threads=torch.get_num_threads(),
             device=str(models.device),
-            dtype=str(models.dtype).removeprefix("torch."),
+            dtype=dtype,
             inputs_path=str(self.inputs_path),
-            bert_path=str(models.paths.bert),
+            bert_path=absolute(models.paths.bert),
+            **extra,
         )
 
     def run(self, case: TextCase, ours: CaseRun, measured: bool = True) -> UpstreamCaseRun:
@@ -194,12 +230,19 @@ class Upstream:
             temperature=params.temperature,
             repetition_penalty=params.repetition_penalty,
         )
-        compare = measured and case.name not in self.compared
+        key = (case.name, self.pipeline.sample_steps)
+        compare = measured and key not in self.compared
+        steps = self.pipeline.sample_steps
+        if self.pipeline.models.flow_matching and steps is None:
+            from ..sovits.mel_synthesis import DEFAULT_STEPS
+
+            steps = DEFAULT_STEPS[self.pipeline.models.paths.version]
         vocoder = self.worker.call(
             "vocoder",
             case=case.name,
             seeds=seeds,
             noise_scale=NOISE_SCALE,
+            sample_steps=steps,
             tokens=[s.tokens for s in ours.segments],
             save_audio=str(self.audio_path) if compare else "",
         )
@@ -217,12 +260,17 @@ class Upstream:
             peak_rss_mib=max(filter(None, [gpt.get("peak_rss_mib"), vocoder.get("peak_rss_mib")]), default=None),
         )
         if compare:
-            self.compared.add(case.name)
+            self.compared.add(key)
             run.audio_max_abs_diff = audio_difference(ours, torch.load(self.audio_path, weights_only=True))
         return run
 
     def close(self) -> None:
         self.worker.close()
+
+
+def absolute(path: Path) -> str:
+    """The worker runs in the checkout (see UpstreamWorker.start): paths relative to ours would break."""
+    return str(Path(path).resolve())
 
 
 def audio_difference(ours: CaseRun, theirs: list[torch.Tensor]) -> float | None:

@@ -339,7 +339,6 @@ class Upstream:
             torch.save(audio, cmd["save_audio"])
         return {"segments": segments, "peak_rss_mib": peak_rss_mib()}
 
-
     @torch.inference_mode()
     def mel_vocoder(self, cmd: dict) -> dict:
         """v3/v4: TTS.using_vocoder_synthesis per segment (features, chunked flow matching, vocoder)."""
