@@ -1,8 +1,9 @@
-"""The benchmark's upstream worker for v3/v4 (shared/benchmark/upstream_worker.py), on the tiny parity
+"""The benchmark's v3/v4 side by side with upstream. The worker (shared/benchmark/upstream_worker.py) (shared/benchmark/upstream_worker.py), on the tiny parity
 fixtures (tests/fixtures/upstream-v3v4): ``load`` builds upstream's SynthesizerTrnV3 + vocoder through
 its own ``TTS.init_vits_weights`` and reference spectrogram, ``vocoder`` runs its
 ``using_vocoder_synthesis`` with the given seed and step count, and the waveform is the one upstream
-recorded for the same inputs (``v3/v4_synth_s8_wav``).
+recorded for the same inputs (``v3/v4_synth_s8_wav``). And the sweep's upstream columns
+(shared/benchmark/flow_matching.py), fed with stand-in runs.
 
 Needs an interpreter with upstream's requirements and an upstream tree at 48b1a01 (see
 scripts/record_upstream_v3v4.py): ``GSV_UPSTREAM_V3V4_PYTHON`` (default /tmp/upstream-v3v4-venv/bin/python)
@@ -20,9 +21,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from dora_gpt_sovits.benchmark.upstream import UpstreamWorker
-
-pytestmark = pytest.mark.slow  # a subprocess that imports upstream's TTS.py and runs its synthesis (~10 s)
+from dora_gpt_sovits.benchmark import flow_matching
+from dora_gpt_sovits.benchmark.cases import select_cases
+from dora_gpt_sovits.benchmark.inprocess import CaseRun, SegmentRun
+from dora_gpt_sovits.benchmark.upstream import UpstreamCaseRun, UpstreamWorker
 
 FIXTURES = Path(__file__).parent / "fixtures" / "upstream-v3v4"
 PYTHON = Path(os.environ.get("GSV_UPSTREAM_V3V4_PYTHON", "/tmp/upstream-v3v4-venv/bin/python"))
@@ -50,6 +52,7 @@ def expected():
         return {k: z[k] for k in z.files}
 
 
+@pytest.mark.slow  # a subprocess that imports upstream's TTS.py and runs its synthesis (~15 s each)
 @pytest.mark.parametrize("version", ["v3", "v4"])
 def test_worker_runs_upstream_v3v4_synthesis(version, expected, tmp_path):
     manifest = json.loads((FIXTURES / "manifest.json").read_text())
@@ -103,3 +106,40 @@ def test_worker_runs_upstream_v3v4_synthesis(version, expected, tmp_path):
     (samples,) = torch.load(audio, weights_only=True)
     recorded = torch.from_numpy(expected[f"{version}_synth_s8_wav"]).reshape(-1)
     assert float((samples - recorded).abs().max()) <= 1e-4
+
+
+def test_sweep_rows_and_markdown_carry_upstream_columns():
+    case = select_cases(["en"], ["short"])[0]
+    audio = torch.zeros(48000)
+    segment = SegmentRun("t", 10, 5, 20, 0.01, 0.02, 0.1, 0.4, 11, list(range(11)), 1.0, 1.0, audio)
+    ours = CaseRun(case.name, [segment], wall_s=2.0, first_audio_s=2.0)  # played: 1 s + the 0.3 s pause
+    theirs = UpstreamCaseRun(
+        case.name, [0.2], [0.8], [11], [list(range(11))], [3.0], [0.0], [48000], 48000, None, audio_max_abs_diff=2e-6
+    )
+    row = flow_matching.ours_row(8, case, [ours])
+    row["streamed_ttfa_s"] = 0.9
+    row["upstream"] = flow_matching.upstream_row(case, [ours], [theirs])
+    u = row["upstream"]
+    assert u["wall_s"] == 4.0 and u["rtf"] == pytest.approx(4.0 / 1.3, abs=1e-3)
+    assert u["speedup_end_to_end_at_least"] == 2.0 and u["speedup_vocoder"] == 3.0
+    assert u["tokens_equal_ours"] and u["audio_samples_equal_ours"] and u["first_audio_s"] == 4.0
+    doc = {
+        "version": "v4",
+        "dtype": "bfloat16",
+        "rows": [row],
+        "streamed_vs_one_shot": {
+            "case": case.name,
+            "tokens": 11,
+            "run_tokens": 25,
+            "lookahead_tokens": 4,
+            "snr_db": 30.0,
+            "max_abs_diff": 0.01,
+            "peak": 0.5,
+        },  # fmt: skip
+        "upstream": {"commit": "48b1a01", "worker": {"torch": "2.13", "threads": 2}},
+    }
+    markdown = flow_matching.to_markdown(doc, "cpu")
+    assert "## Side by side with upstream GPT-SoVITS" in markdown and "| 8 | en-short | 4.0 |" in markdown
+    assert "Ours: bfloat16" in markdown and "2.0×" in markdown
+    doc["upstream"] = {"error": "upstream 'load' failed: boom\ntrace"}
+    assert "Not run: upstream 'load' failed: boom" in flow_matching.to_markdown(doc, "cpu")
