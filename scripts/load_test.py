@@ -59,6 +59,26 @@ class Outcome:
     pcm: bytes = b""
     error: str | None = None
     cancelled: bool = False
+    busy: int = 0  # 429s before it was taken
+
+
+def speak(base: str, request: Request, attempts: int = 50) -> Outcome:
+    """One request, sent again after each 429: the server holds a slot until its handler returns
+    (a cancelled stream's until it notices the disconnect), so with as many clients as slots a
+    client's next request can arrive while its previous one still counts."""
+    from openai import RateLimitError
+
+    busy = 0
+    while True:
+        try:
+            outcome = stream_once(base, request)
+            outcome.busy = busy
+            return outcome
+        except RateLimitError:
+            busy += 1
+            if busy >= attempts:
+                return Outcome(request, error=f"429 on all {attempts} attempts", busy=busy)
+            time.sleep(0.2)
 
 
 def plan(n: int, cancel_fraction: float, seed: int) -> list[Request]:
@@ -66,9 +86,9 @@ def plan(n: int, cancel_fraction: float, seed: int) -> list[Request]:
     return [Request(i, *rng.choice(TEXTS), cancel=rng.random() < cancel_fraction) for i in range(n)]
 
 
-def speak(base: str, request: Request) -> Outcome:
+def stream_once(base: str, request: Request) -> Outcome:
     """One streaming request with the official client; a cancelling one leaves after its first audio."""
-    from openai import OpenAI
+    from openai import OpenAI, RateLimitError
 
     client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=600)
     outcome, parts, received = Outcome(request), [], 0
@@ -86,6 +106,8 @@ def speak(base: str, request: Request) -> Outcome:
                 if request.cancel and received >= CANCEL_AFTER_BYTES:
                     outcome.cancelled = True
                     break  # leaving the block closes the connection: the server stops the utterance
+    except RateLimitError:
+        raise
     except Exception as e:  # every failure is counted, none ends the test
         outcome.error = f"{type(e).__name__}: {e}"
     outcome.pcm = b"".join(parts)
@@ -117,6 +139,7 @@ def max_difference(a: bytes, b: bytes) -> int:
 def compare(outcomes: list[Outcome], solos: dict[tuple[str, str], bytes]) -> dict:
     """Completed streams equal to their solo run; cancelled ones a prefix of it."""
     counts = {"completed": 0, "equal": 0, "cancelled": 0, "cancelled_prefix": 0, "failed": 0}
+    counts["busy_retries"] = sum(o.busy for o in outcomes)
     mismatches = []
     for o in outcomes:
         solo = solos[(o.request.text, o.request.language)]
@@ -211,7 +234,7 @@ def markdown(summary: dict) -> str:
         f"{summary['requests']} requests from {summary['clients']} clients in {summary['wall_s']} s "
         f"({summary['audio_s']} s of audio): completed {summary['completed']}, equal to their solo run "
         f"{summary['equal']}; cancelled {summary['cancelled']} (prefix of solo: {summary['cancelled_prefix']}); "
-        f"failed {summary['failed']}; ok {summary['ok']}\n\n"
+        f"failed {summary['failed']}; 429s retried {summary['busy_retries']}; ok {summary['ok']}\n\n"
         f"| node | RSS first (MiB) | at 1/4 | last | max |\n|---|---|---|---|---|\n{rows}\n"
     )
 
