@@ -20,6 +20,7 @@ from test_upstream_v3v4 import BASE, SEEDS, VOCODER, expected, voice  # noqa: F4
 from dora_gpt_sovits.backends.config import BackendChoice
 from dora_gpt_sovits.backends.errors import BackendUnavailable, ExportStale
 from dora_gpt_sovits.backends.export import write_graph
+from dora_gpt_sovits.backends.export_cli import DTYPES
 from dora_gpt_sovits.backends.manifest import Manifest, graph_path, manifest_path, sha256_of
 from dora_gpt_sovits.backends.mel_graph import DIT_STAGES, MEL_STAGES, VOCODER_STAGE, export_dit, export_mel_vocoder
 from dora_gpt_sovits.backends.mel_runtime import open_graph_dit, open_graph_vocoder
@@ -44,15 +45,16 @@ def model(version):
 
 @pytest.fixture(scope="module")
 def onnx_dir(version, model, tmp_path_factory):
-    """float32 graphs of the fixture's DiT and vocoder, written as ``gsv-export-onnx`` writes them."""
+    """The fixture's DiT and vocoder graphs in both precisions, written as ``gsv-export-onnx`` writes them."""
     out = tmp_path_factory.mktemp(f"onnx-{version}")
+    vocoder = load_mel_vocoder(version, VOCODER[version])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's tracer notes
-        for name, (data, facts) in export_dit(model.estimator).items():
-            write_graph(data, out, name, "float32", BASE[version], {**facts, "lora_base_sha256": None})
-        vocoder = load_mel_vocoder(version, VOCODER[version])
-        for name, (data, facts) in export_mel_vocoder(vocoder, version).items():
-            write_graph(data, out, name, "float32", VOCODER[version], facts)
+        for precision, dtype in DTYPES.items():
+            for name, (data, facts) in export_dit(model.estimator, dtype).items():
+                write_graph(data, out, name, precision, BASE[version], {**facts, "lora_base_sha256": None})
+            for name, (data, facts) in export_mel_vocoder(vocoder, version, dtype).items():
+                write_graph(data, out, name, precision, VOCODER[version], facts)
     return out
 
 
@@ -109,6 +111,27 @@ def test_synthesis_on_onnxruntime_matches_torch(version, model, onnx_dir, expect
     want, got = synthesize(model, torch_vocoder), synthesize(engine.model, engine.vocoder)
     assert got.shape == want.shape and (got - want).abs().max() <= WAV_ATOL, float((got - want).abs().max())
     assert engine.sample_rate == engine.vocoder.sample_rate
+
+
+def test_float16_graphs_drive_the_same_synthesis(version, model, onnx_dir, expected):  # noqa: F811
+    """The float16 set: the DiT in half (sample_mel reads it from parameters()), the vocoder in half
+    for v4 and float32 for v3 (its manifest says so); the waveform stays near torch float32."""
+    engine = MelVocoderEngine.open(BASE[version], VOCODER[version], version, cpu(onnx_dir, "float16"), threads=1)
+    assert next(engine.model.estimator.parameters()).dtype == torch.float16
+    assert next(engine.vocoder.parameters()).dtype == (torch.float32 if version == "v3" else torch.float16)
+    for stage in MEL_STAGES:
+        facts = Manifest.read(manifest_path(graph_path(onnx_dir, stage, "float16"))).facts
+        assert facts["max_abs_error"] < 5e-2, (stage, facts["max_abs_error"])
+
+    def synthesize(m, vocoder):
+        noise = ms.upstream_noise(torch.Generator().manual_seed(SEEDS["s4"]))
+        args = (expected["target_codes"], expected["target_phones"].view(1, -1), 4)
+        return ms.synthesize(m, vocoder, voice(m, version, expected), *args, noise=noise)
+
+    want = synthesize(model, load_mel_vocoder(version, VOCODER[version]))
+    got = synthesize(engine.model, engine.vocoder)
+    snr = 10 * torch.log10((want**2).sum() / ((want - got) ** 2).sum())
+    assert got.shape == want.shape and bool(torch.isfinite(got).all()) and snr > 20, float(snr)
 
 
 def test_a_stale_or_corrupt_manifest_is_refused_in_one_line(version, onnx_dir, tmp_path):
