@@ -212,7 +212,7 @@ def decode_bandwidth(
     return {
         "weight_mb": round(weight_bytes / 1e6, 1),
         "threads": threads,
-        "used_gbs": round(used, 1),
+        "used_gbs": round(used, 3),  # a tiny model on a busy machine reads well under 0.1 GB/s
         "available_gbs": gbs,
         "used_fraction": round(used / gbs, 3),
         "floor_ms_per_token": round(floor_ms, 2),
