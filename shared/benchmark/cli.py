@@ -453,7 +453,12 @@ def run_flow_matching_sweep(opts: Options) -> None:
     models = load_models(paths, device, dtype)
     voice = prepare_voice(models, find_voice("default", load_registry(model_dir=paths.model_dir)))
     cases = select_cases(opts.languages, opts.lengths)
-    doc = flow_matching.sweep(models, voice, cases, opts.sample_steps or [], opts.tokens, opts.seed, opts.repeats)
+    workdir = opts.out / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    upstream = (lambda pipeline: start_upstream(opts, pipeline, cases, workdir)) if opts.upstream else None
+    doc = flow_matching.sweep(
+        models, voice, cases, opts.sample_steps or [], opts.tokens, opts.seed, opts.repeats, upstream=upstream
+    )
     host = host_info(device, dtype, REPO)
     doc["host"] = host.to_dict()
     doc["development_model"] = paths.development
