@@ -165,8 +165,6 @@ def upstream_row(case: TextCase, ours: list[CaseRun], theirs: list[UpstreamCaseR
 @torch.inference_mode()
 def streamed_first_audio(pipeline: Pipeline, case: TextCase) -> float:
     """Text in -> the first streamed audio out: frontend, BERT, the GPT's first chunk, its first run."""
-    from ..sovits.mel_synthesis import MelStream, frame_noise
-
     m, voice = pipeline.models, pipeline.voice
     started = time.perf_counter()
     piece = prepare_sentences(case.text, case.language, SPLIT_METHOD)[0]
@@ -177,14 +175,7 @@ def streamed_first_audio(pipeline: Pipeline, case: TextCase) -> float:
         torch.cat([voice.prompt_ids, target]), bert, voice.prompt_tokens, pipeline.sampling(pipeline.seed)
     )
     tokens = [t for _, t in zip(range(FIRST_CHUNK_TOKENS), stream)]
-    mel = MelStream(
-        m.sovits,
-        m.mel_vocoder,
-        voice.mel_voice,
-        target,
-        pipeline.sample_steps,
-        noise=frame_noise(0),
-    )
+    mel = mel_stream(pipeline, target, seed=0)
     cut = max(1, len(tokens) - LOOKAHEAD_TOKENS)
     samples, _ = mel.decode(torch.tensor(tokens[:cut]), torch.tensor(tokens[cut:]))
     samples.float().cpu()
@@ -193,14 +184,21 @@ def streamed_first_audio(pipeline: Pipeline, case: TextCase) -> float:
     return elapsed
 
 
+def mel_stream(pipeline: Pipeline, target: torch.Tensor, seed: int) -> Any:
+    """The vocoder node's v3/v4 stream of one segment (``mel_synthesis.MelStream``, frame-seeded noise)."""
+    from ..sovits.mel_synthesis import MelStream, frame_noise
+
+    m, voice = pipeline.models, pipeline.voice.mel_voice
+    return MelStream(m.sovits, m.mel_vocoder, voice, target, pipeline.sample_steps, noise=frame_noise(seed))
+
+
 @torch.inference_mode()
 def streamed_vs_one_shot(pipeline: Pipeline, case: TextCase) -> dict[str, Any]:
     """The first segment of ``case`` vocoded in one go and in runs of STREAM_RUN_TOKENS (the token
     stream cross-faded as the vocoder node does): SNR of streamed against one-shot, and their peaks."""
-    from ..sovits.mel_synthesis import MelStream, frame_noise
     from ..sovits.streaming import crossfade
 
-    m, voice = pipeline.models, pipeline.voice
+    m = pipeline.models
     segment = pipeline.run(case).segments[0]
     target = torch.tensor(
         [i for r in text_to_phones(segment.text, case.language, m.symbol_version) for i in r.phone_ids]
@@ -208,14 +206,7 @@ def streamed_vs_one_shot(pipeline: Pipeline, case: TextCase) -> dict[str, Any]:
     codes = torch.tensor(segment.tokens)
 
     def stream(run_tokens: int) -> torch.Tensor:
-        mel = MelStream(
-            m.sovits,
-            m.mel_vocoder,
-            voice.mel_voice,
-            target,
-            pipeline.sample_steps,
-            noise=frame_noise(1),
-        )
+        mel = mel_stream(pipeline, target, seed=1)
         pieces, tail = [], None
         for start in range(0, len(codes), run_tokens):
             stop = min(len(codes), start + run_tokens)
