@@ -15,7 +15,7 @@ import warnings
 
 import pytest
 import torch
-from test_upstream_v3v4 import BASE, SEEDS, VOCODER, expected, voice  # noqa: F401 (expected: a fixture)
+from test_upstream_v3v4 import BASE, SEEDS, VOCODER, expected, model, version, voice  # noqa: F401 (fixtures)
 
 from dora_gpt_sovits.backends.config import BackendChoice
 from dora_gpt_sovits.backends.errors import BackendUnavailable, ExportStale
@@ -24,23 +24,12 @@ from dora_gpt_sovits.backends.export_cli import DTYPES
 from dora_gpt_sovits.backends.manifest import Manifest, graph_path, manifest_path, sha256_of
 from dora_gpt_sovits.backends.mel_graph import DIT_STAGES, MEL_STAGES, VOCODER_STAGE, export_dit, export_mel_vocoder
 from dora_gpt_sovits.backends.mel_runtime import open_graph_dit, open_graph_vocoder
-from dora_gpt_sovits.sovits import load_sovits
 from dora_gpt_sovits.sovits import mel_synthesis as ms
 from dora_gpt_sovits.sovits.mel_engine import MelVocoderEngine
 from dora_gpt_sovits.sovits.mel_vocoders import load_mel_vocoder
 
 pytestmark = [pytest.mark.usefixtures("torch_single_thread"), pytest.mark.slow]
 STEP_ATOL, WAV_ATOL = 1e-4, 1e-3
-
-
-@pytest.fixture(scope="module", params=["v3", "v4"])
-def version(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def model(version):
-    return load_sovits(BASE[version], expected_version=version)
 
 
 @pytest.fixture(scope="module")
