@@ -12,9 +12,10 @@ Endpoints: ``POST /v1/audio/speech``, ``GET /v1/models``, ``GET /v1/audio/voices
 ``GET /v1/requests/last`` (server-side TTFA/RTF), ``GET /`` (the page). Environment:
 ``GSV_HTTP_HOST`` (127.0.0.1), ``GSV_HTTP_PORT`` (8880), ``GSV_HTTP_SAMPLE_RATE`` (24000),
 ``GSV_HTTP_MAX_INPUT_CHARS`` (4096), ``GSV_HTTP_MAX_REQUESTS`` (8), ``GSV_HTTP_TIMEOUT`` (300 s),
-``GSV_HTTP_RESTART_GRACE`` (120 s: the longest 503 after a node restart that gives no sign of its end);
-voices come from the same registry as the reference node (``GSV_VOICES``, ``GSV_REF_AUDIO``, the
-model directory's ``voices.yml``).
+``GSV_HTTP_RESTART_GRACE`` (120 s: the longest 503 after a node restart that gives no sign of its end),
+``GSV_HTTP_CORS_ORIGINS`` (unset: no cross-origin access); voices come from the same registry as the
+reference node (``GSV_VOICES``, ``GSV_REF_AUDIO``, the model directory's ``voices.yml``, whose
+``aliases`` give voices OpenAI's names). Formats, SSE and Kokoro fields: docs/openai-api.md.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dora_gpt_sovits.openai_api.app import HttpServer, create_app
 from dora_gpt_sovits.openai_api.bridge import GraphBridge
 from dora_gpt_sovits.openai_api.config import ServerConfig
 from dora_gpt_sovits.settings import HTTPSettings, from_env_or_exit
-from dora_gpt_sovits.voices import VoiceError, load_registry
+from dora_gpt_sovits.voices import VoiceError, load_registry, voice_aliases
 
 log = logging.getLogger("gsv.http-server")
 
@@ -39,6 +40,7 @@ def main() -> None:
     try:
         paths = resolve(env)
         voices = load_registry(env, model_dir=paths.model_dir)
+        aliases = voice_aliases(voices)  # refuses an alias given twice or naming a voice
     except (ModelsMissing, VoiceError) as e:
         fail(str(e))
     bridge = GraphBridge(restart_grace_seconds=config.restart_grace_seconds)
@@ -53,12 +55,13 @@ def main() -> None:
     except OSError as e:
         fail(f"cannot listen on {config.host}:{config.port} ({e}); set GSV_HTTP_HOST/GSV_HTTP_PORT")
     log.info(
-        "OpenAI-compatible speech API on http://%s:%d/v1 (page: http://%s:%d/), voices %s",
+        "OpenAI-compatible speech API on http://%s:%d/v1 (page: http://%s:%d/), voices %s, aliases %s",
         config.host,
         port,
         config.host,
         port,
         sorted(voices),
+        aliases,
     )
     try:
         bridge.run(node)

@@ -475,6 +475,9 @@ class HTTPSettings(Settings):
     restart_grace: float = setting(
         number("GSV_HTTP_RESTART_GRACE", 120.0, "longest 503 after a node restart (s)", low=0.0, shown="120 s")
     )
+    cors_origins: str | None = setting(
+        string("GSV_HTTP_CORS_ORIGINS", None, "origins browsers may call the API from (comma-separated, or *)")
+    )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ Where voices come from, first match wins:
 * ``GSV_VOICES``: a YAML file ``{name: {ref_audio, prompt_text, prompt_language, gpt_weights,
   sovits_weights}}``; relative paths are relative to the file; ``gpt_weights`` / ``sovits_weights``
   (optional) name a speaker's fine-tuned GPT ``.ckpt`` / SoVITS ``.pth`` (see ``model_cache``);
+  ``aliases`` (optional) lists other names the HTTP server accepts for the voice, e.g. OpenAI's
+  ``[alloy, nova]``, so clients that only know OpenAI's voices reach it (:func:`voice_aliases`);
 * ``GSV_REF_AUDIO`` (+ ``GSV_PROMPT_TEXT``, ``GSV_PROMPT_LANGUAGE``): the voice named ``default``;
 * ``voices.yml`` inside the model directory (development bundles ship one).
 
@@ -41,6 +43,7 @@ class Voice:
     prompt_language: str
     gpt_weights: Path | None = None  # this speaker's GPT .ckpt; None = the graph's
     sovits_weights: Path | None = None  # this speaker's SoVITS .pth; None = the graph's
+    aliases: tuple[str, ...] = ()  # other names for it on the HTTP API (OpenAI's alloy, nova ...)
 
     def check_files(self) -> None:
         for what, path in (("gpt_weights", self.gpt_weights), ("sovits_weights", self.sovits_weights)):
@@ -83,6 +86,19 @@ def load_registry(env: Mapping[str, str] | None = None, model_dir: Path | None =
     return voices
 
 
+def voice_aliases(registry: Mapping[str, Voice]) -> dict[str, str]:
+    """alias -> voice name over the registry; an alias that names a voice or two voices is an error."""
+    aliases: dict[str, str] = {}
+    for voice in registry.values():
+        for alias in voice.aliases:
+            if alias in registry:
+                raise VoiceError(f"voice {voice.name!r}: alias {alias!r} is already the name of a voice")
+            if alias in aliases and aliases[alias] != voice.name:
+                raise VoiceError(f"alias {alias!r} is given to two voices: {aliases[alias]!r} and {voice.name!r}")
+            aliases[alias] = voice.name
+    return aliases
+
+
 def find_voice(name: str, registry: Mapping[str, Voice]) -> Voice:
     if name in registry:
         return registry[name]
@@ -112,8 +128,19 @@ def _read_yaml(file: Path) -> dict[str, Voice]:
             str(spec.get("prompt_language", "zh")),
             _relative_to(file, spec["gpt_weights"]) if spec.get("gpt_weights") else None,
             _relative_to(file, spec["sovits_weights"]) if spec.get("sovits_weights") else None,
+            _aliases(file, name, spec.get("aliases")),
         )
     return voices
+
+
+def _aliases(file: Path, name: object, value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(a, str) and a.strip() for a in value):
+        raise VoiceError(f"{file}: voice {name!r}: 'aliases' must be a list of names, got {value!r}")
+    return tuple(a.strip() for a in value)
 
 
 def _relative_to(file: Path, value: object) -> Path:

@@ -57,7 +57,7 @@ def test_a_full_request_becomes_text_metadata_with_the_options():
         m.SPEED: 1.5,
     }
     plain = parse_speech_request({"input": "hi", "voice": "default"}, VOICES)
-    assert plain.response_format == "wav" and plain.options == m.RequestOptions()
+    assert plain.response_format == "mp3" and plain.options == m.RequestOptions()  # OpenAI's default
 
 
 @pytest.mark.parametrize(
@@ -69,12 +69,19 @@ def test_a_full_request_becomes_text_metadata_with_the_options():
         ({"input": 3, "voice": "default"}, "input", "invalid_type", "string"),
         ({"input": "x" * 101, "voice": "default"}, "input", "input_too_long", "limit is 100"),
         ({"input": "hi", "voice": "alloy"}, "voice", "unknown_voice", "['default', 'narrator']"),
+        (
+            {"input": "hi", "voice": "default", "instructions": "whisper"},
+            "instructions",
+            "unsupported_parameter",
+            "style",
+        ),
+        ({"input": "hi", "voice": "default", "stream_format": "ws"}, "stream_format", "unsupported_value", "'sse'"),
         ({"input": "hi"}, "voice", "missing_voice", "available voices"),
         (
-            {"input": "hi", "voice": "default", "response_format": "mp3"},
+            {"input": "hi", "voice": "default", "response_format": "ogg"},
             "response_format",
             "unsupported_format",
-            "['wav', 'pcm']",
+            "['mp3', 'opus', 'aac', 'flac', 'wav', 'pcm']",
         ),
         ({"input": "hi", "voice": "default", "model": "whisper-1"}, "model", "model_not_found", "gpt-sovits"),
         ({"input": "hi", "voice": "default", "speed": 9}, "speed", "out_of_range", "[0.25, 4.0]"),
@@ -83,7 +90,12 @@ def test_a_full_request_becomes_text_metadata_with_the_options():
         ({"input": "hi", "voice": "default", "top_p": 0}, "top_p", "out_of_range", "(0.0, 1.0]"),
         ({"input": "hi", "voice": "default", "temperature": True}, "temperature", "invalid_type", "number"),
         ({"input": "hi", "voice": "default", "language": "jp"}, "language", "unsupported_value", "supported"),
-        ({"input": "hi", "voice": "default", "stream": True}, "stream", "unknown_parameter", "unknown field"),
+        (
+            {"input": "hi", "voice": "default", "voice_aliases": {}},
+            "voice_aliases",
+            "unknown_parameter",
+            "unknown field",
+        ),
     ],
 )
 def test_bad_requests_are_refused_with_the_field_named(body, param, code, words):
@@ -263,8 +275,8 @@ def test_listings_page_and_bad_requests_answer_json_and_the_server_keeps_serving
     from openai import BadRequestError
 
     with pytest.raises(BadRequestError) as caught:
-        stream_speech(base, "Hi.", response_format="mp3")
-    assert "['wav', 'pcm']" in caught.value.body["message"]
+        stream_speech(base, "Hi.", response_format="ogg")
+    assert "['mp3', 'opus', 'aac', 'flac', 'wav', 'pcm']" in caught.value.body["message"]
     for body, status, code in [
         ({"input": "", "voice": "default"}, 400, "empty_input"),
         ({"input": "x" * 201, "voice": "default"}, 400, "input_too_long"),

@@ -1,8 +1,11 @@
 """The aiohttp application: OpenAI's speech endpoint, model and voice listings, metrics, the page.
 
 ``POST /v1/audio/speech`` streams: response headers leave with the first audio (so a request that
-fails before any audio still gets a JSON error), then every chunk is written the moment the graph
-delivers it. A client that disconnects cancels its utterance in the graph. Errors are OpenAI's
+fails before any audio still gets a JSON error), then every chunk is encoded (mp3 by default,
+opus, aac, flac, wav or pcm) and written the moment the graph delivers it, as raw bytes or, with
+``stream_format: "sse"``, as OpenAI's ``speech.audio.delta`` events. Kokoro-FastAPI's
+``stream: false`` gets the whole file at once with a Content-Length (and a JSON error for any
+failure). A client that disconnects cancels its utterance in the graph. Errors are OpenAI's
 JSON (``{"error": {"message", "type", "param", "code"}}``) with a 4xx/5xx status, whatever went
 wrong: a body that is not UTF-8 or not JSON (also nested too deeply, or an integer over Python's
 4300 digits) is a 400, a request while a node of the graph restarts a 503 with ``Retry-After``,
@@ -25,11 +28,13 @@ from aiohttp import HttpVersion11, web
 
 from dora_gpt_sovits import messages as m
 
+from . import sse
 from .audio_encoding import StreamEncoder
 from .config import ServerConfig
+from .cors import CorsPolicy
 from .metrics import MetricsLog, RequestMetrics
 from .router import AudioEvent, Deliver
-from .schema import MODEL_ALIASES, MODEL_ID, ApiError, Limits, parse_speech_request
+from .schema import MODEL_ALIASES, MODEL_ID, ApiError, Limits, SpeechRequest, parse_speech_request
 
 log = logging.getLogger("gsv.http-server")
 
@@ -47,13 +52,16 @@ class VoiceInfo(Protocol):
     name: str
     prompt_text: str
     prompt_language: str
+    aliases: tuple[str, ...]  # other names the API accepts for it (OpenAI's alloy ...)
 
 
 def create_app(
     engine: Engine, voices: dict[str, VoiceInfo], config: ServerConfig = ServerConfig(), development_model: bool = False
 ) -> web.Application:
     api = SpeechApi(engine, voices, config, development_model)
-    app = web.Application(middlewares=[json_errors], client_max_size=1024 * 1024)
+    cors = CorsPolicy.parse(config.cors_origins)
+    app = web.Application(middlewares=[json_errors, cors.middleware], client_max_size=1024 * 1024)
+    app.on_response_prepare.append(cors.on_prepare)
     app.add_routes(
         [
             web.get("/", api.page),
@@ -104,6 +112,7 @@ class SpeechApi:
         self.config = config
         self.development_model = development_model
         self.limits = Limits(max_input_chars=config.max_input_chars)
+        self.aliases = {alias: v.name for v in voices.values() for alias in getattr(v, "aliases", ())}
         self.metrics = MetricsLog()
         self.active = 0
 
@@ -121,6 +130,9 @@ class SpeechApi:
         return web.json_response(_model(name))
 
     async def voices_list(self, request: web.Request) -> web.Response:
+        """Our list (``data``, read by the page) and Kokoro-FastAPI's (``voices``: ``{id, name}``
+        objects, or bare names with ``?legacy=true``, as Kokoro-FastAPI answers) in one body."""
+        ordered = sorted(self.voices.values(), key=lambda v: v.name)
         data = [
             {
                 "id": v.name,
@@ -128,10 +140,15 @@ class SpeechApi:
                 "name": v.name,
                 "language": v.prompt_language,
                 "reference_free": not v.prompt_text.strip(),
+                "aliases": sorted(getattr(v, "aliases", ())),
             }
-            for v in sorted(self.voices.values(), key=lambda v: v.name)
+            for v in ordered
         ]
-        return web.json_response({"object": "list", "data": data, "development_model": self.development_model})
+        legacy = request.query.get("legacy", "").lower() in ("1", "true")
+        kokoro = [v.name for v in ordered] if legacy else [{"id": v.name, "name": v.name} for v in ordered]
+        return web.json_response(
+            {"object": "list", "data": data, "voices": kokoro, "development_model": self.development_model}
+        )
 
     async def last_request(self, request: web.Request) -> web.Response:
         last = self.metrics.last()
@@ -148,7 +165,7 @@ class SpeechApi:
     async def speech(self, request: web.Request) -> web.StreamResponse:
         received_at = time.time()
         body = parse_json(await request.read(), request.charset)
-        speech = parse_speech_request(body, sorted(self.voices), self.limits)
+        speech = parse_speech_request(body, sorted(self.voices), self.limits, self.aliases)
         unavailable = getattr(self.engine, "unavailable", lambda: None)()
         if unavailable is not None:
             reason, retry_after = unavailable
@@ -168,7 +185,7 @@ class SpeechApi:
         finally:
             self.active -= 1
 
-    async def stream(self, request: web.Request, speech: Any, received_at: float) -> web.StreamResponse:
+    async def stream(self, request: web.Request, speech: SpeechRequest, received_at: float) -> web.StreamResponse:
         utterance_id = m.new_utterance_id()
         metrics = RequestMetrics(utterance_id, speech.voice, speech.response_format, len(speech.input), received_at)
         self.metrics.add(metrics)
@@ -183,46 +200,49 @@ class SpeechApi:
             self.engine.cancel(utterance_id)  # never leave its route open
             raise
         log.info(
-            "request %s: %d characters, voice %r, %s",
+            "request %s: %d characters, voice %r, %s%s",
             utterance_id,
             len(speech.input),
             speech.voice,
             speech.response_format,
+            " as SSE" if speech.stream_format == "sse" else "",
         )
-        encoder = StreamEncoder(speech.response_format, self.config.sample_rate)
-        response: web.StreamResponse | None = None
+        encoder = StreamEncoder(speech.response_format, self.config.sample_rate, speech.kokoro.gain)
+        out = Output(request, speech)
         errors: list[str] = []
         try:
             while True:
                 event = await self.next_event(request, events, metrics)
                 if event.error:
                     errors.append(event.error)
-                if len(event.samples) and response is None:
+                if len(event.samples) and out.response is None:
                     metrics.first_audio()
-                    response = await self.start_response(request, utterance_id, encoder, metrics)
-                if response is not None:
+                    await out.start(self.headers(utterance_id, encoder, metrics))
+                if out.response is not None:
                     if len(event.samples):
-                        await response.write(encoder.encode(event.samples, event.sample_rate))
+                        await out.audio(encoder.encode(event.samples, event.sample_rate))
                         metrics.audio_seconds += len(event.samples) / event.sample_rate
                     if event.final:
-                        await response.write(encoder.finish())
+                        await out.audio(encoder.finish())
                 if event.final:
                     break
         except (ConnectionError, asyncio.CancelledError):
+            encoder.close()
             metrics.finish("cancelled", "the client disconnected")
             self.engine.cancel(utterance_id)
             log.info("request %s: client disconnected; utterance cancelled", utterance_id)
             raise
         except Exception as e:  # ApiError (a timeout), or a fault of ours: the route must not stay open
+            encoder.close()
             message = e.message if isinstance(e, ApiError) else f"internal error: {type(e).__name__}: {e}"
             metrics.finish("failed", message)
             self.engine.cancel(utterance_id)
-            if response is None:
+            if not out.sent_headers:
                 raise
             log.error("request %s: %s; stream aborted", utterance_id, message)
-            _abort(request)
-            return response
-        if response is None:  # the graph ended the utterance without any audio
+            await out.fail(message, e.code if isinstance(e, ApiError) and e.code else "internal_error")
+            return out.response
+        if out.response is None:  # the graph ended the utterance without any audio
             metrics.finish("failed", "; ".join(errors) or "no audio was produced")
             raise ApiError(
                 500, f"speech synthesis failed: {metrics.error}", "input", "synthesis_failed", "server_error"
@@ -236,32 +256,26 @@ class SpeechApi:
             f"{metrics.rtf:.3f}" if metrics.rtf else "-",
             f", errors: {metrics.error}" if errors else "",
         )
-        if errors:
-            _abort(request)  # part of the text is missing: a cut stream tells the client, a clean end would not
-            return response
-        await response.write_eof()
-        return response
+        if errors:  # part of the text is missing
+            if not out.sent_headers:  # stream: false: nothing sent yet, so a plain JSON error
+                raise ApiError(
+                    500, f"speech synthesis failed: {metrics.error}", "input", "synthesis_failed", "server_error"
+                )
+            await out.fail(metrics.error, "synthesis_failed")
+            return out.response
+        await out.end(metrics.audio_seconds)
+        return out.response
 
-    async def start_response(
-        self, request: web.Request, utterance_id: str, encoder: StreamEncoder, metrics: RequestMetrics
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": encoder.content_type,
-                "X-Request-Id": utterance_id,
-                "X-Sample-Rate": str(encoder.sample_rate),
-                "X-Time-To-First-Audio": f"{metrics.ttfa_seconds:.4f}",
-                "X-Development-Model": "true" if self.development_model else "false",
-                "Cache-Control": "no-store",
-            }
-        )
-        # No Content-Length (the length is unknown until the end): aiohttp then streams HTTP/1.1 in
-        # chunks and HTTP/1.0, which has no chunked encoding, up to the connection's close.
-        if request.version < HttpVersion11:
-            response.force_close()
-            response.headers["Connection"] = "close"
-        await response.prepare(request)
-        return response
+    def headers(self, utterance_id: str, encoder: StreamEncoder, metrics: RequestMetrics) -> dict[str, str]:
+        return {
+            "Content-Type": encoder.content_type,
+            "X-Request-Id": utterance_id,
+            "X-Sample-Rate": str(encoder.sample_rate),
+            "X-Time-To-First-Audio": f"{metrics.ttfa_seconds:.4f}",
+            "X-Development-Model": "true" if self.development_model else "false",
+            "X-Audio-Format": encoder.response_format,
+            "Cache-Control": "no-store",
+        }
 
     async def next_event(self, request: web.Request, events: asyncio.Queue, metrics: RequestMetrics) -> AudioEvent:
         """The next audio event; raises ConnectionResetError when the client left meanwhile."""
@@ -306,6 +320,65 @@ def _model(name: str) -> dict[str, Any]:
 def _abort(request: web.Request) -> None:
     if request.transport is not None:
         request.transport.abort()
+
+
+class Output:
+    """Where one request's encoded audio goes: raw bytes or SSE events, streamed or (Kokoro's
+    ``stream: false``) held until the end and sent with a Content-Length."""
+
+    def __init__(self, request: web.Request, speech: SpeechRequest):
+        self.request = request
+        self.events = speech.stream_format == "sse"
+        self.streamed = speech.kokoro.stream
+        self.input_chars = len(speech.input)
+        self.response: web.StreamResponse | None = None
+        self.held = bytearray()
+
+    @property
+    def sent_headers(self) -> bool:
+        return self.response is not None and self.response.prepared
+
+    async def start(self, headers: dict[str, str]) -> None:
+        if self.events:
+            headers = headers | {"Content-Type": sse.CONTENT_TYPE}
+        self.response = web.StreamResponse(headers=headers)
+        if not self.streamed:
+            return
+        # No Content-Length (the length is unknown until the end): aiohttp then streams HTTP/1.1 in
+        # chunks and HTTP/1.0, which has no chunked encoding, up to the connection's close.
+        if self.request.version < HttpVersion11:
+            self.response.force_close()
+            self.response.headers["Connection"] = "close"
+        await self.response.prepare(self.request)
+
+    async def audio(self, data: bytes) -> None:
+        await self.send(sse.audio_delta(data) if self.events else data)
+
+    async def end(self, audio_seconds: float) -> None:
+        if self.events:
+            await self.send(sse.audio_done(self.input_chars, audio_seconds))
+        if not self.streamed:
+            self.response.content_length = len(self.held)
+            await self.response.prepare(self.request)
+            await self.response.write(bytes(self.held))
+        await self.response.write_eof()
+
+    async def fail(self, message: str, code: str) -> None:
+        """After audio went out: an SSE stream says so in an error event and ends without ``done``;
+        raw audio is cut (an aborted connection), so a client never takes part of it for all of it."""
+        if self.events:
+            await self.response.write(sse.error_event(message, code))
+            await self.response.write_eof()
+        else:
+            _abort(self.request)
+
+    async def send(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.streamed:
+            await self.response.write(data)
+        else:
+            self.held += data
 
 
 class HttpServer:
