@@ -158,6 +158,8 @@ class FakeGraph:
         self.seconds, self.delay = seconds_per_sentence, delay
         self.fail_texts: dict[str, str] = {}
         self.fail_from_segment = 0
+        self.wave = sine  # seconds -> float32 samples at SR
+        self.emitted_at: list[float] = []  # time.monotonic() of each audio chunk handed to the server
 
     def next(self, timeout: float | None = None):
         try:
@@ -182,15 +184,19 @@ class FakeGraph:
                 self.emit(m.AudioChunk(key, np.zeros(0, np.float32), SR, 0, True, error=self.fail_texts[text]))
                 continue
             n, step = int(self.seconds * SR), SR // 10
-            t = np.arange(n) / SR
-            wave = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+            wave = self.wave(self.seconds)
             for i, start in enumerate(range(0, n, step)):
                 time.sleep(self.delay)
                 self.emit(m.AudioChunk(key, wave[start : start + step], SR, i, start + step >= n))
 
     def emit(self, chunk: m.AudioChunk) -> None:
+        self.emitted_at.append(time.monotonic())
         data, md = chunk.to_message()
         self.events.put({"type": "INPUT", "id": m.AUDIO, "value": data, "metadata": md})
+
+
+def sine(seconds: float) -> np.ndarray:
+    return (0.3 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * SR)) / SR)).astype(np.float32)
 
 
 @dataclass
@@ -198,6 +204,7 @@ class Voice:
     name: str
     prompt_text: str = "参考。"
     prompt_language: str = "zh"
+    aliases: tuple[str, ...] = ()
 
 
 @pytest.fixture()
