@@ -9,12 +9,5 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 . scripts/setup_env.sh run
 export GSV_TEXT="${1:-${GSV_TEXT:-}}"
-if ! python -c 'from dora_gpt_sovits.model_paths import resolve; resolve(need=("gpt","sovits","bert","hubert"))' 2>/dev/null; then
-  export GSV_MODEL_DIR="$repo/models/dev-tiny"
-  [ -f "$GSV_MODEL_DIR/DEVELOPMENT-MODEL.txt" ] || gsv-devmodel --out "$GSV_MODEL_DIR" --size tiny
-  echo "############################################################################"
-  echo "# No official weights found: using a DEVELOPMENT model with RANDOM weights. #"
-  echo "# The audio will be NOISE, not speech. Run 'gsv-download' for real voices.  #"
-  echo "############################################################################"
-fi
+choose_models # from setup_env.sh: official weights, else the development model (a loud banner)
 exec dora run dataflow.yml

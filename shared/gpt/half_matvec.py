@@ -24,7 +24,11 @@ import logging
 import os
 import platform
 import shutil
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -110,7 +114,7 @@ def _build() -> tuple[bool, str | None]:
         )
     elapsed = time.perf_counter() - started
     if elapsed > 5:
-        log.info("built the float16 decode kernel in %.0f s (cached in %s)", elapsed, _build_folder())
+        log.warning("C++ decode kernels ready after %.0f s (cached in %s)", elapsed, _build_folder())
 
     @torch.library.register_fake("gsv::half_matvec")
     def _(x, packed, bias, out_features):
@@ -176,18 +180,65 @@ def _load_or_build(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     library, finished = folder / f"{LIBRARY}.so", folder / "finished"
     with (folder / "build.flock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # waits for a live builder only
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another process is building the C++ decode kernels in %s: waiting for it", folder)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # waits for a live builder only
         if finished.exists():
             torch.ops.load_library(str(library))
             return
         (folder / "lock").unlink(missing_ok=True)
-        cpp_extension.load(
-            name=LIBRARY,
-            sources=[str(path) for path in SOURCES],
-            extra_cflags=CFLAGS,
-            extra_ldflags=["-fopenmp"],
-            build_directory=str(folder),
-            is_python_module=False,  # registers torch.ops.gsv.half_matvec and .decode_layers
-            verbose=False,
-        )
+        with _announced_build(folder):
+            cpp_extension.load(
+                name=LIBRARY,
+                sources=[str(path) for path in SOURCES],
+                extra_cflags=CFLAGS,
+                extra_ldflags=["-fopenmp"],
+                build_directory=str(folder),
+                is_python_module=False,  # registers torch.ops.gsv.half_matvec and .decode_layers
+                verbose=False,
+            )
         finished.touch()  # after a complete build and load: a half-written library is never loaded
+
+
+BUILD_NOTE_EVERY_S = 30.0
+
+
+@contextmanager
+def _announced_build(folder: Path) -> Iterator[None]:
+    """Say that the build runs, and every BUILD_NOTE_EVERY_S that it still does: a node silent for
+    minutes looks hung. Warnings, because before a node joins dora only those reach its log."""
+    log.warning(
+        "building the C++ decode kernels (%s) into %s: once per torch version, ~2-3 min on 2 cores",
+        ", ".join(path.name for path in SOURCES),
+        folder,
+    )
+    started, done = time.perf_counter(), threading.Event()
+
+    def note() -> None:
+        while not done.wait(BUILD_NOTE_EVERY_S):
+            log.warning("still building the C++ decode kernels (%.0f s)", time.perf_counter() - started)
+
+    thread = threading.Thread(target=note, name="kernel-build-note", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def main() -> None:
+    """``python -m dora_gpt_sovits.gpt.half_matvec``: build the kernels now (scripts/setup_env.sh does)
+    rather than in the first gpt node; exit status 1, with the reason, where they cannot be had."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    built, problem = _build()
+    if not built:
+        print(f"the C++ decode kernels cannot be built here: {problem}", file=sys.stderr)
+        raise SystemExit(1)
+    print(f"C++ decode kernels ready ({_build_folder()})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
