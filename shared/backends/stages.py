@@ -89,14 +89,14 @@ def vocoder_builders(source: Path, threads: int | None = None) -> dict[str, Call
     def torch_vocoder(choice: BackendChoice) -> VocoderBackend:
         from ..sovits.engine import load_torch_sovits
 
-        device, dtype = torch_device(choice), torch_dtype(choice)
-        model = load_torch_sovits(source, device, dtype)  # GSV_VOCODER_FFT
+        device = torch_device(choice)
+        model = load_torch_sovits(source, device, torch_dtype(choice))  # GSV_VOCODER_FFT; CPU half: generator only
 
         @torch.inference_mode()
         def condition(spec, sv):
-            specs = [torch.from_numpy(np.asarray(spec)).to(device, dtype)[None]]
+            specs = [torch.from_numpy(np.asarray(spec)).to(device, model.dtype)[None]]
             return model.global_condition(
-                specs, None if sv is None else [torch.from_numpy(np.asarray(sv)).to(device, dtype)[None]]
+                specs, None if sv is None else [torch.from_numpy(np.asarray(sv)).to(device, model.dtype)[None]]
             )
 
         version = model.version.model_version

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from .. import cpu_features
+
 
 @dataclass(frozen=True)
 class HostInfo:
@@ -53,20 +55,15 @@ def cpu_model() -> tuple[str, float | None]:
     return model, mhz
 
 
-NOTABLE_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
+NOTABLE_FLAGS = (
+    "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+)  # fmt: skip
 
 
 def cpu_flags() -> list[str]:
     """Which of :data:`NOTABLE_FLAGS` the CPU reports (``/proc/cpuinfo``; empty where unreadable)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "flags":
-                present = set(value.split())
-                return [flag for flag in NOTABLE_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
+    present = cpu_features.cpu_flags()
+    return [flag for flag in NOTABLE_FLAGS if flag in present]
 
 
 def read_bandwidth_gbs(threads: list[int], mib: int = 256, rounds: int = 8) -> dict[str, float]:

@@ -53,6 +53,17 @@ def conv_transpose(x: Tensor, layer: nn.ConvTranspose1d) -> Tensor:
     )
 
 
+def zero_tail(x: Tensor, valid: int | None) -> Tensor:
+    """``x`` with its frames from ``valid`` on set to zero (in place; None: nothing is padding).
+
+    A run padded to a fixed length (so that a kernel built for that length is reused) computes its
+    real frames exactly as the unpadded run does only if what lies past its end is what each
+    convolution's own padding would supply there: zeros, after every layer."""
+    if valid is not None and valid < x.shape[-1]:
+        x[..., valid:] = 0
+    return x
+
+
 class ResBlock(nn.Module):
     """Three [lrelu, dilated conv, lrelu, conv] residual units with one kernel size."""
 
@@ -66,13 +77,14 @@ class ResBlock(nn.Module):
             nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilations
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: channels-last [B, C, 1, T] -> a new tensor (x is not modified)."""
+    def forward(self, x: Tensor, valid: int | None = None) -> Tensor:
+        """x: channels-last [B, C, 1, T] -> a new tensor (x is not modified); frames from ``valid``
+        on are padding (:func:`zero_tail`)."""
         for c1, c2 in zip(self.convs1, self.convs2):
             # In-place ops on fresh conv outputs: these activations are tens of MB, and every
             # avoided allocation is a page-faulting pass over memory.
-            h = F.leaky_relu_(conv(F.leaky_relu(x, LRELU_SLOPE), c1), LRELU_SLOPE)
-            x = conv(h, c2).add_(x)
+            h = F.leaky_relu_(zero_tail(conv(F.leaky_relu(x, LRELU_SLOPE), c1), valid), LRELU_SLOPE)
+            x = zero_tail(conv(h, c2), valid).add_(x)
         return x
 
 
@@ -104,20 +116,27 @@ class Generator(nn.Module):
         )
         self.conv_post = nn.Conv1d(u >> len(upsample_rates), 1, 7, padding=3, bias=post_bias)
 
-    def forward(self, z: Tensor, g: Tensor | None = None) -> Tensor:
-        """z [B, C, T] (already masked), g [B, gin, 1] (None without conditioning) -> wav [B, 1, T * prod(upsample_rates)]."""
+    def forward(self, z: Tensor, g: Tensor | None = None, valid_frames: int | None = None) -> Tensor:
+        """z [B, C, T] (already masked), g [B, gin, 1] (None without conditioning) -> wav [B, 1, T * prod(upsample_rates)].
+
+        ``valid_frames``: z is a shorter input padded at the end; every layer then zeroes what lies
+        past the input's end, so the first ``valid_frames`` frames compute what the unpadded input
+        computes (each convolution's own zero padding), and only their samples are returned."""
         x = self.conv_pre(z)
         if self.cond is not None:
             x = x + self.cond(g)
-        x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        valid = valid_frames
+        x = zero_tail(x.unsqueeze(2).contiguous(memory_format=torch.channels_last), valid)
         for i, up in enumerate(self.ups):
-            x = conv_transpose(F.leaky_relu(x, LRELU_SLOPE), up)
+            valid = None if valid is None else valid * up.stride[0]
+            x = zero_tail(conv_transpose(F.leaky_relu(x, LRELU_SLOPE), up), valid)
             blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
-            acc = blocks[0](x)
+            acc = blocks[0](x, valid)
             for block in blocks[1:]:
-                acc.add_(block(x))
+                acc.add_(block(x, valid))
             x = acc.div_(self.n_kernels)
-        return torch.tanh(self.conv_post(F.leaky_relu(x.squeeze(2))))
+        wav = torch.tanh(self.conv_post(F.leaky_relu(x.squeeze(2))))
+        return wav if valid is None else wav[..., :valid]
 
     def use_spectral_convs(self, enabled: bool, plans: Mapping[tuple[int, int], tuple[int, int]] = FFT_PLAN) -> int:
         """Compute the residual blocks' long convolutions by FFT (spectral_conv.py) or directly;
