@@ -45,6 +45,7 @@ class Options:
     version: str = "v2"
     device: str = "cpu"
     dtype: str = "float32"
+    vocoder_dtype: str | None = None  # None: dtype
     threads: int | None = None
     tokens: int = 60
     repeats: int = 3
@@ -82,6 +83,13 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--version", default=os.environ.get("GSV_VERSION", "v2"), help="GPT-SoVITS version (GSV_VERSION)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument(
+        "--vocoder-dtype",
+        choices=sorted(DTYPES),
+        default=None,
+        help="the vocoder's precision (default: --dtype); on a CPU a half dtype runs only the SoVITS generator "
+        "in it, on the matrix units (docs/performance.md, 'Vocoder on the matrix units')",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument(
         "--tokens", type=int, default=60, help="GPT early_stop_num per segment: N gives N+1 tokens (default 60)"
@@ -139,6 +147,7 @@ def parse_args(argv: list[str] | None) -> Options:
         version=a.version,
         device=a.device,
         dtype=a.dtype,
+        vocoder_dtype=a.vocoder_dtype,
         threads=a.threads,
         tokens=a.tokens,
         repeats=a.repeats,
@@ -241,6 +250,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
         "load_during_run": load.summary(),
         "config": {
             "backend": BACKEND,
+            "vocoder_dtype": opts.vocoder_dtype or opts.dtype,
             "model_dir": str(paths.model_dir),
             "model_version": paths.version,
             "development_model": paths.development,
@@ -283,7 +293,8 @@ def measure_in_process(
     """Warm-up rounds, then measured rounds; in each round every case runs on ours, then on upstream."""
     from ..voices import find_voice, load_registry
 
-    models = load_models(paths, device, dtype)
+    vocoder_dtype = DTYPES[opts.vocoder_dtype] if opts.vocoder_dtype else None
+    models = load_models(paths, device, dtype, vocoder_dtype)
     voice = prepare_voice(models, find_voice("default", load_registry(model_dir=paths.model_dir)))
     pipeline = Pipeline(models, voice, opts.tokens, opts.seed)
     upstream, upstream_doc = start_upstream(opts, pipeline, cases, workdir)
@@ -382,6 +393,7 @@ def run_graph(
             threads,
             opts.seed,
             progress=lambda label: progress.step(label, advance="starting" not in label),
+            vocoder_dtype=opts.vocoder_dtype,
         )
     except DataflowError as e:
         return None, {"error": str(e)[-1500:]}

@@ -68,9 +68,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_graph(repo: Path, workdir: Path, port: int, metrics_path: Path) -> Path:
+def write_graph(
+    repo: Path, workdir: Path, port: int, metrics_path: Path, node_env: dict[str, dict[str, str]] | None = None
+) -> Path:
+    """``node_env``: environment for single nodes by id (the YAML's ``env:``, over the daemon's)."""
     graph = yaml.safe_load((repo / "dataflows" / "service.yml").read_text(encoding="utf-8"))
     for node in graph["nodes"]:
+        node_vars = (node_env or {}).get(node["id"])
+        if node_vars:
+            node.setdefault("env", {}).update(node_vars)
         if node["id"] == "text-input":
             node.setdefault("env", {})["GSV_TEXT_LISTEN"] = f"127.0.0.1:{port}"
         operator = node.get("operator")
@@ -192,12 +198,14 @@ def node_peaks(root: int) -> dict[str, float]:
 
 
 class GraphRun:
-    def __init__(self, repo: Path, workdir: Path, env: dict[str, str]):
+    def __init__(
+        self, repo: Path, workdir: Path, env: dict[str, str], node_env: dict[str, dict[str, str]] | None = None
+    ):
         self.repo, self.workdir = repo, workdir
         self.port = free_port()
         self.metrics_path = workdir / "dataflow-metrics.jsonl"
         self.metrics_path.write_text("")
-        self.graph = write_graph(repo, workdir, self.port, self.metrics_path)
+        self.graph = write_graph(repo, workdir, self.port, self.metrics_path, node_env)
         self.log_path = workdir / "dataflow.log"
         self.env = env
         self.process: subprocess.Popen | None = None
@@ -311,10 +319,13 @@ def run_dataflow(
     threads: int,
     seed: int,
     progress: Callable[[str], None] = lambda _: None,
+    vocoder_dtype: str | None = None,
 ) -> DataflowResult:
-    """One warm-up request per language (its shortest text), then ``repeats`` rounds over the cases."""
+    """One warm-up request per language (its shortest text), then ``repeats`` rounds over the cases.
+    ``vocoder_dtype``: the vocoder node's GSV_DTYPE when it differs from the other nodes'."""
     budget = budget_gpt_checkpoint(paths, tokens_per_segment, workdir) if paths.development else None
-    graph = GraphRun(repo, workdir, node_env(paths, budget, device, dtype, threads, seed))
+    vocoder_env = {"vocoder": {"GSV_DTYPE": vocoder_dtype}} if vocoder_dtype else None
+    graph = GraphRun(repo, workdir, node_env(paths, budget, device, dtype, threads, seed), vocoder_env)
     result = DataflowResult(gpt_tokens_per_segment=tokens_per_segment if budget else None, log_path=str(graph.log_path))
     try:
         progress("dataflow: starting dora run")

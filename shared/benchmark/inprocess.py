@@ -69,7 +69,11 @@ class Models:
         return symbol_version(self.paths.version)
 
 
-def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> Models:
+def load_models(
+    paths: ModelPaths, device: torch.device, dtype: torch.dtype, vocoder_dtype: torch.dtype | None = None
+) -> Models:
+    """Every model as its node loads it; ``vocoder_dtype`` (default ``dtype``): the SoVITS vocoder's,
+    as the vocoder node's own GSV_DTYPE."""
     from ..encoders.bert import load_bert
     from ..encoders.hubert import load_hubert
     from ..gpt.loader import load_gpt
@@ -101,7 +105,7 @@ def load_models(paths: ModelPaths, device: torch.device, dtype: torch.dtype) -> 
         )
         sovits, mel_vocoder = engine.model, engine.vocoder
     else:  # the vocoder node's model and convolutions (GSV_VOCODER_FFT=auto: the long ones by FFT on a CPU)
-        sovits = timed("sovits", lambda: load_torch_sovits(paths.sovits, device, dtype))
+        sovits = timed("sovits", lambda: load_torch_sovits(paths.sovits, device, vocoder_dtype or dtype))
     bert = timed("bert", lambda: load_bert(paths.bert, device=device, dtype=dtype))
     hubert = timed("hubert", lambda: load_hubert(paths.hubert, device=device, dtype=dtype))
     sv = None

@@ -62,7 +62,10 @@ def conditions(doc: dict[str, Any]) -> list[str]:
         f"* Python {host['python']}, torch {host['torch']}, dora-rs {host['dora_rs']}, numpy {host['numpy']}",
         f"* Backend {cfg['backend']}, device {host['device']}, dtype {host['dtype']}, {host['threads']} torch threads"
         " (upstream's worker and every dataflow node: the same)"
-        + (f"; our GPT: {cfg['gpt_options']}" if cfg.get("gpt_options") else ""),
+        + (f"; our GPT: {cfg['gpt_options']}" if cfg.get("gpt_options") else "")
+        + (
+            f"; our vocoder: {cfg['vocoder_dtype']}" if cfg.get("vocoder_dtype", host["dtype"]) != host["dtype"] else ""
+        ),
         f"* Model: {cfg['model_version']} from {cfg['model_dir']}"
         + (
             " — DEVELOPMENT MODEL (random weights, full size): speed is real, audio is noise"
