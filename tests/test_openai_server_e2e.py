@@ -119,7 +119,7 @@ def test_openai_client_streams_speech_and_bad_requests_do_not_hurt_the_graph(ser
         f"\nclient pcm: TTFA {ttfa:.3f} s, RTF {rtf:.3f}; wav: TTFA {wav_ttfa:.3f} s, RTF {wav_rtf:.3f}; "
         f"server: TTFA {last['ttfa_seconds']:.3f} s, RTF {last['rtf']:.3f}, {last['audio_seconds']:.2f} s audio"
     )
-    for fields in [{"input": ""}, {"voice": "nobody"}, {"response_format": "opus"}, {"extra_body": {"top_p": 7}}]:
+    for fields in [{"input": ""}, {"voice": "nobody"}, {"instructions": "Whisper."}, {"extra_body": {"top_p": 7}}]:
         with pytest.raises(BadRequestError) as caught:
             _bad_request(server, fields)
         assert caught.value.status_code == 400 and caught.value.body["message"], fields
@@ -134,6 +134,23 @@ def _bad_request(base: str, fields: dict) -> None:
     args = {"model": "gpt-sovits", "voice": "default", "input": "好。", "response_format": "pcm"} | fields
     with client.audio.speech.with_streaming_response.create(**args) as response:
         response.read()
+
+
+def test_the_default_mp3_and_flac_carry_the_graphs_audio(server):
+    """The same request (GSV_SEED fixes the sampling) as wav, as flac (equal sample for sample) and
+    with no response_format (mp3, OpenAI's default: the same sound, tests/test_openai_formats.py)."""
+    from openai import OpenAI
+    from test_openai_formats import assert_same_sound, decode
+
+    wav = decode(speak(server, TWO_SENTENCES, response_format="wav")[0], "wav")
+    assert_plausible(wav, sentences=2)
+    assert_same_sound(decode(speak(server, TWO_SENTENCES, response_format="flac")[0], "flac"), wav, "flac")
+    client = OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=300)
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="default", input=TWO_SENTENCES
+    ) as response:
+        assert response.headers["content-type"] == "audio/mpeg"
+        assert_same_sound(decode(response.read(), "mp3"), wav, "mp3")
 
 
 def test_three_concurrent_requests_each_get_complete_audio(server):
