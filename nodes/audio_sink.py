@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from dora_gpt_sovits import health
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.audio.output_path import output_path
 from dora_gpt_sovits.audio.playback_clock import PlaybackClock
@@ -168,6 +169,9 @@ class AudioSinkStage(StageBase):
         silent_at = self.clock()
         self.unplayed = [u for u in self.unplayed if not self.cancelled.cancels(u.done.key)]
         self.schedule_check()
+        if command.error:
+            yield from self.fail(command)
+            return
         for utt in [
             u for u in self.utterances.values() if self.cancelled.cancels_utterance(u.utterance_id, u.text_received_at)
         ]:
@@ -178,6 +182,25 @@ class AudioSinkStage(StageBase):
                 last = dataclasses.replace(utt.last_key, utterance_final=True)
                 yield Outgoing(m.SEGMENT_COMPLETE, *m.SegmentComplete(last, cancelled=True).to_message())
             yield self.complete(utt, cancelled={"cancelled": True, "stop_to_silence_s": round(stop_to_silence, 4)})
+
+    def fail(self, command: m.ControlCommand) -> Iterable[Outgoing]:
+        """The frontend gave up on an utterance (its stall watchdog): report it now with the reason,
+        whether or not any of its audio arrived; what arrives later is dropped as cancelled."""
+        if command.utterance_id in self.completed:
+            return
+        utt = self.utterances.get(command.utterance_id)
+        if utt is None:
+            now = self.clock()
+            utt = Utterance(command.utterance_id, 1, now, now)
+            self.utterances[utt.utterance_id] = utt
+        utt.errors.append(command.error)
+        yield self.complete(utt)
+
+    def probe_reply(self, metadata: dict[str, Any]) -> Outgoing:
+        """A health probe reached the end of the path: answer on ``metrics`` (shared/health.py)."""
+        report = health.reply_report(metadata)
+        log.info("health probe %s: %s", report[health.PROBE], "ok" if report["ok"] else report.get("error"))
+        return Outgoing(m.METRICS, health.reply_text(report), {**metadata, m.UTTERANCE_ID: report[health.PROBE]})
 
     def consume(self, utt: Utterance, chunk: m.AudioChunk) -> None:
         samples = chunk.samples
@@ -229,6 +252,7 @@ class AudioSinkStage(StageBase):
         audio_s = utt.n_samples / utt.sample_rate
         report: dict[str, Any] = {
             "utterance_id": utt.utterance_id,
+            "seq": self.finished,  # 1, 2, 3...: a consumer on another machine sees a lost report as a gap
             "ttfa_s": round(utt.first_audio_at - utt.text_received_at, 4),
             "audio_s": round(audio_s, 4),
             "wall_s": round(wall, 4),

@@ -28,6 +28,7 @@ RunEncoder = Callable[[str, list[int]], torch.Tensor]
 
 
 class BertStage(StageBase):
+    probe_output, probe_payload = m.PHONE_FEATURES, "float32"  # health probes pass (shared/health.py)
     name = "bert"
 
     def __init__(self, encode_chinese_run: RunEncoder, cache_size: int = 64):

@@ -74,6 +74,7 @@ class ChunkPolicy:
 
 
 class GPTStage(StageBase):
+    probe_output, probe_payload = m.SEMANTIC_TOKENS, "int64"  # health probes pass (shared/health.py)
     name = "gpt"
     primary_inputs = frozenset({m.PHONE_FEATURES})
 

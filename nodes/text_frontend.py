@@ -25,6 +25,7 @@ Environment (``settings.FrontendSettings``): ``GSV_VERSION`` (symbol table), ``G
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from dora_gpt_sovits.text.frontend_engine import symbol_version, warm_up
 from dora_gpt_sovits.text.llm_stream import strip_tool_calls
 from dora_gpt_sovits.text.segment_limits import segment_text
 from dora_gpt_sovits.voices import adhoc_voice
+from dora_gpt_sovits.watchdog import StallWatchdog, stall_reason
 
 log = logging.getLogger("gsv.text-frontend")
 
@@ -66,6 +68,7 @@ class HeldUtterance:
 class TextFrontendStage(StageBase):
     name = "text-frontend"
     primary_inputs = frozenset({m.TEXT})
+    probe_output, probe_payload = m.PHONEMES, "int64"  # health probes pass (shared/health.py)
 
     def __init__(
         self,
@@ -74,6 +77,8 @@ class TextFrontendStage(StageBase):
         default_language: str = "auto",
         max_segments_ahead: int = 0,
         clock: Callable[[], float] = m.now,
+        stall_timeout_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.version = symbol_version(model_version)
         self.split_method = split_method
@@ -87,6 +92,9 @@ class TextFrontendStage(StageBase):
         self.in_flight: dict[tuple[str, int], float] = {}
         self.cancelled = Cancellations()
         self.clock = clock  # the clock of text_received_at and of the stops' cancel_before
+        # Window only (it needs the sink's reports): in-flight segments that never come back fail.
+        self.watchdog = StallWatchdog(stall_timeout_s if self.window else 0.0)
+        self.monotonic = monotonic
 
     def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing]:
         if input_id == m.CONTROL:
@@ -110,6 +118,7 @@ class TextFrontendStage(StageBase):
             if metadata.get(m.ERROR):
                 for pending in self.waiting.pop(part.voice, []):
                     yield self.error_segment(self.key(pending.metadata, 0, True), str(metadata[m.ERROR]))
+                self.watch(came_back=False)
                 return
             self.prompts[part.voice] = (str(part.payload), part.language or "zh")
             for pending in self.waiting.pop(part.voice, []):
@@ -130,6 +139,32 @@ class TextFrontendStage(StageBase):
                     yield Outgoing(VOICE_REQUEST, m.text_array(voice), self.voice_request(pending.metadata))
                 self.waiting[voice].append(pending)
         yield from self.release()
+        self.watch(came_back=input_id == m.SEGMENT_COMPLETE)
+
+    def watch(self, came_back: bool) -> None:
+        """Progress for the stall watchdog: a report came back, or work went out into an idle path."""
+        if not self.in_flight or came_back or self.watchdog.last_progress is None:
+            self.watchdog.progress(self.monotonic(), bool(self.in_flight))
+
+    def next_deadline(self) -> float | None:
+        return self.watchdog.deadline()
+
+    def tick(self) -> Iterable[Outgoing]:
+        if self.watchdog.expired(self.monotonic()):
+            yield from self.fail_stalled()
+
+    def fail_stalled(self) -> Iterator[Outgoing]:
+        """Nothing came back for too long: report every utterance in flight, through the stop
+        that goes straight to the sink (the data path is what stalled), and go on serving."""
+        reason = stall_reason(self.watchdog.timeout_s, len(self.in_flight))
+        for utterance_id in dict.fromkeys(u for u, _ in self.in_flight):
+            log.error("utterance %s: %s", utterance_id, reason)
+            command = m.ControlCommand(self.clock(), utterance_id, reason)
+            self.cancelled.apply(command)
+            self.forget(utterance_id)
+            yield Outgoing(m.CONTROL, *command.to_message())
+        yield from self.release()
+        self.watchdog.progress(self.monotonic(), bool(self.in_flight))
 
     def stamped(self, metadata: dict[str, Any]) -> dict[str, Any]:
         metadata = dict(metadata)
@@ -206,6 +241,7 @@ class TextFrontendStage(StageBase):
             # one is lost too, the restarted node's ready marker brings us here again).
             yield from self.fail_in_flight(f"node {node} restarted while this utterance was in flight")
             yield from self.release()
+            self.watch(came_back=True)
 
     def fail_in_flight(self, reason: str) -> Iterator[Outgoing]:
         last: dict[str, tuple[int, float]] = {}
@@ -287,10 +323,22 @@ class TextFrontendStage(StageBase):
         return Outgoing(m.PHONEMES, *segment.to_message())
 
 
-def main() -> None:
+def load() -> TextFrontendStage:
+    """The stage with its G2P warmed up (before the node joins the graph). gsv-tts loads it too."""
     settings = from_env_or_exit(FrontendSettings)
-    stage = TextFrontendStage(settings.version, settings.split_method, settings.language, settings.max_segments_ahead)
+    stage = TextFrontendStage(
+        settings.version,
+        settings.split_method,
+        settings.language,
+        settings.max_segments_ahead,
+        stall_timeout_s=settings.stall_timeout,
+    )
     warm_up(stage.version)
+    return stage
+
+
+def main() -> None:
+    stage = load()
     serve(connect(), stage)
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dora_gpt_sovits import health
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.node_runtime import connect
 from dora_gpt_sovits.settings import TextInputSettings, from_env_or_exit
@@ -144,6 +145,43 @@ def handle_line(node: Any, line: str, language: str, voice: str) -> bool:
     return True
 
 
+HEALTH = "health"  # the input that brings the sink's metrics back: probe replies (shared/health.py)
+
+
+def health_timeout(line: str) -> float | None:
+    """``{"health": SECONDS}`` (or ``true``: the default) asks for an end-to-end probe; None otherwise."""
+    if not line.lstrip().startswith('{"health"'):
+        return None
+    try:
+        value = json.loads(line)[HEALTH]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if value is True:
+        return health.DEFAULT_TIMEOUT_S
+    return float(value) if isinstance(value, (int, float)) and 0 < value <= 600 else None
+
+
+def answer_health(node: Any, timeout_s: float) -> dict[str, Any]:
+    """Send a probe down the path and wait for the sink's answer on ``health``."""
+    try:
+        inputs = (node.node_config() or {}).get("inputs") or {}
+    except (AttributeError, RuntimeError, TypeError):  # dora will not say: try anyway
+        inputs = {HEALTH: None}
+    if HEALTH not in inputs:
+        return {"ok": False, "error": f"text-input has no '{HEALTH}' input: wire audio-sink/metrics to it"}
+
+    def next_probe_reply(timeout: float) -> dict[str, Any] | None:
+        event = node.next(timeout=timeout)
+        if event is not None and event["type"] == "INPUT" and event["id"] == HEALTH:
+            metadata = dict(event.get("metadata") or {})
+            return metadata if health.is_probe(metadata) else None
+        return None
+
+    report = health.check(lambda data, md: node.send_output(m.TEXT, data, md), next_probe_reply, timeout_s)
+    log.info("health: %s", json.dumps(report))
+    return report
+
+
 def parse_address(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return (host or "127.0.0.1"), int(port or DEFAULT_LISTEN_PORT)
@@ -166,7 +204,11 @@ def listen_lines(node: Any, address: tuple[str, int]) -> Iterator[str]:
             with conn, conn.makefile("r", encoding="utf-8", errors="replace") as reader:
                 conn.settimeout(5.0)
                 try:
-                    yield from bounded_lines(reader, MAX_LINE_CHARS)
+                    for line in bounded_lines(reader, MAX_LINE_CHARS):
+                        if (timeout := health_timeout(line)) is not None:  # answered on this connection
+                            conn.sendall((json.dumps(answer_health(node, timeout)) + "\n").encode())
+                            continue
+                        yield line
                 except (TimeoutError, OSError) as e:
                     log.warning("text client dropped: %s", e)
 

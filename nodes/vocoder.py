@@ -81,6 +81,7 @@ class OpenSegment:
 
 
 class VocoderStage(StageBase):
+    probe_output, probe_payload = m.AUDIO, "float32"  # health probes pass (shared/health.py)
     name = "vocoder"
     primary_inputs = frozenset({m.SEMANTIC_TOKENS})
 

@@ -617,6 +617,7 @@ class ControlCommand:
 
     cancel_before: float
     utterance_id: str = ""
+    error: str = ""  # a stop that fails the named utterance: the sink reports it with this reason
 
     def cancels(self, key: SegmentKey) -> bool:
         if self.utterance_id:
@@ -627,6 +628,8 @@ class ControlCommand:
         md: dict[str, Any] = {CANCEL_BEFORE: float(self.cancel_before)}
         if self.utterance_id:
             md[UTTERANCE_ID] = self.utterance_id
+        if self.error:
+            md[ERROR] = self.error
         return text_array(STOP), md
 
     @classmethod
@@ -648,9 +651,10 @@ class ControlCommand:
                 raise MessageError(f"port '{CONTROL}': missing metadata ['{CANCEL_BEFORE}']")
             # Only a real stop word may name one utterance; a foreign signal always stops everything.
             utterance = str(md.get(UTTERANCE_ID) or "") if is_text else ""
+            error = str(md.get(ERROR) or "") if utterance else ""
         if math.isnan(before):  # compares false with every stamp: it would cancel nothing, silently
             raise MessageError(f"port '{CONTROL}': cancel_before is NaN")
-        return cls(before, utterance)
+        return cls(before, utterance, error)
 
 
 @dataclass

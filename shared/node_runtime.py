@@ -44,7 +44,8 @@ from typing import Any, NoReturn, Protocol
 
 import pyarrow as pa
 
-from .messages import CONTROL, RESTART_READY, MessageError, restart_ready, restarted_node
+from . import health
+from .messages import CONTROL, RESTART_READY, MessageError, empty_array, restart_ready, restarted_node
 
 log = logging.getLogger("dora_gpt_sovits")
 
@@ -112,6 +113,15 @@ class StageBase:
     def upstream_restarted(self, node: str, inputs: frozenset[str] | None) -> Iterable[Outgoing]:
         return ()
 
+    # A health probe (shared/health.py) passes on this output as an empty message of this type.
+    probe_output: str | None = None
+    probe_payload: str = "utf8"
+
+    def probe_reply(self, metadata: dict[str, Any]) -> Outgoing | None:
+        if self.probe_output is None:
+            return None
+        return Outgoing(self.probe_output, empty_array(self.probe_payload), metadata)
+
 
 class Inbox:
     """dora's event stream plus the events set aside while a stage's generator was running."""
@@ -161,6 +171,9 @@ class Loop:
     def dispatch(self, event: dict[str, Any], poll: bool = True) -> None:
         """Feed one INPUT event to the stage; a malformed message is logged and skipped, not fatal."""
         metadata = dict(event.get("metadata") or {})
+        if health.is_probe(metadata):  # not data: passed on at once, the stage never sees it
+            send_all(self.node, forward_probe(self.stage, metadata))
+            return
         try:
             if (restarted := restarted_node(metadata)) is not None:
                 messages = self.stage.upstream_restarted(restarted, frozenset({event["id"]}))
@@ -195,6 +208,14 @@ class Loop:
         while self.stage.pending() and (timeout := self.timeout(clock)) is not None:
             sleep(timeout)
             self.send_all(self.stage.tick())
+
+
+def forward_probe(stage: Stage, metadata: dict[str, Any]) -> list[Outgoing]:
+    reply = getattr(stage, "probe_reply", None)
+    out = reply(health.passed(metadata, stage.name)) if reply is not None else None
+    if out is None:
+        log.warning("%s: a health probe reached a stage with no probe output; dropped", stage.name)
+    return [out] if out is not None else []
 
 
 def mark_ready(messages: Iterable[Outgoing | None], node: str) -> Iterator[Outgoing | None]:

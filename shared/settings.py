@@ -359,6 +359,15 @@ class FrontendSettings(Settings):
     )
     language: str = setting(LANGUAGE)
     max_segments_ahead: int = setting(integer("GSV_MAX_SEGMENTS_AHEAD", 0, "flow-control window (0 = none)", low=0))
+    stall_timeout: float = setting(
+        number(
+            "GSV_STALL_TIMEOUT",
+            0.0,
+            "fail utterances in flight after this long without progress (s)",
+            low=0.0,
+            shown="0",
+        )
+    )
 
 
 @dataclass(frozen=True)

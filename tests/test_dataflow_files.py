@@ -62,7 +62,9 @@ def test_every_node_is_restarted_when_it_dies(path):
 @pytest.mark.parametrize("path", [p for p in GRAPHS if "text-input" in {n["id"] for n in load(p)["nodes"]}])
 def test_text_input_listens_to_a_timer_only_to_stay_restartable(path):
     (text_input,) = [n for n in load(path)["nodes"] if n["id"] == "text-input"]
-    (source,) = text_input["inputs"].values()
+    inputs = dict(text_input["inputs"])
+    inputs.pop("health", None)  # probe replies only (gsv-say --health), read while a check waits
+    (source,) = inputs.values()
     assert source.startswith("dora/timer/")  # no data: the node ignores its ticks
 
 
@@ -82,6 +84,10 @@ def test_distributed_graph_moves_gpt_and_vocoder_to_the_accelerator_machine():
     for node in distributed["nodes"]:
         deploy = node.pop("deploy", None)
         assert (deploy == {"machine": "accelerator"}) == (node["id"] in ("gpt", "vocoder")), node["id"]
+    # Between machines dora can stall silently: a watchdog and an end-to-end health probe (issue #22).
+    nodes = {n["id"]: n for n in distributed["nodes"]}
+    assert nodes["text-input"]["inputs"].pop("health")["source"] == "audio-sink/metrics"
+    assert float(nodes["text-frontend"]["env"].pop("GSV_STALL_TIMEOUT")) > 0
     assert distributed == default
 
 

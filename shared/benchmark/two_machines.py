@@ -1,0 +1,287 @@
+"""Two dora machines on one host: network namespaces joined by a veth pair (needs root).
+
+Machine A (namespace ``<prefix>a``, 10.77.0.1) runs the coordinator and the daemon without a
+machine id (text-input, text-frontend, reference, bert, audio-sink); machine B (``<prefix>b``,
+10.77.0.2) runs the daemon ``accelerator`` (gpt, vocoder), as in ``dataflows/distributed.yml``.
+The two daemons meet through zenoh's rendezvous on A (``--zenoh-peer tcp/10.77.0.1:7447``), exactly
+the commands docs/architecture.md ("Across two machines") gives for two real hosts.
+
+Faults an operator met, made on purpose:
+
+* ``pause_coordinator(seconds)``: SIGSTOP the coordinator past its 20 s heartbeat timeout, then
+  SIGCONT; both daemons lose it and reconnect ("Connected to dora-coordinator").
+* ``cut_link(seconds)``: ``ip link set <veth> down`` on B's side, then up: B loses the coordinator
+  *and* A's daemon.
+* ``pause_node(name, seconds)``: SIGSTOP/SIGCONT one node process (a stuck vocoder).
+
+Text goes in over text-input's TCP listener inside A; the sink's reports come back through a
+``bench-metrics`` node (:mod:`.metrics_collector`) that appends them to a file on the shared disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ADDRESS_A, ADDRESS_B = "10.77.0.1", "10.77.0.2"
+ZENOH_PORT = 7447
+TEXT_PORT = 9871
+HEARTBEAT_TIMEOUT_S = 20  # dora 1.1's coordinator <-> daemon heartbeat
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+@dataclass
+class Namespaces:
+    """Two network namespaces with a veth pair between them; removed by ``delete``."""
+
+    prefix: str = field(default_factory=lambda: f"gsv{os.getpid() % 100000}")
+
+    @property
+    def a(self) -> str:
+        return f"{self.prefix}a"
+
+    @property
+    def b(self) -> str:
+        return f"{self.prefix}b"
+
+    @property
+    def veth_b(self) -> str:
+        return f"{self.prefix}vb"  # the end inside B (names are at most 15 characters)
+
+    def create(self) -> None:
+        veth_a = f"{self.prefix}va"
+        run("ip", "netns", "add", self.a)
+        run("ip", "netns", "add", self.b)
+        run("ip", "link", "add", veth_a, "type", "veth", "peer", "name", self.veth_b)
+        for ns, veth, address in ((self.a, veth_a, ADDRESS_A), (self.b, self.veth_b, ADDRESS_B)):
+            run("ip", "link", "set", veth, "netns", ns)
+            run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", veth)
+            run("ip", "-n", ns, "link", "set", veth, "up")
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def delete(self) -> None:
+        for ns in (self.a, self.b):  # the veth pair goes with its namespaces
+            run("ip", "netns", "del", ns, check=False)
+
+    def argv(self, ns: str, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", ns, *argv]
+
+    def set_link(self, up: bool) -> None:
+        run("ip", "-n", self.b, "link", "set", self.veth_b, "up" if up else "down")
+
+
+def write_graph(
+    repo: Path,
+    workdir: Path,
+    metrics_path: Path,
+    stall_timeout_s: float | None = None,
+    graph: str = "dataflows/distributed.yml",
+) -> Path:
+    """The distributed graph with text-input listening and a metrics collector on machine A."""
+    spec = yaml.safe_load((repo / graph).read_text(encoding="utf-8"))
+    for node in spec["nodes"]:
+        if node["id"] == "text-input":
+            node.setdefault("env", {})["GSV_TEXT_LISTEN"] = f"127.0.0.1:{TEXT_PORT}"
+        if node["id"] == "text-frontend" and stall_timeout_s is not None:
+            node["env"]["GSV_STALL_TIMEOUT"] = stall_timeout_s
+    spec["nodes"].append(
+        {
+            "id": "bench-metrics",
+            "path": sys.executable,
+            "args": "-m dora_gpt_sovits.benchmark.metrics_collector",
+            "inputs": {"metrics": {"source": "audio-sink/metrics", "queue_size": 1000, "queue_policy": "backpressure"}},
+            "env": {"GSV_BENCH_METRICS": str(metrics_path)},
+        }
+    )
+    path = workdir / "two-machines.yml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+class TwoMachines:
+    """The coordinator and two daemons in two namespaces, and one dataflow started on them."""
+
+    def __init__(
+        self,
+        repo: Path,
+        workdir: Path,
+        env: dict[str, str],
+        stall_timeout_s: float | None = None,
+        name: str = "tts-two",
+    ):
+        self.repo, self.workdir, self.env, self.name = repo, workdir, dict(env), name
+        self.ns = Namespaces()
+        self.metrics_path = workdir / "metrics.jsonl"
+        self.metrics_path.write_text("")
+        self.graph = write_graph(repo, workdir, self.metrics_path, stall_timeout_s)
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+        self.seen = 0
+
+    def spawn(self, role: str, ns: str, *argv: str) -> None:
+        self.logs[role] = self.workdir / f"{role}.log"
+        out = open(self.logs[role], "w", encoding="utf-8")
+        self.processes[role] = subprocess.Popen(
+            self.ns.argv(ns, *argv), cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+    def up(self) -> None:
+        self.ns.create()
+        peer = f"tcp/{ADDRESS_A}:{ZENOH_PORT}"
+        self.spawn("coordinator", self.ns.a, "dora", "coordinator", "--interface", "0.0.0.0", "--store", "memory")
+        time.sleep(1)
+        # A's own address, not loopback: dora derives the address its zenoh listener binds from it.
+        self.spawn("daemon-a", self.ns.a, "dora", "daemon", "--coordinator-addr", ADDRESS_A, "--zenoh-peer", peer)
+        time.sleep(1)
+        self.spawn(
+            "daemon-b",
+            self.ns.b,
+            "dora",
+            "daemon",
+            "--machine-id",
+            "accelerator",
+            "--coordinator-addr",
+            ADDRESS_A,
+            "--zenoh-peer",
+            peer,
+        )
+        self.wait_for(
+            lambda: "daemon accelerator" in self.logs["coordinator"].read_text(errors="replace"), 30, "daemon B"
+        )
+
+    def dora(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.ns.argv(self.ns.a, "dora", *args),
+            cwd=self.workdir,
+            env=self.env | {"DORA_COORDINATOR_ADDR": "127.0.0.1"},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self, ready_timeout_s: float = 600) -> float:
+        started = time.perf_counter()
+        result = self.dora("start", str(self.graph), "--name", self.name, "--detach", timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"dora start failed: {result.stdout}{result.stderr}")
+        self.wait_for(self.listening, ready_timeout_s, "text-input listening")
+        return time.perf_counter() - started
+
+    def listening(self) -> bool:
+        return self.send_lines("") == 0
+
+    def send_lines(self, lines: str) -> int:
+        """Send JSON lines to text-input inside A (0 on success)."""
+        code = (
+            "import socket,sys\n"
+            f"s=socket.create_connection(('127.0.0.1',{TEXT_PORT}),timeout=10)\n"
+            "s.sendall(sys.stdin.buffer.read())\n"
+        )
+        argv = self.ns.argv(self.ns.a, sys.executable, "-c", code)
+        return subprocess.run(argv, input=lines.encode("utf-8"), capture_output=True).returncode
+
+    def send(self, *requests: dict[str, Any]) -> None:
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in requests)
+        if self.send_lines(lines) != 0:
+            raise RuntimeError("text-input is not listening")
+
+    def reports(self) -> list[dict[str, Any]]:
+        """The sink's utterance reports so far (health probe answers left out)."""
+        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
+        return [r for r in map(json.loads, filter(None, lines)) if "probe" not in r]
+
+    def health(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """What `gsv-say --health` prints, asked inside A: text-input's answer to a probe."""
+        code = (
+            "import json,socket\n"
+            f"s=socket.create_connection(('127.0.0.1',{TEXT_PORT}),timeout={timeout_s + 30})\n"
+            f"s.sendall(json.dumps({{'health': {timeout_s}}}).encode()+b'\\n')\n"
+            "print(s.makefile().readline())\n"
+        )
+        result = subprocess.run(self.ns.argv(self.ns.a, sys.executable, "-c", code), capture_output=True, text=True)
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            return {"ok": False, "error": f"no answer from text-input: {result.stdout}{result.stderr}"[-500:]}
+
+    def wait_for(self, condition, seconds: float, what: str) -> Any:
+        deadline = time.time() + seconds
+        while not (value := condition()):
+            if time.time() > deadline:
+                raise TimeoutError(f"{what} not within {seconds} s; {self.tails()}")
+            time.sleep(0.2)
+        return value
+
+    def tails(self, n: int = 1500) -> str:
+        return "; ".join(f"{role}: {path.read_text(errors='replace')[-n:]}" for role, path in self.logs.items())
+
+    # ---- faults ------------------------------------------------------------------------------
+    def pause_coordinator(self, seconds: float) -> None:
+        pid = self.processes["coordinator"].pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    def cut_link(self, seconds: float) -> None:
+        self.ns.set_link(False)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.ns.set_link(True)
+
+    def node_pids(self, script: str) -> list[int]:
+        """Processes of this run's node ``script`` (e.g. ``gsv-vocoder``), found by the metrics path
+        every node of this run has in its environment."""
+        needle = f"TWO_MACHINES_RUN={self.env.get('TWO_MACHINES_RUN', '')}".encode()
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+                if script.encode() in cmdline and needle in (proc / "environ").read_bytes().split(b"\0"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+        return found
+
+    def pause_node(self, script: str, seconds: float) -> None:
+        pids = self.node_pids(script)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+
+    def down(self) -> None:
+        try:
+            self.dora("stop", "--name", self.name, "--grace-duration", "5s", timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        for role in ("daemon-b", "daemon-a", "coordinator"):
+            process = self.processes.get(role)
+            if process and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        for script in ("gsv-", "metrics_collector"):
+            for pid in self.node_pids(script):
+                os.kill(pid, signal.SIGKILL)
+        self.ns.delete()
