@@ -86,6 +86,18 @@ def lingering(token: str, seconds: float) -> list[str]:
     return found
 
 
+def own_home(tmp_path: Path) -> Path:
+    """A HOME of the test's own: `dora up` keeps its coordinator's store in ~/.dora, which a second
+    coordinator on the machine (another graph under test) holds locked. ~/.cache is shared, for the
+    built C++ kernels (and official weights, where a developer has them)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    cache = Path.home() / ".cache"
+    cache.mkdir(exist_ok=True)
+    (home / ".cache").symlink_to(cache)
+    return home
+
+
 def borrow_venv(venv: Path, clone: Path) -> None:
     """``clone/.venv``: links to the test's venv, with setup_env.sh's mark that it is installed for the
     clone's pyproject.toml, so the block installs nothing and writes nothing into the borrowed venv."""
@@ -116,6 +128,7 @@ def test_readme_service_block_runs_as_written_in_a_fresh_clone(tmp_path):
     path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p).resolve() != (venv / "bin").resolve()]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GSV_") and k != "VIRTUAL_ENV"}
     env.update(
+        HOME=str(own_home(tmp_path)),
         PATH=os.pathsep.join(path),
         DORA_COORDINATOR_PORT=COORDINATOR_PORT,
         GSV_SINK="wav",  # no speaker here (and none wanted on a developer's machine)
