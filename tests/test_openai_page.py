@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 from test_openai_server import served  # noqa: F401  (the fixture)
-from test_openai_server_e2e import CHROMIUM, DevTools, chromium_flags
+from test_openai_server_e2e import CHROMIUM, DevTools, chromium_flags, page_tools
 
 from dora_gpt_sovits import messages as m
 
@@ -37,21 +37,8 @@ def in_chromium(base: str, profile, script) -> dict:
 
 
 async def attach(profile, script) -> dict:
-    import aiohttp
-
-    active_port = profile / "DevToolsActivePort"
-    for _ in range(300):
-        if active_port.exists() and active_port.read_text().strip():
-            break
-        await asyncio.sleep(0.2)
-    port = int(active_port.read_text().split()[0])
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/json/list") as response:
-            target = next(t for t in await response.json() if t["type"] == "page")
-        async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-            tools = DevTools(ws)
-            await tools.wait_for("document.querySelector('#voice').options.length > 0", 60)
-            return await script(tools)
+    async with page_tools(profile) as tools:
+        return await script(tools)
 
 
 async def speak_in(tools: DevTools, response_format: str) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -238,7 +239,10 @@ def test_web_page_plays_a_request_in_headless_chromium(server, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
-async def drive_page(profile: Path, out: Path) -> dict:
+@contextlib.asynccontextmanager
+async def page_tools(profile: Path):
+    """DevTools on the page of the Chromium started with ``--remote-debugging-port=0`` and this
+    profile, once the page has listed its voices."""
     import aiohttp
 
     active_port = profile / "DevToolsActivePort"
@@ -255,17 +259,22 @@ async def drive_page(profile: Path, out: Path) -> dict:
             await tools.wait_for(
                 "document.querySelector('#voice') && document.querySelector('#voice').options.length > 0", 60
             )
-            await tools.click("#text")
-            await tools.evaluate("document.querySelector('#text').select()")
-            await tools.call("Input.insertText", text=TWO_SENTENCES)
-            assert await tools.evaluate("document.querySelector('#text').value") == TWO_SENTENCES
-            await tools.click("#speak")
-            await tools.wait_for("window.gsvPage.done", 300)
-            page = await tools.evaluate(
-                "JSON.stringify(Object.assign({}, window.gsvPage, {"
-                "ttfa_text: document.querySelector('#ttfa').textContent,"
-                "rtf_text: document.querySelector('#rtf').textContent}))"
-            )
-            shot = await tools.call("Page.captureScreenshot", format="png")
-            (out / "openai-server-page-after-speak.png").write_bytes(base64.b64decode(shot["data"]))
+            yield tools
+
+
+async def drive_page(profile: Path, out: Path) -> dict:
+    async with page_tools(profile) as tools:
+        await tools.click("#text")
+        await tools.evaluate("document.querySelector('#text').select()")
+        await tools.call("Input.insertText", text=TWO_SENTENCES)
+        assert await tools.evaluate("document.querySelector('#text').value") == TWO_SENTENCES
+        await tools.click("#speak")
+        await tools.wait_for("window.gsvPage.done", 300)
+        page = await tools.evaluate(
+            "JSON.stringify(Object.assign({}, window.gsvPage, {"
+            "ttfa_text: document.querySelector('#ttfa').textContent,"
+            "rtf_text: document.querySelector('#rtf').textContent}))"
+        )
+        shot = await tools.call("Page.captureScreenshot", format="png")
+        (out / "openai-server-page-after-speak.png").write_bytes(base64.b64decode(shot["data"]))
     return json.loads(page)
