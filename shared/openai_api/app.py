@@ -227,16 +227,16 @@ class SpeechApi:
                 if event.final:
                     break
         except (ConnectionError, asyncio.CancelledError):
-            encoder.close()
             metrics.finish("cancelled", "the client disconnected")
             self.engine.cancel(utterance_id)
+            encoder.close()
             log.info("request %s: client disconnected; utterance cancelled", utterance_id)
             raise
         except Exception as e:  # ApiError (a timeout), or a fault of ours: the route must not stay open
-            encoder.close()
             message = e.message if isinstance(e, ApiError) else f"internal error: {type(e).__name__}: {e}"
             metrics.finish("failed", message)
             self.engine.cancel(utterance_id)
+            encoder.close()
             if not out.sent_headers:
                 raise
             log.error("request %s: %s; stream aborted", utterance_id, message)

@@ -17,10 +17,13 @@ at :meth:`CodecStream.finish`. Lossy decoders may also start with the encoder's 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import av
 import numpy as np
+
+log = logging.getLogger("gsv.http-server")
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,13 @@ class CodecStream:
 
     def close(self) -> None:
         """Free the encoder (also when the client left mid-stream)."""
-        if not self._closed:
-            self._closed = True
+        if self._closed:
+            return
+        self._closed = True
+        try:
             self._container.close()
+        except av.FFmpegError as e:  # an aborted stream's trailer: nobody reads it any more
+            log.warning("closing the %s encoder: %s", self._stream.codec_context.name, e)
 
     def _mux(self, packets: list[av.Packet]) -> None:
         for packet in packets:
