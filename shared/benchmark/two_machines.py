@@ -285,3 +285,95 @@ class TwoMachines:
             for pid in self.node_pids(script):
                 os.kill(pid, signal.SIGKILL)
         self.ns.delete()
+
+
+# ---- the load test ----------------------------------------------------------------------------
+@dataclass
+class LoadResult:
+    utterances: int = 0
+    completed: int = 0
+    failed: dict[str, list[str]] = field(default_factory=dict)  # utterance -> its reported errors
+    missing: list[str] = field(default_factory=list)  # never reported: silently lost
+    in_order: bool = False
+    wall_s: float = 0.0
+    vocoder_paused_s: float = 0.0
+    health_before: dict[str, Any] = field(default_factory=dict)
+    reconnect: dict[str, Any] = field(default_factory=dict)
+
+
+def wait_reports(machines: TwoMachines, ids: list[str], timeout_s: float) -> dict[str, dict[str, Any]]:
+    """The sink's report of each of ``ids`` that arrives within ``timeout_s`` (all of them, or fewer)."""
+    deadline = time.time() + timeout_s
+    while True:
+        by_id = {r["utterance_id"]: r for r in machines.reports() if r["utterance_id"] in ids}
+        if len(by_id) == len(ids) or time.time() > deadline:
+            return by_id
+        time.sleep(0.2)
+
+
+def load_test(
+    machines: TwoMachines,
+    utterances: int,
+    pause_vocoder_s: float = 3.0,
+    reconnect: bool = True,
+    after_reconnect: int = 3,
+    report_timeout_s: float = 600.0,
+    stall_timeout_s: float = 60.0,
+) -> LoadResult:
+    """``utterances`` at once with the vocoder paused (SIGSTOP) once audio flows; then, optionally,
+    the coordinator paused past its heartbeat timeout so that both daemons reconnect, and
+    ``after_reconnect`` more utterances: each must be spoken or reported failed with a reason."""
+    from .soak import soak_texts
+
+    result = LoadResult(utterances=utterances)
+    result.health_before = machines.health()
+    ids = [f"load-{i:04d}" for i in range(utterances)]
+    started = time.time()
+    machines.send(
+        *({"text": t, "language": "auto", "utterance_id": u} for (t, _), u in zip(soak_texts(utterances), ids))
+    )
+    if pause_vocoder_s:
+        machines.wait_for(lambda: machines.reports(), report_timeout_s, "the first report")
+        machines.pause_node("gsv-vocoder", pause_vocoder_s)
+        result.vocoder_paused_s = pause_vocoder_s
+    by_id = wait_reports(machines, ids, report_timeout_s)
+    result.wall_s = round(time.time() - started, 1)
+    result.missing = [u for u in ids if u not in by_id]
+    result.failed = {u: r["errors"] for u, r in by_id.items() if r["errors"]}
+    result.completed = len(by_id) - len(result.failed)
+    result.in_order = [r["utterance_id"] for r in machines.reports() if r["utterance_id"] in ids] == ids[: len(by_id)]
+    if reconnect:
+        result.reconnect = reconnect_phase(machines, after_reconnect, stall_timeout_s)
+    return result
+
+
+def reconnect_phase(machines: TwoMachines, n: int, stall_timeout_s: float) -> dict[str, Any]:
+    """Both daemons lose the coordinator and reconnect; then ``n`` utterances and a health check.
+    Either the graph serves again (dora recovered), or every one of them is reported (the stall
+    watchdog) and the health check says what to do, each within a bound."""
+    machines.pause_coordinator(HEARTBEAT_TIMEOUT_S + 5)
+    machines.wait_for(
+        lambda: machines.logs["daemon-b"].read_text(errors="replace").count("Connected to dora-coordinator") >= 2,
+        60,
+        "daemon B reconnected",
+    )
+    ids = [f"after-reconnect-{i}" for i in range(n)]
+    sent = time.time()
+    machines.send(*({"text": "你好。", "language": "zh", "utterance_id": u} for u in ids))
+    bound = stall_timeout_s + 60  # the watchdog's timeout, plus a segment's own time on a busy machine
+    by_id = wait_reports(machines, ids, bound)
+    answered_s = round(time.time() - sent, 1)
+    checked = time.time()
+    health = machines.health()
+    return {
+        "utterances": n,
+        "reported": len(by_id),
+        "missing": [u for u in ids if u not in by_id],
+        "spoken": [u for u, r in by_id.items() if not r["errors"]],
+        "errors": {u: r["errors"] for u, r in by_id.items() if r["errors"]},
+        "answered_within_s": answered_s,
+        "bound_s": bound,
+        "health": health,
+        "health_s": round(time.time() - checked, 1),
+        "recovered": len(by_id) == n and all(not r["errors"] for r in by_id.values()) and health.get("ok", False),
+    }
