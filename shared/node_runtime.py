@@ -350,11 +350,30 @@ def connect() -> Any:
     from .settings import RuntimeSettings, from_env_or_exit
 
     settings = from_env_or_exit(RuntimeSettings)
-    node = Node()
+    try:
+        node = Node()
+    except RuntimeError as e:  # e.g. another node exited before joining: one line, not dora's backtrace
+        fail(f"could not join the dataflow: {join_failure(str(e))}")
     root = logging.getLogger()
     root.addHandler(DoraLogHandler(node))
     root.setLevel(settings.log_level)
     return node
+
+
+def join_failure(error: str) -> str:
+    """The reason in dora's ``Node()`` error: the last cause of its "Caused by:" chain (such as
+    "subscribe failed: Node bert exited before initializing dora. For more information, run `dora
+    logs … --node bert`."), else its first line."""
+    lines = error.strip().splitlines() or ["unknown error"]
+    if "Caused by:" not in lines:
+        return lines[0]
+    causes = []
+    for line in lines[lines.index("Caused by:") + 1 :]:
+        if not line.strip():
+            break
+        number, colon, cause = line.strip().partition(": ")
+        causes.append(cause if colon and number.isdigit() else line.strip())
+    return causes[-1] if causes else lines[0]
 
 
 def configure_threads() -> None:

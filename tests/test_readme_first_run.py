@@ -98,3 +98,42 @@ def test_the_setup_step_exits_with_the_reason_where_no_kernel_can_be_built(monke
         hm._build.cache_clear()
     assert caught.value.code == 1
     assert "cannot be built here: no C++ compiler" in capsys.readouterr().err
+
+
+# What dora 1.1's Node() raised in each waiting node when bert, lacking its model, exited first (a
+# fresh clone's service block without GSV_MODEL_DIR), and a Rust backtrace after it.
+JOIN_ERROR = """Could not initiate node from environment variable. For dynamic node, please add a node id in the initialization function.
+
+Caused by:
+   0: internal error
+   1: failed to init event stream
+   2: subscribe failed: Node bert exited before initializing dora. For more information, run `dora logs 01a24dd2 --node bert`.
+
+Location:
+    apis/python/node/src/lib.rs:192:39
+
+Stack backtrace:
+   0: <unknown>
+   1: <unknown>"""
+
+
+def test_a_node_that_cannot_join_names_the_node_that_failed_first_in_one_line(monkeypatch, capsys):
+    import dora
+
+    from dora_gpt_sovits.node_runtime import connect, join_failure
+
+    assert join_failure(JOIN_ERROR) == (
+        "subscribe failed: Node bert exited before initializing dora. "
+        "For more information, run `dora logs 01a24dd2 --node bert`."
+    )
+    assert join_failure("something else\nentirely") == "something else"
+
+    def refuse():
+        raise RuntimeError(JOIN_ERROR)
+
+    monkeypatch.setattr(dora, "Node", refuse)
+    with pytest.raises(SystemExit) as caught:
+        connect()
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: could not join the dataflow: subscribe failed: Node bert")
