@@ -80,15 +80,15 @@ class BertStage(StageBase):
         return features
 
 
-def main() -> None:
+def load() -> tuple[BertStage, str]:
+    """The stage with its model loaded and warmed up (before the node joins the graph: dora's ready
+    barrier holds the text meanwhile), and the line saying what was loaded. gsv-tts loads it too."""
     from dora_gpt_sovits.backends.stages import bert_builders, open_or_exit
     from dora_gpt_sovits.encoders.bert import bert_features
-    from dora_gpt_sovits.node_runtime import configure_threads
     from dora_gpt_sovits.runtime_config import load_or_exit
     from dora_gpt_sovits.settings import BertSettings, from_env_or_exit
 
     from_env_or_exit(BertSettings)  # GSV_DEVICE / GSV_DTYPE checked first: one line naming a bad value
-    configure_threads()
     paths = load_or_exit(need=("bert",))
     (model, tokenizer), choice = open_or_exit(
         "bert", bert_builders, paths.bert, paths.model_dir
@@ -99,9 +99,17 @@ def main() -> None:
         return bert_features(model, tokenizer, text, word2ph).cpu()
 
     encode("你好", [2, 2])  # first forward pass is slow: pay it before serving
+    return BertStage(encode), f"BERT loaded from {paths.bert} on {choice.label}"
+
+
+def main() -> None:
+    from dora_gpt_sovits.node_runtime import configure_threads
+
+    configure_threads()
+    stage, loaded = load()
     node = connect()
-    log.info("BERT loaded from %s on %s", paths.bert, choice.label)
-    serve(node, BertStage(encode))
+    log.info(loaded)
+    serve(node, stage)
 
 
 if __name__ == "__main__":

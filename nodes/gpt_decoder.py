@@ -303,15 +303,15 @@ def policy_from_env(env: dict[str, str] | GPTSettings) -> ChunkPolicy:
     return ChunkPolicy(settings.first_chunk_tokens, settings.chunk_tokens, settings.chunk_growth)
 
 
-def main() -> None:
+def load() -> tuple[GPTStage, str]:
+    """The stage with its model loaded and warmed up (before the node joins the graph), and the line
+    saying what was loaded. gsv-tts loads it too."""
     from dora_gpt_sovits.backends.stages import gpt_builders, open_or_exit
     from dora_gpt_sovits.gpt.sampling import SamplingParams
     from dora_gpt_sovits.model_cache import ModelCache
-    from dora_gpt_sovits.node_runtime import configure_threads
     from dora_gpt_sovits.runtime_config import load_or_exit
 
     settings = from_env_or_exit(GPTSettings)
-    configure_threads()
     paths = load_or_exit(need=("gpt",))
     stream, choice = open_or_exit(
         "gpt", gpt_builders, paths.gpt, paths.model_dir
@@ -342,11 +342,18 @@ def main() -> None:
         pass
     # GSV_MAX_BATCH > 1: segments of concurrent utterances decode together (gpt/batching.py).
     batch = BatchedDecode(lambda w: models.get(w).decoder, base, settings.max_batch) if settings.max_batch > 1 else None
+    loaded = f"GPT loaded from {paths.gpt} on {choice.label}; up to {settings.max_batch} segments decoded together"
+    return GPTStage(decode, policy_from_env(settings), seed, batch), loaded
+
+
+def main() -> None:
+    from dora_gpt_sovits.node_runtime import configure_threads
+
+    configure_threads()
+    stage, loaded = load()
     node = connect()
-    log.info(
-        "GPT loaded from %s on %s; up to %d segments decoded together", paths.gpt, choice.label, settings.max_batch
-    )
-    serve(node, GPTStage(decode, policy_from_env(settings), seed, batch))
+    log.info(loaded)
+    serve(node, stage)
 
 
 if __name__ == "__main__":

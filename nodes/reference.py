@@ -138,18 +138,19 @@ class ReferenceStage(StageBase):
         return self.cache[key]
 
 
-def main() -> None:
+def load() -> tuple[ReferenceStage, str]:
+    """The stage with its encoders loaded and the default voice encoded (before the node joins the
+    graph), and the line saying what was loaded. gsv-tts loads it too."""
     from dora_gpt_sovits.audio.reference_audio import content_hash
     from dora_gpt_sovits.backends.stages import hubert_builders, open_or_exit
     from dora_gpt_sovits.encoders.reference_encoder import ReferenceEncoder, is_pro
-    from dora_gpt_sovits.node_runtime import configure_threads, fail
+    from dora_gpt_sovits.node_runtime import fail
     from dora_gpt_sovits.runtime_config import device_and_dtype, load_model_or_exit, load_or_exit
     from dora_gpt_sovits.settings import ReferenceSettings, from_env_or_exit
     from dora_gpt_sovits.sovits.loader import load_sovits
     from dora_gpt_sovits.voices import load_registry
 
     settings = from_env_or_exit(ReferenceSettings)
-    configure_threads()
     device, dtype = device_and_dtype(settings)
     paths = load_or_exit(need=("sovits", "hubert"))
     sovits = load_model_or_exit(
@@ -179,14 +180,20 @@ def main() -> None:
             stage.features(registry[m.DEFAULT_VOICE])
         except (ValueError, OSError) as e:
             log.warning("default voice unusable: %s", e)  # start() reports it to the frontend
-    node = connect()
-    log.info(
-        "reference encoders loaded (SoVITS %s, CN-HuBERT on %s%s); voices: %s",
-        sovits.version.model_version,
-        choice.label,
-        ", speaker verification" if encoder.sv_model else "",
-        sorted(registry),
+    loaded = (
+        f"reference encoders loaded (SoVITS {sovits.version.model_version}, CN-HuBERT on {choice.label}"
+        f"{', speaker verification' if encoder.sv_model else ''}); voices: {sorted(registry)}"
     )
+    return stage, loaded
+
+
+def main() -> None:
+    from dora_gpt_sovits.node_runtime import configure_threads
+
+    configure_threads()
+    stage, loaded = load()
+    node = connect()
+    log.info(loaded)
     serve(node, stage)
 
 

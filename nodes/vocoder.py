@@ -437,13 +437,13 @@ class VocoderStage(StageBase):
         return Outgoing(m.AUDIO, data, metadata)
 
 
-def main() -> None:
-    from dora_gpt_sovits.node_runtime import configure_threads
+def load() -> tuple[VocoderStage, str]:
+    """The stage with its model loaded and warmed up (before the node joins the graph), and the line
+    saying what was loaded. gsv-tts loads it too."""
     from dora_gpt_sovits.runtime_config import load_or_exit
     from dora_gpt_sovits.settings import VocoderSettings, from_env_or_exit
 
     settings = from_env_or_exit(VocoderSettings)
-    configure_threads()
     paths = load_or_exit(need=("sovits",))
     flow_matching = paths.version in FLOW_MATCHING_VERSIONS
     if flow_matching:
@@ -468,8 +468,16 @@ def main() -> None:
         extra_voice_ports=engine.extra_voice_ports,
     )
     engine.warm_up()
+    return stage, f"SoVITS {engine.model_version} loaded from {paths.sovits} on {label}"
+
+
+def main() -> None:
+    from dora_gpt_sovits.node_runtime import configure_threads
+
+    configure_threads()
+    stage, loaded = load()
     node = connect()
-    log.info("SoVITS %s loaded from %s on %s", engine.model_version, paths.sovits, label)
+    log.info(loaded)
     serve(node, stage)
 
 
