@@ -76,10 +76,16 @@ fi
 # Official weights when they resolve (GSV_MODEL_DIR, default ~/.cache/dora-gpt-sovits/pretrained_models),
 # else a tiny random-weight development model under models/, built once: sets GSV_MODEL_DIR.
 choose_models() {
-  if python -c 'from dora_gpt_sovits.model_paths import resolve; resolve(need=("gpt","sovits","bert","hubert"))' \
-    2>/dev/null; then
+  local missing
+  if missing="$(python -c 'from dora_gpt_sovits.model_paths import ModelsMissing, resolve
+try:
+    resolve(need=("gpt", "sovits", "bert", "hubert"))
+except ModelsMissing as e:
+    raise SystemExit(str(e))' 2>&1)"; then
     return 0
   fi
+  # Set by hand but incomplete: say what is missing there before falling back.
+  [ -z "${GSV_MODEL_DIR:-}" ] || echo "GSV_MODEL_DIR=$GSV_MODEL_DIR: $missing"
   local version="${GSV_VERSION:-v2}"
   export GSV_MODEL_DIR="$repo/models/dev-tiny"
   [ "$version" = v2 ] || GSV_MODEL_DIR="$repo/models/dev-tiny-$version"
