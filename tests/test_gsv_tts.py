@@ -7,6 +7,10 @@ node-hub example's own graph is tests/test_gsv_tts_e2e.py.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tomllib
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -16,6 +20,7 @@ from conftest import REPO, RecordingNode, closed_event, input_event
 from test_reliability import fake_features, write_voice
 
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits import settings
 from dora_gpt_sovits.audio.limiter import PeakLimiter
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
 from dora_gpt_sovits.nodes.bert_features import BertStage
@@ -100,6 +105,37 @@ def test_kokoro_defaults_fill_only_what_the_user_left_unset():
     assert float(KOKORO_DEFAULTS["GSV_PEAK_LIMIT"]) <= 32767 / 70000  # dora-pyaudio's int16 cast
     mine = {"GSV_OUTPUT_SAMPLE_RATE": "16000", "GSV_PEAK_LIMIT": ""}
     assert with_kokoro_defaults(mine) == {"GSV_MAX_LEAD_SECONDS": KOKORO_DEFAULTS["GSV_MAX_LEAD_SECONDS"]}
+
+
+# ---- the manifest ------------------------------------------------------------------------------------
+def manifest() -> dict:
+    return yaml.safe_load((REPO / "dora-node.yml").read_text(encoding="utf-8"))
+
+
+def test_the_manifest_is_valid_for_dora_and_names_the_console_script():
+    if shutil.which("dora") is None:
+        pytest.skip("dora CLI not installed")
+    result = subprocess.run(
+        ["dora", "validate", "--node-manifest", str(REPO / "dora-node.yml")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[:2000]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert scripts[manifest()["entrypoint"]] == "dora_gpt_sovits.nodes.gsv_tts:main"
+
+
+def test_the_manifest_declares_the_nodes_ports_and_the_settings_defaults():
+    doc = manifest()
+    graph = tts_graph({n: StageBase() for n in WIRING if n != OUTPUT})
+    assert set(doc["inputs"]) == graph.inputs and doc["inputs"]["text"]["required"]
+    assert set(doc["outputs"]) == set(WIRING[OUTPUT])
+    declared = settings.all_variables()
+    assert set(doc["env"]) <= set(declared)
+    for name, value in KOKORO_DEFAULTS.items():
+        assert float(doc["env"][name]["default"]) == float(value), name
+    for name, spec in doc["env"].items():
+        default = declared[name][1].default
+        if name not in KOKORO_DEFAULTS and default is not None:
+            assert spec["default"] == default, name
 
 
 def test_a_wiring_naming_an_unknown_stage_is_refused():
