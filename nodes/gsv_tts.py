@@ -3,7 +3,9 @@
 Input:  ``text`` (Utf8, one string per message: any length, split into sentences inside;
         ``<tool_call>`` blocks removed, empty text skipped, as dora-kokoro-tts);
         ``control`` (optional, not in kokoro graphs: ``stop`` [+ ``utterance_id``], or any non-text
-        message such as dora-vad's ``timestamp_start`` = stop everything; docs/messages.md "Barge-in").
+        message such as dora-vad's ``timestamp_start`` = stop everything; docs/messages.md "Barge-in");
+        ``segment_complete`` (optional: a sink's acknowledgements, e.g. gsv-audio-sink's, for the
+        flow-control window ``GSV_MAX_SEGMENTS_AHEAD``, which needs them and is off by default).
 Output: ``audio`` (flat float32, mono, ``sample_rate`` metadata on every message, <= 1 s per
         message, streamed: the first sentence's first words leave while the rest is decoded).
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.node_runtime import Stage, connect, serve
@@ -52,6 +55,7 @@ WIRING: dict[str, dict[str, str]] = {
         m.TEXT: f"{INPUT}/{m.TEXT}",
         m.VOICE_PROMPT: f"reference/{m.VOICE_PROMPT}",
         m.CONTROL: f"{INPUT}/{m.CONTROL}",
+        m.SEGMENT_COMPLETE: f"{INPUT}/{m.SEGMENT_COMPLETE}",
     },
     "reference": {
         m.VOICE_REQUEST: f"text-frontend/{m.VOICE_REQUEST}",
@@ -103,6 +107,22 @@ def load_stages() -> tuple[dict[str, Stage], list[str]]:
     return stages, loaded
 
 
+def check_window(window: int, node: Any) -> None:
+    """A flow-control window without acknowledgements would hold the text after its first segments
+    for ever: end with one line instead."""
+    from dora_gpt_sovits.node_runtime import fail
+
+    try:
+        wired = set((node.node_config() or {}).get("inputs") or {})
+    except (AttributeError, RuntimeError, TypeError):
+        return  # dora would not say: trust the configuration
+    if window and m.SEGMENT_COMPLETE not in wired:
+        fail(
+            f"GSV_MAX_SEGMENTS_AHEAD={window} needs gsv-tts's segment_complete input wired to a sink's "
+            "segment_complete (e.g. gsv-audio-sink's); unset it in a graph whose sink sends none"
+        )
+
+
 def main() -> None:
     from dora_gpt_sovits.node_runtime import configure_threads
 
@@ -111,6 +131,7 @@ def main() -> None:
     stages, loaded = load_stages()
     graph = tts_graph(stages)
     node = connect()
+    check_window(stages["text-frontend"].window, node)
     for line in loaded:
         log.info(line)
     log.info("%s ready: text -> audio in one process (%s)", NAME, ", ".join(stages))
