@@ -161,6 +161,10 @@ def health_timeout(line: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and 0 < value <= 600 else None
 
 
+class GraphStopping(Exception):
+    """dora asked the node to stop while a health check was waiting for its answer."""
+
+
 def answer_health(node: Any, timeout_s: float) -> dict[str, Any]:
     """Send a probe down the path and wait for the sink's answer on ``health``."""
     try:
@@ -172,6 +176,8 @@ def answer_health(node: Any, timeout_s: float) -> dict[str, Any]:
 
     def next_probe_reply(timeout: float) -> dict[str, Any] | None:
         event = node.next(timeout=timeout)
+        if event is not None and event["type"] == "STOP":
+            raise GraphStopping
         if event is not None and event["type"] == "INPUT" and event["id"] == HEALTH:
             metadata = dict(event.get("metadata") or {})
             return metadata if health.is_probe(metadata) else None
@@ -206,7 +212,12 @@ def listen_lines(node: Any, address: tuple[str, int]) -> Iterator[str]:
                 try:
                     for line in bounded_lines(reader, MAX_LINE_CHARS):
                         if (timeout := health_timeout(line)) is not None:  # answered on this connection
-                            conn.sendall((json.dumps(answer_health(node, timeout)) + "\n").encode())
+                            try:
+                                report = answer_health(node, timeout)
+                            except GraphStopping:
+                                conn.sendall(b'{"ok": false, "error": "the graph is stopping"}\n')
+                                return
+                            conn.sendall((json.dumps(report) + "\n").encode())
                             continue
                         yield line
                 except (TimeoutError, OSError) as e:

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from conftest import RecordingNode, input_event
 
 from dora_gpt_sovits import health
@@ -15,7 +16,7 @@ from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.node_runtime import StageBase, serve
 from dora_gpt_sovits.nodes.audio_sink import AudioSinkStage
 from dora_gpt_sovits.nodes.text_frontend import TextFrontendStage
-from dora_gpt_sovits.nodes.text_input import health_timeout
+from dora_gpt_sovits.nodes.text_input import GraphStopping, answer_health, health_timeout
 from dora_gpt_sovits.watchdog import StallWatchdog
 
 TEXT = "第一句话。第二句话。第三句话。第四句话。"
@@ -165,3 +166,36 @@ def test_outgoing_probe_keeps_the_hops_in_order():
     md = health.passed(health.passed({health.PROBE: "x", health.PROBE_SENT_AT: 1.0}, "a", lambda: 1.5), "b", lambda: 2)
     report = health.reply_report(md, path=("a", "b"))
     assert report["ok"] and [h["after_s"] for h in report["hops"]] == [0.5, 1.0]
+
+
+class EchoingGraph:
+    """text-input's view of a graph: a probe sent on ``text`` comes back on ``health`` (or never)."""
+
+    def __init__(self, answers: bool, stop: bool = False):
+        self.answers, self.stop, self.sent = answers, stop, []
+
+    def node_config(self):
+        return {"inputs": {"keepalive": "dora/timer/secs/60", "health": {"source": "audio-sink/metrics"}}}
+
+    def send_output(self, output_id, data, metadata):
+        self.sent.append((output_id, dict(metadata)))
+
+    def next(self, timeout=None):
+        if self.stop:
+            return {"type": "STOP", "id": "MANUAL"}
+        if not self.answers or not self.sent:
+            return {"type": "ERROR", "error": "Receiver timed out"}
+        metadata = self.sent[-1][1]
+        for node in health.PATH:
+            metadata = health.passed(metadata, node)
+        return {"type": "INPUT", "id": "health", "value": health.reply_text({}), "metadata": metadata}
+
+
+def test_text_input_answers_a_health_request_with_the_probe_that_came_back_or_a_timeout():
+    graph = EchoingGraph(answers=True)
+    report = answer_health(graph, 2.0)
+    assert report["ok"] and graph.sent[0][0] == m.TEXT and health.is_probe(graph.sent[0][1])
+    report = answer_health(EchoingGraph(answers=False), 0.05)
+    assert not report["ok"] and "no answer within 0.05 s" in report["error"]
+    with pytest.raises(GraphStopping):  # dora's stop is not swallowed by the wait
+        answer_health(EchoingGraph(answers=False, stop=True), 1.0)
