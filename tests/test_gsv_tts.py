@@ -25,7 +25,7 @@ from dora_gpt_sovits.audio.limiter import PeakLimiter
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
 from dora_gpt_sovits.nodes.bert_features import BertStage
 from dora_gpt_sovits.nodes.gpt_decoder import GPTStage
-from dora_gpt_sovits.nodes.gsv_tts import KOKORO_DEFAULTS, WIRING, tts_graph, with_kokoro_defaults
+from dora_gpt_sovits.nodes.gsv_tts import KOKORO_DEFAULTS, WIRING, check_window, tts_graph, with_kokoro_defaults
 from dora_gpt_sovits.nodes.reference import ReferenceStage
 from dora_gpt_sovits.nodes.text_frontend import TextFrontendStage
 from dora_gpt_sovits.nodes.vocoder import VocoderStage
@@ -136,6 +136,22 @@ def test_the_manifest_declares_the_nodes_ports_and_the_settings_defaults():
         default = declared[name][1].default
         if name not in KOKORO_DEFAULTS and default is not None:
             assert spec["default"] == default, name
+
+
+@pytest.mark.parametrize("wired, ends", [({"text": {}}, True), ({"text": {}, "segment_complete": {}}, False)])
+def test_a_window_without_acknowledgements_ends_the_node_with_one_line(wired, ends, capsys):
+    class Node:
+        def node_config(self):
+            return {"inputs": wired}
+
+    check_window(0, Node())  # no window: nothing to check
+    if not ends:
+        check_window(3, Node())
+        return
+    with pytest.raises(SystemExit) as exit:
+        check_window(3, Node())
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.count("GSV_MAX_SEGMENTS_AHEAD=3 needs gsv-tts's segment_complete") == 1
 
 
 def test_a_wiring_naming_an_unknown_stage_is_refused():
