@@ -13,6 +13,8 @@ Each stage keeps the semantics it has as a node of its own, because it gets its 
   backlog until the chain has unwound. A stage is thus never re-entered with data while its
   generator is suspended (the GPT's KV cache belongs to the segment it is decoding), and what it
   is sent arrives in the order it was sent, as through a dora queue.
+* **A malformed message is one stage's loss.** A ``MessageError`` is logged with the stage's name
+  and that message dropped, as ``serve`` does for a node; the stages above it go on.
 * **Timed work in time.** At every poll point (a ``None`` a stage yields: the GPT yields one per
   token) the stages whose ``next_deadline`` has passed are ticked, so the vocoder's real-time
   pacing keeps releasing audio while the GPT decodes.
@@ -25,6 +27,7 @@ routes, so the library still never imports a node.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -32,6 +35,8 @@ from typing import Any
 
 from .messages import MessageError
 from .node_runtime import Outgoing, Stage, StageBase
+
+log = logging.getLogger("dora_gpt_sovits")
 
 INPUT = "input"  # the source name of the graph's own inputs in a wiring
 OUTPUT = "output"  # the node name of the graph's own outputs in a wiring
@@ -166,7 +171,10 @@ class StageGraph(StageBase):
         yield from self.deliver(node, input_id, value, metadata)
 
     def deliver(self, node: str, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterator[Outgoing | None]:
-        yield from self.routed(node, self.stages[node].handle(input_id, value, dict(metadata)))
+        try:
+            yield from self.routed(node, self.stages[node].handle(input_id, value, dict(metadata)))
+        except MessageError as e:  # as serve() does for a node: this message is lost, the chain above goes on
+            log.error("%s: dropped malformed message on '%s': %s", node, input_id, e)
 
     def due(self) -> Iterator[Outgoing | None]:
         """Tick every stage whose deadline has passed and that is not mid-chain."""

@@ -308,6 +308,22 @@ def test_a_message_on_an_unknown_input_is_one_logged_error_and_the_node_keeps_se
     assert node.outputs(m.AUDIO)
 
 
+def test_a_malformed_message_inside_is_that_stages_loss_and_the_rest_is_spoken(tmp_path, caplog):
+    graph = tts_graph(stages(tmp_path, Decoding()))
+    bert = graph.stages["bert"]
+    handle = bert.handle
+
+    def failing_on_the_second_sentence(input_id, value, metadata):
+        if input_id == m.PHONEMES and metadata[m.SEGMENT_INDEX] == 1:
+            raise m.MessageError("word2ph covers 3 phones, not 4")
+        return handle(input_id, value, metadata)
+
+    bert.handle = failing_on_the_second_sentence
+    node = run(graph, [input_event(m.TEXT, m.text_array(THREE_SENTENCES)), closed_event(m.TEXT)])
+    assert "bert: dropped malformed message on 'phonemes': word2ph covers" in caplog.text
+    assert {md[m.SEGMENT_INDEX] for _, md in audio_of(node)} == {0, 2}  # the frontend went on
+
+
 def test_a_restart_of_the_node_itself_closes_what_a_sink_had_open(tmp_path):
     graph = tts_graph(stages(tmp_path, Decoding()))
     sent = [o for o in graph.upstream_restarted("gsv-tts", None) if o is not None]
