@@ -560,6 +560,7 @@ LIBRARY: tuple[tuple[str, Var], ...] = (
     ("gpt.options", choice("GSV_GPT_QUANT", "auto", ("auto", "none", "fp16"), "GPT decode weight format")),
     ("gpt.options", choice("GSV_HALF_MATVEC", "auto", ("auto", "native", "fbgemm"), "float16 product kernel")),
     ("gpt.options", flag("GSV_FUSED_DECODE", True, "every layer of a decode step in one C++ call")),
+    ("gpt.options", choice("GSV_GPT_PREFILL_DTYPE", "float32", ("float32", "bfloat16"), "GPT prefill products")),
     ("gpt.options", flag("GSV_COMPILE", False, "torch.compile the decode step (CUDA)")),
     ("gpt.options", choice("GSV_CUDA_GRAPHS", "auto", ("auto", "1", "0"), "CUDA graphs for the decode step")),
     ("gpt.options", integer("GSV_GPT_READ_EVERY", 12, "static decoder: steps between token reads", low=1)),

@@ -75,9 +75,17 @@ class DecoderLayer(nn.Module):
         self.ffn_out = nn.Linear(cfg.ffn_dim, d)
         self.norm2 = nn.LayerNorm(d, eps=cfg.norm_eps)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache, index: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache, index: int, last_only: bool = False
+    ) -> torch.Tensor:
+        """``x [B, t, d]`` at the cache's next ``t`` positions -> ``[B, t, d]``, or ``[B, 1, d]`` (the
+        last position) if ``last_only``: every position's keys and values are still cached."""
         q, k, v = self.heads(x)
-        return self.mix(x, attend(q, *cache.write(index, k, v), mask))
+        k, v = cache.write(index, k, v)
+        if last_only:
+            q, x = q[:, :, -1:], x[:, -1:]
+            mask = None if mask is None else mask[..., -1:, :]
+        return self.mix(x, attend(q, k, v, mask))
 
     def forward_rows(self, x: torch.Tensor, caches: list[KVCache], index: int) -> torch.Tensor:
         """One position per row, ``x [B, 1, d]``, each row over a cache of its own (own length):
@@ -97,6 +105,12 @@ class DecoderLayer(nn.Module):
         """The rest of the block after attention: ``attended [B, n_head, t, head_dim]``."""
         h = self.norm1(x + self.out_proj(attended.transpose(1, 2).reshape(x.shape).to(x.dtype)))
         return self.norm2(h + self.ffn_out(F.relu(self.ffn_in(h))))
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask (True = may attend) as the additive one ``scaled_dot_product_attention`` builds
+    from it (0 where allowed, -inf elsewhere): the same attention, converted once."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -166,8 +180,18 @@ class Text2Semantic(nn.Module):
         return x
 
     def prefill(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Fill an empty cache with the embedded ``[text ; prompt]`` and return the next logits ``[B, V]``."""
-        return self.ar_predict_layer(self.transformer(x, mask, cache)[:, -1])
+        """Fill an empty cache with the embedded ``[text ; prompt]`` and return the next logits ``[B, V]``.
+
+        Only the last position's output feeds the logits, so the last layer, once it has cached every
+        position's keys and values, runs its attention, projection and feed-forward for that position
+        alone (~3% of the prefill's products on the full-size model: three quarters of one layer in 24). The boolean mask
+        becomes the additive one attention would build from it, once instead of once per layer.
+        """
+        mask, positions, last = additive_mask(mask, self.cache_dtype), x.shape[1], len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, cache, i, last_only=i == last)
+        cache.advance(positions)
+        return self.ar_predict_layer(x[:, -1])
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Append one semantic token per row (``tokens [B]`` at semantic ``positions [B]``); logits ``[B, V]``."""
