@@ -59,12 +59,12 @@ if [ ! -f "$stamp" ] && [ ! -f "$repo/.venv/.installed-$pyproject-test" ]; then
   touch "$stamp"
 fi
 
-# The GPT's C++ decode kernels compile once per torch version (~2-3 min on 2 cores): here, with a
+# The GPT's C++ decode kernels compile once per torch version (~2.5 min of CPU): here, with a
 # message, rather than silently inside the first gpt node. Without a compiler the GPT decodes with
 # PyTorch's own (slower) kernels; the step says so and the setup goes on.
 kernels="$repo/.venv/.kernels-$(cat "$repo"/shared/gpt/*.cpp "$repo"/shared/gpt/*.h | sha256sum | cut -c1-16)"
 if [ ! -f "$kernels" ]; then
-  echo "building the GPT's C++ decode kernels (first run only; ~2-3 min on 2 cores)..." >&2
+  echo "the GPT's C++ decode kernels: built once per torch version (~2.5 min of CPU), then loaded" >&2
   if python -m dora_gpt_sovits.gpt.half_matvec; then
     touch "$kernels"
   else

@@ -210,7 +210,8 @@ def _announced_build(folder: Path) -> Iterator[None]:
     """Say that the build runs, and every BUILD_NOTE_EVERY_S that it still does: a node silent for
     minutes looks hung. Warnings, because before a node joins dora only those reach its log."""
     log.warning(
-        "building the C++ decode kernels (%s) into %s: once per torch version, ~2-3 min on 2 cores",
+        "building the C++ decode kernels (%s) into %s: once per torch version, "
+        "~2.5 min of CPU (longer on a busy machine)",
         ", ".join(path.name for path in SOURCES),
         folder,
     )
@@ -233,11 +234,13 @@ def main() -> None:
     """``python -m dora_gpt_sovits.gpt.half_matvec``: build the kernels now (scripts/setup_env.sh does)
     rather than in the first gpt node; exit status 1, with the reason, where they cannot be had."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cached = (_build_folder() / "finished").exists()
     built, problem = _build()
     if not built:
         print(f"the C++ decode kernels cannot be built here: {problem}", file=sys.stderr)
         raise SystemExit(1)
-    print(f"C++ decode kernels ready ({_build_folder()})", file=sys.stderr)
+    if cached:  # a build says so itself, with its time
+        print(f"C++ decode kernels ready (cached in {_build_folder()})", file=sys.stderr)
 
 
 if __name__ == "__main__":
