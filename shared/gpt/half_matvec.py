@@ -10,7 +10,7 @@ Products accumulate in float32 from the exact float16 weights, as FBGEMM's do, s
 summation order differs from float32 ``F.linear`` (~1e-6).
 
 The kernel is compiled on first use with ``torch.utils.cpp_extension`` (a C++ compiler and ninja,
-as ``torch.compile`` on CPU needs too) into ``~/.cache/dora-gpt-sovits/kernels/`` — ~25 s once per
+as ``torch.compile`` on CPU needs too) into ``~/.cache/dora-gpt-sovits/kernels/`` — ~2.5 min of CPU once per
 torch version, then loaded in a fraction of a second. It needs x86-64 with AVX2, FMA and F16C.
 Where it cannot be had, :func:`load_kernel` says why and the caller keeps FBGEMM's kernel:
 ``GSV_HALF_MATVEC`` = ``auto`` (default: ours when it builds, else FBGEMM) | ``native`` (ours or
