@@ -153,17 +153,22 @@ HUB_NODES = {"dora-microphone", "dora-vad", "dora-distil-whisper", "dora-qwen", 
 def test_voice_assistant_graph_is_qwen_dev_interruption_with_our_tts_in_place_of_kokoro():
     default, assistant = load("dataflow.yml"), load("dataflows/voice-assistant.yml")
     nodes = {n["id"]: n for n in assistant["nodes"]}
-    assert set(nodes) == HUB_NODES | STAGES - {"text-input", "audio-sink"} | {"tts-metrics"}
+    assert set(nodes) == HUB_NODES | STAGES - {"text-input", "audio-sink"} | {"tts-metrics", "pyaudio-feed"}
     # Our sink beside dora-pyaudio only measures (time to first audio); it plays nothing.
     metrics = nodes.pop("tts-metrics")
     assert metrics["path"] == "gsv-audio-sink" and metrics["env"] == {"GSV_SINK": "null"}
     assert metrics["inputs"]["audio"]["source"] == "vocoder/audio"
-    for hub in HUB_NODES:  # released node-hub packages, as in node-hub's own examples
-        assert (nodes[hub]["build"], nodes[hub]["path"]) == (f"pip install {hub}", hub)
+    for hub in HUB_NODES:  # released node-hub packages, each in its own venv (scripts/setup_hub_nodes.sh)
+        build, path = f"bash ../scripts/setup_hub_nodes.sh {hub}", f"../.hub-venvs/{hub}/bin/{hub}"
+        assert (nodes[hub]["build"], nodes[hub]["path"]) == (build, path)
     # The hub nodes keep qwen-dev-interruption's wiring; the TTS boundary is text in, audio out
-    # (our audio edge lossless like every edge of ours).
+    # (our audio edge lossless like every edge of ours), through pyaudio-feed, which empties
+    # dora-pyaudio's queue at a barge-in (tests/test_voice_assistant_hub_e2e.py).
+    feed = nodes.pop("pyaudio-feed")
+    assert feed["path"] == "gsv-pyaudio-feed" and feed["inputs"]["audio"]["source"] == "vocoder/audio"
+    assert feed["inputs"]["control"]["source"] == "text-frontend/control"
     assert nodes["dora-pyaudio"]["inputs"] == {
-        "audio": {"source": "vocoder/audio", "queue_size": 1000, "queue_policy": "backpressure"},
+        "audio": {"source": "pyaudio-feed/audio", "queue_size": 1000, "queue_policy": "backpressure"},
         "timestamp_start": "dora-vad/timestamp_start",
     }
     assert nodes["dora-vad"]["outputs"] == ["audio", "timestamp_start"]
