@@ -68,7 +68,7 @@ def connect_when_listening(
             if waited >= wait_s:
                 raise NotListening(
                     f"nothing listens on {address} after {waited:.0f} s ({e}): is dataflows/service.yml running "
-                    "(`dora list`)? a node that failed says why in `dora logs <name> --node <node>`"
+                    "(`dora list`)? A node that failed says why in `dora logs <name> --node <node>`"
                 ) from None
         if noted is None:
             note(
