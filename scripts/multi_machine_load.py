@@ -26,6 +26,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--utterances", type=int, default=100)
     parser.add_argument("--pause-vocoder", type=float, default=3.0, help="seconds of SIGSTOP (0: none)")
+    parser.add_argument(
+        "--pause-also",
+        nargs="*",
+        default=[],
+        help="node scripts paused after the vocoder (e.g. gsv-gpt gsv-audio-sink)",
+    )
+    parser.add_argument(
+        "--crossing-policy",
+        choices=("backpressure", "direct"),
+        help="queue policy of the inputs fed from the other machine: backpressure (the daemons carry them) "
+        "or direct (dora's node-to-node zenoh path); default: the YAML's",
+    )
     parser.add_argument("--no-reconnect", action="store_true", help="skip the coordinator pause")
     parser.add_argument("--stall-timeout", type=float, default=20.0, help="GSV_STALL_TIMEOUT for the run")
     parser.add_argument("--tokens", type=int, default=40, help="GPT token budget per segment (dev model)")
@@ -42,7 +54,7 @@ def main() -> int:
     paths = resolve({"GSV_MODEL_DIR": str(models)}, need=("gpt", "sovits", "bert", "hubert"))
     env = node_env(paths, budget_gpt_checkpoint(paths, args.tokens, work), "cpu", "float32", 1, 0)
     env["TWO_MACHINES_RUN"] = str(work)
-    machines = TwoMachines(REPO, work, env, stall_timeout_s=args.stall_timeout)
+    machines = TwoMachines(REPO, work, env, stall_timeout_s=args.stall_timeout, crossing_policy=args.crossing_policy)
     try:
         machines.up()
         startup = machines.start()
@@ -50,6 +62,7 @@ def main() -> int:
             machines,
             args.utterances,
             args.pause_vocoder,
+            tuple(args.pause_also),
             reconnect=not args.no_reconnect,
             stall_timeout_s=args.stall_timeout,
         )

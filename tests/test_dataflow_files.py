@@ -9,6 +9,8 @@ import pytest
 import yaml
 from conftest import REPO
 
+from dora_gpt_sovits.benchmark.two_machines import crossing_inputs
+
 STAGES = {"text-input", "text-frontend", "reference", "bert", "gpt", "vocoder", "audio-sink"}
 GRAPHS = ["dataflow.yml", *sorted(str(p.relative_to(REPO)) for p in (REPO / "dataflows").glob("*.yml"))]
 HUB_SOURCES = {"dora-microphone", "dora-vad", "dora-distil-whisper", "dora-qwen"}
@@ -29,6 +31,9 @@ def test_every_input_of_our_nodes_is_lossless(path):
     """dora's default queue (10, drop-oldest) loses segments or audio under load, and the direct zenoh
     path drops messages reaching a busy node (texts lost in a burst); backpressure keeps the edge on
     the daemon path, which queues instead."""
+    # Between machines dora 1.1's daemon path stops delivering after a reconnect (issue #22): those
+    # inputs take the node-to-node path, and a loss there is reported per utterance instead.
+    crossing = set(crossing_inputs(load(path)))
     for node in load(path)["nodes"]:
         if node["id"] in HUB_SOURCES:
             continue  # the voice-assistant graph's upstream nodes, as node-hub ships them
@@ -39,7 +44,8 @@ def test_every_input_of_our_nodes_is_lossless(path):
             if str(spec).startswith("dora/timer/"):
                 continue  # a tick made by the daemon itself: nothing a queue could lose
             assert isinstance(spec, dict) and spec["queue_size"] >= 100, (path, node["id"], name)
-            assert spec.get("queue_policy") == "backpressure", (path, node["id"], name)
+            expected = None if (node["id"], name) in crossing else "backpressure"
+            assert spec.get("queue_policy") == expected, (path, node["id"], name)
 
 
 @pytest.mark.parametrize("path", GRAPHS)
@@ -88,6 +94,10 @@ def test_distributed_graph_moves_gpt_and_vocoder_to_the_accelerator_machine():
     nodes = {n["id"]: n for n in distributed["nodes"]}
     assert nodes["text-input"]["inputs"].pop("health")["source"] == "audio-sink/metrics"
     assert float(nodes["text-frontend"]["env"].pop("GSV_STALL_TIMEOUT")) > 0
+    crossing = crossing_inputs(load("dataflows/distributed.yml"))
+    assert ("gpt", "phone_features") in crossing and ("audio-sink", "audio") in crossing
+    for node, name in crossing:
+        nodes[node]["inputs"][name]["queue_policy"] = "backpressure"
     assert distributed == default
 
 

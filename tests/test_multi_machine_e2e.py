@@ -4,10 +4,12 @@ Machine A (coordinator and daemon: text-input ... bert, audio-sink) and machine 
 `accelerator`: gpt, vocoder) are joined by a veth pair, as two hosts would be. One run: a health
 check; 10 utterances at once with the vocoder SIGSTOPped for 3 s once audio flows (every one
 spoken); then the coordinator paused past its 20 s heartbeat so both daemons reconnect, and 3 more
-utterances: each must be spoken or reported failed with a reason within a bound, and the health
-check must tell whether the path delivers. With dora 1.1 it does not after the reconnect
-(docs/reliability.md, "Across machines"): the watchdog reports the utterances as stalled.
-The 100-utterance run is scripts/multi_machine_load.py.
+utterances, which must be spoken, and a health check, which must pass. Through the daemons
+(`queue_policy: backpressure` on the inputs fed from the other machine) dora 1.1 stops delivering
+after such a reconnect, silently (docs/reliability.md, "Across machines"); the graph's crossing
+inputs use dora's node-to-node path instead. The stall watchdog and the health check that made
+the stall visible are tested in tests/test_multi_machine.py; the 100-utterance run and the
+reproduction of the stall (`--crossing-policy backpressure`) are scripts/multi_machine_load.py.
 """
 
 from __future__ import annotations
@@ -57,10 +59,5 @@ def test_two_machines_speak_under_load_and_a_reconnect_never_loses_an_utterance_
     after = result.reconnect
     assert not after["missing"], after  # nothing silently lost, within the bound
     assert after["answered_within_s"] <= after["bound_s"]
-    if after["recovered"]:  # a dora that keeps delivering after a reconnect
-        assert len(after["spoken"]) == after["utterances"], after
-    else:  # dora 1.1: reported as stalled, with what to do, and the health check says so in time
-        for errors in after["errors"].values():
-            assert any("stalled" in e and "dora stop" in e for e in errors), after
-        assert not after["health"]["ok"] and "dora stop" in after["health"]["error"], after
-        assert after["health_s"] <= 10 + 30, after
+    # The daemons reconnected and the graph serves on: every utterance spoken, the path healthy.
+    assert after["recovered"] and len(after["spoken"]) == after["utterances"], after

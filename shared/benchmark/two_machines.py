@@ -88,10 +88,15 @@ def write_graph(
     workdir: Path,
     metrics_path: Path,
     stall_timeout_s: float | None = None,
+    crossing_policy: str | None = None,
     graph: str = "dataflows/distributed.yml",
 ) -> Path:
-    """The distributed graph with text-input listening and a metrics collector on machine A."""
+    """The distributed graph with text-input listening and a metrics collector on machine A;
+    ``crossing_policy`` ("backpressure", or "direct": none, so dora's node-to-node path) sets the
+    queue policy of every input whose source runs on the other machine."""
     spec = yaml.safe_load((repo / graph).read_text(encoding="utf-8"))
+    if crossing_policy is not None:
+        set_crossing_policy(spec, crossing_policy)
     for node in spec["nodes"]:
         if node["id"] == "text-input":
             node.setdefault("env", {})["GSV_TEXT_LISTEN"] = f"127.0.0.1:{TEXT_PORT}"
@@ -111,6 +116,33 @@ def write_graph(
     return path
 
 
+def machine(node: dict[str, Any]) -> str:
+    return (node.get("deploy") or {}).get("machine", "")
+
+
+def crossing_inputs(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """(node, input) of every input whose source node runs on the other machine."""
+    where = {n["id"]: machine(n) for n in spec["nodes"]}
+    found = []
+    for node in spec["nodes"]:
+        for name, source in (node.get("inputs") or {}).items():
+            source = source["source"] if isinstance(source, dict) else str(source)
+            producer = source.split("/", 1)[0]
+            if producer in where and where[producer] != where[node["id"]]:
+                found.append((node["id"], name))
+    return found
+
+
+def set_crossing_policy(spec: dict[str, Any], policy: str) -> None:
+    nodes = {n["id"]: n for n in spec["nodes"]}
+    for node, name in crossing_inputs(spec):
+        spec_input = nodes[node]["inputs"][name]
+        if policy == "backpressure":
+            spec_input["queue_policy"] = "backpressure"
+        else:
+            spec_input.pop("queue_policy", None)
+
+
 class TwoMachines:
     """The coordinator and two daemons in two namespaces, and one dataflow started on them."""
 
@@ -121,12 +153,13 @@ class TwoMachines:
         env: dict[str, str],
         stall_timeout_s: float | None = None,
         name: str = "tts-two",
+        crossing_policy: str | None = None,
     ):
         self.repo, self.workdir, self.env, self.name = repo, workdir, dict(env), name
         self.ns = Namespaces()
         self.metrics_path = workdir / "metrics.jsonl"
         self.metrics_path.write_text("")
-        self.graph = write_graph(repo, workdir, self.metrics_path, stall_timeout_s)
+        self.graph = write_graph(repo, workdir, self.metrics_path, stall_timeout_s, crossing_policy)
         self.processes: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
         self.seen = 0
@@ -316,6 +349,7 @@ def load_test(
     machines: TwoMachines,
     utterances: int,
     pause_vocoder_s: float = 3.0,
+    pause_others: tuple[str, ...] = (),
     reconnect: bool = True,
     after_reconnect: int = 3,
     report_timeout_s: float = 600.0,
@@ -335,7 +369,8 @@ def load_test(
     )
     if pause_vocoder_s:
         machines.wait_for(lambda: machines.reports(), report_timeout_s, "the first report")
-        machines.pause_node("gsv-vocoder", pause_vocoder_s)
+        for script in ("gsv-vocoder", *pause_others):
+            machines.pause_node(script, pause_vocoder_s)
         result.vocoder_paused_s = pause_vocoder_s
     by_id = wait_reports(machines, ids, report_timeout_s)
     result.wall_s = round(time.time() - started, 1)
