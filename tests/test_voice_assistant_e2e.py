@@ -30,6 +30,7 @@ BARGED = ["这一句会被打断。", "这一句也说不完。", "这一句根�
 AFTER = ["好的，我在听。"]
 BARGE_IN_AFTER = 1.5  # seconds after turn 2's text ended: while it is being spoken
 GAP_SECONDS = 2.5  # between sentences: an LLM writing slowly
+PAUSE_BEFORE_BARGED = 8.0  # before turn 2
 
 
 def tts_unit(graph: dict) -> list[dict]:
@@ -65,7 +66,9 @@ def derived_graph(llm_report: Path, sink_report: Path, adhoc_audio: Path) -> dic
     script = [
         {"sentences": TURN1},
         {"sentences": TURN2, "metadata": {"voice": "second"}},
-        {"sentences": BARGED, "gap": 0.1, "barge_in_after": BARGE_IN_AFTER},
+        # The stop cancels everything in flight: the pause lets turn 1 (a voice whose own weights
+        # load first) be spoken before it even on a loaded machine.
+        {"sentences": BARGED, "gap": 0.1, "barge_in_after": BARGE_IN_AFTER, "pause": PAUSE_BEFORE_BARGED},
         {"sentences": AFTER, "metadata": adhoc},
     ]
     nodes += [

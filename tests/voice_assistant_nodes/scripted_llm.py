@@ -1,7 +1,8 @@
 """A stand-in for a streaming LLM node: speaks a script as small text deltas, slowly.
 
 Env ``LLM_SCRIPT``: JSON list of turns ``{"sentences": [...], "metadata": {...} (optional, on every delta),
-"gap": seconds between its sentences (optional), "barge_in_after": seconds (optional)}``; with
+"gap": seconds between its sentences (optional), "pause": seconds before it (optional, default
+``LLM_SENTENCE_GAP``), "barge_in_after": seconds (optional)}``; with
 ``barge_in_after`` the node also plays dora-vad: that long after the turn's end it sends
 ``timestamp_start`` (Int64, as dora-vad does when the user starts speaking);
 ``LLM_SENTENCE_GAP`` (s) between sentences; ``LLM_REPORT``: JSON file where the send time of every
@@ -28,7 +29,7 @@ def main() -> None:
         metadata = {"turn_id": f"t{turn_index}"} | turn.get("metadata", {})
         for sentence_index, sentence in enumerate(turn["sentences"]):
             if sentence_index or turn_index:
-                time.sleep(turn.get("gap", gap) if sentence_index else gap)
+                time.sleep(turn.get("gap", gap) if sentence_index else turn.get("pause", gap))
             sent.append({"turn": turn_index, "sentence": sentence_index, "at": time.time()})
             for i in range(0, len(sentence), DELTA_CHARS):
                 node.send_output("text", pa.array([sentence[i : i + DELTA_CHARS]]), metadata)
