@@ -9,10 +9,12 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import RecordingNode, input_event
+import yaml
+from conftest import REPO, RecordingNode, input_event
 
 from dora_gpt_sovits import health
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.benchmark.two_machines import crossing_inputs, set_crossing_policy, write_graph
 from dora_gpt_sovits.node_runtime import StageBase, serve
 from dora_gpt_sovits.nodes.audio_sink import AudioSinkStage
 from dora_gpt_sovits.nodes.text_frontend import TextFrontendStage
@@ -199,3 +201,33 @@ def test_text_input_answers_a_health_request_with_the_probe_that_came_back_or_a_
     assert not report["ok"] and "no answer within 0.05 s" in report["error"]
     with pytest.raises(GraphStopping):  # dora's stop is not swallowed by the wait
         answer_health(EchoingGraph(answers=False, stop=True), 1.0)
+
+
+def test_the_inputs_fed_from_the_other_machine_are_found_and_their_policy_set():
+
+    spec = {
+        "nodes": [
+            {"id": "a", "outputs": ["x"], "inputs": {"t": "dora/timer/secs/1"}},
+            {
+                "id": "b",
+                "deploy": {"machine": "gpu"},
+                "inputs": {"x": {"source": "a/x", "queue_policy": "backpressure"}},
+            },
+            {"id": "c", "inputs": {"x": {"source": "a/x"}, "y": {"source": "b/y"}}},
+        ]
+    }
+    assert crossing_inputs(spec) == [("b", "x"), ("c", "y")]
+    set_crossing_policy(spec, "direct")
+    assert "queue_policy" not in spec["nodes"][1]["inputs"]["x"]
+    set_crossing_policy(spec, "backpressure")
+    assert spec["nodes"][2]["inputs"]["y"]["queue_policy"] == "backpressure"
+    assert "queue_policy" not in spec["nodes"][2]["inputs"]["x"]  # same machine: untouched
+
+
+def test_the_load_test_graph_is_the_shipped_one_with_a_listener_and_a_collector(tmp_path):
+    spec = yaml.safe_load(write_graph(REPO, tmp_path, tmp_path / "m.jsonl", 15.0).read_text())
+    nodes = {n["id"]: n for n in spec["nodes"]}
+    assert nodes["text-input"]["env"]["GSV_TEXT_LISTEN"].startswith("127.0.0.1:")
+    assert nodes["text-frontend"]["env"]["GSV_STALL_TIMEOUT"] == 15.0
+    assert nodes["bench-metrics"]["inputs"]["metrics"]["source"] == "audio-sink/metrics"
+    assert "queue_policy" not in nodes["gpt"]["inputs"]["phone_features"]  # as shipped
