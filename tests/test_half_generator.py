@@ -147,3 +147,26 @@ def test_cpu_vocoder_in_bfloat16_keeps_encoder_and_flow_float32(monkeypatch):
     b = exact.decode(codes, phones, [spec], noise_scale=0)
     assert a.dtype == torch.float32 and a.shape == b.shape
     assert snr_db(b, a) > 25
+
+
+@pytest.mark.parametrize("version", ["v3", "v4"])
+def test_v3_v4_cpu_engine_in_bfloat16(monkeypatch, tmp_path, version):
+    """v4's HiFi-GAN vocoder takes the matrix units as v1/v2's generator does; v3's BigVGAN stays float32."""
+    from dora_gpt_sovits.devmodels.mel_sovits import write_random_mel_sovits
+    from dora_gpt_sovits.devmodels.mel_vocoders import write_random_mel_vocoder
+    from dora_gpt_sovits.sovits.mel_engine import MelVocoderEngine
+
+    monkeypatch.setattr(half_generator, "matrix_units_for", lambda dtype: "amx_bf16")
+    monkeypatch.setattr(half_generator, "WARM_UP_FRAMES", 16)
+    sovits, vocoder = tmp_path / "sovits.pth", tmp_path / ("bigvgan" if version == "v3" else "vocoder.pth")
+    write_random_mel_sovits(sovits, version, "tiny", seed=0)
+    write_random_mel_vocoder(vocoder, version, "tiny", seed=0)
+    engine = MelVocoderEngine.load(sovits, vocoder, version, torch.device("cpu"), torch.bfloat16)
+    exact = MelVocoderEngine.load(sovits, vocoder, version, torch.device("cpu"), torch.float32)
+    assert module_dtype(engine.model.cfm.estimator) == torch.bfloat16
+    assert isinstance(engine.vocoder, HalfPrecisionGenerator) == (version == "v4")
+    assert engine.vocoder.sample_rate == exact.vocoder.sample_rate
+    mel = torch.randn(1, 100, 23) * 0.5 - 4
+    with torch.inference_mode():
+        a, b = engine.vocoder(mel), exact.vocoder(mel)
+    assert a.dtype == torch.float32 and a.shape == b.shape and snr_db(b, a) > 25

@@ -64,6 +64,9 @@ class HalfPrecisionGenerator(nn.Module):
             raise ValueError(f"a half dtype is needed, not {dtype}")
         generator.use_spectral_convs(False)
         self.generator = generator.to(dtype)
+        for name in ("sample_rate", "hop_length", "load_seconds"):  # what a loaded mel vocoder carries
+            if name in generator.__dict__:
+                setattr(self, name, generator.__dict__[name])
 
     def forward(self, z: Tensor, g: Tensor | None = None) -> Tensor:
         frames = z.shape[-1]

@@ -61,13 +61,16 @@ class MelVocoderEngine:
         sample_steps: int | None = None,
         speed: float = 1.0,
     ) -> MelVocoderEngine:
+        from .generator import Generator
+        from .half_generator import on_matrix_units
         from .loader import load_sovits
         from .mel_vocoders import load_mel_vocoder
         from .spectral_conv import spectral_convs_wanted
 
-        # On a CPU only the DiT takes a half dtype: it is where the time goes (its products run on
-        # the matrix units: ~3x in bfloat16 on AMX), while oneDNN's half-precision convolutions are
-        # where kernel defects were seen (docs/reliability.md) and the small parts cost little.
+        # On a CPU a half dtype goes only where the time goes: the DiT (its products run on the
+        # matrix units: ~3x in bfloat16 on AMX) and v4's HiFi-GAN vocoder (v1/v2's generator, run
+        # as the v1/v2 vocoder runs it: half_generator.py, ~2.5x, never NaN). BigVGAN and the small
+        # parts stay float32: they cost little, and float32 has no kernel defects to guard against.
         on_cpu = torch.device(device).type == "cpu"
         base = torch.float32 if on_cpu else dtype
         model = load_sovits(sovits, device, base, expected_version=version, lora_base=lora_base)
@@ -76,6 +79,8 @@ class MelVocoderEngine:
         mel_vocoder = load_mel_vocoder(version, vocoder, device, base)
         # GSV_VOCODER_FFT as for v1/v2: the long residual convolutions by FFT on a CPU in float32.
         mel_vocoder.use_spectral_convs(spectral_convs_wanted(os.environ, torch.device(device), base))
+        if on_cpu and isinstance(mel_vocoder, Generator):
+            mel_vocoder = on_matrix_units(mel_vocoder, dtype)
         return cls(model, mel_vocoder, sample_steps, speed)
 
     @classmethod
