@@ -4,6 +4,10 @@ Right after ``dora start`` nothing listens yet: text-input joins the graph, and 
 join only once every node has (the model nodes load their models first: ~50 s on 2 cores, minutes
 the first time the C++ kernels are built). So ``gsv-say`` waits for the listener, saying what it
 waits for, up to ``--wait`` seconds; once it accepts, the whole graph serves.
+
+``gsv-say --health [SECONDS]`` asks text-input for an end-to-end probe through every node
+(shared/health.py; the graph must wire the sink's ``metrics`` to text-input's ``health`` input, as
+dataflows/distributed.yml does) and prints the answer; exit status 1 when the path does not deliver.
 """
 
 from __future__ import annotations
@@ -82,6 +86,21 @@ def connect_when_listening(
         sleep(min(RETRY_S, max(0.0, wait_s - waited)))
 
 
+def ask_health(address: Address, wait_s: float, timeout_s: float) -> dict:
+    """text-input's answer to an end-to-end probe through every node (shared/health.py)."""
+    try:
+        with connect_when_listening(address, wait_s, note=lambda text: print(text, file=sys.stderr)) as conn:
+            conn.settimeout(timeout_s + 15)  # text-input answers within timeout_s, even when the path is dead
+            conn.sendall((json.dumps({"health": timeout_s}) + "\n").encode())
+            answer = conn.makefile("r", encoding="utf-8").readline()
+    except OSError as e:
+        return {"ok": False, "error": f"{e}"}
+    try:
+        return json.loads(answer)
+    except ValueError:
+        return {"ok": False, "error": f"text-input gave no health answer ({answer[:80]!r}); is it older than --health?"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gsv-say", description=__doc__.split("\n\n")[0])
     parser.add_argument("text", nargs="?", help="what to say")
@@ -92,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--id", help="utterance id for the text (default: made up by the node), or the one --stop cancels"
     )
     parser.add_argument("--stop", action="store_true", help="barge-in: stop every utterance in flight (or only --id)")
+    parser.add_argument(
+        "--health",
+        nargs="?",
+        type=float,
+        const=10.0,
+        metavar="SECONDS",
+        help="check the whole path end to end (a probe through every node, answered by the sink; "
+        "default 10 s): prints the answer, exit status 1 when the path does not deliver",
+    )
     parser.add_argument(
         "--wait",
         type=float,
@@ -123,7 +151,9 @@ def send(line: bytes, address: Address, wait_s: float) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.stop == bool(args.text):
+    if args.health is not None and (args.text or args.stop or not 0 < args.health <= 600):
+        parser.error("--health takes no text nor --stop, and a timeout in (0, 600] seconds")
+    if args.health is None and args.stop == bool(args.text):
         parser.error("give either a text to say or --stop")
     if not args.wait >= 0:  # also NaN
         parser.error(f"--wait must be >= 0 seconds, got {args.wait}")
@@ -131,6 +161,10 @@ def main(argv: list[str] | None = None) -> None:
         address = parse_address(args.address)
     except ValueError as e:
         parser.error(str(e))
+    if args.health is not None:
+        report = ask_health(address, args.wait, args.health)
+        print(json.dumps(report, ensure_ascii=False))
+        raise SystemExit(0 if report.get("ok") else 1)
     send(request_line(args), address, args.wait)
 
 

@@ -231,3 +231,39 @@ def test_the_load_test_graph_is_the_shipped_one_with_a_listener_and_a_collector(
     assert nodes["text-frontend"]["env"]["GSV_STALL_TIMEOUT"] == 15.0
     assert nodes["bench-metrics"]["inputs"]["metrics"]["source"] == "audio-sink/metrics"
     assert "queue_policy" not in nodes["gpt"]["inputs"]["phone_features"]  # as shipped
+
+
+def answering_server(answer: bytes):
+    """A one-connection stand-in for text-input: records the request line, sends ``answer``."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    seen = []
+
+    def serve_once():
+        conn, _ = server.accept()
+        with conn, conn.makefile("rb") as reader:
+            seen.append(json.loads(reader.readline()))
+            conn.sendall(answer)
+        server.close()
+
+    threading.Thread(target=serve_once, daemon=True).start()
+    return f"127.0.0.1:{server.getsockname()[1]}", seen
+
+
+def test_gsv_say_health_prints_the_answer_and_exits_1_when_the_path_does_not_deliver(capsys):
+    from dora_gpt_sovits import say
+
+    address, seen = answering_server(b'{"ok": true, "round_trip_s": 0.02}\n')
+    with pytest.raises(SystemExit) as done:
+        say.main(["--health", "3", "--address", address, "--wait", "0"])
+    assert done.value.code == 0 and seen == [{"health": 3.0}]
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    address, _ = answering_server(b'{"ok": false, "error": "no answer within 10 s"}\n')
+    with pytest.raises(SystemExit) as done:
+        say.main(["--health", "--address", address, "--wait", "0"])
+    assert done.value.code == 1 and "no answer" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        say.main(["--health", "--stop"])
+    assert done.value.code == 2  # argparse's usage error
