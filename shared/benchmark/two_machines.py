@@ -237,18 +237,16 @@ class TwoMachines:
         return [r for r in map(json.loads, filter(None, lines)) if "probe" not in r]
 
     def health(self, timeout_s: float = 10.0) -> dict[str, Any]:
-        """What `gsv-say --health` prints, asked inside A: text-input's answer to a probe."""
-        code = (
-            "import json,socket\n"
-            f"s=socket.create_connection(('127.0.0.1',{TEXT_PORT}),timeout={timeout_s + 30})\n"
-            f"s.sendall(json.dumps({{'health': {timeout_s}}}).encode()+b'\\n')\n"
-            "print(s.makefile().readline())\n"
-        )
-        result = subprocess.run(self.ns.argv(self.ns.a, sys.executable, "-c", code), capture_output=True, text=True)
+        """`gsv-say --health` run inside A: text-input's answer to a probe through every node."""
+        argv = [sys.executable, "-m", "dora_gpt_sovits.say", "--health", str(timeout_s), "--address"]
+        argv += [f"127.0.0.1:{TEXT_PORT}", "--wait", "0"]
+        result = subprocess.run(self.ns.argv(self.ns.a, *argv), capture_output=True, text=True, env=self.env)
         try:
-            return json.loads(result.stdout)
+            report = json.loads(result.stdout)
         except ValueError:
-            return {"ok": False, "error": f"no answer from text-input: {result.stdout}{result.stderr}"[-500:]}
+            return {"ok": False, "error": f"gsv-say --health printed no answer: {result.stdout}{result.stderr}"[-500:]}
+        assert result.returncode == (0 if report.get("ok") else 1), result  # its exit status says the same
+        return report
 
     def wait_for(self, condition, seconds: float, what: str) -> Any:
         deadline = time.time() + seconds
