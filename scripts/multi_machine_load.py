@@ -38,6 +38,9 @@ def main() -> int:
         help="queue policy of the inputs fed from the other machine: backpressure (the daemons carry them) "
         "or direct (dora's node-to-node zenoh path); default: the YAML's",
     )
+    parser.add_argument(
+        "--stuck", metavar="SCRIPT", help="also SIGSTOP this node (e.g. gsv-gpt) past the stall timeout mid-utterance"
+    )
     parser.add_argument("--no-reconnect", action="store_true", help="skip the coordinator pause")
     parser.add_argument("--stall-timeout", type=float, default=20.0, help="GSV_STALL_TIMEOUT for the run")
     parser.add_argument("--tokens", type=int, default=40, help="GPT token budget per segment (dev model)")
@@ -65,6 +68,7 @@ def main() -> int:
             tuple(args.pause_also),
             reconnect=not args.no_reconnect,
             stall_timeout_s=args.stall_timeout,
+            stuck_node=args.stuck,
         )
     finally:
         machines.down()

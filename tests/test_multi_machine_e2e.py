@@ -2,14 +2,15 @@
 
 Machine A (coordinator and daemon: text-input ... bert, audio-sink) and machine B (daemon
 `accelerator`: gpt, vocoder) are joined by a veth pair, as two hosts would be. One run: a health
-check; 10 utterances at once with the vocoder SIGSTOPped for 3 s once audio flows (every one
-spoken); then the coordinator paused past its 20 s heartbeat so both daemons reconnect, and 3 more
-utterances, which must be spoken, and a health check, which must pass. Through the daemons
-(`queue_policy: backpressure` on the inputs fed from the other machine) dora 1.1 stops delivering
-after such a reconnect, silently (docs/reliability.md, "Across machines"); the graph's crossing
-inputs use dora's node-to-node path instead. The stall watchdog and the health check that made
-the stall visible are tested in tests/test_multi_machine.py; the 100-utterance run and the
-reproduction of the stall (`--crossing-policy backpressure`) are scripts/multi_machine_load.py.
+check (`gsv-say --health`); 10 utterances at once with the vocoder SIGSTOPped for 3 s once audio
+flows (every one spoken); the gpt SIGSTOPped past the 15 s stall timeout with an utterance in
+flight (reported `stalled` by the watchdog, the next one spoken once it runs again); then the
+coordinator paused past its 20 s heartbeat so both daemons reconnect, and 3 more utterances, which
+must be spoken, and a health check, which must pass. Through the daemons (`queue_policy:
+backpressure` on the inputs fed from the other machine) dora 1.1 stops delivering after such a
+reconnect, silently (docs/reliability.md, "Across machines"); the graph's crossing inputs use
+dora's node-to-node path instead. The 100-utterance run and the reproduction of the stall
+(`--crossing-policy backpressure`) are scripts/multi_machine_load.py.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def test_two_machines_speak_under_load_and_a_reconnect_never_loses_an_utterance_
     try:
         machines.up()
         machines.start()
-        result = load_test(machines, 10, pause_vocoder_s=3.0, stall_timeout_s=STALL_TIMEOUT_S)
+        result = load_test(machines, 10, pause_vocoder_s=3.0, stall_timeout_s=STALL_TIMEOUT_S, stuck_node="gsv-gpt")
     except Exception as e:
         raise AssertionError(f"{e}; {machines.tails()}") from None
     finally:
@@ -56,6 +57,12 @@ def test_two_machines_speak_under_load_and_a_reconnect_never_loses_an_utterance_
     assert [h["node"] for h in result.health_before["hops"]][-1] == "audio-sink"
     # Under load, with a paused vocoder: every utterance spoken, in order, none lost.
     assert not result.missing and not result.failed and result.completed == 10 and result.in_order, result
+    # The gpt stuck (SIGSTOP) past the stall timeout: its utterance is reported, with what to do,
+    # within the timeout; once it runs again the graph serves.
+    stuck = result.stuck
+    assert stuck["stuck_errors"] and "stalled" in stuck["stuck_errors"][0], stuck
+    assert STALL_TIMEOUT_S <= stuck["reported_after_s"] <= STALL_TIMEOUT_S + 10, stuck
+    assert stuck["next_spoken"], stuck
     after = result.reconnect
     assert not after["missing"], after  # nothing silently lost, within the bound
     assert after["answered_within_s"] <= after["bound_s"]

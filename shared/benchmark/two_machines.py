@@ -330,6 +330,7 @@ class LoadResult:
     wall_s: float = 0.0
     vocoder_paused_s: float = 0.0
     health_before: dict[str, Any] = field(default_factory=dict)
+    stuck: dict[str, Any] = field(default_factory=dict)
     reconnect: dict[str, Any] = field(default_factory=dict)
 
 
@@ -352,6 +353,7 @@ def load_test(
     after_reconnect: int = 3,
     report_timeout_s: float = 600.0,
     stall_timeout_s: float = 60.0,
+    stuck_node: str | None = None,
 ) -> LoadResult:
     """``utterances`` at once with the vocoder paused (SIGSTOP) once audio flows; then, optionally,
     the coordinator paused past its heartbeat timeout so that both daemons reconnect, and
@@ -376,9 +378,30 @@ def load_test(
     result.failed = {u: r["errors"] for u, r in by_id.items() if r["errors"]}
     result.completed = len(by_id) - len(result.failed)
     result.in_order = [r["utterance_id"] for r in machines.reports() if r["utterance_id"] in ids] == ids[: len(by_id)]
+    if stuck_node:
+        result.stuck = stuck_phase(machines, stuck_node, stall_timeout_s)
     if reconnect:
         result.reconnect = reconnect_phase(machines, after_reconnect, stall_timeout_s)
     return result
+
+
+def stuck_phase(machines: TwoMachines, script: str, stall_timeout_s: float) -> dict[str, Any]:
+    """One node stuck (SIGSTOP) past the stall timeout with an utterance in flight: the watchdog
+    must report it, and once the node runs again the next utterance must be spoken."""
+    sent = time.time()
+    machines.send({"text": "你好，世界。", "language": "zh", "utterance_id": "stuck"})
+    machines.pause_node(script, stall_timeout_s + 8)
+    stuck = wait_reports(machines, ["stuck"], 60).get("stuck", {})
+    reported_s = round(stuck.get("collected_at", time.time()) - sent, 1)
+    machines.send({"text": "你好。", "language": "zh", "utterance_id": "after-stuck"})
+    after = wait_reports(machines, ["after-stuck"], 120).get("after-stuck")
+    return {
+        "node": script,
+        "stuck_errors": stuck.get("errors"),
+        "reported_after_s": reported_s,
+        "next_spoken": after is not None and not after["errors"],
+        "next_report": after,
+    }
 
 
 def timed(call) -> tuple[Any, float]:
