@@ -8,9 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 from dora_gpt_sovits import messages as m
+
+
+def node_spec(metrics_path: str | os.PathLike, node_id: str = "bench-metrics") -> dict:
+    """This node as a dataflow YAML entry reading the sink's ``metrics`` losslessly."""
+    return {
+        "id": node_id,
+        "path": sys.executable,
+        "args": "-m dora_gpt_sovits.benchmark.metrics_collector",
+        "inputs": {"metrics": {"source": "audio-sink/metrics", "queue_size": 1000, "queue_policy": "backpressure"}},
+        "env": {"GSV_BENCH_METRICS": str(metrics_path)},
+    }
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ from typing import Any
 
 import yaml
 
+from . import metrics_collector
+
 ADDRESS_A, ADDRESS_B = "10.77.0.1", "10.77.0.2"
 ZENOH_PORT = 7447
 TEXT_PORT = 9871
@@ -102,15 +104,7 @@ def write_graph(
             node.setdefault("env", {})["GSV_TEXT_LISTEN"] = f"127.0.0.1:{TEXT_PORT}"
         if node["id"] == "text-frontend" and stall_timeout_s is not None:
             node["env"]["GSV_STALL_TIMEOUT"] = stall_timeout_s
-    spec["nodes"].append(
-        {
-            "id": "bench-metrics",
-            "path": sys.executable,
-            "args": "-m dora_gpt_sovits.benchmark.metrics_collector",
-            "inputs": {"metrics": {"source": "audio-sink/metrics", "queue_size": 1000, "queue_policy": "backpressure"}},
-            "env": {"GSV_BENCH_METRICS": str(metrics_path)},
-        }
-    )
+    spec["nodes"].append(metrics_collector.node_spec(metrics_path))
     path = workdir / "two-machines.yml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
