@@ -33,18 +33,19 @@ import test_voice_assistant_hub_e2e as hub  # noqa: E402  (the test's graph and 
 from test_dataflow_e2e import node_env  # noqa: E402
 
 
-def one_run(models: Path, baseline: bool) -> float:
+def one_run(models: Path, baseline: bool) -> float | None:
     with tempfile.TemporaryDirectory(prefix="barge-in-") as name:
         tmp = Path(name)
         os.mkfifo(tmp / "speaker.fifo")
         graph = tmp / "graph.yml"
         graph.write_text(yaml.safe_dump(hub.hub_test_graph(tmp, baseline), allow_unicode=True), encoding="utf-8")
-        run = subprocess.run(
-            ["dora", "run", str(graph)], cwd=tmp, env=node_env(models), capture_output=True, text=True, timeout=300
-        )
+        run = hub.run_graph(graph, tmp, node_env(models))
         report = tmp / "room.json"
         if run.returncode != 0 or not report.exists():
-            raise SystemExit(f"error: the graph failed:\n{(run.stdout + run.stderr)[-3000:]}")
+            failed = Path(tempfile.mkdtemp(prefix="barge-in-failed-")) / "output.txt"
+            failed.write_text(run.stdout + run.stderr)
+            print(f"a run failed (exit {run.returncode}); its output: {failed}", flush=True)
+            return None
         after_stop, _ = hub.stop_to_silence(json.loads(report.read_text()), np.load(tmp / "room.json.npy"))
         return after_stop / hub.SPEAKER_RATE
 
@@ -63,10 +64,12 @@ def main() -> None:
         for i in range(args.runs):
             for variant in results:
                 seconds = one_run(bundle, baseline=variant == "before")
-                results[variant].append(seconds)
-                print(f"run {i + 1} {variant}: stop -> silence {seconds:.3f} s", flush=True)
+                if seconds is not None:
+                    results[variant].append(seconds)
+                    print(f"run {i + 1} {variant}: stop -> silence {seconds:.3f} s", flush=True)
     for variant, values in results.items():
-        print(f"{variant}: median {statistics.median(values):.3f} s over {len(values)} runs ({values})")
+        if values:
+            print(f"{variant}: median {statistics.median(values):.3f} s over {len(values)} runs ({values})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))

@@ -19,6 +19,7 @@ import copy
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -51,6 +52,9 @@ SPEAKER_RATE = 24000
 BARGE_AFTER_S = 1.0  # of the answer heard
 MAX_WARNINGS = 10
 DORA_PATH_DIAGNOSTIC = "dora-rs/dora#2742 diagnostic"  # dora 1.1 names each output's transport once, at start
+# node-hub's graph gives dora-vad's microphone input dora's default queue (10, drop-oldest): a VAD
+# that falls behind on a starved CPU skips old blocks to stay current, and dora logs each skip.
+VAD_KEEPS_CURRENT = "Discarding event for input `audio` due to queue size limit"
 
 
 def recording(text: str, path: Path) -> Path:
@@ -144,6 +148,31 @@ def first_silence(timeline: np.ndarray, start: int, at_least: int, audible: int 
     return start + (int(loud[first - 1]) + 1 if first else 0)
 
 
+def run_graph(graph: Path, tmp: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`dora run` the graph, the speaker FIFO held open meanwhile: the room's end must not leave
+    dora-pyaudio writing to a FIFO without a reader (SIGPIPE, then a restart blocked in open()).
+    A run past `timeout` is ended with its whole process group and reported with its output."""
+    keep = os.open(tmp / "speaker.fifo", os.O_RDONLY | os.O_NONBLOCK)
+    process = subprocess.Popen(
+        ["dora", "run", str(graph), "--log-format", "json"],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        err += f"\n(killed after {timeout} s)"
+    finally:
+        os.close(keep)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
 @pytest.fixture(scope="module")
 def barged_in_run(dev_models, tmp_path_factory):  # noqa: F811  (the imported fixture)
     tmp = tmp_path_factory.mktemp("hub")
@@ -156,14 +185,7 @@ def barged_in_run(dev_models, tmp_path_factory):  # noqa: F811  (the imported fi
     setup = [str(REPO / "scripts/setup_hub_nodes.sh"), *REAL_HUB_NODES]
     subprocess.run(["bash", *setup], env=env, capture_output=True, text=True, timeout=900)
     build = subprocess.run(["dora", "build", str(graph)], cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
-    run = subprocess.run(
-        ["dora", "run", str(graph), "--log-format", "json"],
-        cwd=tmp,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = run_graph(graph, tmp, env)
     room = json.loads((tmp / "room.json").read_text()) if (tmp / "room.json").exists() else {}
     timeline = np.load(tmp / "room.json.npy") if (tmp / "room.json.npy").exists() else np.zeros(0, np.int16)
     whisper = json.loads((tmp / "whisper.json").read_text()) if (tmp / "whisper.json").exists() else []
@@ -198,6 +220,7 @@ def test_the_answers_are_heard_and_the_logs_stay_quiet(barged_in_run):
         for r in records
         if str(r.get("level", "")).upper() in ("WARN", "WARNING", "ERROR")
         and DORA_PATH_DIAGNOSTIC not in str(r.get("message"))
+        and not (r.get("node_id") == "dora-vad" and VAD_KEEPS_CURRENT in str(r.get("message")))
     ]
     print(f"{len(warnings)} warnings: {warnings[:MAX_WARNINGS]}")
     assert len(warnings) <= MAX_WARNINGS, warnings[:30]
