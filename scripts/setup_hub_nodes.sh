@@ -52,11 +52,11 @@ imports_of() {
   esac
 }
 
-# Pins the node's own metadata gets wrong: dora-vad and dora-distil-whisper ask for numpy<2, but let
-# pip take pyarrow 26, which refuses to import beside NumPy 1.
+# Pins the node's own metadata gets wrong: dora-microphone, dora-vad and dora-distil-whisper ask for
+# numpy<2, but let pip take pyarrow 26, which refuses to import beside NumPy 1.
 pins_of() {
   case "$1" in
-    dora-vad | dora-distil-whisper) echo "pyarrow<26" ;;
+    dora-microphone | dora-vad | dora-distil-whisper) echo "pyarrow<26" ;;
     *) echo "" ;;
   esac
 }
