@@ -74,10 +74,11 @@ def test_text_input_listens_to_a_timer_only_to_stay_restartable(path):
     assert source.startswith("dora/timer/")  # no data: the node ignores its ticks
 
 
-def test_service_graph_differs_only_by_the_text_listener():
+def test_service_graph_differs_only_by_the_text_listener_and_its_health_answers():
     default, service = load("dataflow.yml"), load("dataflows/service.yml")
     service_input = next(n for n in service["nodes"] if n["id"] == "text-input")
     assert service_input.pop("env") == {"GSV_TEXT_LISTEN": "127.0.0.1:9871"}
+    assert service_input["inputs"].pop("health")["source"] == "audio-sink/metrics"  # gsv-say --health
     for node in service["nodes"]:
         if "operator" in node:  # paths are relative to each YAML file's folder
             node["operator"]["python"] = node["operator"]["python"].removeprefix("../")

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from aiohttp import HttpVersion11, web
 
+from dora_gpt_sovits import health
 from dora_gpt_sovits import messages as m
 
 from . import sse
@@ -40,6 +41,7 @@ log = logging.getLogger("gsv.http-server")
 
 DISCONNECT_CHECK_SECONDS = 0.25  # how soon a vanished client is noticed while the graph works
 SHUTDOWN_SECONDS = 3.0  # how long a stopping server lets open responses finish
+MAX_HEALTH_TIMEOUT_S = 60.0  # a health check holds one worker thread this long at most
 
 
 class Engine(Protocol):
@@ -71,6 +73,7 @@ def create_app(
             web.post("/v1/audio/speech", api.speech),
             web.get("/v1/requests/last", api.last_request),
             web.get("/v1/requests/{id}", api.request_metrics),
+            web.get("/health", api.health),
         ]
     )
     return app
@@ -155,6 +158,25 @@ class SpeechApi:
         if last is None:
             raise ApiError(404, "no speech request has been made yet", None, "not_found")
         return web.json_response(last.as_json())
+
+    async def health(self, request: web.Request) -> web.Response:
+        """200 when a probe passed every node to the vocoder and back within ``?timeout=`` seconds
+        (default 10, at most 60), else 503 with what failed; 503 at once while the graph is known
+        not to serve (a node restarting or gone)."""
+        check = getattr(self.engine, "check_health", None)
+        if check is None:
+            raise ApiError(404, "this server's engine has no health check", None, "not_found")
+        try:
+            timeout_s = float(request.query.get("timeout", health.DEFAULT_TIMEOUT_S))
+        except ValueError:
+            raise ApiError(400, "timeout must be a number of seconds", "timeout", "invalid_value") from None
+        if not 0 < timeout_s <= MAX_HEALTH_TIMEOUT_S:
+            raise ApiError(400, f"timeout must be in (0, {MAX_HEALTH_TIMEOUT_S:g}] seconds", "timeout", "invalid_value")
+        down = getattr(self.engine, "unavailable", lambda: None)()
+        if down is not None:
+            return web.json_response({"ok": False, "error": down[0]}, status=503)
+        report = await asyncio.get_running_loop().run_in_executor(None, check, timeout_s)
+        return web.json_response(report, status=200 if report["ok"] else 503)
 
     async def request_metrics(self, request: web.Request) -> web.Response:
         found = self.metrics.get(request.match_info["id"])

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dora_gpt_sovits import health
 from dora_gpt_sovits import messages as m
 
 from .router import Deliver, UtteranceRouter
@@ -109,6 +110,8 @@ class GraphBridge:
         self.first_valid_probe = 0  # echoes of probes sent before the frontend went down prove nothing
         self.next_probe_at = 0.0
         self.probing = False  # only when the frontend's control output is wired to us (else no echo comes)
+        self.health_replies: queue.Queue[dict[str, Any]] = queue.Queue()  # health probes back on ``audio``
+        self.health_lock = threading.Lock()  # two checks at once would take each other's replies
 
     # ---- called from HTTP handlers (any thread) ----
     def start(self, utterance_id: str, request: SpeechRequest, received_at: float, deliver: Deliver) -> None:
@@ -125,6 +128,22 @@ class GraphBridge:
         """The client is gone: stop routing and ask the graph to drop the utterance's remaining work."""
         self.router.close(utterance_id)
         self.outbox.put((CONTROL, m.text_array(STOP_COMMAND), {m.UTTERANCE_ID: utterance_id}))
+
+    def check_health(self, timeout_s: float = health.DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+        """A probe through every node from text-frontend to the vocoder and back (shared/health.py);
+        blocks up to ``timeout_s``: call it from a worker thread."""
+
+        def next_reply(wait_s: float) -> dict[str, Any] | None:
+            try:
+                return self.health_replies.get(timeout=wait_s)
+            except queue.Empty:
+                return None
+
+        def send(data: Any, metadata: dict[str, Any]) -> None:
+            self.outbox.put((m.TEXT, data, metadata))
+
+        with self.health_lock:
+            return health.check(send, next_reply, timeout_s, path=health.PATH[:-1])  # we are the end, not the sink
 
     # ---- the node's thread ----
     def run(self, node: Any) -> None:
@@ -193,6 +212,9 @@ class GraphBridge:
 
     def on_audio(self, event: dict[str, Any]) -> None:
         metadata = dict(event.get("metadata") or {})
+        if health.is_probe(metadata):
+            self.health_replies.put(metadata)
+            return
         if (restarted := m.restarted_node(metadata)) is not None:
             self.upstream_restarted(restarted, ready=m.restart_ready(metadata))
             return
