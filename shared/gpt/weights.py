@@ -177,8 +177,9 @@ def many_row_product(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     w = getattr(layer, "prefill_weight", None)
     if w is None:
         return F.linear(x, layer.weight, layer.bias)
-    y = F.linear(x.to(torch.bfloat16), w)  # rounded to bfloat16 on the way out (oneDNN's output type)
-    return y.float() if layer.bias is None else layer.bias + y  # the sum promotes: one pass
+    # The bias is added inside the product, before the result is rounded to bfloat16 (oneDNN's
+    # output type), and one pass widens it back.
+    return F.linear(x.to(torch.bfloat16), w, layer.prefill_bias).float()
 
 
 def use_bfloat16_prefill(model: nn.Module) -> nn.Module:
@@ -201,6 +202,8 @@ def use_bfloat16_prefill(model: nn.Module) -> nn.Module:
         for name in ("qkv", "out_proj", "ffn_in", "ffn_out"):
             linear = getattr(layer, name)
             linear.register_buffer("prefill_weight", linear.weight.detach().bfloat16(), persistent=False)
+            bias = None if linear.bias is None else linear.bias.detach().bfloat16()
+            linear.register_buffer("prefill_bias", bias, persistent=False)
     return model
 
 
