@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import queue
 import threading
 import urllib.error
 import urllib.request
 
 import pytest
+from test_openai_server import FakeGraph
 
 from dora_gpt_sovits import health
 from dora_gpt_sovits import messages as m
@@ -17,19 +17,13 @@ from dora_gpt_sovits.openai_api.bridge import GraphBridge
 from dora_gpt_sovits.openai_api.config import ServerConfig
 
 
-class ProbeEchoGraph:
-    """A dora node stand-in whose graph passes probes through ``hops`` (all of them: a healthy path)."""
+class ProbeEchoGraph(FakeGraph):
+    """The server tests' graph stand-in, passing probes through ``hops`` (all of them: a healthy path)."""
 
     def __init__(self, hops: tuple[str, ...] = health.PATH[:-1]):
-        self.events: queue.Queue = queue.Queue()
+        super().__init__()
         self.hops = hops
         self.probes_seen = 0
-
-    def next(self, timeout: float | None = None):
-        try:
-            return self.events.get(timeout=timeout)
-        except queue.Empty:
-            return {"type": "ERROR", "error": "Receiver timed out"}
 
     def send_output(self, output_id, data, metadata=None):
         metadata = dict(metadata or {})
