@@ -4,7 +4,8 @@ Machine A (coordinator and daemon: text-input ... bert, audio-sink) and machine 
 `accelerator`: gpt, vocoder) are joined by a veth pair, as two hosts would be. One run: a health
 check (`gsv-say --health`); 10 utterances at once with the vocoder SIGSTOPped for 3 s once audio
 flows (every one spoken); the gpt SIGSTOPped past the 15 s stall timeout with an utterance in
-flight (reported `stalled` by the watchdog, the next one spoken once it runs again); then the
+flight (reported `stalled` by the watchdog; the one sent while it is still stopped spoken or
+reported `stalled`; once it runs, the path healthy again and the next one spoken); then the
 coordinator paused past its 20 s heartbeat so both daemons reconnect, and 3 more utterances, which
 must be spoken, and a health check, which must pass. Through the daemons (`queue_policy:
 backpressure` on the inputs fed from the other machine) dora 1.1 stops delivering after such a
@@ -58,10 +59,17 @@ def test_two_machines_speak_under_load_and_a_reconnect_never_loses_an_utterance_
     # Under load, with a paused vocoder: every utterance spoken, in order, none lost.
     assert not result.missing and not result.failed and result.completed == 10 and result.in_order, result
     # The gpt stuck (SIGSTOP) past the stall timeout: its utterance is reported, with what to do,
-    # within the timeout; once it runs again the graph serves.
+    # within the timeout. The one sent while it is still stopped may be lost by dora with it (its
+    # zenoh peers dropped the gpt's sessions; CI run of 2026-12-07): spoken or reported stalled,
+    # never unanswered. Once it runs again the path answers a health probe, and the next is spoken.
     stuck = result.stuck
     assert stuck["stuck_errors"] and "stalled" in stuck["stuck_errors"][0], stuck
     assert STALL_TIMEOUT_S <= stuck["reported_after_s"] <= STALL_TIMEOUT_S + 10, stuck
+    assert stuck["sent_while_stuck"], stuck
+    while_stuck = stuck["while_stuck_report"]
+    assert while_stuck is not None, stuck
+    assert not while_stuck["errors"] or "stalled" in while_stuck["errors"][0], stuck
+    assert stuck["healthy"]["ok"], stuck
     assert stuck["next_spoken"], stuck
     after = result.reconnect
     assert not after["missing"], after  # nothing silently lost, within the bound

@@ -381,21 +381,46 @@ def load_test(
 
 def stuck_phase(machines: TwoMachines, script: str, stall_timeout_s: float) -> dict[str, Any]:
     """One node stuck (SIGSTOP) past the stall timeout with an utterance in flight: the watchdog
-    must report it, and once the node runs again the next utterance must be spoken."""
+    must report it. The utterance sent after that report, while the node is still stopped
+    ("after-stuck"), may be lost without a trace from dora: the node's zenoh peers close their
+    sessions to it when it stops answering (zenoh's lease, 10 s), and what they publish before the
+    sessions re-open after it resumes reaches nobody; so it must be spoken or reported ``stalled``,
+    never left unanswered. Once the node runs again the path must answer a health probe within a
+    bound, and the utterance after that must be spoken."""
     sent = time.time()
     machines.send({"text": "你好，世界。", "language": "zh", "utterance_id": "stuck"})
-    machines.pause_node(script, stall_timeout_s + 8)
-    stuck = wait_reports(machines, ["stuck"], 60).get("stuck", {})
-    reported_s = round(stuck.get("collected_at", time.time()) - sent, 1)
-    machines.send({"text": "你好。", "language": "zh", "utterance_id": "after-stuck"})
-    after = wait_reports(machines, ["after-stuck"], 120).get("after-stuck")
+    with ThreadPoolExecutor(1) as pool:
+        paused = pool.submit(machines.pause_node, script, stall_timeout_s + 8)
+        stuck = wait_reports(machines, ["stuck"], 60).get("stuck", {})
+        reported_s = round(stuck.get("collected_at", time.time()) - sent, 1)
+        machines.send({"text": "你好。", "language": "zh", "utterance_id": "after-stuck"})
+        sent_while_stuck = not paused.done()
+        paused.result()
+    resumed = time.time()
+    while_stuck = wait_reports(machines, ["after-stuck"], stall_timeout_s + 60).get("after-stuck")
+    healthy = healthy_within(machines, 60)
+    healthy_s = round(time.time() - resumed, 1)
+    machines.send({"text": "你好。", "language": "zh", "utterance_id": "after-resume"})
+    after = wait_reports(machines, ["after-resume"], 120).get("after-resume")
     return {
         "node": script,
         "stuck_errors": stuck.get("errors"),
         "reported_after_s": reported_s,
+        "sent_while_stuck": sent_while_stuck,
+        "while_stuck_report": while_stuck,
+        "healthy": healthy,
+        "healthy_after_resume_s": healthy_s,
         "next_spoken": after is not None and not after["errors"],
         "next_report": after,
     }
+
+
+def healthy_within(machines: TwoMachines, seconds: float) -> dict[str, Any]:
+    """Health checks until one passes or ``seconds`` are over: the last answer."""
+    deadline = time.time() + seconds
+    while not (health := machines.health())["ok"] and time.time() < deadline:
+        time.sleep(1.0)
+    return health
 
 
 def timed(call) -> tuple[Any, float]:
