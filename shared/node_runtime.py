@@ -198,10 +198,16 @@ class Loop:
         return None if deadline is None else max(0.0, deadline - clock())
 
     def drain(self) -> None:
-        """Process inputs that are already queued locally (dora may have reordered them behind a close)."""
+        """Process inputs that are already queued locally (dora may have reordered them behind a close).
+        Any other event (a STOP, a close, a restart) goes back in front, in order: dropping a STOP
+        here left the loop to meet the stream's end and release paced audio all at once."""
+        kept: list[dict[str, Any]] = []
         while (event := self.inbox.try_recv()) is not None:
             if event["type"] == "INPUT":
                 self.dispatch(event)
+            else:
+                kept.append(event)
+        self.inbox.buffered.extendleft(reversed(kept))
 
     def run_out_deadlines(self, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
         """After every input closed no message can arrive any more: wait out what is timed."""
@@ -296,7 +302,8 @@ def serve(node: Any, stage: Stage, clock: Callable[[], float] = time.monotonic, 
         if loop.inbox.buffered and loop.control_inputs:
             loop.poll_control()  # a stop must not wait behind the backlog set aside earlier
         event = loop.inbox.next(loop.timeout(clock))
-        if event is None:
+        if event is None:  # the stream ended: no message can arrive any more
+            loop.run_out_deadlines(clock, sleep)
             break
         kind = event["type"]
         if kind == "INPUT":

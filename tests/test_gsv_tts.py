@@ -338,3 +338,49 @@ def test_graph_outputs_go_out_under_the_graph_port_names():
 
     graph = StageGraph("g", {"a": Echo()}, {"a": {"x": "input/in"}, "output": {"out": "a/y"}})
     assert [o.output_id for o in graph.handle("in", pa.array([1]), {})] == ["out"]
+
+
+def test_pacing_holds_to_the_end_when_the_stop_arrives_while_the_first_reply_is_spoken(tmp_path):
+    """The CI failure of the hub e2e test: dora's STOP (all inputs closed) reached the node while it
+    was still speaking, was set aside with the queued text and then swallowed by the loop's drain;
+    the stream's end then sent every held message at once, and dora-pyaudio's 10-deep drop-oldest
+    queue lost the next reply's first sentence. Every message must still leave within the lead."""
+    now = [0.0]
+    lead = 0.5
+    graph = tts_graph(stages(tmp_path, Decoding(), max_lead_seconds=lead, clock=lambda: now[0]))
+    graph.clock = lambda: now[0]
+    sends: list[tuple[float, float]] = []  # (sent at, seconds of audio)
+
+    class Dora:
+        """dora's event stream: ``next`` gives None once it ended (after the STOP), never a timeout."""
+
+        def __init__(self, events):
+            self.events = list(events)
+
+        def try_recv(self):
+            return self.events.pop(0) if self.events else None
+
+        def next(self, timeout=None):
+            return self.try_recv()
+
+        def send_output(self, output_id, data, metadata=None):
+            sends.append((now[0], len(data) / SR))
+
+    def sleep(seconds):
+        now[0] += seconds + 1e-6
+
+    events = [
+        input_event(m.TEXT, m.text_array(THREE_SENTENCES), {m.UTTERANCE_ID: "first"}),
+        input_event(m.TEXT, m.text_array("好的。"), {m.UTTERANCE_ID: "next"}),
+        closed_event(m.TEXT),
+        {"type": "STOP", "id": "ALL_INPUTS_CLOSED"},
+    ]
+    serve(Dora(events), graph, clock=lambda: now[0], sleep=sleep)
+    played_until, leads = float("-inf"), []
+    for at, seconds in sends:  # a consumer playing each message in real time from its arrival
+        played_until = max(played_until, at)
+        leads.append(played_until - at)
+        played_until += seconds
+    assert max(leads) <= lead + 1e-3, leads
+    expected = 4 * (TOKENS_PER_SEGMENT * TOKEN_SECONDS + 0.3) * SR
+    assert sum(seconds for _, seconds in sends) * SR == pytest.approx(expected, abs=200)

@@ -161,6 +161,10 @@ def test_hub_voice_assistant_speaks_every_sentence_through_the_one_node_drop_in(
     for records in utterances.values():
         finals = [(r["segment_index"], r["utterance_final"]) for r in records if r["segment_final"]]
         assert finals == [(i, i == len(finals) - 1) for i in range(len(finals))]
+        chunks: dict[int, list[int]] = {}
+        for r in records:
+            chunks.setdefault(r["segment_index"], []).append(r["chunk_index"])
+        assert all(c == list(range(len(c))) for c in chunks.values()), chunks  # no message lost mid-sentence
 
     # One process did it all, and it said the voice is noise.
     records = log_records(output)
