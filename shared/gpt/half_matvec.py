@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from ..cpu_features import cpu_flags
+
 log = logging.getLogger("gsv.gpt")
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("half_matvec.cpp", "decode_layers.cpp"))
@@ -129,7 +131,8 @@ def _unsupported_reason() -> str | None:
     capability = torch.backends.cpu.get_cpu_capability()
     if capability != "AVX2" and not capability.startswith("AVX512"):
         return f"the CPU lacks AVX2 (PyTorch reports {capability})"
-    if "f16c" not in _cpu_flags().lower().split():
+    flags = cpu_flags()  # empty without /proc (not Linux): AVX2 CPUs all have F16C, and a failed build says so
+    if flags and "f16c" not in flags:
         return "the CPU lacks F16C"
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
@@ -139,13 +142,6 @@ def _unsupported_reason() -> str | None:
         if shutil.which("ninja") is None:
             return "ninja is not installed (pip install ninja)"
     return None
-
-
-def _cpu_flags() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "f16c"  # no /proc (not Linux): AVX2 CPUs all have F16C, and a failed build says so
 
 
 def _add_pip_ninja_to_path() -> None:
