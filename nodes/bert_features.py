@@ -19,7 +19,7 @@ import torch
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.cancellation import Cancellations
-from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase
 
 log = logging.getLogger("gsv.bert")
 
@@ -103,13 +103,9 @@ def load() -> tuple[BertStage, str]:
 
 
 def main() -> None:
-    from dora_gpt_sovits.node_runtime import configure_threads
+    from dora_gpt_sovits.node_runtime import serve_model_node
 
-    configure_threads()
-    stage, loaded = load()
-    node = connect()
-    log.info(loaded)
-    serve(node, stage)
+    serve_model_node(load, log)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.gpt.batching import Event, Failed, Job, Scheduler, Token
 from dora_gpt_sovits.model_cache import model_choice
-from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase
 from dora_gpt_sovits.settings import GPTSettings, from_env_or_exit
 
 log = logging.getLogger("gsv.gpt")
@@ -347,13 +347,9 @@ def load() -> tuple[GPTStage, str]:
 
 
 def main() -> None:
-    from dora_gpt_sovits.node_runtime import configure_threads
+    from dora_gpt_sovits.node_runtime import serve_model_node
 
-    configure_threads()
-    stage, loaded = load()
-    node = connect()
-    log.info(loaded)
-    serve(node, stage)
+    serve_model_node(load, log)
 
 
 if __name__ == "__main__":

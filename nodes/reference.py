@@ -24,7 +24,7 @@ from typing import Any
 
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.encoders.reference_encoder import VoiceFeatures
-from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase
 from dora_gpt_sovits.voices import Voice, VoiceError, adhoc_voice, find_voice
 
 log = logging.getLogger("gsv.reference")
@@ -188,13 +188,9 @@ def load() -> tuple[ReferenceStage, str]:
 
 
 def main() -> None:
-    from dora_gpt_sovits.node_runtime import configure_threads
+    from dora_gpt_sovits.node_runtime import serve_model_node
 
-    configure_threads()
-    stage, loaded = load()
-    node = connect()
-    log.info(loaded)
-    serve(node, stage)
+    serve_model_node(load, log)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ from dora_gpt_sovits.audio.resample import StreamResampler
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.finite_guard import NonFiniteOutput, all_finite
 from dora_gpt_sovits.model_cache import model_choice
-from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
+from dora_gpt_sovits.node_runtime import Outgoing, StageBase
 from dora_gpt_sovits.sovits.token_stream import RunDecoder, SegmentStream, StreamPolicy
 from dora_gpt_sovits.sovits.version import FLOW_MATCHING_VERSIONS
 
@@ -472,13 +472,9 @@ def load() -> tuple[VocoderStage, str]:
 
 
 def main() -> None:
-    from dora_gpt_sovits.node_runtime import configure_threads
+    from dora_gpt_sovits.node_runtime import serve_model_node
 
-    configure_threads()
-    stage, loaded = load()
-    node = connect()
-    log.info(loaded)
-    serve(node, stage)
+    serve_model_node(load, log)
 
 
 def open_engine(paths: Any, settings: Any) -> tuple[Any, str]:

@@ -383,6 +383,17 @@ def join_failure(error: str) -> str:
     return causes[-1] if causes else lines[0]
 
 
+def serve_model_node(load: Callable[[], tuple[Stage, str]], logger: logging.Logger) -> None:
+    """A model node's ``main()``: threads set, its stage loaded and warmed up by ``load`` *before*
+    joining the graph (dora's ready barrier holds the text meanwhile), the line saying what was
+    loaded, then served. gsv-tts calls the same ``load`` functions for its stages."""
+    configure_threads()
+    stage, loaded = load()
+    node = connect()
+    logger.info(loaded)
+    serve(node, stage)
+
+
 def configure_threads() -> None:
     """CPU sharing between co-located nodes: torch threads (GSV_THREADS) and priority (GSV_NICE).
 
