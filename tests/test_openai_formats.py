@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 
 import av
 import numpy as np
@@ -140,15 +139,20 @@ def test_without_response_format_the_client_gets_mp3_as_from_openai(served):
 @pytest.mark.parametrize("response_format", ["mp3", "opus", "aac", "flac"])
 def test_first_bytes_arrive_while_the_graph_is_still_speaking(served, response_format):
     base, graph = served
-    graph.seconds, graph.delay = 1.2, 0.05  # 12 chunks over 0.6 s
+    graph.seconds, graph.pause_after = 3.0, 10  # 30 chunks; the graph waits after 1 s of audio
     with client(base).audio.speech.with_streaming_response.create(
         model="gpt-sovits", voice="default", input="Long.", response_format=response_format
     ) as response:
         parts = response.iter_bytes(256)
-        next(parts)
-        first_bytes_at = time.monotonic()
+        early = b""
+        while len(early) < 2048:  # more than any container header: encoded audio
+            early += next(parts)
+        chunks_sent_before = len(graph.emitted_at)
+        graph.resume.set()
         rest = b"".join(parts)
-    assert rest and graph.emitted_at[-1] - first_bytes_at > 0.3, graph.emitted_at[-1] - first_bytes_at
+    # Had the server held the encoded stream back, these bytes could only come after all 30 chunks,
+    # i.e. after the graph's 30 s wait: they came while it was paused at chunk 10.
+    assert rest and chunks_sent_before <= 10, chunks_sent_before
 
 
 # ---- SSE ------------------------------------------------------------------------------------------

@@ -160,6 +160,10 @@ class FakeGraph:
         self.fail_from_segment = 0
         self.wave = sine  # seconds -> float32 samples at SR
         self.emitted_at: list[float] = []  # time.monotonic() of each audio chunk handed to the server
+        # Streaming checks: after this many chunks the graph waits for ``resume`` (set by a client that
+        # has its first bytes), so "bytes before the end" is an ordering fact, not a race against a clock.
+        self.pause_after: int | None = None
+        self.resume = threading.Event()
 
     def next(self, timeout: float | None = None):
         try:
@@ -187,6 +191,8 @@ class FakeGraph:
             wave = self.wave(self.seconds)
             for i, start in enumerate(range(0, n, step)):
                 time.sleep(self.delay)
+                if len(self.emitted_at) == self.pause_after:
+                    self.resume.wait(timeout=30)
                 self.emit(m.AudioChunk(key, wave[start : start + step], SR, i, start + step >= n))
 
     def emit(self, chunk: m.AudioChunk) -> None:
