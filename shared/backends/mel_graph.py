@@ -36,31 +36,16 @@ MAX_VOCODER_FRAMES = 4096
 EXAMPLE_FRAMES = 48  # traced and measured at this length (any length works: the axes are dynamic)
 
 
-class TextGraph(nn.Module):
-    def __init__(self, dit: nn.Module):
+class MethodAsForward(nn.Module):
+    """One method of a module (the DiT's ``embed_text``, ``embed_step``, ``velocity``) as a module's
+    ``forward``: what the exporter traces."""
+
+    def __init__(self, module: nn.Module, method: str):
         super().__init__()
-        self.dit = dit
+        self.module, self.method = module, method
 
-    def forward(self, features):
-        return self.dit.embed_text(features)
-
-
-class StepGraph(nn.Module):
-    def __init__(self, dit: nn.Module):
-        super().__init__()
-        self.dit = dit
-
-    def forward(self, dt):
-        return self.dit.embed_step(dt)
-
-
-class VelocityGraph(nn.Module):
-    def __init__(self, dit: nn.Module):
-        super().__init__()
-        self.dit = dit
-
-    def forward(self, x, cond, text, t, step):
-        return self.dit.velocity(x, cond, text, t, step)
+    def forward(self, *inputs):
+        return getattr(self.module, self.method)(*inputs)
 
 
 def max_abs_error(data: bytes, reference: nn.Module, inputs: dict[str, torch.Tensor], dtype: torch.dtype) -> float:
@@ -76,10 +61,12 @@ def max_abs_error(data: bytes, reference: nn.Module, inputs: dict[str, torch.Ten
     return float((torch.from_numpy(got).float() - want).abs().max())
 
 
-def _export(module, reference, inputs: dict, outputs: list[str], axes: dict, dtype) -> tuple[bytes, float]:
+def _export(
+    model, reference, inputs: dict, outputs: list[str], axes: dict, dtype, method: str = "forward"
+) -> tuple[bytes, float]:
     example = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs.values())
-    data = onnx_bytes(module, example, list(inputs), outputs, axes)
-    return data, max_abs_error(data, reference, inputs, dtype)
+    data = onnx_bytes(MethodAsForward(model, method), example, list(inputs), outputs, axes)
+    return data, max_abs_error(data, MethodAsForward(reference, method), inputs, dtype)
 
 
 def export_dit(estimator: nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, tuple[bytes, dict]]:
@@ -103,28 +90,31 @@ def export_dit(estimator: nn.Module, dtype: torch.dtype = torch.float32) -> dict
     }
     graphs = {
         "mel_dit_text": _export(
-            TextGraph(model),
-            TextGraph(reference),
+            model,
+            reference,
             {"features": features},
             ["text"],
             {"features": frames, "text": frames},
             dtype,
+            "embed_text",
         ),
         "mel_dit_step": _export(
-            StepGraph(model),
-            StepGraph(reference),
+            model,
+            reference,
             {"dt": dt},
             ["step"],
             {"dt": {0: "batch"}, "step": {0: "batch"}},
             dtype,
+            "embed_step",
         ),
         "mel_dit_velocity": _export(
-            VelocityGraph(model),
-            VelocityGraph(reference),
+            model,
+            reference,
             velocity_inputs,
             ["v"],
             {"x": frames, "cond": frames, "text": frames, "t": {0: "batch"}, "step": {0: "batch"}, "v": frames},
             dtype,
+            "velocity",
         ),
     }
     facts = {"dit_config": dataclasses.asdict(c)}
