@@ -383,6 +383,20 @@ def test_pacer_holds_audio_beyond_the_lead_and_releases_it_on_the_deadline():
     assert pacer.offer("e", 1.0) == ["e"]
 
 
+def test_pacer_keeps_no_more_short_messages_waiting_than_the_consumer_queue_holds():
+    clock = Clock(0.0)
+    pacer: Pacer[int] = Pacer(max_lead=2.0, clock=clock, max_queued=3)
+    # 0.1 s messages: 2 s of lead would let 20 wait; only 1 playing + 3 waiting leave.
+    assert [out for i in range(10) for out in pacer.offer(i, 0.1)] == [0, 1, 2, 3]
+    assert pacer.next_deadline() == pytest.approx(0.1)  # when message 1 starts, one slot frees
+    clock.t = 0.1
+    assert pacer.release() == [4] and pacer.next_deadline() == pytest.approx(0.2)
+    clock.t = 0.35  # messages 2 and 3 have started meanwhile
+    assert pacer.release() == [5, 6]
+    pacer.restart()  # a flush emptied the consumer's queue
+    assert pacer.release() == [7, 8, 9]
+
+
 class TimedNode(RecordingNode):
     """A node whose ``next(timeout)`` lets a fake clock run and answers like dora does on timeout;
     it records the clock at every send."""
