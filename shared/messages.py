@@ -100,6 +100,7 @@ TOP_P = "top_p"  # float: GPT nucleus sampling
 TEMPERATURE = "temperature"  # float: GPT sampling temperature
 SPEED = "speed"  # float: vocoder speaking rate (1.0 = natural)
 SAMPLE_STEPS = "sample_steps"  # int: v3/v4 flow-matching steps (more = slower, finer)
+LISTENER = "listener"  # str: who hears the utterance (a room): the audio-sink with that GSV_SINK_LISTENER
 MAX_SAMPLE_STEPS = 128
 CANCEL_BEFORE = "cancel_before"  # float: a stop cancels utterances whose text arrived before this
 CANCELLED = "cancelled"  # bool: the segment was cut short by a stop
@@ -248,7 +249,8 @@ def new_utterance_id() -> str:
 # ---- typed messages ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RequestOptions:
-    """Per-request overrides of the GPT's sampling and the vocoder's speed; None = node default.
+    """Per-request overrides of the GPT's sampling and the vocoder's speed, and who hears the
+    request (``listener``: the sink with that ``GSV_SINK_LISTENER``); None = node default.
 
     They ride on the text message and then on every segment's metadata (only the keys that are
     set), so one graph serves requests with different settings side by side.
@@ -259,6 +261,7 @@ class RequestOptions:
     temperature: float | None = None
     speed: float | None = None
     sample_steps: int | None = None
+    listener: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         values = {
@@ -267,6 +270,7 @@ class RequestOptions:
             TEMPERATURE: self.temperature,
             SPEED: self.speed,
             SAMPLE_STEPS: self.sample_steps,
+            LISTENER: self.listener,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -284,6 +288,7 @@ class RequestOptions:
                 temperature=None if md.get(TEMPERATURE) is None else float(md[TEMPERATURE]),
                 speed=None if md.get(SPEED) is None else float(md[SPEED]),
                 sample_steps=None if md.get(SAMPLE_STEPS) is None else sample_steps(md[SAMPLE_STEPS]),
+                listener=None if md.get(LISTENER) is None else str(md[LISTENER]),
             )
         except (TypeError, ValueError, OverflowError) as e:
             raise MessageError(f"port '{port}': malformed request option ({e})") from None

@@ -487,6 +487,9 @@ class HTTPSettings(Settings):
     cors_origins: str | None = setting(
         string("GSV_HTTP_CORS_ORIGINS", None, "origins browsers may call the API from (comma-separated, or *)")
     )
+    listener: str | None = setting(
+        string("GSV_SINK_LISTENER", None, "play only utterances whose text carried this `listener` (a room)")
+    )
 
 
 @dataclass(frozen=True)

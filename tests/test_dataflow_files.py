@@ -118,6 +118,17 @@ def test_default_graph_wires_the_control_plane():
     assert int(frontend["env"]["GSV_MAX_SEGMENTS_AHEAD"]) > 0
 
 
+def test_graphs_batch_concurrent_utterances_only_where_the_consumer_orders_them():
+    """Our audio-sink plays utterances one after another and the http-server streams each request
+    its own: their graphs batch. dora-pyaudio (voice-assistant, gsv-tts's kokoro graphs) plays
+    what arrives in arrival order: batching would interleave two utterances there."""
+    for path in ("dataflow.yml", "dataflows/service.yml", "dataflows/distributed.yml", "dataflows/openai-server.yml"):
+        nodes = {n["id"]: n for n in load(path)["nodes"]}
+        assert int(nodes["gpt"]["env"]["GSV_MAX_BATCH"]) == 4, path
+    assistant = {n["id"]: n for n in load("dataflows/voice-assistant.yml")["nodes"]}
+    assert "GSV_MAX_BATCH" not in assistant["gpt"].get("env", {})
+
+
 def without_control_plane(nodes: dict) -> dict:
     """The data wiring alone: control inputs/outputs, the sink's segment_complete and the frontend's
     env (its segment window needs a playing sink) removed."""
@@ -151,8 +162,9 @@ def test_openai_server_graph_is_the_default_graph_with_the_server_as_text_source
     assert nodes["text-frontend"]["inputs"]["text"].pop("source") == "http-server/text"
     # OpenAI's pcm is 24 kHz: the vocoder emits it, so the server streams without converting.
     assert nodes["vocoder"]["env"].pop("GSV_OUTPUT_SAMPLE_RATE") == "24000"
-    # Each request streams its own audio: concurrent requests' segments decode together.
-    assert str(nodes["gpt"]["env"].pop("GSV_MAX_BATCH")) == "4"
+    # Each request streams its own audio: concurrent requests' segments decode together (as in the
+    # default graph, whose sink plays them one after another).
+    assert str(nodes["gpt"]["env"]["GSV_MAX_BATCH"]) == "4"
     reference = without_control_plane({n["id"]: n for n in default["nodes"] if n["id"] in nodes})
     reference["text-frontend"]["inputs"]["text"].pop("source")
     assert nodes == reference
