@@ -63,7 +63,7 @@ class StopRequest:
 
 
 def parse_line(line: str, language: str, voice: str) -> TextRequest | StopRequest | None:
-    """One request per line: plain text, a JSON object with text/language/voice/utterance_id, or a
+    """One request per line: plain text, a JSON object with text/language/voice/utterance_id/listener, or a
     JSON control object ``{"control": "stop", "utterance_id": optional}``. Raises ValueError (a
     MessageError for text that cannot be sent) naming what is wrong."""
     line = line.strip()
@@ -90,6 +90,7 @@ def parse_line(line: str, language: str, voice: str) -> TextRequest | StopReques
         _field(obj, "language", language),
         _field(obj, "voice", voice),
         _field(obj, "utterance_id", ""),
+        options=m.RequestOptions(listener=_field(obj, "listener", "") or None),  # who hears it: a room's sink
     )
 
 

@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--id", help="utterance id for the text (default: made up by the node), or the one --stop cancels"
     )
+    parser.add_argument("--listener", help="who hears it: only the audio-sink with this GSV_SINK_LISTENER plays it")
     parser.add_argument("--stop", action="store_true", help="barge-in: stop every utterance in flight (or only --id)")
     parser.add_argument(
         "--health",
@@ -132,7 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def request_line(args: argparse.Namespace) -> bytes:
     """The JSON line text-input reads (docs/messages.md); SystemExit when the arguments cannot be sent."""
-    options = (("language", args.language), ("voice", args.voice), ("utterance_id", args.id))
+    options = (
+        ("language", args.language),
+        ("voice", args.voice),
+        ("utterance_id", args.id),
+        ("listener", args.listener),
+    )
     request = ({"control": "stop"} if args.stop else {"text": args.text}) | {k: v for k, v in options if v}
     try:
         return (json.dumps(request, ensure_ascii=False) + "\n").encode("utf-8")

@@ -85,6 +85,26 @@ def test_service_graph_differs_only_by_the_text_listener_and_its_health_answers(
     assert service == default
 
 
+def test_two_rooms_graph_is_the_service_graph_with_a_sink_per_listener_and_no_window():
+    service, rooms = load("dataflows/service.yml"), load("dataflows/two-rooms.yml")
+    nodes = {n["id"]: n for n in rooms["nodes"]}
+    sinks = [nodes.pop(room) for room in ("kitchen", "office")]
+    for room, sink in zip(("kitchen", "office"), sinks):
+        assert sink["path"] == "gsv-audio-sink" and sink["env"]["GSV_SINK_LISTENER"] == room
+        assert sink["inputs"]["audio"]["source"] == "vocoder/audio"
+        assert sink["inputs"]["control"]["source"] == "text-frontend/control"
+    assert len({s["env"]["GSV_WAV_PATH"] for s in sinks}) == 2  # without a speaker, a file per room
+    # The window counts one sink's reports: with a sink per room it is off.
+    assert "segment_complete" not in nodes["text-frontend"]["inputs"] and "env" not in nodes["text-frontend"]
+    assert nodes["text-input"]["inputs"]["health"]["source"] == "kitchen/metrics"
+    expected = {n["id"]: n for n in service["nodes"] if n["id"] not in ("audio-sink", "level-meter")}
+    expected["text-frontend"].pop("env")
+    expected["text-frontend"]["inputs"].pop("segment_complete")
+    expected["text-input"]["inputs"]["health"]["source"] = "kitchen/metrics"
+    nodes["text-input"]["env"]["GSV_TEXT_LISTEN"] = expected["text-input"]["env"]["GSV_TEXT_LISTEN"]
+    assert nodes == expected
+
+
 def test_distributed_graph_moves_gpt_and_vocoder_to_the_accelerator_machine():
     default, distributed = load("dataflow.yml"), load("dataflows/distributed.yml")
     default["nodes"] = [n for n in default["nodes"] if "operator" not in n]

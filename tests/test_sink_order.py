@@ -222,6 +222,16 @@ def test_the_listener_rides_from_the_text_on_every_segment():
     assert m.AudioChunk.from_event(*audio).key.options.listener == "kitchen"
 
 
+def test_gsv_say_and_text_input_carry_the_listener_into_the_text_metadata():
+    from dora_gpt_sovits.nodes.text_input import parse_line
+    from dora_gpt_sovits.say import build_parser, request_line
+
+    line = request_line(build_parser().parse_args(["饭好了。", "--listener", "kitchen"]))
+    request = parse_line(line.decode(), "auto", "default")
+    assert request.to_message()[1][m.LISTENER] == "kitchen"
+    assert m.LISTENER not in parse_line('{"text": "hi"}', "auto", "default").to_message()[1]
+
+
 # ---- the window with batching: no deadlock ----------------------------------------------------------
 class BatchedPipeline:
     """bert + gpt (GSV_MAX_BATCH rows) + vocoder, as the sink sees them: a released segment joins
