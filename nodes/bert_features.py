@@ -4,8 +4,10 @@ Input ``phonemes`` (Int64[T]); output ``phone_features`` (Float32[1024*T], shape
 Input ``control`` (stop, from text-frontend): segments of cancelled utterances are dropped.
 Chinese runs go through chinese-roberta-wwm-ext-large (third-from-last layer, repeated per
 ``word2ph``); other languages get zeros, as upstream. Runs are cached by their text, so a voice's
-prompt text is encoded once, not once per segment. Environment: model paths (see
-``dora_gpt_sovits.model_paths``), ``GSV_DEVICE`` (cpu/cuda), ``GSV_DTYPE`` (float32/float16/bfloat16).
+prompt text is encoded once, not once per segment. With ``GSV_FAIR_SCHEDULING=1`` a new
+utterance's segment is encoded before the backlog of a long one queued ahead of it (``fair_queue``).
+Environment: model paths (see ``dora_gpt_sovits.model_paths``), ``GSV_DEVICE`` (cpu/cuda),
+``GSV_DTYPE`` (float32/float16/bfloat16).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ RunEncoder = Callable[[str, list[int]], torch.Tensor]
 class BertStage(StageBase):
     probe_output, probe_payload = m.PHONE_FEATURES, "float32"  # health probes pass (shared/health.py)
     name = "bert"
+    fair_inputs = frozenset({m.PHONEMES})  # GSV_FAIR_SCHEDULING: a new text's segment overtakes a long backlog
 
     def __init__(self, encode_chinese_run: RunEncoder, cache_size: int = 64):
         self.encode_chinese_run = encode_chinese_run

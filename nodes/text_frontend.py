@@ -14,11 +14,26 @@ is known. Flow control: with ``GSV_MAX_SEGMENTS_AHEAD`` = N > 0, at most N segme
 graph (released, not yet reported by the sink's ``segment_complete``); later ones wait here as text
 and are converted when a slot frees, so a 100,000-character text holds only N segments downstream.
 Unset or 0 disables the window (for graphs whose sink sends no ``segment_complete``).
+
+Order across utterances. By default segments leave in utterance order: all of one text's, then the
+next text's (first in, first out). With ``GSV_FAIR_SCHEDULING=1`` and no window, a new text's first
+segment is converted and sent as soon as the text (and its voice's prompt) is here, and the rest of
+every text follows lazily, one segment per turn, the texts taking turns (round-robin): each step is
+a ``tick`` due at once, and the node loop reads new events between two ticks, so a short request
+that arrives while a long text is being released does not wait for all of it (bert and the vocoder
+do the same with what is queued at their inputs: ``fair_queue``). This suits the HTTP server graph,
+which streams each request its own audio. It is off by default because a graph that plays whatever
+arrives on one speaker (dora-pyaudio: the voice-assistant graph, gsv-tts) would interleave
+sentences of different texts. With a window the order stays first in, first out, fair or not: the
+sink plays one utterance after another and frees a slot only when a segment has played, so
+round-robin could fill the window with segments of a later utterance that the sink will not play
+before the earlier one ends, while the earlier one's next segments wait for a slot: a deadlock.
 As in dora-kokoro-tts, ``<tool_call>...</tool_call>`` blocks are removed and a message with nothing
 left (or an empty one) is skipped with a log line. A request picks its voice by name (metadata
 ``voice``) or brings its own (``ref_audio``, ``prompt_text``, ``prompt_language``).
 Environment (``settings.FrontendSettings``): ``GSV_VERSION`` (symbol table), ``GSV_SPLIT_METHOD``
-(cut0..cut5, default cut5), ``GSV_LANGUAGE``, ``GSV_MAX_SEGMENTS_AHEAD``. The conversion itself is
+(cut0..cut5, default cut5), ``GSV_LANGUAGE``, ``GSV_MAX_SEGMENTS_AHEAD``, ``GSV_FAIR_SCHEDULING``
+(``settings.RuntimeSettings``). The conversion itself is
 ``text.frontend_engine`` (shared with the benchmark).
 """
 
@@ -36,7 +51,7 @@ import numpy as np
 from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, connect, serve
-from dora_gpt_sovits.settings import FrontendSettings, from_env_or_exit
+from dora_gpt_sovits.settings import FrontendSettings, RuntimeSettings, from_env_or_exit
 from dora_gpt_sovits.text.frontend import PhoneSegment, text_to_phones
 from dora_gpt_sovits.text.frontend_engine import end_with_period as _end_with_period
 from dora_gpt_sovits.text.frontend_engine import symbol_version, warm_up
@@ -63,6 +78,7 @@ class HeldUtterance:
     utterance_id: str
     text_received_at: float
     segments: Iterator[Outgoing]  # converted lazily: text waits here, not phone ids
+    started: bool = False  # its first segment went out (round-robin: the rest take turns)
 
 
 class TextFrontendStage(StageBase):
@@ -79,6 +95,7 @@ class TextFrontendStage(StageBase):
         clock: Callable[[], float] = m.now,
         stall_timeout_s: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
+        fair: bool = False,
     ):
         self.version = symbol_version(model_version)
         self.split_method = split_method
@@ -87,6 +104,7 @@ class TextFrontendStage(StageBase):
         self.prompt_runs: dict[tuple[str, str], list[PhoneSegment]] = {}
         self.waiting: dict[str, list[PendingText]] = defaultdict(list)
         self.window = max(0, max_segments_ahead)
+        self.round_robin = fair and not self.window  # see the module doc: a window keeps FIFO
         self.held: deque[HeldUtterance] = deque()
         # released, not yet complete (window only): (utterance_id, segment_index) -> text_received_at
         self.in_flight: dict[tuple[str, int], float] = {}
@@ -147,11 +165,15 @@ class TextFrontendStage(StageBase):
             self.watchdog.progress(self.monotonic(), bool(self.in_flight))
 
     def next_deadline(self) -> float | None:
+        if self.round_robin and self.held:
+            return 0.0  # long past: the next turn is due at once (the loop reads events in between)
         return self.watchdog.deadline()
 
     def tick(self) -> Iterable[Outgoing]:
         if self.watchdog.expired(self.monotonic()):
             yield from self.fail_stalled()
+        if self.round_robin:
+            yield from self.next_turn()
 
     def fail_stalled(self) -> Iterator[Outgoing]:
         """Nothing came back for too long: report every utterance in flight, through the stop
@@ -187,6 +209,32 @@ class TextFrontendStage(StageBase):
         self.held.append(HeldUtterance(md[m.UTTERANCE_ID], md[m.TEXT_RECEIVED_AT], self.segments(pending.text, md)))
 
     def release(self) -> Iterator[Outgoing]:
+        if self.round_robin:
+            return self.first_segments()
+        return self.in_order()
+
+    def first_segments(self) -> Iterator[Outgoing]:
+        """Round-robin: the first segment of every text not started yet, at once."""
+        for utterance in [h for h in self.held if not h.started]:
+            utterance.started = True
+            message = next(utterance.segments, None)
+            if message is None:
+                self.held.remove(utterance)
+            else:
+                yield message
+
+    def next_turn(self) -> Iterator[Outgoing]:
+        """Round-robin: one segment of the text whose turn it is; that text goes to the back."""
+        while self.held:
+            message = next(self.held[0].segments, None)
+            if message is None:
+                self.held.popleft()
+                continue
+            self.held.rotate(-1)
+            yield message
+            return
+
+    def in_order(self) -> Iterator[Outgoing]:
         """Send held segments, in utterance order, while the window has room."""
         while self.held and (not self.window or len(self.in_flight) < self.window):
             message = next(self.held[0].segments, None)
@@ -261,7 +309,7 @@ class TextFrontendStage(StageBase):
                 key = self.key(pending.metadata, 0, True)
                 yield self.error_segment(key, f"voice {voice!r} was never provided by the reference node")
         self.waiting.clear()
-        for utt in self.held:  # only a `dora stop` ends the node while the window still holds text
+        for utt in self.held:  # only a `dora stop` ends the node while the window or turns still hold text
             log.warning("utterance %s: the graph stopped before all of its segments were released", utt.utterance_id)
         self.held.clear()
 
@@ -332,6 +380,7 @@ def load() -> TextFrontendStage:
         settings.language,
         settings.max_segments_ahead,
         stall_timeout_s=settings.stall_timeout,
+        fair=from_env_or_exit(RuntimeSettings).fair_scheduling,
     )
     warm_up(stage.version)
     return stage

@@ -84,6 +84,7 @@ class VocoderStage(StageBase):
     probe_output, probe_payload = m.AUDIO, "float32"  # health probes pass (shared/health.py)
     name = "vocoder"
     primary_inputs = frozenset({m.SEMANTIC_TOKENS})
+    fair_inputs = frozenset({m.SEMANTIC_TOKENS})  # GSV_FAIR_SCHEDULING: chunks of utterances take turns (fair_queue)
 
     def __init__(
         self,

@@ -18,7 +18,14 @@ cancel, and the suspended generator sees it at its next step — while other eve
 buffer and are handled in order afterwards.
 
 Timed work (real-time pacing, playback progress): a stage may name its ``next_deadline()``; the loop
-waits for events only until then and calls ``tick()``. A control message ends the wait at once.
+waits for events only until then and calls ``tick()``. A control message ends the wait at once. A
+deadline already past means "more to do now" (the frontend releasing segments turn by turn): the
+loop then takes only events that have already arrived between two ticks, never waits.
+
+Fair scheduling (``GSV_FAIR_SCHEDULING=1``; ``fair_queue``): a stage may name ``fair_inputs``, whose
+messages of different utterances may overtake each other; before handling one, the loop pulls what
+dora has queued and handles the oldest message of the utterance served least recently, so a new
+request's first segment does not wait behind a long one's backlog. Other events keep their place.
 
 Restarts (``restart_policy`` in the YAML): dora restarts a crashed node and tells its direct
 consumers with a ``NODE_RESTARTED`` event; a restart marker (``messages.restart_marker``) carries
@@ -45,6 +52,7 @@ from typing import Any, NoReturn, Protocol
 import pyarrow as pa
 
 from . import health
+from .fair_queue import FairPick
 from .messages import CONTROL, RESTART_READY, MessageError, empty_array, restart_ready, restarted_node
 
 log = logging.getLogger("dora_gpt_sovits")
@@ -63,6 +71,7 @@ class Stage(Protocol):
     name: str
     primary_inputs: frozenset[str]
     control_inputs: frozenset[str]
+    fair_inputs: frozenset[str]  # data the loop may pick across utterances (fair_queue)
 
     def start(self) -> Iterable[Outgoing]:
         """Messages to send once the node is connected, before any input (e.g. the default voice)."""
@@ -94,6 +103,7 @@ class StageBase:
     name = "stage"
     primary_inputs: frozenset[str] = frozenset()
     control_inputs: frozenset[str] = frozenset({CONTROL})
+    fair_inputs: frozenset[str] = frozenset()
 
     def start(self) -> Iterable[Outgoing]:
         return ()
@@ -141,14 +151,36 @@ class Inbox:
         return self.node.try_recv()
 
 
+# What ``Loop.next_event`` returns when work is due and nothing has arrived: tick, do not wait.
+NOTHING_YET: dict[str, Any] = {"type": "NOTHING_YET"}
+
+
 class Loop:
     """Sends a stage's messages and handles control messages that arrive meanwhile."""
 
-    def __init__(self, node: Any, stage: Stage):
+    def __init__(self, node: Any, stage: Stage, fair: bool = False):
         self.node = node
         self.stage = stage
         self.inbox = Inbox(node)
         self.control_inputs = getattr(stage, "control_inputs", frozenset())
+        fair_inputs = getattr(stage, "fair_inputs", frozenset())
+        self.fair = FairPick(fair_inputs) if fair and fair_inputs else None
+
+    def next_event(self, clock: Callable[[], float]) -> dict[str, Any] | None:
+        """The next event to handle (None: the stream ended). Waits at most until the stage's deadline;
+        with fair scheduling, a data message is the fair pick among those already queued."""
+        timeout = self.timeout(clock)
+        if timeout == 0.0:
+            event = self.inbox.try_recv()
+            if event is None:
+                return NOTHING_YET
+        else:
+            event = self.inbox.next(timeout)
+        if self.fair is None or event is None or self.fair.utterance(event) is None:
+            return event
+        self.inbox.buffered.appendleft(event)
+        self.poll_control()  # everything queued, in order; a stop among it is handled at once
+        return self.fair.pick(self.inbox.buffered)
 
     def send_all(self, messages: Iterable[Outgoing | None]) -> int:
         count = 0
@@ -286,9 +318,12 @@ def is_timeout(event: dict[str, Any]) -> bool:
     return event.get("type") == "ERROR" and "timed out" in str(event.get("error", ""))
 
 
-def serve(node: Any, stage: Stage, clock: Callable[[], float] = time.monotonic, sleep=time.sleep) -> None:
-    """Run ``stage`` on ``node``'s events until the node is done."""
-    loop = Loop(node, stage)
+def serve(
+    node: Any, stage: Stage, clock: Callable[[], float] = time.monotonic, sleep=time.sleep, fair: bool = False
+) -> None:
+    """Run ``stage`` on ``node``'s events until the node is done (``fair``: pick its ``fair_inputs``
+    across utterances, ``fair_queue``)."""
+    loop = Loop(node, stage, fair)
     closed: set[str] = set()
     announce_restart(loop)
     loop.send_all(stage.start())
@@ -301,7 +336,9 @@ def serve(node: Any, stage: Stage, clock: Callable[[], float] = time.monotonic, 
                 break
         if loop.inbox.buffered and loop.control_inputs:
             loop.poll_control()  # a stop must not wait behind the backlog set aside earlier
-        event = loop.inbox.next(loop.timeout(clock))
+        event = loop.next_event(clock)
+        if event is NOTHING_YET:
+            continue  # the loop's top ticks what is due
         if event is None:  # the stream ended: no message can arrive any more
             loop.run_out_deadlines(clock, sleep)
             break
@@ -387,11 +424,13 @@ def serve_model_node(load: Callable[[], tuple[Stage, str]], logger: logging.Logg
     """A model node's ``main()``: threads set, its stage loaded and warmed up by ``load`` *before*
     joining the graph (dora's ready barrier holds the text meanwhile), the line saying what was
     loaded, then served. gsv-tts calls the same ``load`` functions for its stages."""
+    from .settings import RuntimeSettings, from_env_or_exit
+
     configure_threads()
     stage, loaded = load()
     node = connect()
     logger.info(loaded)
-    serve(node, stage)
+    serve(node, stage, fair=from_env_or_exit(RuntimeSettings).fair_scheduling)
 
 
 def configure_threads() -> None:

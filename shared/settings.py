@@ -286,6 +286,14 @@ SEED = integer("GSV_SEED", None, "sampling / noise seed (segment i: seed + i)", 
 MAX_MODELS = integer("GSV_MAX_MODELS", 2, "voices' own weights kept loaded besides the graph's model (LRU)", low=0)
 
 
+FAIR_SCHEDULING = flag(
+    "GSV_FAIR_SCHEDULING",
+    False,
+    "1: a new utterance's first segment overtakes earlier ones' backlog in text-frontend, bert and the "
+    "vocoder (graphs that stream each utterance apart: the HTTP server; not one speaker playing arrivals)",
+)
+
+
 @dataclass(frozen=True)
 class RuntimeSettings(Settings):
     """What ``node_runtime`` reads in every node: log level, CPU threads, priority."""
@@ -294,6 +302,7 @@ class RuntimeSettings(Settings):
     log_level: str = setting(LOG_LEVEL)
     threads: int | None = setting(THREADS)
     nice: int | None = setting(NICE)
+    fair_scheduling: bool = setting(FAIR_SCHEDULING)
 
 
 @dataclass(frozen=True)

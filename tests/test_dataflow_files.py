@@ -151,8 +151,10 @@ def test_graphs_batch_concurrent_utterances_only_where_the_consumer_orders_them(
 
 def without_control_plane(nodes: dict) -> dict:
     """The data wiring alone: control inputs/outputs, the sink's segment_complete and the frontend's
-    env (its segment window needs a playing sink) removed."""
+    env (its segment window needs a playing sink) removed, and GSV_FAIR_SCHEDULING (on where each
+    utterance streams apart: the HTTP server)."""
     for node in nodes.values():
+        node.get("env", {}).pop("GSV_FAIR_SCHEDULING", None)
         for port in ("control", "segment_complete"):
             node.get("inputs", {}).pop(port, None)
             if port in node.get("outputs", []):

@@ -202,3 +202,111 @@ def test_a_restarted_node_announces_itself_ready():
     serve(node, Forwarder())
     ((_, md),) = node.outputs("out")
     assert m.restarted_node(md) == "forwarder" and m.restart_ready(md)
+
+
+# ---- fair scheduling across utterances (issue #19) --------------------------------------------------
+class FairRecorder(StageBase):
+    """Records what it handles; its ``data`` input may be picked fairly across utterances."""
+
+    name = "fair-recorder"
+    primary_inputs = frozenset({"data"})
+    fair_inputs = frozenset({"data"})
+
+    def __init__(self):
+        self.seen: list[str] = []
+        self.finished = False
+
+    def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing | None]:
+        self.seen.append(m.read_text(value, input_id) if input_id != "control" else "STOP")
+        if input_id == "data":
+            yield None  # a poll point: a stop queued behind the backlog is handled here
+            yield Outgoing("out", m.text_array(self.seen[-1]), metadata)
+
+    def upstream_restarted(self, node: str, inputs: frozenset[str] | None = None) -> Iterable[Outgoing]:
+        self.seen.append(f"restart {node}")
+        return ()
+
+    def finish(self) -> Iterable[Outgoing]:
+        self.finished = True
+        return ()
+
+
+def data(utterance: str, index: int, input_id: str = "data") -> dict[str, Any]:
+    return input_event(input_id, m.text_array(f"{utterance}{index}"), {m.UTTERANCE_ID: utterance})
+
+
+def backlog(utterance: str, n: int) -> list[dict[str, Any]]:
+    return [data(utterance, i) for i in range(n)]
+
+
+def served(events: list[dict[str, Any]], fair: bool = True) -> list[str]:
+    stage = FairRecorder()
+    serve(RecordingNode(events), stage, fair=fair)
+    assert stage.finished
+    return stage.seen
+
+
+def in_order(seen: list[str], utterance: str) -> bool:
+    mine = [s for s in seen if s.startswith(utterance)]
+    return mine == sorted(mine, key=lambda s: int(s[len(utterance) :]))
+
+
+def test_a_new_utterances_first_message_overtakes_the_backlog_of_a_long_one():
+    seen = served(backlog("L", 6) + backlog("S", 2))
+    # L0 was taken first (nothing else queued was older); S, never served, goes next, then turns alternate.
+    assert seen == ["L0", "S0", "L1", "S1", "L2", "L3", "L4", "L5"]
+    assert in_order(seen, "L") and in_order(seen, "S")
+
+
+def test_without_fair_scheduling_messages_are_handled_first_in_first_out():
+    events = backlog("L", 4) + backlog("S", 2)
+    assert served(events, fair=False) == ["L0", "L1", "L2", "L3", "S0", "S1"]
+
+
+def test_nobody_starves_utterances_take_turns():
+    events = backlog("A", 3) + backlog("B", 3) + backlog("C", 3)
+    assert served(events) == ["A0", "B0", "C0", "A1", "B1", "C1", "A2", "B2", "C2"]
+
+
+def test_other_inputs_restart_markers_and_probes_are_barriers():
+    part = input_event("voice", m.text_array("part"), {})
+    marker = input_event("data", *m.restart_marker("bert", "utf8"))
+    seen = served(backlog("L", 3) + [part] + [data("S", 0), data("L", 3)] + [marker] + [data("S", 1), data("T", 0)])
+    # Nothing crosses "part" or the marker; between them, S0 (never served) goes before L3.
+    assert seen[:4] == ["L0", "L1", "L2", "part"]
+    assert seen[4:7] == ["S0", "L3", "restart bert"]
+    assert seen[7:] == ["T0", "S1"]  # T was never served, S just was
+
+
+def test_a_stop_is_handled_at_once_and_stop_and_closes_are_not_lost():
+    stop = input_event("control", m.text_array("stop"), {})
+    events = backlog("L", 3) + backlog("S", 2) + [stop, closed_event("data"), {"type": "STOP", "id": "x"}]
+    seen = served(events)
+    assert seen[0] == "STOP"  # pulled with the backlog before L0 was handled: handled at once
+    assert seen[1:] == ["L0", "S0", "L1", "S1", "L2"]  # nothing lost, nothing stops the turns
+
+
+def test_due_work_is_released_step_by_step_and_new_events_are_read_between_steps():
+    class Stepper(StageBase):
+        """Sends one queued item per tick, like the frontend releasing segments round-robin."""
+
+        name = "stepper"
+
+        def __init__(self):
+            self.queue = ["a", "b", "c"]
+
+        def handle(self, input_id, value, metadata):
+            yield Outgoing("out", m.text_array(m.read_text(value, input_id)))
+
+        def next_deadline(self):
+            return 0.0 if self.queue else None  # due at once
+
+        def pending(self):
+            return bool(self.queue)
+
+        def tick(self):
+            yield Outgoing("out", m.text_array(self.queue.pop(0)))
+
+    node = RecordingNode([input_event("in", m.text_array("new"))])
+    serve(node, Stepper())
+    assert texts(node) == ["a", "new", "b", "c"]  # the event was read after one step, not after all
