@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from dora_gpt_sovits import messages as m
+from dora_gpt_sovits.benchmark import stage_trace
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.gpt.batching import Event, Failed, Job, Scheduler, Token
 from dora_gpt_sovits.model_cache import model_choice
@@ -223,6 +224,8 @@ class ChunkedSegment:
     def add(self, token: int) -> Outgoing | None:
         """Keep a token; the chunk it completes, if any."""
         self.tokens.append(token)
+        if len(self.tokens) == 1:
+            stage_trace.mark("first_token", self.segment.key)  # the prefill's end, for the TTFA breakdown
         if len(self.tokens) < self.next_boundary:
             return None
         chunk = self.chunk(False)

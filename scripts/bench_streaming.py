@@ -7,7 +7,8 @@
 
 A setting is ``name[:node.VARIABLE=value,...]`` (node ``*`` = every gsv node). Each starts the
 graph once and speaks the text ``--requests`` times (the first is a warm-up). Prints a markdown
-table and writes ``streaming.json`` into ``--out``.
+table and writes ``streaming.json`` into ``--out``; ``--trace`` adds where the first segment's time
+to first audio goes, node by node (``dora_gpt_sovits.benchmark.stage_trace``).
 """
 
 import argparse
@@ -15,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from dora_gpt_sovits.benchmark import stage_trace
 from dora_gpt_sovits.benchmark.cases import select_cases
 from dora_gpt_sovits.benchmark.streaming_settings import Setting, markdown, probe
 from dora_gpt_sovits.model_paths import resolve
@@ -30,6 +32,9 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=6)
     p.add_argument("--tokens", type=int, default=60, help="GPT budget per segment of a development model")
     p.add_argument("--threads", type=int, default=2, help="GSV_THREADS of every node unless a setting says otherwise")
+    p.add_argument(
+        "--trace", action="store_true", help="per-node stamps: where the first segment's time to first audio goes"
+    )
     p.add_argument("--out", type=Path, default=REPO / "out" / "bench-streaming")
     a = p.parse_args()
     cases = select_cases()
@@ -51,12 +56,16 @@ def main() -> None:
                 a.tokens,
                 a.threads,
                 progress=lambda m: print(m, file=sys.stderr),
+                trace=a.trace,
             )
         )
         print(markdown(rows[-1:]).splitlines()[-1], file=sys.stderr)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "streaming.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
     print(markdown(rows))
+    for row in rows:
+        if "breakdown" in row:
+            print(f"\n{stage_trace.markdown(row['breakdown'], row['setting'])}")
 
 
 if __name__ == "__main__":

@@ -401,7 +401,11 @@ def connect() -> Any:
     root = logging.getLogger()
     root.addHandler(DoraLogHandler(node))
     root.setLevel(settings.log_level)
-    return node
+    if settings.trace_dir is None:
+        return node
+    from .benchmark.stage_trace import traced  # GSV_TRACE_DIR: the TTFA breakdown's message stamps
+
+    return traced(node, settings.trace_dir)
 
 
 def join_failure(error: str) -> str:

@@ -277,6 +277,7 @@ THREADS = integer(
     "GSV_THREADS", None, "CPU threads of torch and ONNX Runtime (0 = their default)", low=0, shown="torch default"
 )
 NICE = integer("GSV_NICE", None, "scheduling priority (`os.nice`) of the node", low=-20, high=19, shown="0")
+TRACE_DIR = path("GSV_TRACE_DIR", None, "folder for per-message time stamps (benchmark/stage_trace.py)")
 LANGUAGE = string(
     "GSV_LANGUAGE",
     "auto",
@@ -302,6 +303,7 @@ class RuntimeSettings(Settings):
     log_level: str = setting(LOG_LEVEL)
     threads: int | None = setting(THREADS)
     nice: int | None = setting(NICE)
+    trace_dir: Path | None = setting(TRACE_DIR)
     fair_scheduling: bool = setting(FAIR_SCHEDULING)
 
 
@@ -477,6 +479,9 @@ class SinkSettings(Settings):
     wav_path: Path = setting(
         path("GSV_WAV_PATH", Path("out/speech.wav"), "WAV file of the wav mode", shown="`out/speech.wav`")
     )
+    listener: str | None = setting(
+        string("GSV_SINK_LISTENER", None, "play only utterances whose text carried this `listener` (a room)")
+    )
 
 
 @dataclass(frozen=True)
@@ -495,9 +500,6 @@ class HTTPSettings(Settings):
     )
     cors_origins: str | None = setting(
         string("GSV_HTTP_CORS_ORIGINS", None, "origins browsers may call the API from (comma-separated, or *)")
-    )
-    listener: str | None = setting(
-        string("GSV_SINK_LISTENER", None, "play only utterances whose text carried this `listener` (a room)")
     )
 
 

@@ -10,6 +10,7 @@ has the figures.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from ..model_paths import ModelPaths
+from . import stage_trace
 from .dataflow import GraphRun, budget_gpt_checkpoint, node_env
 
 ALL_NODES = "*"
@@ -84,10 +86,18 @@ def probe(
     threads: int,
     seed: int = 0,
     progress: Callable[[str], None] = lambda _: None,
+    trace: bool = False,
 ) -> dict[str, Any]:
+    """``trace``: every node stamps its messages (``GSV_TRACE_DIR``) and the result gets the first
+    segment's ``breakdown`` (:mod:`.stage_trace`), the warm-up request left out as for the medians."""
     workdir.mkdir(parents=True, exist_ok=True)
     budget = budget_gpt_checkpoint(paths, tokens_per_segment, workdir) if paths.development else None
-    graph = GraphRun(repo, workdir, node_env(paths, budget, "cpu", "float32", threads, seed))
+    env = node_env(paths, budget, "cpu", "float32", threads, seed)
+    trace_dir = workdir / "trace"
+    if trace:
+        shutil.rmtree(trace_dir, ignore_errors=True)  # a previous run's lines would mix in
+        env["GSV_TRACE_DIR"] = str(trace_dir)
+    graph = GraphRun(repo, workdir, env)
     patched = setting.apply(yaml.safe_load(graph.graph.read_text(encoding="utf-8")))
     graph.graph.write_text(yaml.safe_dump(patched, allow_unicode=True, sort_keys=False), encoding="utf-8")
     reports = []
@@ -98,7 +108,10 @@ def probe(
             progress(f"{setting.name}: request {i + 1}/{requests}")
     finally:
         graph.stop()
-    return summarize(setting.name, reports) | {"startup_s": round(startup, 1), "env": setting.env}
+    result = summarize(setting.name, reports) | {"startup_s": round(startup, 1), "env": setting.env}
+    if trace:
+        result["breakdown"] = stage_trace.breakdown(stage_trace.read_trace(trace_dir))
+    return result
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
