@@ -32,6 +32,18 @@ def test_stalls_are_the_gaps_a_real_time_player_hears():
     assert s.ttfa_s == 1.0
 
 
+def test_the_server_graph_copy_carries_per_node_env_over_the_yaml(tmp_path):
+    import yaml
+
+    from dora_gpt_sovits.benchmark.concurrency import ServerGraph
+
+    graph = ServerGraph(REPO, tmp_path, {}, {"vocoder": {"GSV_DTYPE": "bfloat16"}})
+    nodes = {n["id"]: n for n in yaml.safe_load(graph.graph.read_text(encoding="utf-8"))["nodes"]}
+    assert nodes["vocoder"]["env"]["GSV_DTYPE"] == "bfloat16"
+    assert nodes["vocoder"]["env"]["GSV_OUTPUT_SAMPLE_RATE"] == "24000"  # the YAML's own env kept
+    assert "GSV_DTYPE" not in nodes["gpt"].get("env", {})
+
+
 # ~75 s on 2 busy cores (load ~8), most of it the seven nodes starting: CI-sized, not marked slow
 @pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
 def test_concurrent_streams_equal_their_solo_runs(tmp_path):

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ..model_paths import ModelPaths
 from .cases import TextCase, select_cases, warmup_cases
@@ -35,10 +36,17 @@ class ServerGraph(GraphRun):
     """``dataflows/openai-server.yml`` under ``dora run``; ready when its HTTP port accepts (the
     server opens it only once every node has loaded its model)."""
 
-    def __init__(self, repo: Path, workdir: Path, env: dict[str, str]):
+    def __init__(
+        self, repo: Path, workdir: Path, env: dict[str, str], node_env: dict[str, dict[str, str]] | None = None
+    ):
         super().__init__(repo, workdir, env)
-        # A copy beside the run's logs: dora writes its out/ folder next to the graph file.
-        self.graph = Path(shutil.copy(repo / "dataflows" / "openai-server.yml", workdir / "openai-server.yml"))
+        # A copy beside the run's logs (dora writes its out/ folder next to the graph file), with
+        # ``node_env`` over each named node's YAML env (e.g. the vocoder's GSV_DTYPE).
+        graph = yaml.safe_load((repo / "dataflows" / "openai-server.yml").read_text(encoding="utf-8"))
+        for node in graph["nodes"]:
+            node.setdefault("env", {}).update((node_env or {}).get(node["id"], {}))
+        self.graph = workdir / "openai-server.yml"
+        self.graph.write_text(yaml.safe_dump(graph, allow_unicode=True, sort_keys=False), encoding="utf-8")
         self.env = env | {"GSV_HTTP_HOST": "127.0.0.1", "GSV_HTTP_PORT": str(self.port)}
 
     @property
@@ -255,10 +263,21 @@ def run_concurrency(
     seed: int,
     cases: list[TextCase] | None = None,
     progress: Any = print,
+    threads: int = 1,
+    vocoder_dtype: str | None = None,
 ) -> dict[str, Any]:
+    """``threads``: torch threads per node; ``vocoder_dtype``: the vocoder node's GSV_DTYPE (the
+    others stay float32), e.g. bfloat16 for the generator on the matrix units."""
     cases = cases or select_cases(lengths=["short", "medium"])
-    graph = ServerGraph(repo, workdir, server_env(paths, workdir, tokens, seed))
-    result: dict[str, Any] = {"levels": [], "log": str(graph.log_path), "tokens_per_segment": tokens}
+    vocoder_env = {"vocoder": {"GSV_DTYPE": vocoder_dtype}} if vocoder_dtype else None
+    graph = ServerGraph(repo, workdir, server_env(paths, workdir, tokens, seed, threads), vocoder_env)
+    result: dict[str, Any] = {
+        "levels": [],
+        "log": str(graph.log_path),
+        "tokens_per_segment": tokens,
+        "threads_per_node": threads,
+        "vocoder_dtype": vocoder_dtype or "float32",
+    }
     try:
         progress("concurrency: starting the OpenAI server graph")
         result["startup_s"] = round(graph.start(), 1)
@@ -316,7 +335,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"# Concurrency through the OpenAI server graph\n\n"
         f"{host.get('cpu_model', '')}, load average {host.get('load_average')}, {host.get('date', '')}; "
         f"model {result.get('model_dir')}, {result.get('tokens_per_segment')} GPT tokens per segment (dev model budget), "
-        f"{result.get('rounds')} rounds per level.\n\n"
+        f"{result.get('rounds')} rounds per level, {result.get('threads_per_node', 1)} torch thread(s) per node, "
+        f"vocoder {result.get('vocoder_dtype', 'float32')}.\n\n"
         "| N | streams | failed | TTFA p50 / p95 (s) | RTF p50 / p95 | streams with stalls | stall s p50 / p95 "
         "| aggregate audio s / wall s | ×(N=1) | RSS after (MiB, all nodes) |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n"
@@ -367,7 +387,18 @@ def run_from_options(opts: Any, paths: ModelPaths, repo: Path) -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="gsv-concurrency-"))
     cases = select_cases(opts.languages, opts.lengths)
-    result = run_concurrency(repo, workdir, paths, opts.concurrency, opts.repeats, opts.tokens, opts.seed, cases)
+    result = run_concurrency(
+        repo,
+        workdir,
+        paths,
+        opts.concurrency,
+        opts.repeats,
+        opts.tokens,
+        opts.seed,
+        cases,
+        threads=opts.threads or 1,
+        vocoder_dtype=opts.vocoder_dtype,
+    )
     result |= {"host": host_info(torch.device("cpu"), torch.float32, repo).to_dict(), "rounds": opts.repeats}
     result["model_dir"] = str(paths.model_dir)
     write_outputs(result, opts.out)
