@@ -199,7 +199,7 @@ class AudioSinkStage(StageBase):
         if chunk.segment_final and self.mode != "speaker":
             yield Outgoing(m.SEGMENT_COMPLETE, *m.SegmentComplete(key, chunk.error).to_message())
         utt.waiting.append(self.keep(utt, chunk))
-        utt.arrived_all = key.utterance_final and chunk.segment_final
+        utt.arrived_all = utt.arrived_all or (key.utterance_final and chunk.segment_final)
         yield from self.advance()
 
     def keep(self, utt: Utterance, chunk: m.AudioChunk) -> Waiting:
