@@ -123,3 +123,14 @@ def test_trace_lines_are_json_one_per_message(tmp_path):
     write({"t": 2.0, "node": "gpt"})
     lines = (tmp_path / "n.jsonl").read_text().splitlines()
     assert [json.loads(line)["t"] for line in lines] == [1.0, 2.0]
+
+
+def test_the_probe_waits_until_an_utterance_was_played_before_the_next():
+    from dora_gpt_sovits.benchmark.dataflow import PLAYER_MARGIN_S, until_heard_s
+
+    # first audio at 0.5 s, 2 s queued behind an earlier utterance, 5 s of audio + 0.1 s of stalls,
+    # reported 3 s after the text: the last sample is heard at 7.6 s, 4.6 s after the report
+    report = {"ttfa_s": 0.5, "queued_s": 2.0, "audio_s": 5.0, "stall_s": 0.1, "wall_s": 3.0}
+    assert until_heard_s(report) == pytest.approx(4.6 + PLAYER_MARGIN_S)
+    # an older sink without queued_s, and a report that came after the audio was played
+    assert until_heard_s({"ttfa_s": 0.5, "audio_s": 1.0, "wall_s": 4.0}) == pytest.approx(PLAYER_MARGIN_S)

@@ -241,9 +241,16 @@ class GraphRun:
         if self.process.poll() is not None:
             raise DataflowError(f"dora run exited ({self.process.returncode}) while {doing}: {self.log_tail()}")
 
-    def say(self, text: str, language: str) -> dict[str, Any]:
+    def say(self, text: str, language: str, until_played: bool = False) -> dict[str, Any]:
+        """Speak ``text``; its sink report. ``until_played``: return only once the sink's player
+        has played it too, so that the next request starts on an idle graph *and* an idle speaker
+        (the sink plays utterances one after another: a request sent earlier would wait behind this
+        one's audio, which hides its stalls and fills the frontend's segment window)."""
         self.send({"text": text, "language": language})
-        return self.next_metrics(text)
+        metrics = self.next_metrics(text)
+        if until_played:
+            time.sleep(until_heard_s(metrics))
+        return metrics
 
     def send(self, *requests: dict[str, Any]) -> None:
         """Text requests (text-input's JSON lines), sent back to back without waiting."""
@@ -285,6 +292,18 @@ class GraphRun:
     def log_tail(self, n: int = 3000) -> str:
         self.log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")[-n:]
+
+
+PLAYER_MARGIN_S = 0.3  # the sink's 150 ms jitter buffer, and its segment_complete on the way back
+
+
+def until_heard_s(metrics: dict[str, Any]) -> float:
+    """From a sink report's arrival to the end of its utterance's playback: the audio starts
+    ``ttfa_s`` + ``queued_s`` after the text arrived and lasts ``audio_s`` + its stalls; the report
+    left ``wall_s`` after the text arrived."""
+    start = metrics["ttfa_s"] + (metrics.get("queued_s") or 0.0)
+    end = start + metrics["audio_s"] + (metrics.get("stall_s") or 0.0)
+    return max(0.0, end - metrics["wall_s"]) + PLAYER_MARGIN_S
 
 
 def node_env(

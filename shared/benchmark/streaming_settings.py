@@ -3,9 +3,10 @@
 A *setting* is a set of environment variables for the graph's own nodes (``gsv-*``), for one node
 (``gpt.GSV_FUSED_DECODE=0``) or for all of them (``*.GSV_THREADS=1``); a node's own entry wins over
 ``*``. For each setting the service graph is started once, the same text is spoken ``requests``
-times one after another, and the first request (a warm-up) is left out of the medians.
-``scripts/bench_streaming.py`` is the command; docs/performance.md ("Streaming through the graph")
-has the figures.
+times one after another, and the first request (a warm-up) is left out of the medians. Each request
+waits until the one before was played (the sink plays utterances in turn: one queued behind
+another's audio would show no stalls). ``scripts/bench_streaming.py`` is the command;
+docs/performance.md ("Streaming through the graph") has the figures.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def probe(
     try:
         startup = graph.start()
         for i in range(requests):
-            reports.append(graph.say(text, language))
+            reports.append(graph.say(text, language, until_played=True))
             progress(f"{setting.name}: request {i + 1}/{requests}")
     finally:
         graph.stop()
