@@ -6,8 +6,7 @@ Output:  ``semantic_tokens`` (Int64[n] chunks; metadata chunk_index, segment_fin
 
 Tokens leave as soon as a chunk is full — a small first chunk for a short time to first audio,
 growing by half up to a cap afterwards (``GSV_FIRST_CHUNK_TOKENS`` 8, ``GSV_CHUNK_GROWTH`` 1.5,
-``GSV_CHUNK_TOKENS`` 40) — while decoding goes on. The node runs at a lower CPU priority than the
-vocoder (``GSV_NICE`` 10 unless set): on shared cores the audio being made goes first.
+``GSV_CHUNK_TOKENS`` 40) — while decoding goes on.
 Sampling: ``GSV_TOP_K`` (15), ``GSV_TOP_P`` (1.0), ``GSV_TEMPERATURE`` (1.0),
 ``GSV_REPETITION_PENALTY`` (1.35), ``GSV_SEED`` (segment i of an utterance uses seed + i; unset =
 random); a segment's ``top_k``/``top_p``/``temperature`` metadata (set per request, see
@@ -28,7 +27,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +39,7 @@ from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.gpt.batching import Event, Failed, Job, Scheduler, Token
 from dora_gpt_sovits.model_cache import model_choice
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase
-from dora_gpt_sovits.settings import NICE, GPTSettings, from_env_or_exit
+from dora_gpt_sovits.settings import GPTSettings, from_env_or_exit
 
 log = logging.getLogger("gsv.gpt")
 
@@ -350,23 +349,9 @@ def load() -> tuple[GPTStage, str]:
     return GPTStage(decode, policy_from_env(settings), seed, batch), loaded
 
 
-# The gpt node yields the cores to the vocoder beside it: the vocoder's next run is what the listener
-# waits for (a segment's first run above all), while the GPT decodes ahead of playback. Through the
-# graph on 2 cores this took the first run from ~240 to ~185 ms and TTFA from 0.51 to 0.46 s, RTF
-# unchanged (docs/performance.md, "Through the graph on the Intel Xeon (AMX)"). GSV_NICE overrides it.
-DEFAULT_NICE = 10
-
-
-def with_default_nice(env: MutableMapping[str, str]) -> None:
-    env.setdefault(NICE.name, str(DEFAULT_NICE))
-
-
 def main() -> None:
-    import os
-
     from dora_gpt_sovits.node_runtime import serve_model_node
 
-    with_default_nice(os.environ)  # read by serve_model_node's configure_threads
     serve_model_node(load, log)
 
 

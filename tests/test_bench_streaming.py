@@ -47,4 +47,5 @@ def test_the_summary_leaves_the_warm_up_request_out():
     ]
     row = summarize("defaults", reports) | {"env": {}}
     assert (row["requests"], row["ttfa_s"], row["rtf"], row["stall_s"]) == (3, 0.7, 0.7, 0.4)
-    assert "| defaults | graph defaults | 0.700 | 0.700 | 0.40 | 3 |" in markdown([row])
+    assert row["ttfa_p90_s"] == 0.78  # between the 2nd and 3rd of three, 80% of the way
+    assert "| defaults | graph defaults | 0.700 | 0.780 | 0.700 | 0.40 | 3 |" in markdown([row])

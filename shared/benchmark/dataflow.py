@@ -4,8 +4,9 @@ the audio-sink's ``metrics`` out.
 The graph is ``dataflows/service.yml`` with three changes made in a generated copy: text-input
 listens on a free port, the level-meter operator's path is absolute (the copy lives in the work
 directory), and a ``bench-metrics`` node (:mod:`.metrics_collector`) writes each ``metrics``
-message to a file. Requests are sent one at a time, each after the previous one's metrics arrived,
-so every TTFA is that of an idle, warm graph (models loaded, the voice encoded).
+message to a file. Requests are sent one at a time, each after the previous one was played (its
+metrics arrived and the sink's player is idle again), so every TTFA and RTF is that of an idle,
+warm graph (models loaded, the voice encoded) with nothing queued at the sink.
 
 With a development model the GPT is given the in-process benchmark's token budget through a copy of
 its checkpoint whose ``max_sec`` gives ``early_stop_num`` = that budget (the gpt node has no other
@@ -353,7 +354,7 @@ def run_dataflow(
             for warmup, rounds, chosen in ((True, 1, warmup_cases(cases)), (False, repeats, cases)):
                 for _ in range(rounds):
                     for case in chosen:
-                        metrics = graph.say(case.text, case.language)
+                        metrics = graph.say(case.text, case.language, until_played=True)
                         result.requests.append(DataflowRequest(case.name, warmup, metrics))
                         progress(f"dataflow: {case.name}{' (warm-up)' if warmup else ''}")
         except DataflowError as e:

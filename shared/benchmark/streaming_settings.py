@@ -61,6 +61,15 @@ class Setting:
         return graph
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile, interpolated between the nearest ranks (numpy's default)."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
 def summarize(name: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
     measured = reports[1:] or reports  # the first request warms the graph up
     median = lambda key: round(statistics.median(r[key] for r in measured), 4)  # noqa: E731
@@ -68,6 +77,7 @@ def summarize(name: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
         "setting": name,
         "requests": len(measured),
         "ttfa_s": median("ttfa_s"),
+        "ttfa_p90_s": round(percentile([r["ttfa_s"] for r in measured], 0.9), 4),
         "rtf": median("rtf"),
         "stall_s": median("stall_s"),
         "ttfa_each_s": [r["ttfa_s"] for r in measured],
@@ -117,8 +127,8 @@ def probe(
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| setting | env | TTFA median s | RTF median | stall s per utterance | requests |",
-        "|---|---|---|---|---|---|",
+        "| setting | env | TTFA median s | TTFA p90 s | RTF median | stall s per utterance | requests |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         env = (
@@ -126,6 +136,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             or "graph defaults"
         )
         lines.append(
-            f"| {r['setting']} | {env} | {r['ttfa_s']:.3f} | {r['rtf']:.3f} | {r['stall_s']:.2f} | {r['requests']} |"
+            f"| {r['setting']} | {env} | {r['ttfa_s']:.3f} | {r.get('ttfa_p90_s', float('nan')):.3f} | {r['rtf']:.3f}"
+            f" | {r['stall_s']:.2f} | {r['requests']} |"
         )
     return "\n".join(lines)
