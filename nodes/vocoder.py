@@ -496,12 +496,14 @@ def open_mel_engine(paths: Any, settings: Any) -> tuple[Any, str]:
     import dataclasses
 
     from dora_gpt_sovits.backends.stages import mel_vocoder_builders, open_or_exit
+    from dora_gpt_sovits.sovits.mel_synthesis import FirstRun
 
     def builders(sovits: Any):
         return mel_vocoder_builders(dataclasses.replace(paths, sovits=sovits), settings)
 
     engine, choice = open_or_exit("vocoder", builders, paths.sovits, paths.model_dir)
-    return engine, f"{choice.label}, {engine.sample_steps} flow-matching steps"
+    engine.first_run = FirstRun(settings.first_run_prompt_frames or None, settings.first_run_steps)
+    return engine, f"{choice.label}, {engine.sample_steps} flow-matching steps, first run {engine.first_run.label()}"
 
 
 if __name__ == "__main__":

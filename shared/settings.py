@@ -462,6 +462,24 @@ class VocoderSettings(ModelNodeSettings):
             shown="32 (v3), 8 (v4)",
         )
     )
+    first_run_prompt_frames: int = setting(
+        integer(
+            "GSV_FIRST_RUN_PROMPT_FRAMES",
+            32,
+            "v3/v4: reference mel frames prompting a streamed segment's first run (lossy; 0 = all, exact)",
+            low=0,
+        )
+    )
+    first_run_steps: int | None = setting(
+        integer(
+            "GSV_FIRST_RUN_STEPS",
+            None,
+            "v3/v4: flow-matching steps of a streamed segment's first run (lossy)",
+            low=1,
+            high=128,
+            shown="GSV_SAMPLE_STEPS",
+        )
+    )
 
     def limiter(self) -> Any:
         """The output limiter (``audio.limiter.PeakLimiter``), or None when GSV_PEAK_LIMIT is off."""

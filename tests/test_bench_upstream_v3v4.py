@@ -130,12 +130,15 @@ def test_sweep_rows_and_markdown_carry_upstream_columns():
         "streamed_vs_one_shot": {
             "case": case.name,
             "tokens": 11,
+            "first_run_tokens": 4,
             "run_tokens": 25,
             "lookahead_tokens": 4,
-            "snr_db": 30.0,
-            "max_abs_diff": 0.01,
-            "peak": 0.5,
-        },  # fmt: skip
+            **{
+                name: {"setting": name, "whole": distance, "first_run": distance}
+                for name in ("exact", "first_run")
+                for distance in [{"snr_db": 30.0, "max_abs_diff": 0.01, "peak": 0.5, "lsd_db": 1.0}]
+            },
+        },
         "upstream": {"commit": "48b1a01", "worker": {"torch": "2.13", "threads": 2}},
     }
     markdown = flow_matching.to_markdown(doc, "cpu")

@@ -221,3 +221,101 @@ def test_the_reference_node_keeps_only_the_prompt_encoder():
     model.keep_prompt_encoder_only()
     assert not hasattr(model, "cfm") and not hasattr(model, "wns1")
     assert torch.equal(model.extract_prompt_codes(hubert), codes)
+
+
+# ---- a streamed segment's first run (FirstRun) and the remembered modulation ---------------------
+
+
+def recorded_calls(monkeypatch) -> list[tuple[int, int, int]]:
+    """(prompt frames, new frames, steps) of every CFM call the stream makes."""
+    calls: list[tuple[int, int, int]] = []
+
+    def spy(estimator, features, prompt, n_steps, **kwargs):
+        calls.append((prompt.shape[-1], features.shape[1] - prompt.shape[-1], n_steps))
+        return sample_mel(estimator, features, prompt, n_steps, **kwargs)
+
+    monkeypatch.setattr(ms, "sample_mel", spy)
+    return calls
+
+
+def stream_runs(model, vocoder, voice, first_run, codes, phones, run=10, lookahead=4) -> torch.Tensor:
+    stream = ms.MelStream(model, vocoder, voice, phones, 2, noise=ms.frame_noise(1), first_run=first_run)
+    pieces = []
+    for start in range(0, len(codes), run):
+        pieces.append(stream.decode(codes[start : start + run], codes[start + run : start + run + lookahead])[0])
+    return torch.cat(pieces)
+
+
+def test_the_first_run_shortcut_cuts_only_a_streamed_first_call(setup, monkeypatch):
+    model, vocoder, voice = setup
+    calls = recorded_calls(monkeypatch)
+    codes, phones = torch.randint(0, 1024, (30,)), torch.randint(1, 700, (1, 20))
+    stream_runs(model, vocoder, voice, ms.FirstRun(prompt_frames=16, steps=1), codes, phones)
+    prompt = voice.mel.shape[-1]
+    assert prompt > 16 and len(calls) == 3
+    assert calls[0][0] == 16 and calls[0][2] == 1  # the first run: the reference's last 16 frames, 1 step
+    assert [(p, s) for p, _, s in calls[1:]] == [(prompt, 2), (prompt, 2)]  # later runs: the whole prompt
+
+
+def test_a_segment_in_one_call_never_takes_the_shortcut(setup):
+    """One call of the stream stays upstream's one-shot synthesis whatever the first-run setting."""
+    model, vocoder, voice = setup
+    codes, phones = torch.randint(0, 1024, (40,)), torch.randint(1, 700, (1, 20))
+    noise = ms.upstream_noise(torch.Generator().manual_seed(5))
+    exact = ms.synthesize(model, vocoder, voice, codes, phones, 2, noise=noise)
+    stream = ms.MelStream(
+        model, vocoder, voice, phones, 2, noise=ms.upstream_noise(torch.Generator().manual_seed(5)),
+        first_run=ms.FirstRun(prompt_frames=8, steps=1),
+    )  # fmt: skip
+    assert torch.equal(stream.decode(codes, codes[:0])[0], exact)
+
+
+def test_a_shortcut_beyond_the_prompt_and_steps_is_the_exact_stream(setup):
+    model, vocoder, voice = setup
+    codes, phones = torch.randint(0, 1024, (30,)), torch.randint(1, 700, (1, 20))
+    exact = stream_runs(model, vocoder, voice, ms.EXACT, codes, phones)
+    loose = ms.FirstRun(prompt_frames=voice.mel.shape[-1] + 100, steps=64)
+    assert torch.equal(stream_runs(model, vocoder, voice, loose, codes, phones), exact)
+    cut = stream_runs(model, vocoder, voice, ms.FirstRun(prompt_frames=4), codes, phones)
+    assert cut.shape == exact.shape and torch.isfinite(cut).all() and not torch.equal(cut, exact)
+
+
+@pytest.mark.parametrize("bad", [{"prompt_frames": 0}, {"prompt_frames": -2}, {"prompt_frames": 2.5},
+                                 {"prompt_frames": True}, {"steps": 0}, {"steps": 500}])  # fmt: skip
+def test_first_run_refuses_bad_values_in_one_line(bad):
+    with pytest.raises(ValueError) as e:
+        ms.FirstRun(**bad)
+    assert "\n" not in str(e.value)
+
+
+def test_first_run_labels():
+    assert ms.EXACT.label() == "exact" and ms.FirstRun(32).label() == "32 prompt frames"
+    assert ms.FirstRun(32, 4).label() == "32 prompt frames, 4 steps"
+
+
+def test_the_engine_streams_with_its_first_run_setting(setup, monkeypatch):
+    model, vocoder, voice = setup
+    calls = recorded_calls(monkeypatch)
+    engine = MelVocoderEngine(model, vocoder, sample_steps=2, first_run=ms.FirstRun(prompt_frames=12))
+    inputs = engine.condition(np.ones((1025, 50), np.float32), None, "", np.arange(40), voice.mel[0].numpy())
+    decode = engine.make_decoder(inputs, np.arange(1, 9), 0, None, list(range(1, 9)))
+    decode(np.zeros(0, np.int64), np.arange(10), np.arange(4), 0)
+    decode(np.zeros(0, np.int64), np.arange(4), np.zeros(0, np.int64), 10)
+    assert calls[0][0] == 12 and calls[1][0] > 12
+
+
+def test_remembered_modulation_is_bit_exact_bounded_and_keeps_the_names(setup):
+    import copy
+
+    from dora_gpt_sovits.sovits.modulation_memo import MemoModulation, memoize_modulation
+
+    model, _, voice = setup
+    plain = model.estimator
+    memo = memoize_modulation(copy.deepcopy(plain), max_times=3)
+    assert list(memo.state_dict()) == list(plain.state_dict())
+    features = torch.cat([voice.features, voice.features[..., :30]], -1).transpose(1, 2)
+    noise = ms.frame_noise(2)(voice.mel.shape[-1], 0, 30)
+    for steps in (2, 4, 2):
+        exact = sample_mel(plain, features, voice.mel, steps, noise=noise)
+        assert torch.equal(sample_mel(memo, features, voice.mel, steps, noise=noise), exact)
+    assert isinstance(memo.norm_out, MemoModulation) and len(memo.norm_out.memo) == 3

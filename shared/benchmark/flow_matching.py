@@ -3,8 +3,11 @@
 For each step count every case runs through the whole pipeline (frontend, BERT, GPT, features,
 flow matching, vocoder: ``inprocess.Pipeline``), and the streamed time to first audio is measured
 as the graph produces it: the GPT's first chunk (``GSV_FIRST_CHUNK_TOKENS``) and the vocoder's first
-run of it (``GSV_LOOKAHEAD_TOKENS`` held back) through ``mel_synthesis.MelStream``. Also measured:
-how far the streamed audio of the whole first case is from its one-shot synthesis.
+run of it (``GSV_LOOKAHEAD_TOKENS`` held back) through ``mel_synthesis.MelStream``, once exact and once
+with the first-run shortcut the vocoder node would take (``GSV_FIRST_RUN_PROMPT_FRAMES`` /
+``GSV_FIRST_RUN_STEPS`` from the environment; ``mel_synthesis.FirstRun``). Also measured: how far the
+streamed audio of the whole first case is from its one-shot synthesis (SNR, max |Δ|, log-spectral
+distance), streamed exactly and with the shortcut, over the whole segment and over the first run.
 
 Beside upstream (``--upstream PATH``): each measured run of ours is followed by upstream's own code on
 the same files, text inputs, seeds and step count (:mod:`.upstream`: its BERT step, its GPT, and
@@ -18,6 +21,7 @@ Upstream runs float32 on a CPU whatever ``--dtype`` says for ours.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -26,15 +30,19 @@ from typing import Any
 import torch
 
 from ..settings import GPTSettings, VocoderSettings
+from ..sovits.mel_synthesis import EXACT, FirstRun
 from ..text.frontend import text_to_phones
 from ..text.sentence_split import prepare_sentences
+from .audio_distance import distance
 from .cases import TextCase
 from .inprocess import SPLIT_METHOD, CaseRun, Models, Pipeline, VoicePrompt, run_features
 from .upstream import Upstream, UpstreamCaseRun, UpstreamError
 
 FIRST_CHUNK_TOKENS = GPTSettings.first_chunk_tokens
 LOOKAHEAD_TOKENS = max(1, VocoderSettings.lookahead_tokens)
+FIRST_RUN_TOKENS = max(1, FIRST_CHUNK_TOKENS - LOOKAHEAD_TOKENS)  # what the vocoder node's first run holds
 STREAM_RUN_TOKENS = 25  # later runs of the streamed-vs-one-shot comparison (one GPT chunk ~ 1 s)
+TTFA_REPEATS = 3  # streamed first audio: median of this many (it is short and the machine shared)
 
 # (pipeline) -> (the started upstream side or None, its document: checkout, worker info or error);
 # benchmark.cli.start_upstream with the options bound.
@@ -54,6 +62,7 @@ def sweep(
     """Every case at every step count, ``repeats`` measured runs each after one warm-up run (the
     first case, before the first step count: the shapes do not depend on the step count)."""
     rows = []
+    first_run = first_run_from_env()
     pipelines = {n: Pipeline(models, voice, tokens, seed, sample_steps=n) for n in steps}
     side, upstream_doc = upstream(pipelines[steps[0]]) if upstream is not None else (None, {})
     try:
@@ -71,7 +80,8 @@ def sweep(
                     if side is not None:
                         side, upstream_doc = guarded(side, upstream_doc, case, runs[-1], measured=True, out=theirs)
                 row = ours_row(n_steps, case, runs)
-                row["streamed_ttfa_s"] = round(streamed_first_audio(pipeline, case), 3)
+                row["streamed_ttfa_exact_s"] = median_first_audio(pipeline, case, EXACT)
+                row["streamed_ttfa_s"] = median_first_audio(pipeline, case, first_run)
                 if theirs and len(theirs) == len(runs):
                     row["upstream"] = upstream_row(case, runs, theirs)
                 rows.append(row)
@@ -85,9 +95,10 @@ def sweep(
     doc = {
         "version": models.paths.version,
         "dtype": str(models.dtype).removeprefix("torch."),
+        "first_run": first_run.label(),
         "rows": rows,
         "streamed_vs_one_shot": streamed_vs_one_shot(
-            Pipeline(models, voice, tokens, seed, sample_steps=steps[0]), first
+            Pipeline(models, voice, tokens, seed, sample_steps=steps[0]), first, first_run
         ),
     }
     if upstream is not None:
@@ -162,8 +173,18 @@ def upstream_row(case: TextCase, ours: list[CaseRun], theirs: list[UpstreamCaseR
     }
 
 
+def first_run_from_env() -> FirstRun:
+    """The first-run shortcut the vocoder node would take with this environment."""
+    settings = VocoderSettings.from_env(os.environ)
+    return FirstRun(settings.first_run_prompt_frames or None, settings.first_run_steps)
+
+
+def median_first_audio(pipeline: Pipeline, case: TextCase, first_run: FirstRun) -> float:
+    return round(statistics.median(streamed_first_audio(pipeline, case, first_run) for _ in range(TTFA_REPEATS)), 3)
+
+
 @torch.inference_mode()
-def streamed_first_audio(pipeline: Pipeline, case: TextCase) -> float:
+def streamed_first_audio(pipeline: Pipeline, case: TextCase, first_run: FirstRun = EXACT) -> float:
     """Text in -> the first streamed audio out: frontend, BERT, the GPT's first chunk, its first run."""
     m, voice = pipeline.models, pipeline.voice
     started = time.perf_counter()
@@ -175,7 +196,7 @@ def streamed_first_audio(pipeline: Pipeline, case: TextCase) -> float:
         torch.cat([voice.prompt_ids, target]), bert, voice.prompt_tokens, pipeline.sampling(pipeline.seed)
     )
     tokens = [t for _, t in zip(range(FIRST_CHUNK_TOKENS), stream)]
-    mel = mel_stream(pipeline, target, seed=0)
+    mel = mel_stream(pipeline, target, seed=0, first_run=first_run)
     cut = max(1, len(tokens) - LOOKAHEAD_TOKENS)
     samples, _ = mel.decode(torch.tensor(tokens[:cut]), torch.tensor(tokens[cut:]))
     samples.float().cpu()
@@ -184,18 +205,30 @@ def streamed_first_audio(pipeline: Pipeline, case: TextCase) -> float:
     return elapsed
 
 
-def mel_stream(pipeline: Pipeline, target: torch.Tensor, seed: int) -> Any:
+def mel_stream(pipeline: Pipeline, target: torch.Tensor, seed: int, first_run: FirstRun = EXACT) -> Any:
     """The vocoder node's v3/v4 stream of one segment (``mel_synthesis.MelStream``, frame-seeded noise)."""
     from ..sovits.mel_synthesis import MelStream, frame_noise
 
     m, voice = pipeline.models, pipeline.voice.mel_voice
-    return MelStream(m.sovits, m.mel_vocoder, voice, target, pipeline.sample_steps, noise=frame_noise(seed))
+    return MelStream(
+        m.sovits, m.mel_vocoder, voice, target, pipeline.sample_steps, noise=frame_noise(seed), first_run=first_run
+    )
+
+
+def run_schedule(tokens: int) -> list[tuple[int, int]]:
+    """(start, stop) of each run as the graph cuts a segment: the GPT's first chunk less the lookahead,
+    then runs of STREAM_RUN_TOKENS."""
+    bounds = [0, min(tokens, FIRST_RUN_TOKENS)]
+    while bounds[-1] < tokens:
+        bounds.append(min(tokens, bounds[-1] + STREAM_RUN_TOKENS))
+    return list(zip(bounds, bounds[1:]))
 
 
 @torch.inference_mode()
-def streamed_vs_one_shot(pipeline: Pipeline, case: TextCase) -> dict[str, Any]:
-    """The first segment of ``case`` vocoded in one go and in runs of STREAM_RUN_TOKENS (the token
-    stream cross-faded as the vocoder node does): SNR of streamed against one-shot, and their peaks."""
+def streamed_vs_one_shot(pipeline: Pipeline, case: TextCase, first_run: FirstRun = EXACT) -> dict[str, Any]:
+    """The first segment of ``case`` vocoded in one go and streamed in the graph's runs (the token
+    stream cross-faded as the vocoder node does), exactly and with ``first_run``: the distance of each
+    from one-shot, over the whole segment and over the first run's samples."""
     from ..sovits.streaming import crossfade
 
     m = pipeline.models
@@ -205,53 +238,70 @@ def streamed_vs_one_shot(pipeline: Pipeline, case: TextCase) -> dict[str, Any]:
     )
     codes = torch.tensor(segment.tokens)
 
-    def stream(run_tokens: int) -> torch.Tensor:
-        mel = mel_stream(pipeline, target, seed=1)
+    def stream(schedule: list[tuple[int, int]], shortcut: FirstRun) -> tuple[torch.Tensor, int]:
+        mel = mel_stream(pipeline, target, seed=1, first_run=shortcut)
         pieces, tail = [], None
-        for start in range(0, len(codes), run_tokens):
-            stop = min(len(codes), start + run_tokens)
+        for start, stop in schedule:
             lookahead = codes[stop : stop + LOOKAHEAD_TOKENS] if stop < len(codes) else codes[:0]
             samples, new_tail = mel.decode(codes[start:stop], lookahead)
             pieces.append(crossfade(tail, samples))
             tail = new_tail
-        return torch.cat(pieces).float()
+        return torch.cat(pieces).float(), len(pieces[0])
 
-    one_shot, streamed = stream(len(codes)), stream(STREAM_RUN_TOKENS)
-    n = min(len(one_shot), len(streamed))
-    error = (streamed[:n] - one_shot[:n]).pow(2).mean()
-    power = one_shot[:n].pow(2).mean()
-    return {
+    one_shot, _ = stream([(0, len(codes))], EXACT)
+    doc: dict[str, Any] = {
         "case": case.name,
         "tokens": len(codes),
+        "first_run_tokens": FIRST_RUN_TOKENS,
         "run_tokens": STREAM_RUN_TOKENS,
         "lookahead_tokens": LOOKAHEAD_TOKENS,
-        "samples": [len(one_shot), len(streamed)],
-        "snr_db": round(float(10 * torch.log10(power / error.clamp_min(1e-20))), 2),
-        "max_abs_diff": round(float((streamed[:n] - one_shot[:n]).abs().max()), 5),
-        "peak": round(float(one_shot.abs().max()), 5),
     }
+    for name, shortcut in (("exact", EXACT), ("first_run", first_run)):
+        streamed, head = stream(run_schedule(len(codes)), shortcut)
+        doc[name] = {
+            "setting": shortcut.label(),
+            "samples": [len(one_shot), len(streamed)],
+            "whole": distance(one_shot, streamed),
+            "first_run": distance(one_shot[:head], streamed[:head]),
+        }
+    return doc
 
 
 def to_markdown(doc: dict[str, Any], host: str) -> str:
     lines = [
         f"# SoVITS {doc['version']}: speed per flow-matching step count ({host})",
         "",
-        "| steps | case | audio s | wall s | RTF | chars/s | vocoder stage s | vocoder stage RTF | streamed TTFA s |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| steps | case | audio s | wall s | RTF | chars/s | vocoder stage s | vocoder stage RTF | "
+        "streamed TTFA s (exact) | streamed TTFA s (first run) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in doc["rows"]:
         lines.append(
             f"| {r['sample_steps']} | {r['case']} | {r['audio_s']} | {r['wall_s']} | {r['rtf']} | "
-            f"{r['characters_per_s']} | {r.get('vocoder_s', '')} | {r['vocoder_rtf']} | {r['streamed_ttfa_s']} |"
+            f"{r['characters_per_s']} | {r.get('vocoder_s', '')} | {r['vocoder_rtf']} | "
+            f"{r.get('streamed_ttfa_exact_s', '')} | {r['streamed_ttfa_s']} |"
         )
-    s = doc["streamed_vs_one_shot"]
-    lines += [
-        "",
-        f"Streamed (runs of {s['run_tokens']} tokens, {s['lookahead_tokens']} of lookahead) against one-shot, "
-        f"{s['case']}, {s['tokens']} tokens: SNR {s['snr_db']} dB, max |Δ| {s['max_abs_diff']} (peak {s['peak']}).",
-    ]
+    lines += ["", f"First run: {doc.get('first_run', 'exact')}.", ""] + distance_markdown(doc["streamed_vs_one_shot"])
     lines += upstream_markdown(doc)
     return "\n".join(lines) + "\n"
+
+
+def distance_markdown(s: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Streamed against one-shot, {s['case']}, {s['tokens']} tokens, runs of {s['first_run_tokens']} then "
+        f"{s['run_tokens']} tokens, {s['lookahead_tokens']} of lookahead:",
+        "",
+        "| streamed | over | SNR dB | max abs diff | peak | log-spectral distance dB |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name in ("exact", "first_run"):
+        for part in ("whole", "first_run"):
+            d = s[name][part]
+            lines.append(
+                f"| {s[name]['setting']} | {part.replace('_', ' ')} | {d['snr_db']} | {d['max_abs_diff']} | "
+                f"{d['peak']} | {d['lsd_db']} |"
+            )
+    return lines
 
 
 def upstream_markdown(doc: dict[str, Any]) -> list[str]:

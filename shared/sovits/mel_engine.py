@@ -4,7 +4,9 @@ Same contract as :class:`engine.VocoderEngine` (``condition`` per voice, ``make_
 segment returning a ``token_stream.RunDecoder``), so ``nodes/vocoder.py`` serves either. What a
 v3/v4 voice needs beyond the v2 spectrogram: the reference's prompt tokens and its mel
 (``voice_ports``), and per segment the prompt text's phones (they ride on the token chunks). The
-prepared prompt (``mel_synthesis.MelVoice``) is cached per (voice, prompt phones).
+prepared prompt (``mel_synthesis.MelVoice``) is cached per (voice, prompt phones). ``first_run``
+(``mel_synthesis.FirstRun``, GSV_FIRST_RUN_PROMPT_FRAMES / GSV_FIRST_RUN_STEPS in the node) is the
+lossy shortcut a streamed segment's first run may take for an earlier first audio.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 from .. import messages as m
-from .mel_synthesis import CHUNK_PLANS, DEFAULT_STEPS, MelStream, MelVoice, frame_noise, prepare_voice
+from .mel_synthesis import CHUNK_PLANS, DEFAULT_STEPS, EXACT, FirstRun, MelStream, MelVoice, frame_noise, prepare_voice
 from .mel_synthesizer import MelSynthesizer
 from .token_stream import RunDecoder
 
@@ -41,13 +43,19 @@ class MelVocoderEngine:
     needs_speaker_embedding = False
 
     def __init__(
-        self, model: MelSynthesizer, vocoder: torch.nn.Module, sample_steps: int | None = None, speed: float = 1.0
+        self,
+        model: MelSynthesizer,
+        vocoder: torch.nn.Module,
+        sample_steps: int | None = None,
+        speed: float = 1.0,
+        first_run: FirstRun = EXACT,
     ):
         self.model = model
         self.vocoder = vocoder
         self.version = model.config.model_version
         self.sample_steps = DEFAULT_STEPS[self.version] if sample_steps is None else m.sample_steps(sample_steps)
         self.speed = speed
+        self.first_run = first_run
 
     @classmethod
     def load(
@@ -65,6 +73,7 @@ class MelVocoderEngine:
         from .half_generator import on_matrix_units
         from .loader import load_sovits
         from .mel_vocoders import load_mel_vocoder
+        from .modulation_memo import memoize_modulation
         from .spectral_conv import spectral_convs_wanted
 
         # On a CPU a half dtype goes only where the time goes: the DiT (its products run on the
@@ -76,6 +85,8 @@ class MelVocoderEngine:
         model = load_sovits(sovits, device, base, expected_version=version, lora_base=lora_base)
         if dtype != base:
             model.cfm.estimator.to(dtype)
+        if on_cpu:  # the per-step modulation once per step count (lossless; reading it back syncs a GPU)
+            memoize_modulation(model.cfm.estimator)
         mel_vocoder = load_mel_vocoder(version, vocoder, device, base)
         # GSV_VOCODER_FFT as for v1/v2: the long residual convolutions by FFT on a CPU in float32.
         mel_vocoder.use_spectral_convs(spectral_convs_wanted(os.environ, torch.device(device), base))
@@ -170,6 +181,7 @@ class MelVocoderEngine:
             self.sample_steps if sample_steps is None else sample_steps,
             self.speed if request_speed is None else request_speed,
             frame_noise(seed),
+            first_run=self.first_run,
         )
 
         def decode(history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int):

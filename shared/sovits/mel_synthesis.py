@@ -20,6 +20,12 @@ recurrence on runs of tokens as the GPT produces them, so audio starts after the
   seeded by (seed, block)), so a frame starts from the same noise however the segment is cut into
   runs; streamed and one-shot audio then differ only by what each frame's DiT call could see.
 
+A streamed segment's first run may take lossy shortcuts (:class:`FirstRun`: a shorter prompt, fewer
+steps): its DiT calls otherwise push the whole reference prompt (up to 500 frames) through the DiT
+``n_steps`` times for a few dozen new frames, which is most of the time to first audio on a CPU.
+Later runs are prompted by the whole reference again, and a segment decoded in one call (the stream's
+first run is the segment's end) never takes them.
+
 With :func:`upstream_noise` instead (one ``torch.randn`` per call from a generator, in upstream's
 layout), a segment decoded in one call with no lookahead is exactly upstream's one-shot synthesis
 (same chunks, same noise draws from the same seed, one vocoder pass): what the parity tests use.
@@ -93,6 +99,34 @@ def frame_noise(seed: int) -> NoiseSource:
 
 
 @dataclass(frozen=True)
+class FirstRun:
+    """Lossy shortcuts for a streamed segment's first run (``None``: none, the exact recurrence).
+
+    ``prompt_frames``: the first CFM call is prompted by only the reference's last ``prompt_frames``
+    frames (the DiT's cost grows with prompt + new frames, and the prompt is most of them).
+    ``steps``: the first run's flow-matching steps, when fewer than the segment's."""
+
+    prompt_frames: int | None = None
+    steps: int | None = None
+
+    def __post_init__(self):
+        frames = self.prompt_frames
+        if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
+            raise ValueError(f"first-run prompt frames must be a positive integer, got {self.prompt_frames!r}")
+        if self.steps is not None:
+            check_steps(self.steps)
+
+    def label(self) -> str:
+        """What the shortcut does, for logs and reports: "exact" or e.g. "64 prompt frames, 4 steps"."""
+        parts = [f"{self.prompt_frames} prompt frames"] * (self.prompt_frames is not None)
+        parts += [f"{self.steps} steps"] * (self.steps is not None)
+        return ", ".join(parts) or "exact"
+
+
+EXACT = FirstRun()
+
+
+@dataclass(frozen=True)
 class MelVoice:
     """A voice prepared once: the speaker vector and the (features, mel) prompt of its reference."""
 
@@ -145,8 +179,10 @@ class MelStream:
         speed: float = 1.0,
         noise: NoiseSource | None = None,
         margin_frames: int = VOCODER_MARGIN_FRAMES,
+        first_run: FirstRun = EXACT,
     ):
         self.model, self.vocoder, self.voice = model, vocoder, voice
+        self.first_run = first_run
         self.phone_ids = phone_ids.reshape(1, -1)
         self.n_steps = check_steps(n_steps)
         self.speed = speed
@@ -159,6 +195,7 @@ class MelStream:
         self.context_features = voice.features
         self.context_mel = voice.mel
         self.vocoded_mel = voice.mel[..., :0]  # generated mel kept as the vocoder's left margin
+        self.shortcut: FirstRun = EXACT  # what the next CFM call may cut (set per run by decode)
 
     @property
     def prompt_frames(self) -> int:
@@ -179,6 +216,8 @@ class MelStream:
         a = self.frames_done
         b = total if last else self.boundary(len(self.tokens), total)
         c = total if last else self.boundary(len(window), total)
+        # Only a streamed first run cuts corners: a segment in one call stays upstream's synthesis.
+        self.shortcut = self.first_run if a == 0 and not last else EXACT
         mel = self.generate(a, features[..., a:b], features[..., b:c])
         self.frames_done = b
         return self.vocode(mel[..., : b - a], mel[..., b - a :])
@@ -205,11 +244,14 @@ class MelStream:
         frames from ``first``)."""
         if features.shape[-1] == 0:
             return features.new_zeros(1, self.context_mel.shape[1], 0)
-        prompt_features, prompt_mel = self.context_features, self.context_mel
+        shortcut, self.shortcut = self.shortcut, EXACT  # for this call only: later chunks see the full prompt
+        keep = min(self.context_mel.shape[-1], shortcut.prompt_frames or self.context_mel.shape[-1])
+        prompt_features, prompt_mel = self.context_features[..., -keep:], self.context_mel[..., -keep:]
         cond = torch.cat([prompt_features, features], -1).transpose(1, 2)
-        noise = self.noise(prompt_mel.shape[-1], first, first + features.shape[-1]).to(cond)
-        out = sample_mel(self.model.estimator, cond, prompt_mel, self.n_steps, noise=noise)
-        return out[..., prompt_mel.shape[-1] :]
+        noise = self.noise(keep, first, first + features.shape[-1]).to(cond)
+        steps = min(self.n_steps, shortcut.steps or self.n_steps)
+        out = sample_mel(self.model.estimator, cond, prompt_mel, steps, noise=noise)
+        return out[..., keep:]
 
     def remember(self, features: Tensor, mel: Tensor) -> None:
         """The next call's prompt: the last P frames of everything so far, except after a chunk of
