@@ -32,6 +32,20 @@ def test_stalls_are_the_gaps_a_real_time_player_hears():
     assert s.ttfa_s == 1.0
 
 
+def test_a_level_reports_each_nodes_cpu_seconds_per_second_of_audio():
+    from dora_gpt_sovits.benchmark.concurrency import cpu_table, level_summary
+
+    streams = []
+    for started in (0.0, 0.5):
+        s = Stream("t", "zh", started=started)
+        s.arrivals = [(started + 1.0, BYTES_PER_SECOND), (started + 2.0, 2 * BYTES_PER_SECOND)]
+        s.pcm = b"\0" * 2 * BYTES_PER_SECOND
+        streams.append(s)
+    level = level_summary(2, streams, [2.5], {}, {"gpt": 2.0, "vocoder": 1.0})
+    assert level["cpu_s_per_audio_s"] == {"gpt": 0.5, "vocoder": 0.25}  # 4 s of audio in all
+    assert "| 2 | 0.5 | 0.25 | 0.750 |" in cpu_table([level])
+
+
 def test_the_server_graph_copy_carries_per_node_env_over_the_yaml(tmp_path):
     import yaml
 

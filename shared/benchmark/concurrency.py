@@ -194,10 +194,15 @@ def summarize(values: list[float]) -> dict[str, float | None]:
     return {"p50": _round(percentile(values, 50)), "p95": _round(percentile(values, 95))} if values else {}
 
 
-def level_summary(n: int, streams: list[Stream], walls: list[float], rss: dict[str, float]) -> dict[str, Any]:
+def level_summary(
+    n: int, streams: list[Stream], walls: list[float], rss: dict[str, float], cpu_s: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """``cpu_s``: CPU seconds each node used during the level; reported per second of audio, which
+    says where the cores go once they are the limit."""
     records = [s.record() for s in streams]
     ok = [r for r in records if r["error"] is None and r["audio_s"] > 0]
     audio = sum(r["audio_s"] for r in ok)
+    per_audio_s = {k: round(v / audio, 3) for k, v in sorted((cpu_s or {}).items())} if audio else {}
     return {
         "concurrency": n,
         "streams": len(records),
@@ -209,17 +214,20 @@ def level_summary(n: int, streams: list[Stream], walls: list[float], rss: dict[s
         "streams_with_stalls": sum(1 for r in ok if r["stall_count"]),
         "aggregate_audio_per_wall_s": round(audio / sum(walls), 3) if walls else None,
         "rss_after_mib": rss,
+        "cpu_s_per_audio_s": per_audio_s,
         "records": records,
     }
 
 
 def run_level(graph: ServerGraph, cases: list[TextCase], n: int, rounds: int) -> dict[str, Any]:
     streams, walls = [], []
+    cpu_before = graph.cpu_s()
     for r in range(rounds):
         got, wall = asyncio.run(streams_at_once(graph.base_url, round_requests(cases, n, r)))
         streams += got
         walls.append(wall)
-    return level_summary(n, streams, walls, graph.rss())
+    cpu = {k: v - cpu_before.get(k, 0.0) for k, v in graph.cpu_s().items()}
+    return level_summary(n, streams, walls, graph.rss(), cpu)
 
 
 # ---- fairness ----------------------------------------------------------------------------------------
@@ -320,6 +328,21 @@ def _line(level: dict[str, Any]) -> str:
 # ---- documents -------------------------------------------------------------------------------------------
 
 
+def cpu_table(levels: list[dict[str, Any]]) -> str:
+    """CPU seconds per second of audio, by node and level: where the cores go."""
+    nodes = sorted({k for lv in levels for k in lv.get("cpu_s_per_audio_s", {})})
+    if not nodes:
+        return ""
+    head = "| N | " + " | ".join(nodes) + " | all |\n|---|" + "---|" * (len(nodes) + 1) + "\n"
+    rows = "".join(
+        f"| {lv['concurrency']} | "
+        + " | ".join(str(lv["cpu_s_per_audio_s"].get(k, "")) for k in nodes)
+        + f" | {sum(lv['cpu_s_per_audio_s'].values()):.3f} |\n"
+        for lv in levels
+    )
+    return "CPU seconds per second of audio, by node:\n\n" + head + rows + "\n"
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     host = result.get("host", {})
     rows = "\n".join(
@@ -341,6 +364,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         "| aggregate audio s / wall s | ×(N=1) | RSS after (MiB, all nodes) |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n"
         f"{rows}\n\n"
+        f"{cpu_table(result['levels'])}"
         f"Peak RSS per node (MiB): {peaks}\n\n"
         f"Fairness: short text alone TTFA {fair.get('short_alone_ttfa_s')} s; sent while "
         f"{fair.get('long')} streams: TTFA {fair.get('short_behind_long_ttfa_s')} s, "

@@ -187,6 +187,21 @@ def node_rss_mib(root: int) -> dict[str, float]:
     }
 
 
+def node_cpu_s(root: int) -> dict[str, float]:
+    """CPU seconds (user + system) each node's processes have used so far, by node."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for name, pids in node_pids(root).items():
+        for pid in pids:
+            try:
+                # Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
 def node_peaks(root: int) -> dict[str, float]:
     """Peak RSS (VmHWM) of every node process under ``dora run``, by node."""
     peaks: dict[str, float] = {}
@@ -277,6 +292,9 @@ class GraphRun:
 
     def node_pids(self) -> dict[str, list[int]]:
         return node_pids(self.process.pid) if self.process else {}
+
+    def cpu_s(self) -> dict[str, float]:
+        return node_cpu_s(self.process.pid) if self.process else {}
 
     def stop(self) -> None:
         if self.process is None:
