@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import closed_event, input_event
+from test_control_plane import FakePlayer
 
 from dora_gpt_sovits import messages as m
-from dora_gpt_sovits.audio.player import JitterBuffer
 from dora_gpt_sovits.node_runtime import serve
 from dora_gpt_sovits.nodes.audio_sink import AudioSinkStage
 from dora_gpt_sovits.nodes.text_frontend import TextFrontendStage
@@ -31,23 +31,13 @@ class Clock:
         return self.t
 
 
-class SteppedPlayer:
+class SteppedPlayer(FakePlayer):
     """The speaker's jitter buffer without a device: ``play(n)`` is the device reading n samples;
     ``heard`` keeps the tag of every sample played, in order."""
 
     def __init__(self):
-        self.buffer = JitterBuffer(prebuffer_samples=0)
-        self.underruns = 0
+        super().__init__()
         self.heard: list[str] = []
-
-    written = property(lambda self: self.buffer.written)
-    consumed = property(lambda self: self.buffer.consumed)
-
-    def write(self, samples, complete, tag=None):
-        self.buffer.write(samples, complete, tag)
-
-    def discard(self, drop):
-        return self.buffer.discard(drop)
 
     def play(self, n: int) -> None:
         with self.buffer.lock:
@@ -59,9 +49,6 @@ class SteppedPlayer:
                 left -= take
                 i += 1
         self.buffer.read(np.empty(n, np.float32))
-
-    def drain(self):
-        pass
 
 
 def speaker_sink(clock: Clock, **kw) -> tuple[AudioSinkStage, SteppedPlayer]:
