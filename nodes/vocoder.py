@@ -468,7 +468,10 @@ def load() -> tuple[VocoderStage, str]:
         coalesce_lead_seconds=settings.coalesce_lead_seconds,
         extra_voice_ports=engine.extra_voice_ports,
     )
-    engine.warm_up()
+    if flow_matching:  # the first run's shape: the gpt's first chunk (ChunkPolicy, 8 tokens) less the lookahead
+        engine.warm_up(lookahead_tokens=lookahead)
+    else:
+        engine.warm_up()
     return stage, f"SoVITS {engine.model_version} loaded from {paths.sovits} on {label}"
 
 

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", required=True, help="models (a full-size development model or real weights)")
+    p.add_argument("--version", default="v2", help="the model's GSV_VERSION (v3/v4: flow-matching vocoder)")
     p.add_argument("--setting", action="append", type=Setting.parse, default=None)
     p.add_argument("--case", default="en-short", help="a benchmark text (shared/benchmark/cases.py)")
     p.add_argument("--requests", type=int, default=6)
@@ -41,7 +42,7 @@ def main() -> None:
     case = next((c for c in cases if c.name == a.case), None)
     if case is None:
         sys.exit(f"error: unknown case {a.case!r}; known: {', '.join(c.name for c in cases)}")
-    paths = resolve({"GSV_MODEL_DIR": a.model_dir}, need=("gpt", "sovits", "bert", "hubert"))
+    paths = resolve({"GSV_MODEL_DIR": a.model_dir, "GSV_VERSION": a.version}, need=("gpt", "sovits", "bert", "hubert"))
     rows = []
     for setting in a.setting or [Setting("defaults")]:
         rows.append(

@@ -191,11 +191,16 @@ class MelVocoderEngine:
 
         return decode
 
-    def warm_up(self) -> None:
-        """One short decode pays the one-off costs (allocator, kernels) before serving."""
+    def warm_up(self, first_chunk_tokens: int = 8, lookahead_tokens: int = 4) -> None:
+        """Pays the one-off costs (allocator, kernels) before serving: decodes a segment's first run
+        as the graph's first token chunk brings it, with the segment's steps and the first-run
+        shortcut, so the first request's DiT meets shapes it has seen. oneDNN builds kernels per
+        shape: a first call at the first run's shape took 21.6 s on the full-size v4 DiT (bfloat16,
+        2 threads, docs/performance.md) after a warm-up at other shapes, and ~1.8 s the third time."""
         frames = 200
         voice = MelVoiceInputs(
             torch.ones(1, 1025, 100), torch.zeros(1, 1, 40, dtype=torch.long), torch.zeros(1, 100, frames)
         )
-        decode = self.make_decoder(voice, np.arange(1, 9), 0, None, list(range(1, 9)), sample_steps=1)
-        decode(np.zeros(0, np.int64), np.arange(12), np.zeros(0, np.int64), 0)
+        run = max(1, first_chunk_tokens - lookahead_tokens)
+        decode = self.make_decoder(voice, np.arange(1, 9), 0, None, list(range(1, 9)))
+        decode(np.zeros(0, np.int64), np.arange(run), np.arange(run, run + lookahead_tokens), 0)
