@@ -65,6 +65,15 @@ def with_wav_wait(block: str, wav: str) -> str:
     return "\n".join(lines[: say + 1] + wait + lines[say + 1 :]) + "\n"
 
 
+def destroy_race(output: str, leftovers: list[str]) -> bool:
+    """dora 1.1's ``dora down`` (the block's last line) can exit 1 with "WS connection closed" when
+    the coordinator it told to destroy itself closes the connection before answering (seen on a
+    loaded machine). The coordinator did go down: accepted only when that is the block's last
+    output and no process of the graph is left."""
+    tail = output[output.rfind("Destroying coordinator") :] if "Destroying coordinator" in output else ""
+    return not leftovers and "failed to send control request" in tail and "WS connection closed" in tail
+
+
 def marked_processes(token: str) -> list[str]:
     """Processes (dora's coordinator and daemon, the nodes) whose environment carries the test's token."""
     found = []
@@ -158,7 +167,7 @@ def test_readme_service_block_runs_as_written_in_a_fresh_clone(tmp_path):
             if leftovers:  # clean up for the next test before asserting anything
                 subprocess.run(["dora", "down", "--force"], cwd=clone, env=env | {"PATH": f"{venv}/bin"}, timeout=60)
     output = log.read_text(encoding="utf-8", errors="replace")
-    assert rc == 0, f"the block failed (exit {rc}); its output:\n{output[-6000:]}"
+    assert rc == 0 or destroy_race(output, leftovers), f"the block failed (exit {rc}); its output:\n{output[-6000:]}"
     assert "waiting for the graph: text-input on 127.0.0.1:9871" in output, output[-3000:]
     samples, rate = sf.read(wav, dtype="float32")
     assert rate == 32000 and len(samples) > 0.5 * rate and np.sqrt(np.mean(samples**2)) > 1e-3
