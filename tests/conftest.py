@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,15 @@ def export_every_precision(export, source: Path, out: Path) -> Path:
             for name, (data, facts) in export(dtype).items():
                 write_graph(data, out, name, precision, source, facts)
     return out
+
+
+def dora_cli(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess]:
+    """``dora(*args, timeout=120)``: the dora CLI in the repository with ``env``, its output captured."""
+
+    def dora(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(["dora", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+    return dora
 
 
 def input_event(input_id: str, data: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:

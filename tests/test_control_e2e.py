@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, dora_cli
 from test_dataflow_e2e import assert_plausible_speech_file, dev_models, node_env  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
@@ -71,8 +71,7 @@ def barge_in_run(dev_models, tmp_path_factory):  # noqa: F811 (the fixture impor
         dev_models, GSV_WAV_PATH=str(tmp / "speech.wav"), GSV_MAX_LEAD_SECONDS="1.0", DORA_COORDINATOR_PORT="16113"
     )
 
-    def dora(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["dora", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    dora = dora_cli(env)
 
     started_at = time.time() - 1
     assert dora("up").returncode == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO
+from conftest import REPO, dora_cli
 
 from dora_gpt_sovits.benchmark.dataflow import processes_with_env as node_processes
 
@@ -181,8 +181,7 @@ def test_service_graph_speaks_on_request_and_stops_cleanly(dev_models, tmp_path)
     wav_path = tmp_path / "service.wav"
     env = node_env(dev_models, GSV_WAV_PATH=str(wav_path), DORA_COORDINATOR_PORT="16013")
 
-    def dora(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(["dora", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    dora = dora_cli(env)
 
     def wait_for(condition, seconds: float, what: str) -> None:
         deadline = time.time() + seconds
@@ -216,8 +215,7 @@ def test_distributed_graph_runs_gpt_and_vocoder_on_a_second_daemon(dev_models, t
         dev_models, GSV_TEXT="你好，世界。这是第二句话。", GSV_WAV_PATH=str(wav_path), DORA_COORDINATOR_PORT="17013"
     )
 
-    def dora(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(["dora", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    dora = dora_cli(env)
 
     assert dora("up").returncode == 0
     second = subprocess.Popen(

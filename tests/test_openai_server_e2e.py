@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO
+from conftest import REPO, dora_cli
 from test_dataflow_e2e import node_env, node_processes
 
 pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
@@ -47,8 +47,7 @@ def server(tmp_path_factory):
     port = free_port()
     env = node_env(models, GSV_HTTP_PORT=str(port), DORA_COORDINATOR_PORT="18013")
 
-    def dora(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(["dora", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    dora = dora_cli(env)
 
     assert dora("up").returncode == 0
     try:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, dora_cli
 from test_dataflow_e2e import assert_plausible_speech_file, dev_models, node_env  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
@@ -59,8 +59,7 @@ def done(room: str, utterance_id: str, since: float) -> bool:
 def test_each_room_hears_only_its_own_requests(dev_models):  # noqa: F811 (the fixture imported above)
     env = node_env(dev_models, DORA_COORDINATOR_PORT="16213")
 
-    def dora(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["dora", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    dora = dora_cli(env)
 
     started_at = time.time() - 1
     assert dora("up").returncode == 0
