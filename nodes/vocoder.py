@@ -25,6 +25,11 @@ vocoded together with the next ones while the utterance's audio already sent rea
 real-time playback *after* paying for the held run (its tokens × this node's measured vocoding
 seconds per token): fewer runs re-decode fewer context margins, so later segments of a long text
 cost less CPU (that the GPT beside this node gets), and a held run never eats the audio in hand.
+``GSV_COALESCE_QUEUED`` (1; 0 = off): when the segment's next chunk has already arrived (the GPT is
+ahead of this node: a backlog), the chunk is vocoded together with it whenever the audio in hand
+pays for the longer run; holding then waits for nothing. Both make the run boundaries, and so the
+samples, depend on timing (within the streaming tolerance); ``scripts/load_test.py``, which
+compares each stream with its solo run byte for byte, turns both off.
 ``GSV_VOCODER_FFT`` (``auto``: on a CPU in float32, the generator's long convolutions by FFT,
 ``sovits.spectral_conv``; 1 | 0) picks how the torch backend convolves.
 ``GSV_PEAK_LIMIT`` (off by default; 0.45 for dora-pyaudio, which wraps floats above 0.468) applies a
@@ -102,6 +107,7 @@ class VocoderStage(StageBase):
         clock: Callable[[], float] = time.monotonic,
         limiter: PeakLimiter | None = None,
         coalesce_lead_seconds: float = 0.0,
+        coalesce_queued: bool = False,
         extra_voice_ports: tuple[str, ...] = (),
     ):
         self.condition = condition
@@ -128,6 +134,7 @@ class VocoderStage(StageBase):
         self.pacer: Pacer[Outgoing] | None = None if max_lead_seconds is None else Pacer(max_lead_seconds, clock)
         self.clock = clock
         self.coalesce_lead = coalesce_lead_seconds
+        self.coalesce_queued = coalesce_queued
         # Vocoding seconds per token of the last runs (running mean; None until a run was timed):
         # what a held run will cost when it goes. Runs of few tokens cost more per token (their
         # context margins), so the estimate errs on the long side for the long runs holding makes.
@@ -175,12 +182,13 @@ class VocoderStage(StageBase):
             yield from self.release(part.voice)
         elif input_id == m.SEMANTIC_TOKENS:
             chunk = m.SemanticChunk.from_event(value, metadata)
+            queued = self.queued_tokens(chunk)  # before the check below: a stop queued meanwhile is applied
             if self.cancelled.cancels(chunk.key):
                 log.debug(
                     "utterance %s segment %d: cancelled, chunk dropped", chunk.key.utterance_id, chunk.key.segment_index
                 )
             elif chunk.error or self.ready(chunk.key.voice):
-                yield from self.vocode(chunk)
+                yield from self.vocode(chunk, queued)
             else:
                 chunk.tokens = np.array(chunk.tokens)  # outlives the event buffer
                 if chunk.key.voice not in self.waiting:
@@ -280,7 +288,13 @@ class VocoderStage(StageBase):
         self.waiting.clear()
         self.open.clear()
 
-    def vocode(self, chunk: m.SemanticChunk) -> Iterator[Outgoing]:
+    def queued_tokens(self, chunk: m.SemanticChunk) -> int:
+        """Tokens of the segment's next chunk if it already waits in this node's queue (else 0)."""
+        if not self.coalesce_queued or chunk.segment_final or chunk.error:
+            return 0
+        return m.next_chunk_tokens(self.backlog(), chunk.key, chunk.chunk_index)
+
+    def vocode(self, chunk: m.SemanticChunk, queued_tokens: int = 0) -> Iterator[Outgoing]:
         ident = (chunk.key.utterance_id, chunk.key.segment_index)
         if ident in self.lost:  # already reported failed
             if chunk.segment_final:
@@ -313,7 +327,7 @@ class VocoderStage(StageBase):
             yield self.audio(chunk.key, torch.zeros(0), 0, True, f"voice {chunk.key.voice!r} unusable: {e}")
             return
         hold = not chunk.segment_final and self.worth_holding(
-            chunk.key.utterance_id, segment.vocoder, len(chunk.tokens)
+            chunk.key.utterance_id, segment.vocoder, len(chunk.tokens), queued_tokens
         )
         segment.chunks_held += hold
         started = time.perf_counter()
@@ -347,13 +361,18 @@ class VocoderStage(StageBase):
             self.log_segment(segment)
         yield from self.slices(segment, self.to_output_rate(segment, wav, chunk.segment_final), chunk.segment_final)
 
-    def worth_holding(self, utterance_id: str, vocoder: SegmentStream, new_tokens: int) -> bool:
-        """Hold a non-final chunk for a longer run while the lead stays above the threshold even
-        after vocoding everything held so far plus this chunk (at the measured cost per token)."""
-        if self.coalesce_lead <= 0 or self.seconds_per_token is None:
+    def worth_holding(self, utterance_id: str, vocoder: SegmentStream, new_tokens: int, queued_tokens: int) -> bool:
+        """Hold a non-final chunk for a longer run when the audio in hand pays for it (at the measured
+        cost per token): the next chunk already waits (``queued_tokens``) and the lead covers vocoding
+        both, or, waiting for chunks still to come, the lead stays above the threshold even after
+        vocoding everything held so far plus this chunk."""
+        if self.seconds_per_token is None:
             return False
         pending = vocoder.tokens.size + new_tokens - vocoder.decoded
-        return self.lead_seconds(utterance_id) >= self.coalesce_lead + pending * self.seconds_per_token
+        lead = self.lead_seconds(utterance_id)
+        if queued_tokens and lead >= (pending + queued_tokens) * self.seconds_per_token:
+            return True
+        return self.coalesce_lead > 0 and lead >= self.coalesce_lead + pending * self.seconds_per_token
 
     def time_run(self, tokens: int, seconds: float) -> None:
         if tokens > 0:
@@ -466,6 +485,7 @@ def load() -> tuple[VocoderStage, str]:
         max_lead_seconds=settings.max_lead_seconds,
         limiter=settings.limiter(),
         coalesce_lead_seconds=settings.coalesce_lead_seconds,
+        coalesce_queued=settings.coalesce_queued,
         extra_voice_ports=engine.extra_voice_ports,
     )
     if flow_matching:  # the first run's shape: the gpt's first chunk (ChunkPolicy, 8 tokens) less the lookahead

@@ -254,6 +254,12 @@ def main() -> int:
         help="the vocoder's GSV_COALESCE_LEAD_SECONDS (default 0 here: its holding of token chunks depends on "
         "timing, so the runs it vocodes, and with them the audio, vary between a solo and a concurrent run)",
     )
+    parser.add_argument(
+        "--coalesce-queued",
+        default="0",
+        help="the vocoder's GSV_COALESCE_QUEUED (default 0 here, for the same reason: whether a chunk's successor "
+        "has already arrived depends on timing)",
+    )
     args = parser.parse_args()
 
     from dora_gpt_sovits.benchmark.concurrency import ServerGraph, server_env
@@ -263,7 +269,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="gsv-load-"))
     models = args.model_dir or build_bundle(work / "dev-tiny", size="tiny", version="v2")
     paths = resolve({"GSV_MODEL_DIR": str(Path(models).resolve())}, need=("gpt", "sovits", "bert", "hubert"))
-    env = server_env(paths, work, args.tokens, args.seed) | {"GSV_COALESCE_LEAD_SECONDS": args.coalesce_lead}
+    env = server_env(paths, work, args.tokens, args.seed) | {
+        "GSV_COALESCE_LEAD_SECONDS": args.coalesce_lead,
+        "GSV_COALESCE_QUEUED": args.coalesce_queued,
+    }
     graph = ServerGraph(REPO, work, env)
     print(f"load test: starting the OpenAI server graph in {work}", flush=True)
     graph.start()
@@ -274,6 +283,7 @@ def main() -> int:
         graph.stop()
     summary |= {"log": str(graph.log_path), "tokens_per_segment": args.tokens, "seed": args.seed}
     summary["coalesce_lead_seconds"] = args.coalesce_lead
+    summary["coalesce_queued"] = args.coalesce_queued
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(
         json.dumps(summary | {"rss_samples": sampler.samples}, indent=1, ensure_ascii=False)

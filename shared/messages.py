@@ -19,7 +19,7 @@ import math
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -522,6 +522,24 @@ class SemanticChunk:
                 error=str(md.get(ERROR, "")),
                 prompt_phone_ids=[int(i) for i in _items(md.get(PROMPT_PHONE_IDS, []))],
             )
+
+
+def next_chunk_tokens(events: Iterable[Mapping[str, Any]], key: SegmentKey, chunk_index: int) -> int:
+    """How many tokens the segment's chunk ``chunk_index + 1`` holds if it is among ``events`` (dora
+    events already queued for the vocoder), else 0. Anything malformed is left for the node to report."""
+    for event in events:
+        md = event.get("metadata") or {}
+        if (
+            event.get("type") == "INPUT"
+            and event.get("id") == SEMANTIC_TOKENS
+            and str(md.get(UTTERANCE_ID)) == key.utterance_id
+            and md.get(SEGMENT_INDEX) == key.segment_index
+            and md.get(CHUNK_INDEX) == chunk_index + 1
+            and not md.get(ERROR)
+        ):
+            value = event.get("value")
+            return 0 if value is None else len(value)
+    return 0
 
 
 @dataclass

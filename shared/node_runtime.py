@@ -27,6 +27,10 @@ messages of different utterances may overtake each other; before handling one, t
 dora has queued and handles the oldest message of the utterance served least recently, so a new
 request's first segment does not wait behind a long one's backlog. Other events keep their place.
 
+Backlog: a stage may look at what already waits behind the message it handles (``backlog()``,
+set by the loop: it pulls what dora has queued, handling a stop among it at once). The vocoder
+vocodes a segment's next token chunk in the same run when it is already there.
+
 Restarts (``restart_policy`` in the YAML): dora restarts a crashed node and tells its direct
 consumers with a ``NODE_RESTARTED`` event; a restart marker (``messages.restart_marker``) carries
 the news further down the data path. Both reach the stage as ``upstream_restarted(node, inputs)``:
@@ -45,7 +49,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
@@ -96,6 +100,9 @@ class Stage(Protocol):
 
         ``inputs``: this stage's inputs that ``node`` feeds (None when unknown: assume all)."""
 
+    def backlog(self) -> Sequence[dict[str, Any]]:
+        """The dora events already queued behind the one being handled, oldest first (set by the loop)."""
+
 
 class StageBase:
     """Defaults for stages with nothing pending, no deadlines and nothing to flush."""
@@ -122,6 +129,9 @@ class StageBase:
 
     def upstream_restarted(self, node: str, inputs: frozenset[str] | None) -> Iterable[Outgoing]:
         return ()
+
+    def backlog(self) -> Sequence[dict[str, Any]]:
+        return ()  # outside a node loop (gsv-tts, tests) nothing is known to wait
 
     # A health probe (shared/health.py) passes on this output as an empty message of this type.
     probe_output: str | None = None
@@ -165,6 +175,18 @@ class Loop:
         self.control_inputs = getattr(stage, "control_inputs", frozenset())
         fair_inputs = getattr(stage, "fair_inputs", frozenset())
         self.fair = FairPick(fair_inputs) if fair and fair_inputs else None
+        if hasattr(stage, "backlog"):
+            stage.backlog = self.backlog
+
+    def backlog(self) -> Sequence[dict[str, Any]]:
+        """What already arrived behind the event being handled, oldest first: everything dora has
+        queued for this node is pulled now (a control message among it is handled at once)."""
+        if self.control_inputs:
+            self.poll_control()
+        else:
+            while (event := self.node.try_recv()) is not None:
+                self.inbox.buffered.append(event)
+        return tuple(self.inbox.buffered)
 
     def next_event(self, clock: Callable[[], float]) -> dict[str, Any] | None:
         """The next event to handle (None: the stream ended). Waits at most until the stage's deadline;

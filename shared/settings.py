@@ -446,6 +446,9 @@ class VocoderSettings(ModelNodeSettings):
     coalesce_lead_seconds: float = setting(
         number("GSV_COALESCE_LEAD_SECONDS", 1.0, "lead above which chunks are vocoded together", low=0.0)
     )
+    coalesce_queued: bool = setting(
+        flag("GSV_COALESCE_QUEUED", True, "vocode a chunk with the next one when that one already waits")
+    )
     peak_limit: float = setting(number("GSV_PEAK_LIMIT", 0.0, "output peak limit (0 = off)", low=0.0, shown="off"))
     output_gain: float | None = setting(
         number("GSV_OUTPUT_GAIN", None, "gain before the limit", low=0.0, low_open=True, shown="the limit")

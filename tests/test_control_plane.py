@@ -367,6 +367,87 @@ def test_vocoder_without_lead_vocodes_every_chunk_and_a_stop_forgets_the_lead():
     assert samples_of(off.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=1))) == 16 * 640
 
 
+def counting_vocoder(runs: list[int], **kwargs) -> VocoderStage:
+    """The stand-in vocoder, recording the token count of every run it decodes."""
+
+    def make_decoder(cond, phone_ids, seed, speed):
+        def decode(history, run, lookahead, position):
+            runs.append(len(run))
+            return torch.full((len(run) * 640,), 0.25), torch.zeros(0)
+
+        return decode
+
+    stage = VocoderStage(lambda spec, sv: "cond", make_decoder, SR, needs_speaker_embedding=False, **kwargs)
+    list(
+        stage.handle(m.REFERENCE_SPECTROGRAM, *m.ReferencePart("default", np.ones((1025, 8), np.float32)).to_message())
+    )
+    return stage
+
+
+def backlogged_segment(clock: Clock, coalesce_queued: bool) -> tuple[list[int], RecordingNode]:
+    """Segment 0 whole (6.3 s in hand), then segment 1 in four chunks that all wait in the queue."""
+    runs: list[int] = []
+    stage = counting_vocoder(runs, clock=clock, coalesce_queued=coalesce_queued)
+    stage.seconds_per_token = 0.01  # as measured: 1 s of audio (50 tokens) costs 0.5 s
+    chunks = [(20, 0, False), (20, 1, False), (20, 2, False), (10, 3, True)]
+    node = RecordingNode(
+        [input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, 300, 0, True))]
+        + [input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, n, i, f, segment=1)) for n, i, f in chunks]
+        + [closed_event(m.SEMANTIC_TOKENS)]
+    )
+    serve(node, stage, clock=clock)
+    return runs, node
+
+
+def test_vocoder_vocodes_a_chunk_with_the_next_one_when_that_one_already_waits():
+    runs, node = backlogged_segment(Clock(0.0), coalesce_queued=True)
+    assert runs == [300, 70]  # segment 1 in one run: each chunk's successor was already queued
+    off, node_off = backlogged_segment(Clock(0.0), coalesce_queued=False)
+    assert off == [300, 16, 20, 20, 14]  # one run per chunk (the first keeps 4 tokens of lookahead)
+    # The same audio leaves either way (the stand-in decodes tokens independently of the runs).
+    merged, per_chunk = (np.concatenate([d.to_numpy() for d, _ in n.outputs(m.AUDIO)]) for n in (node, node_off))
+    assert np.array_equal(merged, per_chunk) and len(merged) == 370 * 640 + 2 * int(0.3 * SR)
+
+
+def test_a_stop_found_while_looking_at_the_backlog_is_applied_before_the_chunk_is_vocoded():
+    runs: list[int] = []
+    stage = counting_vocoder(runs, coalesce_queued=True)
+    node = RecordingNode(
+        [
+            input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False)),
+            input_event(m.CONTROL, *stop()),
+            input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, True)),
+            closed_event(m.SEMANTIC_TOKENS),
+        ]
+    )
+    serve(node, stage)
+    assert runs == [] and node.outputs(m.AUDIO) == []
+
+
+def test_vocoder_merges_a_queued_chunk_only_while_the_audio_in_hand_pays_for_it():
+    clock = Clock(0.0)
+    runs: list[int] = []
+    stage = counting_vocoder(runs, clock=clock, coalesce_queued=True)
+    list(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 50, 0, True)))  # 1.3 s in hand at t = 0
+    stage.seconds_per_token = 0.03
+    waiting = [input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=1))]
+    stage.backlog = lambda: waiting
+    # 40 tokens cost 1.2 s <= 1.3 s in hand: held for one run with the next chunk.
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=1))) == 0
+    clock.t = 0.5  # 0.8 s in hand; 40 + 20 tokens would cost 1.8 s: this chunk goes with what was held
+    waiting[:] = [input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 2, False, segment=1))]
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=1))) == 36 * 640
+    assert runs == [50, 36]
+    # What waits must be this segment's very next chunk: a later one, or another utterance's, does not count.
+    clock.t = 0.0
+    for segment, other in (
+        (2, tokens("u", OLD, 20, 2, False, segment=2)),
+        (3, tokens("v", OLD, 20, 1, False, segment=3)),
+    ):
+        waiting[:] = [input_event(m.SEMANTIC_TOKENS, *other)]
+        assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=segment))) > 0
+
+
 def test_pacer_holds_audio_beyond_the_lead_and_releases_it_on_the_deadline():
     clock = Clock(10.0)
     pacer: Pacer[str] = Pacer(max_lead=1.0, clock=clock)
