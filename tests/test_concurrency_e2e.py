@@ -69,7 +69,10 @@ def test_concurrent_streams_equal_their_solo_runs(tmp_path):
     models = build_bundle(tmp_path / "dev-tiny", size="tiny", version="v2")
     paths = resolve({"GSV_MODEL_DIR": str(models)}, need=("gpt", "sovits", "bert", "hubert"))
     # Coalescing off: which token runs the vocoder holds together depends on timing (see load_test.py).
-    env = server_env(paths, tmp_path, tokens=20, seed=0) | {"GSV_COALESCE_LEAD_SECONDS": "0", "GSV_COALESCE_QUEUED": "0"}
+    env = server_env(paths, tmp_path, tokens=20, seed=0) | {
+        "GSV_COALESCE_LEAD_SECONDS": "0",
+        "GSV_COALESCE_QUEUED": "0",
+    }
     graph = ServerGraph(REPO, tmp_path, env)
     graph.start()
     try:
