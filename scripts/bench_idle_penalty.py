@@ -10,7 +10,7 @@ A setting is ``name[:VARIABLE=value,...]``; ``VARIABLE=`` (empty) removes it fro
 Each setting runs in a fresh Python process, because libgomp and glibc read their variables once,
 when the library loads. In it, the gpt node's own ``load()`` (``nodes/gpt_decoder.py``) and the
 vocoder node's engine (``open_engine`` + ``warm_up``) are loaded as the graph loads them, with
-``GSV_THREADS`` threads; then, for each pause (0 s = back to back, then ``--idle``), each call is
+``GSV_THREADS`` threads; then, for each pause (0 s = back to back, then each ``--idle``), each call is
 timed after sleeping that long: the gpt's time to its first token (prefill + first sample) on
 ``--phones`` phones and a ``--prompt``-token voice prompt, and the vocoder's first run of a segment
 (4 tokens + 4 of lookahead on 40 phones). Beside each time: the process's minor page faults and
@@ -109,18 +109,22 @@ def summarize(usages: Iterable[Usage]) -> dict[str, float]:
     }
 
 
-def markdown(rows: list[dict[str, Any]], idle: float) -> str:
-    """One line per setting and stage: back to back, after idle, the penalty, and why (faults, switches)."""
+def markdown(rows: list[dict[str, Any]], idles: list[float]) -> str:
+    """One line per setting and stage: back to back, after each idle pause, the penalty after the
+    longest, and why (minor faults, context switches: back to back / after the longest)."""
+    longest = f"{max(idles):g}"
+    after = "".join(f" after {i:g} s idle ms |" for i in idles)
     lines = [
-        f"| setting | stage | back to back ms | after {idle:g} s idle ms | penalty ms "
-        "| minor faults b2b / idle | context switches b2b / idle |",
-        "|---|---|---|---|---|---|---|",
+        f"| setting | stage | back to back ms |{after} penalty ms | minor faults b2b / idle | context switches b2b / idle |",
+        "|---|---|---|" + "---|" * len(idles) + "---|---|---|",
     ]
     for row in rows:
         for stage in STAGES:
-            b2b, idled = row["results"][stage]["0"], row["results"][stage][f"{idle:g}"]
+            results = row["results"][stage]
+            b2b, idled = results["0"], results[longest]
+            cells = "".join(f" {results[f'{i:g}']['ms']:.0f} |" for i in idles)
             lines.append(
-                f"| {row['setting']} | {stage} | {b2b['ms']:.0f} | {idled['ms']:.0f} | {idled['ms'] - b2b['ms']:+.0f} "
+                f"| {row['setting']} | {stage} | {b2b['ms']:.0f} |{cells} {idled['ms'] - b2b['ms']:+.0f} "
                 f"| {b2b['minor_faults']:g} / {idled['minor_faults']:g} | {b2b['switches']:g} / {idled['switches']:g} |"
             )
     return "\n".join(lines)
@@ -191,7 +195,7 @@ def child(pauses: list[float], repeats: int, phones: int, prompt: int, busy: boo
 
 def run_setting(setting: Setting, a: argparse.Namespace) -> dict[str, Any]:
     base = {**os.environ, "GSV_MODEL_DIR": str(a.model_dir), "GSV_THREADS": str(a.threads)}
-    command = [sys.executable, __file__, "--child", "--idle", str(a.idle), "--repeats", str(a.repeats)]
+    command = [sys.executable, __file__, "--child", "--idle", *map(str, a.idle), "--repeats", str(a.repeats)]
     command += ["--phones", str(a.phones), "--prompt", str(a.prompt), "--model-dir", str(a.model_dir)]
     command += ["--busy-idle"] if a.busy_idle else []
     done = subprocess.run(command, env=setting.environment(base), capture_output=True, text=True, check=False)
@@ -217,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         "--model-dir", type=Path, required=True, help="models (a full-size development model or real weights)"
     )
     p.add_argument("--setting", action="append", type=Setting.parse, default=None, help="name[:VARIABLE=value,...]")
-    p.add_argument("--idle", type=float, default=4.0, help="seconds idle before each call of the idle pass")
+    p.add_argument("--idle", type=float, nargs="+", default=[4.0], help="idle pauses (s) measured after back to back")
     p.add_argument("--repeats", type=int, default=6, help="measured calls per stage and pause (one more runs first)")
     p.add_argument("--threads", type=int, default=2, help="GSV_THREADS, as the graph's nodes run")
     p.add_argument("--phones", type=int, default=45, help="the gpt's segment length in phones")
@@ -234,10 +238,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.idle <= 0 or a.repeats < 1:
+    if min(a.idle) <= 0 or a.repeats < 1:
         p.error("--idle must be > 0 and --repeats >= 1")
     if a.child:
-        print(json.dumps(child([0.0, a.idle], a.repeats, a.phones, a.prompt, a.busy_idle)))
+        print(json.dumps(child([0.0, *a.idle], a.repeats, a.phones, a.prompt, a.busy_idle)))
         return
     held = hold_cpu_latency(a.cpu_latency_us) if a.cpu_latency_us is not None else None
     rows = []

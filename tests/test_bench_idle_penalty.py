@@ -61,9 +61,9 @@ def test_summary_and_table_give_the_medians_and_the_penalty():
     slow = b.summarize([b.Usage(190, 50, 40), b.Usage(170, 30, 20)])
     assert fast == {"ms": 110, "minor_faults": 1, "switches": 11, "n": 3, "all_ms": [100, 120, 110]}
     assert slow["ms"] == 180 and slow["minor_faults"] == 40
-    row = {"setting": "passive", "results": {s: {"0": fast, "4": slow} for s in b.STAGES}}
-    table = b.markdown([row], 4.0)
-    assert "| after 4 s idle ms |" in table
-    assert "| passive | gpt | 110 | 180 | +70 | 1 / 40 | 11 / 30 |" in table
+    row = {"setting": "passive", "results": {s: {"0": fast, "0.5": fast, "4": slow} for s in b.STAGES}}
+    table = b.markdown([row], [0.5, 4.0])
+    assert "| after 0.5 s idle ms | after 4 s idle ms |" in table
+    assert "| passive | gpt | 110 | 110 | 180 | +70 | 1 / 40 | 11 / 30 |" in table
     with pytest.raises(ValueError, match="no measured calls"):
         b.summarize([])
