@@ -129,6 +129,31 @@ def test_results_do_not_depend_on_the_thread_count(kernel):
     assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
+def test_threads_that_outnumber_the_cores_meet_at_every_phase(kernel):
+    """More threads than cores: some are descheduled at each barrier and the others sleep there
+    (decode_layers.cpp, SpinBarrier); every step must still finish with the 1-thread result."""
+    import os
+
+    model, fused = packed_pair("head_dim_32")
+    d = model.config.hidden_dim
+    g = torch.Generator().manual_seed(6)
+    x, filled = torch.randn(2, d, generator=g), model.new_cache(2, 40)
+    filled.k.copy_(torch.randn(filled.k.shape, generator=g))
+    filled.v.copy_(torch.randn(filled.v.shape, generator=g))
+
+    def step() -> torch.Tensor:
+        return torch.ops.gsv.decode_layers(x, fused.weights, filled.k.clone(), filled.v.clone(), 30, 1e-5)
+
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = step()
+        torch.set_num_threads(min(8, 2 * (os.cpu_count() or 1)))
+        assert all(torch.equal(step(), alone) for _ in range(50))
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_steps_the_operator_cannot_take_use_the_module_path(kernel):
     model, fused = packed_pair("fixture")
     x = torch.zeros(2, model.config.hidden_dim)

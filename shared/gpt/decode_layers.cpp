@@ -7,11 +7,14 @@
 // throughout; only summation orders differ, as between any two float32 kernels.
 #include <torch/extension.h>
 
+#include <linux/futex.h>
 #include <omp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <climits>
 #include <cmath>
-#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -100,8 +103,11 @@ void attend(const float* q, const float* keys, const float* values, int64_t leng
 // one OpenMP region per phase, 5 per layer: ~120 per token, and under OMP_WAIT_POLICY=PASSIVE (our
 // graphs) every region woke the sleeping pool threads through the kernel (docs/performance.md,
 // "Decode against the bandwidth floor"). Now a step is one region; its phases are separated by this
-// barrier, which spins briefly (a phase lasts microseconds) and then yields the core, so a thread
-// descheduled on a busy machine does not leave the others burning theirs.
+// barrier. A phase lasts tens of microseconds and the threads of an idle machine arrive within a
+// few of each other, so a waiter first spins briefly; past that its partner has been descheduled
+// (in a graph the vocoder's threads share the cores), and the waiter sleeps in the kernel until the
+// last thread arrives: spinning or yielding there took the very core the late thread or the
+// vocoder needed (docs/performance.md, "Decode threads that sleep at their barrier").
 class SpinBarrier {
  public:
   void wait(int threads) {
@@ -109,20 +115,29 @@ class SpinBarrier {
     const int generation = generation_.load(std::memory_order_acquire);
     if (arrived_.fetch_add(1, std::memory_order_acq_rel) == threads - 1) {
       arrived_.store(0, std::memory_order_relaxed);
-      generation_.fetch_add(1, std::memory_order_release);
+      generation_.fetch_add(1, std::memory_order_seq_cst);
+      if (sleepers_.load(std::memory_order_seq_cst) > 0) futex(FUTEX_WAKE_PRIVATE, INT_MAX);
       return;
     }
-    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
-      if (spins < kSpins)
-        _mm_pause();
-      else
-        std::this_thread::yield();
+    for (int spins = 0; spins < kSpins; ++spins) {
+      if (generation_.load(std::memory_order_acquire) != generation) return;
+      _mm_pause();
     }
+    // Announce the sleep before the last look: the releaser either sees us and wakes us, or bumped
+    // the generation before that look (both seq_cst), and FUTEX_WAIT returns at once if it changed.
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    while (generation_.load(std::memory_order_seq_cst) == generation) futex(FUTEX_WAIT_PRIVATE, generation);
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
   }
 
  private:
-  static constexpr int kSpins = 20000;  // ~0.1-1 ms of pause instructions, then yield
-  std::atomic<int> arrived_{0}, generation_{0};
+  long futex(int op, int value) {
+    static_assert(sizeof(std::atomic<int>) == sizeof(int), "the futex word is the atomic's int");
+    return syscall(SYS_futex, reinterpret_cast<int*>(&generation_), op, value, nullptr, nullptr, 0);
+  }
+
+  static constexpr int kSpins = 2000;  // ~10-100 us of pause instructions (the CPU's pause latency), then sleep
+  std::atomic<int> arrived_{0}, generation_{0}, sleepers_{0};
 };
 
 // The share [first, last) of `total` items that thread `t` of `threads` takes: contiguous, even.
