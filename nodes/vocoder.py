@@ -27,7 +27,8 @@ seconds per token): fewer runs re-decode fewer context margins, so later segment
 cost less CPU (that the GPT beside this node gets), and a held run never eats the audio in hand.
 ``GSV_COALESCE_QUEUED`` (1; 0 = off): when the segment's next chunk has already arrived (the GPT is
 ahead of this node: a backlog), the chunk is vocoded together with it whenever the audio in hand
-pays for the longer run; holding then waits for nothing. Both make the run boundaries, and so the
+pays for the longer run, or whenever other utterances' chunks wait too (this node is the
+bottleneck: every margin not re-decoded serves all the streams sooner); holding then waits for nothing. Both make the run boundaries, and so the
 samples, depend on timing (within the streaming tolerance); ``scripts/load_test.py``, which
 compares each stream with its solo run byte for byte, turns both off.
 ``GSV_VOCODER_FFT`` (``auto``: on a CPU in float32, the generator's long convolutions by FFT,
@@ -182,7 +183,7 @@ class VocoderStage(StageBase):
             yield from self.release(part.voice)
         elif input_id == m.SEMANTIC_TOKENS:
             chunk = m.SemanticChunk.from_event(value, metadata)
-            queued = self.queued_tokens(chunk)  # before the check below: a stop queued meanwhile is applied
+            queued = self.queued_behind(chunk)  # before the check below: a stop queued meanwhile is applied
             if self.cancelled.cancels(chunk.key):
                 log.debug(
                     "utterance %s segment %d: cancelled, chunk dropped", chunk.key.utterance_id, chunk.key.segment_index
@@ -288,13 +289,13 @@ class VocoderStage(StageBase):
         self.waiting.clear()
         self.open.clear()
 
-    def queued_tokens(self, chunk: m.SemanticChunk) -> int:
-        """Tokens of the segment's next chunk if it already waits in this node's queue (else 0)."""
+    def queued_behind(self, chunk: m.SemanticChunk) -> m.TokenBacklog:
+        """What already waits in this node's queue behind ``chunk`` (nothing, when that does not matter)."""
         if not self.coalesce_queued or chunk.segment_final or chunk.error:
-            return 0
-        return m.next_chunk_tokens(self.backlog(), chunk.key, chunk.chunk_index)
+            return m.TokenBacklog()
+        return m.TokenBacklog.of(self.backlog(), chunk.key, chunk.chunk_index)
 
-    def vocode(self, chunk: m.SemanticChunk, queued_tokens: int = 0) -> Iterator[Outgoing]:
+    def vocode(self, chunk: m.SemanticChunk, queued: m.TokenBacklog = m.TokenBacklog()) -> Iterator[Outgoing]:
         ident = (chunk.key.utterance_id, chunk.key.segment_index)
         if ident in self.lost:  # already reported failed
             if chunk.segment_final:
@@ -327,7 +328,7 @@ class VocoderStage(StageBase):
             yield self.audio(chunk.key, torch.zeros(0), 0, True, f"voice {chunk.key.voice!r} unusable: {e}")
             return
         hold = not chunk.segment_final and self.worth_holding(
-            chunk.key.utterance_id, segment.vocoder, len(chunk.tokens), queued_tokens
+            chunk.key.utterance_id, segment.vocoder, len(chunk.tokens), queued
         )
         segment.chunks_held += hold
         started = time.perf_counter()
@@ -361,16 +362,18 @@ class VocoderStage(StageBase):
             self.log_segment(segment)
         yield from self.slices(segment, self.to_output_rate(segment, wav, chunk.segment_final), chunk.segment_final)
 
-    def worth_holding(self, utterance_id: str, vocoder: SegmentStream, new_tokens: int, queued_tokens: int) -> bool:
-        """Hold a non-final chunk for a longer run when the audio in hand pays for it (at the measured
-        cost per token): the next chunk already waits (``queued_tokens``) and the lead covers vocoding
-        both, or, waiting for chunks still to come, the lead stays above the threshold even after
-        vocoding everything held so far plus this chunk."""
+    def worth_holding(self, utterance_id: str, vocoder: SegmentStream, new_tokens: int, queued: m.TokenBacklog) -> bool:
+        """Hold a non-final chunk for a longer run: when the next chunk already waits and either the
+        audio in hand covers vocoding both (at the measured cost per token) or other utterances wait
+        too (throughput first); or, waiting for chunks still to come, while the lead stays above the
+        threshold even after vocoding everything held so far plus this chunk."""
         if self.seconds_per_token is None:
             return False
         pending = vocoder.tokens.size + new_tokens - vocoder.decoded
         lead = self.lead_seconds(utterance_id)
-        if queued_tokens and lead >= (pending + queued_tokens) * self.seconds_per_token:
+        if queued.next_chunk_tokens and (
+            queued.other_utterances or lead >= (pending + queued.next_chunk_tokens) * self.seconds_per_token
+        ):
             return True
         return self.coalesce_lead > 0 and lead >= self.coalesce_lead + pending * self.seconds_per_token
 

@@ -524,22 +524,27 @@ class SemanticChunk:
             )
 
 
-def next_chunk_tokens(events: Iterable[Mapping[str, Any]], key: SegmentKey, chunk_index: int) -> int:
-    """How many tokens the segment's chunk ``chunk_index + 1`` holds if it is among ``events`` (dora
-    events already queued for the vocoder), else 0. Anything malformed is left for the node to report."""
-    for event in events:
-        md = event.get("metadata") or {}
-        if (
-            event.get("type") == "INPUT"
-            and event.get("id") == SEMANTIC_TOKENS
-            and str(md.get(UTTERANCE_ID)) == key.utterance_id
-            and md.get(SEGMENT_INDEX) == key.segment_index
-            and md.get(CHUNK_INDEX) == chunk_index + 1
-            and not md.get(ERROR)
-        ):
-            value = event.get("value")
-            return 0 if value is None else len(value)
-    return 0
+@dataclass(frozen=True)
+class TokenBacklog:
+    """What already waits in the vocoder's queue (dora events) behind one segment's token chunk."""
+
+    next_chunk_tokens: int = 0  # tokens of the segment's next chunk (0: not arrived yet)
+    other_utterances: bool = False  # chunks of other utterances wait too: the vocoder is the bottleneck
+
+    @classmethod
+    def of(cls, events: Iterable[Mapping[str, Any]], key: SegmentKey, chunk_index: int) -> TokenBacklog:
+        """Anything malformed among ``events`` is left for the node to report when it gets there."""
+        next_tokens, others = 0, False
+        for event in events:
+            md = event.get("metadata") or {}
+            if event.get("type") != "INPUT" or event.get("id") != SEMANTIC_TOKENS or md.get(ERROR):
+                continue
+            if str(md.get(UTTERANCE_ID)) != key.utterance_id:
+                others = others or bool(md.get(UTTERANCE_ID))
+            elif md.get(SEGMENT_INDEX) == key.segment_index and md.get(CHUNK_INDEX) == chunk_index + 1:
+                value = event.get("value")
+                next_tokens = 0 if value is None else len(value)
+        return cls(next_tokens, others)
 
 
 @dataclass
