@@ -28,7 +28,8 @@ cost less CPU (that the GPT beside this node gets), and a held run never eats th
 ``GSV_COALESCE_QUEUED`` (1; 0 = off): when the segment's next chunk has already arrived (the GPT is
 ahead of this node: a backlog), the chunk is vocoded together with it whenever the audio in hand
 pays for the longer run, or whenever other utterances' chunks wait too (this node is the
-bottleneck: every margin not re-decoded serves all the streams sooner); holding then waits for nothing. Both make the run boundaries, and so the
+bottleneck: every margin not re-decoded serves all the streams sooner) and none of them starts a
+segment (whose first audio would wait for the longer run); holding then waits for nothing. Both make the run boundaries, and so the
 samples, depend on timing (within the streaming tolerance); ``scripts/load_test.py``, which
 compares each stream with its solo run byte for byte, turns both off.
 ``GSV_VOCODER_FFT`` (``auto``: on a CPU in float32, the generator's long convolutions by FFT,
@@ -365,14 +366,16 @@ class VocoderStage(StageBase):
     def worth_holding(self, utterance_id: str, vocoder: SegmentStream, new_tokens: int, queued: m.TokenBacklog) -> bool:
         """Hold a non-final chunk for a longer run: when the next chunk already waits and either the
         audio in hand covers vocoding both (at the measured cost per token) or other utterances wait
-        too (throughput first); or, waiting for chunks still to come, while the lead stays above the
-        threshold even after vocoding everything held so far plus this chunk."""
+        too, none at a segment's start (throughput first, first audio not delayed); or, waiting for
+        chunks still to come, while the lead stays above the threshold even after vocoding
+        everything held so far plus this chunk."""
         if self.seconds_per_token is None:
             return False
         pending = vocoder.tokens.size + new_tokens - vocoder.decoded
         lead = self.lead_seconds(utterance_id)
         if queued.next_chunk_tokens and (
-            queued.other_utterances or lead >= (pending + queued.next_chunk_tokens) * self.seconds_per_token
+            (queued.other_utterances and not queued.segment_start_waits)
+            or lead >= (pending + queued.next_chunk_tokens) * self.seconds_per_token
         ):
             return True
         return self.coalesce_lead > 0 and lead >= self.coalesce_lead + pending * self.seconds_per_token

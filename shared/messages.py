@@ -530,21 +530,23 @@ class TokenBacklog:
 
     next_chunk_tokens: int = 0  # tokens of the segment's next chunk (0: not arrived yet)
     other_utterances: bool = False  # chunks of other utterances wait too: the vocoder is the bottleneck
+    segment_start_waits: bool = False  # one of them starts a segment: its first audio waits for our run
 
     @classmethod
     def of(cls, events: Iterable[Mapping[str, Any]], key: SegmentKey, chunk_index: int) -> TokenBacklog:
         """Anything malformed among ``events`` is left for the node to report when it gets there."""
-        next_tokens, others = 0, False
+        next_tokens, others, start = 0, False, False
         for event in events:
             md = event.get("metadata") or {}
             if event.get("type") != "INPUT" or event.get("id") != SEMANTIC_TOKENS or md.get(ERROR):
                 continue
             if str(md.get(UTTERANCE_ID)) != key.utterance_id:
                 others = others or bool(md.get(UTTERANCE_ID))
+                start = start or md.get(CHUNK_INDEX) == 0
             elif md.get(SEGMENT_INDEX) == key.segment_index and md.get(CHUNK_INDEX) == chunk_index + 1:
                 value = event.get("value")
                 next_tokens = 0 if value is None else len(value)
-        return cls(next_tokens, others)
+        return cls(next_tokens, others, start)
 
 
 @dataclass

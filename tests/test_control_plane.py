@@ -442,12 +442,19 @@ def test_vocoder_merges_a_queued_chunk_only_while_the_audio_in_hand_pays_for_it(
     # chunk joins its waiting successor all the same (fewer margins re-decoded serve every stream sooner).
     clock.t = 10.0
     waiting[:] = [
-        input_event(m.SEMANTIC_TOKENS, *tokens("v", OLD, 20, 0, False, segment=0)),
+        input_event(m.SEMANTIC_TOKENS, *tokens("v", OLD, 20, 2, False, segment=0)),
         input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=4)),
     ]
     assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=4))) == 0
     waiting[:] = waiting[1:]  # alone again: with nothing in hand each chunk goes at once
     assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=4))) == 36 * 640
+    # Another utterance waits at a segment's start: its first audio must not wait for a longer run.
+    clock.t, stage.seconds_per_token = 20.0, 0.03  # nothing in hand
+    waiting[:] = [
+        input_event(m.SEMANTIC_TOKENS, *tokens("v", OLD, 20, 0, False, segment=1)),
+        input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=5)),
+    ]
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=5))) == 16 * 640
     # What waits must be this segment's very next chunk: a later one, or another utterance's, does not count.
     clock.t = 0.0
     for segment, other in (
