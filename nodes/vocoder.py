@@ -25,13 +25,14 @@ vocoded together with the next ones while the utterance's audio already sent rea
 real-time playback *after* paying for the held run (its tokens × this node's measured vocoding
 seconds per token): fewer runs re-decode fewer context margins, so later segments of a long text
 cost less CPU (that the GPT beside this node gets), and a held run never eats the audio in hand.
-``GSV_COALESCE_QUEUED`` (1; 0 = off): when the segment's next chunk has already arrived (the GPT is
-ahead of this node: a backlog), the chunk is vocoded together with it whenever the audio in hand
-pays for the longer run, or whenever other utterances' chunks wait too (this node is the
-bottleneck: every margin not re-decoded serves all the streams sooner) and none of them starts a
-segment (whose first audio would wait for the longer run); holding then waits for nothing. Both make the run boundaries, and so the
-samples, depend on timing (within the streaming tolerance); ``scripts/load_test.py``, which
-compares each stream with its solo run byte for byte, turns both off.
+``GSV_COALESCE_QUEUED`` (1; 0 = off): when the segment's next chunks have already arrived (the GPT
+is ahead of this node: a backlog), they are taken out of the queue and vocoded in the same run —
+when the audio in hand pays for the longer run, or when other utterances' chunks wait too (this
+node is the bottleneck: every margin not re-decoded serves all streams sooner) and neither this
+chunk nor one of theirs starts a segment (a segment's first audio never waits for a longer run).
+Both rules make the run boundaries, and so the samples, depend on timing (within the streaming
+tolerance); ``scripts/load_test.py``, which compares each stream with its solo run byte for
+byte, turns both off.
 ``GSV_VOCODER_FFT`` (``auto``: on a CPU in float32, the generator's long convolutions by FFT,
 ``sovits.spectral_conv``; 1 | 0) picks how the torch backend convolves.
 ``GSV_PEAK_LIMIT`` (off by default; 0.45 for dora-pyaudio, which wraps floats above 0.468) applies a
@@ -184,13 +185,13 @@ class VocoderStage(StageBase):
             yield from self.release(part.voice)
         elif input_id == m.SEMANTIC_TOKENS:
             chunk = m.SemanticChunk.from_event(value, metadata)
-            queued = self.queued_behind(chunk)  # before the check below: a stop queued meanwhile is applied
+            chunk = self.join_queued(chunk)  # before the check below: a stop queued meanwhile is applied
             if self.cancelled.cancels(chunk.key):
                 log.debug(
                     "utterance %s segment %d: cancelled, chunk dropped", chunk.key.utterance_id, chunk.key.segment_index
                 )
             elif chunk.error or self.ready(chunk.key.voice):
-                yield from self.vocode(chunk, queued)
+                yield from self.vocode(chunk)
             else:
                 chunk.tokens = np.array(chunk.tokens)  # outlives the event buffer
                 if chunk.key.voice not in self.waiting:
@@ -290,13 +291,39 @@ class VocoderStage(StageBase):
         self.waiting.clear()
         self.open.clear()
 
-    def queued_behind(self, chunk: m.SemanticChunk) -> m.TokenBacklog:
-        """What already waits in this node's queue behind ``chunk`` (nothing, when that does not matter)."""
+    def join_queued(self, chunk: m.SemanticChunk) -> m.SemanticChunk:
+        """``chunk`` joined with the segment's next chunks already waiting in this node's queue, taken
+        out of it, while that is worth it (``worth_joining``): one run instead of several."""
         if not self.coalesce_queued or chunk.segment_final or chunk.error:
-            return m.TokenBacklog()
-        return m.TokenBacklog.of(self.backlog(), chunk.key, chunk.chunk_index)
+            return chunk
+        events, last = self.backlog(), chunk.chunk_index
+        while not chunk.segment_final:
+            queued = m.TokenBacklog.of(events, chunk.key, last)
+            if queued.next_chunk is None or not self.worth_joining(chunk, queued):
+                break
+            try:
+                successor = m.SemanticChunk.from_event(queued.next_chunk["value"], queued.next_chunk["metadata"])
+            except m.MessageError:
+                break  # left in the queue: the loop reports it when it gets there
+            self.take_queued(queued.next_chunk)
+            chunk, last = chunk.joined(successor), successor.chunk_index
+        return chunk
 
-    def vocode(self, chunk: m.SemanticChunk, queued: m.TokenBacklog = m.TokenBacklog()) -> Iterator[Outgoing]:
+    def worth_joining(self, chunk: m.SemanticChunk, queued: m.TokenBacklog) -> bool:
+        """Join when the utterance's audio in hand pays for the longer run (at the measured cost per
+        token), or when other utterances' chunks wait too — this node is the bottleneck, and every
+        margin not re-decoded serves all streams sooner — unless one of them, or this chunk, starts a
+        segment (that first audio must not wait for a longer run)."""
+        if self.seconds_per_token is None:
+            return False
+        if queued.other_utterances:
+            return chunk.chunk_index > 0 and not queued.segment_start_waits
+        segment = self.open.get((chunk.key.utterance_id, chunk.key.segment_index))
+        held = 0 if segment is None else segment.vocoder.tokens.size - segment.vocoder.decoded
+        run = held + len(chunk.tokens) + queued.next_chunk_tokens
+        return self.lead_seconds(chunk.key.utterance_id) >= run * self.seconds_per_token
+
+    def vocode(self, chunk: m.SemanticChunk) -> Iterator[Outgoing]:
         ident = (chunk.key.utterance_id, chunk.key.segment_index)
         if ident in self.lost:  # already reported failed
             if chunk.segment_final:
@@ -329,7 +356,7 @@ class VocoderStage(StageBase):
             yield self.audio(chunk.key, torch.zeros(0), 0, True, f"voice {chunk.key.voice!r} unusable: {e}")
             return
         hold = not chunk.segment_final and self.worth_holding(
-            chunk.key.utterance_id, segment.vocoder, len(chunk.tokens), queued
+            chunk.key.utterance_id, segment.vocoder, len(chunk.tokens)
         )
         segment.chunks_held += hold
         started = time.perf_counter()
@@ -363,22 +390,13 @@ class VocoderStage(StageBase):
             self.log_segment(segment)
         yield from self.slices(segment, self.to_output_rate(segment, wav, chunk.segment_final), chunk.segment_final)
 
-    def worth_holding(self, utterance_id: str, vocoder: SegmentStream, new_tokens: int, queued: m.TokenBacklog) -> bool:
-        """Hold a non-final chunk for a longer run: when the next chunk already waits and either the
-        audio in hand covers vocoding both (at the measured cost per token) or other utterances wait
-        too, none at a segment's start (throughput first, first audio not delayed); or, waiting for
-        chunks still to come, while the lead stays above the threshold even after vocoding
-        everything held so far plus this chunk."""
-        if self.seconds_per_token is None:
+    def worth_holding(self, utterance_id: str, vocoder: SegmentStream, new_tokens: int) -> bool:
+        """Hold a non-final chunk for a longer run while the lead stays above the threshold even
+        after vocoding everything held so far plus this chunk (at the measured cost per token)."""
+        if self.coalesce_lead <= 0 or self.seconds_per_token is None:
             return False
         pending = vocoder.tokens.size + new_tokens - vocoder.decoded
-        lead = self.lead_seconds(utterance_id)
-        if queued.next_chunk_tokens and (
-            (queued.other_utterances and not queued.segment_start_waits)
-            or lead >= (pending + queued.next_chunk_tokens) * self.seconds_per_token
-        ):
-            return True
-        return self.coalesce_lead > 0 and lead >= self.coalesce_lead + pending * self.seconds_per_token
+        return self.lead_seconds(utterance_id) >= self.coalesce_lead + pending * self.seconds_per_token
 
     def time_run(self, tokens: int, seconds: float) -> None:
         if tokens > 0:

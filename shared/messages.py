@@ -15,6 +15,7 @@ Zero-copy rules:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import uuid
@@ -496,6 +497,15 @@ class SemanticChunk:
     error: str = ""
     prompt_phone_ids: list[int] = field(default_factory=list)  # the voice's prompt phones (v3/v4 vocoders)
 
+    def joined(self, successor: SemanticChunk) -> SemanticChunk:
+        """This chunk and the segment's next one as one chunk starting where this one starts (the
+        vocoder decodes them in one run)."""
+        return dataclasses.replace(
+            self,
+            tokens=np.concatenate([np.asarray(self.tokens), np.asarray(successor.tokens)]),
+            segment_final=successor.segment_final,
+        )
+
     def to_message(self) -> tuple[pa.Array, dict[str, Any]]:
         md = self.key.metadata() | {
             CHUNK_INDEX: self.chunk_index,
@@ -528,14 +538,19 @@ class SemanticChunk:
 class TokenBacklog:
     """What already waits in the vocoder's queue (dora events) behind one segment's token chunk."""
 
-    next_chunk_tokens: int = 0  # tokens of the segment's next chunk (0: not arrived yet)
+    next_chunk: Mapping[str, Any] | None = None  # the event of the segment's next chunk, if it arrived
     other_utterances: bool = False  # chunks of other utterances wait too: the vocoder is the bottleneck
     segment_start_waits: bool = False  # one of them starts a segment: its first audio waits for our run
+
+    @property
+    def next_chunk_tokens(self) -> int:
+        value = None if self.next_chunk is None else self.next_chunk.get("value")
+        return 0 if value is None else len(value)
 
     @classmethod
     def of(cls, events: Iterable[Mapping[str, Any]], key: SegmentKey, chunk_index: int) -> TokenBacklog:
         """Anything malformed among ``events`` is left for the node to report when it gets there."""
-        next_tokens, others, start = 0, False, False
+        successor, others, start = None, False, False
         for event in events:
             md = event.get("metadata") or {}
             if event.get("type") != "INPUT" or event.get("id") != SEMANTIC_TOKENS or md.get(ERROR):
@@ -544,9 +559,8 @@ class TokenBacklog:
                 others = others or bool(md.get(UTTERANCE_ID))
                 start = start or md.get(CHUNK_INDEX) == 0
             elif md.get(SEGMENT_INDEX) == key.segment_index and md.get(CHUNK_INDEX) == chunk_index + 1:
-                value = event.get("value")
-                next_tokens = 0 if value is None else len(value)
-        return cls(next_tokens, others, start)
+                successor = event
+        return cls(successor, others, start)
 
 
 @dataclass

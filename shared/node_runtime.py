@@ -28,8 +28,9 @@ dora has queued and handles the oldest message of the utterance served least rec
 request's first segment does not wait behind a long one's backlog. Other events keep their place.
 
 Backlog: a stage may look at what already waits behind the message it handles (``backlog()``,
-set by the loop: it pulls what dora has queued, handling a stop among it at once). The vocoder
-vocodes a segment's next token chunk in the same run when it is already there.
+set by the loop: it pulls what dora has queued, handling a stop among it at once) and consume one
+of those events now (``take_queued``). The vocoder vocodes a segment's next token chunk in the
+same run when it is already there.
 
 Restarts (``restart_policy`` in the YAML): dora restarts a crashed node and tells its direct
 consumers with a ``NODE_RESTARTED`` event; a restart marker (``messages.restart_marker``) carries
@@ -103,6 +104,9 @@ class Stage(Protocol):
     def backlog(self) -> Sequence[dict[str, Any]]:
         """The dora events already queued behind the one being handled, oldest first (set by the loop)."""
 
+    def take_queued(self, event: dict[str, Any]) -> None:
+        """Remove one event of ``backlog()`` from the queue: the stage handles it as part of the current one."""
+
 
 class StageBase:
     """Defaults for stages with nothing pending, no deadlines and nothing to flush."""
@@ -132,6 +136,9 @@ class StageBase:
 
     def backlog(self) -> Sequence[dict[str, Any]]:
         return ()  # outside a node loop (gsv-tts, tests) nothing is known to wait
+
+    def take_queued(self, event: dict[str, Any]) -> None:
+        raise LookupError("no queued events outside a node loop")
 
     # A health probe (shared/health.py) passes on this output as an empty message of this type.
     probe_output: str | None = None
@@ -176,7 +183,7 @@ class Loop:
         fair_inputs = getattr(stage, "fair_inputs", frozenset())
         self.fair = FairPick(fair_inputs) if fair and fair_inputs else None
         if hasattr(stage, "backlog"):
-            stage.backlog = self.backlog
+            stage.backlog, stage.take_queued = self.backlog, self.take_queued
 
     def backlog(self) -> Sequence[dict[str, Any]]:
         """What already arrived behind the event being handled, oldest first: everything dora has
@@ -187,6 +194,14 @@ class Loop:
             while (event := self.node.try_recv()) is not None:
                 self.inbox.buffered.append(event)
         return tuple(self.inbox.buffered)
+
+    def take_queued(self, event: dict[str, Any]) -> None:
+        """Remove ``event`` (one of ``backlog()``'s, the very object) from the local queue."""
+        for i, queued in enumerate(self.inbox.buffered):
+            if queued is event:
+                del self.inbox.buffered[i]
+                return
+        raise LookupError("the event is not queued")
 
     def next_event(self, clock: Callable[[], float]) -> dict[str, Any] | None:
         """The next event to handle (None: the stream ended). Waits at most until the stage's deadline;

@@ -424,45 +424,61 @@ def test_a_stop_found_while_looking_at_the_backlog_is_applied_before_the_chunk_i
     assert runs == [] and node.outputs(m.AUDIO) == []
 
 
-def test_vocoder_merges_a_queued_chunk_only_while_the_audio_in_hand_pays_for_it():
+class FakeQueue:
+    """The node loop's queue as a stage sees it: ``backlog()`` and ``take_queued`` (by identity)."""
+
+    def __init__(self, stage: VocoderStage):
+        self.events: list[dict[str, Any]] = []
+        stage.backlog, stage.take_queued = lambda: tuple(self.events), self.take
+
+    def take(self, event: dict[str, Any]) -> None:
+        del self.events[next(i for i, queued in enumerate(self.events) if queued is event)]
+
+    def put(self, *messages: tuple[pa.Array, dict[str, Any]]) -> None:
+        self.events[:] = [input_event(m.SEMANTIC_TOKENS, *msg) for msg in messages]
+
+
+def test_vocoder_joins_a_queued_chunk_only_while_the_audio_in_hand_pays_for_it():
     clock = Clock(0.0)
     runs: list[int] = []
     stage = counting_vocoder(runs, clock=clock, coalesce_queued=True)
+    queue = FakeQueue(stage)
     list(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 50, 0, True)))  # 1.3 s in hand at t = 0
     stage.seconds_per_token = 0.03
-    waiting = [input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=1))]
-    stage.backlog = lambda: waiting
-    # 40 tokens cost 1.2 s <= 1.3 s in hand: held for one run with the next chunk.
-    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=1))) == 0
-    clock.t = 0.5  # 0.8 s in hand; 40 + 20 tokens would cost 1.8 s: this chunk goes with what was held
-    waiting[:] = [input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 2, False, segment=1))]
-    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=1))) == 36 * 640
-    assert runs == [50, 36]
-    # No audio in hand, but other utterances' chunks wait too: the node is the bottleneck, so the
-    # chunk joins its waiting successor all the same (fewer margins re-decoded serve every stream sooner).
-    clock.t = 10.0
-    waiting[:] = [
-        input_event(m.SEMANTIC_TOKENS, *tokens("v", OLD, 20, 2, False, segment=0)),
-        input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=4)),
-    ]
-    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=4))) == 0
-    waiting[:] = waiting[1:]  # alone again: with nothing in hand each chunk goes at once
-    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=4))) == 36 * 640
-    # Another utterance waits at a segment's start: its first audio must not wait for a longer run.
-    clock.t, stage.seconds_per_token = 20.0, 0.03  # nothing in hand
-    waiting[:] = [
-        input_event(m.SEMANTIC_TOKENS, *tokens("v", OLD, 20, 0, False, segment=1)),
-        input_event(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=5)),
-    ]
-    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=5))) == 16 * 640
-    # What waits must be this segment's very next chunk: a later one, or another utterance's, does not count.
-    clock.t = 0.0
-    for segment, other in (
-        (2, tokens("u", OLD, 20, 2, False, segment=2)),
-        (3, tokens("v", OLD, 20, 1, False, segment=3)),
-    ):
-        waiting[:] = [input_event(m.SEMANTIC_TOKENS, *other)]
+    # 40 tokens cost 1.2 s <= 1.3 s in hand: the waiting chunk is taken and both go in one run.
+    queue.put(tokens("u", OLD, 20, 1, False, segment=1))
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=1))) == 36 * 640
+    assert queue.events == [] and runs == [50, 36]
+    clock.t, stage.seconds_per_token = 0.5, 0.03  # 1.52 s in hand; 4 held + 20 + 40 tokens would cost 1.92 s
+    queue.put(tokens("u", OLD, 40, 3, False, segment=1))
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 2, False, segment=1))) == 20 * 640
+    assert len(queue.events) == 1
+    # What waits must be the segment's very next chunk: a later one, or another utterance's, does not count.
+    for segment, other in ((2, tokens("u", OLD, 20, 2, False, segment=2)), (3, tokens("v", OLD, 20, 1, False))):
+        queue.put(other)
         assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=segment))) > 0
+        assert len(queue.events) == 1
+
+
+def test_vocoder_under_a_backlog_of_other_utterances_joins_whatever_the_lead_but_not_at_a_segment_start():
+    clock = Clock(100.0)  # nothing in hand for anybody
+    runs: list[int] = []
+    stage = counting_vocoder(runs, clock=clock, coalesce_queued=True)
+    stage.seconds_per_token = 0.03
+    queue = FakeQueue(stage)
+    # This chunk starts its segment: it goes alone, whatever waits.
+    queue.put(tokens("v", OLD, 20, 2, False), tokens("u", OLD, 20, 1, False))
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False))) == 16 * 640
+    # Mid-segment with another utterance's chunks waiting: the node is the bottleneck, so it joins.
+    queue.put(tokens("v", OLD, 20, 2, False), tokens("u", OLD, 20, 2, False), tokens("u", OLD, 10, 3, True))
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False))) == 54 * 640 + int(0.3 * SR)
+    assert [e["metadata"][m.UTTERANCE_ID] for e in queue.events] == ["v"]
+    assert runs == [16, 54]
+    # ... but not while another utterance waits at a segment's start (its first audio).
+    queue.put(tokens("w", OLD, 20, 0, False), tokens("u", OLD, 20, 2, False, segment=1))
+    list(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 0, False, segment=1)))
+    assert samples_of(stage.handle(m.SEMANTIC_TOKENS, *tokens("u", OLD, 20, 1, False, segment=1))) == 20 * 640
+    assert len(queue.events) == 2
 
 
 def test_pacer_holds_audio_beyond_the_lead_and_releases_it_on_the_deadline():
