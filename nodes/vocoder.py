@@ -296,7 +296,7 @@ class VocoderStage(StageBase):
         out of it, while that is worth it (``worth_joining``): one run instead of several."""
         if not self.coalesce_queued or chunk.segment_final or chunk.error:
             return chunk
-        events, last = self.backlog(), chunk.chunk_index
+        events, last = self.queued_events(), chunk.chunk_index
         while not chunk.segment_final:
             queued = m.TokenBacklog.of(events, chunk.key, last)
             if queued.next_chunk is None or not self.worth_joining(chunk, queued):

@@ -27,7 +27,7 @@ messages of different utterances may overtake each other; before handling one, t
 dora has queued and handles the oldest message of the utterance served least recently, so a new
 request's first segment does not wait behind a long one's backlog. Other events keep their place.
 
-Backlog: a stage may look at what already waits behind the message it handles (``backlog()``,
+Backlog: a stage may look at what already waits behind the message it handles (``queued_events()``,
 set by the loop: it pulls what dora has queued, handling a stop among it at once) and consume one
 of those events now (``take_queued``). The vocoder vocodes a segment's next token chunk in the
 same run when it is already there.
@@ -101,11 +101,11 @@ class Stage(Protocol):
 
         ``inputs``: this stage's inputs that ``node`` feeds (None when unknown: assume all)."""
 
-    def backlog(self) -> Sequence[dict[str, Any]]:
+    def queued_events(self) -> Sequence[dict[str, Any]]:
         """The dora events already queued behind the one being handled, oldest first (set by the loop)."""
 
     def take_queued(self, event: dict[str, Any]) -> None:
-        """Remove one event of ``backlog()`` from the queue: the stage handles it as part of the current one."""
+        """Remove one event of ``queued_events()`` from the queue: the stage handles it as part of the current one."""
 
 
 class StageBase:
@@ -134,7 +134,7 @@ class StageBase:
     def upstream_restarted(self, node: str, inputs: frozenset[str] | None) -> Iterable[Outgoing]:
         return ()
 
-    def backlog(self) -> Sequence[dict[str, Any]]:
+    def queued_events(self) -> Sequence[dict[str, Any]]:
         return ()  # outside a node loop (gsv-tts, tests) nothing is known to wait
 
     def take_queued(self, event: dict[str, Any]) -> None:
@@ -182,10 +182,10 @@ class Loop:
         self.control_inputs = getattr(stage, "control_inputs", frozenset())
         fair_inputs = getattr(stage, "fair_inputs", frozenset())
         self.fair = FairPick(fair_inputs) if fair and fair_inputs else None
-        if hasattr(stage, "backlog"):
-            stage.backlog, stage.take_queued = self.backlog, self.take_queued
+        if hasattr(stage, "queued_events"):
+            stage.queued_events, stage.take_queued = self.queued_events, self.take_queued
 
-    def backlog(self) -> Sequence[dict[str, Any]]:
+    def queued_events(self) -> Sequence[dict[str, Any]]:
         """What already arrived behind the event being handled, oldest first: everything dora has
         queued for this node is pulled now (a control message among it is handled at once)."""
         if self.control_inputs:
@@ -196,7 +196,7 @@ class Loop:
         return tuple(self.inbox.buffered)
 
     def take_queued(self, event: dict[str, Any]) -> None:
-        """Remove ``event`` (one of ``backlog()``'s, the very object) from the local queue."""
+        """Remove ``event`` (one of ``queued_events()``'s, the very object) from the local queue."""
         for i, queued in enumerate(self.inbox.buffered):
             if queued is event:
                 del self.inbox.buffered[i]

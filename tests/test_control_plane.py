@@ -425,11 +425,11 @@ def test_a_stop_found_while_looking_at_the_backlog_is_applied_before_the_chunk_i
 
 
 class FakeQueue:
-    """The node loop's queue as a stage sees it: ``backlog()`` and ``take_queued`` (by identity)."""
+    """The node loop's queue as a stage sees it: ``queued_events()`` and ``take_queued`` (by identity)."""
 
     def __init__(self, stage: VocoderStage):
         self.events: list[dict[str, Any]] = []
-        stage.backlog, stage.take_queued = lambda: tuple(self.events), self.take
+        stage.queued_events, stage.take_queued = lambda: tuple(self.events), self.take
 
     def take(self, event: dict[str, Any]) -> None:
         del self.events[next(i for i, queued in enumerate(self.events) if queued is event)]
