@@ -111,22 +111,30 @@ def test_each_row_of_a_batch_decodes_as_it_would_alone(kernel):
         torch.testing.assert_close(alone[:, 0], batch[:, r], atol=1e-5 * alone.abs().max().item(), rtol=0)
 
 
-def test_results_do_not_depend_on_the_thread_count(kernel):
+def fused_step_at(threads: int, seed: int):
+    """A function running one fused step of 2 rows over a random 30-position cache on ``threads``
+    threads: (hidden states, keys, values) after the step (the cache is copied first)."""
     model, fused = packed_pair("head_dim_32")
-    d = model.config.hidden_dim
-    g = torch.Generator().manual_seed(5)
-    x, filled = torch.randn(2, d, generator=g), model.new_cache(2, 40)
+    g = torch.Generator().manual_seed(seed)
+    x, filled = torch.randn(2, model.config.hidden_dim, generator=g), model.new_cache(2, 40)
     filled.k.copy_(torch.randn(filled.k.shape, generator=g))
     filled.v.copy_(torch.randn(filled.v.shape, generator=g))
-    previous, results = torch.get_num_threads(), []
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+
+    def step() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
             k, v = filled.k.clone(), filled.v.clone()
-            results.append((torch.ops.gsv.decode_layers(x, fused.weights, k, v, 30, 1e-5), k, v))
-    finally:
-        torch.set_num_threads(previous)
-    assert all(torch.equal(a, b) for a, b in zip(*results))
+            return torch.ops.gsv.decode_layers(x, fused.weights, k, v, 30, 1e-5), k, v
+        finally:
+            torch.set_num_threads(previous)
+
+    return step
+
+
+def test_results_do_not_depend_on_the_thread_count(kernel):
+    one, two = fused_step_at(1, seed=5)(), fused_step_at(2, seed=5)()
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
 
 
 def test_threads_that_outnumber_the_cores_meet_at_every_phase(kernel):
@@ -134,24 +142,10 @@ def test_threads_that_outnumber_the_cores_meet_at_every_phase(kernel):
     (decode_layers.cpp, SpinBarrier); every step must still finish with the 1-thread result."""
     import os
 
-    model, fused = packed_pair("head_dim_32")
-    d = model.config.hidden_dim
-    g = torch.Generator().manual_seed(6)
-    x, filled = torch.randn(2, d, generator=g), model.new_cache(2, 40)
-    filled.k.copy_(torch.randn(filled.k.shape, generator=g))
-    filled.v.copy_(torch.randn(filled.v.shape, generator=g))
-
-    def step() -> torch.Tensor:
-        return torch.ops.gsv.decode_layers(x, fused.weights, filled.k.clone(), filled.v.clone(), 30, 1e-5)
-
-    previous = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        alone = step()
-        torch.set_num_threads(min(8, 2 * (os.cpu_count() or 1)))
-        assert all(torch.equal(step(), alone) for _ in range(50))
-    finally:
-        torch.set_num_threads(previous)
+    alone = fused_step_at(1, seed=6)()
+    crowded = fused_step_at(min(8, 2 * (os.cpu_count() or 1)), seed=6)
+    for _ in range(50):
+        assert all(torch.equal(a, b) for a, b in zip(crowded(), alone))
 
 
 def test_steps_the_operator_cannot_take_use_the_module_path(kernel):
