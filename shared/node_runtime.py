@@ -188,11 +188,7 @@ class Loop:
     def queued_events(self) -> Sequence[dict[str, Any]]:
         """What already arrived behind the event being handled, oldest first: everything dora has
         queued for this node is pulled now (a control message among it is handled at once)."""
-        if self.control_inputs:
-            self.poll_control()
-        else:
-            while (event := self.node.try_recv()) is not None:
-                self.inbox.buffered.append(event)
+        self.poll_control()
         return tuple(self.inbox.buffered)
 
     def take_queued(self, event: dict[str, Any]) -> None:
