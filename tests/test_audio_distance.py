@@ -18,7 +18,9 @@ def tone(n: int = 8000, gain: float = 0.5) -> torch.Tensor:
 
 def test_identical_waveforms_are_at_distance_zero():
     d = distance(tone(), tone())
-    assert d["max_abs_diff"] == 0 and d["lsd_db"] == 0 and d["snr_db"] > 150 and d["peak"] == pytest.approx(0.5)
+    # The two STFTs run on separate buffers; the FFT's SIMD path may follow their alignment, so the
+    # log spectra can differ in the last bits (8e-5 dB seen once in CI): zero within 1e-3 dB.
+    assert d["max_abs_diff"] == 0 and d["lsd_db"] < 1e-3 and d["snr_db"] > 150 and d["peak"] == pytest.approx(0.5)
 
 
 def test_known_distances():
