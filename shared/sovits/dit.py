@@ -141,7 +141,25 @@ def padding_mask(lengths: Tensor | None, length: int) -> Tensor | None:
 def modulate(x: Tensor, shift: Tensor, scale: Tensor, width: int) -> Tensor:
     """LayerNorm without affine over the last axis (``width``, a Python int so that export sees a
     constant), then the per-item affine predicted from the time code."""
-    return F.layer_norm(x, (width,), eps=NORM_EPS) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    normed = F.layer_norm(x, (width,), eps=NORM_EPS)
+    if exact_rounding(x):
+        return normed * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    return torch.addcmul(shift.unsqueeze(1), normed, 1 + scale.unsqueeze(1))
+
+
+def add_gated(h: Tensor, gate: Tensor, y: Tensor) -> Tensor:
+    """The residual update h + gate * y (gate [B, C] per item, y [B, T, C])."""
+    if exact_rounding(h):
+        return h + gate.unsqueeze(1) * y
+    return torch.addcmul(h, gate.unsqueeze(1), y)
+
+
+def exact_rounding(x: Tensor) -> bool:
+    """Whether to keep the reference's separate multiply and add. float32 does (its results stay the
+    reference's bit for bit) and so do exported graphs; a half dtype takes the fused form, one pass
+    over the frames instead of two and one rounding instead of two: at a streamed first run's few
+    dozen frames each pass costs mostly a thread wake-up (docs/performance.md, issue #17)."""
+    return x.dtype == torch.float32 or torch.jit.is_tracing()
 
 
 class TimestepEmbedding(nn.Module):
@@ -274,7 +292,20 @@ def rotate_pairs(x: Tensor, width: int) -> Tensor:
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, width: int) -> Tensor:
     """Rotate the first ``width`` channels of [B, T, C] (cos, sin: [T, width]); the rest pass through."""
     head, tail = x[..., :width], x[..., width:]
-    return torch.cat((head * cos + rotate_pairs(head, width) * sin, tail), dim=-1)
+    return torch.cat((rotated(head, cos, sin, width), tail), dim=-1)
+
+
+def rotated(head: Tensor, cos: Tensor, sin: Tensor, width: int) -> Tensor:
+    return head * cos + rotate_pairs(head, width) * sin
+
+
+def apply_rotary_(x: Tensor, cos: Tensor, sin: Tensor, width: int) -> Tensor:
+    """:func:`apply_rotary` in place: the same values, without copying the other heads' channels
+    (a [T, C] copy per projection; at a first run's few dozen frames each such pass is mostly the
+    cost of waking the second thread). Returns ``x``."""
+    head = x[..., :width]
+    head.copy_(rotated(head, cos, sin, width))
+    return x
 
 
 class Attention(nn.Module):
@@ -291,15 +322,22 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
         """x [B, T, dim]; mask [B, T] (True = real frame) hides padded keys and zeroes padded outputs."""
         cos, sin = rope
+        q, k, v = self.project_qkv(x)
         # Rotary on the first head's channels only, before the head split (see the module docstring).
-        q = apply_rotary(self.to_q(x), cos, sin, self.dim_head)
-        k = apply_rotary(self.to_k(x), cos, sin, self.dim_head)
-        v = self.to_v(x)
+        # In place on the fresh projections, except in an exported graph, which keeps the plain form.
+        rotary = apply_rotary if torch.jit.is_tracing() else apply_rotary_
+        q, k = rotary(q, cos, sin, self.dim_head), rotary(k, cos, sin, self.dim_head)
         q, k, v = (y.unflatten(-1, (self.heads, self.dim_head)).transpose(1, 2) for y in (q, k, v))
         key_mask = None if mask is None else mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
-        out = self.to_out[0](out.transpose(1, 2).flatten(2))
+        out = self.project_out(out.transpose(1, 2).flatten(2))
         return out if mask is None else out.masked_fill(~mask.unsqueeze(-1), 0.0)
+
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.to_q(x), self.to_k(x), self.to_v(x)
+
+    def project_out(self, x: Tensor) -> Tensor:
+        return self.to_out[0](x)
 
 
 class FeedForward(nn.Module):
@@ -338,8 +376,8 @@ class DiTBlock(nn.Module):
 
     def forward(self, h: Tensor, c: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = self.attn_norm(c)
-        h = h + gate_a.unsqueeze(1) * self.attn(modulate(h, shift_a, scale_a, self.dim), rope, mask)
-        return h + gate_f.unsqueeze(1) * self.ff(modulate(h, shift_f, scale_f, self.dim))
+        h = add_gated(h, gate_a, self.attn(modulate(h, shift_a, scale_a, self.dim), rope, mask))
+        return add_gated(h, gate_f, self.ff(modulate(h, shift_f, scale_f, self.dim)))
 
 
 class DiT(nn.Module):

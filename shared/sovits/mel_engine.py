@@ -49,6 +49,7 @@ class MelVocoderEngine:
         sample_steps: int | None = None,
         speed: float = 1.0,
         first_run: FirstRun = EXACT,
+        short_call_threads: int | None = None,
     ):
         self.model = model
         self.vocoder = vocoder
@@ -56,6 +57,7 @@ class MelVocoderEngine:
         self.sample_steps = DEFAULT_STEPS[self.version] if sample_steps is None else m.sample_steps(sample_steps)
         self.speed = speed
         self.first_run = first_run
+        self.short_call_threads = short_call_threads
 
     @classmethod
     def load(
@@ -69,6 +71,7 @@ class MelVocoderEngine:
         sample_steps: int | None = None,
         speed: float = 1.0,
     ) -> MelVocoderEngine:
+        from .dit_packed import pack_short_products
         from .generator import Generator
         from .half_generator import on_matrix_units
         from .loader import load_sovits
@@ -87,12 +90,18 @@ class MelVocoderEngine:
             model.cfm.estimator.to(dtype)
         if on_cpu:  # the per-step modulation once per step count (lossless; reading it back syncs a GPU)
             memoize_modulation(model.cfm.estimator)
+        if on_cpu and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():
+            # A first run's short DiT call on prepacked products (dit_packed.py): ~0.3 s less per call.
+            pack_short_products(model.cfm.estimator)
         mel_vocoder = load_mel_vocoder(version, vocoder, device, base)
         # GSV_VOCODER_FFT as for v1/v2: the long residual convolutions by FFT on a CPU in float32.
         mel_vocoder.use_spectral_convs(spectral_convs_wanted(os.environ, torch.device(device), base))
         if on_cpu and isinstance(mel_vocoder, Generator):
             mel_vocoder = on_matrix_units(mel_vocoder, dtype)
-        return cls(model, mel_vocoder, sample_steps, speed)
+        # A first run's short DiT calls on one thread (MelStream.short_call_threads): at 64 frames the
+        # second thread speeds up no product, and under the graphs' OMP_WAIT_POLICY=PASSIVE it is
+        # woken, at a cost, for every one of the call's ~5,000 operations (docs/performance.md).
+        return cls(model, mel_vocoder, sample_steps, speed, short_call_threads=1 if on_cpu else None)
 
     @classmethod
     def open(
@@ -182,6 +191,7 @@ class MelVocoderEngine:
             self.speed if request_speed is None else request_speed,
             frame_noise(seed),
             first_run=self.first_run,
+            short_call_threads=self.short_call_threads,
         )
 
         def decode(history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int):

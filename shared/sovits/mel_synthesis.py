@@ -34,7 +34,8 @@ layout), a segment decoded in one call with no lookahead is exactly upstream's o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +65,9 @@ CHUNK_PLANS = {
 }
 DEFAULT_STEPS = {"v3": 32, "v4": 8}  # upstream's web UI defaults
 VOCODER_MARGIN_FRAMES = 8
+# Runs whose CFM call has at most this many frames (prompt included) are short: a streamed first
+# run's (64 by default). On a CPU they may run on fewer threads (MelStream's short_call_threads).
+SHORT_CALL_FRAMES = 128
 TAIL_SECONDS = 0.02
 NOISE_BLOCK_FRAMES = 64
 
@@ -180,9 +184,12 @@ class MelStream:
         noise: NoiseSource | None = None,
         margin_frames: int = VOCODER_MARGIN_FRAMES,
         first_run: FirstRun = EXACT,
+        short_call_threads: int | None = None,
     ):
+        """``short_call_threads``: torch threads for a short run (:meth:`short`; None: unchanged)."""
         self.model, self.vocoder, self.voice = model, vocoder, voice
         self.first_run = first_run
+        self.short_call_threads = short_call_threads
         self.phone_ids = phone_ids.reshape(1, -1)
         self.n_steps = check_steps(n_steps)
         self.speed = speed
@@ -210,17 +217,26 @@ class MelStream:
         (samples of the run [m], tail: samples just past it [j])."""
         self.tokens = torch.cat([self.tokens, run.reshape(-1).long()])
         window = torch.cat([self.tokens, lookahead.reshape(-1).long()])
-        features = self.model.features(window.view(1, 1, -1), self.phone_ids, self.voice.ge, self.speed)
-        total = features.shape[-1]
         last = len(lookahead) == 0
         a = self.frames_done
-        b = total if last else self.boundary(len(self.tokens), total)
-        c = total if last else self.boundary(len(window), total)
         # Only a streamed first run cuts corners: a segment in one call stays upstream's synthesis.
         self.shortcut = self.first_run if a == 0 and not last else EXACT
-        mel = self.generate(a, features[..., a:b], features[..., b:c])
-        self.frames_done = b
-        return self.vocode(mel[..., : b - a], mel[..., b - a :])
+        with intra_op_threads(self.short_call_threads if self.short(len(window)) else None):
+            features = self.model.features(window.view(1, 1, -1), self.phone_ids, self.voice.ge, self.speed)
+            total = features.shape[-1]
+            b = total if last else self.boundary(len(self.tokens), total)
+            c = total if last else self.boundary(len(window), total)
+            mel = self.generate(a, features[..., a:b], features[..., b:c])
+            self.frames_done = b
+            return self.vocode(mel[..., : b - a], mel[..., b - a :])
+
+    def short(self, tokens: int) -> bool:
+        """Whether a decode up to ``tokens`` is one CFM call of at most SHORT_CALL_FRAMES frames,
+        prompt included (a streamed first run with the default shortcut: 64)."""
+        context = self.context_mel.shape[-1]
+        prompt = min(context, self.shortcut.prompt_frames or context)
+        new = frame_boundary(tokens, self.model.mel_frames_per_content_frame, self.speed) - self.frames_done
+        return prompt + new <= SHORT_CALL_FRAMES
 
     def generate(self, first: int, run_features: Tensor, lookahead_features: Tensor) -> Tensor:
         """Normalised mel of the run's frames (from segment frame ``first``) then the lookahead's:
@@ -274,6 +290,21 @@ class MelStream:
         tail = wav[end : end + int(TAIL_SECONDS * self.plan.sample_rate)]
         self.vocoded_mel = torch.cat([self.vocoded_mel, run_mel], -1)[..., -self.margin :]
         return wav[begin:end], tail
+
+
+@contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads lowered to ``threads`` inside the block (None, or not fewer than now:
+    unchanged). The thread count is the process's: the caller runs one stream at a time."""
+    before = torch.get_num_threads()
+    if threads is None or threads >= before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def module_dtype(module: nn.Module) -> torch.dtype:
