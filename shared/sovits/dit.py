@@ -20,9 +20,13 @@ Module and parameter names follow the official state dict under ``cfm.estimator.
 tensors load with a plain ``load_state_dict``.
 
 Cost (official size, T = 600, float32, CPU): about 3 s of one core per step, 65% in the linear
-layers and 17% in attention. Fused q/k/v, fused modulation (LayerNorm affine, addcmul), in-place
-rotary and contiguous attention inputs were measured and gave nothing beyond noise, so the code
-stays the plain computation, which equals the reference bit for bit.
+layers and 17% in attention; there fused q/k/v, fused modulation, in-place rotary and contiguous
+attention inputs gave nothing beyond noise. A streamed first run is different: 64 frames, where a
+step's ~600 operations cost mostly their overhead (under the graphs' OMP_WAIT_POLICY=PASSIVE, a
+thread wake-up each). So the rotary is applied in place (bit-equal), a half dtype takes the fused
+``addcmul`` forms of the modulation and the gated residual (float32 keeps the reference's two
+roundings, bit for bit), and ``dit_packed.py`` gives a bfloat16 CPU DiT prepacked products and
+channels-last position convolutions (docs/performance.md, issue #17).
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ class PackedLinear:
 
 def fits(x: Tensor, dtype: torch.dtype, max_rows: int) -> bool:
     """Whether ``x`` may take the packed products: their dtype, short enough, not being traced."""
-    return x.dtype == dtype and x.numel() // x.shape[-1] <= max_rows and not torch.jit.is_tracing()
+    return not torch.jit.is_tracing() and x.dtype == dtype and x.numel() // x.shape[-1] <= max_rows
 
 
 class PackedAttention(Attention):
