@@ -26,6 +26,7 @@ from dora_gpt_sovits.sovits.dit_packed import (
     PackedFeedForward,
     pack_short_products,
 )
+from dora_gpt_sovits.sovits.mel_engine import MelVocoderEngine
 
 pytestmark = [
     pytest.mark.usefixtures("torch_single_thread"),
@@ -175,14 +176,31 @@ def test_a_short_first_run_decodes_on_its_threads_and_later_runs_on_the_processe
     assert torch.get_num_threads() == 2
 
 
-def test_the_first_run_profile_script_runs_on_a_tiny_model(tmp_path, capsys):
+def tiny_v4_files(model_dir: Path) -> tuple[Path, Path]:
+    """(SoVITS, vocoder) of a tiny random v4 in the official layout under ``model_dir``."""
     from dora_gpt_sovits.devmodels.mel_sovits import write_random_mel_sovits
     from dora_gpt_sovits.devmodels.mel_vocoders import write_random_mel_vocoder
 
-    folder = tmp_path / "gsv-v4-pretrained"
-    folder.mkdir()
+    folder = model_dir / "gsv-v4-pretrained"
+    folder.mkdir(parents=True)
     write_random_mel_sovits(folder / "s2Gv4.pth", "v4", "tiny")
     write_random_mel_vocoder(folder / "vocoder.pth", "v4", "tiny")
+    return folder / "s2Gv4.pth", folder / "vocoder.pth"
+
+
+def test_the_engine_packs_and_thins_only_a_bfloat16_cpu_dit(tmp_path):
+    sovits, vocoder = tiny_v4_files(tmp_path)
+    cpu = torch.device("cpu")
+    fast = MelVocoderEngine.load(sovits, vocoder, "v4", cpu, torch.bfloat16)
+    assert isinstance(fast.model.estimator.transformer_blocks[0].attn, PackedAttention)
+    assert fast.short_call_threads == 1
+    exact = MelVocoderEngine.load(sovits, vocoder, "v4", cpu, torch.float32)
+    assert type(exact.model.estimator.transformer_blocks[0].attn).__name__ == "Attention"
+    assert exact.short_call_threads is None
+
+
+def test_the_first_run_profile_script_runs_on_a_tiny_model(tmp_path, capsys):
+    tiny_v4_files(tmp_path)
     script = Path(__file__).resolve().parents[1] / "scripts" / "profile_dit_first_run.py"
     spec = importlib.util.spec_from_file_location("profile_dit_first_run", script)
     module = importlib.util.module_from_spec(spec)

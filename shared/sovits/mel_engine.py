@@ -98,10 +98,12 @@ class MelVocoderEngine:
         mel_vocoder.use_spectral_convs(spectral_convs_wanted(os.environ, torch.device(device), base))
         if on_cpu and isinstance(mel_vocoder, Generator):
             mel_vocoder = on_matrix_units(mel_vocoder, dtype)
-        # A first run's short DiT calls on one thread (MelStream.short_call_threads): at 64 frames the
-        # second thread speeds up no product, and under the graphs' OMP_WAIT_POLICY=PASSIVE it is
-        # woken, at a cost, for every one of the call's ~5,000 operations (docs/performance.md).
-        return cls(model, mel_vocoder, sample_steps, speed, short_call_threads=1 if on_cpu else None)
+        # A bfloat16 first run on one thread (MelStream.short_call_threads): at 64 frames the second
+        # thread speeds up none of its packed products, and under the graphs' OMP_WAIT_POLICY=PASSIVE
+        # it is woken, at a cost, for each of the run's thousands of operations. float32 keeps both:
+        # its products are compute-bound (docs/performance.md, "v4 first run").
+        short_threads = 1 if on_cpu and dtype == torch.bfloat16 else None
+        return cls(model, mel_vocoder, sample_steps, speed, short_call_threads=short_threads)
 
     @classmethod
     def open(
