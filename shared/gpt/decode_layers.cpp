@@ -71,14 +71,73 @@ void add_layer_norm(const float* a, const float* b, const float* w, const float*
   for (int64_t i = 0; i < d; ++i) out[i] = (out[i] - shift) * scale * w[i] + bias[i];
 }
 
+// How far ahead of its reads attention asks for cached keys and values (bytes): like the products'
+// weights (half_blocks.h, kPrefetch), each head's rows are one contiguous run that the hardware
+// prefetcher alone streams below memory speed.
+constexpr int64_t kCacheAhead = 2048;
+
+inline void prefetch_run(const float* first, int64_t bytes, int hint) {
+  const char* p = reinterpret_cast<const char*>(first);
+  for (int64_t b = 0; b < bytes; b += 64) {
+    if (hint == _MM_HINT_T0)
+      _mm_prefetch(p + b, _MM_HINT_T0);
+    else
+      _mm_prefetch(p + b, _MM_HINT_T1);
+  }
+}
+
+// The lane sums of eight 8-lane vectors, lane p of the result being a[p]'s: each added in
+// lane_sum's order ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), so a score here has the
+// same bits as one summed alone, without a horizontal sum per vector. The pairs combined at each
+// step are chosen so that the last step leaves the sums in position order.
+inline __m256 lane_sums(const __m256 a[8]) {
+  const auto halves = [](__m256 x, __m256 y) {  // [x lo + x hi | y lo + y hi]
+    return _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
+  };
+  const __m256 s04 = halves(a[0], a[4]), s15 = halves(a[1], a[5]), s26 = halves(a[2], a[6]), s37 = halves(a[3], a[7]);
+  // [t0 t0' t1 t1' | t4 t4' t5 t5'] with t = s0 + s2, t' = s1 + s3 of each vector
+  const __m256 t0145 = _mm256_add_ps(_mm256_shuffle_ps(s04, s15, _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm256_shuffle_ps(s04, s15, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m256 t2367 = _mm256_add_ps(_mm256_shuffle_ps(s26, s37, _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm256_shuffle_ps(s26, s37, _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm256_add_ps(_mm256_shuffle_ps(t0145, t2367, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm256_shuffle_ps(t0145, t2367, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+inline float lane_max(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+}
+
 // One query row of one head over `length` cached keys/values [length, hd]: softmax(q K^T / sqrt(hd)) V.
-// hd is a multiple of 8 (checked by the caller): one 8-lane vector per 8 features.
+// hd is a multiple of 8 (checked by the caller): one 8-lane vector per 8 features. Scores are taken
+// 8 positions at a time and summed together (lane_sums); while scoring, the keys ahead are fetched
+// into L1 and the values of the same positions into L2 for the last pass. Every score, exponential
+// and value sum is the same float32 arithmetic in the same order as one position at a time.
 void attend(const float* q, const float* keys, const float* values, int64_t length, int64_t hd, float* scores,
             float* out) {
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-  const int64_t lanes = hd / gsv::kCols;
-  float top = -INFINITY;
-  for (int64_t j = 0; j < length; ++j) {
+  const int64_t lanes = hd / gsv::kCols, row_bytes = hd * static_cast<int64_t>(sizeof(float));
+  prefetch_run(keys, std::min(kCacheAhead, length * row_bytes), _MM_HINT_T0);
+  __m256 top8 = _mm256_set1_ps(-INFINITY);
+  int64_t j = 0;
+  for (; j + 8 <= length; j += 8) {
+    const float* k = keys + j * hd;
+    prefetch_run(k + kCacheAhead / sizeof(float), 8 * row_bytes, _MM_HINT_T0);
+    prefetch_run(values + j * hd, 8 * row_bytes, _MM_HINT_T1);
+    __m256 acc[8];
+    for (int p = 0; p < 8; ++p) acc[p] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < lanes; ++i) {
+      const __m256 qi = _mm256_loadu_ps(q + 8 * i);
+      for (int p = 0; p < 8; ++p) acc[p] = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k + p * hd + 8 * i), acc[p]);
+    }
+    const __m256 s = _mm256_mul_ps(lane_sums(acc), _mm256_set1_ps(scale));
+    _mm256_storeu_ps(scores + j, s);
+    top8 = _mm256_max_ps(top8, s);
+  }
+  float top = lane_max(top8);
+  for (; j < length; ++j) {
     const float* k = keys + j * hd;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < lanes; ++i) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * i), _mm256_loadu_ps(k + 8 * i), acc);
@@ -86,11 +145,11 @@ void attend(const float* q, const float* keys, const float* values, int64_t leng
     top = std::max(top, scores[j]);
   }
   float total = 0.f;
-  for (int64_t j = 0; j < length; ++j) total += (scores[j] = std::exp(scores[j] - top));
+  for (j = 0; j < length; ++j) total += (scores[j] = std::exp(scores[j] - top));
   constexpr int64_t kMaxLanes = 16;  // head_dim <= 128
   __m256 acc[kMaxLanes];
   for (int64_t i = 0; i < lanes; ++i) acc[i] = _mm256_setzero_ps();
-  for (int64_t j = 0; j < length; ++j) {
+  for (j = 0; j < length; ++j) {
     const __m256 p = _mm256_set1_ps(scores[j]);
     const float* v = values + j * hd;
     for (int64_t i = 0; i < lanes; ++i) acc[i] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * i), acc[i]);
