@@ -238,3 +238,47 @@ def test_the_option_is_read_checked_and_described(kernel):
     assert isinstance(on, FusedDecoder) and "one C++ call" in describe(on)
     with pytest.raises(OptionError, match="GSV_FUSED_DECODE"):
         TorchGPTOptions.from_env({"GSV_FUSED_DECODE": "yes"})
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_step_ending_with_the_logits_gives_the_projection_s_values(kernel, threads):
+    """The logits projection run inside the step (one parallel region per token) is the same
+    product as the module's half_matvec: the same bits, alone or rows of their own caches."""
+    model, fused = packed_pair("head_dim_32")
+    assert fused.head is not None and fused.vocab == model.config.vocab_size
+    g = torch.Generator().manual_seed(8)
+    x, filled = torch.randn(2, model.config.hidden_dim, generator=g), model.new_cache(2, 40)
+    filled.k.copy_(torch.randn(filled.k.shape, generator=g))
+    filled.v.copy_(torch.randn(filled.v.shape, generator=g))
+    filled.advance(25)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            hidden = fused(x, copy_cache(model, filled))
+            logits = fused(x, copy_cache(model, filled), logits=True)
+            rows = [copy_cache(model, filled, row) for row in range(2)]
+            row_logits = fused.rows(x, rows, logits=True)
+            projected = model.ar_predict_layer(hidden)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(logits, projected) and torch.equal(row_logits, projected)
+    assert all(cache.length == 26 for cache in rows)
+
+
+def copy_cache(model: Text2Semantic, cache, row: int | None = None):
+    """A copy of ``cache`` (or of one row of it, as a single-row cache) at the same length."""
+    rows = slice(None) if row is None else slice(row, row + 1)
+    copy = model.new_cache(cache.k.shape[1] if row is None else 1, cache.max_len)
+    copy.k.copy_(cache.k[:, rows])
+    copy.v.copy_(cache.v[:, rows])
+    copy.advance(cache.length)
+    return copy
+
+
+def test_layers_without_a_logits_projection_refuse_to_end_with_logits(kernel):
+    model, fused = packed_pair("fixture")
+    bare = FusedDecodeLayers(model.layers, model.config.norm_eps)
+    assert bare.head is None
+    with pytest.raises(ValueError, match="no float16 logits projection"):
+        bare(torch.zeros(1, model.config.hidden_dim), model.new_cache(1, 4), logits=True)

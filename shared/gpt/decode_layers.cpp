@@ -237,8 +237,23 @@ void check_fits(const at::Tensor& k_cache, int64_t n_layer, int64_t rows, int64_
 // position and attended over its own length. Each row's arithmetic is the same whatever the other
 // rows are (products per row in a fixed order, attention and LayerNorms per row), so a row decodes
 // the same values in a batch as alone: what continuous batching (batching.py) relies on.
+// With a `head` (the logits projection, packed, no bias) the step ends with it: logits [R, vocab]
+// instead of x, in the same parallel region (each thread multiplies its own copy of the final x by
+// its share of the head's blocks, as half_matvec would: the same sums), which spares the graphs'
+// sleeping pool threads a second wake-up per token.
+struct Head {
+  const uint16_t* w = nullptr;
+  int64_t vocab = 0;
+};
+
+Head head_of(const c10::optional<at::Tensor>& head, int64_t vocab, int64_t d) {
+  if (!head.has_value() || !head->defined()) return {};
+  TORCH_CHECK(vocab > 0, "gsv::decode_layers: a head needs its vocabulary size, got ", vocab);
+  return {packed_weight(*head, vocab, d, "head"), vocab};
+}
+
 at::Tensor step(const at::Tensor& x_in, at::TensorList weights, const std::vector<RowCache>& caches, int64_t H,
-                int64_t hd, double eps) {
+                int64_t hd, double eps, Head head) {
   const int64_t n_layer = weights.size() / kPerLayer, R = x_in.size(0), d = x_in.size(1);
   const int64_t ffn_dim = weights[6].size(0) * gsv::kRows;  // the ffn_in bias check refuses a width that is not a multiple of 8
   std::vector<Layer> layers;
@@ -246,7 +261,7 @@ at::Tensor step(const at::Tensor& x_in, at::TensorList weights, const std::vecto
   int64_t longest = 0;
   for (const RowCache& c : caches) longest = std::max(longest, c.position + 1);
 
-  at::Tensor x = at::empty_like(x_in);
+  at::Tensor x = head.w != nullptr ? at::empty({R, head.vocab}, x_in.options()) : at::empty_like(x_in);
   const int requested = at::in_parallel_region() ? 1 : std::max(1, at::get_num_threads());
   std::vector<float> qkv(R * 3 * d), attended(R * d), projected(R * d), hidden(R * ffn_dim), scores(R * H * longest);
   std::vector<float> rows(static_cast<size_t>(requested) * R * d);  // each thread's copy of x (the LayerNorms run on every thread)
@@ -296,14 +311,19 @@ at::Tensor step(const at::Tensor& x_in, at::TensorList weights, const std::vecto
       for (int64_t r = 0; r < R; ++r)
         add_layer_norm(xt + r * d, projected.data() + r * d, p.norm2_w, p.norm2_b, d, eps, xt + r * d);
     }
-    if (t == 0) std::copy_n(xt, R * d, xp);
+    if (head.w != nullptr) {
+      auto [first, last] = share((head.vocab + gsv::kRows - 1) / gsv::kRows, t, threads);
+      gsv::product_blocks(xt, R, d, head.w, head.vocab, nullptr, xp, first, last);
+    } else if (t == 0) {
+      std::copy_n(xt, R * d, xp);
+    }
   }
   return x;
 }
 
 // A batch sharing one cache [n_layer, batch, heads, max_len, head_dim] and one position.
 at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList weights, at::Tensor& k_cache, at::Tensor& v_cache,
-                         int64_t position, double eps) {
+                         int64_t position, double eps, const c10::optional<at::Tensor>& head, int64_t vocab) {
   check_operands(x_in, weights);
   check_cache(k_cache, v_cache);
   const int64_t n_layer = weights.size() / kPerLayer, R = x_in.size(0), d = x_in.size(1);
@@ -314,12 +334,12 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList weights, at::Ten
   for (int64_t r = 0; r < R; ++r)
     caches.push_back({k_cache.data_ptr<float>() + r * row_stride, v_cache.data_ptr<float>() + r * row_stride,
                       layer_stride, max_len, position});
-  return step(x_in, weights, caches, H, hd, eps);
+  return step(x_in, weights, caches, H, hd, eps, head_of(head, vocab, d));
 }
 
 // Rows of different utterances, each with a single-row cache of its own and its own position.
 at::Tensor decode_rows(const at::Tensor& x_in, at::TensorList weights, at::TensorList k_caches, at::TensorList v_caches,
-                       at::IntArrayRef positions, double eps) {
+                       at::IntArrayRef positions, double eps, const c10::optional<at::Tensor>& head, int64_t vocab) {
   check_operands(x_in, weights);
   const int64_t n_layer = weights.size() / kPerLayer, R = x_in.size(0), d = x_in.size(1);
   TORCH_CHECK(static_cast<int64_t>(k_caches.size()) == R && static_cast<int64_t>(v_caches.size()) == R &&
@@ -336,14 +356,14 @@ at::Tensor decode_rows(const at::Tensor& x_in, at::TensorList weights, at::Tenso
     caches.push_back({k_caches[r].data_ptr<float>(), v_caches[r].data_ptr<float>(),
                       k_caches[r].size(1) * H * max_len * hd, max_len, positions[r]});
   }
-  return step(x_in, weights, caches, H, hd, eps);
+  return step(x_in, weights, caches, H, hd, eps, head_of(head, vocab, d));
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(gsv, m) {
-  m.def("decode_layers(Tensor x, Tensor[] weights, Tensor(a!) k_cache, Tensor(b!) v_cache, int position, float eps) -> Tensor");
-  m.def("decode_rows(Tensor x, Tensor[] weights, Tensor(a!)[] k_caches, Tensor(b!)[] v_caches, int[] positions, float eps) -> Tensor");
+  m.def("decode_layers(Tensor x, Tensor[] weights, Tensor(a!) k_cache, Tensor(b!) v_cache, int position, float eps, Tensor? head=None, int vocab=0) -> Tensor");
+  m.def("decode_rows(Tensor x, Tensor[] weights, Tensor(a!)[] k_caches, Tensor(b!)[] v_caches, int[] positions, float eps, Tensor? head=None, int vocab=0) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(gsv, CPU, m) {

@@ -12,7 +12,8 @@ decode weights by our kernel, a plain :class:`~.kv_cache.KVCache`; a left-padded
 needs the attention mask) steps through the modules instead. Rows of different utterances, each
 with a cache and length of its own (continuous batching, batching.py), step together through
 ``torch.ops.gsv.decode_rows``: the weights are read once for all rows, and a row's arithmetic is
-the same as alone.
+the same as alone. The logits projection runs at the end of the same call (``head``): one
+parallel region per token, so the graphs' sleeping pool threads are woken once, not twice.
 
 Results differ from the module path's by float32 summation order only (~1e-6); sampled tokens are
 upstream's (tests/test_gpt_quant.py, and the token hashes of scripts/bench.py).
@@ -34,7 +35,7 @@ MAX_HEAD_DIM = 128  # the operator keeps one head's output in 16 vector register
 class FusedDecodeLayers:
     """The weights of every decoder layer in the operator's order, and the call."""
 
-    def __init__(self, layers: nn.ModuleList, eps: float) -> None:
+    def __init__(self, layers: nn.ModuleList, eps: float, head: nn.Module | None = None) -> None:
         self.weights = [
             tensor
             for layer in layers
@@ -48,6 +49,10 @@ class FusedDecodeLayers:
             raise ValueError("the fused decode step needs every layer's float16 decode weights and biases")
         self.weights = [t.detach() for t in self.weights]
         self.eps = eps
+        # The logits projection (float16 packed, no bias), run by the operator after the last layer.
+        packed = getattr(head, "half_weight", None)
+        self.head = None if packed is None or head.bias is not None else packed.detach()
+        self.vocab = head.out_features if self.head is not None else 0
 
     @classmethod
     def for_model(cls, model: nn.Module) -> FusedDecodeLayers | None:
@@ -59,7 +64,7 @@ class FusedDecodeLayers:
         head_dim, ffn_dim = model.config.head_dim, model.layers[0].ffn_in.out_features
         if head_dim % LANES or head_dim > MAX_HEAD_DIM or ffn_dim % LANES:
             return None
-        return cls(model.layers, model.config.norm_eps)
+        return cls(model.layers, model.config.norm_eps, model.ar_predict_layer)
 
     @staticmethod
     def accepts(x: torch.Tensor, cache: KVCache) -> bool:
@@ -75,27 +80,38 @@ class FusedDecodeLayers:
             and not torch.jit.is_tracing()
         )
 
-    def __call__(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """``x [B, d]`` at the cache's next position -> ``[B, d]``; writes that position and advances."""
+    def __call__(self, x: torch.Tensor, cache: KVCache, logits: bool = False) -> torch.Tensor:
+        """``x [B, d]`` at the cache's next position -> ``[B, d]`` (with ``logits``, the logits
+        ``[B, V]``: needs :attr:`head`); writes that position and advances."""
         if cache.length >= cache.max_len:
             raise RuntimeError(f"KV cache full: {cache.length + 1} positions needed, {cache.max_len} allocated")
-        out = torch.ops.gsv.decode_layers(x.contiguous(), self.weights, cache.k, cache.v, cache.length, self.eps)
+        head, vocab = self._head(logits)
+        out = torch.ops.gsv.decode_layers(
+            x.contiguous(), self.weights, cache.k, cache.v, cache.length, self.eps, head, vocab
+        )
         cache.advance(1)
         return out
 
-    def rows(self, x: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+    def rows(self, x: torch.Tensor, caches: list[KVCache], logits: bool = False) -> torch.Tensor:
         """``x [B, d]``, row ``b`` at the next position of its own single-row cache ``caches[b]``
-        (rows of different utterances and lengths) -> ``[B, d]``; writes and advances every cache."""
+        (rows of different utterances and lengths) -> ``[B, d]`` (with ``logits``, ``[B, V]``);
+        writes and advances every cache."""
         for cache in caches:
             if cache.length >= cache.max_len:
                 raise RuntimeError(f"KV cache full: {cache.length + 1} positions needed, {cache.max_len} allocated")
         positions = [cache.length for cache in caches]
+        head, vocab = self._head(logits)
         out = torch.ops.gsv.decode_rows(
-            x.contiguous(), self.weights, [c.k for c in caches], [c.v for c in caches], positions, self.eps
+            x.contiguous(), self.weights, [c.k for c in caches], [c.v for c in caches], positions, self.eps, head, vocab
         )
         for cache in caches:
             cache.advance(1)
         return out
+
+    def _head(self, logits: bool) -> tuple[torch.Tensor | None, int]:
+        if logits and self.head is None:
+            raise ValueError("these layers have no float16 logits projection to end the step with")
+        return (self.head, self.vocab) if logits else (None, 0)
 
 
 class FusedDecoder(ModuleDecoder):
@@ -111,10 +127,14 @@ class FusedDecoder(ModuleDecoder):
         x = self.model.embed_step(tokens, self.prompt_lens + (self.k - 1))
         if not self.layers.accepts(x, self.cache):
             return super().step_logits(tokens)
-        return self.model.ar_predict_layer(self.layers(x, self.cache))
+        if self.layers.head is None:
+            return self.model.ar_predict_layer(self.layers(x, self.cache))
+        return self.layers(x, self.cache, logits=True)
 
     def rows_logits(self, tokens: torch.Tensor, positions: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
         x = self.model.embed_step(tokens, positions)
         if not all(self.layers.accepts(x[:1], cache) for cache in caches):
             return super().rows_logits(tokens, positions, caches)
-        return self.model.ar_predict_layer(self.layers.rows(x, caches))
+        if self.layers.head is None:
+            return self.model.ar_predict_layer(self.layers.rows(x, caches))
+        return self.layers.rows(x, caches, logits=True)
