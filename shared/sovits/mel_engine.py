@@ -98,12 +98,12 @@ class MelVocoderEngine:
         mel_vocoder.use_spectral_convs(spectral_convs_wanted(os.environ, torch.device(device), base))
         if on_cpu and isinstance(mel_vocoder, Generator):
             mel_vocoder = on_matrix_units(mel_vocoder, dtype)
-        # A bfloat16 first run on one thread (MelStream.short_call_threads): at 64 frames the second
-        # thread speeds up none of its packed products, and under the graphs' OMP_WAIT_POLICY=PASSIVE
-        # it is woken, at a cost, for each of the run's thousands of operations. float32 keeps both:
-        # its products are compute-bound (docs/performance.md, "v4 first run").
-        short_threads = 1 if on_cpu and dtype == torch.bfloat16 else None
-        return cls(model, mel_vocoder, sample_steps, speed, short_call_threads=short_threads)
+        # A short run (a streamed first run) on one thread (MelStream.short_call_threads): in the graph
+        # the GPT decodes beside it, and under OMP_WAIT_POLICY=PASSIVE a second thread is woken for each
+        # of the run's thousands of small operations. Through the graph that took the v4 first run from
+        # 1.15 to 0.68 s in bfloat16 (with the packed products) and 2.7 to 2.3 s in float32, although
+        # float32 alone in a process is faster on two (docs/performance.md, "v4 first run").
+        return cls(model, mel_vocoder, sample_steps, speed, short_call_threads=1 if on_cpu else None)
 
     @classmethod
     def open(
