@@ -101,7 +101,7 @@ class MelVocoderEngine:
         # A short run (a streamed first run) on one thread (MelStream.short_call_threads): in the graph
         # the GPT decodes beside it, and under OMP_WAIT_POLICY=PASSIVE a second thread is woken for each
         # of the run's thousands of small operations. Through the graph that took the v4 first run from
-        # 1.15 to 0.68 s in bfloat16 (with the packed products) and 2.7 to 2.3 s in float32, although
+        # 1.15 to 0.68 s in bfloat16 (with the packed products) and 2.7-2.8 to 2.3-2.5 s in float32, although
         # float32 alone in a process is faster on two (docs/performance.md, "v4 first run").
         return cls(model, mel_vocoder, sample_steps, speed, short_call_threads=1 if on_cpu else None)
 
