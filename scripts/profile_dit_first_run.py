@@ -1,7 +1,8 @@
 """Time (and optionally profile) one v3/v4 DiT call at a streamed first run's shape, in process.
 
     OMP_WAIT_POLICY=PASSIVE python scripts/profile_dit_first_run.py --model-dir models/bench-full-v4 \
-        [--dtype bfloat16] [--threads 2] [--frames 32] [--prompt-frames 32] [--steps 8] [--calls 5] [--profile]
+        [--dtype bfloat16] [--threads 2] [--frames 32] [--prompt-frames 32] [--steps 8] [--calls 5] [--profile] \
+        [--compile inductor]
 
 The vocoder node's first run of a segment is one ``cfm.sample_mel`` call over the first-run prompt
 (GSV_FIRST_RUN_PROMPT_FRAMES, 32) plus the run and its lookahead (8 tokens: 32 v4 frames). This loads
@@ -9,7 +10,8 @@ the SoVITS file as the vocoder node does (``MelVocoderEngine.load``: bfloat16 Di
 modulation memo), draws random inputs of that shape, warms up once, then prints each call's wall
 time and the median; ``--profile`` adds a ``torch.profiler`` table of one more call, operators by
 count and by time. ``--wait-policy`` sets OMP_WAIT_POLICY before torch loads (the graphs use
-PASSIVE). ``--save`` writes the last call's mel (float32 ``.pt``) to compare two versions of the code.
+PASSIVE). ``--compile`` sets GSV_DIT_COMPILE for the load and prints the first call's time (the
+compile). ``--save`` writes the last call's mel (float32 ``.pt``) to compare two versions of the code.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=5)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--wait-policy", choices=["PASSIVE", "ACTIVE"], help="OMP_WAIT_POLICY (default: as inherited)")
+    p.add_argument("--compile", choices=["off", "inductor"], help="GSV_DIT_COMPILE for the load")
     p.add_argument("--save", help="write the last call's mel here (torch.save)")
     return p.parse_args(argv)
 
@@ -43,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         if "torch" in sys.modules:
             raise SystemExit("--wait-policy must be set before torch is imported")
         os.environ["OMP_WAIT_POLICY"] = a.wait_policy
+    if a.compile:
+        os.environ["GSV_DIT_COMPILE"] = a.compile
     import torch
 
     from dora_gpt_sovits.model_paths import resolve
@@ -63,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     def call() -> torch.Tensor:
         return sample_mel(estimator, features, prompt, a.steps, noise=noise)
 
-    call()  # kernels and allocator for this shape
+    started = time.perf_counter()
+    call()  # kernels and allocator for this shape (and the compile, if any)
+    first = time.perf_counter() - started
     seconds, mel = [], None
     for _ in range(a.calls):
         started = time.perf_counter()
@@ -71,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         seconds.append(time.perf_counter() - started)
     print(
         f"{a.version} DiT, {a.prompt_frames} + {a.frames} frames, {a.steps} steps, {a.dtype}, {a.threads} threads, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}: "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"GSV_DIT_COMPILE={os.environ.get('GSV_DIT_COMPILE', 'off')}: first call {first:.2f} s, then "
         + " ".join(f"{s:.3f}" for s in seconds)
         + f" s; median {statistics.median(seconds):.3f} s"
     )

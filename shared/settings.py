@@ -329,6 +329,12 @@ class ModelNodeSettings(Settings):
 # ---- the nodes ------------------------------------------------------------------------------------
 SPLIT_METHODS = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")
 SINK_MODES = ("auto", "speaker", "wav", "null")
+DIT_COMPILE = choice(
+    "GSV_DIT_COMPILE",
+    "off",
+    ("off", "inductor", "cudagraphs"),
+    "v3/v4: the DiT step under torch.compile (inductor; cudagraphs: CUDA only)",
+)
 VOCODER_FFT = choice(
     "GSV_VOCODER_FFT",
     "auto",
@@ -454,6 +460,7 @@ class VocoderSettings(ModelNodeSettings):
         number("GSV_OUTPUT_GAIN", None, "gain before the limit", low=0.0, low_open=True, shown="the limit")
     )
     vocoder_fft: str = setting(VOCODER_FFT)
+    dit_compile: str = setting(DIT_COMPILE)
     max_models: int = setting(MAX_MODELS)
     sample_steps: int | None = setting(
         integer(

@@ -71,6 +71,7 @@ class MelVocoderEngine:
         sample_steps: int | None = None,
         speed: float = 1.0,
     ) -> MelVocoderEngine:
+        from .dit_compile import compile_dit, compile_mode
         from .dit_packed import pack_short_products
         from .generator import Generator
         from .half_generator import on_matrix_units
@@ -84,13 +85,17 @@ class MelVocoderEngine:
         # as the v1/v2 vocoder runs it: half_generator.py, ~2.5x, never NaN). BigVGAN and the small
         # parts stay float32: they cost little, and float32 has no kernel defects to guard against.
         on_cpu = torch.device(device).type == "cpu"
+        # GSV_DIT_COMPILE, read (and cudagraphs off CUDA refused) before the load: one line, nothing loaded.
+        compiling = compile_mode(os.environ, torch.device(device))
         base = torch.float32 if on_cpu else dtype
         model = load_sovits(sovits, device, base, expected_version=version, lora_base=lora_base)
         if dtype != base:
             model.cfm.estimator.to(dtype)
-        if on_cpu:  # the per-step modulation once per step count (lossless; reading it back syncs a GPU)
+        if compiling != "off":  # the plain DiT, compiled: no memo, no packed products (dit_compile.py)
+            compile_dit(model.cfm.estimator, compiling)
+        elif on_cpu:  # the per-step modulation once per step count (lossless; reading it back syncs a GPU)
             memoize_modulation(model.cfm.estimator)
-        if on_cpu and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():
+        if compiling == "off" and on_cpu and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():
             # A first run's short DiT call on prepacked products (dit_packed.py): ~0.3 s less per call.
             pack_short_products(model.cfm.estimator)
         mel_vocoder = load_mel_vocoder(version, vocoder, device, base)
