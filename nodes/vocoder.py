@@ -38,6 +38,8 @@ byte, turns both off.
 ``GSV_PEAK_LIMIT`` (off by default; 0.45 for dora-pyaudio, which wraps floats above 0.468) applies a
 fixed gain (``GSV_OUTPUT_GAIN``, default the limit) and a smooth soft knee that never exceeds the
 limit (``audio.limiter``).
+``GSV_DIT_COMPILE`` (``off``; ``inductor`` | ``cudagraphs``) runs a v3/v4 DiT's flow step under
+``torch.compile`` (``sovits.dit_compile``; meant for GPUs: slower than eager on the CPU measured).
 """
 
 from __future__ import annotations
