@@ -143,3 +143,15 @@ def exported_tiny_bundle(tmp_path_factory) -> Path:
     models = build_bundle(tmp_path_factory.mktemp("models") / "dev-tiny-onnx", size="tiny", version="v2")
     export_all(models / "onnx", env={"GSV_MODEL_DIR": str(models)})
     return models
+
+
+def tiny_v4_files(model_dir: Path) -> tuple[Path, Path]:
+    """(SoVITS, vocoder) of a tiny random v4 in the official layout under ``model_dir``."""
+    from dora_gpt_sovits.devmodels.mel_sovits import write_random_mel_sovits
+    from dora_gpt_sovits.devmodels.mel_vocoders import write_random_mel_vocoder
+
+    folder = model_dir / "gsv-v4-pretrained"
+    folder.mkdir(parents=True)
+    write_random_mel_sovits(folder / "s2Gv4.pth", "v4", "tiny")
+    write_random_mel_vocoder(folder / "vocoder.pth", "v4", "tiny")
+    return folder / "s2Gv4.pth", folder / "vocoder.pth"

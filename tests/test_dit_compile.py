@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_v4_files
 from test_cfm_dit import TINY, random_dit
 
 from dora_gpt_sovits.settings import SettingsError, VocoderSettings
@@ -71,17 +72,16 @@ def test_bad_values_are_one_clear_line():
         compile_dit(random_dit(TINY), "max-autotune")
 
 
-def test_the_engine_compiles_the_plain_dit(monkeypatch):
+def test_the_engine_compiles_the_plain_dit(monkeypatch, tmp_path):
     """GSV_DIT_COMPILE=inductor in the engine: compiled, neither the modulation memo nor packed products."""
-    from dora_gpt_sovits.model_paths import resolve
     from dora_gpt_sovits.sovits.dit_packed import PackedAttention
     from dora_gpt_sovits.sovits.mel_engine import MelVocoderEngine
     from dora_gpt_sovits.sovits.modulation_memo import MemoModulation
 
-    paths = resolve({"GSV_MODEL_DIR": "models/dev-tiny-v4", "GSV_VERSION": "v4"}, need=("sovits", "vocoder"))
+    sovits, vocoder = tiny_v4_files(tmp_path)
 
     def load():
-        engine = MelVocoderEngine.load(paths.sovits, paths.vocoder, "v4", torch.device("cpu"), torch.bfloat16)
+        engine = MelVocoderEngine.load(sovits, vocoder, "v4", torch.device("cpu"), torch.bfloat16)
         return engine.model.cfm.estimator
 
     monkeypatch.setenv("GSV_DIT_COMPILE", "inductor")

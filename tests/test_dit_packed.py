@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_v4_files
 from test_cfm_dit import TINY, inputs, random_dit
 from test_mel_synthesis import MeanVocoder, tiny_model
 
@@ -174,18 +175,6 @@ def test_a_short_first_run_decodes_on_its_threads_and_later_runs_on_the_processe
     stream.decode(codes[8:20], codes[20:24])
     assert threads[0] == (32 + 8 * 4, 1) and threads[1][0] > ms.SHORT_CALL_FRAMES and threads[1][1] == 2
     assert torch.get_num_threads() == 2
-
-
-def tiny_v4_files(model_dir: Path) -> tuple[Path, Path]:
-    """(SoVITS, vocoder) of a tiny random v4 in the official layout under ``model_dir``."""
-    from dora_gpt_sovits.devmodels.mel_sovits import write_random_mel_sovits
-    from dora_gpt_sovits.devmodels.mel_vocoders import write_random_mel_vocoder
-
-    folder = model_dir / "gsv-v4-pretrained"
-    folder.mkdir(parents=True)
-    write_random_mel_sovits(folder / "s2Gv4.pth", "v4", "tiny")
-    write_random_mel_vocoder(folder / "vocoder.pth", "v4", "tiny")
-    return folder / "s2Gv4.pth", folder / "vocoder.pth"
 
 
 def test_the_engine_packs_only_a_bfloat16_cpu_dit_and_thins_every_cpu_first_run(tmp_path):
