@@ -95,9 +95,9 @@ class MelVocoderEngine:
             compile_dit(model.cfm.estimator, compiling)
         elif on_cpu:  # the per-step modulation once per step count (lossless; reading it back syncs a GPU)
             memoize_modulation(model.cfm.estimator)
-        if compiling == "off" and on_cpu and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():
-            # A first run's short DiT call on prepacked products (dit_packed.py): ~0.3 s less per call.
-            pack_short_products(model.cfm.estimator)
+            if dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():
+                # A first run's short DiT call on prepacked products (dit_packed.py): ~0.3 s less per call.
+                pack_short_products(model.cfm.estimator)
         mel_vocoder = load_mel_vocoder(version, vocoder, device, base)
         # GSV_VOCODER_FFT as for v1/v2: the long residual convolutions by FFT on a CPU in float32.
         mel_vocoder.use_spectral_convs(spectral_convs_wanted(os.environ, torch.device(device), base))
