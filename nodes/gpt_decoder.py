@@ -18,7 +18,14 @@ Concurrent utterances (``GSV_MAX_BATCH`` > 1; the default 1 decodes one segment 
 different utterances decode together, continuously batched (gpt/batching.py): a new segment is
 prefilled and joins the running rows at the next step, a finished one leaves at once, and each row
 draws the tokens it would draw alone. Decoding then runs in ``tick`` one step at a time, so new
-segments and stops are read between steps; segments of one utterance still decode in order.
+segments and stops are read between steps.
+
+Decoding ahead (``GSV_DECODE_AHEAD``, rows): an utterance's next segment may start decoding while
+the one before it still runs, with capacity the batch has spare, so its first chunk is ready when the
+earlier segment ends instead of a prefill later. Its chunks are held until then
+(``utterance_order``): every utterance's segments still leave in order, with the chunks they have
+alone. It needs the batched loop, which it turns on with ``GSV_MAX_BATCH`` 1 too (utterances
+then still decode one after another: only one utterance's segments share the batch).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from dora_gpt_sovits.gpt.batching import Event, Failed, Job, Scheduler, Token
 from dora_gpt_sovits.model_cache import model_choice
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase
 from dora_gpt_sovits.settings import GPTSettings, from_env_or_exit
+from dora_gpt_sovits.utterance_order import UtteranceOrder
 
 log = logging.getLogger("gsv.gpt")
 
@@ -95,6 +103,7 @@ class GPTStage(StageBase):
         self.waiting: dict[str, list[m.PhoneFeatures]] = defaultdict(list)
         self.cancelled = Cancellations()
         self.decoding: dict[Job, ChunkedSegment] = {}  # batched mode: submitted segments
+        self.order: UtteranceOrder[Outgoing] = UtteranceOrder()  # batched mode: segments leave in order
 
     def handle(self, input_id: str, value: Any, metadata: dict[str, Any]) -> Iterable[Outgoing | None]:
         if input_id == m.CONTROL:
@@ -135,6 +144,7 @@ class GPTStage(StageBase):
         if self.batch is not None:
             for job in self.batch.cancel(lambda job: self.cancelled.cancels(job.key)):
                 segment = self.decoding.pop(job)
+                self.order.forget(segment.name[0])
                 log.info("utterance %s segment %d: cancelled after %d tokens", *segment.name, len(segment.tokens))
 
     @staticmethod
@@ -162,10 +172,16 @@ class GPTStage(StageBase):
             if segment is None:
                 continue  # cancelled while this step's messages were being sent
             if isinstance(event, Token):
-                yield segment.add(event.token)
+                yield from self.send(segment, segment.add(event.token))
             else:
                 del self.decoding[event.job]
-                yield segment.close(event.error) if isinstance(event, Failed) else segment.close()
+                yield from self.send(
+                    segment, segment.close(event.error if isinstance(event, Failed) else None), final=True
+                )
+
+    def send(self, segment: ChunkedSegment, message: Outgoing | None, final: bool = False) -> Iterable[Outgoing]:
+        """Batched mode: what leaves now, a segment's chunks only after its utterance's earlier segments'."""
+        return self.order.send(segment.name[0], segment, message, final)
 
     def finish(self) -> Iterable[Outgoing]:
         for voice, segments in self.waiting.items():
@@ -176,8 +192,11 @@ class GPTStage(StageBase):
 
     def decode_segment(self, segment: m.PhoneFeatures) -> Iterator[Outgoing | None]:
         chunks = ChunkedSegment(segment, self.policy)
+        if self.batch is not None:
+            self.order.opened(chunks.name[0], chunks)
         if segment.error:
-            yield chunks.error(segment.error)
+            error = chunks.error(segment.error)
+            yield from self.send(chunks, error, final=True) if self.batch is not None else [error]
             return
         seed = None if self.seed is None else self.seed + segment.key.segment_index
         prompt = self.prompts[segment.key.voice]
@@ -204,7 +223,7 @@ class GPTStage(StageBase):
         try:
             job = self.batch.job(segment.key, phone_ids, np.array(segment.features), prompt, seed, **voice_model)
         except Exception as e:  # malformed inputs, or its voice's weights failed to load
-            yield chunks.close(e)
+            yield from self.send(chunks, chunks.close(e), final=True)
             return
         self.decoding[job] = chunks
 
@@ -271,10 +290,13 @@ class BatchedDecode:
     """Batched mode's model side: a segment's job on the scheduler of its model (voices with GPT
     weights of their own have their own model), and the steps of every scheduler."""
 
-    def __init__(self, model: Callable[[str], Any], base: Any, max_rows: int) -> None:
+    def __init__(
+        self, model: Callable[[str], Any], base: Any, max_rows: int, ahead: int = 0, ahead_after: int = 1
+    ) -> None:
         self.model = model  # weights ("" = the graph's model) -> its Decoder
         self.base = base  # SamplingParams from the settings
         self.max_rows = max_rows
+        self.ahead, self.ahead_after = ahead, ahead_after  # decoding ahead: gpt/batching.py
         self.schedulers: dict[str, Scheduler] = {}
 
     def job(self, key: m.SegmentKey, phone_ids, features, prompt, seed, weights: str = "") -> Job:
@@ -283,7 +305,7 @@ class BatchedDecode:
         decoder = self.model(weights)
         scheduler = self.schedulers.get(weights)
         if scheduler is None or (scheduler.decoder is not decoder and not scheduler.busy()):
-            scheduler = self.schedulers[weights] = Scheduler(decoder, self.max_rows)
+            scheduler = self.schedulers[weights] = Scheduler(decoder, self.max_rows, self.ahead, self.ahead_after)
         params = dataclasses.replace(self.base, seed=seed, **key.options.sampling())
         tensors = (
             torch.as_tensor(phone_ids),
@@ -343,10 +365,18 @@ def load() -> tuple[GPTStage, str]:
     ids = np.arange(8)
     for _ in stream(ids, np.zeros((m.FEATURE_DIM, 8), np.float32), ids, SamplingParams(early_stop_num=4, seed=0)):
         pass
-    # GSV_MAX_BATCH > 1: segments of concurrent utterances decode together (gpt/batching.py).
-    batch = BatchedDecode(lambda w: models.get(w).decoder, base, settings.max_batch) if settings.max_batch > 1 else None
-    loaded = f"GPT loaded from {paths.gpt} on {choice.label}; up to {settings.max_batch} segments decoded together"
-    return GPTStage(decode, policy_from_env(settings), seed, batch), loaded
+    # GSV_MAX_BATCH > 1: segments of concurrent utterances decode together (gpt/batching.py);
+    # GSV_DECODE_AHEAD > 0: an utterance's next segment too.
+    policy = policy_from_env(settings)
+    batch = None
+    if settings.max_batch > 1 or settings.decode_ahead > 0:
+        decoders = lambda w: models.get(w).decoder  # noqa: E731
+        batch = BatchedDecode(decoders, base, settings.max_batch, settings.decode_ahead, policy.first_chunk_tokens)
+    loaded = (
+        f"GPT loaded from {paths.gpt} on {choice.label}; up to {settings.max_batch} utterances decoded together,"
+        f" {settings.decode_ahead} segment(s) ahead"
+    )
+    return GPTStage(decode, policy, seed, batch), loaded
 
 
 def main() -> None:

@@ -420,6 +420,9 @@ class GPTSettings(ModelNodeSettings):
     max_batch: int = setting(
         integer("GSV_MAX_BATCH", 1, "segments of concurrent utterances decoded together (1 = one at a time)", low=1)
     )
+    decode_ahead: int = setting(
+        integer("GSV_DECODE_AHEAD", 0, "rows decoding an utterance's next segment early, with spare capacity", low=0)
+    )
     max_models: int = setting(MAX_MODELS)
 
     def sampling(self) -> dict[str, Any]:
@@ -603,6 +606,7 @@ LIBRARY: tuple[tuple[str, Var], ...] = (
     ("gpt.options", choice("GSV_HALF_MATVEC", "auto", ("auto", "native", "fbgemm"), "float16 product kernel")),
     ("gpt.options", flag("GSV_FUSED_DECODE", True, "every layer of a decode step in one C++ call")),
     ("gpt.options", choice("GSV_GPT_PREFILL_DTYPE", "float32", ("float32", "bfloat16"), "GPT prefill products")),
+    ("gpt.options", choice("GSV_GPT_CACHE_DTYPE", "float32", ("float32", "float16"), "GPT decode KV cache (lossy)")),
     ("gpt.options", flag("GSV_COMPILE", False, "torch.compile the decode step (CUDA)")),
     ("gpt.options", choice("GSV_CUDA_GRAPHS", "auto", ("auto", "1", "0"), "CUDA graphs for the decode step")),
     ("gpt.options", integer("GSV_GPT_READ_EVERY", 12, "static decoder: steps between token reads", low=1)),

@@ -220,3 +220,58 @@ def test_decoders_that_cannot_join_rows_decode_one_segment_at_a_time(inputs, cap
             if isinstance(event, Token):
                 tokens[event.job.key].append(event.token)
     assert tokens == want
+
+
+def observe(scheduler: Scheduler, jobs: list[Job], arrivals: dict[int, list[Job]]):
+    """Like ``run``, also recording, before every step, the running rows as (group, key, steps drawn)."""
+    tokens: dict = {job.key: [] for job in jobs}
+    seen, k = [], 0
+    while scheduler.busy() or any(step >= k for step in arrivals):
+        for job in arrivals.get(k, []):
+            scheduler.submit(job)
+        seen.append([(lane.job.group, lane.job.key, lane.row.k) for lane in scheduler.running])
+        for event in scheduler.step():
+            if isinstance(event, Token):
+                tokens[event.job.key].append(event.token)
+        k += 1
+    return tokens, seen
+
+
+@pytest.mark.parametrize("sampling", ["greedy", "sampled"])
+def test_the_next_segment_decodes_ahead_and_draws_what_it_draws_alone(sampling, inputs):
+    decoder = module_fp32()
+    jobs = [
+        Job(job.key, "utt", job.utterance, job.params)
+        for job in segments(decoder, inputs, GREEDY if sampling == "greedy" else SAMPLED)[:3]
+    ]  # three segments of one utterance
+    want = {job.key: alone(decoder, job) for job in jobs}
+    scheduler = Scheduler(decoder, max_rows=1, ahead=1, ahead_after=5)
+    tokens, seen = observe(scheduler, jobs, {0: jobs})
+    assert tokens == want
+    assert max(len(rows) for rows in seen) == 2  # one row ahead, never more
+    ahead_started = [rows for rows in seen if len(rows) == 2]
+    assert ahead_started and all(rows[0][2] >= 5 for rows in ahead_started)  # after the first row's 5 draws
+    firsts = [min(i for i, rows in enumerate(seen) if any(r[1] == job.key for r in rows)) for job in jobs]
+    assert firsts == sorted(firsts)  # started in order
+    # Job 1 was running before job 0 ended: its prefill was not paid at the segment boundary.
+    last_of_0 = max(i for i, rows in enumerate(seen) if any(r[1] == jobs[0].key for r in rows))
+    assert firsts[1] <= last_of_0
+
+
+def test_decoding_ahead_never_delays_a_new_utterance(inputs):
+    decoder = module_fp32()
+    jobs = segments(decoder, inputs, GREEDY)  # utt0, utt1, utt2, utt0, utt1, utt2
+    want = {job.key: alone(decoder, job) for job in jobs}
+    arrivals = {0: [jobs[0], jobs[3]], 2: [jobs[1], jobs[4]], 9: [jobs[2], jobs[5]]}
+
+    def starts(seen) -> dict:
+        return {job.key: min(i for i, rows in enumerate(seen) if any(r[1] == job.key for r in rows)) for job in jobs}
+
+    plain = observe(Scheduler(decoder, max_rows=2), jobs, arrivals)
+    tokens, seen = observe(Scheduler(decoder, max_rows=2, ahead=1, ahead_after=1), jobs, arrivals)
+    assert tokens == plain[0] == want
+    assert any(len({g for g, _, _ in rows}) < len(rows) for rows in seen)  # something decoded ahead
+    assert all(len(rows) <= 3 and len(rows) - len({g for g, _, _ in rows}) <= 1 for rows in seen)
+    # An utterance's first segment starts when it would without decoding ahead (or one admission later).
+    with_ahead, without = starts(seen), starts(plain[1])
+    assert all(with_ahead[key] <= without[key] + 1 for key in (0, 1, 2))

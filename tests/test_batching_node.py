@@ -78,10 +78,11 @@ def alone(decoder, inputs, seg: m.PhoneFeatures) -> list[int]:
     return list(stream(decoder, np.asarray(seg.phone_ids), seg.features, prompt, params))
 
 
-def run(decoder, inputs, schedule) -> tuple[list[m.SemanticChunk], Arrivals]:
+def run(decoder, inputs, schedule, max_rows=4, ahead=0) -> tuple[list[m.SemanticChunk], Arrivals]:
     prompt = m.ReferencePart("default", inputs[2]).to_message()
     node = Arrivals([(0, input_event(m.PROMPT_SEMANTIC, *prompt)), *schedule])
-    stage = GPTStage(None, POLICY, SEED, BatchedDecode(lambda weights: decoder, BASE, max_rows=4))
+    batch = BatchedDecode(lambda weights: decoder, BASE, max_rows, ahead, POLICY.first_chunk_tokens)
+    stage = node.stage = GPTStage(None, POLICY, SEED, batch)
     serve(node, stage)
     return [m.SemanticChunk.from_event(d, md) for d, md in node.outputs(m.SEMANTIC_TOKENS)], node
 
@@ -148,3 +149,65 @@ def test_the_batch_cap_is_a_setting():
     assert GPTSettings.from_env({"GSV_MAX_BATCH": "4"}).max_batch == 4
     with pytest.raises(ValueError, match="GSV_MAX_BATCH"):
         GPTSettings.from_env({"GSV_MAX_BATCH": "0"})
+
+
+def features_events(segs, arrivals):
+    return [(n, input_event(m.PHONE_FEATURES, *s.to_message())) for n, s in zip(arrivals, segs)]
+
+
+def chunk_messages(chunks) -> list[tuple]:
+    return [
+        (c.key.utterance_id, c.key.segment_index, c.chunk_index, c.segment_final, c.tokens.tolist()) for c in chunks
+    ]
+
+
+@pytest.mark.parametrize("max_rows", [1, 4])
+def test_segments_decoded_ahead_send_the_chunks_they_send_in_turn_in_order(decoder, fixture_inputs, max_rows):
+    segs = [
+        segment(fixture_inputs, "a", 0, (0, 40)),
+        segment(fixture_inputs, "a", 1, (20, 70)),
+        segment(fixture_inputs, "a", 2, (5, 35), final=True),
+        segment(fixture_inputs, "b", 0, (10, 60)),
+        segment(fixture_inputs, "b", 1, (0, 25), final=True),
+    ]
+    schedule = features_events(segs, [0, 0, 0, 3, 3])
+    plain, _ = run(decoder, fixture_inputs, schedule, max_rows=max_rows)
+    ahead, _ = run(decoder, fixture_inputs, schedule, max_rows=max_rows, ahead=1)
+    for utt in "ab":  # each utterance: the same messages in the same order
+        assert [c for c in chunk_messages(ahead) if c[0] == utt] == [c for c in chunk_messages(plain) if c[0] == utt]
+    if max_rows == 1:  # one utterance at a time, as consumers that play in arrival order need
+        assert chunk_messages(ahead) == chunk_messages(plain)
+    a_ends = [i for i, c in enumerate(chunk_messages(ahead)) if c[0] == "a" and c[3]]
+    a_starts = [min(i for i, c in enumerate(chunk_messages(ahead)) if c[:2] == ("a", k)) for k in (1, 2)]
+    assert a_ends[0] < a_starts[0] and a_ends[1] < a_starts[1]
+
+
+def test_a_failed_segment_waits_for_the_segments_before_it(decoder, fixture_inputs):
+    segs = [segment(fixture_inputs, "a", 0, (0, 40)), segment(fixture_inputs, "a", 1, (0, 40), final=True)]
+    segs[1].error = "bert failed on this segment"
+    chunks, _ = run(decoder, fixture_inputs, features_events(segs, [0, 2]), ahead=1)
+    keys = [(c.key.segment_index, c.segment_final, c.error) for c in chunks]
+    assert keys[-1] == (1, True, "bert failed on this segment") and keys[-2][:2] == (0, True)
+
+
+def test_a_stop_drops_the_chunks_held_for_a_segment_decoded_ahead(decoder, fixture_inputs):
+    segs = [
+        segment(fixture_inputs, "a", 0, (0, 60)),
+        segment(fixture_inputs, "a", 1, (0, 60), final=True),
+        segment(fixture_inputs, "b", 0, (5, 35), final=True),
+    ]
+    stop = m.ControlCommand(150.0, "a").to_message()
+    schedule = [*features_events(segs[:2], [0, 0]), (3, input_event(m.CONTROL, *stop))]
+    schedule.append((3, input_event(m.PHONE_FEATURES, *segs[2].to_message())))
+    chunks, node = run(decoder, fixture_inputs, schedule, ahead=1)
+    assert not node.stage.order.holding() and not node.stage.order.open  # nothing kept for "a"
+    got = by_segment(chunks)
+    assert ("a", 1) not in got and not any(c.segment_final for c in got[("a", 0)])
+    assert np.concatenate([c.tokens for c in got[("b", 0)]]).tolist() == alone(decoder, fixture_inputs, segs[2])
+
+
+def test_decoding_ahead_is_a_setting():
+    assert GPTSettings.from_env({}).decode_ahead == 0
+    assert GPTSettings.from_env({"GSV_DECODE_AHEAD": "1"}).decode_ahead == 1
+    with pytest.raises(ValueError, match="GSV_DECODE_AHEAD"):
+        GPTSettings.from_env({"GSV_DECODE_AHEAD": "-1"})

@@ -3,8 +3,9 @@
 A :class:`Scheduler` holds a FIFO of waiting :class:`Job` s and the rows being decoded. Each
 :meth:`Scheduler.step`
 
-1. admits the oldest waiting job whose group (an utterance) has nothing running, if a row is free:
-   its ``[text ; prompt]`` is prefilled on its own (a prefill is compute-bound: batching prefills of
+1. admits the oldest waiting job whose group (an utterance) has nothing running, if a row is free
+   (else, with ``ahead``, the oldest next job of a group that is running: see below): its
+   ``[text ; prompt]`` is prefilled on its own (a prefill is compute-bound: batching prefills of
    unequal length would buy nothing) and its first token drawn;
 2. runs one decode step for every running row at once (``decoder.step_rows``: the fused CPU step
    reads the weights once for all rows, and a CPU decode step is bound by reading them);
@@ -13,9 +14,19 @@ A :class:`Scheduler` holds a FIFO of waiting :class:`Job` s and the rows being d
 Every row keeps its own cache and length, sampling settings, random generator and stop rules
 (module_decoder.Row, decoder.KeptTokens), and its arithmetic does not depend on the other rows, so
 **a row draws exactly the tokens it draws alone with the same seed** (tests/test_batching.py).
-Jobs of one group run one after another in submission order (an utterance's segments must reach the
-vocoder in order); jobs of other groups pass a blocked one, so nothing waits behind a group that is
-busy, and the oldest admissible job always goes first, so nothing starves.
+Jobs of one group start in submission order (an utterance's segments must reach the vocoder in
+order); jobs of other groups pass a blocked one, so nothing waits behind a group that is busy, and
+the oldest admissible job always goes first, so nothing starves.
+
+**Decoding ahead** (``ahead`` > 0): a group's next job may start while the one before it still runs,
+so the next segment's prefill and first tokens are ready when the current one ends, instead of
+being paid then (a gap in the audio of a real-time listener). The rows are independent, so its
+tokens are the ones it draws alone; the caller holds its output until the jobs before it are done
+(``utterance_order.UtteranceOrder`` in the gpt node). It only uses spare capacity: at most
+``ahead`` such rows in all, one per group, admitted only while fewer than ``max(max_rows, 1 + ahead)``
+rows run and every running row has drawn ``ahead_after`` tokens (a prefill stalls the step of every
+row: not before a young row's first chunk), and a new group's first job never waits for them (it
+may take a row beyond ``max_rows`` that an ahead row holds, up to the decoder's own row limit).
 
 Decoders that cannot join rows (``joins_rows`` False: the static CUDA-graph decoder, the ONNX and
 TensorRT graphs, whose state is one utterance's) are run one job at a time through the ordinary
@@ -92,10 +103,13 @@ class SoloRow:
 class Scheduler:
     """Decodes jobs of different groups together on one decoder, at most ``max_rows`` at once."""
 
-    def __init__(self, decoder: Decoder, max_rows: int = 4) -> None:
+    def __init__(self, decoder: Decoder, max_rows: int = 4, ahead: int = 0, ahead_after: int = 1) -> None:
         self.decoder = decoder
         self.joins = bool(getattr(decoder, "joins_rows", False))
-        self.max_rows = max(1, min(max_rows, getattr(decoder, "max_rows", 1))) if self.joins else 1
+        self.row_limit = max(1, getattr(decoder, "max_rows", 1)) if self.joins else 1
+        self.max_rows = min(max(1, max_rows), self.row_limit)
+        self.ahead = max(0, ahead) if self.joins else 0
+        self.ahead_after = ahead_after
         if max_rows > 1 and not self.joins:
             log.info("GPT decoder %s cannot join rows of different utterances: one segment at a time", decoder.name)
         elif max_rows > self.max_rows:
@@ -135,11 +149,32 @@ class Scheduler:
         return events
 
     def admissible(self) -> Job | None:
-        """The oldest waiting job whose group has nothing running, if a row is free."""
-        if len(self.running) >= self.max_rows:
+        """The oldest waiting job whose group has nothing running, if a row is free; else a job to
+        decode ahead, if any (see the module's docstring)."""
+        rows = {}  # group -> its running rows
+        for lane in self.running:
+            rows[lane.job.group] = rows.get(lane.job.group, 0) + 1
+        if len(rows) < self.max_rows and len(self.running) < self.row_limit:
+            job = next((job for job in self.waiting if job.group not in rows), None)
+            if job is not None:
+                return job
+        return self.ahead_job(rows)
+
+    def ahead_job(self, rows: dict[Hashable, int]) -> Job | None:
+        """The oldest next job of a group with one running row, while there is spare capacity."""
+        ahead_rows = len(self.running) - len(rows)
+        if (
+            ahead_rows >= self.ahead
+            or len(self.running) >= min(max(self.max_rows, 1 + self.ahead), self.row_limit)
+            or any(isinstance(lane, BatchRow) and lane.row.k < self.ahead_after for lane in self.running)
+        ):
             return None
-        busy = {lane.job.group for lane in self.running}
-        return next((job for job in self.waiting if job.group not in busy), None)
+        seen: set[Hashable] = set()  # groups whose next job was passed: their later jobs must wait
+        for job in self.waiting:
+            if rows.get(job.group) == 1 and job.group not in seen:
+                return job
+            seen.add(job.group)
+        return None
 
     def admit(self, job: Job) -> list[Event]:
         if not self.joins:
