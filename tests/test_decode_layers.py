@@ -209,7 +209,11 @@ def test_malformed_operands_are_refused(kernel):
     with pytest.raises(RuntimeError, match="position 8 outside the cache"):
         op(x, weights, cache.k, cache.v, 8, 1e-5)
     with pytest.raises(RuntimeError, match="caches must be contiguous float32"):
-        op(x, weights, cache.k.half(), cache.v.half(), 0, 1e-5)
+        op(
+            x, weights, cache.k.double(), cache.v.double(), 0, 1e-5
+        )  # (float16 is the other format: GSV_GPT_CACHE_DTYPE)
+    with pytest.raises(RuntimeError, match="caches must be contiguous float32"):
+        op(x, weights, cache.k, cache.v.half(), 0, 1e-5)  # keys and values in different formats
     with pytest.raises(RuntimeError, match="qkv must come from half_matvec.pack_rows"):
         op(x, [weights[2], *weights[1:]], cache.k, cache.v, 0, 1e-5)
     with pytest.raises(RuntimeError, match="x must be a contiguous float32"):

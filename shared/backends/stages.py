@@ -64,9 +64,15 @@ def gpt_builders(source: Path, threads: int | None = None) -> dict[str, Callable
             raise BackendError(str(e)) from None
 
     def graph_gpt(choice: BackendChoice):
-        from ..gpt.options import make_decoder, stream_function
+        import os
+
+        from ..gpt.options import OptionError, make_decoder, refuse_torch_only_options, stream_function
         from .gpt_runtime import GraphDecoder
 
+        try:  # GSV_GPT_CACHE_DTYPE=float16 would be ignored by the graphs: refused, not dropped
+            refuse_torch_only_options(os.environ, choice.backend)
+        except OptionError as e:
+            raise BackendError(str(e)) from None
         graph = GraphDecoder.open(choice, source, threads, trt_options(choice, ("gpt_prefill", "gpt_step"), source))
         return stream_function(make_decoder(graph))
 

@@ -4,7 +4,9 @@
 // LayerNorms, with no Python, dispatcher or allocation between them.
 //
 // The arithmetic is the module path's (DecoderLayer in model.py) with float32 accumulation
-// throughout; only summation orders differ, as between any two float32 kernels.
+// throughout; only summation orders differ, as between any two float32 kernels. The cache holds
+// float32, or float16 (GSV_GPT_CACHE_DTYPE, lossy): each new key/value rounded to the nearest half
+// once, when written, and widened back to float32 on every read (Element below).
 #include <torch/extension.h>
 
 #include <linux/futex.h>
@@ -76,7 +78,7 @@ void add_layer_norm(const float* a, const float* b, const float* w, const float*
 // prefetcher alone streams below memory speed.
 constexpr int64_t kCacheAhead = 2048;
 
-inline void prefetch_run(const float* first, int64_t bytes, int hint) {
+inline void prefetch_run(const void* first, int64_t bytes, int hint) {
   const char* p = reinterpret_cast<const char*>(first);
   for (int64_t b = 0; b < bytes; b += 64) {
     if (hint == _MM_HINT_T0)
@@ -85,6 +87,30 @@ inline void prefetch_run(const float* first, int64_t bytes, int hint) {
       _mm_prefetch(p + b, _MM_HINT_T1);
   }
 }
+
+// The two formats of a cache element: float32 as is, or float16 (IEEE half bits). A float16 cache
+// halves what attention reads per position (docs/performance.md, "A float16 KV cache"); its values
+// are rounded to nearest even when written (as torch's .half()) and every sum stays float32.
+template <typename T>
+struct Element;
+
+template <>
+struct Element<float> {
+  static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(const float* from, int64_t n, float* to) { std::copy_n(from, n, to); }
+};
+
+template <>
+struct Element<uint16_t> {
+  static __m256 load8(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static void store(const float* from, int64_t n, uint16_t* to) {  // n: a multiple of 8 (check_fits)
+    for (int64_t i = 0; i < n; i += 8)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(to + i),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(from + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+};
 
 // The lane sums of eight 8-lane vectors, lane p of the result being a[p]'s: each added in
 // lane_sum's order ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), so a score here has the
@@ -115,22 +141,23 @@ inline float lane_max(__m256 v) {
 // 8 positions at a time and summed together (lane_sums); while scoring, the keys ahead are fetched
 // into L1 and the values of the same positions into L2 for the last pass. Every score, exponential
 // and value sum is the same float32 arithmetic in the same order as one position at a time.
-void attend(const float* q, const float* keys, const float* values, int64_t length, int64_t hd, float* scores,
-            float* out) {
+template <typename T>
+void attend(const float* q, const T* keys, const T* values, int64_t length, int64_t hd, float* scores, float* out) {
+  using E = Element<T>;
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-  const int64_t lanes = hd / gsv::kCols, row_bytes = hd * static_cast<int64_t>(sizeof(float));
+  const int64_t lanes = hd / gsv::kCols, row_bytes = hd * static_cast<int64_t>(sizeof(T));
   prefetch_run(keys, std::min(kCacheAhead, length * row_bytes), _MM_HINT_T0);
   __m256 top8 = _mm256_set1_ps(-INFINITY);
   int64_t j = 0;
   for (; j + 8 <= length; j += 8) {
-    const float* k = keys + j * hd;
-    prefetch_run(k + kCacheAhead / sizeof(float), 8 * row_bytes, _MM_HINT_T0);
+    const T* k = keys + j * hd;
+    prefetch_run(k + kCacheAhead / sizeof(T), 8 * row_bytes, _MM_HINT_T0);
     prefetch_run(values + j * hd, 8 * row_bytes, _MM_HINT_T1);
     __m256 acc[8];
     for (int p = 0; p < 8; ++p) acc[p] = _mm256_setzero_ps();
     for (int64_t i = 0; i < lanes; ++i) {
       const __m256 qi = _mm256_loadu_ps(q + 8 * i);
-      for (int p = 0; p < 8; ++p) acc[p] = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k + p * hd + 8 * i), acc[p]);
+      for (int p = 0; p < 8; ++p) acc[p] = _mm256_fmadd_ps(qi, E::load8(k + p * hd + 8 * i), acc[p]);
     }
     const __m256 s = _mm256_mul_ps(lane_sums(acc), _mm256_set1_ps(scale));
     _mm256_storeu_ps(scores + j, s);
@@ -138,9 +165,9 @@ void attend(const float* q, const float* keys, const float* values, int64_t leng
   }
   float top = lane_max(top8);
   for (; j < length; ++j) {
-    const float* k = keys + j * hd;
+    const T* k = keys + j * hd;
     __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < lanes; ++i) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * i), _mm256_loadu_ps(k + 8 * i), acc);
+    for (int64_t i = 0; i < lanes; ++i) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * i), E::load8(k + 8 * i), acc);
     scores[j] = gsv::lane_sum(acc) * scale;
     top = std::max(top, scores[j]);
   }
@@ -151,8 +178,8 @@ void attend(const float* q, const float* keys, const float* values, int64_t leng
   for (int64_t i = 0; i < lanes; ++i) acc[i] = _mm256_setzero_ps();
   for (j = 0; j < length; ++j) {
     const __m256 p = _mm256_set1_ps(scores[j]);
-    const float* v = values + j * hd;
-    for (int64_t i = 0; i < lanes; ++i) acc[i] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * i), acc[i]);
+    const T* v = values + j * hd;
+    for (int64_t i = 0; i < lanes; ++i) acc[i] = _mm256_fmadd_ps(p, E::load8(v + 8 * i), acc[i]);
   }
   const __m256 inverse = _mm256_set1_ps(1.f / total);
   for (int64_t i = 0; i < lanes; ++i) _mm256_storeu_ps(out + 8 * i, _mm256_mul_ps(acc[i], inverse));
@@ -205,10 +232,11 @@ inline std::pair<int64_t, int64_t> share(int64_t total, int t, int threads) {
 }
 
 // Where one row's keys and values live: [n_layer, heads, max_len, head_dim] with `layer_stride`
-// floats between layers (a row of a batch cache, or a single-row cache of its own), and the
-// position its new key/value goes to. Rows of one step may have different lengths.
+// elements between layers (a row of a batch cache, or a single-row cache of its own), and the
+// position its new key/value goes to. Rows of one step may have different lengths, not formats.
+template <typename T>
 struct RowCache {
-  float *k, *v;
+  T *k, *v;
   int64_t layer_stride, max_len, position;
 };
 
@@ -220,9 +248,25 @@ void check_operands(const at::Tensor& x_in, at::TensorList weights) {
 }
 
 void check_cache(const at::Tensor& k_cache, const at::Tensor& v_cache) {
-  TORCH_CHECK(k_cache.dim() == 5 && k_cache.scalar_type() == at::kFloat && k_cache.is_contiguous() &&
-                  v_cache.sizes() == k_cache.sizes() && v_cache.scalar_type() == at::kFloat && v_cache.is_contiguous(),
-              "gsv::decode_layers: the caches must be contiguous float32 [n_layer, batch, heads, max_len, head_dim]");
+  const auto format = k_cache.scalar_type();
+  TORCH_CHECK(k_cache.dim() == 5 && (format == at::kFloat || format == at::kHalf) && k_cache.is_contiguous() &&
+                  v_cache.sizes() == k_cache.sizes() && v_cache.scalar_type() == format && v_cache.is_contiguous(),
+              "gsv::decode_layers: the caches must be contiguous float32 (or both float16) "
+              "[n_layer, batch, heads, max_len, head_dim]");
+}
+
+// A cache tensor's elements as the kernel reads them (check_cache has checked the format).
+template <typename T>
+T* elements(const at::Tensor& cache);
+
+template <>
+float* elements<float>(const at::Tensor& cache) {
+  return cache.data_ptr<float>();
+}
+
+template <>
+uint16_t* elements<uint16_t>(const at::Tensor& cache) {
+  return reinterpret_cast<uint16_t*>(cache.data_ptr<at::Half>());
 }
 
 void check_fits(const at::Tensor& k_cache, int64_t n_layer, int64_t rows, int64_t d, int64_t position) {
@@ -252,14 +296,15 @@ Head head_of(const c10::optional<at::Tensor>& head, int64_t vocab, int64_t d) {
   return {packed_weight(*head, vocab, d, "head"), vocab};
 }
 
-at::Tensor step(const at::Tensor& x_in, at::TensorList weights, const std::vector<RowCache>& caches, int64_t H,
+template <typename T>
+at::Tensor step(const at::Tensor& x_in, at::TensorList weights, const std::vector<RowCache<T>>& caches, int64_t H,
                 int64_t hd, double eps, Head head) {
   const int64_t n_layer = weights.size() / kPerLayer, R = x_in.size(0), d = x_in.size(1);
   const int64_t ffn_dim = weights[6].size(0) * gsv::kRows;  // the ffn_in bias check refuses a width that is not a multiple of 8
   std::vector<Layer> layers;
   for (int64_t l = 0; l < n_layer; ++l) layers.push_back(layer_at(weights, l, d, ffn_dim));
   int64_t longest = 0;
-  for (const RowCache& c : caches) longest = std::max(longest, c.position + 1);
+  for (const RowCache<T>& c : caches) longest = std::max(longest, c.position + 1);
 
   at::Tensor x = head.w != nullptr ? at::empty({R, head.vocab}, x_in.options()) : at::empty_like(x_in);
   const int requested = at::in_parallel_region() ? 1 : std::max(1, at::get_num_threads());
@@ -288,11 +333,11 @@ at::Tensor step(const at::Tensor& x_in, at::TensorList weights, const std::vecto
       std::tie(first, last) = share(R * H, t, threads);
       for (int64_t task = first; task < last; ++task) {
         const int64_t r = task / H, h = task % H;
-        const RowCache& c = caches[r];
-        float* keys = c.k + l * c.layer_stride + h * c.max_len * hd;
-        float* values = c.v + l * c.layer_stride + h * c.max_len * hd;
-        std::copy_n(qkv.data() + r * 3 * d + d + h * hd, hd, keys + c.position * hd);
-        std::copy_n(qkv.data() + r * 3 * d + 2 * d + h * hd, hd, values + c.position * hd);
+        const RowCache<T>& c = caches[r];
+        T* keys = c.k + l * c.layer_stride + h * c.max_len * hd;
+        T* values = c.v + l * c.layer_stride + h * c.max_len * hd;
+        Element<T>::store(qkv.data() + r * 3 * d + d + h * hd, hd, keys + c.position * hd);
+        Element<T>::store(qkv.data() + r * 3 * d + 2 * d + h * hd, hd, values + c.position * hd);
         attend(qkv.data() + r * 3 * d + h * hd, keys, values, c.position + 1, hd, scores.data() + task * longest,
                attended.data() + r * d + h * hd);
       }
@@ -322,22 +367,43 @@ at::Tensor step(const at::Tensor& x_in, at::TensorList weights, const std::vecto
 }
 
 // A batch sharing one cache [n_layer, batch, heads, max_len, head_dim] and one position.
+template <typename T>
+std::vector<RowCache<T>> batch_rows(const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t R,
+                                    int64_t position) {
+  const int64_t H = k_cache.size(2), max_len = k_cache.size(3), hd = k_cache.size(4);
+  const int64_t row_stride = H * max_len * hd, layer_stride = k_cache.size(1) * row_stride;
+  std::vector<RowCache<T>> caches;
+  for (int64_t r = 0; r < R; ++r)
+    caches.push_back({elements<T>(k_cache) + r * row_stride, elements<T>(v_cache) + r * row_stride, layer_stride,
+                      max_len, position});
+  return caches;
+}
+
 at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList weights, at::Tensor& k_cache, at::Tensor& v_cache,
                          int64_t position, double eps, const c10::optional<at::Tensor>& head, int64_t vocab) {
   check_operands(x_in, weights);
   check_cache(k_cache, v_cache);
   const int64_t n_layer = weights.size() / kPerLayer, R = x_in.size(0), d = x_in.size(1);
   check_fits(k_cache, n_layer, R, d, position);
-  const int64_t H = k_cache.size(2), max_len = k_cache.size(3), hd = k_cache.size(4);
-  const int64_t row_stride = H * max_len * hd, layer_stride = k_cache.size(1) * row_stride;
-  std::vector<RowCache> caches;
-  for (int64_t r = 0; r < R; ++r)
-    caches.push_back({k_cache.data_ptr<float>() + r * row_stride, v_cache.data_ptr<float>() + r * row_stride,
-                      layer_stride, max_len, position});
-  return step(x_in, weights, caches, H, hd, eps, head_of(head, vocab, d));
+  const int64_t H = k_cache.size(2), hd = k_cache.size(4);
+  const Head h = head_of(head, vocab, d);
+  if (k_cache.scalar_type() == at::kHalf)
+    return step(x_in, weights, batch_rows<uint16_t>(k_cache, v_cache, R, position), H, hd, eps, h);
+  return step(x_in, weights, batch_rows<float>(k_cache, v_cache, R, position), H, hd, eps, h);
 }
 
 // Rows of different utterances, each with a single-row cache of its own and its own position.
+template <typename T>
+std::vector<RowCache<T>> own_rows(at::TensorList k_caches, at::TensorList v_caches, at::IntArrayRef positions) {
+  std::vector<RowCache<T>> caches;
+  for (size_t r = 0; r < k_caches.size(); ++r) {
+    const at::Tensor& k = k_caches[r];
+    caches.push_back({elements<T>(k), elements<T>(v_caches[r]), k.size(1) * k.size(2) * k.size(3) * k.size(4),
+                      k.size(3), positions[r]});
+  }
+  return caches;
+}
+
 at::Tensor decode_rows(const at::Tensor& x_in, at::TensorList weights, at::TensorList k_caches, at::TensorList v_caches,
                        at::IntArrayRef positions, double eps, const c10::optional<at::Tensor>& head, int64_t vocab) {
   check_operands(x_in, weights);
@@ -347,16 +413,16 @@ at::Tensor decode_rows(const at::Tensor& x_in, at::TensorList weights, at::Tenso
               "gsv::decode_rows: one key cache, value cache and position per row of x");
   TORCH_CHECK(R > 0, "gsv::decode_rows: no rows");
   const int64_t H = k_caches[0].size(2), hd = k_caches[0].size(4);
-  std::vector<RowCache> caches;
+  const auto format = k_caches[0].scalar_type();
   for (int64_t r = 0; r < R; ++r) {
     check_cache(k_caches[r], v_caches[r]);
     check_fits(k_caches[r], n_layer, 1, d, positions[r]);
     TORCH_CHECK(k_caches[r].size(2) == H && k_caches[r].size(4) == hd, "gsv::decode_rows: rows of different widths");
-    const int64_t max_len = k_caches[r].size(3);
-    caches.push_back({k_caches[r].data_ptr<float>(), v_caches[r].data_ptr<float>(),
-                      k_caches[r].size(1) * H * max_len * hd, max_len, positions[r]});
+    TORCH_CHECK(k_caches[r].scalar_type() == format, "gsv::decode_rows: rows of different cache dtypes");
   }
-  return step(x_in, weights, caches, H, hd, eps, head_of(head, vocab, d));
+  const Head h = head_of(head, vocab, d);
+  if (format == at::kHalf) return step(x_in, weights, own_rows<uint16_t>(k_caches, v_caches, positions), H, hd, eps, h);
+  return step(x_in, weights, own_rows<float>(k_caches, v_caches, positions), H, hd, eps, h);
 }
 
 }  // namespace

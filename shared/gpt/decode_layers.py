@@ -18,6 +18,11 @@ parallel region per token, so the graphs' sleeping pool threads are woken once, 
 Results differ from the module path's by float32 summation order only (~1e-6); sampled tokens are
 upstream's (tests/test_gpt_quant.py, and the token hashes of scripts/bench.py).
 ``GSV_FUSED_DECODE=0`` keeps the module path (for comparison).
+
+``GSV_GPT_CACHE_DTYPE=float16`` (lossy, opt-in) holds the cache in float16: the operator rounds each
+new key/value once when it writes it and widens the cached ones as it reads them, every sum still
+float32; attention then reads half the bytes per cached position (docs/performance.md, "A float16
+KV cache"). The prefill fills the cache in the same format (kv_cache.KVCache ``stored``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from .module_decoder import ModuleDecoder
 
 LANES = 8  # float32 lanes of an AVX2 vector: head and FFN widths must be multiples
 MAX_HEAD_DIM = 128  # the operator keeps one head's output in 16 vector registers
+CACHE_FORMATS = (torch.float32, torch.float16)  # what the operator's attention reads
 
 
 class FusedDecodeLayers:
@@ -68,13 +74,15 @@ class FusedDecodeLayers:
 
     @staticmethod
     def accepts(x: torch.Tensor, cache: KVCache) -> bool:
-        """Whether this step can run fused: ``x [B, d]`` float32 on CPU, a plain unpadded float32 cache."""
+        """Whether this step can run fused: ``x [B, d]`` float32 on CPU, a plain unpadded cache of
+        float32 attention held in float32 or float16."""
         return (
             type(cache) is KVCache
             and cache.visible is None
             and x.dtype == torch.float32
             and x.device.type == "cpu"
-            and cache.k.dtype == torch.float32
+            and cache.dtype == torch.float32
+            and cache.k.dtype in CACHE_FORMATS
             and cache.batch == x.shape[0]
             and not torch.compiler.is_compiling()
             and not torch.jit.is_tracing()
@@ -115,12 +123,13 @@ class FusedDecodeLayers:
 
 
 class FusedDecoder(ModuleDecoder):
-    """The module path's prefill, then decode steps through :class:`FusedDecodeLayers`."""
+    """The module path's prefill, then decode steps through :class:`FusedDecodeLayers`; the caches
+    it fills hold ``cache_dtype`` (None: float32)."""
 
     name = "fused"
 
-    def __init__(self, model: nn.Module, layers: FusedDecodeLayers) -> None:
-        super().__init__(model)
+    def __init__(self, model: nn.Module, layers: FusedDecodeLayers, cache_dtype: torch.dtype | None = None) -> None:
+        super().__init__(model, cache_dtype)
         self.layers = layers
 
     def step_logits(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,12 @@ class KVCache(nn.Module):
     ``visible`` (``[batch, max_len]``, True = a real position) exists only for left-padded batches:
     padded key positions must stay invisible to every later query. ``None`` means all positions
     are real and the decode step can attend without a mask.
+
+    ``stored`` (default: ``dtype``) is the format the keys and values are held in, when narrower
+    than the ``dtype`` attention computes in: float16 on a CPU (``GSV_GPT_CACHE_DTYPE``, lossy)
+    halves what every decode step reads. Each position is rounded once, when written (to nearest
+    even), and :meth:`write` hands attention the filled positions widened back to ``dtype``; the
+    fused step (decode_layers.cpp) reads the float16 values itself.
     """
 
     def __init__(
@@ -27,12 +33,14 @@ class KVCache(nn.Module):
         max_len: int,
         dtype: torch.dtype,
         device: torch.device | str,
+        stored: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         shape = (n_layer, batch, n_head, max_len, head_dim)
+        self.dtype = dtype
         # Uninitialised on purpose: reads never go past ``length``, so zeroing would be wasted work.
-        self.register_buffer("k", torch.empty(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.empty(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("k", torch.empty(shape, dtype=stored or dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.empty(shape, dtype=stored or dtype, device=device), persistent=False)
         self.visible: torch.Tensor | None = None
         self.length = 0
         self.batch = batch  # rows in use; shrinks when finished rows are dropped
@@ -55,14 +63,16 @@ class KVCache(nn.Module):
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``k``/``v`` (``[batch, n_head, t, head_dim]``) at the next ``t`` positions of one layer.
 
-        Returns views of that layer's keys and values up to and including the new positions.
+        Returns that layer's keys and values up to and including the new positions: views, or
+        copies widened to ``dtype`` when the cache is stored narrower.
         """
         end = self.length + k.shape[2]
         if end > self.max_len:
             raise RuntimeError(f"KV cache full: {end} positions needed, {self.max_len} allocated")
         self.k[layer, : self.batch, :, self.length : end] = k
         self.v[layer, : self.batch, :, self.length : end] = v
-        return self.k[layer, : self.batch, :, :end], self.v[layer, : self.batch, :, :end]
+        filled = self.k[layer, : self.batch, :, :end], self.v[layer, : self.batch, :, :end]
+        return filled if self.k.dtype == self.dtype else tuple(t.to(self.dtype) for t in filled)
 
     def advance(self, n: int) -> None:
         self.length += n

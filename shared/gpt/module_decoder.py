@@ -34,6 +34,8 @@ class TorchDecoder(ABC):
 
     name = "torch"
     read_every = 1
+    # The format of the caches this decoder fills (None: the model's; torch.float16: GSV_GPT_CACHE_DTYPE).
+    cache_dtype: torch.dtype | None = None
 
     def __init__(self, model: Text2Semantic) -> None:
         self.model = model
@@ -90,7 +92,7 @@ class TorchDecoder(ABC):
 
     def prefill_row(self, utterance: Utterance, params: SamplingParams, max_steps: int) -> Row:
         """Prefill one utterance on its own into a :class:`Row` holding its first draw."""
-        logits, cache, prompt_lens = prefill_cache(self.model, [utterance], max_steps)
+        logits, cache, prompt_lens = prefill_cache(self.model, [utterance], max_steps, self.cache_dtype)
         row = Row(
             cache,
             int(prompt_lens[0]),
@@ -129,14 +131,15 @@ class ModuleDecoder(TorchDecoder):
     # per-row sums do not depend on the other rows (weights.MAX_PACKED_ROWS): rows stay exact.
     max_rows = MAX_PACKED_ROWS
 
-    def __init__(self, model: Text2Semantic) -> None:
+    def __init__(self, model: Text2Semantic, cache_dtype: torch.dtype | None = None) -> None:
         super().__init__(model)
         use_cpu_kernels(model)
+        self.cache_dtype = cache_dtype
         self.cache: KVCache | None = None
         self.prompt_lens: torch.Tensor | None = None
 
     def prefill_logits(self, utterances: Sequence[Utterance], max_steps: int) -> torch.Tensor:
-        logits, self.cache, self.prompt_lens = prefill_cache(self.model, utterances, max_steps)
+        logits, self.cache, self.prompt_lens = prefill_cache(self.model, utterances, max_steps, self.cache_dtype)
         return logits
 
     def rows_logits(self, tokens: torch.Tensor, positions: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
@@ -201,16 +204,27 @@ def seen_of(model: Text2Semantic, utterances: Sequence[Utterance]) -> torch.Tens
 
 
 def prefill_cache(
-    model: Text2Semantic, utterances: Sequence[Utterance], max_steps: int
+    model: Text2Semantic, utterances: Sequence[Utterance], max_steps: int, stored: torch.dtype | None = None
 ) -> tuple[torch.Tensor, KVCache, torch.Tensor]:
     """The first logits ``[B, V]``, a cache holding the utterances with room for ``max_steps`` more
-    positions, and the prompt lengths ``[B]``."""
+    positions, and the prompt lengths ``[B]``. ``stored``: the cache's format if not the model's
+    (kv_cache.KVCache; the prefill then attends over the rounded keys and values too)."""
     x, mask, prompt_lens, pad = prefill_inputs(model, utterances)
     model.ensure_positions(max(prompt_lens.tolist()) + max_steps)
-    cache = model.new_cache(len(utterances), x.shape[1] + max_steps)
+    cache = new_cache(model, len(utterances), x.shape[1] + max_steps, stored)
     if pad is not None:
         cache.mark_padding(pad)
     return model.prefill(x, mask, cache), cache, prompt_lens
+
+
+def new_cache(model: Text2Semantic, batch: int, max_len: int, stored: torch.dtype | None = None) -> KVCache:
+    """The model's cache (Text2Semantic.new_cache), its keys and values held as ``stored`` if given."""
+    if stored is None or stored == model.cache_dtype:
+        return model.new_cache(batch, max_len)
+    cfg = model.config
+    return KVCache(
+        cfg.n_layer, batch, cfg.n_head, cfg.head_dim, max_len, model.cache_dtype, model.device, stored=stored
+    )
 
 
 def prepare_utterance(
