@@ -77,7 +77,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    decoder = make_decoder(load_gpt(resolve({"GSV_MODEL_DIR": args.model_dir}, need=("gpt",)).gpt), TorchGPTOptions())
+    decoder = make_decoder(
+        load_gpt(resolve({"GSV_MODEL_DIR": args.model_dir}, need=("gpt",)).gpt), TorchGPTOptions.from_env()
+    )
     for _ in stream(decoder, *inputs(0), SamplingParams(early_stop_num=8, seed=0)):
         pass  # one-off costs
     cases = [("alone", 1)] + ([] if args.alone_only else [("batched", int(r)) for r in args.rows.split(",")])
