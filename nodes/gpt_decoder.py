@@ -21,8 +21,8 @@ draws the tokens it would draw alone. Decoding then runs in ``tick`` one step at
 segments and stops are read between steps.
 
 Decoding ahead (``GSV_DECODE_AHEAD``, rows): an utterance's next segment may start decoding while
-the one before it still runs, with capacity the batch has spare, so its first chunk is ready when the
-earlier segment ends instead of a prefill later. Its chunks are held until then
+the one before it still runs (once that one has sent 3 chunks), with capacity the batch has spare, so
+its first chunk is ready when the earlier segment ends instead of a prefill later. Its chunks are held until then
 (``utterance_order``): every utterance's segments still leave in order, with the chunks they have
 alone. It needs the batched loop, which it turns on with ``GSV_MAX_BATCH`` 1 too (utterances
 then still decode one after another: only one utterance's segments share the batch).
@@ -31,6 +31,7 @@ then still decode one after another: only one utterance's segments share the bat
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from collections import defaultdict
@@ -54,6 +55,13 @@ log = logging.getLogger("gsv.gpt")
 # (phone_ids [T], features [1024, T], prompt tokens [P] (empty = reference-free), seed,
 #  the request's sampling overrides) -> tokens as they are decoded: what the stage calls per segment
 DecodeTokens = Callable[[np.ndarray, np.ndarray, np.ndarray, int | None, m.RequestOptions], Iterator[int]]
+
+
+# Decoding ahead starts once the running segments have sent this many chunks (38 tokens, 1.5 s of
+# audio with the default policy): a prefill stops every row's step for ~0.1-0.2 s on 2 cores and
+# takes CPU from the vocoder, which a listener with only the first chunk or two in hand hears as a
+# stall (docs/performance.md, "Decoding ahead").
+AHEAD_AFTER_CHUNKS = 3
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,10 @@ class ChunkPolicy:
             n += size
             yield n
             size = min(self.chunk_tokens, max(size, round(size * self.growth)))
+
+    def tokens_in(self, chunks: int) -> int:
+        """Tokens in the first ``chunks`` chunks."""
+        return next(itertools.islice(self.boundaries(), chunks - 1, None))
 
 
 class GPTStage(StageBase):
@@ -172,6 +184,7 @@ class GPTStage(StageBase):
             if segment is None:
                 continue  # cancelled while this step's messages were being sent
             if isinstance(event, Token):
+                segment.ahead = segment.ahead or not self.order.first_in_line(segment.name[0], segment)
                 yield from self.send(segment, segment.add(event.token))
             else:
                 del self.decoding[event.job]
@@ -239,6 +252,7 @@ class ChunkedSegment:
         self.boundaries = policy.boundaries()
         self.next_boundary = next(self.boundaries)
         self.started = time.perf_counter()
+        self.ahead = False  # decoded (partly) while an earlier segment of its utterance ran
 
     def add(self, token: int) -> Outgoing | None:
         """Keep a token; the chunk it completes, if any."""
@@ -259,11 +273,12 @@ class ChunkedSegment:
         elapsed = time.perf_counter() - self.started
         n = len(self.tokens)
         log.info(
-            "utterance %s segment %d: %d tokens in %.2f s (%.1f ms/token)",
+            "utterance %s segment %d: %d tokens in %.2f s (%.1f ms/token)%s",
             *self.name,
             n,
             elapsed,
             1000 * elapsed / max(1, n),
+            ", decoded ahead" if self.ahead else "",
         )
         return self.chunk(True)
 
@@ -371,7 +386,9 @@ def load() -> tuple[GPTStage, str]:
     batch = None
     if settings.max_batch > 1 or settings.decode_ahead > 0:
         decoders = lambda w: models.get(w).decoder  # noqa: E731
-        batch = BatchedDecode(decoders, base, settings.max_batch, settings.decode_ahead, policy.first_chunk_tokens)
+        batch = BatchedDecode(
+            decoders, base, settings.max_batch, settings.decode_ahead, policy.tokens_in(AHEAD_AFTER_CHUNKS)
+        )
     loaded = (
         f"GPT loaded from {paths.gpt} on {choice.label}; up to {settings.max_batch} utterances decoded together,"
         f" {settings.decode_ahead} segment(s) ahead"

@@ -26,13 +26,16 @@ class UtteranceOrder(Generic[Message]):
         """A segment starts: it goes after the utterance's segments opened before it."""
         self.open.setdefault(utterance, deque()).append(segment)
 
+    def first_in_line(self, utterance: Hashable, segment: Hashable) -> bool:
+        line = self.open.get(utterance)
+        return bool(line) and line[0] == segment
+
     def send(
         self, utterance: Hashable, segment: Hashable, message: Message | None, final: bool = False
     ) -> Iterator[Message]:
         """What may leave now, in order, once ``segment`` made ``message`` (None: nothing yet);
         ``final``: it is the segment's last one."""
-        line = self.open[utterance]
-        if line[0] != segment:
+        if not self.first_in_line(utterance, segment):
             if message is not None:
                 self.held.setdefault(segment, []).append(message)
             if final:
@@ -41,7 +44,7 @@ class UtteranceOrder(Generic[Message]):
         if message is not None:
             yield message
         if final:
-            yield from self.advance(utterance, line)
+            yield from self.advance(utterance, self.open[utterance])
 
     def advance(self, utterance: Hashable, line: deque[Hashable]) -> Iterator[Message]:
         line.popleft()

@@ -162,7 +162,7 @@ def chunk_messages(chunks) -> list[tuple]:
 
 
 @pytest.mark.parametrize("max_rows", [1, 4])
-def test_segments_decoded_ahead_send_the_chunks_they_send_in_turn_in_order(decoder, fixture_inputs, max_rows):
+def test_segments_decoded_ahead_send_the_chunks_they_send_in_turn_in_order(decoder, fixture_inputs, max_rows, caplog):
     segs = [
         segment(fixture_inputs, "a", 0, (0, 40)),
         segment(fixture_inputs, "a", 1, (20, 70)),
@@ -172,7 +172,10 @@ def test_segments_decoded_ahead_send_the_chunks_they_send_in_turn_in_order(decod
     ]
     schedule = features_events(segs, [0, 0, 0, 3, 3])
     plain, _ = run(decoder, fixture_inputs, schedule, max_rows=max_rows)
-    ahead, _ = run(decoder, fixture_inputs, schedule, max_rows=max_rows, ahead=1)
+    assert "decoded ahead" not in caplog.text
+    with caplog.at_level("INFO", logger="gsv.gpt"):
+        ahead, _ = run(decoder, fixture_inputs, schedule, max_rows=max_rows, ahead=1)
+    assert "utterance a segment 1: " in caplog.text and "decoded ahead" in caplog.text
     for utt in "ab":  # each utterance: the same messages in the same order
         assert [c for c in chunk_messages(ahead) if c[0] == utt] == [c for c in chunk_messages(plain) if c[0] == utt]
     if max_rows == 1:  # one utterance at a time, as consumers that play in arrival order need

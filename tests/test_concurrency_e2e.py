@@ -69,9 +69,12 @@ def test_concurrent_streams_equal_their_solo_runs(tmp_path):
     models = build_bundle(tmp_path / "dev-tiny", size="tiny", version="v2")
     paths = resolve({"GSV_MODEL_DIR": str(models)}, need=("gpt", "sovits", "bert", "hubert"))
     # Coalescing off: which token runs the vocoder holds together depends on timing (see load_test.py).
+    # Chunks of 2, 3, 4, ... tokens: the graph's GSV_DECODE_AHEAD starts a next segment after 9 of
+    # the current one's 20 tokens, so segments decoded ahead are part of what must equal solo runs.
     env = server_env(paths, tmp_path, tokens=20, seed=0) | {
         "GSV_COALESCE_LEAD_SECONDS": "0",
         "GSV_COALESCE_QUEUED": "0",
+        "GSV_FIRST_CHUNK_TOKENS": "2",
     }
     graph = ServerGraph(REPO, tmp_path, env)
     graph.start()
