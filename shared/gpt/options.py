@@ -140,9 +140,10 @@ def cache_dtype_from(env: Mapping[str, str]) -> str:
 def refuse_torch_only_options(env: Mapping[str, str], backend: str) -> None:
     """For the exported graphs' backends, which hold caches of their own: a float16 cache asked
     for there would be silently ignored, so it is an error (OptionError) at start-up instead."""
-    if cache_dtype_from(env) != "float32":
+    cache_dtype = cache_dtype_from(env)
+    if cache_dtype != "float32":
         raise OptionError(
-            f"GSV_GPT_CACHE_DTYPE={cache_dtype_from(env)} is for the torch backend's CPU decoders; "
+            f"GSV_GPT_CACHE_DTYPE={cache_dtype} is for the torch backend's CPU decoders; "
             f"the {backend} graphs keep their own cache (unset it, or use GSV_BACKEND=torch)"
         )
 
