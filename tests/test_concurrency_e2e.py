@@ -29,6 +29,7 @@ def test_stalls_are_the_gaps_a_real_time_player_hears():
     # playback ran out at 3.0), the fourth at t=4.4 (due at 4.5 once the clock moved by 0.5).
     s.arrivals = [(1.0, second), (1.5, 2 * second), (3.5, 3 * second), (4.4, 4 * second)]
     assert [round(g, 3) for g in s.stalls()] == [0.5]
+    assert [(played, round(gap, 3)) for played, gap in s.stalls_at()] == [(2.0, 0.5)]  # after 2 s of audio
     assert s.ttfa_s == 1.0
 
 

@@ -91,13 +91,17 @@ class Stream:
 
     def stalls(self) -> list[float]:
         """Gaps a real-time player starting at the first byte would have heard (seconds each)."""
+        return [gap for _, gap in self.stalls_at()]
+
+    def stalls_at(self) -> list[tuple[float, float]]:
+        """The same gaps as (seconds of audio played before the gap, gap)."""
         if not self.arrivals:
             return []
         start, shift, previous, gaps = self.arrivals[0][0], 0.0, self.arrivals[0][1], []
         for at, total in self.arrivals[1:]:
             due = start + shift + previous / BYTES_PER_SECOND  # when playback runs out of what it had
             if at - due > STALL_MIN_S:
-                gaps.append(at - due)
+                gaps.append((previous / BYTES_PER_SECOND, at - due))
                 shift += at - due
             previous = total
         return gaps
@@ -112,6 +116,7 @@ class Stream:
             "rtf": round(self.wall_s / self.audio_s, 3) if self.audio_s else None,
             "stall_count": len(stalls),
             "stall_s": round(sum(stalls), 3),
+            "stalls_at_audio_s": [[round(played, 2), round(gap, 3)] for played, gap in self.stalls_at()],
             "error": self.error,
         }
 
