@@ -82,9 +82,17 @@ WIRING: dict[str, dict[str, str]] = {
 MODEL_PARTS = ("gpt", "sovits", "bert", "hubert", "sv", "vocoder")
 
 
+# In one process the GPT never decodes beside the vocoder, so a v3/v4 streamed first run takes all
+# the node's threads (in the graph, where the GPT's process shares the cores, one is faster:
+# docs/performance.md, "v4 first run"; float32 here: 1.72 s on 2 threads, 2.27 s on 1).
+ONE_PROCESS_DEFAULTS = {"GSV_FIRST_RUN_THREADS": "0"}
+
+
 def with_kokoro_defaults(env: Mapping[str, str]) -> dict[str, str]:
-    """The variables to add to ``env`` so that the output keeps dora-kokoro-tts's contract."""
-    return {name: value for name, value in KOKORO_DEFAULTS.items() if name not in env}
+    """The variables to add to ``env`` so that the output keeps dora-kokoro-tts's contract, and
+    the one-process defaults."""
+    defaults = KOKORO_DEFAULTS | ONE_PROCESS_DEFAULTS
+    return {name: value for name, value in defaults.items() if name not in env}
 
 
 def tts_graph(stages: Mapping[str, Stage]) -> StageGraph:

@@ -552,6 +552,8 @@ def open_mel_engine(paths: Any, settings: Any) -> tuple[Any, str]:
 
     engine, choice = open_or_exit("vocoder", builders, paths.sovits, paths.model_dir)
     engine.first_run = FirstRun(settings.first_run_prompt_frames or None, settings.first_run_steps)
+    if settings.first_run_threads is not None and engine.short_call_threads is not None:
+        engine.short_call_threads = settings.first_run_threads or None  # 0: the node's GSV_THREADS
     return engine, f"{choice.label}, {engine.sample_steps} flow-matching steps, first run {engine.first_run.label()}"
 
 

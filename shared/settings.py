@@ -483,6 +483,15 @@ class VocoderSettings(ModelNodeSettings):
             low=0,
         )
     )
+    first_run_threads: int | None = setting(
+        integer(
+            "GSV_FIRST_RUN_THREADS",
+            None,
+            "v3/v4 on a CPU: torch threads of a streamed segment's short first run (0 = the node's)",
+            low=0,
+            shown="1 (0 in gsv-tts)",
+        )
+    )
     first_run_steps: int | None = setting(
         integer(
             "GSV_FIRST_RUN_STEPS",

@@ -201,3 +201,24 @@ def test_the_first_run_profile_script_runs_on_a_tiny_model(tmp_path, capsys):
     assert "aten operators:" in printed and "mkldnn::_linear_pointwise" in printed  # the packed products ran
     mel = torch.load(tmp_path / "mel.pt")
     assert mel.shape == (1, 100, 16) and bool(mel.isfinite().all()) and not mel[..., :8].any()
+
+
+def test_the_first_runs_threads_are_a_vocoder_setting_and_all_of_them_in_gsv_tts(tmp_path, monkeypatch):
+    from dora_gpt_sovits.model_paths import ModelPaths
+    from dora_gpt_sovits.nodes.gsv_tts import with_kokoro_defaults
+    from dora_gpt_sovits.nodes.vocoder import open_mel_engine
+    from dora_gpt_sovits.settings import VocoderSettings
+
+    sovits, vocoder = tiny_v4_files(tmp_path)
+    paths = ModelPaths("v4", tmp_path, tmp_path, sovits, tmp_path, tmp_path, None, True, vocoder)
+    monkeypatch.setenv("GSV_BACKEND", "torch")
+    monkeypatch.setenv("GSV_DEVICE", "cpu")
+    threads = {}
+    for setting in (None, "0", "2"):
+        env = {} if setting is None else {"GSV_FIRST_RUN_THREADS": setting}
+        engine, _ = open_mel_engine(paths, VocoderSettings.from_env(env))
+        threads[setting] = engine.short_call_threads
+    assert threads == {None: 1, "0": None, "2": 2}  # None: the node's own thread count
+    assert with_kokoro_defaults({})["GSV_FIRST_RUN_THREADS"] == "0"  # one process: no GPT beside it
+    with pytest.raises(ValueError, match="GSV_FIRST_RUN_THREADS"):
+        VocoderSettings.from_env({"GSV_FIRST_RUN_THREADS": "-1"})

@@ -25,7 +25,14 @@ from dora_gpt_sovits.audio.limiter import PeakLimiter
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase, serve
 from dora_gpt_sovits.nodes.bert_features import BertStage
 from dora_gpt_sovits.nodes.gpt_decoder import GPTStage
-from dora_gpt_sovits.nodes.gsv_tts import KOKORO_DEFAULTS, WIRING, check_window, tts_graph, with_kokoro_defaults
+from dora_gpt_sovits.nodes.gsv_tts import (
+    KOKORO_DEFAULTS,
+    ONE_PROCESS_DEFAULTS,
+    WIRING,
+    check_window,
+    tts_graph,
+    with_kokoro_defaults,
+)
 from dora_gpt_sovits.nodes.reference import ReferenceStage
 from dora_gpt_sovits.nodes.text_frontend import TextFrontendStage
 from dora_gpt_sovits.nodes.vocoder import VocoderStage
@@ -100,10 +107,10 @@ def test_the_stages_are_wired_as_in_the_staged_graph():
 
 
 def test_kokoro_defaults_fill_only_what_the_user_left_unset():
-    assert with_kokoro_defaults({}) == KOKORO_DEFAULTS
+    assert with_kokoro_defaults({}) == KOKORO_DEFAULTS | ONE_PROCESS_DEFAULTS
     assert KOKORO_DEFAULTS["GSV_OUTPUT_SAMPLE_RATE"] == "24000"
     assert float(KOKORO_DEFAULTS["GSV_PEAK_LIMIT"]) <= 32767 / 70000  # dora-pyaudio's int16 cast
-    mine = {"GSV_OUTPUT_SAMPLE_RATE": "16000", "GSV_PEAK_LIMIT": ""}
+    mine = {"GSV_OUTPUT_SAMPLE_RATE": "16000", "GSV_PEAK_LIMIT": "", "GSV_FIRST_RUN_THREADS": "1"}
     assert with_kokoro_defaults(mine) == {"GSV_MAX_LEAD_SECONDS": KOKORO_DEFAULTS["GSV_MAX_LEAD_SECONDS"]}
 
 
@@ -130,11 +137,11 @@ def test_the_manifest_declares_the_nodes_ports_and_the_settings_defaults():
     assert set(doc["outputs"]) == set(WIRING[OUTPUT])
     declared = settings.all_variables()
     assert set(doc["env"]) <= set(declared)
-    for name, value in KOKORO_DEFAULTS.items():
+    for name, value in (KOKORO_DEFAULTS | ONE_PROCESS_DEFAULTS).items():
         assert float(doc["env"][name]["default"]) == float(value), name
     for name, spec in doc["env"].items():
         default = declared[name][1].default
-        if name not in KOKORO_DEFAULTS and default is not None:
+        if name not in KOKORO_DEFAULTS | ONE_PROCESS_DEFAULTS and default is not None:
             assert spec["default"] == default, name
 
 
