@@ -21,10 +21,10 @@ draws the tokens it would draw alone. Decoding then runs in ``tick`` one step at
 segments and stops are read between steps.
 
 Decoding ahead (``GSV_DECODE_AHEAD``, rows): an utterance's next segment may start decoding while
-the one before it still runs (once that one has sent 3 chunks), with capacity the batch has spare, so
-its first chunk is ready when the earlier segment ends instead of a prefill later. Its chunks are held until then
-(``utterance_order``): every utterance's segments still leave in order, with the chunks they have
-alone. It needs the batched loop, which it turns on with ``GSV_MAX_BATCH`` 1 too (utterances
+the one before it still runs (once that one has sent 3 chunks), with capacity the batch has spare,
+so its first chunk is ready when the earlier segment ends instead of a prefill later. Its chunks are
+held until then (``utterance_order``): every utterance's segments still leave in order, with the
+chunks they have alone. It needs the batched loop, which it turns on with ``GSV_MAX_BATCH`` 1 too (utterances
 then still decode one after another: only one utterance's segments share the batch).
 """
 
@@ -60,7 +60,7 @@ DecodeTokens = Callable[[np.ndarray, np.ndarray, np.ndarray, int | None, m.Reque
 # Decoding ahead starts once the running segments have sent this many chunks (38 tokens, 1.5 s of
 # audio with the default policy): a prefill stops every row's step for ~0.1-0.2 s on 2 cores and
 # takes CPU from the vocoder, which a listener with only the first chunk or two in hand hears as a
-# stall (docs/performance.md, "Decoding ahead").
+# stall (docs/performance.md, "Decoding an utterance's next segment ahead").
 AHEAD_AFTER_CHUNKS = 3
 
 

@@ -25,7 +25,7 @@ tokens are the ones it draws alone; the caller holds its output until the jobs b
 (``utterance_order.UtteranceOrder`` in the gpt node). It only uses spare capacity: at most
 ``ahead`` such rows in all, one per group, admitted only while fewer than ``max(max_rows, 1 + ahead)``
 rows run and every running row has drawn ``ahead_after`` tokens (a prefill stalls the step of every
-row: not before a young row's first chunk), and a new group's first job never waits for them (it
+row: not while one is young, its listener with little audio in hand), and a new group's first job never waits for them (it
 may take a row beyond ``max_rows`` that an ahead row holds, up to the decoder's own row limit).
 
 Decoders that cannot join rows (``joins_rows`` False: the static CUDA-graph decoder, the ONNX and
