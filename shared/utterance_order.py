@@ -60,6 +60,3 @@ class UtteranceOrder(Generic[Message]):
         for segment in self.open.pop(utterance, ()):
             self.held.pop(segment, None)
             self.ended.discard(segment)
-
-    def holding(self) -> bool:
-        return bool(self.held) or bool(self.ended)

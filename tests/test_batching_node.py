@@ -203,7 +203,8 @@ def test_a_stop_drops_the_chunks_held_for_a_segment_decoded_ahead(decoder, fixtu
     schedule = [*features_events(segs[:2], [0, 0]), (3, input_event(m.CONTROL, *stop))]
     schedule.append((3, input_event(m.PHONE_FEATURES, *segs[2].to_message())))
     chunks, node = run(decoder, fixture_inputs, schedule, ahead=1)
-    assert not node.stage.order.holding() and not node.stage.order.open  # nothing kept for "a"
+    order = node.stage.order
+    assert not order.held and not order.ended and not order.open  # nothing kept for "a"
     got = by_segment(chunks)
     assert ("a", 1) not in got and not any(c.segment_final for c in got[("a", 0)])
     assert np.concatenate([c.tokens for c in got[("b", 0)]]).tolist() == alone(decoder, fixture_inputs, segs[2])
