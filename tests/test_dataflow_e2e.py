@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -208,33 +209,88 @@ def test_service_graph_speaks_on_request_and_stops_cleanly(dev_models, tmp_path)
             dora("down", "--force")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SameHostCluster:
+    """A coordinator and two daemons (one named ``accelerator``) on this machine, linked as the README
+    links two machines: through a zenoh rendezvous (``--zenoh-peer``) with multicast scouting off.
+    Left to scouting, two daemons on one host may never link (CI containers, dora-rs/dora#3533), and
+    then nothing crosses, not even the closes that end the run: the graph waits forever, silently."""
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.port = free_port()
+        self.env = env | {"DORA_COORDINATOR_PORT": str(self.port)}
+        self.workdir = workdir
+        self.processes: list[subprocess.Popen] = []
+        self.logs: dict[str, Path] = {}
+
+    def spawn(self, role: str, *argv: str) -> None:
+        self.logs[role] = self.workdir / f"{role}.log"
+        with open(self.logs[role], "w", encoding="utf-8") as out:
+            self.processes.append(
+                subprocess.Popen(["dora", *argv], cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            )
+
+    def up(self) -> None:
+        self.spawn("coordinator", "coordinator", "--port", str(self.port), "--store", "memory")
+        time.sleep(1)
+        link = ["--zenoh-peer", f"tcp/127.0.0.1:{free_port()}", "--zenoh-no-multicast"]
+        self.spawn("daemon", "daemon", "--local-listen-port", str(free_port()), *link)
+        time.sleep(1)
+        self.spawn(
+            "daemon-accelerator",
+            "daemon",
+            "--machine-id",
+            "accelerator",
+            "--local-listen-port",
+            str(free_port()),
+            *link,
+        )
+        deadline = time.time() + 60
+        while "daemon accelerator" not in self.logs["coordinator"].read_text(errors="replace"):
+            if time.time() > deadline:
+                pytest.fail(f"the daemon `accelerator` did not register within 60 s; {self.tails()}")
+            time.sleep(0.2)
+
+    def tails(self, n: int = 1500) -> str:
+        return "; ".join(f"{role}: {path.read_text(errors='replace')[-n:]}" for role, path in self.logs.items())
+
+    def down(self) -> None:
+        subprocess.run(["dora", "destroy"], cwd=REPO, env=self.env, capture_output=True, timeout=60)
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
 def test_distributed_graph_runs_gpt_and_vocoder_on_a_second_daemon(dev_models, tmp_path):
     """dora's multi-machine deployment, with both daemons on this machine."""
     wav_path = tmp_path / "distributed.wav"
-    env = node_env(
-        dev_models, GSV_TEXT="你好，世界。这是第二句话。", GSV_WAV_PATH=str(wav_path), DORA_COORDINATOR_PORT="17013"
+    cluster = SameHostCluster(
+        node_env(dev_models, GSV_TEXT="你好，世界。这是第二句话。", GSV_WAV_PATH=str(wav_path)), tmp_path
     )
-
-    dora = dora_cli(env)
-
-    assert dora("up").returncode == 0
-    second = subprocess.Popen(
-        ["dora", "daemon", "--machine-id", "accelerator", "--local-listen-port", "53399"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    dora = dora_cli(cluster.env)
     try:
-        time.sleep(3)  # let the second daemon register with the coordinator
-        run = dora("start", "dataflows/distributed.yml", "--name", "tts-dist", "--attach", timeout=600)
+        cluster.up()
+        try:
+            run = dora("start", "dataflows/distributed.yml", "--name", "tts-dist", "--attach", timeout=300)
+        except subprocess.TimeoutExpired as e:  # a normal run takes ~30 s: say where it stood
+            output = "".join(
+                o.decode(errors="replace") if isinstance(o, bytes) else o or "" for o in (e.stdout, e.stderr)
+            )
+            pytest.fail(f"the run did not end within 300 s; its output: {output[-3000:]}; {cluster.tails()}")
         output = run.stdout + run.stderr
         assert run.returncode == 0, output[-4000:]
         assert re.search(r"gpt on daemon .accelerator.*tokens in", output)
         assert re.search(r"vocoder on daemon .accelerator.*RTF", output)
         assert_plausible_speech_file(wav_path, min_seconds=2 * 0.74)
     finally:
-        if dora("down").returncode != 0:
-            dora("down", "--force")
-        second.terminate()
-        second.wait(timeout=30)
+        cluster.down()
