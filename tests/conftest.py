@@ -18,9 +18,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # CI (.ci/run) sets GSV_TEST_STRICT=1: there a test skipped for a missing prerequisite that CI
 # provides (the ../shared fixtures, the dora CLI, Chromium, a buildable kernel, a test package) is a
-# failure, so a broken CI machine cannot pass by skipping. Only a missing GPU may skip.
+# failure, so a broken CI machine cannot pass by skipping. Only a missing GPU may skip, and a
+# missing upstream GPT-SoVITS install (its source tree comes from a mirror CI does not have; the
+# recordings made with it, tests/fixtures/upstream-v3v4, keep the parity checked without it).
 STRICT = os.environ.get("GSV_TEST_STRICT") == "1"
-SKIPS_ALLOWED_IN_STRICT_MODE = ("NVIDIA GPU", "CUDA", "TensorRT", "onnxruntime-gpu")
+UPSTREAM_INSTALL_MISSING = "no upstream GPT-SoVITS install"
+SKIPS_ALLOWED_IN_STRICT_MODE = ("NVIDIA GPU", "CUDA", "TensorRT", "onnxruntime-gpu", UPSTREAM_INSTALL_MISSING)
 
 
 def pytest_collection_modifyitems(config, items):

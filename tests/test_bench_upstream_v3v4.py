@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import UPSTREAM_INSTALL_MISSING
 
 from dora_gpt_sovits.benchmark import flow_matching
 from dora_gpt_sovits.benchmark.cases import select_cases
@@ -37,9 +38,9 @@ FILES = {
 
 def missing_upstream() -> str | None:
     if not PYTHON.is_file():
-        return f"no upstream v3/v4 interpreter at {PYTHON} (GSV_UPSTREAM_V3V4_PYTHON)"
+        return f"{UPSTREAM_INSTALL_MISSING}: no interpreter at {PYTHON} (GSV_UPSTREAM_V3V4_PYTHON)"
     if not (TREE / "GPT_SoVITS" / "TTS_infer_pack" / "TTS.py").is_file():
-        return f"no upstream tree at {TREE} (GSV_UPSTREAM_V3V4_TREE)"
+        return f"{UPSTREAM_INSTALL_MISSING}: no tree at {TREE} (GSV_UPSTREAM_V3V4_TREE)"
     return None
 
 

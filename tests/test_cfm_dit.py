@@ -224,9 +224,10 @@ def test_onnx_export_of_one_step_with_dynamic_length(tmp_path):
 
 UPSTREAM = Path(__file__).resolve().parent / "fixtures" / "upstream-v3v4"
 MODEL_FILES = {"v3": "sovits_v3_tiny_02.pth", "v4": "sovits_v4_tiny_pk.pth"}
-# Recorded in float32 with one thread; same operations in the same order give bit-equal results
-# here, the margin is for other CPUs' kernels (summation order in GEMMs and attention).
-FIXTURE_ATOL = 1e-5
+# Recorded in float32 with one thread on an Intel Xeon (AMX); same operations in the same order give
+# bit-equal results there, the margin is for other CPUs' kernels (summation order in GEMMs and
+# attention): an AMD EPYC (AVX-512, no AMX) is up to 2.1e-5 apart (2026-12-07).
+FIXTURE_ATOL = 5e-5
 
 
 @pytest.fixture(scope="module")

@@ -49,8 +49,9 @@ def model(version):
     return load_sovits(BASE[version], expected_version=version)
 
 
-def close(ours: torch.Tensor, theirs: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-5) -> None:
-    """Float32 agreement up to summation order (the speaker vector reaches ~40: relative too)."""
+def close(ours: torch.Tensor, theirs: torch.Tensor, atol: float = 5e-5, rtol: float = 1e-5) -> None:
+    """Float32 agreement up to summation order (the speaker vector reaches ~40: relative too). The
+    recordings come from an Intel Xeon; an AMD EPYC's kernels (GEMM, FFT) are up to 1.9e-5 apart."""
     assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
     torch.testing.assert_close(ours.float(), theirs.float(), rtol=rtol, atol=atol)
 
