@@ -23,7 +23,6 @@ import torch
 from conftest import FIXTURES  # noqa: E402
 
 from dora_gpt_sovits.sovits import load_sovits
-from dora_gpt_sovits.sovits.generator import LeftContext
 from dora_gpt_sovits.sovits.streaming import (
     crossfade,
     decode_chunk,
@@ -80,15 +79,6 @@ def test_chunks_with_full_context_match_one_shot(setup):
     assert (chunked(setup, margin_frames=0) - one_shot).abs().max() > 0.05  # the margins do the work
 
 
-def test_chunks_carrying_the_generator_context_match_one_shot(setup):
-    """The node's way (sovits/engine.py): each chunk's generator takes its left context from the
-    chunk before it instead of decoding a left margin again."""
-    one_shot = setup[-1]
-    err = (chunked(setup, context=LeftContext()) - one_shot).abs().max().item()
-    print(f"chunked with the generator's left context carried vs one-shot: max abs diff {err:.2e}")
-    assert err < 2e-3
-
-
 def test_noise_is_consistent_across_chunks(setup):
     whole = one_chunk(setup, noise_scale=0.5, noise_seed=11).samples
     assert (chunked(setup, noise_scale=0.5, noise_seed=11) - whole).abs().max() < 2e-3
@@ -108,11 +98,6 @@ def test_streaming_with_short_lookahead_stays_close(setup):
     rms, peak = diff.pow(2).mean().sqrt().item(), diff.abs().max().item()
     print(f"4-token lookahead: max abs diff {peak:.3f}, rms {rms:.4f} (signal rms {one_shot.std():.3f})")
     assert rms < 0.05
-    # Carrying the generator's left context (the node's way) instead of the left margins: as close.
-    kwargs = {"chunk_tokens": 12, "lookahead_tokens": 4, "history_tokens": 8, "noise_scale": 0}
-    carried = torch.cat(list(decode_in_chunks(model, cond, phones, codes, context=LeftContext(), **kwargs)), -1)
-    print(f"... carrying the generator's context: rms {(carried - one_shot).pow(2).mean().sqrt().item():.4f}")
-    assert (carried - one_shot).pow(2).mean().sqrt() < 0.05
 
 
 def test_speed_chunks_tile_the_global_warp(setup):

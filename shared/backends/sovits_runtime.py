@@ -19,8 +19,6 @@ STAGES = ("sovits_condition", "sovits_content", "sovits_window")
 class GraphStreamingSynthesis:
     """Runs the three SoVITS graphs; tensors cross as numpy (small per chunk: tokens, content, audio)."""
 
-    carries_context = False  # the exported generator is stateless: each chunk decodes both margins
-
     def __init__(self, sessions: dict, facts: dict, dtype: np.dtype):
         self.sessions = sessions
         self.device = torch.device("cpu")  # where decode_chunk keeps its small index tensors

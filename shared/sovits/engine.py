@@ -113,14 +113,12 @@ class VocoderEngine:
         self, voice: Any, phone_ids: np.ndarray, seed: int, request_speed: float | None = None
     ) -> RunDecoder:
         """A decoder of one segment's token runs: (history, run, lookahead, position) -> (samples, tail)."""
-        from .generator import LeftContext
         from .streaming import decode_chunk
 
         voice_model, cond = voice
         phones = torch.from_numpy(phone_ids)[None]
         segment_speed = self.speed if request_speed is None else request_speed
         noise_scale = self.noise_scale
-        context = LeftContext()  # the segment's runs follow each other: each carries the generator's left context
 
         def decode(history: np.ndarray, run: np.ndarray, lookahead: np.ndarray, position: int):
             out = decode_chunk(
@@ -134,7 +132,6 @@ class VocoderEngine:
                 speed=segment_speed,
                 noise_scale=noise_scale,
                 noise_seed=seed,
-                context=context,
             )
             return out.samples.reshape(-1), out.tail.reshape(-1)
 

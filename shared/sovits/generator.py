@@ -14,10 +14,6 @@ its 1-D ones for these thin, very long activations (16-256 channels, up to 32 00
 which is where nearly all of SoVITS' inference time goes. On a CPU in float32 the residual blocks'
 long convolutions are computed by FFT instead (spectral_conv.py: less arithmetic for the same
 result, ~1e-6 apart), once :meth:`Generator.use_spectral_convs` has prepared their spectra.
-
-Streaming: a run of frames that continues the run before it can take each convolution's left
-context from that run (:class:`LeftContext`) instead of zero padding, so the stream does not have
-to decode a margin of frames before every run again (streaming.py).
 """
 
 from __future__ import annotations
@@ -68,76 +64,6 @@ def zero_tail(x: Tensor, valid: int | None) -> Tensor:
     return x
 
 
-class LeftContext:
-    """A stream's carried state: every convolution's input just before the next run's first frame.
-
-    A run computes its first outputs of each convolution from what this holds (the previous run's
-    input there) instead of the zero padding at a sequence's start, and leaves in it its own input
-    before its ``commit`` frame, where the next run starts. Empty: the stream's start (zeros)."""
-
-    def __init__(self) -> None:
-        # The i-th convolution of a pass -> its input before the commit. By order, not by module: a
-        # generator's float32 twin (finite_guard) is another copy of the same layers.
-        self.inputs: dict[int, Tensor] = {}
-        self.frame: int | None = None  # the stream's frame where the next run must start (the caller's count)
-
-
-class RunEdges:
-    """One forward pass over a run with a :class:`LeftContext`: each convolution's first outputs
-    are computed again on the carried input (a few positions, not the run), and the run's input
-    before ``commit`` is recorded; :meth:`keep` stores it once the whole pass has succeeded."""
-
-    def __init__(self, context: LeftContext, commit: int):
-        self.context, self.commit = context, commit
-        self.recorded: dict[int, Tensor] = {}
-
-    def same(self, layer: nn.Conv1d, x: Tensor, out: Tensor, scale: int) -> Tensor:
-        """``out`` = ``layer`` ("same" padding) applied to ``x`` [..., T] (positions at ``scale`` per
-        frame), its first outputs recomputed on the carried left context (in place)."""
-        width, dilation = layer.padding[0], layer.dilation[0]
-        left = self.swap(x, width, scale)
-        if left is None or width == 0:
-            return out
-        head = torch.cat([left.to(x.dtype), x[..., : 2 * width]], -1)
-        if x.dim() == 4:
-            fixed = F.conv2d(head, layer.weight.unsqueeze(2), layer.bias, padding=(0, width), dilation=(1, dilation))
-        else:
-            fixed = F.conv1d(head, layer.weight, layer.bias, padding=width, dilation=dilation)
-        n = min(width, out.shape[-1])
-        out[..., :n] = fixed[..., width : width + n]
-        return out
-
-    def transposed(self, layer: nn.ConvTranspose1d, x: Tensor, out: Tensor, scale: int) -> Tensor:
-        """The same for a transposed (upsampling) convolution over channels-last ``x``."""
-        (taps,), (stride,), (pad,) = layer.kernel_size, layer.stride, layer.padding
-        width = (taps - 1 - pad) // stride  # input positions before the run that reach its outputs
-        reached = taps - pad - stride  # how many of its first outputs they reach
-        left = self.swap(x, width, scale)
-        if left is None or width == 0 or reached <= 0:
-            return out
-        head = torch.cat([left.to(x.dtype), x[..., : (reached - 1 + pad) // stride + 1]], -1)
-        fixed = F.conv_transpose2d(head, layer.weight.unsqueeze(2), layer.bias, stride=(1, stride), padding=(0, pad))
-        n = min(reached, out.shape[-1])
-        out[..., :n] = fixed[..., width * stride : width * stride + n]
-        return out
-
-    def swap(self, x: Tensor, width: int, scale: int) -> Tensor | None:
-        """The next convolution's carried input before the run (None at the stream's start);
-        records ``x``'s before the commit for the next run."""
-        layer = len(self.recorded)
-        left = self.context.inputs.get(layer)
-        cut = self.commit * scale
-        if cut >= width:
-            self.recorded[layer] = x[..., cut - width : cut].clone()
-        else:  # a run shorter than the context: part of it is still the carried input
-            before = x.new_zeros(*x.shape[:-1], width) if left is None else left.to(x.dtype)
-            self.recorded[layer] = torch.cat([before, x[..., :cut]], -1)[..., -width:].clone()
-        return left
-
-    def keep(self) -> None:
-        self.context.inputs = self.recorded
-
-
 class ResBlock(nn.Module):
     """Three [lrelu, dilated conv, lrelu, conv] residual units with one kernel size."""
 
@@ -151,20 +77,14 @@ class ResBlock(nn.Module):
             nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilations
         )
 
-    def forward(self, x: Tensor, valid: int | None = None, edges: RunEdges | None = None, scale: int = 1) -> Tensor:
+    def forward(self, x: Tensor, valid: int | None = None) -> Tensor:
         """x: channels-last [B, C, 1, T] -> a new tensor (x is not modified); frames from ``valid``
-        on are padding (:func:`zero_tail`); ``edges``: a streamed run's left context (``scale``
-        positions per frame)."""
-
-        def apply(layer: nn.Conv1d, inputs: Tensor) -> Tensor:
-            out = conv(inputs, layer)
-            return out if edges is None else edges.same(layer, inputs, out, scale)
-
+        on are padding (:func:`zero_tail`)."""
         for c1, c2 in zip(self.convs1, self.convs2):
             # In-place ops on fresh conv outputs: these activations are tens of MB, and every
             # avoided allocation is a page-faulting pass over memory.
-            h = F.leaky_relu_(zero_tail(apply(c1, F.leaky_relu(x, LRELU_SLOPE)), valid), LRELU_SLOPE)
-            x = zero_tail(apply(c2, h), valid).add_(x)
+            h = F.leaky_relu_(zero_tail(conv(F.leaky_relu(x, LRELU_SLOPE), c1), valid), LRELU_SLOPE)
+            x = zero_tail(conv(h, c2), valid).add_(x)
         return x
 
 
@@ -196,48 +116,26 @@ class Generator(nn.Module):
         )
         self.conv_post = nn.Conv1d(u >> len(upsample_rates), 1, 7, padding=3, bias=post_bias)
 
-    def forward(
-        self,
-        z: Tensor,
-        g: Tensor | None = None,
-        valid_frames: int | None = None,
-        context: LeftContext | None = None,
-        commit: int | None = None,
-    ) -> Tensor:
+    def forward(self, z: Tensor, g: Tensor | None = None, valid_frames: int | None = None) -> Tensor:
         """z [B, C, T] (already masked), g [B, gin, 1] (None without conditioning) -> wav [B, 1, T * prod(upsample_rates)].
 
         ``valid_frames``: z is a shorter input padded at the end; every layer then zeroes what lies
         past the input's end, so the first ``valid_frames`` frames compute what the unpadded input
-        computes (each convolution's own zero padding), and only their samples are returned.
-        ``context``: z continues a stream whose run before it ended here: every convolution takes
-        its left context from it, and it keeps this run's for a run starting at frame ``commit``."""
-        edges = None if context is None else RunEdges(context, z.shape[-1] if commit is None else commit)
+        computes (each convolution's own zero padding), and only their samples are returned."""
         x = self.conv_pre(z)
-        if edges is not None:
-            x = edges.same(self.conv_pre, z, x, 1)
         if self.cond is not None:
             x = x + self.cond(g)
-        valid, scale = valid_frames, 1
+        valid = valid_frames
         x = zero_tail(x.unsqueeze(2).contiguous(memory_format=torch.channels_last), valid)
         for i, up in enumerate(self.ups):
             valid = None if valid is None else valid * up.stride[0]
-            activated = F.leaky_relu(x, LRELU_SLOPE)
-            x = conv_transpose(activated, up)
-            if edges is not None:
-                x = edges.transposed(up, activated, x, scale)
-            x = zero_tail(x, valid)
-            scale *= up.stride[0]
+            x = zero_tail(conv_transpose(F.leaky_relu(x, LRELU_SLOPE), up), valid)
             blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
-            acc = blocks[0](x, valid, edges, scale)
+            acc = blocks[0](x, valid)
             for block in blocks[1:]:
-                acc.add_(block(x, valid, edges, scale))
+                acc.add_(block(x, valid))
             x = acc.div_(self.n_kernels)
-        activated = F.leaky_relu(x.squeeze(2))
-        x = self.conv_post(activated)
-        if edges is not None:
-            x = edges.same(self.conv_post, activated, x, scale)
-            edges.keep()
-        wav = torch.tanh(x)
+        wav = torch.tanh(self.conv_post(F.leaky_relu(x.squeeze(2))))
         return wav if valid is None else wav[..., :valid]
 
     def use_spectral_convs(self, enabled: bool, plans: Mapping[tuple[int, int], tuple[int, int]] = FFT_PLAN) -> int:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..cpu_features import matrix_units_for
 from ..finite_guard import HALF_DTYPES, module_dtype, run_finite
-from .generator import Generator, LeftContext
+from .generator import Generator
 
 log = logging.getLogger("dora_gpt_sovits")
 
@@ -68,19 +68,13 @@ class HalfPrecisionGenerator(nn.Module):
             if name in generator.__dict__:
                 setattr(self, name, generator.__dict__[name])
 
-    def forward(
-        self, z: Tensor, g: Tensor | None = None, context: LeftContext | None = None, commit: int | None = None
-    ) -> Tensor:
+    def forward(self, z: Tensor, g: Tensor | None = None) -> Tensor:
         frames = z.shape[-1]
         padded = F.pad(z, (0, length_bucket(frames) - frames))
-        carried = None if context is None else context.inputs
-        carry = {} if context is None else {"context": context, "commit": frames if commit is None else commit}
 
         def run(module: nn.Module) -> Tensor:
             dtype = module_dtype(module)
-            if context is not None:  # a float32 retry starts from the run's own left context again
-                context.inputs = carried
-            return module(padded.to(dtype), None if g is None else g.to(dtype), valid_frames=frames, **carry)
+            return module(padded.to(dtype), None if g is None else g.to(dtype), valid_frames=frames)
 
         return run_finite(self.generator, run, "SoVITS generator", inputs=(z,)).to(z.dtype)
 

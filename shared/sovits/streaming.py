@@ -9,11 +9,6 @@ and generator only on the frames that are needed. Differences from upstream:
   cheap at 50 Hz), the generator on the chunk plus ``margin_frames`` on each side (it dominates
   the cost, and its influence decays well within ~12 frames), and only the chunk's own samples
   are returned. Given the same encoder output, consecutive chunks line up sample for sample.
-* A stream's next chunk continues where the previous one was committed, so its generator need not
-  decode that left margin again: with a :class:`~.generator.LeftContext` (``context``), each of the
-  generator's convolutions takes its left context from the previous chunk's run (the torch
-  generator; the exported graphs keep both margins). The flow and the text encoder are cheap and
-  keep their windows.
 * The audio just past the chunk (from the lookahead) comes back as ``tail``; :func:`crossfade`
   blends it into the next chunk's head, hiding what small mismatch is left.
 * Prior noise is a deterministic function of (seed, global frame index), so overlapping windows
@@ -35,7 +30,6 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from .generator import LeftContext
 from .synthesizer import Conditioning, Synthesizer
 
 DEFAULT_MARGIN_FRAMES = 8  # generator context either side of a chunk: 160 ms
@@ -89,7 +83,6 @@ class StreamingSynthesis(Protocol):
     them lives in :func:`decode_chunk` only."""
 
     device: torch.device
-    carries_context: bool  # window_audio takes a generator LeftContext (context=, commit=)
     receptive_field: int  # flow frames that influence one output frame, each side
     samples_per_frame: int
     inter_channels: int
@@ -105,8 +98,6 @@ class StreamingSynthesis(Protocol):
 
 
 class TorchStreamingSynthesis:
-    carries_context = True
-
     def __init__(self, model: Synthesizer):
         self.model = model
         self.device = model.device
@@ -118,21 +109,13 @@ class TorchStreamingSynthesis:
         return self.model.enc_p.content(self.model.semantic_frames(codes), phone_ids, cond.ge_text)
 
     def window_audio(
-        self,
-        window: Tensor,
-        eps: Tensor | None,
-        noise_scale: float,
-        cond: Conditioning,
-        keep: slice,
-        context: LeftContext | None = None,
-        commit: int | None = None,
+        self, window: Tensor, eps: Tensor | None, noise_scale: float, cond: Conditioning, keep: slice
     ) -> Tensor:
         model = self.model
         m, logs, _ = model.enc_p.prior(window)
         if eps is not None:
             m = m + eps.to(m.dtype) * torch.exp(logs) * noise_scale
-        z = model.flow.reverse(m, cond.ge)[..., keep]
-        return model.dec(z, cond.ge) if context is None else model.dec(z, cond.ge, context=context, commit=commit)
+        return model.dec(model.flow.reverse(m, cond.ge)[..., keep], cond.ge)
 
 
 @torch.inference_mode()
@@ -150,7 +133,6 @@ def decode_chunk(
     noise_seed: int = 0,
     margin_frames: int = DEFAULT_MARGIN_FRAMES,
     tail_samples: int = DEFAULT_TAIL_SAMPLES,
-    context: LeftContext | None = None,
 ) -> ChunkAudio:
     """Audio of ``chunk`` (semantic ids) given the ids before it and up to a few after it.
 
@@ -161,8 +143,6 @@ def decode_chunk(
     ``len(history)``, i.e. the whole history was given); it only places the noise and the speed
     warp. Returns ``ChunkAudio(samples, tail)``; samples cover output frames
     ``[output_frame(position), output_frame(position + len(chunk)))``.
-    ``context``: the stream's generator state (one per segment, passed to each of its chunks in
-    order): a chunk that starts where the previous one ended decodes no left margin.
     """
     if isinstance(model, Synthesizer):
         model = TorchStreamingSynthesis(model)
@@ -170,9 +150,9 @@ def decode_chunk(
     if chunk.numel() == 0:
         raise ValueError("empty chunk")
     start = history.numel() if position is None else position
-    window_ids = torch.cat([history, chunk, lookahead])
+    context = torch.cat([history, chunk, lookahead])
     content_start = 2 * (start - history.numel())  # global source frame of the window's first frame
-    content = model.content(window_ids[None, None], phone_ids.to(model.device), cond)
+    content = model.content(context[None, None], phone_ids.to(model.device), cond)
 
     first, last = output_frame(start, speed), output_frame(start + chunk.numel(), speed)
     # Output frames whose source position still lies inside the window (none past the end of
@@ -185,18 +165,9 @@ def decode_chunk(
 
     flow_lo, flow_hi = frames_around(model.receptive_field)
     gen_lo, gen_hi = frames_around(margin_frames)
-    carry = {}
-    if context is not None and getattr(model, "carries_context", False):
-        if context.frame == first:  # continues the stream: the generator's left context is carried
-            gen_lo = first
-        else:  # the stream's start, or a gap: the margin as without, and zero padding before it
-            context.inputs = {}
-        carry = {"context": context, "commit": last - gen_lo}
     eps = frame_noise(noise_seed, flow_lo, flow_hi, model.inter_channels).to(model.device) if noise_scale else None
     window = warp_frames(content, flow_lo, flow_hi, speed, content_start)
-    wav = model.window_audio(window, eps, noise_scale, cond, slice(gen_lo - flow_lo, gen_hi - flow_lo), **carry)
-    if carry:
-        context.frame = last
+    wav = model.window_audio(window, eps, noise_scale, cond, slice(gen_lo - flow_lo, gen_hi - flow_lo))
 
     hop = model.samples_per_frame
     a, b = (first - gen_lo) * hop, (last - gen_lo) * hop
