@@ -22,6 +22,7 @@ import soundfile as sf
 from conftest import REPO, dora_cli
 
 from dora_gpt_sovits.benchmark.dataflow import processes_with_env as node_processes
+from dora_gpt_sovits.benchmark.two_machines import log_tails, stop
 
 pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
 TEXT = "你好，世界。这是第二句话。今天天气很好。我们去公园散步吧。Hello from the dataflow. It streams while it decodes."
@@ -256,19 +257,13 @@ class SameHostCluster:
                 pytest.fail(f"the daemon `accelerator` did not register within 60 s; {self.tails()}")
             time.sleep(0.2)
 
-    def tails(self, n: int = 1500) -> str:
-        return "; ".join(f"{role}: {path.read_text(errors='replace')[-n:]}" for role, path in self.logs.items())
+    def tails(self) -> str:
+        return log_tails(self.logs)
 
     def down(self) -> None:
         subprocess.run(["dora", "destroy"], cwd=REPO, env=self.env, capture_output=True, timeout=60)
         for process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop(process)
 
 
 def test_distributed_graph_runs_gpt_and_vocoder_on_a_second_daemon(dev_models, tmp_path):

@@ -45,6 +45,22 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, check=check)
 
 
+def stop(process: subprocess.Popen | None, grace_s: float = 20) -> None:
+    """Terminate ``process`` if it still runs; kill it after ``grace_s``."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def log_tails(logs: dict[str, Path], n: int = 1500) -> str:
+    """The last ``n`` characters of each role's log, for an error message."""
+    return "; ".join(f"{role}: {path.read_text(errors='replace')[-n:]}" for role, path in logs.items())
+
+
 @dataclass
 class Namespaces:
     """Two network namespaces with a veth pair between them; removed by ``delete``."""
@@ -251,7 +267,7 @@ class TwoMachines:
         return value
 
     def tails(self, n: int = 1500) -> str:
-        return "; ".join(f"{role}: {path.read_text(errors='replace')[-n:]}" for role, path in self.logs.items())
+        return log_tails(self.logs, n)
 
     # ---- faults ------------------------------------------------------------------------------
     def pause_coordinator(self, seconds: float) -> None:
@@ -299,14 +315,7 @@ class TwoMachines:
         except subprocess.TimeoutExpired:
             pass
         for role in ("daemon-b", "daemon-a", "coordinator"):
-            process = self.processes.get(role)
-            if process and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop(self.processes.get(role))
         for script in ("gsv-", "metrics_collector"):
             for pid in self.node_pids(script):
                 os.kill(pid, signal.SIGKILL)
