@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import pytest
 import soundfile as sf
 from conftest import REPO, dora_cli
 
+from dora_gpt_sovits.benchmark.dataflow import free_port
 from dora_gpt_sovits.benchmark.dataflow import processes_with_env as node_processes
 from dora_gpt_sovits.benchmark.two_machines import log_tails, stop
 
@@ -208,12 +208,6 @@ def test_service_graph_speaks_on_request_and_stops_cleanly(dev_models, tmp_path)
     finally:
         if dora("down").returncode != 0:
             dora("down", "--force")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SameHostCluster:

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,16 +24,12 @@ import soundfile as sf
 from conftest import REPO, dora_cli
 from test_dataflow_e2e import node_env, node_processes
 
+from dora_gpt_sovits.benchmark.dataflow import free_port
+
 pytestmark = pytest.mark.skipif(shutil.which("dora") is None, reason="dora CLI not installed")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TWO_SENTENCES = "你好，世界。Hello from the server."
 MIN_SECONDS_PER_SENTENCE = 0.74  # the GPT's 11 forced tokens (0.44 s) + 0.3 s pause
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,7 @@ import time
 import pytest
 
 from dora_gpt_sovits import say
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from dora_gpt_sovits.benchmark.dataflow import free_port
 
 
 def listen_later(port: int, delay: float, received: list[bytes]) -> threading.Thread:
