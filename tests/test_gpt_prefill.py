@@ -1,6 +1,6 @@
 """The GPT prefill (model.Text2Semantic.prefill): the default path skips work but not results, and
-the optional bfloat16 products (GSV_GPT_PREFILL_DTYPE, weights.use_bfloat16_prefill) stay close
-and are refused where they cannot run. docs/performance.md, "Prefill"."""
+the optional bfloat16 prefill (GSV_GPT_PREFILL_DTYPE, bfloat16_prefill.py) stays close, computes
+what it says, and is refused where it cannot run. docs/performance.md, "Prefill"."""
 
 from __future__ import annotations
 
@@ -9,18 +9,13 @@ import torch
 import torch.nn.functional as F
 from conftest import FIXTURES  # noqa: E402
 
-from dora_gpt_sovits.gpt import weights
+from dora_gpt_sovits.gpt import bfloat16_prefill
+from dora_gpt_sovits.gpt.bfloat16_prefill import BFloat16PrefillLayer, prefill_dtype, use_bfloat16_prefill
 from dora_gpt_sovits.gpt.generate import prefill_inputs, prepare_utterance
 from dora_gpt_sovits.gpt.loader import load_gpt
 from dora_gpt_sovits.gpt.model import additive_mask, prefix_lm_mask
 from dora_gpt_sovits.gpt.options import OptionError, TorchGPTOptions, describe, make_decoder
-from dora_gpt_sovits.gpt.weights import (
-    QuantizationError,
-    apply_quantization,
-    prefill_dtype,
-    use_bfloat16_prefill,
-    use_cpu_kernels,
-)
+from dora_gpt_sovits.gpt.weights import QuantizationError, apply_quantization, use_cpu_kernels
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")  # tiny models; see conftest
 
@@ -85,29 +80,83 @@ def test_additive_mask_is_the_boolean_masks_attention():
 def matrix_units(monkeypatch):
     """Pretend the CPU has bfloat16 units: the products run (slowly) without them too, so the
     arithmetic is tested on every CPU; the refusal is tested separately."""
-    monkeypatch.setattr(weights, "matrix_units_for", lambda dtype: "amx_bf16")
+    monkeypatch.setattr(bfloat16_prefill, "matrix_units_for", lambda dtype: "amx_bf16")
 
 
 @pytest.mark.parametrize("quant", ["none", "fp16"])
 def test_bfloat16_prefill_stays_close_and_leaves_decode_steps_alone(matrix_units, quant):
     model, exact = tiny(quant), tiny(quant)
-    rows = utterances(model)
+    rows = utterances(model, ((12, 9), (10, 4)))  # > MAX_PACKED_ROWS positions: the bfloat16 path
     use_bfloat16_prefill(model)
     assert prefill_dtype(model) == "bfloat16" and prefill_dtype(exact) == "float32"
-    layer = model.layers[0].qkv
-    assert layer.prefill_weight.dtype == torch.bfloat16
-    assert torch.equal(layer.prefill_weight.float(), layer.weight.bfloat16().float())
-    (fast, _), _ = prefill_both_ways(model, rows)
-    (want, _), _ = prefill_both_ways(exact, rows)
+    assert all(isinstance(layer, BFloat16PrefillLayer) for layer in model.layers)
+    assert model.state_dict().keys() == exact.state_dict().keys()  # the official parameters, untouched
+    (fast, cache), _ = prefill_both_ways(model, rows)
+    (want, want_cache), _ = prefill_both_ways(exact, rows)
     scale = want.abs().max()
     error = (fast - want).abs().max()
     assert 0 < error < 0.05 * scale, (error, scale)  # bfloat16 moves the logits, but only a little
-    one_row = torch.randn(1, layer.in_features)
-    torch.testing.assert_close(layer(one_row), exact.layers[0].qkv(one_row), atol=0, rtol=0)
+    assert cache.k.dtype == torch.float32
+    n = want_cache.length
+    assert 0 < (cache.k[..., :n, :] - want_cache.k[..., :n, :]).abs().max() < 0.05 * want_cache.k.abs().max()
+    step = torch.randn(1, 1, model.config.hidden_dim)  # one row: a decode step, the layer's own kernels
+    cache_a, cache_b = model.new_cache(1, 4), exact.new_cache(1, 4)
+    torch.testing.assert_close(
+        model.layers[0](step, None, cache_a, 0), exact.layers[0](step, None, cache_b, 0), atol=0, rtol=0
+    )
+
+
+def reference_bfloat16_layer(layer, x, mask):
+    """One layer's many-row call as plain PyTorch: bfloat16 products (``F.linear``), each widened to
+    float32, the ReLU in float32; attention by the layer's own (checked against PyTorch's below)."""
+
+    def product(linear, h):
+        return F.linear(h.bfloat16(), linear.weight.bfloat16(), linear.bias.bfloat16()).float()
+
+    b, t, d = x.shape
+    q, k, v = product(layer.qkv, x).view(b, t, 3, layer.n_head, layer.head_dim).permute(2, 0, 3, 1, 4)
+    attended = layer.attention(q, k, v, mask).transpose(1, 2).reshape(b, t, d)
+    h = layer.norm1(x + product(layer.out_proj, attended))
+    return layer.norm2(h + product(layer.ffn_out, F.relu(product(layer.ffn_in, h))))
+
+
+def bfloat16_layer_and_inputs(t=20, prompt=8):
+    model = tiny()
+    use_bfloat16_prefill(model)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, t, model.config.hidden_dim, generator=g)
+    mask = prefix_lm_mask(torch.tensor([t - prompt, 9]), torch.tensor([prompt, 5]), t)
+    return model, model.layers[1], x, mask
+
+
+def test_bfloat16_layer_computes_the_plain_bfloat16_layer(matrix_units):
+    """Packed products and the ReLU inside the first feed-forward product are rearrangements, not
+    further rounding: the layer equals the plain bfloat16 computation to float32 summation order
+    (one bfloat16 rounding step is ~4e-3 relative: 100x the tolerance)."""
+    model, layer, x, allowed = bfloat16_layer_and_inputs()
+    mask = additive_mask(allowed, torch.float32)
+    with torch.inference_mode():
+        got = layer(x, mask, model.new_cache(2, x.shape[1]), 1)
+        want = reference_bfloat16_layer(layer, x, mask)
+    torch.testing.assert_close(got, want, atol=5e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mask_kind", ["additive", "boolean"])
+def test_bfloat16_layer_attends_as_pytorch_does(matrix_units, mask_kind):
+    """Attention by two products and a softmax (many query rows) equals PyTorch's kernel, masked
+    positions included; one query row (the last layer's last position) takes PyTorch's."""
+    model, layer, x, allowed = bfloat16_layer_and_inputs(t=24)
+    mask = additive_mask(allowed, torch.float32) if mask_kind == "additive" else allowed
+    g = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(2, layer.n_head, 24, layer.head_dim, generator=g) for _ in range(3))
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(layer.attention(q, k, v, mask), want, atol=1e-5, rtol=0)
+    last = (q[:, :, -1:], k, v, mask[..., -1:, :])
+    assert torch.equal(layer.attention(*last), F.scaled_dot_product_attention(*last[:3], attn_mask=last[3]))
 
 
 def test_bfloat16_prefill_is_refused_where_it_cannot_pay(monkeypatch):
-    monkeypatch.setattr(weights, "matrix_units_for", lambda dtype: None)
+    monkeypatch.setattr(bfloat16_prefill, "matrix_units_for", lambda dtype: None)
     with pytest.raises(QuantizationError, match="AMX or AVX512-BF16"):
         use_bfloat16_prefill(tiny())
     with pytest.raises(QuantizationError, match="float32 CPU model"):

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from .bfloat16_prefill import PREFILL_DTYPES, prefill_dtype, use_bfloat16_prefill
 from .decode_layers import FusedDecodeLayers, FusedDecoder
 from .decoder import Decoder, TokenStream, stream
 from .half_matvec import KERNEL_CHOICES
@@ -44,14 +45,7 @@ from .model import Text2Semantic
 from .module_decoder import ModuleDecoder
 from .sampling import SamplingParams
 from .static_decode import CAPACITY, StaticDecoder
-from .weights import (
-    PREFILL_DTYPES,
-    QUANT_MODES,
-    apply_quantization,
-    prefill_dtype,
-    use_bfloat16_prefill,
-    weights_in_use,
-)
+from .weights import QUANT_MODES, apply_quantization, weights_in_use
 
 log = logging.getLogger("gsv.gpt")
 

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cpu_features import matrix_units_for
 from .half_matvec import COLS, KernelUnavailable, half_matvec, load_kernel, pack_rows
 
 QUANT_MODES = ("auto", "none", "fp16")
@@ -168,48 +167,10 @@ def apply_quantization(model: nn.Module, mode: str, half_kernel: str = "auto") -
     return model
 
 
-PREFILL_DTYPES = ("float32", "bfloat16")
-
-
 def many_row_product(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A many-row (prefill) product: float32 ``F.linear``, or, after :func:`use_bfloat16_prefill`,
-    bfloat16 inputs and weights on the matrix units, summed in float32 and returned as float32."""
-    w = getattr(layer, "prefill_weight", None)
-    if w is None:
-        return F.linear(x, layer.weight, layer.bias)
-    # The bias is added inside the product, before the result is rounded to bfloat16 (oneDNN's
-    # output type), and one pass widens it back.
-    return F.linear(x.to(torch.bfloat16), w, layer.prefill_bias).float()
-
-
-def use_bfloat16_prefill(model: nn.Module) -> nn.Module:
-    """In place: the transformer layers' many-row products (the prefill) read a bfloat16 copy of
-    their weights (``prefill_weight``, +2 bytes per weight) and round their inputs to bfloat16:
-    ~4.5x faster products on AMX, **lossy** (inputs and outputs keep 8 mantissa bits, so tokens drift
-    from upstream's: ``GSV_GPT_PREFILL_DTYPE``, docs/performance.md "Prefill"). Decode steps are
-    untouched. Refused (QuantizationError) off a float32 CPU model or on a CPU without AMX or
-    AVX512-BF16, where bfloat16 products are slower than float32."""
-    if model.device.type != "cpu" or model.dtype != torch.float32:
-        raise QuantizationError(
-            f"GSV_GPT_PREFILL_DTYPE=bfloat16 is for a float32 CPU model, this one is {model.dtype} on {model.device}"
-        )
-    if matrix_units_for(torch.bfloat16) is None:
-        raise QuantizationError(
-            "GSV_GPT_PREFILL_DTYPE=bfloat16 needs a CPU with AMX or AVX512-BF16 (none in /proc/cpuinfo)"
-        )
-    use_cpu_kernels(model)
-    for layer in model.layers:
-        for name in ("qkv", "out_proj", "ffn_in", "ffn_out"):
-            linear = getattr(layer, name)
-            linear.register_buffer("prefill_weight", linear.weight.detach().bfloat16(), persistent=False)
-            bias = None if linear.bias is None else linear.bias.detach().bfloat16()
-            linear.register_buffer("prefill_bias", bias, persistent=False)
-    return model
-
-
-def prefill_dtype(model: nn.Module) -> str:
-    """What the prefill's products multiply in: ``float32`` or ``bfloat16``."""
-    return "bfloat16" if getattr(model.layers[0].qkv, "prefill_weight", None) is not None else "float32"
+    """A many-row (prefill) product: float32 ``F.linear`` (MKL's GEMM; the optional bfloat16 prefill
+    is bfloat16_prefill.py's, per layer)."""
+    return F.linear(x, layer.weight, layer.bias)
 
 
 SPLIT_MAX_ROWS = 8  # products with at most this many rows count as matrix-vector

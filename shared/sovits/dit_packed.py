@@ -28,33 +28,15 @@ again after the activation. The first-run DiT call stays 33.8 dB from float32, a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..onednn_linear import PackedLinear
 from .dit import CONV_POS_GROUPS, Attention, ConvPositionEmbedding, DiT, FeedForward
 
 # Rows (batch x frames) up to which a call uses the packed weights: a first run is 64 by default.
 MAX_ROWS = 128
-
-
-@dataclass(frozen=True)
-class PackedLinear:
-    """``x @ weight.T + bias`` (then ``activation``) on a weight laid out for oneDNN."""
-
-    weight: Tensor
-    bias: Tensor | None
-    activation: str = "none"
-    algorithm: str = ""
-
-    @classmethod
-    def pack(cls, weight: Tensor, bias: Tensor | None, rows: int, **activation: str) -> PackedLinear:
-        return cls(torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows), bias, **activation)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.activation, [], self.algorithm)
 
 
 def fits(x: Tensor, dtype: torch.dtype, max_rows: int) -> bool:
