@@ -6,23 +6,19 @@ A float32 prefill is ~70% products that MKL already runs near the cores' float32
 large gain left is the matrix units: AMX tiles (Intel, ~4.5x the float32 products) or AVX512-BF16
 dot products (AMD Zen 4, ~2.8x). Once the products are that fast, what surrounded them matters, so
 each layer's many-row calls here (the prefill; few-row calls, decode steps and the last layer's
-last position, stay the layer's own) also:
+last position, stay the layer's own):
 
 * multiply on bfloat16 weights laid out once for oneDNN, bias inside the product (onednn_linear);
 * apply the feed-forward's ReLU inside its first product and feed that product's bfloat16 output
   straight to the second: the same numbers as widening it, applying ReLU and rounding it back (ReLU
-  commutes with rounding), three passes fewer over a ``[t, 4d]`` activation;
-* attend by two batched products and a float32 softmax instead of PyTorch's CPU flash kernel,
-  ~2x slower at these shapes (head_dim 32, a few hundred positions, an additive prefix-LM mask):
-  the same math summed in another order (~1e-6 apart).
+  commutes with rounding), three passes fewer over a ``[t, 4d]`` activation.
 
 The cache stays float32 (keys and values are widened as they are written), and so do the
-residual stream, the LayerNorms and attention.
+residual stream, the LayerNorms and attention (PyTorch's kernel: two products and a softmax by hand
+measured no faster here, 2026-12-07, AMD EPYC).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -67,14 +63,6 @@ class BFloat16PrefillLayer(DecoderLayer):
         b, t, _ = x.shape
         qkv = self.qkv_bf16(x.to(torch.bfloat16))
         return qkv.view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-
-    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        if q.shape[2] <= MAX_PACKED_ROWS:
-            return super().attention(q, k, v, mask)
-        scores = torch.matmul(q.to(k.dtype), k.transpose(-1, -2)).mul_(1.0 / math.sqrt(self.head_dim))
-        if mask is not None:
-            scores = scores.add_(mask) if mask.dtype != torch.bool else scores.masked_fill_(~mask, float("-inf"))
-        return torch.matmul(scores.softmax(-1), v)
 
     def mix(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         if few_rows(x):

@@ -85,7 +85,7 @@ class DecoderLayer(nn.Module):
         if last_only:
             q, x = q[:, :, -1:], x[:, -1:]
             mask = None if mask is None else mask[..., -1:, :]
-        return self.mix(x, self.attention(q, k, v, mask))
+        return self.mix(x, attend(q, k, v, mask))
 
     def forward_rows(self, x: torch.Tensor, caches: list[KVCache], index: int) -> torch.Tensor:
         """One position per row, ``x [B, 1, d]``, each row over a cache of its own (own length):
@@ -100,10 +100,6 @@ class DecoderLayer(nn.Module):
         """Queries, keys and values ``[B, n_head, t, head_dim]`` of ``x [B, t, d]``."""
         b, t, _ = x.shape
         return self.qkv(x).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-
-    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """``softmax(q k^T / sqrt(head_dim) + mask) v`` over the cached ``k``/``v``."""
-        return attend(q, k, v, mask)
 
     def mix(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         """The rest of the block after attention: ``attended [B, n_head, t, head_dim]``."""
