@@ -14,7 +14,16 @@ from conftest import REPO
 
 from dora_gpt_sovits.benchmark.cases import select_cases
 from dora_gpt_sovits.benchmark.cli import Options, run_benchmark, write_outputs
-from dora_gpt_sovits.benchmark.dataflow import DataflowRequest, DataflowResult, budget_gpt_checkpoint, write_graph
+from dora_gpt_sovits.benchmark.dataflow import (
+    DataflowRequest,
+    DataflowResult,
+    GraphRun,
+    budget_gpt_checkpoint,
+    clip,
+    error_cause,
+    without_backtraces,
+    write_graph,
+)
 from dora_gpt_sovits.benchmark.inprocess import CaseRun, SegmentRun
 from dora_gpt_sovits.benchmark.report import to_markdown
 from dora_gpt_sovits.benchmark.results import CaseRecord, case_document, overall
@@ -193,6 +202,50 @@ def test_graph_copy_adds_the_metrics_collector(tmp_path):
     assert nodes["text-input"]["env"]["GSV_TEXT_LISTEN"] == "127.0.0.1:12345"
     assert nodes["bench-metrics"]["inputs"]["metrics"]["source"] == "audio-sink/metrics"
     assert Path(nodes["level-meter"]["operator"]["python"]).is_file()
+
+
+def test_a_relative_work_folder_gives_dora_absolute_paths(tmp_path, monkeypatch):
+    """`dora run` starts in the work folder: a graph named relative to the caller's folder was not
+    found there (`bench.py --out out/x` lost its dataflow phase)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    run = GraphRun(Path(REPO), Path("out"), {})
+    assert run.workdir == tmp_path / "out" and run.graph.is_absolute() and run.graph.is_file()
+    assert run.metrics_path.is_absolute() and run.log_path.is_absolute()
+
+
+# What `dora run` printed when it could not read its graph (2026-12-07, dora-rs 1.1.0), shortened.
+DORA_FAILURE = """\
+2026-12-07T17:21:10Z INFO dora_cli: starting
+[ERROR]
+failed to build dataflow before run
+
+Caused by:
+   0: failed to read dataflow at `out/x/work/bench-graph.yml`
+   1: No such file or directory (os error 2)
+
+Location:
+    libraries/core/src/descriptor/mod.rs:482:39
+
+Stack backtrace:
+   0: <unknown>
+  16: PyEval_EvalCode
+             at /tmp/python-build/Python-3.11.7/Python/ceval.c:1148:21
+  17: run_eval_code_obj
+"""
+
+
+def test_a_dora_failure_is_reported_by_its_cause_not_its_backtrace():
+    cause = error_cause(DORA_FAILURE)
+    assert cause.startswith("failed to build dataflow before run / Caused by:")
+    assert "No such file or directory" in cause and "ceval" not in cause
+    cut = without_backtraces(DORA_FAILURE)
+    assert "Stack backtrace: (cut)" in cut and "ceval.c" not in cut and "PyEval_EvalCode" not in cut
+    assert "libraries/core/src/descriptor/mod.rs" in cut  # what is not a frame stays
+    assert error_cause("INFO a\nsomething broke\n\n") == "something broke"
+    long = "head " + "x" * 5000 + " tail"
+    assert clip(long).startswith("head ") and clip(long).endswith(" tail") and len(clip(long)) < 1510
+    assert clip("short") == "short"
 
 
 def test_budget_checkpoint_sets_early_stop(tiny_models, tmp_path):

@@ -26,7 +26,7 @@ import torch
 from ..model_paths import ModelPaths, resolve
 from ..settings import DTYPES
 from .cases import LANGUAGES, LENGTHS, TextCase, select_cases, warmup_cases
-from .dataflow import DataflowError, DataflowResult, run_dataflow
+from .dataflow import DataflowError, DataflowResult, clip, run_dataflow
 from .inprocess import SPLIT_METHOD, Pipeline, load_models, prepare_voice
 from .report import to_markdown
 from .results import CaseRecord, case_document, decode_bandwidth, overall
@@ -396,11 +396,11 @@ def run_graph(
             vocoder_dtype=opts.vocoder_dtype,
         )
     except DataflowError as e:
-        return None, {"error": str(e)[-1500:]}
+        return None, {"error": clip(str(e))}
     load.sample()
     return result, {
         "git_commit": commit,
-        **({"error": result.error[-1500:]} if result.error else {}),
+        **({"error": clip(result.error)} if result.error else {}),
         "startup_s": round(result.startup_s, 2),
         "gpt_tokens_per_segment": result.gpt_tokens_per_segment,
         "threads_per_node": threads,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -217,7 +218,10 @@ class GraphRun:
     def __init__(
         self, repo: Path, workdir: Path, env: dict[str, str], node_env: dict[str, dict[str, str]] | None = None
     ):
-        self.repo, self.workdir = repo, workdir
+        # Absolute: dora runs in workdir, and the graph names files in it (a relative --out once
+        # made `dora run` look for the graph under workdir/workdir).
+        self.repo, self.workdir = repo.resolve(), workdir.resolve()
+        workdir = self.workdir
         self.port = free_port()
         self.metrics_path = workdir / "dataflow-metrics.jsonl"
         self.metrics_path.write_text("")
@@ -255,7 +259,8 @@ class GraphRun:
     def check_alive(self, doing: str) -> None:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise DataflowError(f"dora run exited ({self.process.returncode}) while {doing}: {self.log_tail()}")
+            log = self.log_tail()
+            raise DataflowError(f"dora run exited ({self.process.returncode}) while {doing}: {error_cause(log)}\n{log}")
 
     def say(self, text: str, language: str, until_played: bool = False) -> dict[str, Any]:
         """Speak ``text``; its sink report. ``until_played``: return only once the sink's player
@@ -309,8 +314,47 @@ class GraphRun:
         self.log.close()
 
     def log_tail(self, n: int = 3000) -> str:
+        """The log's last ``n`` characters, without dora's Rust stack backtraces (a hundred lines
+        each, which would push the error they follow out of any tail)."""
         self.log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-n:]
+        return without_backtraces(self.log_path.read_text(encoding="utf-8", errors="replace"))[-n:]
+
+
+def without_backtraces(log: str) -> str:
+    """``log`` with each ``Stack backtrace:`` block (numbered frames and their ``at`` lines) cut."""
+    kept: list[str] = []
+    in_backtrace = False
+    for line in log.splitlines():
+        if line.strip() == "Stack backtrace:":
+            in_backtrace = True
+            kept.append("Stack backtrace: (cut)")
+            continue
+        if in_backtrace and (re.match(r"\s*\d+: ", line) or re.match(r"\s+at ", line)):
+            continue
+        in_backtrace = False
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def clip(text: str, limit: int = 1500) -> str:
+    """``text`` cut to about ``limit`` characters for bench.json, keeping its head (what failed
+    and why: the report's line) and its tail (the end of the log)."""
+    return text if len(text) <= limit else f"{text[: limit // 3]} … {text[-(limit - limit // 3) :]}"
+
+
+def error_cause(log: str, limit: int = 400) -> str:
+    """One line for a report: what follows dora's last ``[ERROR]`` up to its ``Location:`` (the
+    error and its causes), else the log's last non-empty line."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    marks = [i for i, line in enumerate(lines) if line.startswith("[ERROR]")]
+    if not marks:
+        return lines[-1][:limit] if lines else "(empty log)"
+    cause = []
+    for line in lines[marks[-1] : marks[-1] + 12]:
+        if line.startswith(("Location:", "Stack backtrace:")):
+            break
+        cause.append(line.removeprefix("[ERROR]").strip())
+    return " / ".join(part for part in cause if part)[:limit]
 
 
 PLAYER_MARGIN_S = 0.3  # the sink's 150 ms jitter buffer, and its segment_complete on the way back
