@@ -214,6 +214,15 @@ def test_a_relative_work_folder_gives_dora_absolute_paths(tmp_path, monkeypatch)
     assert run.metrics_path.is_absolute() and run.log_path.is_absolute()
 
 
+def test_budget_checkpoint_is_named_absolutely(tiny_models, tmp_path, monkeypatch):
+    from dora_gpt_sovits.benchmark.cli import model_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work").mkdir()
+    path = budget_gpt_checkpoint(model_paths(Options(model_dir=tiny_models)), 30, Path("work"))
+    assert path == tmp_path / "work" / "gpt-budget-30.ckpt" and path.is_file()
+
+
 # What `dora run` printed when it could not read its graph (2026-12-07, dora-rs 1.1.0), shortened.
 DORA_FAILURE = """\
 2026-12-07T17:21:10Z INFO dora_cli: starting

@@ -226,7 +226,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     paths = model_paths(opts)
     cases = select_cases(opts.languages, opts.lengths)
-    workdir = opts.out / "work"
+    workdir = opts.out.resolve() / "work"  # absolute: the graph's nodes run in other folders
     workdir.mkdir(parents=True, exist_ok=True)
     host = host_info(device, dtype, REPO)
     load = LoadSampler()
@@ -465,7 +465,7 @@ def run_flow_matching_sweep(opts: Options) -> None:
     models = load_models(paths, device, dtype)
     voice = prepare_voice(models, find_voice("default", load_registry(model_dir=paths.model_dir)))
     cases = select_cases(opts.languages, opts.lengths)
-    workdir = opts.out / "work"
+    workdir = opts.out.resolve() / "work"  # absolute: the graph's nodes run in other folders
     workdir.mkdir(parents=True, exist_ok=True)
     upstream = (lambda pipeline: start_upstream(opts, pipeline, cases, workdir)) if opts.upstream else None
     doc = flow_matching.sweep(

@@ -99,10 +99,11 @@ def write_graph(
 
 
 def budget_gpt_checkpoint(paths: ModelPaths, tokens: int, workdir: Path) -> Path:
-    """A copy of a development GPT whose early-stop budget is ``tokens`` (int(50 * max_sec) == tokens)."""
+    """A copy of a development GPT whose early-stop budget is ``tokens`` (int(50 * max_sec) == tokens),
+    named by its absolute path (nodes read it from their own folders)."""
     content = read_checkpoint(paths.gpt).content
     content["config"]["data"]["max_sec"] = (tokens + 0.5) / EARLY_STOP_PER_SECOND
-    out = workdir / f"gpt-budget-{tokens}.ckpt"
+    out = workdir.resolve() / f"gpt-budget-{tokens}.ckpt"
     import torch
 
     torch.save(content, out)
