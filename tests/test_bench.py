@@ -26,7 +26,7 @@ from dora_gpt_sovits.benchmark.dataflow import (
 )
 from dora_gpt_sovits.benchmark.inprocess import CaseRun, SegmentRun
 from dora_gpt_sovits.benchmark.report import to_markdown
-from dora_gpt_sovits.benchmark.results import CaseRecord, case_document, overall
+from dora_gpt_sovits.benchmark.results import CaseRecord, case_document, mean_cached_positions, overall
 from dora_gpt_sovits.benchmark.upstream import UpstreamCaseRun
 
 pytestmark = pytest.mark.slow  # builds and exports models once per module (seconds)
@@ -74,6 +74,8 @@ def test_document_records_conditions_and_every_case(bench):
     assert set(doc["host"]["read_bandwidth_gbs"]) == {"1", str(doc["host"]["threads"])}
     decode = doc["overall"]["gpt_decode_bandwidth"]  # weights per token / time per token, against the machine
     assert decode["used_gbs"] > 0 and decode["weight_mb"] > 0 and decode["vs_floor"] > 0
+    # the step reads the cache too: a floor that counts it is higher, so decode is nearer to it
+    assert decode["cache_mb_per_step"] > 0 and decode["vs_floor_with_cache"] < decode["vs_floor"]
     cfg = doc["config"]
     assert cfg["backend"] == "torch" and cfg["development_model"] is True
     assert cfg["tokens_per_segment"] == TOKENS and cfg["repeats"] == 1
@@ -202,6 +204,14 @@ def test_graph_copy_adds_the_metrics_collector(tmp_path):
     assert nodes["text-input"]["env"]["GSV_TEXT_LISTEN"] == "127.0.0.1:12345"
     assert nodes["bench-metrics"]["inputs"]["metrics"]["source"] == "audio-sink/metrics"
     assert Path(nodes["level-meter"]["operator"]["python"]).is_file()
+
+
+def test_mean_cached_positions_averages_every_decode_step():
+    # one segment: 10 + 5 + 20 = 35 positions after the prefill, 3 decode steps see 36, 37, 38;
+    # another: 10 + 7 + 20 = 37, one step sees 38; the prefill's own step reads no cache
+    case = {"prompt_phones": 10, "prompt_tokens": 20, "target_phones": [5, 7], "gpt_steps_per_segment": [4, 2]}
+    assert mean_cached_positions({"a": case}) == (36 + 37 + 38 + 38) / 4
+    assert mean_cached_positions({}) == 0.0
 
 
 def test_a_relative_work_folder_gives_dora_absolute_paths(tmp_path, monkeypatch):

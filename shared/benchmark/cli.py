@@ -29,7 +29,7 @@ from .cases import LANGUAGES, LENGTHS, TextCase, select_cases, warmup_cases
 from .dataflow import DataflowError, DataflowResult, clip, run_dataflow
 from .inprocess import SPLIT_METHOD, Pipeline, load_models, prepare_voice
 from .report import to_markdown
-from .results import CaseRecord, case_document, decode_bandwidth, overall
+from .results import CaseRecord, case_document, decode_bandwidth, mean_cached_positions, overall
 from .system import LoadSampler, git_commit, host_info
 from .upstream import Upstream, UpstreamError
 
@@ -274,6 +274,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
         doc["overall"]["ours"].get("gpt_decode_ms_per_token"),
         host.read_bandwidth_gbs,
         host.threads,
+        in_process.get("gpt_cache_bytes_per_position", 0) * mean_cached_positions(doc["cases"]),
     )
     if bandwidth:
         doc["overall"]["gpt_decode_bandwidth"] = bandwidth
@@ -331,6 +332,7 @@ def measure_in_process(
         "load_s": models.load_s,
         "rss_after_load_mib": models.rss_after_load_mib,
         "gpt_decode_weight_bytes": models.gpt_decode_weight_bytes,
+        "gpt_cache_bytes_per_position": models.gpt_cache_bytes_per_position,
         "voice_encode_s": round(voice.encode_s, 3),
         "load_average": load.summary(),
         "sampling": {k: getattr(pipeline.params, k) for k in ("top_k", "top_p", "temperature", "repetition_penalty")},

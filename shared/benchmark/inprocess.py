@@ -50,6 +50,7 @@ class Models:
     load_s: dict[str, float]
     rss_after_load_mib: float | None
     gpt_decode_weight_bytes: int = 0  # what one decode step reads of weights (decode_weight_bytes)
+    gpt_cache_bytes_per_position: int = 0  # what it reads of cached keys/values per position (cache_bytes_per_position)
     mel_vocoder: torch.nn.Module | None = None  # v3/v4: BigVGAN / the v4 HiFi-GAN after the flow matching
 
     @property
@@ -115,15 +116,15 @@ def load_models(
         sv = timed("sv", lambda: load_speaker_verification(paths.sv, device=device, dtype=dtype))
     return Models(
         paths, device, dtype, gpt, gpt_stream, describe(decoder), sovits, bert, hubert, sv, load_s, rss_mib(),
-        decode_weight_bytes(gpt), mel_vocoder,
+        decode_weight_bytes(gpt), cache_bytes_per_position(gpt, getattr(decoder, "cache_dtype", None)), mel_vocoder,
     )  # fmt: skip
 
 
 def decode_weight_bytes(gpt: torch.nn.Module) -> int:
     """Bytes of weights one GPT decode step streams: the decoder layers' and the logits projection's
     products, in the format the step reads them (the float16 copy where there is one). The step's
-    time floor is this over the machine's read bandwidth (the cached keys/values add 2 x layers x
-    width x 4 bytes per cached position, not counted here)."""
+    time floor is this over the machine's read bandwidth, plus the cached keys/values
+    (:func:`cache_bytes_per_position`)."""
     total = 0
     for module in [*gpt.layers.modules(), *gpt.ar_predict_layer.modules()]:
         half = getattr(module, "half_weight", None)
@@ -132,6 +133,14 @@ def decode_weight_bytes(gpt: torch.nn.Module) -> int:
         elif isinstance(module, torch.nn.Linear):
             total += module.weight.numel() * module.weight.element_size()
     return total
+
+
+def cache_bytes_per_position(gpt: torch.nn.Module, stored: torch.dtype | None = None) -> int:
+    """Bytes of cached keys and values one decode step reads per cached position: 2 x layers x
+    width, in the dtype the cache holds (``stored``, GSV_GPT_CACHE_DTYPE; None: the model's)."""
+    cfg = gpt.config
+    dtype = stored or getattr(gpt, "cache_dtype", torch.float32)
+    return 2 * cfg.n_layer * cfg.hidden_dim * torch.empty(0, dtype=dtype).element_size()
 
 
 @dataclass

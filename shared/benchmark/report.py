@@ -35,6 +35,12 @@ def bandwidth_lines(b: dict[str, Any] | None) -> list[str]:
         f"* GPT decode bandwidth used / available: {b['used_gbs']:.1f} / {b['available_gbs']:.1f} GB/s "
         f"({100 * b['used_fraction']:.0f}%, {b['threads']} threads; {b['weight_mb']:.0f} MB of weights per token); "
         f"floor {b['floor_ms_per_token']:.2f} ms/token, decode {b['vs_floor']:.2f}x the floor"
+        + (
+            f"; with the cached keys/values it also reads ({b['cache_mb_per_step']:.0f} MB per step on average) "
+            f"the floor is {b['floor_with_cache_ms_per_token']:.2f} ms/token, decode {b['vs_floor_with_cache']:.2f}x it"
+            if b.get("cache_mb_per_step")
+            else ""
+        )
     ]
 
 

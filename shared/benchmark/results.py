@@ -199,16 +199,23 @@ def overall(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def decode_bandwidth(
-    weight_bytes: int, ms_per_token: float | None, available: dict[str, float], threads: int
+    weight_bytes: int,
+    ms_per_token: float | None,
+    available: dict[str, float],
+    threads: int,
+    cache_bytes_per_step: float = 0.0,
 ) -> dict[str, Any] | None:
     """The GPT decode step against the memory floor: its weights read once per token in
     ``ms_per_token`` -> GB/s used, against the machine's read bandwidth at the run's thread count
-    (system.read_bandwidth_gbs); the floor is weight bytes / that bandwidth (cache reads excluded)."""
+    (system.read_bandwidth_gbs); the floor is weight bytes / that bandwidth. A step also reads the
+    cached keys and values (``cache_bytes_per_step``: on average over the run's steps), so the
+    floor of the step as it must run is given with them too (``*_with_cache``)."""
     gbs = available.get(str(threads))
     if not weight_bytes or not ms_per_token or not gbs:
         return None
     used = weight_bytes / (ms_per_token / 1000) / 1e9
     floor_ms = weight_bytes / (gbs * 1e9) * 1000
+    floor_with_cache_ms = (weight_bytes + cache_bytes_per_step) / (gbs * 1e9) * 1000
     return {
         "weight_mb": round(weight_bytes / 1e6, 1),
         "threads": threads,
@@ -217,4 +224,21 @@ def decode_bandwidth(
         "used_fraction": round(used / gbs, 3),
         "floor_ms_per_token": round(floor_ms, 2),
         "vs_floor": round(ms_per_token / floor_ms, 2),
+        "cache_mb_per_step": round(cache_bytes_per_step / 1e6, 1),
+        "floor_with_cache_ms_per_token": round(floor_with_cache_ms, 2),
+        "vs_floor_with_cache": round(ms_per_token / floor_with_cache_ms, 2),
     }
+
+
+def mean_cached_positions(cases: dict[str, dict[str, Any]]) -> float:
+    """The cached positions a decode step attends over, averaged over every step of every case's
+    segments: a segment's step ``k`` (k = 1.., after the prefill) sees its prompt phones, target
+    phones, prompt tokens and the ``k`` tokens fed so far."""
+    positions = steps = 0.0
+    for case in cases.values():
+        for target, n in zip(case["target_phones"], case["gpt_steps_per_segment"]):
+            start = case["prompt_phones"] + target + case["prompt_tokens"]
+            decode_steps = max(n - 1, 0)  # the first token comes from the prefill
+            positions += decode_steps * start + decode_steps * (decode_steps + 1) / 2
+            steps += decode_steps
+    return positions / steps if steps else 0.0
