@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from dora_gpt_sovits.benchmark import dataflow
+from dora_gpt_sovits.benchmark import absolute_path, dataflow
 from dora_gpt_sovits.benchmark.cases import select_cases, warmup_cases
 from dora_gpt_sovits.model_paths import resolve
 
@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variant", choices=("staged", "one-node"))
     parser.add_argument("out", type=Path)
-    parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "bench-full-v2")
+    parser.add_argument("--model-dir", type=absolute_path, default=REPO / "models" / "bench-full-v2")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dora_gpt_sovits.benchmark import absolute_path
+
 REPO = Path(__file__).resolve().parents[1]
 # Set by the harness itself: a setting that named them would measure something else.
 RESERVED = ("GSV_MODEL_DIR", "GSV_THREADS")
@@ -218,7 +220,7 @@ def hold_cpu_latency(microseconds: int) -> Any:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "--model-dir", type=Path, required=True, help="models (a full-size development model or real weights)"
+        "--model-dir", type=absolute_path, required=True, help="models (a full-size development model or real weights)"
     )
     p.add_argument("--setting", action="append", type=Setting.parse, default=None, help="name[:VARIABLE=value,...]")
     p.add_argument("--idle", type=float, nargs="+", default=[4.0], help="idle pauses (s) measured after back to back")
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2, help="GSV_THREADS, as the graph's nodes run")
     p.add_argument("--phones", type=int, default=45, help="the gpt's segment length in phones")
     p.add_argument("--prompt", type=int, default=114, help="the voice prompt's length in semantic tokens")
-    p.add_argument("--out", type=Path, default=REPO / "out" / "bench-idle-penalty")
+    p.add_argument("--out", type=absolute_path, default=REPO / "out" / "bench-idle-penalty")
     p.add_argument(
         "--busy-idle", action="store_true", help="spin through each pause instead of sleeping (a diagnosis, not a fix)"
     )

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from dora_gpt_sovits.benchmark import absolute_path
 from dora_gpt_sovits.benchmark.dataflow import budget_gpt_checkpoint
 from dora_gpt_sovits.model_paths import resolve
 
@@ -115,7 +116,7 @@ def run(batch: int, args: argparse.Namespace, folder: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", type=Path, default=REPO / "models/bench-full-v2")
+    parser.add_argument("--model-dir", type=absolute_path, default=REPO / "models/bench-full-v2")
     parser.add_argument("--batch", default="1,4", help="GSV_MAX_BATCH values to compare")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=60, help="GPT tokens per segment at most")

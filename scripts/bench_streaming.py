@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from dora_gpt_sovits.benchmark import stage_trace
+from dora_gpt_sovits.benchmark import absolute_path, stage_trace
 from dora_gpt_sovits.benchmark.cases import select_cases
 from dora_gpt_sovits.benchmark.streaming_settings import Setting, markdown, probe
 from dora_gpt_sovits.model_paths import resolve
@@ -26,7 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", required=True, help="models (a full-size development model or real weights)")
+    p.add_argument(
+        "--model-dir", type=absolute_path, required=True, help="models (a full-size development model or real weights)"
+    )
     p.add_argument("--version", default="v2", help="the model's GSV_VERSION (v3/v4: flow-matching vocoder)")
     p.add_argument("--setting", action="append", type=Setting.parse, default=None)
     p.add_argument("--case", default="en-short", help="a benchmark text (shared/benchmark/cases.py)")
@@ -36,7 +38,7 @@ def main() -> None:
     p.add_argument(
         "--trace", action="store_true", help="per-node stamps: where the first segment's time to first audio goes"
     )
-    p.add_argument("--out", type=Path, default=REPO / "out" / "bench-streaming")
+    p.add_argument("--out", type=absolute_path, default=REPO / "out" / "bench-streaming")
     a = p.parse_args()
     cases = select_cases()
     case = next((c for c in cases if c.name == a.case), None)

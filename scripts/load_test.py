@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dora_gpt_sovits.benchmark import absolute_path
+
 REPO = Path(__file__).resolve().parents[1]
 CANCEL_AFTER_BYTES = 9600  # 0.2 s of 24 kHz s16le: the listener heard the start, then left
 
@@ -246,8 +248,8 @@ def main() -> int:
     parser.add_argument("--cancel", type=float, default=0.1, help="fraction of requests that leave midway")
     parser.add_argument("--tokens", type=int, default=30, help="GPT token budget per segment (dev model)")
     parser.add_argument("--seed", type=int, default=0, help="GSV_SEED, and the request plan's shuffle")
-    parser.add_argument("--model-dir", type=Path, default=None, help="default: a tiny v2 dev model built here")
-    parser.add_argument("--out", type=Path, default=REPO / "out" / "load_test")
+    parser.add_argument("--model-dir", type=absolute_path, default=None, help="default: a tiny v2 dev model built here")
+    parser.add_argument("--out", type=absolute_path, default=REPO / "out" / "load_test")
     parser.add_argument(
         "--coalesce-lead",
         default="0",

@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from dora_gpt_sovits.benchmark import absolute_path
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,7 +46,7 @@ def main() -> int:
     parser.add_argument("--no-reconnect", action="store_true", help="skip the coordinator pause")
     parser.add_argument("--stall-timeout", type=float, default=20.0, help="GSV_STALL_TIMEOUT for the run")
     parser.add_argument("--tokens", type=int, default=40, help="GPT token budget per segment (dev model)")
-    parser.add_argument("--out", type=Path, default=REPO / "out" / "multi-machine")
+    parser.add_argument("--out", type=absolute_path, default=REPO / "out" / "multi-machine")
     args = parser.parse_args()
 
     from dora_gpt_sovits.benchmark.dataflow import budget_gpt_checkpoint, node_env

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dora_gpt_sovits.benchmark import absolute_path
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -37,7 +39,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--utterances", type=int, default=100)
     parser.add_argument("--tokens", type=int, default=40, help="GPT token budget per segment (dev model)")
-    parser.add_argument("--out", type=Path, default=REPO / "out" / "soak")
+    parser.add_argument("--out", type=absolute_path, default=REPO / "out" / "soak")
     parser.add_argument(
         "--long-text",
         type=int,

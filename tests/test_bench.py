@@ -214,6 +214,16 @@ def test_mean_cached_positions_averages_every_decode_step():
     assert mean_cached_positions({}) == 0.0
 
 
+def test_folders_given_to_the_graph_scripts_are_made_absolute(tmp_path, monkeypatch):
+    from dora_gpt_sovits.benchmark import absolute_path
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_path("out/x") == tmp_path / "out" / "x"
+    for script in ("bench_streaming.py", "soak.py", "load_test.py", "multi_machine_load.py", "bench_idle_penalty.py"):
+        text = (Path(REPO) / "scripts" / script).read_text(encoding="utf-8")
+        assert '"--out", type=absolute_path' in text, script
+
+
 def test_a_relative_work_folder_gives_dora_absolute_paths(tmp_path, monkeypatch):
     """`dora run` starts in the work folder: a graph named relative to the caller's folder was not
     found there (`bench.py --out out/x` lost its dataflow phase)."""

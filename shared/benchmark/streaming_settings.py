@@ -104,7 +104,7 @@ def probe(
     workdir.mkdir(parents=True, exist_ok=True)
     budget = budget_gpt_checkpoint(paths, tokens_per_segment, workdir) if paths.development else None
     env = node_env(paths, budget, "cpu", "float32", threads, seed)
-    trace_dir = workdir / "trace"
+    trace_dir = workdir.resolve() / "trace"  # the nodes write it from their own folders
     if trace:
         shutil.rmtree(trace_dir, ignore_errors=True)  # a previous run's lines would mix in
         env["GSV_TRACE_DIR"] = str(trace_dir)
