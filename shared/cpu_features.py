@@ -22,17 +22,36 @@ MATRIX_FLAGS = {
 
 
 @cache
+def cpu_vendor() -> str:
+    """``vendor_id`` of /proc/cpuinfo (``GenuineIntel``, ``AuthenticAMD``; empty where unreadable)."""
+    return _cpuinfo_field("vendor_id")
+
+
+def mkl_float32_is_slow(vendor: str | None = None) -> bool:
+    """Whether oneDNN's float32 product on a prepacked weight beats MKL's GEMM (PyTorch's
+    ``F.linear``) here. On an AMD EPYC (Zen 4, torch 2.13's MKL 2024.2) it did by 2.5-2.9x at 18 rows
+    and 1.3x at 171 (docs/performance.md, "BERT on oneDNN"); on Intel Xeons the two were measured
+    equal at the GPT prefill's shapes ("Prefill"), so MKL stays there."""
+    return (cpu_vendor() if vendor is None else vendor) == "AuthenticAMD"
+
+
+@cache
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (empty where /proc/cpuinfo is unreadable: not Linux)."""
+    return frozenset(_cpuinfo_field("flags").split())
+
+
+def _cpuinfo_field(name: str) -> str:
+    """The first value of ``name`` in /proc/cpuinfo ("" where absent or unreadable)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return frozenset()
+        return ""
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return frozenset(value.split())
-    return frozenset()
+        if key.strip() == name:
+            return value.strip()
+    return ""
 
 
 def matrix_units_for(dtype: torch.dtype, flags: frozenset[str] | None = None) -> str | None:

@@ -101,3 +101,29 @@ def test_a_run_over_510_characters_is_encoded_in_windows_not_a_crash(bert):
     assert torch.equal(feats, torch.cat([head, tail], dim=1))
     (batched,) = bert_features_batch(model, tokenizer, [text], [word2ph])
     assert torch.equal(batched, feats)
+
+
+def test_prepacked_products_give_the_same_features_and_free_the_weights(bert, tiny_roberta_dir):
+    """`pack_products` (on by default in the bert node on AMD CPUs, where oneDNN's float32 products
+    are 2-3x MKL's at a segment's rows) computes the same features to float32 summation order."""
+    from torch import nn
+
+    from dora_gpt_sovits.onednn_linear import PackedLinearModule
+
+    packed_model, tokenizer = load_bert(tiny_roberta_dir, "cpu", torch.float32, pack_products=True)
+    encoder = packed_model.bert.encoder
+    assert not any(type(m) is nn.Linear for m in encoder.modules())
+    assert sum(isinstance(m, PackedLinearModule) for m in encoder.modules()) == 6 * len(encoder.layer)
+    norm_text, word2ph = "今天天气真好,我们去公园散步吧.", [2] * 15 + [1]
+    got = bert_features(packed_model, tokenizer, norm_text, word2ph)
+    want = bert_features(bert.model, bert.tokenizer, norm_text, word2ph)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+    with pytest.raises(ValueError, match="float32 CPU model"):
+        load_bert(tiny_roberta_dir, "cpu", torch.bfloat16, pack_products=True)
+
+
+def test_products_are_packed_where_mkl_is_slow():
+    from dora_gpt_sovits.cpu_features import mkl_float32_is_slow
+
+    assert mkl_float32_is_slow("AuthenticAMD") and not mkl_float32_is_slow("GenuineIntel")
+    assert not mkl_float32_is_slow("")  # no /proc/cpuinfo: MKL, as PyTorch would

@@ -168,7 +168,7 @@ def bert_builders(source: Path, threads: int | None = None) -> dict[str, Callabl
     def torch_bert(choice: BackendChoice):
         from ..encoders.bert import load_bert
 
-        return load_bert(source, device=torch_device(choice), dtype=torch_dtype(choice))
+        return load_bert(source, device=torch_device(choice), dtype=torch_dtype(choice), pack_products=None)
 
     def graph_bert(choice: BackendChoice):
         from transformers import AutoTokenizer

@@ -107,7 +107,7 @@ def load_models(
         sovits, mel_vocoder = engine.model, engine.vocoder
     else:  # the vocoder node's model and convolutions (GSV_VOCODER_FFT=auto: the long ones by FFT on a CPU)
         sovits = timed("sovits", lambda: load_torch_sovits(paths.sovits, device, vocoder_dtype or dtype))
-    bert = timed("bert", lambda: load_bert(paths.bert, device=device, dtype=dtype))
+    bert = timed("bert", lambda: load_bert(paths.bert, device=device, dtype=dtype, pack_products=None))  # as the node
     hubert = timed("hubert", lambda: load_hubert(paths.hubert, device=device, dtype=dtype))
     sv = None
     if sovits.version.model_version in ("v2Pro", "v2ProPlus"):

@@ -46,10 +46,21 @@ def missing_files(directory: str | os.PathLike) -> list[str]:
     return missing
 
 
+PACKED_FOR_ROWS = 32  # a segment's characters: what oneDNN lays the encoder's weights out for
+
+
 def load_bert(
-    directory: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    directory: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    pack_products: bool | None = False,
 ) -> Bert:
-    """Load chinese-roberta-wwm-ext-large (or a same-format dev model) from a local directory."""
+    """Load chinese-roberta-wwm-ext-large (or a same-format dev model) from a local directory.
+
+    ``pack_products``: the encoder's float32 CPU products on oneDNN-prepacked weights
+    (onednn_linear.pack_linears; ~1e-6 from MKL's, the same features to float32 rounding) —
+    ``None``: where that is faster (cpu_features.mkl_float32_is_slow: AMD CPUs, 2.5-2.9x per
+    product at a segment's few rows). Such a model runs but no longer exports or traces."""
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise BertModelFiles(f"BERT model directory not found: {directory}")
@@ -69,6 +80,18 @@ def load_bert(
     if model.config.hidden_size != FEATURE_DIM:
         raise ValueError(f"BERT hidden size is {model.config.hidden_size}; the GPT expects {FEATURE_DIM}")
     model = model.to(device=device, dtype=dtype).eval()
+    on_cpu_float32 = model.device.type == "cpu" and dtype == torch.float32
+    if pack_products is None:
+        from ..cpu_features import mkl_float32_is_slow
+
+        pack_products = on_cpu_float32 and mkl_float32_is_slow()
+    if pack_products:
+        if not on_cpu_float32:
+            raise ValueError(f"prepacked BERT products are for a float32 CPU model, not {dtype} on {model.device}")
+        from ..onednn_linear import pack_linears
+
+        with torch.no_grad():
+            pack_linears(_encoder(model).encoder, PACKED_FOR_ROWS)
     return Bert(model, tokenizer)
 
 
