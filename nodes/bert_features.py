@@ -87,22 +87,23 @@ def load() -> tuple[BertStage, str]:
     """The stage with its model loaded and warmed up (before the node joins the graph: dora's ready
     barrier holds the text meanwhile), and the line saying what was loaded. gsv-tts loads it too."""
     from dora_gpt_sovits.backends.stages import bert_builders, open_or_exit
-    from dora_gpt_sovits.encoders.bert import bert_features
+    from dora_gpt_sovits.encoders.bert import bert_features, packed_products
     from dora_gpt_sovits.runtime_config import load_or_exit
     from dora_gpt_sovits.settings import BertSettings, from_env_or_exit
 
-    from_env_or_exit(BertSettings)  # GSV_DEVICE / GSV_DTYPE checked first: one line naming a bad value
+    settings = from_env_or_exit(BertSettings)  # GSV_DEVICE / GSV_DTYPE checked first: one line naming a bad value
     paths = load_or_exit(need=("bert",))
     (model, tokenizer), choice = open_or_exit(
-        "bert", bert_builders, paths.bert, paths.model_dir
-    )  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE
+        "bert", lambda source: bert_builders(source, pack_products=settings.pack_products), paths.bert, paths.model_dir
+    )  # GSV_BACKEND / GSV_DEVICE / GSV_DTYPE / GSV_BERT_ONEDNN
 
     @torch.inference_mode()
     def encode(text: str, word2ph: list[int]) -> torch.Tensor:
         return bert_features(model, tokenizer, text, word2ph).cpu()
 
     encode("你好", [2, 2])  # first forward pass is slow: pay it before serving
-    return BertStage(encode), f"BERT loaded from {paths.bert} on {choice.label}"
+    packed = " (products on oneDNN-prepacked weights)" if packed_products(model) else ""
+    return BertStage(encode), f"BERT loaded from {paths.bert} on {choice.label}{packed}"
 
 
 def main() -> None:

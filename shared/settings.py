@@ -390,6 +390,20 @@ class FrontendSettings(Settings):
 @dataclass(frozen=True)
 class BertSettings(ModelNodeSettings):
     node: ClassVar[str] = "bert"
+    onednn: str = setting(
+        choice(
+            "GSV_BERT_ONEDNN",
+            "auto",
+            ("auto", "1", "0"),
+            "the encoder's float32 CPU products on oneDNN-prepacked weights (auto: on AMD CPUs, where "
+            "MKL is 2-3x slower; 0: MKL, features bit-equal to upstream's)",
+        )
+    )
+
+    @property
+    def pack_products(self) -> bool | None:
+        """encoders.bert.load_bert's ``pack_products``: None = decided by the CPU."""
+        return {"auto": None, "1": True, "0": False}[self.onednn]
 
 
 @dataclass(frozen=True)

@@ -175,3 +175,11 @@ def test_the_library_never_imports_the_nodes():
         if bad:
             offenders[str(path.relative_to(ROOT))] = sorted(bad)
     assert not offenders, f"shared/ must not import nodes/: {offenders}"
+
+
+def test_bert_onednn_setting_maps_to_the_loader():
+    assert s.BertSettings.from_env({}).pack_products is None  # auto: the CPU decides
+    assert s.BertSettings.from_env({"GSV_BERT_ONEDNN": "0"}).pack_products is False
+    assert s.BertSettings.from_env({"GSV_BERT_ONEDNN": "1"}).pack_products is True
+    with pytest.raises(s.SettingsError, match="GSV_BERT_ONEDNN"):
+        s.BertSettings.from_env({"GSV_BERT_ONEDNN": "yes"})

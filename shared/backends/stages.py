@@ -164,11 +164,15 @@ def mel_vocoder_builders(paths, settings, threads: int | None = None) -> dict[st
 # -- encoders ---------------------------------------------------------------------------------------
 
 
-def bert_builders(source: Path, threads: int | None = None) -> dict[str, Callable[[BackendChoice], Any]]:
+def bert_builders(
+    source: Path, threads: int | None = None, pack_products: bool | None = None
+) -> dict[str, Callable[[BackendChoice], Any]]:
+    """``pack_products``: the torch encoder's (encoders.bert.load_bert; None: where the CPU gains)."""
+
     def torch_bert(choice: BackendChoice):
         from ..encoders.bert import load_bert
 
-        return load_bert(source, device=torch_device(choice), dtype=torch_dtype(choice), pack_products=None)
+        return load_bert(source, device=torch_device(choice), dtype=torch_dtype(choice), pack_products=pack_products)
 
     def graph_bert(choice: BackendChoice):
         from transformers import AutoTokenizer

@@ -95,6 +95,13 @@ def load_bert(
     return Bert(model, tokenizer)
 
 
+def packed_products(model: object) -> bool:
+    """Whether ``model``'s encoder runs on prepacked products (``load_bert(pack_products=...)``)."""
+    from ..onednn_linear import PackedLinearModule
+
+    return isinstance(model, torch.nn.Module) and any(isinstance(m, PackedLinearModule) for m in model.modules())
+
+
 def _encoder(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "bert", model)  # skip the masked-LM head: only hidden states are used
 
