@@ -118,6 +118,11 @@ def test_prepacked_products_give_the_same_features_and_free_the_weights(bert, ti
     got = bert_features(packed_model, tokenizer, norm_text, word2ph)
     want = bert_features(bert.model, bert.tokenizer, norm_text, word2ph)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+    texts, word2phs = ["你好,世界.", norm_text], [[2, 2, 1, 2, 2, 1], word2ph]  # a padded batch
+    for got_row, want_row in zip(
+        bert_features_batch(packed_model, tokenizer, texts, word2phs), bert_features_batch(*bert, texts, word2phs)
+    ):
+        torch.testing.assert_close(got_row, want_row, atol=2e-5, rtol=0)
     with pytest.raises(ValueError, match="float32 CPU model"):
         load_bert(tiny_roberta_dir, "cpu", torch.bfloat16, pack_products=True)
 
