@@ -25,7 +25,6 @@ import torch
 
 from ..model_paths import ModelPaths, resolve
 from ..settings import DTYPES
-from . import absolute_path
 from .cases import LANGUAGES, LENGTHS, TextCase, select_cases, warmup_cases
 from .dataflow import DataflowError, DataflowResult, clip, run_dataflow
 from .inprocess import SPLIT_METHOD, Pipeline, load_models, prepare_voice
@@ -71,7 +70,7 @@ def parse_args(argv: list[str] | None) -> Options:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[1:]),
     )
-    p.add_argument("--out", type=absolute_path, default=Options.out, help="folder for bench.json, bench.md, bench.png")
+    p.add_argument("--out", type=Path, default=Options.out, help="folder for bench.json, bench.md, bench.png")
     p.add_argument(
         "--model-dir",
         type=Path,
