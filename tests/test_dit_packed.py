@@ -25,7 +25,8 @@ from dora_gpt_sovits.sovits.dit_packed import (
     PackedAttention,
     PackedConvPositions,
     PackedFeedForward,
-    pack_short_products,
+    pack_products,
+    packed_rows_limit,
 )
 from dora_gpt_sovits.sovits.mel_engine import MelVocoderEngine
 
@@ -35,11 +36,11 @@ pytestmark = [
 ]
 
 
-def bf16_pair(max_rows: int = 128) -> tuple[DiT, DiT]:
+def bf16_pair(max_rows: int | None = 128) -> tuple[DiT, DiT]:
     """(plain, packed) bfloat16 copies of one random tiny DiT."""
     plain = random_dit().to(torch.bfloat16)
     packed = random_dit().to(torch.bfloat16)
-    return plain, pack_short_products(packed, max_rows)
+    return plain, pack_products(packed, max_rows)
 
 
 def velocity(model: DiT, length: int) -> torch.Tensor:
@@ -56,7 +57,7 @@ def test_packing_keeps_the_state_dict_and_refuses_float32():
     assert isinstance(packed.transformer_blocks[0].ff, PackedFeedForward)
     assert isinstance(packed.input_embed.conv_pos_embed, PackedConvPositions)
     with pytest.raises(ValueError, match="bfloat16 DiT on a CPU"):
-        pack_short_products(random_dit())
+        pack_products(random_dit())
 
 
 def test_packed_short_calls_stay_the_plain_bfloat16_computation():
@@ -88,6 +89,28 @@ def test_long_calls_take_the_plain_products():
     plain, packed = bf16_pair(max_rows=16)
     packed.input_embed.conv_pos_embed.dtype = None  # the position convs' own path is tested below
     assert torch.equal(velocity(packed, 40), velocity(plain, 40))
+
+
+def test_without_a_limit_every_call_takes_the_packed_products(monkeypatch):
+    plain, packed = bf16_pair(max_rows=None)
+    _, limited = bf16_pair(max_rows=16)
+    limited.input_embed.conv_pos_embed.dtype = None  # as in the test above: the plain modules only
+    calls = []
+    for model in (packed, limited):
+        ff = model.transformer_blocks[0].ff
+        monkeypatch.setattr(ff, "last", lambda x, last=ff.last, model=model: calls.append(model) or last(x))
+    long_packed, long_limited = velocity(packed, 200), velocity(limited, 200)
+    assert calls == [packed]  # 200 rows: over the limited copy's 16
+    # The unlimited copy is the plain bfloat16 computation up to the GELU's one rounding.
+    slow = velocity(plain, 200)
+    torch.testing.assert_close(long_packed, slow, atol=0.05 * slow.abs().max().item(), rtol=0)
+    assert torch.equal(long_limited, slow)
+
+
+def test_the_packed_rows_limit_follows_the_matrix_units():
+    assert packed_rows_limit(frozenset({"avx512_bf16", "amx_bf16", "amx_tile"})) == 128  # Xeon (AMX)
+    assert packed_rows_limit(frozenset({"avx512_bf16", "avx512_vnni"})) is None  # AMD Zen 4
+    assert packed_rows_limit(frozenset()) is None
 
 
 def test_channels_last_position_convs_are_the_plain_ones_in_bfloat16():

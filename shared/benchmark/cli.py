@@ -88,7 +88,8 @@ def parse_args(argv: list[str] | None) -> Options:
         choices=sorted(DTYPES),
         default=None,
         help="the vocoder's precision (default: --dtype); on a CPU a half dtype runs only the SoVITS generator "
-        "in it, on the matrix units (docs/performance.md, 'Vocoder on the matrix units')",
+        "in it, on the matrix units (docs/performance.md, 'Vocoder on the matrix units'); for v3/v4 the DiT and "
+        "the v4 vocoder, the GPT and BERT staying at --dtype, as dataflows/fast-cpu.yml runs them",
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument(
@@ -464,7 +465,7 @@ def run_flow_matching_sweep(opts: Options) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device, dtype = torch.device(opts.device), DTYPES[opts.dtype]
     paths = model_paths(opts)
-    models = load_models(paths, device, dtype)
+    models = load_models(paths, device, dtype, DTYPES[opts.vocoder_dtype] if opts.vocoder_dtype else None)
     voice = prepare_voice(models, find_voice("default", load_registry(model_dir=paths.model_dir)))
     cases = select_cases(opts.languages, opts.lengths)
     workdir = opts.out.resolve() / "work"  # absolute: the graph's nodes run in other folders
@@ -478,7 +479,8 @@ def run_flow_matching_sweep(opts: Options) -> None:
     doc["development_model"] = paths.development
     opts.out.mkdir(parents=True, exist_ok=True)
     (opts.out / "flow_matching.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    markdown = flow_matching.to_markdown(doc, f"{host.cpu_model}, {torch.get_num_threads()} threads, {opts.dtype}")
+    precision = opts.dtype + (f", vocoder stage {opts.vocoder_dtype}" if opts.vocoder_dtype else "")
+    markdown = flow_matching.to_markdown(doc, f"{host.cpu_model}, {torch.get_num_threads()} threads, {precision}")
     (opts.out / "flow_matching.md").write_text(markdown, encoding="utf-8")
     print(markdown)
 

@@ -95,6 +95,7 @@ def sweep(
     doc = {
         "version": models.paths.version,
         "dtype": str(models.dtype).removeprefix("torch."),
+        "vocoder_dtype": str(models.vocoder_dtype or models.dtype).removeprefix("torch."),
         "first_run": first_run.label(),
         "rows": rows,
         "streamed_vs_one_shot": streamed_vs_one_shot(
@@ -304,6 +305,13 @@ def distance_markdown(s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def ours_precision(doc: dict[str, Any]) -> str:
+    """ "float32", or e.g. "float32, vocoder stage bfloat16" where the two differ."""
+    dtype = doc.get("dtype", "float32")
+    vocoder = doc.get("vocoder_dtype", dtype)
+    return dtype if vocoder == dtype else f"{dtype}, vocoder stage {vocoder}"
+
+
 def upstream_markdown(doc: dict[str, Any]) -> list[str]:
     if "upstream" not in doc:
         return []
@@ -315,7 +323,7 @@ def upstream_markdown(doc: dict[str, Any]) -> list[str]:
     lines += [
         f"Upstream {up.get('commit') or up.get('checkout')} (torch {worker.get('torch')}, "
         f"{worker.get('threads')} threads, float32) on the same files, inputs, seeds and step counts; its "
-        f"synthesis decodes our tokens. Ours: {doc.get('dtype', 'float32')}. Upstream's time is BERT + GPT + "
+        f"synthesis decodes our tokens. Ours: {ours_precision(doc)}. Upstream's time is BERT + GPT + "
         "synthesis (no frontend: a lower bound); it cannot stream, its first audio is its first segment whole. "
         "Speedup = upstream time / ours (> 1: ours faster).",
         "",

@@ -52,6 +52,7 @@ class Models:
     gpt_decode_weight_bytes: int = 0  # what one decode step reads of weights (decode_weight_bytes)
     gpt_cache_bytes_per_position: int = 0  # what it reads of cached keys/values per position (cache_bytes_per_position)
     mel_vocoder: torch.nn.Module | None = None  # v3/v4: BigVGAN / the v4 HiFi-GAN after the flow matching
+    vocoder_dtype: torch.dtype | None = None  # the vocoder stage's precision where it is not ``dtype``
 
     @property
     def flow_matching(self) -> bool:
@@ -101,7 +102,7 @@ def load_models(
         engine = timed(
             "sovits+vocoder",
             lambda: MelVocoderEngine.load(
-                paths.sovits, paths.vocoder, paths.version, device, dtype, lora_base=paths.sovits_base
+                paths.sovits, paths.vocoder, paths.version, device, vocoder_dtype or dtype, lora_base=paths.sovits_base
             ),
         )
         sovits, mel_vocoder = engine.model, engine.vocoder
@@ -117,6 +118,7 @@ def load_models(
     return Models(
         paths, device, dtype, gpt, gpt_stream, describe(decoder), sovits, bert, hubert, sv, load_s, rss_mib(),
         decode_weight_bytes(gpt), cache_bytes_per_position(gpt, getattr(decoder, "cache_dtype", None)), mel_vocoder,
+        vocoder_dtype,
     )  # fmt: skip
 
 
