@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from dora_gpt_sovits.benchmark import cli, inprocess
-from dora_gpt_sovits.cpu_features import matrix_units_for
 
 pytestmark = pytest.mark.slow  # builds a tiny v4 bundle and runs the sweep (~20 s)
 
@@ -23,7 +22,6 @@ def tiny_v4(tmp_path_factory):
     return build_bundle(tmp_path_factory.mktemp("models") / "dev-tiny-v4", size="tiny", version="v4")
 
 
-@pytest.mark.skipif(matrix_units_for(torch.bfloat16) is None, reason="a bfloat16 DiT needs AMX or AVX512-BF16")
 def test_the_sweep_runs_the_gpt_at_dtype_and_the_vocoder_stage_at_vocoder_dtype(tiny_v4, tmp_path, monkeypatch):
     loaded = []
 
