@@ -23,14 +23,12 @@ def tiny_v4(tmp_path_factory):
 
 
 def test_the_sweep_runs_the_gpt_at_dtype_and_the_vocoder_stage_at_vocoder_dtype(tiny_v4, tmp_path, monkeypatch):
-    loaded = []
+    loaded, load_models = [], inprocess.load_models
 
     def spy(paths, device, dtype, vocoder_dtype=None):
-        models = load_models(paths, device, dtype, vocoder_dtype)
-        loaded.append(models)
-        return models
+        loaded.append(load_models(paths, device, dtype, vocoder_dtype))
+        return loaded[-1]
 
-    load_models = inprocess.load_models
     monkeypatch.setattr(cli, "load_models", spy)
     opts = cli.Options(
         out=tmp_path / "out",

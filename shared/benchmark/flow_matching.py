@@ -306,7 +306,8 @@ def distance_markdown(s: dict[str, Any]) -> list[str]:
 
 
 def ours_precision(doc: dict[str, Any]) -> str:
-    """ "float32", or e.g. "float32, vocoder stage bfloat16" where the two differ."""
+    """Our precision for the report: the GPT's dtype, and the vocoder stage's where it differs
+    (e.g. "float32, vocoder stage bfloat16": ``bench.py --vocoder-dtype``)."""
     dtype = doc.get("dtype", "float32")
     vocoder = doc.get("vocoder_dtype", dtype)
     return dtype if vocoder == dtype else f"{dtype}, vocoder stage {vocoder}"

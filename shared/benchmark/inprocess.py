@@ -52,7 +52,7 @@ class Models:
     gpt_decode_weight_bytes: int = 0  # what one decode step reads of weights (decode_weight_bytes)
     gpt_cache_bytes_per_position: int = 0  # what it reads of cached keys/values per position (cache_bytes_per_position)
     mel_vocoder: torch.nn.Module | None = None  # v3/v4: BigVGAN / the v4 HiFi-GAN after the flow matching
-    vocoder_dtype: torch.dtype | None = None  # the vocoder stage's precision where it is not ``dtype``
+    vocoder_dtype: torch.dtype | None = None  # the vocoder stage's precision (None: ``dtype``)
 
     @property
     def flow_matching(self) -> bool:

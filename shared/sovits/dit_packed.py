@@ -86,8 +86,7 @@ class PackedAttention(Attention):
 
 class PackedFeedForward(FeedForward):
     """A ``FeedForward`` sharing the original's modules whose calls of up to ``max_rows`` rows (None:
-    all) run on packed weights,
-    the GELU inside the first product."""
+    all) run on packed weights, the GELU inside the first product."""
 
     def __init__(self, ff: FeedForward, max_rows: int | None = MAX_ROWS):
         nn.Module.__init__(self)
