@@ -87,8 +87,8 @@ class HalfDecodeLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        if rows > MAX_PACKED_ROWS:
-            return many_row_product(self, x)
+        if rows > MAX_PACKED_ROWS:  # the prefill: MKL's float32 GEMM (a bfloat16 one: bfloat16_prefill.py)
+            return F.linear(x, self.weight, self.bias)
         if self.half_weight is None:
             return half_product(x, self.packed, self.bias, self.out_features)
         y = half_matvec(
@@ -167,12 +167,6 @@ def apply_quantization(model: nn.Module, mode: str, half_kernel: str = "auto") -
     return model
 
 
-def many_row_product(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A many-row (prefill) product: float32 ``F.linear`` (MKL's GEMM; the optional bfloat16 prefill
-    is bfloat16_prefill.py's, per layer)."""
-    return F.linear(x, layer.weight, layer.bias)
-
-
 SPLIT_MAX_ROWS = 8  # products with at most this many rows count as matrix-vector
 
 
@@ -193,7 +187,7 @@ class SplitRowsLinear(nn.Linear):
         rows = x.numel() // inp
         parts = math.gcd(out, torch.get_num_threads())
         if rows > SPLIT_MAX_ROWS:
-            return many_row_product(self, x)
+            return F.linear(x, w, b)
         if parts == 1:
             return F.linear(x, w, b)
         blocks = w.view(parts, out // parts, inp).transpose(1, 2)
