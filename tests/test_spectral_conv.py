@@ -62,8 +62,8 @@ def test_a_block_too_short_for_the_kernel_is_refused():
 
 
 def test_only_wide_layers_with_long_kernels_go_by_fft():
-    assert SpectralKernel.plan(nn.Conv1d(128, 128, 11, padding=5)) == (64, 5120)
-    assert SpectralKernel.plan(nn.Conv1d(256, 256, 7, padding=3)) == (32, 640)
+    assert SpectralKernel.plan(nn.Conv1d(128, 128, 11, padding=5)) == (64, 1280)
+    assert SpectralKernel.plan(nn.Conv1d(256, 256, 7, padding=3)) == (32, 480)
     assert SpectralKernel.plan(nn.Conv1d(128, 128, 3, padding=1)) is None  # direct is faster
     assert SpectralKernel.plan(nn.Conv1d(64, 64, 11, padding=5)) is None  # too narrow to pay
     assert SpectralKernel.plan(nn.Conv1d(128, 64, 11, padding=5)) is None  # not a residual block's
@@ -130,3 +130,17 @@ def test_the_torch_vocoder_backend_follows_the_option(monkeypatch, setting, want
         monkeypatch.setenv("GSV_VOCODER_FFT", setting)
     vocoder_builders(FIXTURES / "sovits_v2_tiny_pk_dict.pth")["torch"](BackendChoice("torch", "cpu", "float32"))
     assert calls == [wanted]
+
+
+@pytest.mark.parametrize("n, taps", [(32, 7), (64, 11), (33, 5)])
+def test_the_block_transforms_are_the_real_dft_and_its_inverse(n, taps):
+    from dora_gpt_sovits.sovits.spectral_conv import dft_matrices
+
+    analysis, synthesis = dft_matrices(n, taps)
+    block = torch.randn(n, 3, dtype=torch.float64)
+    spectrum = torch.fft.rfft(block, dim=0)
+    got = (analysis @ block).view(-1, 2, 3)
+    torch.testing.assert_close(got[:, 0], spectrum.real)
+    torch.testing.assert_close(got[:, 1], spectrum.imag)
+    kept = synthesis[0] @ spectrum.real + synthesis[1] @ spectrum.imag
+    torch.testing.assert_close(kept, torch.fft.irfft(spectrum, n=n, dim=0)[taps - 1 :])

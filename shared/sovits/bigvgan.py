@@ -43,8 +43,9 @@ MAX_STAGES = 16
 MAX_CHANNELS = 1 << 14
 # (channels, taps) -> (FFT block size, shortest input in frames) for the residual convolutions
 # computed by FFT (spectral_conv.py) when enabled: the layers where it measured faster than oneDNN
-# (one thread, CPU time: 768 ch x 11 taps 2.4x, 768 x 7 1.6x, 384 x 11 1.8x). The spectra take
-# ~1.1 GB for the full-size model (480 MB of it for the 768 x 7 layers, which buy ~3% of the total);
+# (one thread, CPU time: 768 ch x 11 taps 2.4x, 768 x 7 1.6x, 384 x 11 1.8x, with torch.fft; the DFT
+# products since are ~6% faster on the whole model). The spectra take ~1.6 GB for the full-size model
+# (720 MB of it for the 768 x 7 layers, which bought ~3% of the total);
 # 384 x 7 and 192 x 11 gained only 1.3x and stay direct, as does everything narrower or 3-tap.
 BIGVGAN_FFT_PLAN = {(768, 7): (32, 512), (768, 11): (32, 512), (384, 11): (64, 2048)}
 

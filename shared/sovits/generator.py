@@ -12,8 +12,8 @@ channels-last memory layout. The weights stay ordinary ``Conv1d`` parameters (so
 unchanged); the computation is identical, but oneDNN's channels-last kernels are 2-3x faster than
 its 1-D ones for these thin, very long activations (16-256 channels, up to 32 000 frames/s),
 which is where nearly all of SoVITS' inference time goes. On a CPU in float32 the residual blocks'
-long convolutions are computed by FFT instead (spectral_conv.py: less arithmetic for the same
-result, ~1e-6 apart), once :meth:`Generator.use_spectral_convs` has prepared their spectra.
+long convolutions are computed in the frequency domain instead (spectral_conv.py: less arithmetic
+for the same result, ~1e-6 apart), once :meth:`Generator.use_spectral_convs` has prepared their spectra.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class Generator(nn.Module):
 
     def use_spectral_convs(self, enabled: bool, plans: Mapping[tuple[int, int], tuple[int, int]] = FFT_PLAN) -> int:
         """Compute the residual blocks' long convolutions by FFT (spectral_conv.py) or directly;
-        returns how many convolutions go by FFT. Their spectra take memory (~210 MB for v2) and
+        returns how many convolutions go by FFT. Their spectra take memory (~300 MB for v2) and
         stay where the weights were: call it after moving the model.
         ``plans``: (channels, taps) -> (FFT block size, shortest input) of the layers to compute by FFT."""
         return use_spectral_convs(self.resblocks, enabled, plans)

@@ -1,22 +1,29 @@
-"""The vocoder's long convolutions computed by FFT (overlap-save), on CPU in float32.
+"""The vocoder's long convolutions by overlap-save in the frequency domain, on CPU in float32.
 
 Why: the HiFi-GAN generator is mostly convolutions, and oneDNN already runs them near the CPU's
 float32 peak (the per-layer figures are in docs/performance.md); the only way left to go faster
-without losing precision is an algorithm that does less work. A kernel
-of ``r`` taps costs ``r`` multiply-adds per output and channel pair. By FFT, with blocks of ``N``
-samples of which ``N - r + 1`` are kept, it costs one complex product per frequency bin: about
-``4 (N/2 + 1) / (N - r + 1)`` real multiply-adds, 2.4 for ``r = 11, N = 64`` — whatever ``r``.
-A dilated convolution is an ordinary one over each of its ``d`` interleaved phases, so dilation
-costs nothing either. The transforms and layout changes are memory passes, so it pays only for
-wide layers with long kernels; :data:`FFT_PLAN` lists where it measured faster
-(docs/performance.md, "Vocoder: long convolutions by FFT").
+without losing precision is an algorithm that does less work. A kernel of ``r`` taps costs ``r``
+multiply-adds per output and channel pair. Cut into blocks of ``N`` samples, of which the last
+``N - r + 1`` outputs of each circular convolution are kept (overlap-save), the convolution becomes
+one complex product per frequency bin: three real ones by Gauss's trick, ``3 (N/2 + 1) / (N - r + 1)``
+multiply-adds per output and channel pair, 1.8 for ``r = 11, N = 64`` — whatever ``r``. A dilated
+convolution is an ordinary one over each of its ``d`` interleaved phases, so dilation costs nothing
+either.
 
-Results differ from the direct convolution by FFT rounding, ~1e-6 relative (the full-size v2
+The block transforms are products with fixed real DFT matrices, not FFTs: at ``N`` = 32 or 64 a
+matrix product costs more arithmetic than an FFT but runs at the CPU's peak on the channels-last
+activations as they lie, where an FFT needs its signal axis contiguous and two transposing copies
+of every activation (measured, docs/performance.md, "Vocoder: long convolutions by FFT"). They
+still cost memory passes, so it pays only for wide layers with long kernels; :data:`FFT_PLAN`
+lists where it measured faster.
+
+Results differ from the direct convolution by rounding, ~1e-6 relative (the full-size v2
 generator's waveform: ~6e-7 apart), the size of a change of summation order.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,20 +31,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# (channels, taps) -> (FFT block size, shortest input in frames), for the layers where FFT beat
-# oneDNN when measured (docs/performance.md, "Vocoder: long convolutions by FFT", names the CPU);
-# narrower layers and 3-tap kernels stayed direct. Short inputs go direct too, below the measured
-# break-even of the whole generator: 64 latent frames (1.28 s) at each stage's rate (x10 at 256
-# channels, x80 at 128).
-FFT_PLAN = {(256, 7): (32, 640), (256, 11): (64, 640), (128, 7): (64, 5120), (128, 11): (64, 5120)}
-TILE_FRAMES = 8192  # output frames per transform tile: untiled long inputs fall out of cache
+# (channels, taps) -> (block size N, shortest input in frames), for the layers where the spectral
+# path beat oneDNN when measured (docs/performance.md, "Vocoder: long convolutions by FFT", names
+# the CPU): the 7- and 11-tap kernels of the 256- and 128-channel stages. Narrower layers and
+# 3-tap kernels stay direct, and so do inputs shorter than where a layer broke even: 48 latent
+# frames (0.96 s) at the 256-channel stage's rate (x10), 16 (0.32 s) at the 128-channel one's (x80).
+FFT_PLAN = {(256, 7): (32, 480), (256, 11): (64, 480), (128, 7): (32, 1280), (128, 11): (64, 1280)}
+TILE_FRAMES = 8192  # output frames per tile: the spectra of untiled long inputs fall out of cache
 
 
 @dataclass(frozen=True)
 class SpectralKernel:
-    """A ``Conv1d``'s weight as the spectrum overlap-save multiplies by."""
+    """A ``Conv1d``'s weight as overlap-save multiplies by it, in real arithmetic: per frequency
+    bin ``f`` the complex product ``S_f W_f`` is ``Re = (S_re + S_im) W_re - S_im (W_re + W_im)``,
+    ``Im = (S_re + S_im) W_re + S_re (W_im - W_re)`` (three real products, not four)."""
 
-    spectrum: Tensor  # [N/2 + 1, in, out] complex64: FFT of the reversed taps, zero-padded to N
+    analysis: Tensor  # [2 * bins, N]: a block's real DFT, rows (cos, -sin) per bin
+    real: Tensor  # [bins, in, out]: Re W_f, W = DFT of the reversed taps zero-padded to N
+    real_plus_imag: Tensor  # [bins, in, out]
+    imag_minus_real: Tensor  # [bins, in, out]
+    synthesis: Tensor  # [2, N - r + 1, bins]: the inverse DFT of (Re, Im) at the samples a block keeps
     bias: Tensor | None
     taps: int
     dilation: int
@@ -51,15 +64,43 @@ class SpectralKernel:
             raise ValueError(f"spectral_conv computes 'same' convolutions with an odd kernel, not {layer}")
         if n_fft < 2 * taps:
             raise ValueError(f"an FFT block of {n_fft} is too short for {taps} taps")
-        weight = layer.weight.detach().float()
-        spectrum = torch.fft.rfft(weight.flip(-1), n=n_fft, dim=-1).permute(2, 1, 0).contiguous()
+        weight = layer.weight.detach().to("cpu", torch.float64)
+        spectrum = torch.fft.rfft(weight.flip(-1), n=n_fft, dim=-1).permute(2, 1, 0)  # [bins, in, out]
+        re, im = spectrum.real, spectrum.imag
+        analysis, synthesis = dft_matrices(n_fft, taps)
+        device = layer.weight.device
+
+        def stored(t: Tensor) -> Tensor:
+            return t.to(device, torch.float32).contiguous()
+
         bias = None if layer.bias is None else layer.bias.detach().float()
-        return cls(spectrum, bias, taps, dilation, n_fft, min_length)
+        return cls(
+            stored(analysis), stored(re), stored(re + im), stored(im - re), stored(synthesis),
+            bias, taps, dilation, n_fft, min_length,
+        )  # fmt: skip
 
     @staticmethod
     def plan(layer: nn.Conv1d, plans: Mapping[tuple[int, int], tuple[int, int]] = FFT_PLAN) -> tuple[int, int] | None:
         """(FFT block size, shortest input) this layer is computed with by FFT, or None: direct is as fast."""
         return plans.get((layer.in_channels, layer.kernel_size[0])) if layer.in_channels == layer.out_channels else None
+
+
+def dft_matrices(n: int, taps: int) -> tuple[Tensor, Tensor]:
+    """(analysis [2 * bins, n], synthesis [2, n - taps + 1, bins]) in float64: ``analysis @ block``
+    is the block's real DFT (``torch.fft.rfft``), re and im interleaved per bin; ``synthesis[0] @ re
+    + synthesis[1] @ im`` is ``torch.fft.irfft`` of the bins at samples ``taps - 1 ... n - 1``."""
+    bins = n // 2 + 1
+    freq = torch.arange(bins, dtype=torch.float64)
+    angle = 2 * math.pi * freq[:, None] * torch.arange(n, dtype=torch.float64)[None] / n  # [bins, n]
+    analysis = torch.stack([torch.cos(angle), -torch.sin(angle)], 1).reshape(2 * bins, n)
+    # irfft counts every bin but DC (and Nyquist, for an even n) twice: its mirror image
+    weight = torch.full((bins,), 2.0, dtype=torch.float64)
+    weight[0] = 1.0
+    if n % 2 == 0:
+        weight[-1] = 1.0
+    kept = angle.t()[taps - 1 :]  # [n - taps + 1, bins]
+    synthesis = torch.stack([weight * torch.cos(kept), -weight * torch.sin(kept)]) / n
+    return analysis, synthesis
 
 
 def spectral_conv(x: Tensor, kernel: SpectralKernel) -> Tensor:
@@ -72,23 +113,33 @@ def spectral_conv(x: Tensor, kernel: SpectralKernel) -> Tensor:
 def _one_row(x: Tensor, k: SpectralKernel) -> Tensor:
     """``x [T, C]`` (a transposed view of channels-last memory, so contiguous) -> ``[T, C']``."""
     length, channels = x.shape
-    bins, _, out_channels = k.spectrum.shape
+    bins, _, out_channels = k.real.shape
     n, taps, d = k.n_fft, k.taps, k.dilation
     hop, centre = n - taps + 1, (taps - 1) // 2
     phase_length = -(-length // d)  # the d interleaved phases, each an undilated sequence
     blocks = -(-phase_length // hop)
-    # Zero-pad so that phase position q sits at q + centre and every block is whole: block b's
-    # N samples start at b * hop, and its last hop circular outputs are exact outputs b*hop...
-    tail = (blocks * hop + taps - 1 - centre - phase_length) * d + phase_length * d - length
-    padded = F.pad(x, (0, 0, centre * d, tail)).view(-1, d, channels)
-    frames = padded.unfold(0, n, hop)  # [blocks, d, C, N], a view
+    # Zero-pad so that phase position q sits at q + centre and every block is whole: block b of
+    # phase p reads padded rows (b * hop + i) * d + p, i < n, and keeps outputs b * hop ... + hop - 1.
+    rows = (blocks * hop + taps - 1) * d
+    padded = F.pad(x.contiguous(), (0, 0, centre * d, rows - centre * d - length))
     out = x.new_empty(blocks, hop, d, out_channels)
     group = max(1, TILE_FRAMES // (hop * d))
     for first in range(0, blocks, group):
-        tile = frames[first : first + group]
-        spectra = torch.fft.rfft(tile, dim=-1).permute(3, 0, 1, 2).reshape(bins, -1, channels)
-        circular = torch.fft.irfft(torch.matmul(spectra, k.spectrum), n=n, dim=0)  # [N, tile*d, C']
-        out[first : first + group] = circular[taps - 1 :].view(hop, -1, d, out_channels).transpose(0, 1)
+        tile = min(group, blocks - first)
+        spectra = x.new_empty(d, tile, bins, 2, channels)
+        for phase in range(d):
+            frames = padded.as_strided(
+                (tile, n, channels), (hop * d * channels, d * channels, 1), (first * hop * d + phase) * channels
+            )
+            torch.matmul(k.analysis, frames, out=spectra[phase].view(tile, 2 * bins, channels))
+        re = spectra[:, :, :, 0].reshape(d * tile, bins, channels).transpose(0, 1)  # [bins, d*tile, C], views
+        im = spectra[:, :, :, 1].reshape(d * tile, bins, channels).transpose(0, 1)
+        common = torch.bmm(re + im, k.real)
+        out_re = common - torch.bmm(im, k.real_plus_imag)
+        out_im = common.add_(torch.bmm(re, k.imag_minus_real))
+        waves = torch.matmul(k.synthesis[0], out_re.transpose(0, 1))  # [d*tile, hop, C']
+        waves.add_(torch.matmul(k.synthesis[1], out_im.transpose(0, 1)))
+        out[first : first + tile] = waves.view(d, tile, hop, out_channels).permute(1, 2, 0, 3)
     y = out.view(-1, out_channels)[:length]
     return y.add_(k.bias) if k.bias is not None else y
 
