@@ -64,8 +64,9 @@ def test_a_block_too_short_for_the_kernel_is_refused():
 def test_only_wide_layers_with_long_kernels_go_by_fft():
     assert SpectralKernel.plan(nn.Conv1d(128, 128, 11, padding=5)) == (64, 1280)
     assert SpectralKernel.plan(nn.Conv1d(256, 256, 7, padding=3)) == (32, 480)
+    assert SpectralKernel.plan(nn.Conv1d(64, 64, 11, padding=5)) == (32, 2560)
     assert SpectralKernel.plan(nn.Conv1d(128, 128, 3, padding=1)) is None  # direct is faster
-    assert SpectralKernel.plan(nn.Conv1d(64, 64, 11, padding=5)) is None  # too narrow to pay
+    assert SpectralKernel.plan(nn.Conv1d(64, 64, 7, padding=3)) is None  # too narrow to pay
     assert SpectralKernel.plan(nn.Conv1d(128, 64, 11, padding=5)) is None  # not a residual block's
     assert all(2 * taps <= n for (_, taps), (n, _) in FFT_PLAN.items())
 
@@ -93,7 +94,8 @@ def test_fft_generator_matches_the_direct_one(tiny):
     z = torch.randn(1, gen.conv_pre.in_channels, 37, generator=g)
     cond = torch.randn(1, gen.cond.in_channels, 1, generator=g)
     try:
-        assert gen.use_spectral_convs(True) == 0  # its widths (64 and less) are all direct by default
+        assert gen.use_spectral_convs(True) == 6  # by default only its 64-channel 11-tap convolutions
+        gen.use_spectral_convs(False)
         want = gen(z, cond)
         used = gen.use_spectral_convs(True, {(64, 7): (64, 0), (64, 11): (32, 0)})
         got = gen(z, cond)

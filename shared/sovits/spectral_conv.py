@@ -33,10 +33,17 @@ from torch import Tensor, nn
 
 # (channels, taps) -> (block size N, shortest input in frames), for the layers where the spectral
 # path beat oneDNN when measured (docs/performance.md, "Vocoder: long convolutions by FFT", names
-# the CPU): the 7- and 11-tap kernels of the 256- and 128-channel stages. Narrower layers and
-# 3-tap kernels stay direct, and so do inputs shorter than where a layer broke even: 48 latent
-# frames (0.96 s) at the 256-channel stage's rate (x10), 16 (0.32 s) at the 128-channel one's (x80).
-FFT_PLAN = {(256, 7): (32, 480), (256, 11): (64, 480), (128, 7): (32, 1280), (128, 11): (64, 1280)}
+# the CPU): the 7- and 11-tap kernels of the 256- and 128-channel stages and the 11-tap ones of the
+# 64-channel stage. The 7-tap kernels at 64 channels, everything narrower and every 3-tap kernel
+# stay direct, and so do inputs shorter than where a layer broke even: 48 latent frames (0.96 s)
+# for the 256-channel 7-tap kernels (x10 at that stage's rate), 16 (0.32 s) for the others.
+FFT_PLAN = {
+    (256, 7): (32, 480),
+    (256, 11): (32, 160),
+    (128, 7): (32, 1280),
+    (128, 11): (64, 1280),
+    (64, 11): (32, 2560),
+}
 TILE_FRAMES = 8192  # output frames per tile: the spectra of untiled long inputs fall out of cache
 
 
