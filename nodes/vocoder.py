@@ -33,7 +33,7 @@ chunk nor one of theirs starts a segment (a segment's first audio never waits fo
 Both rules make the run boundaries, and so the samples, depend on timing (within the streaming
 tolerance); ``scripts/load_test.py``, which compares each stream with its solo run byte for
 byte, turns both off.
-``GSV_VOCODER_FFT`` (``auto``: on a CPU in float32, the generator's long convolutions by FFT,
+``GSV_VOCODER_FFT`` (``auto``: on a CPU in float32, the generator's long convolutions in the frequency domain,
 ``sovits.spectral_conv``; 1 | 0) picks how the torch backend convolves.
 ``GSV_PEAK_LIMIT`` (off by default; 0.45 for dora-pyaudio, which wraps floats above 0.468) applies a
 fixed gain (``GSV_OUTPUT_GAIN``, default the limit) and a smooth soft knee that never exceeds the

@@ -339,7 +339,7 @@ VOCODER_FFT = choice(
     "GSV_VOCODER_FFT",
     "auto",
     ("auto", "1", "0"),
-    "the generator's long convolutions by FFT (auto: on a CPU in float32)",
+    "the generator's long convolutions in the frequency domain (auto: on a CPU in float32)",
 )
 
 

@@ -1,4 +1,4 @@
-"""The vocoder's long convolutions by FFT (sovits/spectral_conv.py): equal to the direct ones to
+"""The vocoder's long convolutions in the frequency domain (sovits/spectral_conv.py): equal to the direct ones to
 float rounding, for every shape the generator meets; chosen per layer and per option.
 
 Upstream's waveforms through the FFT path: tests/test_sovits_parity.py (its models run both ways).

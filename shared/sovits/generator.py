@@ -139,8 +139,8 @@ class Generator(nn.Module):
         return wav if valid is None else wav[..., :valid]
 
     def use_spectral_convs(self, enabled: bool, plans: Mapping[tuple[int, int], tuple[int, int]] = FFT_PLAN) -> int:
-        """Compute the residual blocks' long convolutions by FFT (spectral_conv.py) or directly;
-        returns how many convolutions go by FFT. Their spectra take memory (~300 MB for v2) and
+        """Compute the residual blocks' long convolutions in the frequency domain (spectral_conv.py) or directly;
+        returns how many convolutions go by FFT. Their spectra take memory (~225 MB for v2) and
         stay where the weights were: call it after moving the model.
         ``plans``: (channels, taps) -> (FFT block size, shortest input) of the layers to compute by FFT."""
         return use_spectral_convs(self.resblocks, enabled, plans)
