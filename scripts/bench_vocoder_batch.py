@@ -9,7 +9,7 @@ context. When B utterances each have a run of the same length ready, the node co
 into one call of each model part (batch B) instead of B calls. This measures both on the same
 random tokens, in the node's steady state (50 tokens of history, 4 of lookahead), for each token
 count x rows x torch threads x dtype (``GSV_DTYPE=bfloat16``: the generator on the matrix units,
-sovits/half_generator.py), the two ways alternating: median wall and process-CPU seconds per
+sovits/cpu_generator.py), the two ways alternating: median wall and process-CPU seconds per
 round, and ``speedup`` = sequential wall / batched wall. The batched rows are checked against the
 sequential ones (same audio up to float rounding), so both compute the same thing. The first
 call of every shape builds kernels: one untimed round first.

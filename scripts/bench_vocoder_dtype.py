@@ -2,7 +2,7 @@
 
     python scripts/bench_vocoder_dtype.py [--model-dir models/bench-full-v2] [--threads 2] [--tokens 125] [--repeats 5]
 
-What `GSV_DTYPE=bfloat16` buys the vocoder node on this CPU (sovits/half_generator.py): the same
+What `GSV_DTYPE=bfloat16` buys the vocoder node on this CPU (sovits/cpu_generator.py): the same
 decode (prior, flow, generator) of the same random tokens by the model loaded both ways, the two
 alternating; prints the CPU, each side's median seconds (wall and process CPU) and the real-time
 factor, and the bfloat16 waveform's agreement with float32: SNR, max |difference| and a log-spectral

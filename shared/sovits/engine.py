@@ -22,10 +22,11 @@ from .token_stream import RunDecoder
 
 def load_torch_sovits(source: Path, device: torch.device, dtype: torch.dtype, env: Mapping[str, str] | None = None):
     """A SoVITS checkpoint on torch as the vocoder node runs it: the generator's long convolutions
-    by FFT on a CPU in float32 (``GSV_VOCODER_FFT``); on a CPU asked for a half dtype, only the
-    generator takes it, on the matrix units where the CPU has them (``half_generator.py``) — the
-    text encoder and flow cost a few % and stay float32, as every part does on a CPU without them."""
-    from .half_generator import on_matrix_units
+    in the frequency domain on a CPU in float32 (``GSV_VOCODER_FFT``); on a CPU the generator runs on
+    bucketed lengths (``cpu_generator.py``), and where a half dtype is asked for only the generator
+    takes it, on the matrix units where the CPU has them — the text encoder and flow cost a few %
+    and stay float32, as every part does on a CPU without them."""
+    from .cpu_generator import for_cpu
     from .loader import load_sovits
     from .spectral_conv import spectral_convs_wanted
 
@@ -33,7 +34,7 @@ def load_torch_sovits(source: Path, device: torch.device, dtype: torch.dtype, en
     model = load_sovits(source, device=device, dtype=torch.float32 if on_cpu else dtype)
     model.dec.use_spectral_convs(spectral_convs_wanted(os.environ if env is None else env, device, model.dtype))
     if on_cpu:
-        model.dec = on_matrix_units(model.dec, dtype)
+        model.dec = for_cpu(model.dec, dtype)
     return model
 
 

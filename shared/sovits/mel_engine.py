@@ -71,10 +71,10 @@ class MelVocoderEngine:
         sample_steps: int | None = None,
         speed: float = 1.0,
     ) -> MelVocoderEngine:
+        from .cpu_generator import for_cpu
         from .dit_compile import compile_dit, compile_mode
         from .dit_packed import pack_products, packed_rows_limit
         from .generator import Generator
-        from .half_generator import on_matrix_units
         from .loader import load_sovits
         from .mel_vocoders import load_mel_vocoder
         from .modulation_memo import memoize_modulation
@@ -82,7 +82,7 @@ class MelVocoderEngine:
 
         # On a CPU a half dtype goes only where the time goes: the DiT (its products run on the
         # matrix units: ~3x in bfloat16 on AMX) and v4's HiFi-GAN vocoder (v1/v2's generator, run
-        # as the v1/v2 vocoder runs it: half_generator.py, ~2.5x, never NaN). BigVGAN and the small
+        # as the v1/v2 vocoder runs it: cpu_generator.py, ~2.5x, never NaN). BigVGAN and the small
         # parts stay float32: they cost little, and float32 has no kernel defects to guard against.
         on_cpu = torch.device(device).type == "cpu"
         # GSV_DIT_COMPILE, read (and cudagraphs off CUDA refused) before the load: one line, nothing loaded.
@@ -103,7 +103,7 @@ class MelVocoderEngine:
         # GSV_VOCODER_FFT as for v1/v2: the long residual convolutions by FFT on a CPU in float32.
         mel_vocoder.use_spectral_convs(spectral_convs_wanted(os.environ, torch.device(device), base))
         if on_cpu and isinstance(mel_vocoder, Generator):
-            mel_vocoder = on_matrix_units(mel_vocoder, dtype)
+            mel_vocoder = for_cpu(mel_vocoder, dtype)
         # A short run (a streamed first run) on one thread (MelStream.short_call_threads): in the graph
         # the GPT decodes beside it, and under OMP_WAIT_POLICY=PASSIVE a second thread is woken for each
         # of the run's thousands of small operations. Through the graph that took the v4 first run from
