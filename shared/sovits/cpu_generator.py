@@ -5,9 +5,9 @@ oneDNN builds each convolution's kernel for one input length:
 
 * **Lengths in buckets.** Streamed runs all have different lengths, and a length oneDNN has not
   seen costs a kernel build per layer: in float32 ~47 ms more for the whole generator on the AMD
-  EPYC (~40% of a 0.5 s run), an AMX bfloat16 build as long as the run itself (~2 s for 5 s of
-  audio). Its primitive cache (1,024 by default, ~100 per length) holds about ten lengths, so an
-  unbucketed node kept paying. Each run is padded to a bucket length (:func:`length_bucket`: at
+  EPYC (~40% of a short streamed run), an AMX bfloat16 build as long as the run itself (~2 s for
+  5 s of audio). The builds are cached by shape, but streamed runs of real text seldom repeat a
+  length. Each run is padded to a bucket length (:func:`length_bucket`: at
   most 25% longer) and the generator zeroes the padding after every layer
   (``Generator.forward(valid_frames=...)``), which leaves the real frames as an unpadded run
   computes them (to rounding: a kernel blocked for another length sums in another order). The

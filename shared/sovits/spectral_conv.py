@@ -129,6 +129,7 @@ def _one_row(x: Tensor, k: SpectralKernel) -> Tensor:
     # phase p reads padded rows (b * hop + i) * d + p, i < n, and keeps outputs b * hop ... + hop - 1.
     rows = (blocks * hop + taps - 1) * d
     padded = F.pad(x.contiguous(), (0, 0, centre * d, rows - centre * d - length))
+    start = padded.storage_offset()  # as_strided counts from the storage's start
     out = x.new_empty(blocks, hop, d, out_channels)
     group = max(1, TILE_FRAMES // (hop * d))
     for first in range(0, blocks, group):
@@ -136,7 +137,7 @@ def _one_row(x: Tensor, k: SpectralKernel) -> Tensor:
         spectra = x.new_empty(d, tile, bins, 2, channels)
         for phase in range(d):
             frames = padded.as_strided(
-                (tile, n, channels), (hop * d * channels, d * channels, 1), (first * hop * d + phase) * channels
+                (tile, n, channels), (hop * d * channels, d * channels, 1), start + (first * hop * d + phase) * channels
             )
             torch.matmul(k.analysis, frames, out=spectra[phase].view(tile, 2 * bins, channels))
         re = spectra[:, :, :, 0].reshape(d * tile, bins, channels).transpose(0, 1)  # [bins, d*tile, C], views
