@@ -37,6 +37,7 @@ from torch import Tensor, nn
 # 64-channel stage. The 7-tap kernels at 64 channels, everything narrower and every 3-tap kernel
 # stay direct, and so do inputs shorter than where a layer broke even: 48 latent frames (0.96 s)
 # for the 256-channel 7-tap kernels (x10 at that stage's rate), 16 (0.32 s) for the others.
+# On another CPU, `python scripts/bench_spectral_conv.py` measures what this plan rests on.
 FFT_PLAN = {
     (256, 7): (32, 480),
     (256, 11): (32, 160),
