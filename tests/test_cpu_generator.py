@@ -206,29 +206,3 @@ def test_v3_v4_cpu_engine_in_bfloat16(monkeypatch, tmp_path, version):
     with torch.inference_mode():
         a, b = engine.vocoder(mel), exact.vocoder(mel)
     assert a.dtype == torch.float32 and a.shape == b.shape and snr_db(b, a) > 25
-
-
-def test_float32_runs_a_recurring_length_unpadded_and_keeps_the_rest_on_buckets(monkeypatch):
-    bucketed = for_cpu(tiny_generator(), torch.float32, warm_up=False)
-    monkeypatch.setattr(cpu_generator, "MAX_EXACT_LENGTHS", 2)
-    assert [bucketed.run_length(37) for _ in range(3)] == [40, 37, 37]  # its own kernels from the second run
-    assert bucketed.run_length(40) == 40 and 40 not in bucketed.exact_lengths  # a bucket is built already
-    assert [bucketed.run_length(45) for _ in range(2)] == [48, 45]
-    assert [bucketed.run_length(50) for _ in range(3)] == [56, 56, 56]  # the cap: buckets' kernels stay cached
-    assert bucketed.exact_lengths == {37, 45}
-
-
-def test_half_dtypes_stay_on_buckets(monkeypatch):
-    monkeypatch.setattr(cpu_generator, "matrix_units_for", lambda dtype: "amx_bf16")
-    half = for_cpu(tiny_generator(), torch.bfloat16, warm_up=False)
-    assert [half.run_length(37) for _ in range(3)] == [40, 40, 40]  # an AMX build costs a whole run
-
-
-@pytest.mark.parametrize("frames", [37, 41])
-def test_a_recurring_length_computes_what_its_bucket_did(frames):
-    bucketed = for_cpu(tiny_generator(), torch.float32, warm_up=False)
-    z, g = torch.randn(1, 12, frames), torch.randn(1, 8, 1)
-    with torch.inference_mode():
-        padded, exact = bucketed(z, g), bucketed(z, g)
-    assert bucketed.exact_lengths == {frames}
-    torch.testing.assert_close(exact, padded, rtol=0, atol=2e-6)

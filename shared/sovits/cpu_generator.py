@@ -6,13 +6,12 @@ oneDNN builds each convolution's kernel for one input length:
 * **Lengths in buckets.** Streamed runs all have different lengths, and a length oneDNN has not
   seen costs a kernel build per layer: in float32 ~47 ms more for the whole generator on the AMD
   EPYC (~40% of a short streamed run), an AMX bfloat16 build as long as the run itself (~2 s for
-  5 s of audio). The builds are cached by shape, but a segment's last run (and a whole segment)
-  has a length of its own. Each run is padded to a bucket length (:func:`length_bucket`: at most
-  25% longer) and the generator zeroes the padding after every layer
+  5 s of audio). The builds are cached by shape, but streamed runs of real text seldom repeat a
+  length. Each run is padded to a bucket length (:func:`length_bucket`: at
+  most 25% longer) and the generator zeroes the padding after every layer
   (``Generator.forward(valid_frames=...)``), which leaves the real frames as an unpadded run
   computes them (to rounding: a kernel blocked for another length sums in another order). The
-  small buckets are built at load. In float32 a length that recurs (a streamed chunk's, every
-  segment) gets its own kernels on its second run and stops paying the padding.
+  small buckets are built at load.
 * **bfloat16 on the matrix units** (opt-in, ``GSV_DTYPE=bfloat16``). With AMX (or AVX512-BF16)
   oneDNN runs the convolutions in bfloat16 ~3x (1.7x) faster than float32, within ~42 dB SNR of
   the float32 waveform (docs/performance.md, "Vocoder on the matrix units"); the text encoder and
@@ -38,11 +37,6 @@ log = logging.getLogger("dora_gpt_sovits")
 SMALLEST_BUCKET = 16  # frames (320 ms at 50 Hz): shorter runs are padded to this
 BUCKETS_PER_OCTAVE = 4  # padding wastes at most 25% of a run
 WARM_UP_FRAMES = 128  # buckets up to this length (2.6 s of audio) are built at load: most streamed runs
-# float32: a length run twice gets kernels of its own (one ~47 ms build) and runs unpadded from then
-# on: the streamed chunks' recurring lengths and a benchmark's repeated ones. At most this many, so
-# that oneDNN's primitive cache (1,024 primitives, ~50 per length) keeps every bucket's.
-EXACT_AFTER_RUNS = 2
-MAX_EXACT_LENGTHS = 8
 
 
 def length_bucket(frames: int) -> int:
@@ -73,32 +67,13 @@ class BucketedGenerator(nn.Module):
         if dtype != torch.float32:
             generator.use_spectral_convs(False)
         self.generator = generator.to(dtype)
-        # Half dtypes stay on buckets: an AMX build costs as much as the run (a stall in some
-        # later utterance), where a float32 one costs ~47 ms.
-        self.exact_lengths: set[int] | None = set() if dtype == torch.float32 else None
-        self.runs_by_length: dict[int, int] = {}
         for name in ("sample_rate", "hop_length", "load_seconds"):  # what a loaded mel vocoder carries
             if name in generator.__dict__:
                 setattr(self, name, generator.__dict__[name])
 
-    def run_length(self, frames: int) -> int:
-        """The length a run of ``frames`` is computed at: its bucket, or (float32) itself once it recurs."""
-        bucket = length_bucket(frames)
-        if self.exact_lengths is None or bucket == frames:
-            return bucket
-        if frames in self.exact_lengths:
-            return frames
-        if len(self.exact_lengths) >= MAX_EXACT_LENGTHS:
-            return bucket
-        runs = self.runs_by_length[frames] = self.runs_by_length.get(frames, 0) + 1
-        if runs >= EXACT_AFTER_RUNS:
-            self.exact_lengths.add(frames)
-            return frames
-        return bucket
-
     def forward(self, z: Tensor, g: Tensor | None = None) -> Tensor:
         frames = z.shape[-1]
-        padded = F.pad(z, (0, self.run_length(frames) - frames))
+        padded = F.pad(z, (0, length_bucket(frames) - frames))
 
         def run(module: nn.Module) -> Tensor:
             dtype = module_dtype(module)
