@@ -10,8 +10,8 @@ it). This prints what a new CPU needs to check it:
   kernel and block size the generator could use, at dilation 1 and 5, for inputs of ``--frames``
   latent frames at that stage's rate (random weights, channels-last input, medians of 9);
 * **whole generator** (with ``--model-dir``, a full-size v2 model): its milliseconds with every
-  convolution direct and with the plan, interleaved, at each ``--frames`` length, and how far apart
-  the two waveforms are.
+  convolution direct and with the plan, interleaved, at each ``--generator-frames`` length (default
+  ``--frames``), and how far apart the two waveforms are.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frames", default="16,48,122", help="latent frame counts (50 per second of audio)")
     parser.add_argument("--model-dir", type=Path, help="a full-size v2 model for the whole-generator comparison")
+    parser.add_argument("--generator-frames", help="latent frame counts for the whole generator (default: --frames)")
     parser.add_argument("--layers", action=argparse.BooleanOptionalAction, default=True, help="the per-layer table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,7 +109,7 @@ def main() -> None:
     if args.layers:
         layer_speedups(frames)
     if args.model_dir is not None:
-        whole_generator(args.model_dir, frames)
+        whole_generator(args.model_dir, [int(f) for f in (args.generator_frames or args.frames).split(",")])
 
 
 if __name__ == "__main__":

@@ -186,9 +186,7 @@ class SplitRowsLinear(nn.Linear):
         out, inp = w.shape
         rows = x.numel() // inp
         parts = math.gcd(out, torch.get_num_threads())
-        if rows > SPLIT_MAX_ROWS:
-            return F.linear(x, w, b)
-        if parts == 1:
+        if rows > SPLIT_MAX_ROWS or parts == 1:
             return F.linear(x, w, b)
         blocks = w.view(parts, out // parts, inp).transpose(1, 2)
         xs = x.reshape(1, rows, inp).expand(parts, rows, inp)
