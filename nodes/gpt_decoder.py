@@ -45,6 +45,7 @@ from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.benchmark import stage_trace
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.gpt.batching import Event, Failed, Job, Scheduler, Token
+from dora_gpt_sovits.gpt.decode_threads import DecodeThreads
 from dora_gpt_sovits.model_cache import model_choice
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase
 from dora_gpt_sovits.settings import GPTSettings, from_env_or_exit
@@ -105,9 +106,11 @@ class GPTStage(StageBase):
         policy: ChunkPolicy = ChunkPolicy(),
         seed: int | None = None,
         batch: BatchedDecode | None = None,
+        threads: DecodeThreads = DecodeThreads(),
     ):
         self.decode = decode  # one segment at a time, inside handle (when batch is None)
         self.batch = batch  # continuous batching: segments decode in tick, a step at a time
+        self.threads = threads  # one segment at a time: its steps' threads (batched: the scheduler's)
         self.policy = policy
         self.seed = seed
         self.prompts: dict[str, np.ndarray] = {}
@@ -219,7 +222,12 @@ class GPTStage(StageBase):
             yield from self.submit(chunks, phone_ids, prompt, seed, voice_model)
             return
         try:
-            for token in self.decode(phone_ids, segment.features, prompt, seed, segment.key.options, **voice_model):
+            tokens = iter(self.decode(phone_ids, segment.features, prompt, seed, segment.key.options, **voice_model))
+            while True:
+                with self.threads.step([len(chunks.tokens)]):  # the first next() prefills
+                    token = next(tokens, None)
+                if token is None:
+                    break
                 yield None  # a poll point: a stop that arrived meanwhile is handled now
                 if self.cancelled.cancels(segment.key):
                     log.info("utterance %s segment %d: cancelled after %d tokens", *chunks.name, len(chunks.tokens))
@@ -306,12 +314,19 @@ class BatchedDecode:
     weights of their own have their own model), and the steps of every scheduler."""
 
     def __init__(
-        self, model: Callable[[str], Any], base: Any, max_rows: int, ahead: int = 0, ahead_after: int = 1
+        self,
+        model: Callable[[str], Any],
+        base: Any,
+        max_rows: int,
+        ahead: int = 0,
+        ahead_after: int = 1,
+        threads: DecodeThreads = DecodeThreads(),
     ) -> None:
         self.model = model  # weights ("" = the graph's model) -> its Decoder
         self.base = base  # SamplingParams from the settings
         self.max_rows = max_rows
         self.ahead, self.ahead_after = ahead, ahead_after  # decoding ahead: gpt/batching.py
+        self.threads = threads
         self.schedulers: dict[str, Scheduler] = {}
 
     def job(self, key: m.SegmentKey, phone_ids, features, prompt, seed, weights: str = "") -> Job:
@@ -320,7 +335,8 @@ class BatchedDecode:
         decoder = self.model(weights)
         scheduler = self.schedulers.get(weights)
         if scheduler is None or (scheduler.decoder is not decoder and not scheduler.busy()):
-            scheduler = self.schedulers[weights] = Scheduler(decoder, self.max_rows, self.ahead, self.ahead_after)
+            scheduler = Scheduler(decoder, self.max_rows, self.ahead, self.ahead_after, self.threads)
+            self.schedulers[weights] = scheduler
         params = dataclasses.replace(self.base, seed=seed, **key.options.sampling())
         tensors = (
             torch.as_tensor(phone_ids),
@@ -383,17 +399,20 @@ def load() -> tuple[GPTStage, str]:
     # GSV_MAX_BATCH > 1: segments of concurrent utterances decode together (gpt/batching.py);
     # GSV_DECODE_AHEAD > 0: an utterance's next segment too.
     policy = policy_from_env(settings)
+    threads = DecodeThreads(settings.decode_threads, policy.first_chunk_tokens)
     batch = None
     if settings.max_batch > 1 or settings.decode_ahead > 0:
         decoders = lambda w: models.get(w).decoder  # noqa: E731
         batch = BatchedDecode(
-            decoders, base, settings.max_batch, settings.decode_ahead, policy.tokens_in(AHEAD_AFTER_CHUNKS)
+            decoders, base, settings.max_batch, settings.decode_ahead, policy.tokens_in(AHEAD_AFTER_CHUNKS), threads
         )
     loaded = (
         f"GPT loaded from {paths.gpt} on {choice.label}; up to {settings.max_batch} utterances decoded together,"
         f" {settings.decode_ahead} segment(s) ahead"
     )
-    return GPTStage(decode, policy, seed, batch), loaded
+    if settings.decode_threads:
+        loaded += f"; decode steps on {settings.decode_threads} thread(s) once a segment's first chunk is out"
+    return GPTStage(decode, policy, seed, batch, threads), loaded
 
 
 def main() -> None:

@@ -437,6 +437,15 @@ class GPTSettings(ModelNodeSettings):
     decode_ahead: int = setting(
         integer("GSV_DECODE_AHEAD", 0, "rows decoding an utterance's next segment early, with spare capacity", low=0)
     )
+    decode_threads: int = setting(
+        integer(
+            "GSV_DECODE_THREADS",
+            0,
+            "torch threads of a decode step once every running segment has drawn its first chunk"
+            " (0 = all the node's threads)",
+            low=0,
+        )
+    )
     max_models: int = setting(MAX_MODELS)
 
     def sampling(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 import torch
 
+from .decode_threads import DecodeThreads
 from .decoder import Decoder, KeptTokens, Utterance, decode
 from .module_decoder import Row
 from .sampling import SamplingParams
@@ -98,13 +99,22 @@ class SoloRow:
 
     job: Job
     steps: Generator[tuple[int, int], None, list[GenerationResult]] = field(repr=False)
+    drawn: int = 0  # tokens drawn so far
 
 
 class Scheduler:
     """Decodes jobs of different groups together on one decoder, at most ``max_rows`` at once."""
 
-    def __init__(self, decoder: Decoder, max_rows: int = 4, ahead: int = 0, ahead_after: int = 1) -> None:
+    def __init__(
+        self,
+        decoder: Decoder,
+        max_rows: int = 4,
+        ahead: int = 0,
+        ahead_after: int = 1,
+        threads: DecodeThreads = DecodeThreads(),
+    ) -> None:
         self.decoder = decoder
+        self.threads = threads
         self.joins = bool(getattr(decoder, "joins_rows", False))
         self.row_limit = max(1, getattr(decoder, "max_rows", 1)) if self.joins else 1
         self.max_rows = min(max(1, max_rows), self.row_limit)
@@ -143,9 +153,12 @@ class Scheduler:
             self.waiting.remove(job)
             events += self.admit(job)
         if self.joins:
-            events += self.step_batch([lane for lane in self.running if lane.job is not job])
+            lanes = [lane for lane in self.running if lane.job is not job]
+            with self.threads.step(lane.row.k for lane in lanes):
+                events += self.step_batch(lanes)
         elif self.running and job is None:
-            events += self.step_solo(self.running[0])
+            with self.threads.step([self.running[0].drawn]):
+                events += self.step_solo(self.running[0])
         return events
 
     def admissible(self) -> Job | None:
@@ -227,7 +240,9 @@ class Scheduler:
 
     def step_solo(self, lane: SoloRow) -> list[Event]:
         try:
-            return [Token(lane.job, next(lane.steps)[1])]
+            token = next(lane.steps)[1]
+            lane.drawn += 1
+            return [Token(lane.job, token)]
         except StopIteration as stop:
             self.running.remove(lane)
             return [Done(lane.job, stop.value[0])]

@@ -1,0 +1,43 @@
+"""Fewer torch threads for the GPT's decode steps once its listeners have their first audio.
+
+In the graph the GPT and the vocoder are separate processes on the same cores, each with the
+node's threads (``GSV_THREADS``). A decode step is bound by reading the weights, and on the 2-core
+machines measured one thread reads most of what two read (AMD EPYC: 22.7 of 30.8 GB/s), while
+the vocoder beside it is bound by arithmetic: two threads each in both processes make the
+vocoder's convolutions wait at their barriers for a thread the decode step holds. So once every
+running segment has drawn its first chunk (the vocoder then has work: that chunk), the steps run
+on ``lean`` threads and leave the rest of the cores to the vocoder; a prefill and a new segment's
+first chunk, which set the time to first audio while the vocoder has nothing to do, keep them
+all. docs/performance.md ("Decode steps on one thread beside the vocoder") has the figures. The
+thread count never changes what a step computes: the fused step's rows are split between threads,
+each output element summed by one thread in the same order (gpt/decode_layers.cpp), and the
+plain PyTorch decoders' products do not split their sums either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DecodeThreads:
+    lean: int = 0  # threads of a step once every row has drawn ``after`` tokens (0 = unchanged)
+    after: int = 0  # tokens a row draws on all threads: the first chunk
+
+    @contextmanager
+    def step(self, drawn: Iterable[int]) -> Iterator[None]:
+        """Run one decode step of rows that have drawn ``drawn`` tokens so far."""
+        full = torch.get_num_threads()
+        counts = list(drawn)
+        if not self.lean or self.lean >= full or not counts or min(counts) < self.after:
+            yield
+            return
+        torch.set_num_threads(self.lean)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(full)
