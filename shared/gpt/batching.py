@@ -8,7 +8,8 @@ A :class:`Scheduler` holds a FIFO of waiting :class:`Job` s and the rows being d
    ``[text ; prompt]`` is prefilled on its own (a prefill is compute-bound: batching prefills of
    unequal length would buy nothing) and its first token drawn;
 2. runs one decode step for every running row at once (``decoder.step_rows``: the fused CPU step
-   reads the weights once for all rows, and a CPU decode step is bound by reading them);
+   reads the weights once for all rows, and a CPU decode step is bound by reading them), on fewer
+   threads once every row has drawn its first chunk if ``threads`` says so (decode_threads.py);
 3. reports each row's token, and takes a finished row out at once.
 
 Every row keeps its own cache and length, sampling settings, random generator and stop rules

@@ -9,9 +9,10 @@ running segment has drawn its first chunk (the vocoder then has work: that chunk
 on ``lean`` threads and leave the rest of the cores to the vocoder; a prefill and a new segment's
 first chunk, which set the time to first audio while the vocoder has nothing to do, keep them
 all. docs/performance.md ("Decode steps on one thread beside the vocoder") has the figures. The
-thread count never changes what a step computes: the fused step's rows are split between threads,
-each output element summed by one thread in the same order (gpt/decode_layers.cpp), and the
-plain PyTorch decoders' products do not split their sums either.
+thread count must not change the tokens (a stream must equal its solo run whatever runs beside
+it): the fused step splits output rows between threads, each output one thread's sum in a fixed
+order (gpt/decode_layers.cpp); tests/test_decode_threads.py checks every CPU decoder (that step,
+the module path in float32 and in float16) draws the same tokens on one thread as on two.
 """
 
 from __future__ import annotations
