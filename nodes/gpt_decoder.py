@@ -45,7 +45,7 @@ from dora_gpt_sovits import messages as m
 from dora_gpt_sovits.benchmark import stage_trace
 from dora_gpt_sovits.cancellation import Cancellations
 from dora_gpt_sovits.gpt.batching import Event, Failed, Job, Scheduler, Token
-from dora_gpt_sovits.gpt.decode_threads import DecodeThreads
+from dora_gpt_sovits.gpt.decode_threads import DecodeThreads, thread_count_invariant
 from dora_gpt_sovits.model_cache import model_choice
 from dora_gpt_sovits.node_runtime import Outgoing, StageBase
 from dora_gpt_sovits.settings import GPTSettings, from_env_or_exit
@@ -399,7 +399,9 @@ def load() -> tuple[GPTStage, str]:
     # GSV_MAX_BATCH > 1: segments of concurrent utterances decode together (gpt/batching.py);
     # GSV_DECODE_AHEAD > 0: an utterance's next segment too.
     policy = policy_from_env(settings)
-    threads = DecodeThreads(settings.decode_threads, policy.first_chunk_tokens)
+    # Only a decoder whose results do not depend on its thread count steps lean (gpt/decode_threads.py).
+    lean = settings.decode_threads if thread_count_invariant(getattr(models.get(""), "decoder", None)) else 0
+    threads = DecodeThreads(lean, policy.first_chunk_tokens)
     batch = None
     if settings.max_batch > 1 or settings.decode_ahead > 0:
         decoders = lambda w: models.get(w).decoder  # noqa: E731
@@ -410,8 +412,10 @@ def load() -> tuple[GPTStage, str]:
         f"GPT loaded from {paths.gpt} on {choice.label}; up to {settings.max_batch} utterances decoded together,"
         f" {settings.decode_ahead} segment(s) ahead"
     )
-    if settings.decode_threads:
-        loaded += f"; decode steps on {settings.decode_threads} thread(s) once a segment's first chunk is out"
+    if lean:
+        loaded += f"; decode steps on {lean} thread(s) once a segment's first chunk is out"
+    elif settings.decode_threads:
+        loaded += f"; GSV_DECODE_THREADS ignored: the {choice.label} decoder's results may depend on its thread count"
     return GPTStage(decode, policy, seed, batch, threads), loaded
 
 

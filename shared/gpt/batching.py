@@ -9,7 +9,8 @@ A :class:`Scheduler` holds a FIFO of waiting :class:`Job` s and the rows being d
    unequal length would buy nothing) and its first token drawn;
 2. runs one decode step for every running row at once (``decoder.step_rows``: the fused CPU step
    reads the weights once for all rows, and a CPU decode step is bound by reading them), on fewer
-   threads once every row has drawn its first chunk if ``threads`` says so (decode_threads.py);
+   threads once every row has drawn its first chunk if ``threads`` says so and the decoder's
+   results do not depend on its thread count (decode_threads.py);
 3. reports each row's token, and takes a finished row out at once.
 
 Every row keeps its own cache and length, sampling settings, random generator and stop rules
@@ -44,7 +45,7 @@ from typing import NamedTuple
 
 import torch
 
-from .decode_threads import DecodeThreads
+from .decode_threads import DecodeThreads, thread_count_invariant
 from .decoder import Decoder, KeptTokens, Utterance, decode
 from .module_decoder import Row
 from .sampling import SamplingParams
@@ -115,7 +116,7 @@ class Scheduler:
         threads: DecodeThreads = DecodeThreads(),
     ) -> None:
         self.decoder = decoder
-        self.threads = threads
+        self.threads = threads if thread_count_invariant(decoder) else DecodeThreads()
         self.joins = bool(getattr(decoder, "joins_rows", False))
         self.row_limit = max(1, getattr(decoder, "max_rows", 1)) if self.joins else 1
         self.max_rows = min(max(1, max_rows), self.row_limit)

@@ -127,6 +127,9 @@ class FusedDecoder(ModuleDecoder):
     it fills hold ``cache_dtype`` (None: float32)."""
 
     name = "fused"
+    # Its step splits output rows between threads, each output one thread's sum in a fixed order:
+    # the thread count does not change what it computes (decode_threads.py may lower it).
+    thread_count_invariant = True
 
     def __init__(self, model: nn.Module, layers: FusedDecodeLayers, cache_dtype: torch.dtype | None = None) -> None:
         super().__init__(model, cache_dtype)
