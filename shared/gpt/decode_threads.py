@@ -19,11 +19,11 @@ tests/test_decode_threads.py checks the fused step draws the same tokens on one 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-import torch
+from ..intra_op_threads import intra_op_threads
 
 
 def thread_count_invariant(decoder: object) -> bool:
@@ -36,16 +36,7 @@ class DecodeThreads:
     lean: int = 0  # threads of a step once every row has drawn ``after`` tokens (0 = unchanged)
     after: int = 0  # tokens a row draws on all threads: the first chunk
 
-    @contextmanager
-    def step(self, drawn: Iterable[int]) -> Iterator[None]:
-        """Run one decode step of rows that have drawn ``drawn`` tokens so far."""
-        full = torch.get_num_threads()
-        counts = list(drawn)
-        if not self.lean or self.lean >= full or not counts or min(counts) < self.after:
-            yield
-            return
-        torch.set_num_threads(self.lean)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(full)
+    def step(self, drawn: Iterable[int]) -> AbstractContextManager[None]:
+        """The block of one decode step of rows that have drawn ``drawn`` tokens so far."""
+        lean = self.lean and min(drawn, default=-1) >= self.after
+        return intra_op_threads(self.lean if lean else None)

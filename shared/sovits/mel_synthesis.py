@@ -34,8 +34,7 @@ layout), a segment decoded in one call with no lookahead is exactly upstream's o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +42,7 @@ from torch import Tensor, nn
 
 from ..audio.mel import MEL_SETTINGS, denormalise_mel, log_mel, normalise_mel
 from ..audio.resample import resample
+from ..intra_op_threads import intra_op_threads
 from .cfm import check_steps, sample_mel
 from .mel_synthesizer import MelSynthesizer
 
@@ -290,21 +290,6 @@ class MelStream:
         tail = wav[end : end + int(TAIL_SECONDS * self.plan.sample_rate)]
         self.vocoded_mel = torch.cat([self.vocoded_mel, run_mel], -1)[..., -self.margin :]
         return wav[begin:end], tail
-
-
-@contextmanager
-def intra_op_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op threads lowered to ``threads`` inside the block (None, or not fewer than now:
-    unchanged). The thread count is the process's: the caller runs one stream at a time."""
-    before = torch.get_num_threads()
-    if threads is None or threads >= before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def module_dtype(module: nn.Module) -> torch.dtype:
